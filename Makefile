@@ -1,0 +1,46 @@
+# Kubeward: two commands on a fresh machine.
+#   make demo   sets everything up, then runs the live demo (DEMO_SECONDS=60 for a short run)
+#   make test   sets everything up, then runs unit and integration tests on a real Kafka broker
+# Also: make bench (benchmarks -> build/bench.json), make lint, make clean.
+
+PY ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+KAFKA_LIBS := .cache/kafka/libs
+DEMO_SECONDS ?= 120
+
+.PHONY: setup test demo bench lint clean tools
+
+setup: $(STAMP) $(KAFKA_LIBS)
+
+$(STAMP): pyproject.toml
+	@command -v $(PY) >/dev/null || { echo "need $(PY): apt-get install python3.11 python3.11-venv"; exit 1; }
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+$(KAFKA_LIBS): deploy/kafka/pom.xml | $(STAMP)
+	$(BIN)/python -c "from deploy.broker import fetch_jars; print('kafka jars:', fetch_jars())"
+
+tools:
+	@command -v wrk >/dev/null || { echo "installing wrk (Debian) for the shim benchmark"; \
+	  if [ "$$(id -u)" = 0 ]; then apt-get install -y -q wrk; else sudo apt-get install -y -q wrk; fi; }
+
+test: setup
+	$(BIN)/python -m pytest -q
+	$(BIN)/python -m mypy
+
+demo: setup
+	$(BIN)/kubeward demo --seconds $(DEMO_SECONDS)
+
+bench: setup tools
+	$(BIN)/kubeward bench
+
+lint: setup
+	$(BIN)/python -m mypy
+	$(BIN)/kubeward rules lint
+
+clean:
+	rm -rf build .cache/kafka/run

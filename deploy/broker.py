@@ -1,0 +1,548 @@
+"""A real single-node Apache Kafka 4.x broker (KRaft), run by the project itself.
+
+No Docker and no Kafka tarball: the broker's jars come from Maven Central through
+``mvn`` (``deploy/kafka/pom.xml``) and it runs as ``java -cp 'libs/*' kafka.Kafka``,
+exactly what the distribution's ``bin/kafka-server-start.sh`` does.
+
+Contract
+--------
+* :func:`fetch_jars` collects the jars once into ``<repo>/.cache/kafka/libs``
+  (needs ``java`` 17+ and ``mvn``; raises :class:`BrokerError` saying what to install).
+* :func:`start` writes ``<data_dir>/server.properties`` (combined broker+controller,
+  standalone quorum, PLAINTEXT on 127.0.0.1 only), formats the storage once
+  (``<data_dir>/logs/meta.properties`` marks a formatted dir), launches the broker
+  detached in its own session (output in ``<data_dir>/broker.log``, pid in
+  ``<data_dir>/broker.pid``) and returns only when a metadata request succeeds.
+  A formatted data dir keeps its cluster id and controller endpoint: reuse it with
+  the same ports, or wipe it (``kafka up --fresh``).
+* :func:`ensure_topics` creates the project's topics (``ingest.topics.ALL_TOPICS``)
+  with their configs; :func:`stop` and :func:`status` work from the data dir alone,
+  so another process (or the CLI) can stop a broker it did not start.
+* :func:`add_cli` registers ``kafka up|down|status`` on an argparse subparsers object;
+  ``python -m deploy.broker kafka up`` runs it standalone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import kafka.errors as kafka_errors
+from kafka import KafkaAdminClient
+
+from ingest.topics import ALL_TOPICS, TopicSpec
+
+__all__ = [
+    "Broker",
+    "BrokerError",
+    "add_cli",
+    "ensure_topics",
+    "fetch_jars",
+    "start",
+    "status",
+    "stop",
+    "wait_ready",
+]
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+KAFKA_DIR = Path(__file__).resolve().parent / "kafka"
+POM = KAFKA_DIR / "pom.xml"
+LOG4J_CONFIG = KAFKA_DIR / "log4j2.properties"
+DEFAULT_CACHE = REPO_ROOT / ".cache" / "kafka"
+DEFAULT_DATA_DIR = DEFAULT_CACHE / "run"
+KAFKA_VERSIONS = ("4.1.2", "4.1.1")  # the pom's default first, then the fallback
+INSTALL_HINT = "install them with: apt-get install openjdk-17-jre-headless maven"
+HOST = "127.0.0.1"
+
+# Popen objects of brokers started by this process, so they are reaped (no zombies).
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+
+
+class BrokerError(RuntimeError):
+    """The local broker cannot be fetched, started, reached or stopped."""
+
+
+@dataclass
+class Broker:
+    """A broker process started by :func:`start`."""
+
+    host: str
+    port: int
+    controller_port: int
+    data_dir: Path
+    log_path: Path
+    pid: int
+
+    @property
+    def bootstrap(self) -> str:
+        """The ``bootstrap_servers`` string for clients."""
+        return f"{self.host}:{self.port}"
+
+
+# --------------------------------------------------------------------------- jars
+
+
+def _has_broker_jar(libs: Path) -> bool:
+    return any(libs.glob("kafka_2.13-*.jar"))
+
+
+def _java_major(java: str) -> int:
+    """Major version of ``java`` (``java -version`` prints e.g. ``"17.0.15"`` or ``"1.8.0_392"``)."""
+    out = subprocess.run([java, "-version"], capture_output=True, text=True, check=False)
+    match = re.search(r'version "(\d+)(?:\.(\d+))?', out.stderr + out.stdout)
+    if not match:
+        raise BrokerError(f"cannot parse `java -version` output: {out.stderr.strip()!r}")
+    major = int(match.group(1))
+    return int(match.group(2) or 0) if major == 1 else major
+
+
+def _require_tools(*tools: str) -> dict[str, str]:
+    """Resolve tools on PATH; raise BrokerError naming every missing one (and Java < 17)."""
+    found = {tool: shutil.which(tool) for tool in tools}
+    missing = [tool for tool, path in found.items() if path is None]
+    if missing:
+        raise BrokerError(f"{' and '.join(missing)} not found on PATH; the local Kafka broker needs "
+                          f"Java 17+ and Maven: {INSTALL_HINT}")
+    paths = {tool: path for tool, path in found.items() if path is not None}
+    if "java" in paths and (major := _java_major(paths["java"])) < 17:
+        raise BrokerError(f"java {major} found at {paths['java']}, Kafka 4.x needs Java 17+; {INSTALL_HINT}")
+    return paths
+
+
+def fetch_jars(cache_dir: Path = DEFAULT_CACHE) -> Path:
+    """Collect the broker jars into ``<cache_dir>/libs`` once (idempotent); return that dir.
+
+    Runs ``mvn dependency:copy-dependencies`` on ``deploy/kafka/pom.xml`` into a temporary
+    dir that is renamed at the end, so an interrupted fetch never looks complete.
+    """
+    libs = Path(cache_dir) / "libs"
+    if _has_broker_jar(libs):
+        return libs
+    tools = _require_tools("java", "mvn")
+    staging = Path(cache_dir) / "libs.partial"
+    errors = []
+    for version in KAFKA_VERSIONS:
+        shutil.rmtree(staging, ignore_errors=True)
+        cmd = [tools["mvn"], "-B", "-q", "-f", str(POM), "dependency:copy-dependencies",
+               "-DincludeScope=runtime", f"-DoutputDirectory={staging}", f"-Dkafka.version={version}"]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if proc.returncode == 0 and _has_broker_jar(staging):
+            shutil.rmtree(libs, ignore_errors=True)
+            staging.rename(libs)
+            return libs
+        errors.append(f"kafka {version}: " + "\n".join((proc.stdout + proc.stderr).splitlines()[-15:]))
+    raise BrokerError("mvn could not collect the Kafka jars:\n" + "\n".join(errors))
+
+
+# ------------------------------------------------------------------- config/files
+
+
+def _server_properties(data_dir: Path, port: int, controller_port: int) -> str:
+    """server.properties of a combined broker+controller with a standalone KRaft quorum."""
+    settings = {
+        "process.roles": "broker,controller",
+        "node.id": "1",
+        "controller.quorum.bootstrap.servers": f"{HOST}:{controller_port}",
+        "listeners": f"PLAINTEXT://{HOST}:{port},CONTROLLER://{HOST}:{controller_port}",
+        "advertised.listeners": f"PLAINTEXT://{HOST}:{port},CONTROLLER://{HOST}:{controller_port}",
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+        "log.dirs": str(data_dir / "logs"),
+        "num.partitions": "1",
+        "default.replication.factor": "1",
+        "min.insync.replicas": "1",
+        "auto.create.topics.enable": "true",
+        "offsets.topic.replication.factor": "1",
+        "offsets.topic.num.partitions": "1",
+        "transaction.state.log.replication.factor": "1",
+        "transaction.state.log.min.isr": "1",
+        "transaction.state.log.num.partitions": "1",
+        "share.coordinator.state.topic.replication.factor": "1",
+        "share.coordinator.state.topic.min.isr": "1",
+        "group.initial.rebalance.delay.ms": "0",
+        "num.network.threads": "2",
+        "num.io.threads": "2",
+        "num.recovery.threads.per.data.dir": "1",
+        "log.cleaner.dedupe.buffer.size": str(16 * 1024 * 1024),
+        "log.cleaner.backoff.ms": "1000",
+    }
+    header = "# written by deploy/broker.py on every start; edit the code, not this file\n"
+    return header + "".join(f"{key}={value}\n" for key, value in settings.items())
+
+
+def _read_properties(path: Path) -> dict[str, str]:
+    props = {}
+    for line in path.read_text().splitlines():
+        if line.strip() and not line.lstrip().startswith(("#", "!")) and "=" in line:
+            key, value = line.split("=", 1)
+            props[key.strip()] = value.strip()
+    return props
+
+
+def _configured_ports(data_dir: Path) -> tuple[int, int] | None:
+    """(port, controller_port) from an existing server.properties, if any."""
+    path = data_dir / "server.properties"
+    if not path.exists():
+        return None
+    listeners = _read_properties(path).get("listeners", "")
+    ports = dict(re.findall(r"(\w+)://[^:,]*:(\d+)", listeners))
+    if "PLAINTEXT" not in ports or "CONTROLLER" not in ports:
+        return None
+    return int(ports["PLAINTEXT"]), int(ports["CONTROLLER"])
+
+
+def _log_tail(log_path: Path, lines: int = 30) -> str:
+    try:
+        return "\n".join(log_path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no broker log)"
+
+
+def _jvm_opts(heap: str) -> list[str]:
+    return [f"-Xms{heap}", f"-Xmx{heap}", "-XX:+UseSerialGC", "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile=file:{LOG4J_CONFIG}"]
+
+
+def _format_storage(java: str, libs: Path, props: Path, log_path: Path) -> None:
+    """``StorageTool random-uuid`` then ``format --standalone`` (once per data dir)."""
+    base = [java, *_jvm_opts("256m"), "-cp", f"{libs}/*", "kafka.tools.StorageTool"]
+    uuid = subprocess.run([*base, "random-uuid"], capture_output=True, text=True, check=False)
+    if uuid.returncode != 0:
+        raise BrokerError(f"StorageTool random-uuid failed:\n{uuid.stdout}{uuid.stderr}")
+    cluster_id = uuid.stdout.strip().splitlines()[-1]
+    fmt = subprocess.run([*base, "format", "--standalone", "-t", cluster_id, "-c", str(props)],
+                         capture_output=True, text=True, check=False)
+    with log_path.open("a") as log:
+        log.write(fmt.stdout + fmt.stderr)
+    if fmt.returncode != 0:
+        raise BrokerError(f"StorageTool format failed:\n{fmt.stdout}{fmt.stderr}")
+
+
+# ------------------------------------------------------------------ process state
+
+
+def _read_pid(data_dir: Path) -> int | None:
+    try:
+        return int((data_dir / "broker.pid").read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` is a live (non-zombie) Kafka broker process."""
+    child = _CHILDREN.get(pid)
+    if child is not None and child.poll() is not None:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return _looks_like_broker(pid)
+
+
+def _looks_like_broker(pid: int) -> bool:
+    """Guard against a stale pid file whose pid was reused (Linux /proc; True elsewhere).
+
+    /proc/<pid>/cmdline can read empty while the JVM maps its heap, so fall back to
+    the command name there.
+    """
+    proc = Path(f"/proc/{pid}")
+    try:
+        stat = (proc / "stat").read_text()
+        if stat.rsplit(")", 1)[1].split()[0] == "Z":
+            return False
+        cmdline = (proc / "cmdline").read_bytes()
+        return b"kafka.Kafka" in cmdline if cmdline else (proc / "comm").read_text().strip() == "java"
+    except FileNotFoundError:
+        return not proc.parent.joinpath("self").exists()
+    except OSError:
+        return True
+
+
+def _reachable(bootstrap: str, timeout_s: float = 5.0) -> bool:
+    """Whether a metadata request (``list_topics``) to ``bootstrap`` succeeds."""
+    ms = max(int(timeout_s * 1000), 1000)
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="kubeward-probe",
+                                 bootstrap_timeout_ms=ms, request_timeout_ms=ms)
+    except (kafka_errors.KafkaError, OSError):
+        return False
+    try:
+        admin.list_topics()
+        return True
+    except (kafka_errors.KafkaError, OSError):
+        return False
+    finally:
+        admin.close()
+
+
+def _accepts(address: str) -> bool:
+    """Whether ``host:port`` accepts a TCP connection."""
+    host, _, port = address.rpartition(":")
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        return sock.connect_ex((host, int(port))) == 0
+
+
+# -------------------------------------------------------------------- public API
+
+
+def wait_ready(bootstrap: str, timeout: float = 60, *, pid: int | None = None,
+               log_path: Path | None = None) -> None:
+    """Poll until ``list_topics`` on ``bootstrap`` succeeds.
+
+    Raises BrokerError (with the last 30 lines of ``log_path``) if ``pid`` dies first
+    or on timeout.
+    """
+    deadline = time.monotonic() + timeout
+
+    def tail() -> str:
+        return _log_tail(log_path) if log_path else ""
+
+    while time.monotonic() < deadline:
+        if pid is not None and not _alive(pid):
+            raise BrokerError(f"broker process {pid} exited before becoming ready:\n{tail()}")
+        # cheap TCP probe first: a refused bootstrap makes the admin client wait its full timeout
+        if _accepts(bootstrap) and _reachable(bootstrap, min(5.0, max(deadline - time.monotonic(), 1.0))):
+            return
+        time.sleep(0.25)
+    raise BrokerError(f"broker at {bootstrap} not ready after {timeout:.0f}s:\n{tail()}")
+
+
+def start(data_dir: Path, port: int = 9092, controller_port: int = 9093, heap: str = "512m",
+          *, libs: Path | None = None, timeout: float = 60) -> Broker:
+    """Format ``data_dir`` if needed, launch the broker detached and wait until it is ready.
+
+    ``libs`` defaults to ``<repo>/.cache/kafka/libs`` (see :func:`fetch_jars`).
+    """
+    data_dir = Path(data_dir).resolve()
+    libs = Path(libs) if libs else DEFAULT_CACHE / "libs"
+    if not _has_broker_jar(libs):
+        raise BrokerError(f"no Kafka jars in {libs}; run fetch_jars() (or `kafka up`) first")
+    java = _require_tools("java")["java"]
+    if (pid := _read_pid(data_dir)) and _alive(pid):
+        raise BrokerError(f"a broker (pid {pid}) already runs on {data_dir}; stop it first")
+    formatted = (data_dir / "logs" / "meta.properties").exists()
+    previous = _configured_ports(data_dir)
+    if formatted and previous and previous[1] != controller_port:
+        raise BrokerError(f"{data_dir} was formatted for controller port {previous[1]}, not "
+                          f"{controller_port}; reuse that port or wipe the dir (kafka up --fresh)")
+    for p in (port, controller_port):
+        if _accepts(f"{HOST}:{p}"):
+            raise BrokerError(f"port {p} on {HOST} is already in use")
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    props, log_path = data_dir / "server.properties", data_dir / "broker.log"
+    props.write_text(_server_properties(data_dir, port, controller_port))
+    if not formatted:
+        _format_storage(java, libs, props, log_path)
+
+    cmd = [java, *_jvm_opts(heap), f"-Dkafka.logs.dir={data_dir}", "-cp", f"{libs}/*",
+           "kafka.Kafka", str(props)]
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                cwd=data_dir, start_new_session=True)
+    _CHILDREN[proc.pid] = proc
+    (data_dir / "broker.pid").write_text(f"{proc.pid}\n")
+    broker = Broker(HOST, port, controller_port, data_dir, log_path, proc.pid)
+    try:
+        wait_ready(broker.bootstrap, timeout=timeout, pid=proc.pid, log_path=log_path)
+    except BaseException:
+        stop(data_dir)
+        raise
+    return broker
+
+
+def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec] = ALL_TOPICS,
+                  partitions_override: dict[str, int] | None = None) -> list[str]:
+    """Create the missing topics of ``specs`` with their configs; return the names created.
+
+    Idempotent: existing topics are left alone (their configs are not altered).
+    Waits until every created topic has a leader.
+    """
+    overrides = partitions_override or {}
+    with KafkaAdminClient(bootstrap_servers=bootstrap, client_id="kubeward-ensure-topics") as admin:
+        existing = set(admin.list_topics())
+        wanted = {spec.name: {"num_partitions": overrides.get(spec.name, spec.partitions),
+                              "replication_factor": 1, "configs": dict(spec.config)}
+                  for spec in specs if spec.name not in existing}
+        if not wanted:
+            return []
+        result = admin.create_topics(wanted, raise_errors=False)
+        created, failures = [], []
+        for topic in result["topics"]:
+            error = kafka_errors.for_code(topic["error_code"])
+            if error is kafka_errors.NoError:
+                created.append(topic["name"])
+            elif error is not kafka_errors.TopicAlreadyExistsError:
+                failures.append(f"{topic['name']}: {error.__name__} {topic.get('error_message') or ''}")
+        if failures:
+            raise BrokerError("could not create topics: " + "; ".join(failures))
+        admin.wait_for_topics(created, timeout_ms=30000)
+    return created
+
+
+def stop(data_dir: Path, timeout: float = 30) -> bool:
+    """SIGTERM the broker's process group, SIGKILL after ``timeout`` s; remove the pid file.
+
+    Returns whether a running broker was stopped.
+    """
+    data_dir = Path(data_dir)
+    pid_file = data_dir / "broker.pid"
+    pid = _read_pid(data_dir)
+    stopped = False
+    if pid is not None and _alive(pid):
+        _signal_group(pid, signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        while _alive(pid) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        if _alive(pid):
+            _signal_group(pid, signal.SIGKILL)
+            while _alive(pid) and time.monotonic() < deadline + 10:
+                time.sleep(0.1)
+        stopped = True
+    if pid is not None and not _alive(pid):
+        _CHILDREN.pop(pid, None)  # _alive() already reaped it through Popen.poll()
+    pid_file.unlink(missing_ok=True)
+    return stopped
+
+
+def _signal_group(pid: int, sig: signal.Signals) -> None:
+    """Signal the broker's session (started with start_new_session, so pgid == pid)."""
+    try:
+        os.killpg(pid, sig)
+    except ProcessLookupError:
+        pass
+    except PermissionError:
+        os.kill(pid, sig)
+
+
+def status(data_dir: Path) -> dict[str, Any]:
+    """``{"running": bool, "pid": int | None, "bootstrap": str | None}`` for ``data_dir``.
+
+    ``bootstrap`` is set only when the process runs and answers a metadata request.
+    """
+    data_dir = Path(data_dir)
+    pid = _read_pid(data_dir)
+    running = pid is not None and _alive(pid)
+    ports = _configured_ports(data_dir) if running else None
+    bootstrap = f"{HOST}:{ports[0]}" if ports else None
+    if bootstrap and not _reachable(bootstrap):
+        bootstrap = None
+    return {"running": running, "pid": pid if running else None, "bootstrap": bootstrap}
+
+
+# --------------------------------------------------------------------------- CLI
+
+
+def _wipe(data_dir: Path) -> None:
+    """Delete a broker data dir, refusing dirs that do not look like one."""
+    if not data_dir.exists():
+        return
+    markers = ("server.properties", "broker.log", "logs")
+    if any(data_dir.iterdir()) and not any((data_dir / m).exists() for m in markers):
+        raise BrokerError(f"refusing to wipe {data_dir}: it does not look like a broker data dir")
+    shutil.rmtree(data_dir)
+
+
+def _cmd_up(args: argparse.Namespace) -> int:
+    data_dir = Path(args.data_dir).resolve()
+    try:
+        libs = fetch_jars()
+        if args.fresh:
+            stop(data_dir)
+            _wipe(data_dir)
+        current = status(data_dir)
+        if current["running"] and not current["bootstrap"]:
+            raise BrokerError(f"broker pid {current['pid']} runs but is not reachable; "
+                              f"see {data_dir / 'broker.log'} or run `kafka down`")
+        bootstrap = current["bootstrap"] or start(
+            data_dir, args.port, args.controller_port, args.heap, libs=libs).bootstrap
+        created = ensure_topics(bootstrap)
+    except BrokerError as exc:
+        print(f"kafka up: {exc}", file=sys.stderr)
+        return 1
+    if created:
+        print(f"created topics: {', '.join(created)}", file=sys.stderr)
+    print(f"bootstrap={bootstrap}")
+    return 0
+
+
+def _cmd_down(args: argparse.Namespace) -> int:
+    data_dir = Path(args.data_dir).resolve()
+    print("stopped" if stop(data_dir) else f"no broker running on {data_dir}")
+    return 0
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    info = status(Path(args.data_dir).resolve())
+    print(" ".join(f"{key}={'' if value is None else value}" for key, value in info.items()))
+    return 0 if info["bootstrap"] else 1
+
+
+def add_cli(subparsers: Any) -> argparse.ArgumentParser:
+    """Register ``kafka up|down|status`` on an ``ArgumentParser.add_subparsers()`` object."""
+    kafka: argparse.ArgumentParser = subparsers.add_parser(
+        "kafka", help="run the local single-node Kafka broker (KRaft, no Docker)",
+        description="Manage the project's local Apache Kafka 4.x broker: jars from Maven Central, "
+                    "a java process on 127.0.0.1, state in a data dir.")
+
+    def show_help(_args: argparse.Namespace) -> int:
+        kafka.print_help()
+        return 2
+
+    kafka.set_defaults(func=show_help)
+    sub = kafka.add_subparsers(title="commands", metavar="{up,down,status}")
+
+    def data_dir_option(parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR,
+                            help="broker state: config, KRaft metadata, logs, pid (default: %(default)s)")
+
+    up = sub.add_parser(
+        "up", help="fetch jars, start the broker if needed, create the topics",
+        description="Idempotent: fetches the jars once, starts the broker unless it already runs, "
+                    "creates missing topics, then prints bootstrap=HOST:PORT.")
+    data_dir_option(up)
+    up.add_argument("--port", type=int, default=9092, help="client (PLAINTEXT) port (default: %(default)s)")
+    up.add_argument("--controller-port", type=int, default=9093,
+                    help="KRaft controller port (default: %(default)s)")
+    up.add_argument("--heap", default="512m", help="JVM heap, -Xms and -Xmx (default: %(default)s)")
+    up.add_argument("--fresh", action="store_true",
+                    help="stop the broker and wipe the data dir first (all topics and messages are lost)")
+    up.set_defaults(func=_cmd_up)
+
+    down = sub.add_parser("down", help="stop the broker (SIGTERM, SIGKILL after 30 s)",
+                          description="Stop the broker recorded in the data dir's pid file.")
+    data_dir_option(down)
+    down.set_defaults(func=_cmd_down)
+
+    stat = sub.add_parser("status", help="show whether the broker runs and is reachable",
+                          description="Print running/pid/bootstrap; exit 0 only if the broker answers.")
+    data_dir_option(stat)
+    stat.set_defaults(func=_cmd_status)
+    return kafka
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Standalone entry point: ``python -m deploy.broker kafka up``."""
+    parser = argparse.ArgumentParser(prog="python -m deploy.broker", description=__doc__.splitlines()[0])
+    add_cli(parser.add_subparsers(title="commands", required=True))
+    args = parser.parse_args(argv)
+    return int(args.func(args))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

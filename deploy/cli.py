@@ -1,0 +1,115 @@
+"""The ``kubeward`` command line: one entry point for every component.
+
+    kubeward kafka up|down|status   local single-node Kafka (KRaft) from Maven Central jars
+    kubeward worker                 the Faust stream worker (detections, verdicts, findings)
+    kubeward shim                   the inline enforcement shim (Envoy ext_authz HTTP)
+    kubeward simulate               simulated cluster traffic to Kafka, Parquet or JSONL
+    kubeward demo                   everything together, with live progress and a report
+    kubeward bench                  the benchmarks, written to build/bench.json
+
+Settings also come from the environment (``KUBEWARD_WORKER_*``, ``KUBEWARD_SHIM_*``);
+flags win over the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from ingest.errors import SettingsError
+
+__all__ = ["main"]
+
+
+def _overrides(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, Any]:
+    return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from faust import Worker
+
+    from deploy.logs import setup_logging
+    from ingest.config import build_settings
+    from streams.app import create_app
+    from streams.settings import WorkerSettings
+
+    settings = build_settings(WorkerSettings, **_overrides(args, ("bootstrap", "web_port", "window_s", "app_id", "learn_windows")))
+    app = create_app(settings)
+    worker = Worker(app, loglevel=args.loglevel, quiet=True)
+    setup_logging(args.loglevel)
+    worker.execute_from_commandline()
+    return 0
+
+
+def _cmd_shim(args: argparse.Namespace) -> int:
+    from deploy.logs import setup_logging
+    from enforcement.settings import ShimSettings
+    from enforcement.shim import run
+    from ingest.config import build_settings
+
+    setup_logging(args.loglevel)
+    over = _overrides(args, ("bootstrap", "port", "admin_port", "report", "failure_mode"))
+    if args.no_kafka:
+        over["bootstrap"] = None
+    run(build_settings(ShimSettings, **over))
+    return 0
+
+
+def _add_worker(sub: Any) -> None:
+    p = sub.add_parser("worker", help="run the Faust stream worker", description="Consume l7.summaries.v1, keep per-actor baselines, publish verdicts and OCSF findings. /metrics on --web-port.")
+    p.add_argument("--bootstrap", help="Kafka bootstrap servers (default 127.0.0.1:9092)")
+    p.add_argument("--web-port", type=int, help="port of /metrics (default 6066)")
+    p.add_argument("--window-s", type=int, help="tumbling window per actor in seconds (default 60)")
+    p.add_argument("--learn-windows", type=int, help="windows before destinations count as learned (default 3)")
+    p.add_argument("--app-id", help="consumer group / changelog prefix (default kubeward-worker)")
+    p.add_argument("--loglevel", default="info", help="log level (default info)")
+    p.set_defaults(func=_cmd_worker)
+
+
+def _add_shim(sub: Any) -> None:
+    p = sub.add_parser("shim", help="run the enforcement shim", description="Answer Envoy ext_authz HTTP checks from the local verdict cache: 200 allow, 403 deny, 429 throttle.")
+    p.add_argument("--bootstrap", help="Kafka bootstrap servers (default 127.0.0.1:9092)")
+    p.add_argument("--no-kafka", action="store_true", help="run without control topic and reports (inline checks only)")
+    p.add_argument("--port", type=int, help="decision port (default 9191)")
+    p.add_argument("--admin-port", type=int, help="/metrics, /healthz, /stats port (default 9192)")
+    p.add_argument("--report", choices=["all", "denied", "none"], help="which decisions to publish as summaries (default all)")
+    p.add_argument("--failure-mode", choices=["allow", "deny"], help="answer before the verdict cache synced (default allow)")
+    p.add_argument("--loglevel", default="info", help="log level (default info)")
+    p.set_defaults(func=_cmd_shim)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The full argument parser (every subcommand has --help)."""
+    from deploy import broker
+
+    parser = argparse.ArgumentParser(prog="kubeward", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    broker.add_cli(sub)
+    _add_worker(sub)
+    _add_shim(sub)
+    for module in ("deploy.simulate", "deploy.demo", "deploy.bench"):
+        try:
+            __import__(module, fromlist=["add_cli"]).add_cli(sub)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:
+                raise
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``kubeward`` command."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except SettingsError as exc:
+        print(f"kubeward: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""The shim's pure decision: ``decide(request, cache, buckets, signatures, policy, now)``.
+
+Order (ARCHITECTURE "Shim semantics"): a block verdict for the actor, its
+workload, principal or ip denies (403); a throttle verdict runs the subject's
+token bucket (429 with ``Retry-After``); inline signatures deny in enforce mode;
+otherwise allow. Observe mode never denies: the decision says what would have
+happened (``would``) and the status stays 200. No model runs here.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from enforcement.cache import CachedVerdict, VerdictCache
+from enforcement.ratelimit import TokenBuckets
+from enforcement.signatures import SignatureSet
+from ingest.schema import Policy, actor_key
+
+__all__ = ["ALLOW", "Decision", "RequestView", "decide"]
+
+
+@dataclass(slots=True)
+class RequestView:
+    """What the data plane tells the shim about one request (no body)."""
+
+    method: str
+    path: str
+    source_workload: str | None = None
+    principal: str | None = None
+    ip: str | None = None
+    service: str | None = None
+    namespace: str | None = None
+
+    def subject_keys(self) -> tuple[str, ...]:
+        """Verdict-cache keys that can match this request, most specific first."""
+        keys = [f"actor:{actor_key(self.source_workload or self.ip, self.principal)}"]
+        if self.principal:
+            keys.append(f"principal:{self.principal}")
+        if self.source_workload:
+            keys.append(f"workload:{self.source_workload}")
+        if self.ip:
+            keys.append(f"ip:{self.ip}")
+        return tuple(keys)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The answer for one request: status to return, what was decided and why."""
+
+    status: int
+    would: str
+    enforced: bool
+    reason: str | None = None
+    retry_after: int | None = None
+    findings: tuple[str, ...] = ()
+    verdict_id: str | None = None
+
+
+ALLOW = Decision(200, "allow", False)
+
+
+def _from_verdict(key: str, hit: CachedVerdict, buckets: TokenBuckets, now: float) -> Decision | None:
+    enforce = hit.mode == "enforce"
+    if hit.action == "throttle":
+        wait = buckets.take(key, hit.rate_per_s, hit.burst, now)
+        if wait == 0.0:
+            return None
+        retry = max(1, math.ceil(wait))
+        return Decision(429 if enforce else 200, "throttle", enforce, hit.reason, retry, (), hit.verdict_id)
+    return Decision(403 if enforce else 200, "deny", enforce, hit.reason, None, (), hit.verdict_id)
+
+
+def decide(req: RequestView, cache: VerdictCache, buckets: TokenBuckets, signatures: SignatureSet, policy: Policy, now: float) -> Decision:
+    """Decide one request. Pure apart from the token buckets it updates."""
+    if cache.entries:
+        found = cache.find(req.subject_keys(), req.service, now)
+        if found is not None:
+            decided = _from_verdict(found[0], found[1], buckets, now)
+            if decided is not None:
+                return decided
+    findings = signatures.match(req.path)
+    if findings:
+        enforce = policy.mode_for(req.namespace, req.service) == "enforce"
+        return Decision(403 if enforce else 200, "deny", enforce, f"inline:{findings[0]}", None, tuple(findings))
+    return ALLOW

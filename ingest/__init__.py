@@ -1,0 +1,61 @@
+"""Kubeward ingest: the wire contract of every topic and the ways records enter Kafka.
+
+``ingest.schema`` defines ``RequestSummary``, ``Verdict``, ``Finding`` and
+``Policy`` once; ``ingest.envelope`` packs summaries into Arrow IPC envelopes;
+``ingest.simulator`` generates a labelled cluster's traffic; ``ingest.publish``
+(imported explicitly, it loads Kafka) hands records to the broker. This root
+stays free of Kafka imports so that pure code can depend on it cheaply.
+"""
+
+from ingest.envelope import EnvelopeError, arrow_schema, decode_message, encode_envelope, summaries_from_table
+from ingest.errors import IngestError, PublishError, SettingsError
+from ingest.schema import (
+    DeadLetter,
+    Destination,
+    Finding,
+    FindingInfo,
+    GroundTruth,
+    Policy,
+    Reason,
+    RequestSummary,
+    Scope,
+    Source,
+    Subject,
+    Verdict,
+    actor_key,
+)
+from ingest.signing import sign_verdict, verify_verdict
+from ingest.topics import DLQ, FINDINGS, INVENTORY, POLICY, SUMMARIES, VERDICTS, TopicSpec
+
+__all__ = [
+    "DLQ",
+    "FINDINGS",
+    "INVENTORY",
+    "POLICY",
+    "SUMMARIES",
+    "VERDICTS",
+    "DeadLetter",
+    "Destination",
+    "EnvelopeError",
+    "Finding",
+    "FindingInfo",
+    "GroundTruth",
+    "IngestError",
+    "Policy",
+    "PublishError",
+    "Reason",
+    "RequestSummary",
+    "Scope",
+    "SettingsError",
+    "Source",
+    "Subject",
+    "TopicSpec",
+    "Verdict",
+    "actor_key",
+    "arrow_schema",
+    "decode_message",
+    "encode_envelope",
+    "sign_verdict",
+    "summaries_from_table",
+    "verify_verdict",
+]

@@ -1,0 +1,143 @@
+"""Envelopes: many ``RequestSummary`` records in one Kafka message, as Arrow IPC.
+
+The Arrow schema is derived from the pydantic model (``arrow_schema``), never
+written by hand, so the two cannot drift. A message on ``l7.summaries.v1`` is
+either an envelope (an Arrow IPC stream, first bytes ``ff ff ff ff``) or one
+summary as a JSON object (first byte ``{``). ``decode_message`` accepts both and
+returns an Arrow table; ``EnvelopeError`` says why a message could not be read.
+"""
+
+from __future__ import annotations
+
+import types
+import typing
+from collections.abc import Iterable, Sequence
+from typing import Any, Literal
+
+import pyarrow as pa
+from pydantic import BaseModel, ValidationError
+
+from ingest.errors import IngestError
+from ingest.schema import RequestSummary
+
+__all__ = ["EnvelopeError", "arrow_schema", "decode_message", "encode_envelope", "summaries_from_table"]
+
+_ARROW_STREAM_MAGIC = b"\xff\xff\xff\xff"
+_SCALARS: dict[Any, pa.DataType] = {
+    str: pa.string(),
+    int: pa.int64(),
+    float: pa.float64(),
+    bool: pa.bool_(),
+}
+
+
+class EnvelopeError(IngestError):
+    """A message on the summaries topic could not be decoded; the text says why."""
+
+
+def _arrow_type(annotation: Any) -> pa.DataType:
+    origin = typing.get_origin(annotation)
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    if origin in (typing.Union, types.UnionType):
+        return _arrow_type(args[0])
+    if origin is Literal:
+        return _SCALARS[type(args[0])]
+    if origin is list:
+        return pa.list_(_arrow_type(args[0]))
+    if origin is dict:
+        return pa.map_(_arrow_type(args[0]), _arrow_type(args[1]))
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return pa.struct([pa.field(n, _arrow_type(f.annotation), nullable=True) for n, f in annotation.model_fields.items()])
+    if annotation in _SCALARS:
+        return _SCALARS[annotation]
+    raise TypeError(f"no Arrow type for annotation {annotation!r}")
+
+
+def arrow_schema(model: type[BaseModel]) -> pa.Schema:
+    """Derive the Arrow schema of a pydantic model, field by field (structs for nested models)."""
+    return pa.schema([pa.field(n, _arrow_type(f.annotation), nullable=True) for n, f in model.model_fields.items()])
+
+
+SUMMARY_SCHEMA = arrow_schema(RequestSummary)
+_WRITE_OPTIONS = pa.ipc.IpcWriteOptions(compression="lz4", use_threads=False)
+_READ_OPTIONS = pa.ipc.IpcReadOptions(use_threads=False)
+_REQUIRED = ("id", "time", "source", "destination", "method", "path_template")
+
+
+def encode_envelope(summaries: Sequence[RequestSummary]) -> bytes:
+    """Encode summaries as one Arrow IPC stream (LZ4-compressed buffers; zstd decoded 13x slower here)."""
+    rows = [s.model_dump() for s in summaries]
+    for row in rows:
+        row["sensitive"] = list(row["sensitive"].items())
+    return encode_rows(rows)
+
+
+def encode_rows(rows: list[dict[str, Any]]) -> bytes:
+    """Encode plain dict rows (already shaped like ``SUMMARY_SCHEMA``) as an envelope."""
+    batch = pa.RecordBatch.from_pylist(rows, schema=SUMMARY_SCHEMA)
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, SUMMARY_SCHEMA, options=_WRITE_OPTIONS) as writer:
+        writer.write_batch(batch)
+    return bytes(sink.getvalue().to_pybytes())
+
+
+def _decode_json(data: bytes) -> pa.Table:
+    try:
+        summary = RequestSummary.model_validate_json(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "<root>"
+        raise EnvelopeError(f"invalid summary JSON: field {where!r}: {first['msg']}") from exc
+    row = summary.model_dump()
+    row["sensitive"] = list(row["sensitive"].items())
+    return pa.Table.from_pylist([row], schema=SUMMARY_SCHEMA)
+
+
+def _decode_arrow(data: bytes) -> pa.Table:
+    try:
+        table = pa.ipc.open_stream(data, options=_READ_OPTIONS).read_all()
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise EnvelopeError(f"unreadable Arrow IPC envelope: {exc}") from exc
+    missing = [name for name in _REQUIRED if name not in table.column_names]
+    if missing:
+        raise EnvelopeError(f"envelope lacks required columns {missing}")
+    for name in table.column_names:
+        expected = SUMMARY_SCHEMA.field(name).type if name in SUMMARY_SCHEMA.names else None
+        if expected is not None and not table.schema.field(name).type.equals(expected):
+            raise EnvelopeError(f"column {name!r} has type {table.schema.field(name).type}, expected {expected}")
+    return table
+
+
+def decode_message(data: bytes, max_bytes: int) -> pa.Table:
+    """Decode one summaries-topic message (envelope or JSON) into an Arrow table.
+
+    Raises ``EnvelopeError`` for oversized, empty, unknown or invalid input.
+    """
+    if len(data) > max_bytes:
+        raise EnvelopeError(f"message of {len(data)} bytes exceeds max_message_bytes={max_bytes}")
+    if data.startswith(_ARROW_STREAM_MAGIC):
+        return _decode_arrow(data)
+    if data.lstrip()[:1] == b"{":
+        return _decode_json(data)
+    raise EnvelopeError(f"neither an Arrow IPC envelope nor a JSON object (first bytes {data[:8]!r})")
+
+
+def summaries_from_table(table: pa.Table) -> list[RequestSummary]:
+    """Turn a decoded table back into records (slow path, for tests and tools)."""
+    out = []
+    for row in table.to_pylist():
+        row["sensitive"] = dict(row.get("sensitive") or [])
+        out.append(RequestSummary.model_validate({k: v for k, v in row.items() if v is not None}))
+    return out
+
+
+def iter_batches(summaries: Iterable[RequestSummary], size: int) -> Iterable[list[RequestSummary]]:
+    """Split summaries into lists of at most ``size``."""
+    batch: list[RequestSummary] = []
+    for s in summaries:
+        batch.append(s)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch

@@ -1,0 +1,273 @@
+"""The wire contract of every Kubeward topic, defined once.
+
+``RequestSummary`` (one L7 call) travels on ``l7.summaries.v1``, batched into
+Arrow IPC envelopes (``ingest.envelope``) or, for small producers, as one JSON
+object per message. ``Verdict`` (what a shim must do about a subject) travels on
+``enforcement.verdicts.v1``; ``Finding`` (an OCSF 1.5 Detection Finding, class
+2004) on ``security.findings.v1``; ``Policy`` on ``enforcement.policy.v1``.
+
+Records are frozen pydantic models with a ``schema_version``; readers ignore
+unknown fields, and a retired field name is never reused. Field names follow
+OpenTelemetry's HTTP conventions where one exists (``method``,
+``path_template``, ``status``). Values never carry secrets: principals are ids,
+object ids are keyed hashes by default, sensitive data is counted, not copied.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "DeadLetter",
+    "Destination",
+    "Finding",
+    "FindingInfo",
+    "FindingMetadata",
+    "GroundTruth",
+    "LlmExtras",
+    "McpExtras",
+    "Policy",
+    "Reason",
+    "RequestSummary",
+    "Scope",
+    "Source",
+    "Subject",
+    "Verdict",
+    "actor_key",
+]
+
+SCHEMA_VERSION = 1
+
+SubjectKind = Literal["actor", "workload", "principal", "ip", "endpoint", "tool"]
+Action = Literal["block", "throttle", "redact", "quarantine"]
+Mode = Literal["observe", "enforce"]
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
+class Source(_Record):
+    """Who made the call: workload identity (``namespace/name``) and network origin."""
+
+    workload: str | None = None
+    namespace: str | None = None
+    pod: str | None = None
+    ip: str | None = None
+    external: bool = False
+
+
+class Destination(_Record):
+    """Where the call went: a service in the cluster or an external host."""
+
+    service: str
+    namespace: str | None = None
+    host: str | None = None
+    port: int | None = None
+    external: bool = False
+
+
+class McpExtras(_Record):
+    """Model Context Protocol details of a call (JSON-RPC method, tool, tool-definition hash)."""
+
+    jsonrpc_method: str | None = None
+    tool_name: str | None = None
+    tool_hash: str | None = None
+
+
+class LlmExtras(_Record):
+    """Calls to a language model API: model name and token counts."""
+
+    model: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+
+
+class GroundTruth(_Record):
+    """Simulator labels. Evaluation reads them; no detector does."""
+
+    scenario: str
+    attack_id: str | None = None
+    malicious: bool = False
+
+
+class RequestSummary(_Record):
+    """One L7 call as seen by a shim, a collector or the simulator.
+
+    ``object_ids`` are keyed hashes of the object identifiers the call touched;
+    ``sensitive`` counts sensitive values in the response by type (``email``,
+    ``ssn``...), never the values themselves. ``status`` is ``None`` when the
+    reporter did not see a response (a shim deciding before the upstream).
+    """
+
+    schema_version: int = SCHEMA_VERSION
+    id: str
+    time: float = Field(description="start of the call, Unix seconds")
+    duration_ms: float | None = None
+    reporter: str = "simulator"
+    source: Source
+    principal: str | None = None
+    auth_type: str | None = None
+    destination: Destination
+    protocol: str = "http"
+    method: str
+    path_template: str
+    raw_path: str | None = None
+    status: int | None = None
+    request_bytes: int = 0
+    response_bytes: int = 0
+    object_ids: list[str] = Field(default_factory=list)
+    sensitive: dict[str, int] = Field(default_factory=dict)
+    inline_findings: list[str] = Field(default_factory=list)
+    decision: str | None = None
+    mcp: McpExtras | None = None
+    llm: LlmExtras | None = None
+    trace_id: str | None = None
+    ground_truth: GroundTruth | None = None
+
+    @property
+    def actor(self) -> str:
+        """The Kafka key: source identity and principal, so one actor's state lives in one partition."""
+        return actor_key(self.source.workload or self.source.ip, self.principal)
+
+
+def actor_key(source: str | None, principal: str | None) -> str:
+    """Join a source identity (workload or ip) and a principal into the actor key."""
+    return f"{source or '-'}|{principal or '-'}"
+
+
+class Subject(_Record):
+    """What a verdict applies to: an actor, workload, principal, ip, endpoint or tool."""
+
+    kind: SubjectKind
+    value: str
+
+    @property
+    def cache_key(self) -> str:
+        """The key the shim's verdict cache and the compacted topic use."""
+        return f"{self.kind}:{self.value}"
+
+
+class Scope(_Record):
+    """Narrows a verdict to one destination service, path template or tool."""
+
+    service: str | None = None
+    path_template: str | None = None
+    tool: str | None = None
+
+
+class Reason(_Record):
+    """Why a verdict or finding exists: detector id, score in [0, 1], evidence in words."""
+
+    detector: str
+    score: float = Field(ge=0.0, le=1.0)
+    evidence: str
+
+
+class Verdict(_Record):
+    """An instruction to every shim: what to do about a subject, until when, and why.
+
+    ``evidence_time`` is the time of the newest summary that led to the
+    verdict, so detection-to-enforcement latency can be measured at the shim.
+    ``signature`` is an HMAC over every other field (``ingest.signing``).
+    """
+
+    schema_version: int = SCHEMA_VERSION
+    id: str
+    subject: Subject
+    scope: Scope | None = None
+    action: Action
+    rate_per_s: float | None = None
+    burst: int | None = None
+    mode: Mode = "observe"
+    expires_at: float
+    reasons: list[Reason] = Field(default_factory=list)
+    finding_ids: list[str] = Field(default_factory=list)
+    policy_version: str = "0"
+    issued_at: float
+    evidence_time: float
+    signature: str = ""
+
+
+class Policy(_Record):
+    """Enforcement policy snapshot: modes per namespace and service, TTLs, allow-lists.
+
+    ``modes`` maps ``namespace`` or ``namespace/service`` to a mode; the most
+    specific entry wins, then ``default_mode``.
+    """
+
+    schema_version: int = SCHEMA_VERSION
+    name: str = "default"
+    version: str = "1"
+    default_mode: Mode = "observe"
+    modes: dict[str, Mode] = Field(default_factory=dict)
+    verdict_ttl_s: float = Field(default=900.0, gt=0)
+    throttle_rate_per_s: float = Field(default=5.0, gt=0)
+    throttle_burst: int = Field(default=10, gt=0)
+    retired_endpoints: list[str] = Field(default_factory=list, description="'service METHOD /template' entries")
+    user_expected_principals: list[str] = Field(default_factory=list)
+
+    def mode_for(self, namespace: str | None, service: str | None) -> Mode:
+        """The mode that applies to a destination: service entry, then namespace entry, then default."""
+        if namespace and service and f"{namespace}/{service}" in self.modes:
+            return self.modes[f"{namespace}/{service}"]
+        if namespace and namespace in self.modes:
+            return self.modes[namespace]
+        return self.default_mode
+
+
+class FindingMetadata(_Record):
+    """OCSF ``metadata``: product and schema version."""
+
+    version: str = "1.5.0"
+    product: dict[str, str] = Field(default_factory=lambda: {"name": "Kubeward", "vendor_name": "Kubeward"})
+
+
+class FindingInfo(_Record):
+    """OCSF ``finding_info``: uid, title, description, analytic."""
+
+    uid: str
+    title: str
+    desc: str = ""
+    types: list[str] = Field(default_factory=list)
+    analytic: dict[str, str | int] = Field(default_factory=dict)
+
+
+class Finding(_Record):
+    """An OCSF 1.5 Detection Finding (class_uid 2004), the SOC-facing record of a detection."""
+
+    activity_id: int = 1
+    category_uid: int = 2
+    class_uid: int = 2004
+    type_uid: int = 200401
+    time: int = Field(description="Unix milliseconds")
+    severity_id: int = Field(ge=0, le=6)
+    confidence_score: int = Field(ge=0, le=100)
+    status_id: int = 1
+    is_alert: bool = True
+    action_id: int = 0
+    disposition_id: int = 15
+    message: str
+    metadata: FindingMetadata = Field(default_factory=FindingMetadata)
+    finding_info: FindingInfo
+    unmapped: dict[str, str] = Field(default_factory=dict)
+
+
+class DeadLetter(_Record):
+    """A message that could not be used, kept with the reason (``l7.summaries.dlq.v1``).
+
+    ``raw_b64`` holds at most the first ``raw_cap`` bytes of the original value;
+    ``raw_bytes`` is its full length, so truncation is visible.
+    """
+
+    schema_version: int = SCHEMA_VERSION
+    error: str
+    source: str
+    time: float
+    topic: str
+    partition: int | None = None
+    offset: int | None = None
+    raw_bytes: int
+    raw_b64: str

@@ -1,0 +1,115 @@
+"""The Faust worker: the only module that imports faust.
+
+One agent reads ``l7.summaries.v1`` (envelopes or single JSON summaries), hands
+each message to ``streams.pipeline.Pipeline`` and publishes what comes back:
+verdicts to ``enforcement.verdicts.v1`` keyed by subject, OCSF findings to
+``security.findings.v1``, dead letters to ``l7.summaries.dlq.v1``. Per-actor
+state lives in the columnar store of each partition and is checkpointed to the
+changelog-backed table ``actor-state`` (one entry per bucket), which Faust
+restores on restart or rebalance. ``/metrics`` serves Prometheus metrics.
+
+Run: ``kubeward worker`` (or ``python -m streams.app worker``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import faust
+from prometheus_client import generate_latest
+
+from ingest import DLQ, FINDINGS, SUMMARIES, VERDICTS
+from streams import metrics
+from streams.pipeline import Outcome, Pipeline
+from streams.settings import WorkerSettings
+
+__all__ = ["create_app"]
+
+log = logging.getLogger("kubeward.worker")
+
+
+def _faust_app(settings: WorkerSettings) -> faust.App:
+    return faust.App(
+        settings.app_id,
+        broker=f"kafka://{settings.bootstrap}",
+        store="memory://",
+        web_host="127.0.0.1",
+        web_port=settings.web_port,
+        topic_partitions=SUMMARIES.partitions,
+        consumer_auto_offset_reset="earliest",
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=1.0,
+        broker_commit_interval=1.0,
+        producer_linger=0.001,
+        stream_wait_empty=False,
+        table_standby_replicas=0,
+        topic_allow_declare=True,
+        topic_disable_leader=True,
+    )
+
+
+def create_app(settings: WorkerSettings) -> faust.App:
+    """Build the Faust app for these settings (agents, table, topics, metrics page)."""
+    app = _faust_app(settings)
+    summaries = app.topic(SUMMARIES.name, key_serializer="raw", value_serializer="raw", partitions=SUMMARIES.partitions)
+    verdicts = app.topic(VERDICTS.name, key_serializer="raw", value_serializer="raw")
+    findings = app.topic(FINDINGS.name, key_serializer="raw", value_serializer="raw")
+    dead = app.topic(DLQ.name, key_serializer="raw", value_serializer="raw")
+    state = app.Table("actor-state", key_type=bytes, value_type=bytes, partitions=SUMMARIES.partitions)
+    pipeline = Pipeline(settings, SUMMARIES.name)
+
+    async def publish(out: Outcome, key: bytes | None) -> None:
+        if out.dead_letter is not None:
+            metrics.DEAD_LETTERS.inc()
+            log.warning("dead letter", extra={"error": out.dead_letter.error, "offset": out.dead_letter.offset})
+            await dead.send(key=key, value=out.dead_letter.model_dump_json().encode())
+        for verdict, finding, det in zip(out.verdicts, out.findings, out.detections):
+            metrics.DETECTIONS.labels(det.attack_class).inc()
+            metrics.VERDICTS.labels(verdict.action, verdict.mode).inc()
+            log.info("verdict", extra={"actor": det.actor, "attack_class": det.attack_class, "score": round(det.score, 3), "mode": verdict.mode})
+            await verdicts.send(key=verdict.subject.cache_key.encode(), value=verdict.model_dump_json().encode())
+            await findings.send(key=finding.finding_info.uid.encode(), value=finding.model_dump_json().encode())
+
+    @app.agent(summaries)
+    async def process(stream: Any) -> None:
+        async for event in stream.events():
+            started = time.perf_counter()
+            msg = event.message
+            stored = list(state.items()) if msg.partition not in pipeline.processors else ()
+            out = pipeline.handle(msg.partition, event.value, msg.offset, time.time(), stored)
+            for key, blob in out.state_writes:
+                state[key] = blob
+            await publish(out, event.key)
+            metrics.MESSAGES.inc()
+            metrics.SUMMARIES.inc(out.rows)
+            metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
+            if msg.partition in pipeline.processors:
+                metrics.ACTORS.labels(str(msg.partition)).set(len(pipeline.processors[msg.partition].store))
+
+    @app.on_partitions_revoked.connect
+    async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
+        for tp in revoked:
+            if tp.topic == SUMMARIES.name:
+                pipeline.forget(tp.partition)
+
+    @app.page("/metrics")
+    async def metrics_page(self: Any, request: Any) -> Any:
+        return self.bytes(generate_latest(), content_type="text/plain")
+
+    app.kubeward_pipeline = pipeline  # type: ignore[attr-defined]
+    return app
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Start a worker from environment settings (``KUBEWARD_WORKER_*``)."""
+    from ingest.config import build_settings
+
+    settings = build_settings(WorkerSettings)
+    app = create_app(settings)
+    app.main() if argv is None else app.main()
+
+
+if __name__ == "__main__":
+    main()

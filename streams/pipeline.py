@@ -1,0 +1,93 @@
+"""What the worker does with one message, without Kafka: decode, score, decide.
+
+``Pipeline.handle`` takes a summaries-topic message (partition, key, value)
+and returns an ``Outcome``: verdicts and findings to publish, a dead letter if
+the message was unusable, and changelog writes of the state buckets that are
+due. The Faust app (``streams.app``) only moves these to and from Kafka.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from ingest import DeadLetter, EnvelopeError, Finding, Verdict, decode_message
+from models import build_detectors
+from streams.policy import decide, to_finding
+from streams.processor import BatchProcessor, Detection, ProcessorConfig
+from streams.settings import WorkerSettings
+
+__all__ = ["Outcome", "Pipeline", "state_key"]
+
+
+def state_key(partition: int, bucket: int) -> bytes:
+    """The changelog key of one state bucket of one partition."""
+    return f"{partition}:{bucket}".encode()
+
+
+@dataclass
+class Outcome:
+    """Everything one message produced."""
+
+    rows: int = 0
+    detections: list[Detection] = field(default_factory=list)
+    verdicts: list[Verdict] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+    dead_letter: DeadLetter | None = None
+    state_writes: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+
+class Pipeline:
+    """Per-partition processors plus the policy; pure apart from the clock passed in."""
+
+    def __init__(self, settings: WorkerSettings, topic: str):
+        self.settings = settings
+        self.topic = topic
+        self._key = settings.verdict_key.get_secret_value().encode()
+        self.config = ProcessorConfig(
+            window_s=settings.window_s,
+            score_threshold=settings.score_threshold,
+            flag_ttl_s=int(settings.policy.verdict_ttl_s),
+            buckets=settings.state_buckets,
+            learn_windows=settings.learn_windows,
+            retired_endpoints=frozenset(settings.policy.retired_endpoints),
+        )
+        self.processors: dict[int, BatchProcessor] = {}
+        self._last_flush: dict[int, float] = {}
+
+    def processor(self, partition: int, stored: Iterable[tuple[bytes, bytes]]) -> BatchProcessor:
+        """The partition's processor, restored from stored state buckets on first use."""
+        if partition not in self.processors:
+            proc = BatchProcessor(self.config, build_detectors(self.settings.detectors))
+            prefix = f"{partition}:".encode()
+            proc.store.import_buckets(v for k, v in stored if k.startswith(prefix))
+            self.processors[partition] = proc
+        return self.processors[partition]
+
+    def forget(self, partition: int) -> None:
+        """Drop a revoked partition's state (its new owner restores it from the changelog)."""
+        self.processors.pop(partition, None)
+        self._last_flush.pop(partition, None)
+
+    def dead_letter(self, error: str, value: bytes, partition: int | None, offset: int | None, now: float) -> DeadLetter:
+        """A dead letter for an unusable message, raw bytes capped."""
+        raw = base64.b64encode(value[: self.settings.dlq_raw_cap]).decode()
+        return DeadLetter(error=error, source="worker", time=now, topic=self.topic, partition=partition, offset=offset, raw_bytes=len(value), raw_b64=raw)
+
+    def handle(self, partition: int, value: bytes, offset: int | None, now: float, stored: Iterable[tuple[bytes, bytes]] = ()) -> Outcome:
+        """Process one message of the summaries topic."""
+        try:
+            table = decode_message(value, self.settings.max_message_bytes)
+        except EnvelopeError as exc:
+            return Outcome(dead_letter=self.dead_letter(str(exc), value, partition, offset, now))
+        proc = self.processor(partition, stored)
+        out = Outcome(rows=table.num_rows, detections=proc.process(table))
+        for det in out.detections:
+            verdict = decide(det, self.settings.policy, now, self._key)
+            out.verdicts.append(verdict)
+            out.findings.append(to_finding(det, verdict))
+        if now - self._last_flush.get(partition, 0.0) >= self.settings.state_flush_s:
+            self._last_flush[partition] = now
+            out.state_writes = [(state_key(partition, b), blob) for b, blob in proc.store.drain_dirty()]
+        return out

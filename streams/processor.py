@@ -1,0 +1,253 @@
+"""The pure core of the worker: an Arrow batch of summaries in, detections out.
+
+``BatchProcessor.process`` folds a batch into the per-actor columnar state
+(``streams.state``), rolls actors whose tumbling window ended, builds the
+feature frame (``models.features``) of the actors the batch touched, scores it
+with every detector and returns a ``Detection`` for each actor whose best score
+reaches the threshold and that is not already flagged. Everything is
+vectorised with numpy/Arrow compute; no Python object is made per summary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ingest import Reason
+from models import Detector
+from streams.state import WINDOW_COUNTERS, ActorStore, actor_hash, distinct_estimate
+
+__all__ = ["BatchProcessor", "Detection", "ProcessorConfig"]
+
+_I = npt.NDArray[np.intp]
+_F = npt.NDArray[np.float64]
+
+
+@dataclass(frozen=True)
+class ProcessorConfig:
+    """Window length, baseline smoothing, score threshold and state bucketing."""
+
+    window_s: int = 60
+    baseline_alpha: float = 0.3
+    score_threshold: float = 0.5
+    flag_ttl_s: int = 900
+    learn_windows: int = 3
+    buckets: int = 256
+    retired_endpoints: frozenset[str] = field(default_factory=frozenset)
+
+
+@dataclass(frozen=True)
+class Detection:
+    """One actor whose window crossed at least one detector's threshold."""
+
+    actor: str
+    attack_class: str
+    score: float
+    reasons: tuple[Reason, ...]
+    evidence_time: float
+    destination_namespace: str | None
+    destination_service: str | None
+    features: dict[str, float]
+
+
+@dataclass
+class _Batch:
+    """Per-row arrays of one decoded batch, indexed by the batch's unique actors."""
+
+    actors: list[str]
+    actor_of_row: _I
+    time: _F
+    status: npt.NDArray[np.int64]
+    response_bytes: _F
+    pii: _F
+    inline: _F
+    retired: _F
+    dest_bit: _I
+    is_service: npt.NDArray[np.bool_]
+    object_actor: _I
+    object_bit: _I
+    dest_ns: list[str | None]
+    dest_service: list[str | None]
+
+
+def _string_bits(values: pa.Array) -> _I:
+    """A bit index in [0, 256) per string, from its first four bytes (ids are keyed hashes)."""
+    values = values.cast(pa.string())
+    if len(values) == 0:
+        return np.zeros(0, dtype=np.intp)
+    offsets = np.frombuffer(values.buffers()[1], dtype=np.int32)[values.offset : values.offset + len(values) + 1]
+    data = np.frombuffer(values.buffers()[2], dtype=np.uint8) if values.buffers()[2] is not None else np.zeros(1, np.uint8)
+    starts, lengths = offsets[:-1], np.diff(offsets)
+    mixed = np.zeros(len(values), dtype=np.uint32)
+    for i in range(4):
+        byte = np.where(lengths > i, data[np.minimum(starts + i, len(data) - 1)], 0).astype(np.uint32)
+        mixed = mixed * np.uint32(16777619) ^ byte
+    return (mixed % np.uint32(256)).astype(np.intp)
+
+
+def _list_counts(column: pa.ChunkedArray, n: int) -> tuple[_I, pa.Array]:
+    arr = column.combine_chunks()
+    if isinstance(arr, pa.MapArray):
+        arr = pa.ListArray.from_arrays(arr.offsets, arr.items)
+    parents = np.asarray(pc.list_parent_indices(arr), dtype=np.intp) if len(arr) else np.zeros(0, np.intp)
+    return parents, pc.list_flatten(arr)
+
+
+def _field(table: pa.Table, struct: str, name: str) -> pa.Array:
+    return pc.struct_field(table[struct].combine_chunks(), name)
+
+
+class BatchProcessor:
+    """Stateful, pure batch scorer for the actors of one partition."""
+
+    def __init__(self, config: ProcessorConfig, detectors: Sequence[Detector]):
+        self.config = config
+        self.detectors = list(detectors)
+        self.store = ActorStore(buckets=config.buckets)
+        self._dest_index: dict[str, int] = {}
+
+    def _dest_bits(self, services: pa.Array) -> _I:
+        encoded = pc.dictionary_encode(services.fill_null("-")).combine_chunks() if isinstance(services, pa.ChunkedArray) else pc.dictionary_encode(services.fill_null("-"))
+        names = encoded.dictionary.to_pylist()
+        bits = np.array([self._dest_index.setdefault(n, len(self._dest_index)) % 128 for n in names], dtype=np.intp)
+        return bits[np.asarray(encoded.indices, dtype=np.intp)]
+
+    def _retired(self, table: pa.Table, service: pa.Array) -> _F:
+        if not self.config.retired_endpoints:
+            return np.zeros(table.num_rows)
+        joined = pc.binary_join_element_wise(service.fill_null("-"), table["method"], table["path_template"], " ")
+        return np.asarray(pc.is_in(joined, value_set=pa.array(sorted(self.config.retired_endpoints))), dtype=np.float64)
+
+    def _extract(self, table: pa.Table) -> _Batch:
+        n = table.num_rows
+        source_id = pc.coalesce(_field(table, "source", "workload"), _field(table, "source", "ip"), "-")
+        principal = table["principal"].combine_chunks()
+        actor = pc.binary_join_element_wise(source_id, principal.fill_null("-"), "|")
+        encoded = pc.dictionary_encode(actor)
+        service = _field(table, "destination", "service")
+        obj_parent, obj_values = _list_counts(table["object_ids"], n)
+        sens_parent, sens_values = _list_counts(table["sensitive"], n)
+        inline_parent, _ = _list_counts(table["inline_findings"], n)
+        actor_of_row = np.asarray(encoded.indices, dtype=np.intp)
+        return _Batch(
+            actors=encoded.dictionary.to_pylist(),
+            actor_of_row=actor_of_row,
+            time=np.asarray(table["time"], dtype=np.float64),
+            status=np.asarray(table["status"].fill_null(0), dtype=np.int64),
+            response_bytes=np.asarray(table["response_bytes"].fill_null(0), dtype=np.float64),
+            pii=np.bincount(sens_parent, weights=np.asarray(sens_values.fill_null(0), dtype=np.float64), minlength=n),
+            inline=np.bincount(inline_parent, minlength=n).astype(np.float64),
+            retired=self._retired(table, service),
+            dest_bit=self._dest_bits(service),
+            is_service=np.asarray(principal.is_null(), dtype=bool),
+            object_actor=actor_of_row[obj_parent],
+            object_bit=_string_bits(obj_values),
+            dest_ns=_field(table, "destination", "namespace").to_pylist(),
+            dest_service=service.to_pylist(),
+        )
+
+    def _roll_windows(self, rows: _I, latest: _F) -> None:
+        """Close the windows of actors whose latest event passed their window's end."""
+        cols, w = self.store.cols, self.config.window_s
+        start = (latest // w * w).astype(np.uint32)
+        fresh = cols["age_windows"][rows] == 0
+        fresh &= cols["requests"][rows] == 0
+        cols["window_start"][rows[fresh]] = start[fresh]
+        ended = cols["window_start"][rows] + w <= latest
+        closing = rows[ended]
+        if not len(closing):
+            return
+        a = self.config.baseline_alpha
+        distinct = distinct_estimate(self.store.objects[closing])
+        for base, value in (("baseline_distinct", distinct), ("baseline_pii", cols["pii"][closing])):
+            old = cols[base][closing]
+            cols[base][closing] = np.where(cols["age_windows"][closing] == 0, value, (1 - a) * old + a * value)
+        elapsed = (start[ended] - cols["window_start"][closing]) // w
+        cols["age_windows"][closing] += np.maximum(elapsed, 1).astype(np.uint16)
+        cols["window_start"][closing] = start[ended]
+        for name in WINDOW_COUNTERS:
+            cols[name][closing] = 0
+        self.store.objects[closing] = 0
+
+    def _accumulate(self, b: _Batch, rows: _I) -> None:
+        cols, k = self.store.cols, len(b.actors)
+        status = b.status
+        sums = {
+            "requests": np.bincount(b.actor_of_row, minlength=k),
+            "denied": np.bincount(b.actor_of_row, weights=(status == 403) | (status == 404), minlength=k),
+            "auth_failures": np.bincount(b.actor_of_row, weights=status == 401, minlength=k),
+            "pii": np.bincount(b.actor_of_row, weights=b.pii, minlength=k),
+            "response_bytes": np.bincount(b.actor_of_row, weights=b.response_bytes, minlength=k),
+            "inline_hits": np.bincount(b.actor_of_row, weights=b.inline > 0, minlength=k),
+            "retired_hits": np.bincount(b.actor_of_row, weights=b.retired, minlength=k),
+            "novel_destinations": self._novel(b, rows),
+        }
+        for name, add in sums.items():
+            col = cols[name]
+            col[rows] = (col[rows] + add).astype(col.dtype)
+        cols["is_service"][rows] = np.bincount(b.actor_of_row, weights=b.is_service, minlength=k) > 0
+        obj_rows = rows[b.object_actor]
+        np.bitwise_or.at(self.store.objects, (obj_rows, b.object_bit >> 3), (1 << (b.object_bit & 7)).astype(np.uint8))
+
+    def _novel(self, b: _Batch, rows: _I) -> _F:
+        """Calls to destinations outside each actor's learned mask; learning actors extend it."""
+        cols = self.store.cols
+        row_of_event = rows[b.actor_of_row]
+        lo = b.dest_bit < 64
+        bit = (np.uint64(1) << (b.dest_bit % 64).astype(np.uint64))
+        mask = np.where(lo, cols["dest_lo"][row_of_event], cols["dest_hi"][row_of_event])
+        known = (mask & bit) != 0
+        learning = cols["age_windows"][row_of_event] < self.config.learn_windows
+        for name, sel in (("dest_lo", lo & learning), ("dest_hi", ~lo & learning)):
+            np.bitwise_or.at(cols[name], row_of_event[sel], bit[sel])
+        return np.bincount(b.actor_of_row, weights=~known & ~learning, minlength=len(b.actors))
+
+    def frame(self, rows: _I) -> dict[str, _F]:
+        """The feature frame (``models.features.FEATURES``) of these actor rows."""
+        cols = self.store.cols
+        out = {name: cols[name][rows].astype(np.float64) for name in WINDOW_COUNTERS}
+        out["distinct_objects"] = distinct_estimate(self.store.objects[rows])
+        for name in ("baseline_distinct", "baseline_pii", "age_windows", "is_service"):
+            out[name] = cols[name][rows].astype(np.float64)
+        return out
+
+    def process(self, table: pa.Table) -> list[Detection]:
+        """Fold one batch into the state; return detections for newly flagged actors."""
+        if table.num_rows == 0:
+            return []
+        b = self._extract(table)
+        keys = np.fromiter((actor_hash(a) for a in b.actors), dtype=np.uint64, count=len(b.actors))
+        rows, _ = self.store.rows_for(keys)
+        latest = np.full(len(b.actors), -np.inf)
+        np.maximum.at(latest, b.actor_of_row, b.time)
+        self._roll_windows(rows, latest)
+        self._accumulate(b, rows)
+        self.store.mark_dirty(rows)
+        return self._detect(b, rows, latest)
+
+    def _detect(self, b: _Batch, rows: _I, latest: _F) -> list[Detection]:
+        frame = self.frame(rows)
+        scores = np.vstack([d.score_many(frame) for d in self.detectors])
+        best = scores.max(axis=0)
+        flagged_until = self.store.cols["flagged_until"][rows]
+        hit = np.nonzero((best >= self.config.score_threshold) & (flagged_until <= latest))[0]
+        last_row = np.zeros(len(b.actors), dtype=np.intp)
+        last_row[b.actor_of_row] = np.arange(len(b.actor_of_row))
+        out = []
+        for i in hit:
+            out.append(self._detection(b, frame, scores[:, i], int(i), int(last_row[i]), float(latest[i])))
+        if len(hit):
+            self.store.cols["flagged_until"][rows[hit]] = (latest[hit] + self.config.flag_ttl_s).astype(np.uint32)
+        return out
+
+    def _detection(self, b: _Batch, frame: dict[str, _F], scores: _F, i: int, last: int, t: float) -> Detection:
+        row = {name: float(col[i]) for name, col in frame.items()}
+        fired = [d for d, s in zip(self.detectors, scores) if s >= self.config.score_threshold]
+        top = max(fired, key=lambda d: scores[self.detectors.index(d)])
+        reasons = tuple(r for d in fired for r in d.explain(row))
+        return Detection(b.actors[i], top.attack_class, float(scores.max()), reasons, t, b.dest_ns[last], b.dest_service[last], row)

@@ -1,0 +1,31 @@
+"""Worker settings, read once in the entry point (env prefix ``KUBEWARD_WORKER_``)."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from ingest import Policy
+from models import REGISTRY
+
+__all__ = ["WorkerSettings"]
+
+
+class WorkerSettings(BaseSettings):
+    """Everything the Faust worker needs; nested ``policy`` reads ``KUBEWARD_WORKER_POLICY__<FIELD>``."""
+
+    model_config = SettingsConfigDict(env_prefix="KUBEWARD_WORKER_", env_nested_delimiter="__", frozen=True, extra="forbid")
+
+    app_id: str = Field(default="kubeward-worker", description="Kafka consumer group and changelog prefix")
+    bootstrap: str = Field(default="127.0.0.1:9092", description="Kafka bootstrap servers")
+    web_port: int = Field(default=6066, ge=1, le=65535, description="port of /metrics and the Faust web views")
+    window_s: int = Field(default=60, ge=1, description="tumbling window per actor, seconds")
+    learn_windows: int = Field(default=3, ge=0, description="windows before an actor's destinations are considered learned")
+    score_threshold: float = Field(default=0.5, gt=0, le=1)
+    detectors: list[str] = Field(default_factory=lambda: sorted(REGISTRY))
+    max_message_bytes: int = Field(default=16 << 20, ge=1024, description="larger messages go to the dead-letter topic")
+    dlq_raw_cap: int = Field(default=64 << 10, ge=0, description="bytes of the original message kept in a dead letter")
+    state_flush_s: float = Field(default=1.0, gt=0, description="how often touched state buckets are written to the changelog")
+    state_buckets: int = Field(default=256, ge=1)
+    verdict_key: SecretStr = Field(default=SecretStr("kubeward-dev-verdict-key"), description="HMAC key verdicts are signed with")
+    policy: Policy = Field(default_factory=Policy)
