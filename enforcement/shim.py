@@ -72,12 +72,20 @@ def _workload_from_xfcc(xfcc: str) -> str | None:
 
 
 def request_view(method: str, path: str, headers: dict[bytes, bytes], peer_ip: str | None) -> RequestView:
-    """Build the decision input from the forwarded request line and headers."""
-    h = {k: v.decode("latin-1") for k, v in headers.items()}
-    workload = h.get("x-kubeward-source-workload") or (_workload_from_xfcc(h["x-forwarded-client-cert"]) if "x-forwarded-client-cert" in h else None)
-    ip = h["x-forwarded-for"].split(",", 1)[0].strip() if "x-forwarded-for" in h else peer_ip
-    service = h.get("x-kubeward-destination") or (h["host"].split(".", 1)[0].split(":", 1)[0] if "host" in h else None)
-    return RequestView(method, path, workload, h.get("x-kubeward-principal"), ip, service, h.get("x-kubeward-namespace"))
+    """Build the decision input from the forwarded request line and headers (keys lower-case bytes)."""
+    get = headers.get
+    raw = get(b"x-kubeward-source-workload")
+    workload = raw.decode("latin-1") if raw else None
+    if workload is None and b"x-forwarded-client-cert" in headers:
+        workload = _workload_from_xfcc(headers[b"x-forwarded-client-cert"].decode("latin-1"))
+    raw = get(b"x-forwarded-for")
+    ip = raw.split(b",", 1)[0].strip().decode("latin-1") if raw else peer_ip
+    raw = get(b"x-kubeward-destination") or get(b"host")
+    service = raw.split(b".", 1)[0].split(b":", 1)[0].decode("latin-1") if raw else None
+    raw = get(b"x-kubeward-principal")
+    principal = raw.decode("latin-1") if raw else None
+    raw = get(b"x-kubeward-namespace")
+    return RequestView(method, path, workload, principal, ip, service, raw.decode("latin-1") if raw else None)
 
 
 class Shim:

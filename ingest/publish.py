@@ -40,9 +40,11 @@ __all__ = ["Envelope", "EnvelopeBuffer", "SummaryPublisher", "default_partition"
 log = logging.getLogger("kubeward.publish")
 
 MAX_REQUEST_SIZE = 8 << 20
+# The broker's default message.max.bytes is 1048588; a record batch above it is rejected.
+MAX_MESSAGE_BYTES = 1_000_000
 _KEY_CACHE_SIZE = 1 << 16
 _BACKPRESSURE_TIMEOUT_S = 60.0
-# Record-batch and request framing around one envelope; keeps a split envelope under max_request_size.
+# Record-batch framing around one envelope (batch header, record header, key).
 _FRAMING_BYTES = 4096
 
 
@@ -51,7 +53,9 @@ def _counter(name: str, doc: str, labels: Sequence[str] = ()) -> Counter:
     try:
         return Counter(name, doc, labels)
     except ValueError:  # duplicated timeseries: the module was imported again (importlib.reload)
-        return REGISTRY._names_to_collectors[name]  # type: ignore[attr-defined,no-any-return]
+        existing = REGISTRY._names_to_collectors[name]
+        assert isinstance(existing, Counter), f"{name} is registered as {type(existing).__name__}"
+        return existing
 
 
 ROWS_TOTAL = _counter("kubeward_publish_rows_total", "Summary rows published, by broker result.", ["result"])
@@ -62,7 +66,8 @@ BYTES_TOTAL = _counter("kubeward_publish_bytes_total", "Message value bytes the 
 def default_partition(key: bytes, partitions: Sequence[int]) -> int:
     """The partition kafka-python's ``DefaultPartitioner`` picks for a non-null ``key``."""
     ordered = sorted(partitions)
-    return ordered[(murmur2(key) & 0x7FFFFFFF) % len(ordered)]
+    index: int = (murmur2(key) & 0x7FFFFFFF) % len(ordered)
+    return ordered[index]
 
 
 def row_actor(row: dict[str, Any]) -> str:
@@ -173,25 +178,32 @@ def _summary_row(summary: RequestSummary) -> dict[str, Any]:
 class SummaryPublisher:
     """Publish summary rows to ``l7.summaries.v1`` as Arrow IPC envelopes keyed by actor.
 
-    ``producer`` replaces the ``KafkaProducer`` built from the other arguments
-    (tests pass a fake one). Rows are acknowledged with ``acks="all"``;
-    ``stats()`` counts rows the broker acknowledged or rejected.
+    An envelope whose encoding passes ``max_message_bytes`` (keep it under the
+    topic's ``max.message.bytes``) is split in halves until it fits.
+    ``enable_idempotence`` is off by default: in kafka-python 3.0.12 one fatal
+    error (a record the broker rejects as too large) leaves an idempotent
+    producer failing every later send. ``producer`` replaces the
+    ``KafkaProducer`` built from the other arguments (tests pass a fake one).
+    Rows are acknowledged with ``acks="all"``; ``stats()`` counts rows the
+    broker acknowledged or rejected.
     """
 
     def __init__(self, bootstrap: str, topic: str = SUMMARIES.name, envelope_rows: int = 1000,
                  linger_ms: float = 5.0, max_buffered_rows: int = 200_000, compression: str | None = None,
-                 client_id: str = "kubeward-publisher", *, enable_idempotence: bool = True,
-                 producer: Any = None) -> None:
+                 client_id: str = "kubeward-publisher", *, max_message_bytes: int = MAX_MESSAGE_BYTES,
+                 enable_idempotence: bool = False, producer: Any = None) -> None:
         if max_buffered_rows < envelope_rows:
             raise ValueError(f"max_buffered_rows={max_buffered_rows} is below envelope_rows={envelope_rows}")
         self.topic = topic
         self.max_buffered_rows = max_buffered_rows
+        self.max_message_bytes = min(max_message_bytes, MAX_REQUEST_SIZE)
         self.linger_ms = linger_ms
         self._producer = producer if producer is not None else self._connect(
             bootstrap, linger_ms, compression, client_id, enable_idempotence)
         try:
             partitions = self._producer.partitions_for(topic)
         except KafkaError as exc:
+            self._producer.close(timeout=0)
             raise PublishError(f"no partitions for topic {topic!r} on {bootstrap!r}: {exc!r}") from exc
         self._buffer = EnvelopeBuffer(partitions, envelope_rows, linger_ms)
         self._lock = threading.RLock()
@@ -335,7 +347,7 @@ class SummaryPublisher:
             self._add_in_flight(len(envelope.rows))
             self._on_failure(len(envelope.rows), envelope.partition, exc)
             return
-        if len(payload) + len(envelope.key) + _FRAMING_BYTES > MAX_REQUEST_SIZE and len(envelope.rows) > 1:
+        if len(payload) + len(envelope.key) + _FRAMING_BYTES > self.max_message_bytes and len(envelope.rows) > 1:
             half = len(envelope.rows) // 2
             for rows in (envelope.rows[:half], envelope.rows[half:]):
                 self._send_envelope(Envelope(envelope.partition, row_actor(rows[0]), rows))

@@ -332,13 +332,16 @@ _CALLS: dict[str, tuple[float, tuple[str, ...]]] = {
     "shop/orders": (3.0, ("shop/catalog GET /products", "payments/invoices GET /invoices/{id}",
                           "shop/notifications POST /notifications/email", "data/warehouse POST /ingest/events")),
     "shop/carts": (2.0, ("shop/catalog GET /products", "ml/recommender GET /recommendations")),
-    "payments/checkout": (1.5, ("payments/payment-methods GET /payment-methods/{id}", "payments/ledger POST /ledger/entries",
-                                "ml/fraud-scorer POST /score", "api.psp.example.com POST /v1/charges")),
-    "payments/invoices": (1.5, ("identity/profiles GET /profiles/{id}/contact", "payments/ledger GET /ledger/accounts/{id}")),
+    "payments/checkout": (1.5, ("payments/payment-methods GET /payment-methods/{id}",
+                                "payments/ledger POST /ledger/entries", "ml/fraud-scorer POST /score",
+                                "api.psp.example.com POST /v1/charges")),
+    "payments/invoices": (1.5, ("identity/profiles GET /profiles/{id}/contact",
+                                "payments/ledger GET /ledger/accounts/{id}")),
     "payments/ledger": (1.0, ("data/warehouse POST /ingest/events", "identity/accounts GET /accounts/{id}")),
     "identity/auth": (2.0, ("identity/accounts GET /accounts/{id}", "identity/secrets-broker GET /secrets/{name}")),
     "identity/profiles": (1.0, ("identity/accounts GET /accounts/{id}", "data/warehouse POST /ingest/events")),
-    "shop/notifications": (1.0, ("identity/profiles GET /profiles/{id}/contact", "api.mailer.example.com POST /v3/mail/send")),
+    "shop/notifications": (1.0, ("identity/profiles GET /profiles/{id}/contact",
+                                 "api.mailer.example.com POST /v3/mail/send")),
     "ml/recommender": (2.0, ("ml/feature-store GET /features/{id}", "shop/catalog GET /products")),
     "ml/fraud-scorer": (1.0, ("ml/feature-store GET /features/{id}", "identity/accounts GET /accounts/{id}")),
     "ml/notebook": (0.3, ("ml/feature-store POST /features/batch", "data/warehouse POST /query")),
@@ -346,30 +349,32 @@ _CALLS: dict[str, tuple[float, tuple[str, ...]]] = {
                              "shop/orders GET /orders/export", "data/warehouse POST /query")),
 }
 
-# end-user actions through the gateway: (endpoint, mode, weight, query strings)
-_USER_ACTIONS: tuple[tuple[str, str, float, tuple[str, ...]], ...] = (
-    ("shop/catalog GET /products", "none", 14.0, ("?category=shoes", "?category=outdoor&page=2", "?sort=price", "")),
-    ("shop/catalog GET /search", "none", 8.0, ("?q=running+shoes", "?q=tent", "?q=coffee+grinder", "?q=gift+card")),
-    ("shop/orders GET /orders/{id}", "own", 12.0, ("", "", "", "?expand=items")),
-    ("shop/orders GET /orders", "list", 4.0, ("?page=1", "?status=open")),
-    ("shop/orders GET /orders/{id}/items", "own", 5.0, ("",)),
-    ("shop/orders POST /orders", "create", 1.0, ("",)),
-    ("shop/carts GET /carts/{id}", "own", 10.0, ("",)),
-    ("shop/carts PUT /carts/{id}/items", "own", 6.0, ("",)),
-    ("payments/checkout POST /checkout", "none", 1.5, ("",)),
-    ("payments/payment-methods GET /payment-methods", "list", 2.0, ("",)),
-    ("payments/payment-methods GET /payment-methods/{id}", "own", 1.5, ("",)),
-    ("payments/invoices GET /invoices/{id}", "own", 4.0, ("",)),
-    ("payments/invoices GET /invoices/{id}/pdf", "own", 1.0, ("",)),
-    ("identity/auth POST /login", "login", 2.5, ("",)),
-    ("identity/auth POST /token/refresh", "none", 5.0, ("",)),
-    ("identity/profiles GET /profiles/{id}", "own", 7.0, ("",)),
-    ("identity/profiles PATCH /profiles/{id}", "own", 0.5, ("",)),
-    ("identity/accounts GET /accounts/{id}", "own", 4.0, ("",)),
-    ("data/documents GET /documents/{id}", "own", 3.0, ("",)),
-    ("data/documents GET /documents/{id}/download", "own", 1.0, ("",)),
-    ("data/documents POST /documents", "create", 0.3, ("",)),
+# end-user actions through the gateway: (endpoint, mode, weight, tasks it belongs to, query strings). A user
+# works on one task (Shopping, Orders, Account, Documents) for a while, which keeps the objects touched few.
+_USER_ACTIONS: tuple[tuple[str, str, float, str, tuple[str, ...]], ...] = (
+    ("shop/catalog GET /products", "none", 14.0, "SO", ("?category=shoes", "?category=tents", "?sort=price", "")),
+    ("shop/catalog GET /search", "none", 8.0, "S", ("?q=running+shoes", "?q=tent", "?q=coffee+grinder", "?q=gift")),
+    ("shop/orders GET /orders/{id}", "own", 12.0, "O", ("", "", "", "?expand=items")),
+    ("shop/orders GET /orders", "list", 4.0, "O", ("?page=1", "?status=open")),
+    ("shop/orders GET /orders/{id}/items", "own", 5.0, "O", ("",)),
+    ("shop/orders POST /orders", "create", 1.0, "S", ("",)),
+    ("shop/carts GET /carts/{id}", "own", 10.0, "S", ("",)),
+    ("shop/carts PUT /carts/{id}/items", "own", 6.0, "S", ("",)),
+    ("payments/checkout POST /checkout", "none", 1.5, "S", ("",)),
+    ("payments/payment-methods GET /payment-methods", "list", 2.0, "A", ("",)),
+    ("payments/payment-methods GET /payment-methods/{id}", "own", 1.5, "A", ("",)),
+    ("payments/invoices GET /invoices/{id}", "own", 4.0, "O", ("",)),
+    ("payments/invoices GET /invoices/{id}/pdf", "own", 1.0, "O", ("",)),
+    ("identity/auth POST /login", "login", 2.5, "SOAD", ("",)),
+    ("identity/auth POST /token/refresh", "none", 5.0, "SOAD", ("",)),
+    ("identity/profiles GET /profiles/{id}", "own", 7.0, "AD", ("",)),
+    ("identity/profiles PATCH /profiles/{id}", "own", 0.5, "A", ("",)),
+    ("identity/accounts GET /accounts/{id}", "own", 4.0, "A", ("",)),
+    ("data/documents GET /documents/{id}", "own", 3.0, "D", ("",)),
+    ("data/documents GET /documents/{id}/download", "own", 1.0, "D", ("",)),
+    ("data/documents POST /documents", "create", 0.3, "D", ("",)),
 )
+_TASKS, _TASK_CUM, _TASK_SWITCH = "SOAD", (0.45, 0.70, 0.85, 1.0), 0.08
 _AGENT_READS = ("identity/profiles GET /profiles/{id}", "identity/accounts GET /accounts/{id}",
                 "shop/orders GET /orders/{id}", "payments/invoices GET /invoices/{id}")
 
@@ -380,6 +385,7 @@ _PARTNER_IPS = ("198.51.100.10", "198.51.100.11", "198.51.100.12")
 _LATERAL_FROM = ("ml/recommender", "shop/carts", "shop/notifications", "ml/fraud-scorer")
 _LATERAL_ALWAYS = ("identity/secrets-broker", "payments/ledger-admin")
 _USER_SHARE, _PARTNER_SHARE, _REPORTING_SHARE = 0.69, 0.005, 0.001
+_SESSION_S = 900.0  # a user logs in again only after this long
 _MAX_ACTIVITY = 10.0  # cap of a user's lognormal activity weight (mean 1.65)
 
 
@@ -404,7 +410,8 @@ def _dependencies() -> dict[str, list[str]]:
 class _World:
     """Mutable state of one run: who owns which object ids, pod ips, agents' tickets."""
 
-    __slots__ = ("rng", "principals", "owned", "pool", "exists", "next_id", "user_cum", "agents", "tickets", "ips")
+    __slots__ = ("rng", "principals", "owned", "focus", "task", "logged_in", "pool", "exists", "next_id", "user_cum",
+                 "agents", "tickets", "ips")
 
     def __init__(self, seed: int, users: int) -> None:
         rng = random.Random(f"{seed}:world")
@@ -416,6 +423,9 @@ class _World:
         self.agents = {u for u in range(users) if rng.random() < 0.01} or {0}
         self.principals = [f"support-{u:05d}" if u in self.agents else f"user-{u:05d}" for u in range(users)]
         self.owned = [self._own(rng) for _ in range(users)]
+        self.focus: list[dict[str, str]] = [{} for _ in range(users)]
+        self.task = [bisect_right(_TASK_CUM, rng.random()) for _ in range(users)]
+        self.logged_in = [-math.inf] * users
         self.tickets: dict[int, list[Any]] = {}
         weights = [1.0 if u in self.agents else min(rng.lognormvariate(0.0, 1.0), _MAX_ACTIVITY) for u in range(users)]
         self.user_cum = _cumulative(weights)
@@ -460,17 +470,21 @@ def _cumulative(weights: Sequence[float]) -> list[float]:
 # ---------------------------------------------------------------- benign traffic
 
 
+def _task_table(task: str) -> tuple[list[tuple[Endpoint, str, tuple[str, ...]]], list[float]]:
+    rows = [(k, mode, wt, q) for k, mode, wt, tasks, q in _USER_ACTIONS if task in tasks]
+    return [(_BY_KEY[k], mode, q) for k, mode, _, q in rows], _cumulative([wt for _, _, wt, _ in rows])
+
+
 class _Benign:
     """The benign Poisson stream: users, support agents, services and partners."""
 
-    __slots__ = ("w", "rng", "t0", "t1", "rate", "pending", "seq", "actions", "action_cum", "callers", "caller_cum")
+    __slots__ = ("w", "rng", "t0", "t1", "rate", "pending", "seq", "tasks", "callers", "caller_cum")
 
     def __init__(self, world: _World, seed: int, t0: float, t1: float, rate: float) -> None:
         self.w, self.rng, self.t0, self.t1, self.rate = world, random.Random(f"{seed}:benign"), t0, t1, rate
         self.pending: list[tuple[float, int, SimCall]] = []
         self.seq = 0
-        self.actions = [(_BY_KEY[k], mode, q) for k, mode, _, q in _USER_ACTIONS]
-        self.action_cum = _cumulative([wt for _, _, wt, _ in _USER_ACTIONS])
+        self.tasks = [_task_table(task) for task in _TASKS]
         self.callers = [(w, [_BY_KEY[k] for k in keys]) for w, (wt, keys) in _CALLS.items() if wt > 0]
         self.caller_cum = _cumulative([wt for wt, _ in _CALLS.values() if wt > 0])
 
@@ -499,13 +513,18 @@ class _Benign:
 
     def _user(self, t: float, u: int) -> SimCall:
         rng = self.rng
-        ep, mode, queries = self.actions[bisect_right(self.action_cum, rng.random() * self.action_cum[-1])]
+        task = self.w.task[u]
+        if rng.random() < _TASK_SWITCH:
+            task = self.w.task[u] = bisect_right(_TASK_CUM, rng.random())
+        actions, cum = self.tasks[task]
+        ep, mode, queries = actions[bisect_right(cum, rng.random() * cum[-1])]
         if mode == "login":
             return self._login(t, u)
         ids = self._user_ids(ep, mode, u)
         query = queries[int(rng.random() * len(queries))] if len(queries) > 1 else queries[0]
         raw = (ep.prefix + ids[0] + ep.suffix if ids and "{" in ep.template else ep.template) + query
-        return self._answer(t, "shop/frontend", self.w.principals[u], "jwt", ep, raw, ids, len(ids) if mode == "list" else 1)
+        n = len(ids) if mode == "list" else 1
+        return self._answer(t, "shop/frontend", self.w.principals[u], "jwt", ep, raw, ids, n)
 
     def _user_ids(self, ep: Endpoint, mode: str, u: int) -> list[str]:
         if mode == "none":
@@ -518,7 +537,11 @@ class _Benign:
             if len(pool) > 5:
                 pool.pop(0)
             return [pool[-1]]
-        return [pool[int(len(pool) * self.rng.random() ** 2)]]
+        focus = self.w.focus[u]
+        oid = focus.get(ep.kind or "")
+        if oid is None or self.rng.random() < 0.1:  # users stay on one order/document for a while
+            oid = focus[ep.kind or ""] = pool[int(len(pool) * self.rng.random())]
+        return [oid]
 
     def _agent(self, t: float, u: int) -> SimCall:
         """Support agents work a ticket: a few reads of one customer's objects, then the next."""
@@ -532,13 +555,17 @@ class _Benign:
         return self._answer(t, "shop/frontend", w.principals[u], "jwt", ep, ep.prefix + oid + ep.suffix, [oid], 1)
 
     def _login(self, t: float, u: int) -> SimCall:
-        """A login; sometimes 1-3 mistyped passwords first, retried a few seconds apart."""
-        ep, rng, principal = _BY_KEY["identity/auth POST /login"], self.rng, self.w.principals[u]
+        """A login (a token refresh if the user logged in lately); 5% start with 1-3 mistyped passwords."""
+        rng, principal = self.rng, self.w.principals[u]
+        if t - self.w.logged_in[u] < _SESSION_S:
+            return self._plain(t, "shop/frontend", principal, "jwt", _BY_KEY["identity/auth POST /token/refresh"], 200)
+        ep = _BY_KEY["identity/auth POST /login"]
         failures = 1 + int(rng.random() * 3) if rng.random() < 0.05 else 0
         at = t
         for i in range(1, failures + 1):
             at += 2.0 + rng.random() * 6.0
             self._defer(self._plain(at, "shop/frontend", principal, "none", ep, 200 if i == failures else 401))
+        self.w.logged_in[u] = at
         return self._plain(t, "shop/frontend", principal, "none", ep, 401 if failures else 200)
 
     def _defer(self, call: SimCall) -> None:
@@ -565,6 +592,7 @@ class _Benign:
         """A benign answer: mostly the endpoint's success with its PII, ~1% 404, ~0.5% 5xx."""
         rng = self.rng
         r = rng.random()
+        sens: dict[str, int]
         if r < 0.005:
             status, size, sens = (503 if r < 0.0025 else 500), 180, {}
         elif r < 0.015:
@@ -722,7 +750,8 @@ def _injection_payload(a: _Attack, own: dict[str, str]) -> tuple[Endpoint, str, 
     if form == 1:
         return _BY_KEY["shop/catalog GET /products"], "/products?category=" + rng.choice(_SQLI), []
     if form == 2:
-        return _BY_KEY["shop/orders GET /orders/{id}"], f"/orders/{own['order']}?id=" + rng.choice(_SQLI), [own["order"]]
+        order = own["order"]
+        return _BY_KEY["shop/orders GET /orders/{id}"], f"/orders/{order}?id=" + rng.choice(_SQLI), [order]
     if form == 3:
         ep, doc = _BY_KEY["data/documents GET /documents/{id}/download"], own["document"]
         return ep, f"/documents/{doc}/download?file=" + rng.choice(_TRAVERSAL), [doc]
@@ -742,8 +771,8 @@ def _injection(a: _Attack) -> list[SimCall]:
             out.append(a.gateway(t, ep, raw, ids, 200, ep.response_bytes, dict(ep.sensitive), malicious=False))
             continue
         ep, raw, ids = _injection_payload(a, own)
-        r = rng.random()
-        status, resp = (400, 200) if r < 0.55 else (500, rng.randint(2000, 6000)) if r < 0.7 else (200, ep.response_bytes)
+        r = rng.random()  # mostly rejected by validation, some server errors (stack traces), some answered
+        status, resp = (400, 200) if r < 0.55 else (500, rng.randint(2000, 6000)) if r < 0.7 else (200, 5000)
         out.append(a.gateway(t, ep, raw, ids, status, resp, dict(ep.sensitive) if status == 200 else {}))
     return out
 
@@ -760,7 +789,8 @@ def _retired_api(a: _Attack) -> list[SimCall]:
         denied = "admin" in ep.template and rng.random() < 0.7
         status = 403 if denied else 404 if rng.random() < 0.05 else 200
         ok = status == 200
-        out.append(a.gateway(t, ep, raw, ids, status, ep.response_bytes if ok else 150, dict(ep.sensitive) if ok else {}))
+        sens = dict(ep.sensitive) if ok else {}
+        out.append(a.gateway(t, ep, raw, ids, status, ep.response_bytes if ok else 150, sens))
     return out
 
 
@@ -781,7 +811,8 @@ def _lateral_movement(a: _Attack) -> list[SimCall]:
     for t in a.ticks():
         endpoints = [e for e in targets[int(rng.random() * len(targets))].endpoints if not e.retired]
         ep = endpoints[int(rng.random() * len(endpoints))]
-        ids = (w.page(ep.kind, rng.randrange(100), ep.items) if ep.items > 1 else [w.random_id(ep.kind)]) if ep.kind else []
+        ids = [] if ep.kind is None else w.page(ep.kind, rng.randrange(100), ep.items) if ep.items > 1 else [
+            w.random_id(ep.kind)]
         raw = ep.prefix + ids[0] + ep.suffix if ids and "{" in ep.template else ep.template
         n, ok = max(1, len(ids)), rng.random() < 0.6
         sens = {k: v * n for k, v in ep.sensitive} if ok else {}

@@ -86,7 +86,7 @@ class CountThresholdDetector(Detector):
 
 
 class ObjectBreadthDetector(CountThresholdDetector):
-    """BOLA by breadth: an actor touching far more distinct objects than users do (id enumeration)."""
+    """BOLA by breadth: an end user touching far more distinct objects than users do (id enumeration)."""
 
     name = "bola_breadth"
     attack_class = "bola"
@@ -95,6 +95,10 @@ class ObjectBreadthDetector(CountThresholdDetector):
 
     def __init__(self, floor: float = 25.0, baseline_factor: float = 4.0, quantile: float = 0.999, margin: float = 1.5):
         super().__init__(floor, baseline_factor, quantile, margin)
+
+    def _value(self, frame: Frame) -> _F:
+        # Object-level authorization concerns end users; services read many objects by design.
+        return np.where(_col(frame, "is_service") > 0, 0.0, _col(frame, self.feature))
 
 
 class AuthFailureDetector(CountThresholdDetector):
@@ -109,15 +113,24 @@ class AuthFailureDetector(CountThresholdDetector):
 
 
 class VolumeDetector(CountThresholdDetector):
-    """Exfiltration: sensitive values returned to one actor far above users and its own baseline."""
+    """Exfiltration: sensitive values returned to one actor far above users and its own baseline.
+
+    Service actors are judged only after ``learn_windows`` windows, against their own baseline.
+    """
 
     name = "pii_volume"
     attack_class = "exfiltration"
     feature = "pii"
     baseline_feature = "baseline_pii"
 
-    def __init__(self, floor: float = 150.0, baseline_factor: float = 5.0, quantile: float = 0.999, margin: float = 1.5):
+    def __init__(self, floor: float = 150.0, baseline_factor: float = 5.0, learn_windows: int = 3, quantile: float = 0.999, margin: float = 1.5):
         super().__init__(floor, baseline_factor, quantile, margin)
+        self.learn_windows = learn_windows
+
+    def _value(self, frame: Frame) -> _F:
+        # A service's volume is judged against its own baseline once learned, never in its first windows.
+        learning = (_col(frame, "is_service") > 0) & (_col(frame, "age_windows") < self.learn_windows)
+        return np.where(learning, 0.0, _col(frame, self.feature))
 
 
 class NovelDestinationDetector(CountThresholdDetector):

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
+from typing import Any
+
 from models.base import Detector
 from models.detectors import (
     AuthFailureDetector,
@@ -25,11 +28,13 @@ REGISTRY: dict[str, type[Detector]] = {
 }
 
 
-def build_detectors(names: list[str]) -> list[Detector]:
-    """Instantiate detectors by registry name, with default hyperparameters."""
+def build_detectors(names: list[str], **shared: Any) -> list[Detector]:
+    """Instantiate detectors by registry name; ``shared`` hyperparameters go to those that take them."""
     out = []
     for name in names:
         if name not in REGISTRY:
             raise UnknownDetectorError(f"unknown detector {name!r}; valid names: {', '.join(sorted(REGISTRY))}")
-        out.append(REGISTRY[name]())
+        cls = REGISTRY[name]
+        accepted = inspect.signature(cls.__init__).parameters
+        out.append(cls(**{k: v for k, v in shared.items() if k in accepted}))
     return out

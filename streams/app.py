@@ -85,6 +85,8 @@ def create_app(settings: WorkerSettings) -> faust.App:
             metrics.MESSAGES.inc()
             metrics.SUMMARIES.inc(out.rows)
             metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
+            if out.newest_time is not None:
+                metrics.LAG.observe(max(time.time() - out.newest_time, 0.0))
             if msg.partition in pipeline.processors:
                 metrics.ACTORS.labels(str(msg.partition)).set(len(pipeline.processors[msg.partition].store))
 

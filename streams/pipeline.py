@@ -31,6 +31,7 @@ class Outcome:
     """Everything one message produced."""
 
     rows: int = 0
+    newest_time: float | None = None
     detections: list[Detection] = field(default_factory=list)
     verdicts: list[Verdict] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
@@ -59,7 +60,7 @@ class Pipeline:
     def processor(self, partition: int, stored: Iterable[tuple[bytes, bytes]]) -> BatchProcessor:
         """The partition's processor, restored from stored state buckets on first use."""
         if partition not in self.processors:
-            proc = BatchProcessor(self.config, build_detectors(self.settings.detectors))
+            proc = BatchProcessor(self.config, build_detectors(self.settings.detectors, learn_windows=self.settings.learn_windows))
             prefix = f"{partition}:".encode()
             proc.store.import_buckets(v for k, v in stored if k.startswith(prefix))
             self.processors[partition] = proc
@@ -82,7 +83,8 @@ class Pipeline:
         except EnvelopeError as exc:
             return Outcome(dead_letter=self.dead_letter(str(exc), value, partition, offset, now))
         proc = self.processor(partition, stored)
-        out = Outcome(rows=table.num_rows, detections=proc.process(table))
+        detections = proc.process(table)
+        out = Outcome(rows=table.num_rows, newest_time=proc.newest_time, detections=detections)
         for det in out.detections:
             verdict = decide(det, self.settings.policy, now, self._key)
             out.verdicts.append(verdict)

@@ -110,6 +110,7 @@ class BatchProcessor:
         self.detectors = list(detectors)
         self.store = ActorStore(buckets=config.buckets)
         self._dest_index: dict[str, int] = {}
+        self.newest_time: float | None = None
 
     def _dest_bits(self, services: pa.Array) -> _I:
         encoded = pc.dictionary_encode(services.fill_null("-")).combine_chunks() if isinstance(services, pa.ChunkedArray) else pc.dictionary_encode(services.fill_null("-"))
@@ -225,6 +226,7 @@ class BatchProcessor:
         rows, _ = self.store.rows_for(keys)
         latest = np.full(len(b.actors), -np.inf)
         np.maximum.at(latest, b.actor_of_row, b.time)
+        self.newest_time = float(latest.max())
         self._roll_windows(rows, latest)
         self._accumulate(b, rows)
         self.store.mark_dirty(rows)

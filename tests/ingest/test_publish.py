@@ -304,3 +304,15 @@ def test_unencodable_rows_are_counted_as_failed() -> None:
     pub.publish_rows([bad, make_row(1, actor=1)])
     pub.flush()
     assert (pub.stats()["rows_failed"], pub.stats()["rows_sent"]) == (1, 1)
+
+
+def test_an_envelope_over_max_message_bytes_is_split_within_its_partition() -> None:
+    fake = FakeProducer()
+    pub = publisher(fake, envelope_rows=400, max_message_bytes=20_000)
+    pub.publish_rows([make_row(i, actor=1) for i in range(400)])
+    pub.flush()
+    assert len(fake.sent) > 1 and len({partition for _, _, partition in fake.sent}) == 1
+    assert all(len(value) + 4096 <= 20_000 for _, value, _ in fake.sent)
+    got = [i for _, value, _ in fake.sent for i in decode_message(value, 1 << 20).column("id").to_pylist()]
+    assert got == [f"req-{i}" for i in range(400)]
+    assert pub.stats()["rows_sent"] == 400

@@ -1,0 +1,300 @@
+"""Benchmarks of the real parts, printed and written to ``build/bench.json``.
+
+``kubeward bench`` measures, on one local stack (fresh broker, worker, shim):
+
+* ``worker.records_per_cpu_second``: summaries per CPU-second of the worker
+  process while it drains a topic pre-filled with Arrow envelopes; and
+  ``worker.records_per_cpu_second_single`` for one JSON summary per message,
+  in the same run, plus their ratio. Broker CPU is reported beside them.
+* ``latency_ms``: from a summary's timestamp to its verdict applied in the
+  shim's cache, while simulated traffic flows at ``rate_eps``; probe actors
+  that enumerate objects trigger one verdict each.
+* ``shim``: decisions per second and latency percentiles under ``wrk`` (64
+  connections, shim pinned to one core), with and without summary reports.
+* ``worker.bytes_per_identity``: state bytes per actor with 100k actors.
+
+Nothing here asserts a target; the figures are printed next to the targets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+from typing import Any
+
+__all__ = ["add_cli", "run_bench"]
+
+REPO = Path(__file__).resolve().parents[1]
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+TARGETS = {
+    "worker.records_per_cpu_second": ">= 250000",
+    "latency_ms.p50": "<= 10 at 10000 eps",
+    "latency_ms.p99": "<= 50 at 10000 eps",
+    "shim.decisions_per_second": ">= 100000 on one core, 64 connections",
+    "shim.p99_ms": "<= 1.5",
+    "worker.bytes_per_identity": "<= 256",
+}
+
+
+def cpu_seconds(pid: int) -> float:
+    """User+system CPU seconds of a process and its threads (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def _metric(url: str, name: str) -> float:
+    text = urllib.request.urlopen(url, timeout=5).read().decode()
+    match = re.search(rf"^{re.escape(name)} ([0-9.e+]+)$", text, re.M)
+    return float(match.group(1)) if match else 0.0
+
+
+def _say(msg: str) -> None:
+    print(f"[bench] {msg}", flush=True)
+
+
+def _sim_rows(n: int, seed: int = 11) -> list[dict[str, Any]]:
+    from ingest.simulator import ClusterSimulator
+
+    sim = ClusterSimulator(seed=seed, users=3000, start_time=time.time(), benign_rate_eps=5000.0)
+    rows = []
+    for i, call in enumerate(sim.calls(n / 5000.0 * 1.2)):
+        rows.append(call.to_row(f"b{i}", b"bench-key"))
+        if len(rows) >= n:
+            break
+    return rows
+
+
+def _drain_cpu(worker_pid: int, broker_pid: int, metrics_url: str, target: float, timeout: float = 300) -> dict[str, float]:
+    """CPU of worker and broker from the first processed summary until ``target`` summaries."""
+    deadline = time.time() + timeout
+    start_count = _metric(metrics_url, "kubeward_worker_summaries_total")
+    w0, b0, t0 = cpu_seconds(worker_pid), cpu_seconds(broker_pid), time.time()
+    while time.time() < deadline:
+        done = _metric(metrics_url, "kubeward_worker_summaries_total")
+        if done >= target:
+            return {"rows": done - start_count, "worker_cpu_s": cpu_seconds(worker_pid) - w0, "broker_cpu_s": cpu_seconds(broker_pid) - b0, "wall_s": time.time() - t0}
+        time.sleep(0.05)
+    raise TimeoutError(f"worker processed {done} of {target} summaries in {timeout} s")
+
+
+def bench_worker(workdir: Path, envelope_rows_total: int, single_total: int) -> dict[str, Any]:
+    """Worker throughput per CPU-second, envelopes vs one summary per message, same worker."""
+    from kafka import KafkaProducer
+
+    from deploy.stack import LocalStack
+    from ingest import SUMMARIES
+    from ingest.envelope import encode_rows
+    from ingest.publish import EnvelopeBuffer
+
+    _say(f"worker: building {envelope_rows_total} simulated summaries")
+    rows = _sim_rows(min(envelope_rows_total, 200_000))
+    with LocalStack(workdir / "worker", worker_settings={"window_s": 60}, with_worker=False, with_shim=False) as stack:
+        producer = KafkaProducer(bootstrap_servers=stack.bootstrap, acks="all", linger_ms=5, max_request_size=8 << 20)
+        buffer = EnvelopeBuffer(range(SUMMARIES.partitions), envelope_rows=1000, linger_ms=1e9)
+        envelopes = buffer.add(rows) + buffer.drain()
+        payloads = [(e.partition, e.key.encode() if isinstance(e.key, str) else e.key, encode_rows(list(e.rows))) for e in envelopes]
+        sent = 0
+        while sent < envelope_rows_total:
+            for (p, key, value), env in zip(payloads, envelopes):
+                producer.send(SUMMARIES.name, key=key, value=value, partition=p)
+                sent += len(env.rows)
+                if sent >= envelope_rows_total:
+                    break
+        producer.flush()
+        _say(f"worker: topic pre-filled with {sent} summaries in {len(payloads)}-envelope cycles; starting the worker")
+        stack.start_worker()
+        metrics_url = f"http://127.0.0.1:{stack.ports['worker_web']}/metrics"
+        broker_pid = stack.broker_handle.pid if stack.broker_handle else 0
+        while _metric(metrics_url, "kubeward_worker_summaries_total") == 0:
+            time.sleep(0.02)
+        env_run = _drain_cpu(stack.worker.pid, broker_pid, metrics_url, sent)
+        _say(f"worker: envelopes {env_run['rows'] / env_run['worker_cpu_s']:,.0f} summaries/CPU-s")
+        base = _metric(metrics_url, "kubeward_worker_summaries_total")
+        singles = [json.dumps(_row_to_json(r)).encode() for r in rows[:single_total]]
+        w0 = cpu_seconds(stack.worker.pid)
+        for i, value in enumerate(singles):
+            producer.send(SUMMARIES.name, key=f"s{i % 997}".encode(), value=value)
+        producer.flush()
+        single_run = _drain_cpu(stack.worker.pid, broker_pid, metrics_url, base + len(singles))
+        single_run["worker_cpu_s_incl_wait"] = cpu_seconds(stack.worker.pid) - w0
+        _say(f"worker: single {single_run['rows'] / single_run['worker_cpu_s']:,.0f} summaries/CPU-s")
+        producer.close()
+    env_rate = env_run["rows"] / env_run["worker_cpu_s"]
+    single_rate = single_run["rows"] / single_run["worker_cpu_s"]
+    return {
+        "records_per_cpu_second": round(env_rate),
+        "records_per_cpu_second_single": round(single_rate),
+        "envelope_vs_single_ratio": round(env_rate / single_rate, 2),
+        "envelope_run": env_run,
+        "single_run": single_run,
+        "broker_cpu_per_million_records_envelope_s": round(env_run["broker_cpu_s"] / env_run["rows"] * 1e6, 2),
+    }
+
+
+def _row_to_json(row: dict[str, Any]) -> dict[str, Any]:
+    out = dict(row)
+    out["sensitive"] = dict(row["sensitive"])
+    return out
+
+
+def bench_latency(workdir: Path, rate_eps: float, seconds: float) -> dict[str, Any]:
+    """Summary time -> verdict applied in the shim, under simulated load at ``rate_eps``."""
+    from deploy.stack import LocalStack
+    from ingest.publish import SummaryPublisher
+    from ingest.simulator import ClusterSimulator
+
+    with LocalStack(workdir / "latency", worker_settings={"window_s": 60}, shim_settings={"report": "none"}) as stack:
+        pub = SummaryPublisher(stack.bootstrap, envelope_rows=1000, linger_ms=2.0, client_id="bench-latency")
+        pub.start_background_flush(0.001)
+        sim = ClusterSimulator(seed=5, users=3000, start_time=time.time(), benign_rate_eps=rate_eps)
+        _say(f"latency: driving {rate_eps:.0f} events/s for {seconds:.0f} s with a probe attacker every 250 ms")
+        t0, sent, next_probe, probes, batch = time.time(), 0, time.time() + 2.0, 0, []
+        for call in sim.calls(seconds):
+            batch.append(call.to_row(uuid.uuid4().hex, b"bench-key"))
+            if len(batch) >= 50 or call.time - time.time() > 0.003:
+                delay = call.time - time.time()
+                if delay > 0:
+                    time.sleep(delay)
+                pub.publish_rows(batch)
+                sent += len(batch)
+                batch = []
+            if time.time() >= next_probe:
+                pub.publish_rows(_probe_rows(probes))
+                probes, next_probe = probes + 1, next_probe + 0.25
+        pub.flush()
+        achieved = sent / (time.time() - t0)
+        time.sleep(2.0)
+        stats = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{stack.ports['shim_admin']}/stats", timeout=5).read())
+        pub.close()
+    lat = sorted(stats["latency_ms"])
+    pick = lambda q: round(lat[min(len(lat) - 1, int(q / 100 * (len(lat) - 1)))], 2) if lat else None  # noqa: E731
+    return {"rate_eps": rate_eps, "rate_eps_achieved": round(achieved), "probes": probes, "verdicts_measured": len(lat), "p50": pick(50), "p90": pick(90), "p99": pick(99), "max": lat[-1] if lat else None}
+
+
+def _probe_rows(n: int) -> list[dict[str, Any]]:
+    """30 reads of distinct objects by a fresh end user, stamped now: one BOLA verdict."""
+    now = time.time()
+    rows = []
+    for i in range(30):
+        rows.append({
+            "schema_version": 1, "id": uuid.uuid4().hex, "time": now, "duration_ms": 5.0, "reporter": "bench",
+            "source": {"workload": "shop/frontend", "namespace": "shop", "pod": None, "ip": "10.9.9.9", "external": False},
+            "principal": f"probe-{n}", "auth_type": "jwt",
+            "destination": {"service": "orders", "namespace": "shop", "host": None, "port": None, "external": False},
+            "protocol": "http", "method": "GET", "path_template": "/orders/{id}", "raw_path": None, "status": 404,
+            "request_bytes": 200, "response_bytes": 100, "object_ids": [uuid.uuid4().hex[:16]], "sensitive": [],
+            "inline_findings": [], "decision": None, "mcp": None, "llm": None, "trace_id": None, "ground_truth": None,
+        })
+    return rows
+
+
+def _wrk(port: int, seconds: int, connections: int, script: Path, cpu: int) -> dict[str, float]:
+    cmd = ["taskset", "-c", str(cpu), "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), f"http://127.0.0.1:{port}/orders/81231"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1))  # type: ignore[union-attr]
+    lat = {}
+    for q in ("50", "90", "99"):
+        m = re.search(rf"^\s+{q}%\s+([0-9.]+)(us|ms|s)\s*$", out, re.M)
+        if m:
+            lat[q] = float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    return {"rps": rps, "p50_ms": lat.get("50", 0.0), "p90_ms": lat.get("90", 0.0), "p99_ms": lat.get("99", 0.0), "non_2xx": int(errors.group(1)) if errors else 0}
+
+
+def bench_shim(workdir: Path, seconds: int, connections: int) -> dict[str, Any]:
+    """Shim decisions/s under wrk; shim on core 0, wrk on core 1; with and without summary reports."""
+    from deploy.runtime import free_port, start_shim, stop_process
+    from deploy.stack import LocalStack
+
+    if shutil.which("wrk") is None:
+        raise RuntimeError("wrk is not installed: run `make tools` (apt-get install wrk)")
+    script = workdir / "headers.lua"
+    workdir.mkdir(parents=True, exist_ok=True)
+    script.write_text('wrk.headers["x-kubeward-source-workload"] = "shop/frontend"\nwrk.headers["x-kubeward-principal"] = "user-00042"\nwrk.headers["x-forwarded-for"] = "10.1.2.3"\n')
+    results: dict[str, Any] = {}
+    with LocalStack(workdir / "shim", with_worker=False, with_shim=False) as stack:
+        for label, report in (("no_reports", "none"), ("with_reports", "all")):
+            port, admin = free_port(), free_port()
+            proc = start_shim(workdir / f"shim-{label}.log", {"bootstrap": stack.bootstrap, "port": port, "admin_port": admin, "report": report}, cpu=0)
+            _say(f"shim ({label}): wrk -c{connections} for {seconds} s")
+            _wrk(port, 2, connections, script, cpu=1)
+            c0, t0 = cpu_seconds(proc.pid), time.time()
+            res = _wrk(port, seconds, connections, script, cpu=1)
+            res["cpu_cores"] = round((cpu_seconds(proc.pid) - c0) / (time.time() - t0), 2)
+            results[label] = res
+            _say(f"shim ({label}): {res['rps']:,.0f} decisions/s, p99 {res['p99_ms']} ms, {res['cpu_cores']} cores")
+            stop_process(proc)
+    best = results["no_reports"]
+    return {"decisions_per_second": round(best["rps"]), "p50_ms": best["p50_ms"], "p99_ms": best["p99_ms"], "connections": connections, "cpu_cores": best["cpu_cores"], "runs": results}
+
+
+def bench_state(identities: int) -> dict[str, Any]:
+    """Worker state bytes per tracked identity after ``identities`` distinct actors."""
+    import tracemalloc
+
+    from ingest.envelope import decode_message, encode_rows
+    from models import REGISTRY, build_detectors
+    from streams.processor import BatchProcessor, ProcessorConfig
+
+    rows = _probe_rows(0)
+    template = rows[0]
+    tracemalloc.start()
+    before = tracemalloc.take_snapshot()
+    proc = BatchProcessor(ProcessorConfig(), build_detectors(sorted(REGISTRY)))
+    for start in range(0, identities, 5000):
+        batch = [dict(template, id=f"{i}", principal=f"user-{i}", object_ids=[f"{i:016x}"]) for i in range(start, min(identities, start + 5000))]
+        proc.process(decode_message(encode_rows(batch), 1 << 30))
+    after = tracemalloc.take_snapshot()
+    tracemalloc.stop()
+    allocated = sum(s.size_diff for s in after.compare_to(before, "filename") if "streams" in str(s.traceback) or "numpy" in str(s.traceback))
+    return {"identities": len(proc.store), "bytes_per_identity": round(proc.store.nbytes() / len(proc.store), 1), "allocated_bytes_per_identity": round(allocated / len(proc.store), 1)}
+
+
+def run_bench(out: Path, quick: bool = False) -> dict[str, Any]:
+    """Run every benchmark and write the JSON report."""
+    work = REPO / "build" / "bench"
+    shutil.rmtree(work, ignore_errors=True)
+    results: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}, "targets": TARGETS}
+    _say("state: 100k identities")
+    results["worker_state"] = bench_state(100_000)
+    results["shim"] = bench_shim(work, seconds=5 if quick else 10, connections=64)
+    results["worker"] = bench_worker(work, envelope_rows_total=200_000 if quick else 1_000_000, single_total=10_000 if quick else 40_000)
+    results["latency_ms"] = bench_latency(work, rate_eps=10_000.0, seconds=15 if quick else 40)
+    flat = {
+        "worker.records_per_cpu_second": results["worker"]["records_per_cpu_second"],
+        "worker.records_per_cpu_second_single": results["worker"]["records_per_cpu_second_single"],
+        "worker.envelope_vs_single_ratio": results["worker"]["envelope_vs_single_ratio"],
+        "latency_ms.p50": results["latency_ms"]["p50"],
+        "latency_ms.p99": results["latency_ms"]["p99"],
+        "latency_ms.rate_eps": results["latency_ms"]["rate_eps_achieved"],
+        "shim.decisions_per_second": results["shim"]["decisions_per_second"],
+        "shim.p99_ms": results["shim"]["p99_ms"],
+        "shim.connections": results["shim"]["connections"],
+        "shim.cpu_cores": results["shim"]["cpu_cores"],
+        "worker.bytes_per_identity": results["worker_state"]["allocated_bytes_per_identity"],
+    }
+    results["summary"] = flat
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    print()
+    for key, value in flat.items():
+        print(f"{key:<42} {value!s:>12}   target {TARGETS.get(key, '-')}")
+    print(f"\nwritten to {out}")
+    return results
+
+
+def add_cli(sub: Any) -> None:
+    """Register ``kubeward bench``."""
+    p = sub.add_parser("bench", help="run the benchmarks (writes build/bench.json)", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", default=str(REPO / "build" / "bench.json"), help="where to write the JSON results")
+    p.add_argument("--quick", action="store_true", help="shorter runs (noisier figures)")
+    p.set_defaults(func=lambda a: run_bench(Path(a.out), a.quick) and 0)

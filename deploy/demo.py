@@ -1,0 +1,199 @@
+"""The demo: a simulated cluster under attack, defended live by the real loop.
+
+``kubeward demo`` starts a fresh local Kafka broker, the worker and the shim,
+then replays the simulated cluster in real time: every call first asks the shim
+(as Envoy's ext_authz would); calls the shim allows reach their simulated
+service and the data plane's access log publishes their summaries; calls the
+shim denies are reported by the shim itself. The worker learns, detects and
+publishes verdicts; the shim applies them and the attackers' next calls are
+denied. Progress is printed every two seconds; the end prints a summary table
+and writes ``build/demo-report.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import threading
+import time
+import uuid
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from deploy.dataplane import CheckClient, check_request
+from deploy.stack import LocalStack
+from deploy.tally import Tally
+from ingest import VERDICTS, Policy, Verdict
+from ingest.simulator import ClusterSimulator, plan_attacks
+
+__all__ = ["add_cli", "run_demo"]
+
+REPO = Path(__file__).resolve().parents[1]
+OBJECT_KEY = b"kubeward-dev-object-key"
+_CLASS_BY_DETECTOR = {"bola_breadth": "bola", "auth_failures": "credential_abuse", "pii_volume": "exfiltration", "novel_destination": "lateral_movement", "inline_signature": "injection", "retired_endpoint": "retired_api"}
+
+
+class VerdictWatcher(threading.Thread):
+    """Follows the verdict topic and records each subject's first verdict in the tally."""
+
+    def __init__(self, bootstrap: str, tally: Tally, lock: threading.Lock):
+        super().__init__(daemon=True, name="verdict-watcher")
+        self.bootstrap, self.tally, self.lock = bootstrap, tally, lock
+        self.stop_event = threading.Event()
+
+    def run(self) -> None:
+        from kafka import KafkaConsumer
+
+        consumer = KafkaConsumer(VERDICTS.name, bootstrap_servers=self.bootstrap, auto_offset_reset="earliest", group_id=None, fetch_max_wait_ms=20)
+        while not self.stop_event.is_set():
+            for records in consumer.poll(timeout_ms=100).values():
+                for rec in records:
+                    if rec.value is None:
+                        continue
+                    v = Verdict.model_validate_json(rec.value)
+                    cls = _CLASS_BY_DETECTOR.get(v.reasons[0].detector, v.reasons[0].detector) if v.reasons else "?"
+                    with self.lock:
+                        self.tally.record_verdict(v.subject.value, cls, time.time())
+        consumer.close()
+
+
+async def drive(sim: ClusterSimulator, seconds: float, client: CheckClient, publisher: Any, tally: Tally, lock: threading.Lock, progress: Any = None) -> None:
+    """Replay the simulator in real time through the shim; publish allowed calls' summaries."""
+    pending: set[asyncio.Task[None]] = set()
+
+    async def one(call: Any) -> None:
+        sent = time.time()
+        res = await client.check(check_request(call.method, call.raw_path, call.dest_service, call.dest_namespace, call.source_workload, call.principal, call.source_ip))
+        denied = res.status != 200
+        with lock:
+            tally.record_check(call.actor, call.malicious, call.scenario, call.attack_id, denied, res.reason, sent)
+        if not denied:
+            call.time = sent
+            publisher.publish_rows([call.to_row(uuid.uuid4().hex, OBJECT_KEY, decision="allow", reporter="access_log")])
+
+    t0 = time.time()
+    for call in sim.calls(seconds):
+        delay = call.time - time.time()
+        if delay > 0.002:
+            await asyncio.sleep(delay)
+        task = asyncio.ensure_future(one(call))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+        if progress is not None:
+            progress(time.time() - t0)
+    if pending:
+        await asyncio.gather(*pending)
+
+
+def _fetch_json(url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        return dict(json.loads(resp.read()))
+
+
+class Progress:
+    """Prints one status line every ``every`` seconds."""
+
+    def __init__(self, tally: Tally, lock: threading.Lock, seconds: float, every: float = 2.0, stream: Any = sys.stdout):
+        self.tally, self.lock, self.seconds, self.every, self.stream = tally, lock, seconds, every, stream
+        self._next, self._last_events, self._last_t = every, 0, 0.0
+
+    def __call__(self, elapsed: float) -> None:
+        if elapsed < self._next:
+            return
+        with self.lock:
+            t = self.tally
+            rate = (t.events - self._last_events) / max(elapsed - self._last_t, 1e-6)
+            atk_req = sum(a.requests for a in t.attackers.values())
+            atk_den = sum(a.denied for a in t.attackers.values())
+            _, _, b_req, b_den = t.benign_counts()
+            det = " ".join(f"{k}={v}" for k, v in sorted(t.detections.items())) or "none yet"
+        self._last_events, self._last_t, self._next = t.events, elapsed, self._next + self.every
+        bar = "#" * int(20 * elapsed / self.seconds)
+        print(f"[{bar:<20}] {elapsed:5.0f}s {rate:7.0f} ev/s | detections: {det} | attacker calls denied {atk_den}/{atk_req} | benign denied {b_den}/{b_req}", file=self.stream, flush=True)
+
+
+def summary_table(report: dict[str, Any]) -> str:
+    """A plain-text table of the report's headline figures."""
+    a, b, lat = report["attackers"], report["benign"], report["latency_ms"]
+    rows = [
+        ("events", report["events"]),
+        ("attackers detected", f"{a['detected']}/{a['total']}"),
+        ("attackers blocked", f"{a['blocked']}/{a['total']}"),
+        ("attacker calls allowed before block (median)", a["requests_before_block_median"]),
+        ("benign actors blocked", f"{b['actors_blocked']}/{b['actors']}"),
+        ("benign requests blocked", f"{b['requests_blocked']}/{b['requests']}"),
+        ("detect->enforce p50 ms", None if lat["detect_to_enforce_p50"] is None else round(lat["detect_to_enforce_p50"], 1)),
+        ("detect->enforce p99 ms", None if lat["detect_to_enforce_p99"] is None else round(lat["detect_to_enforce_p99"], 1)),
+    ]
+    lines = [f"{k:<46} {v}" for k, v in rows]
+    lines.append("")
+    lines.append(f"{'attack':<24} {'kind':<20} {'calls':>6} {'denied':>6} {'before block':>12}  detected as")
+    for attack_id, d in a["by_attack"].items():
+        lines.append(f"{attack_id:<24} {d['kind']:<20} {d['requests']:>6} {d['denied']:>6} {str(d['allowed_before_block']):>12}  {d['detected_as']}")
+    return "\n".join(lines)
+
+
+def run_demo(seconds: float, rate: float, seed: int, workdir: Path, report_path: Path, users: int = 3000) -> dict[str, Any]:
+    """Run the whole demo and return the report (also written to ``report_path``)."""
+    warmup = min(40.0, max(25.0, 0.3 * seconds))
+    attacks = plan_attacks(seed, seconds, warmup)
+    sim = ClusterSimulator(seed=seed, users=users, start_time=0.0, attacks=attacks, benign_rate_eps=rate)
+    policy = Policy(default_mode="enforce", verdict_ttl_s=max(600.0, 2 * seconds), retired_endpoints=list(sim.retired_endpoints))
+    worker = {"window_s": 10, "learn_windows": 2, "policy": policy.model_dump()}
+    shim = {"report": "denied", "policy": policy.model_dump()}
+    tally, lock = Tally(), threading.Lock()
+    print(f"kubeward demo: {seconds:.0f} s, {rate:.0f} benign calls/s, {len(attacks)} attacks after a {warmup:.0f} s learning period; logs in {workdir}", flush=True)
+    with LocalStack(workdir, worker_settings=worker, shim_settings=shim) as stack:
+        print(f"broker {stack.bootstrap}, worker and shim (port {stack.ports['shim']}) are up", flush=True)
+        watcher = VerdictWatcher(stack.bootstrap, tally, lock)
+        watcher.start()
+        from ingest.publish import SummaryPublisher
+
+        publisher = SummaryPublisher(stack.bootstrap, envelope_rows=500, linger_ms=5.0, client_id="kubeward-demo-accesslog")
+        publisher.start_background_flush()
+        sim = ClusterSimulator(seed=seed, users=users, start_time=time.time(), attacks=attacks, benign_rate_eps=rate)
+
+        async def main() -> None:
+            client = CheckClient("127.0.0.1", stack.ports["shim"], connections=32)
+            await client.open()
+            await drive(sim, seconds, client, publisher, tally, lock, Progress(tally, lock, seconds))
+            await client.close()
+
+        import uvloop
+
+        uvloop.run(main())
+        publisher.flush()
+        time.sleep(2.0)
+        stats = _fetch_json(f"http://127.0.0.1:{stack.ports['shim_admin']}/stats")
+        watcher.stop_event.set()
+        with lock:
+            report = tally.report(stats["latency_ms"], {"seconds": seconds, "benign_rate_eps": rate, "seed": seed, "publisher": publisher.stats(), "shim_decisions": stats["decisions"]})
+        publisher.close()
+    report_path.parent.mkdir(parents=True, exist_ok=True)
+    report_path.write_text(json.dumps(report, indent=2))
+    return report
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from deploy.logs import setup_logging
+
+    setup_logging("warning")
+    report = run_demo(args.seconds, args.rate, args.seed, Path(args.workdir), Path(args.report))
+    print()
+    print(summary_table(report))
+    print(f"\nreport written to {args.report}")
+    return 0
+
+
+def add_cli(sub: Any) -> None:
+    """Register ``kubeward demo``."""
+    p = sub.add_parser("demo", help="run the live demo (broker, worker, shim, simulated attacks)", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--seconds", type=float, default=120.0, help="length of the simulated traffic (default 120; DEMO_SECONDS in make)")
+    p.add_argument("--rate", type=float, default=1500.0, help="benign calls per second (default 1500)")
+    p.add_argument("--seed", type=int, default=7, help="simulation seed (default 7)")
+    p.add_argument("--workdir", default=str(REPO / "build" / "demo"), help="where logs and the broker's data go")
+    p.add_argument("--report", default=str(REPO / "build" / "demo-report.json"), help="report path (default build/demo-report.json)")
+    p.set_defaults(func=_cmd_demo)

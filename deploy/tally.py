@@ -1,0 +1,104 @@
+"""Scoring a run against the simulator's ground truth: who attacked, who was caught, who was hurt.
+
+Pure bookkeeping fed by the demo driver (every check the shim answered) and by
+the verdict watcher (every verdict seen on the control topic). ``report``
+renders the numbers the demo prints and writes to ``build/demo-report.json``.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = ["Tally"]
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
+
+
+@dataclass
+class _Attacker:
+    kind: str
+    actor: str
+    requests: int = 0
+    allowed_before_block: int | None = None
+    denied: int = 0
+    first_time: float = 0.0
+
+
+@dataclass
+class Tally:
+    """Counts per actor and per attacker; verdicts by subject."""
+
+    events: int = 0
+    actor_requests: Counter[str] = field(default_factory=Counter)
+    actor_denied: Counter[str] = field(default_factory=Counter)
+    attackers: dict[str, _Attacker] = field(default_factory=dict)
+    verdict_times: dict[str, float] = field(default_factory=dict)
+    verdict_classes: dict[str, str] = field(default_factory=dict)
+    detections: Counter[str] = field(default_factory=Counter)
+    denied_reasons: Counter[str] = field(default_factory=Counter)
+
+    def record_check(self, actor: str, malicious: bool, kind: str, attack_id: str | None, denied: bool, reason: str | None, t: float) -> None:
+        """One call and the shim's answer to it."""
+        self.events += 1
+        self.actor_requests[actor] += 1
+        if denied:
+            self.actor_denied[actor] += 1
+            self.denied_reasons[reason or "?"] += 1
+        if attack_id is None or not malicious:
+            return
+        att = self.attackers.setdefault(attack_id, _Attacker(kind, actor, first_time=t))
+        att.requests += 1
+        if denied:
+            att.denied += 1
+            if att.allowed_before_block is None:
+                att.allowed_before_block = att.requests - 1
+
+    def record_verdict(self, subject_value: str, attack_class: str, t: float) -> None:
+        """A verdict seen on the control topic (first one per subject counts)."""
+        if subject_value not in self.verdict_times:
+            self.verdict_times[subject_value] = t
+            self.verdict_classes[subject_value] = attack_class
+            self.detections[attack_class] += 1
+
+    def attacker_actors(self) -> set[str]:
+        """Actors that made at least one malicious call."""
+        return {a.actor for a in self.attackers.values()}
+
+    def benign_counts(self) -> tuple[int, int, int, int]:
+        """(actors, actors blocked, requests, requests blocked) over actors that never attacked."""
+        bad = self.attacker_actors()
+        actors = [a for a in self.actor_requests if a not in bad]
+        return (len(actors), sum(1 for a in actors if self.actor_denied[a]), sum(self.actor_requests[a] for a in actors), sum(self.actor_denied[a] for a in actors))
+
+    def report(self, latencies_ms: list[float], extra: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The demo report (the keys the issue asks for, plus per-attacker detail)."""
+        atts = self.attackers.values()
+        before = [a.allowed_before_block for a in atts if a.allowed_before_block is not None]
+        b_actors, b_blocked, b_reqs, b_reqs_blocked = self.benign_counts()
+        return {
+            "events": self.events,
+            "attackers": {
+                "total": len(self.attackers),
+                "detected": sum(1 for a in atts if a.actor in self.verdict_times),
+                "blocked": sum(1 for a in atts if a.denied),
+                "requests_before_block_median": statistics.median(before) if before else None,
+                "by_attack": {k: {"kind": a.kind, "actor": a.actor, "requests": a.requests, "denied": a.denied, "allowed_before_block": a.allowed_before_block, "detected_as": self.verdict_classes.get(a.actor)} for k, a in sorted(self.attackers.items())},
+            },
+            "benign": {"actors": b_actors, "actors_blocked": b_blocked, "requests": b_reqs, "requests_blocked": b_reqs_blocked},
+            "detections_by_class": dict(self.detections),
+            "denied_by_reason": dict(self.denied_reasons),
+            "latency_ms": {
+                "detect_to_enforce_p50": _percentile(latencies_ms, 50),
+                "detect_to_enforce_p99": _percentile(latencies_ms, 99),
+                "samples": len(latencies_ms),
+            },
+            **(extra or {}),
+        }
