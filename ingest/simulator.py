@@ -659,6 +659,7 @@ class _Attack:
     principal: str
     index: int
     ordinal: int
+    seed: int
 
     def ticks(self) -> Iterator[float]:
         """Poisson arrival times of the attacker's calls inside its window."""
@@ -802,17 +803,24 @@ def _lateral_targets(a: _Attack, workload: str) -> list[Service]:
     return [services[q] for q in chosen]
 
 
+def _any_ids(w: _World, ep: Endpoint) -> list[str]:
+    """Ids of other users' objects for a call to ``ep``: none, one, or a page of them."""
+    if ep.kind is None:
+        return []
+    return w.page(ep.kind, w.rng.randrange(100), ep.items) if ep.items > 1 else [w.random_id(ep.kind)]
+
+
 def _lateral_movement(a: _Attack) -> list[SimCall]:
     """A real workload, compromised, probing services outside its dependency graph (mTLS, no principal)."""
     w, rng = a.world, a.rng
-    workload = _LATERAL_FROM[(random.Random(f"{a.plan.attack_id}:from").randrange(4) + a.ordinal) % len(_LATERAL_FROM)]
+    first = random.Random(f"{a.seed}:lateral").randrange(len(_LATERAL_FROM))
+    workload = _LATERAL_FROM[(first + a.ordinal) % len(_LATERAL_FROM)]  # distinct for up to 4 instances
     targets, ip = _lateral_targets(a, workload), w.ips[workload][0]
     out = []
     for t in a.ticks():
         endpoints = [e for e in targets[int(rng.random() * len(targets))].endpoints if not e.retired]
         ep = endpoints[int(rng.random() * len(endpoints))]
-        ids = [] if ep.kind is None else w.page(ep.kind, rng.randrange(100), ep.items) if ep.items > 1 else [
-            w.random_id(ep.kind)]
+        ids = _any_ids(w, ep)
         raw = ep.prefix + ids[0] + ep.suffix if ids and "{" in ep.template else ep.template
         n, ok = max(1, len(ids)), rng.random() < 0.6
         sens = {k: v * n for k, v in ep.sensitive} if ok else {}
@@ -924,7 +932,7 @@ class ClusterSimulator:
         base = random.Random(f"{self._seed}:attackers").randrange(10000)
         attack = _Attack(plan, world, random.Random(f"{self._seed}:{plan.attack_id}"), t0 + plan.start,
                          min(t1, t0 + plan.start + plan.duration_s), f"user-9{(base + index) % 10000:04d}",
-                         index, ordinal)
+                         index, ordinal, self._seed)
         return sorted(_GENERATORS[plan.kind](attack), key=attrgetter("time"))
 
 

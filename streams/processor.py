@@ -76,17 +76,23 @@ class _Batch:
 
 
 def _string_bits(values: pa.Array) -> _I:
-    """A bit index in [0, 256) per string, from its first four bytes (ids are keyed hashes)."""
+    """A bit index in [0, 256) per string, mixing its length and first and last four bytes.
+
+    Published ids are keyed hashes (uniform already); raw ids often share a prefix or a suffix, not both.
+    """
     values = values.cast(pa.string())
     if len(values) == 0:
         return np.zeros(0, dtype=np.intp)
     offsets = np.frombuffer(values.buffers()[1], dtype=np.int32)[values.offset : values.offset + len(values) + 1]
     data = np.frombuffer(values.buffers()[2], dtype=np.uint8) if values.buffers()[2] is not None else np.zeros(1, np.uint8)
     starts, lengths = offsets[:-1], np.diff(offsets)
-    mixed = np.zeros(len(values), dtype=np.uint32)
+    mixed = lengths.astype(np.uint32)
+    last = len(data) - 1
     for i in range(4):
-        byte = np.where(lengths > i, data[np.minimum(starts + i, len(data) - 1)], 0).astype(np.uint32)
-        mixed = mixed * np.uint32(16777619) ^ byte
+        head = np.where(lengths > i, data[np.minimum(starts + i, last)], 0).astype(np.uint32)
+        tail = np.where(lengths > i, data[np.clip(starts + lengths - 1 - i, 0, last)], 0).astype(np.uint32)
+        mixed = (mixed * np.uint32(16777619)) ^ head
+        mixed = (mixed * np.uint32(16777619)) ^ tail
     return (mixed % np.uint32(256)).astype(np.intp)
 
 

@@ -157,6 +157,15 @@ def test_attackers_are_distinct_actors() -> None:
     assert {a for k, a in actors.items() if k != lateral}.isdisjoint(benign_actors)
 
 
+def test_two_attackers_of_a_kind_are_distinct_actors() -> None:
+    sim = ClusterSimulator(seed=2, users=300, benign_rate_eps=200.0, attacks=plan_attacks(2, 60.0, 10.0, per_kind=2))
+    actors: dict[str, set[str]] = defaultdict(set)
+    for c in sim.calls(60.0):
+        if c.malicious:
+            actors[c.scenario].add(c.actor)
+    assert {kind: len(a) for kind, a in actors.items()} == {kind: 2 for kind in ATTACK_KINDS}
+
+
 def test_actor_matches_the_schema_actor_key() -> None:
     _, calls = attacked_run()
     for c in calls[::997]:
@@ -281,7 +290,8 @@ def test_to_row_equals_to_summary_model_dump() -> None:
     sample = list(calls[::503]) + [c for c in calls if c.malicious][::40]
     for c in sample:
         assert c.to_row("id-1", KEY) == _summary_dump(c)
-    overrides = {"decision": "block", "reporter": "shim", "status": None, "response_bytes": 0, "sensitive": {"email": 3}}
+    overrides = {"decision": "block", "reporter": "shim", "status": None, "response_bytes": 0,
+                 "sensitive": {"email": 3}}
     assert sample[0].to_row("id-1", KEY, **overrides) == _summary_dump(sample[0], **overrides)  # type: ignore[arg-type]
 
 
