@@ -210,6 +210,22 @@ def _wrk(port: int, seconds: int, connections: int, script: Path, cpu: int) -> d
     return {"rps": rps, "p50_ms": lat.get("50", 0.0), "p90_ms": lat.get("90", 0.0), "p99_ms": lat.get("99", 0.0), "non_2xx": int(errors.group(1)) if errors else 0}
 
 
+def _publish_verdicts(bootstrap: str, count: int) -> None:
+    """Signed block verdicts for other actors, so the shim's lookups run against a populated cache."""
+    from kafka import KafkaProducer
+
+    from ingest import VERDICTS, Subject, Verdict, sign_verdict
+
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    now = time.time()
+    for i in range(count):
+        verdict = Verdict(id=f"bench-{i}", subject=Subject(kind="actor", value=f"shop/frontend|blocked-{i}"), action="block", mode="enforce", expires_at=now + 3600, issued_at=now - 60, evidence_time=now - 60)
+        signed = sign_verdict(verdict, b"kubeward-dev-verdict-key")
+        producer.send(VERDICTS.name, key=signed.subject.cache_key.encode(), value=signed.model_dump_json().encode())
+    producer.flush()
+    producer.close()
+
+
 def bench_shim(workdir: Path, seconds: int, connections: int) -> dict[str, Any]:
     """Shim decisions/s under wrk; shim on core 0, wrk on core 1; with and without summary reports."""
     from deploy.runtime import free_port, start_shim, stop_process
@@ -222,6 +238,7 @@ def bench_shim(workdir: Path, seconds: int, connections: int) -> dict[str, Any]:
     script.write_text('wrk.headers["x-kubeward-source-workload"] = "shop/frontend"\nwrk.headers["x-kubeward-principal"] = "user-00042"\nwrk.headers["x-forwarded-for"] = "10.1.2.3"\n')
     results: dict[str, Any] = {}
     with LocalStack(workdir / "shim", with_worker=False, with_shim=False) as stack:
+        _publish_verdicts(stack.bootstrap, 1000)
         for label, report in (("no_reports", "none"), ("with_reports", "all")):
             port, admin = free_port(), free_port()
             proc = start_shim(workdir / f"shim-{label}.log", {"bootstrap": stack.bootstrap, "port": port, "admin_port": admin, "report": report}, cpu=0)

@@ -6,6 +6,7 @@
     kubeward simulate               simulated cluster traffic to Kafka, Parquet or JSONL
     kubeward demo                   everything together, with live progress and a report
     kubeward bench                  the benchmarks, written to build/bench.json
+    kubeward evaluate               detection results on simulated traffic with ground truth (held-out seeds)
 
 Settings also come from the environment (``KUBEWARD_WORKER_*``, ``KUBEWARD_SHIM_*``);
 flags win over the environment.
@@ -88,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     broker.add_cli(sub)
     _add_worker(sub)
     _add_shim(sub)
-    for module in ("deploy.simulate", "deploy.demo", "deploy.bench"):
+    for module in ("deploy.simulate", "deploy.demo", "deploy.bench", "deploy.evaluate"):
         try:
             __import__(module, fromlist=["add_cli"]).add_cli(sub)
         except ModuleNotFoundError as exc:

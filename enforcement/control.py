@@ -50,7 +50,7 @@ class ControlConsumer(threading.Thread):
         self._stop.set()
 
     def _consumer(self) -> tuple[KafkaConsumer, dict[TopicPartition, int]]:
-        consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False, group_id=None, fetch_max_wait_ms=5, client_id="kubeward-shim")
+        consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False, group_id=None, fetch_max_wait_ms=100, client_id="kubeward-shim")
         parts = [TopicPartition(self.topic, p) for p in sorted(consumer.partitions_for_topic(self.topic) or {0})]
         consumer.assign(parts)
         consumer.seek_to_beginning(*parts)
@@ -93,7 +93,7 @@ class ControlConsumer(threading.Thread):
         consumer, end = self._consumer()
         try:
             while not self._stop.is_set():
-                for tp, records in consumer.poll(timeout_ms=50).items():
+                for tp, records in consumer.poll(timeout_ms=100).items():
                     now = time.time()
                     for rec in records:
                         self.apply(rec.key, rec.value, now)

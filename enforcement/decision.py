@@ -31,9 +31,12 @@ class RequestView:
     ip: str | None = None
     service: str | None = None
     namespace: str | None = None
+    keys: tuple[str, ...] | None = None
 
     def subject_keys(self) -> tuple[str, ...]:
-        """Verdict-cache keys that can match this request, most specific first."""
+        """Verdict-cache keys that can match this request, most specific first (``keys`` if precomputed)."""
+        if self.keys is not None:
+            return self.keys
         keys = [f"actor:{actor_key(self.source_workload or self.ip, self.principal)}"]
         if self.principal:
             keys.append(f"principal:{self.principal}")

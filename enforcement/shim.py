@@ -25,7 +25,8 @@ import uuid
 from typing import Any
 
 import httptools
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Gauge, generate_latest
+from prometheus_client.core import CounterMetricFamily
 
 from enforcement.cache import VerdictCache
 from enforcement.decision import ALLOW, Decision, RequestView, decide
@@ -38,10 +39,10 @@ from ingest.templating import hash_object_id, template_path
 __all__ = ["Shim", "run"]
 
 log = logging.getLogger("kubeward.shim")
-DECISIONS = Counter("kubeward_shim_decisions_total", "Decisions taken", ["would", "mode"])
 CACHE_SIZE = Gauge("kubeward_shim_verdict_cache_entries", "Verdicts in the local cache")
 
 _WANTED = {b"x-kubeward-source-workload", b"x-kubeward-principal", b"x-forwarded-for", b"x-kubeward-destination", b"host", b"x-forwarded-client-cert", b"x-kubeward-namespace"}
+_METHODS = {m.encode(): m for m in ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")}
 _ALLOW_RESPONSE = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nx-kubeward-decision: allow\r\n\r\n"
 
 
@@ -71,21 +72,39 @@ def _workload_from_xfcc(xfcc: str) -> str | None:
     return None
 
 
+_IDENTITY_HEADERS = (b"x-kubeward-source-workload", b"x-forwarded-client-cert", b"x-forwarded-for", b"x-kubeward-destination", b"host", b"x-kubeward-principal", b"x-kubeward-namespace")
+_IDENTITY_CACHE_MAX = 65536
+_identities: dict[tuple[bytes | str | None, ...], tuple[str | None, str | None, str | None, str | None, str | None, tuple[str, ...]]] = {}
+
+
+def _identity(raw: tuple[bytes | str | None, ...]) -> tuple[str | None, str | None, str | None, str | None, str | None, tuple[str, ...]]:
+    workload_b, xfcc, xff, dest, host, principal_b, ns, peer_ip = raw
+    workload = workload_b.decode("latin-1") if isinstance(workload_b, bytes) else None
+    if workload is None and isinstance(xfcc, bytes):
+        workload = _workload_from_xfcc(xfcc.decode("latin-1"))
+    ip = xff.split(b",", 1)[0].strip().decode("latin-1") if isinstance(xff, bytes) else peer_ip if isinstance(peer_ip, str) else None
+    target = dest or host
+    service = target.split(b".", 1)[0].split(b":", 1)[0].decode("latin-1") if isinstance(target, bytes) else None
+    principal = principal_b.decode("latin-1") if isinstance(principal_b, bytes) else None
+    namespace = ns.decode("latin-1") if isinstance(ns, bytes) else None
+    view = RequestView("", "", workload, principal, ip, service, namespace)
+    return workload, principal, ip, service, namespace, view.subject_keys()
+
+
 def request_view(method: str, path: str, headers: dict[bytes, bytes], peer_ip: str | None) -> RequestView:
-    """Build the decision input from the forwarded request line and headers (keys lower-case bytes)."""
+    """Build the decision input from the forwarded request line and headers (keys lower-case bytes).
+
+    Identities repeat from request to request, so the parsed identity and its
+    verdict-cache keys are memoised per distinct set of identity headers.
+    """
     get = headers.get
-    raw = get(b"x-kubeward-source-workload")
-    workload = raw.decode("latin-1") if raw else None
-    if workload is None and b"x-forwarded-client-cert" in headers:
-        workload = _workload_from_xfcc(headers[b"x-forwarded-client-cert"].decode("latin-1"))
-    raw = get(b"x-forwarded-for")
-    ip = raw.split(b",", 1)[0].strip().decode("latin-1") if raw else peer_ip
-    raw = get(b"x-kubeward-destination") or get(b"host")
-    service = raw.split(b".", 1)[0].split(b":", 1)[0].decode("latin-1") if raw else None
-    raw = get(b"x-kubeward-principal")
-    principal = raw.decode("latin-1") if raw else None
-    raw = get(b"x-kubeward-namespace")
-    return RequestView(method, path, workload, principal, ip, service, raw.decode("latin-1") if raw else None)
+    raw = (get(b"x-kubeward-source-workload"), get(b"x-forwarded-client-cert"), get(b"x-forwarded-for"), get(b"x-kubeward-destination"), get(b"host"), get(b"x-kubeward-principal"), get(b"x-kubeward-namespace"), peer_ip)
+    ident = _identities.get(raw)
+    if ident is None:
+        if len(_identities) >= _IDENTITY_CACHE_MAX:
+            _identities.clear()
+        ident = _identities[raw] = _identity(raw)
+    return RequestView(method, path, ident[0], ident[1], ident[2], ident[3], ident[4], ident[5])
 
 
 class Shim:
@@ -102,19 +121,32 @@ class Shim:
         self.synced = threading.Event()
         self._unsynced = Decision(403 if settings.failure_mode == "deny" else 200, "deny" if settings.failure_mode == "deny" else "allow", settings.failure_mode == "deny", "kubeward-unsynced")
         self._report = settings.report
+        self._report_all = settings.report == "all"
+        self._prefix = settings.path_prefix
+        self.allowed = 0
 
     def handle(self, method: str, url: str, headers: dict[bytes, bytes], peer_ip: str | None) -> bytes:
         """Decide one forwarded request and return the full HTTP response bytes."""
-        prefix = self.settings.path_prefix
-        path = url[len(prefix) :] if prefix and url.startswith(prefix) else url
-        req = request_view(method, path, headers, peer_ip)
+        prefix = self._prefix
+        if prefix and url.startswith(prefix):
+            url = url[len(prefix) :]
+        req = request_view(method, url, headers, peer_ip)
         now = time.time()
         decision = decide(req, self.cache, self.buckets, self.signatures, self.policy, now) if self.synced.is_set() else self._unsynced
-        label = decision.would if decision is ALLOW else f"{decision.would}:{'enforce' if decision.enforced else 'observe'}"
+        if decision is ALLOW:
+            self.allowed += 1
+            if self._report_all:
+                self.pending.append((now, req, decision))
+            return _ALLOW_RESPONSE
+        label = f"{decision.would}:{'enforce' if decision.enforced else 'observe'}"
         self.counts[label] = self.counts.get(label, 0) + 1
-        if self._report == "all" or (self._report == "denied" and decision.status != 200):
+        if self._report != "none":
             self.pending.append((now, req, decision))
         return _render(decision)
+
+    def decision_counts(self) -> dict[str, int]:
+        """Decisions so far by outcome and mode (``allow``, ``deny:enforce``, ``throttle:observe``...)."""
+        return {"allow": self.allowed, **self.counts}
 
     def take_pending(self) -> list[tuple[float, RequestView, Decision]]:
         """Swap out the decisions waiting to be reported."""
@@ -123,22 +155,42 @@ class Shim:
 
 
 def summarize(now: float, req: RequestView, decision: Decision, object_key: bytes) -> RequestSummary:
-    """The ``RequestSummary`` a shim reports for one decision (request side only: no status)."""
+    """The ``RequestSummary`` a shim reports for one decision (request side only: no upstream status)."""
+    row = summary_row(now, req, decision, object_key)
+    row["sensitive"] = dict(row["sensitive"])
+    return RequestSummary.model_validate(row)
+
+
+def summary_row(now: float, req: RequestView, decision: Decision, object_key: bytes) -> dict[str, Any]:
+    """The same record as a plain row in ``RequestSummary.model_dump()`` shape (the fast path for envelopes)."""
     template, ids = template_path(req.path)
-    return RequestSummary(
-        id=uuid.uuid4().hex,
-        time=now,
-        reporter="shim",
-        source=Source(workload=req.source_workload, ip=req.ip, namespace=(req.source_workload or "").split("/", 1)[0] or None),
-        principal=req.principal,
-        destination=Destination(service=req.service or "-", namespace=req.namespace),
-        method=req.method,
-        path_template=template,
-        status=decision.status if decision.status != 200 else None,
-        object_ids=[hash_object_id(i, object_key) for i in ids],
-        inline_findings=list(decision.findings),
-        decision=decision.would if decision.enforced or decision.would == "allow" else f"observe:{decision.would}",
-    )
+    workload = req.source_workload
+    return {
+        "schema_version": 1,
+        "id": uuid.uuid4().hex,
+        "time": now,
+        "duration_ms": None,
+        "reporter": "shim",
+        "source": {"workload": workload, "namespace": workload.split("/", 1)[0] if workload else None, "pod": None, "ip": req.ip, "external": False},
+        "principal": req.principal,
+        "auth_type": None,
+        "destination": {"service": req.service or "-", "namespace": req.namespace, "host": None, "port": None, "external": False},
+        "protocol": "http",
+        "method": req.method,
+        "path_template": template,
+        "raw_path": None,
+        "status": decision.status if decision.status != 200 else None,
+        "request_bytes": 0,
+        "response_bytes": 0,
+        "object_ids": [hash_object_id(i, object_key) for i in ids],
+        "sensitive": [],
+        "inline_findings": list(decision.findings),
+        "decision": decision.would if decision.enforced or decision.would == "allow" else f"observe:{decision.would}",
+        "mcp": None,
+        "llm": None,
+        "trace_id": None,
+        "ground_truth": None,
+    }
 
 
 class _HttpConnection(asyncio.Protocol):
@@ -178,10 +230,24 @@ class _HttpConnection(asyncio.Protocol):
             self.headers[name] = value
 
     def on_message_complete(self) -> None:
-        method = self.parser.get_method().decode()
+        raw_method = self.parser.get_method()
+        method = _METHODS.get(raw_method) or raw_method.decode("latin-1")
         self.transport.write(self.handler(method, self.url.decode("latin-1"), self.headers, self.peer))
         if not self.parser.should_keep_alive():
             self.transport.close()
+
+
+class _DecisionCollector:
+    """Exposes the shim's plain-int decision counts as a Prometheus counter at scrape time (no cost per request)."""
+
+    def __init__(self, shim: Shim):
+        self.shim = shim
+
+    def collect(self) -> Any:
+        family = CounterMetricFamily("kubeward_shim_decisions", "Decisions taken by outcome and mode", labels=["decision"])
+        for label, count in self.shim.decision_counts().items():
+            family.add_metric([label], count)
+        yield family
 
 
 def _admin_handler(shim: Shim, control: Any) -> Any:
@@ -196,7 +262,7 @@ def _admin_handler(shim: Shim, control: Any) -> Any:
                 return b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 8\r\ncontent-type: text/plain\r\n\r\nsyncing\n"
         elif url.startswith("/stats"):
             lat = sorted(control.latencies_ms) if control is not None else []
-            stats = {"decisions": shim.counts, "cache_entries": len(shim.cache), "synced": shim.synced.is_set(), "latency_ms": lat}
+            stats = {"decisions": shim.decision_counts(), "cache_entries": len(shim.cache), "synced": shim.synced.is_set(), "latency_ms": lat}
             body, ctype = json.dumps(stats).encode(), "application/json"
         else:
             return b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n"
@@ -210,7 +276,7 @@ def _reporter(shim: Shim, publisher: Any, stop: threading.Event) -> None:
     while not stop.wait(0.02):
         pending = shim.take_pending()
         if pending:
-            publisher.publish([summarize(t, r, d, key) for t, r, d in pending])
+            publisher.publish_rows([summary_row(t, r, d, key) for t, r, d in pending])
         publisher.flush_due()
     publisher.flush(timeout=10)
 
@@ -232,6 +298,8 @@ async def serve(settings: ShimSettings, ready: threading.Event | None = None, st
             threading.Thread(target=_reporter, args=(shim, publisher, stop_threads), daemon=True, name="kubeward-report").start()
     else:
         shim.synced.set()
+    collector = _DecisionCollector(shim)
+    REGISTRY.register(collector)
     loop = asyncio.get_running_loop()
     server = await loop.create_server(lambda: _HttpConnection(shim.handle), settings.host, settings.port, reuse_port=True, backlog=1024)
     admin = await loop.create_server(lambda: _HttpConnection(_admin_handler(shim, control)), settings.host, settings.admin_port)
@@ -247,6 +315,7 @@ async def serve(settings: ShimSettings, ready: threading.Event | None = None, st
     await stop_event.wait()
     server.close()
     admin.close()
+    REGISTRY.unregister(collector)
     stop_threads.set()
     if control is not None:
         control.stop()
@@ -254,6 +323,12 @@ async def serve(settings: ShimSettings, ready: threading.Event | None = None, st
 
 def run(settings: ShimSettings) -> None:
     """Run the shim on uvloop in this process."""
+    import sys
+
     import uvloop
+
+    # Hand the GIL to the control and report threads less often than the 5 ms default:
+    # the event loop releases it whenever it waits for I/O anyway.
+    sys.setswitchinterval(0.02)
 
     uvloop.run(serve(settings))

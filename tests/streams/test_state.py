@@ -141,20 +141,28 @@ def _sketch_of(ids: list[str]) -> np.ndarray:
     return sketch
 
 
-def test_distinct_estimate_within_ten_percent_for_10_to_300_hashed_ids() -> None:
-    """Object ids arrive as keyed hashes (``hash_object_id``); the key is the project's development key."""
-    key = b"kubeward-dev-object-key"
-    ids = [hash_object_id(f"order-{i}", key) for i in range(300)]
-    errors = {n: abs(distinct_estimate(_sketch_of(ids[:n]))[0] - n) / n for n in range(10, 301)}
-    worst = max(errors, key=errors.__getitem__)
-    assert errors[worst] <= 0.10, f"estimate off by {errors[worst]:.1%} at n={worst}"
+def test_distinct_estimate_within_ten_percent_for_10_to_300_items() -> None:
+    """10..300 distinct keyed-hash ids, as the shim and simulator publish them, over 30 object-id keys.
+
+    A 256-bit linear counter has a standard error of ~5% at these counts, so "within 10%" is a
+    statement about most sketches, not every one: for each n, at least 85% of the keys must give
+    an estimate within 10%, and the mean over keys must be within 3% (no bias).
+    """
+    keys = [f"object-key-{k}".encode() for k in range(30)]
+    ids = {key: [hash_object_id(f"order-{i}", key) for i in range(300)] for key in keys}
+    for n in range(10, 301, 10):
+        ratios = np.array([distinct_estimate(_sketch_of(ids[key][:n]))[0] / n for key in keys])
+        assert np.mean(np.abs(ratios - 1) <= 0.10) >= 0.85, (n, np.round(ratios, 3))
+        assert abs(ratios.mean() - 1) < 0.03, (n, ratios.mean())
 
 
-def test_distinct_estimate_is_unbiased_on_average_across_keys() -> None:
-    """Over many keys the 256-bit linear counter is close on average (its standard error at n=300 is ~5.5%)."""
-    for n in (10, 50, 150, 300):
-        estimates = [distinct_estimate(_sketch_of([hash_object_id(str(i), f"key-{k}".encode()) for i in range(n)]))[0] for k in range(40)]
-        assert abs(np.mean(estimates) - n) / n < 0.03, (n, np.mean(estimates))
+def test_distinct_estimate_is_exact_for_items_on_distinct_bits() -> None:
+    """With no collisions the estimate is the linear-counting formula of the number of set bits."""
+    for n in (10, 100, 200):
+        bits = np.arange(n)
+        sketch = np.zeros((1, SKETCH_BYTES), dtype=np.uint8)
+        np.bitwise_or.at(sketch, (np.zeros(n, dtype=np.intp), bits >> 3), (1 << (bits & 7)).astype(np.uint8))
+        assert distinct_estimate(sketch)[0] == pytest.approx(-256 * np.log(1 - n / 256))
 
 
 def test_duplicates_do_not_count() -> None:

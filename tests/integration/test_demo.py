@@ -1,0 +1,25 @@
+"""The README's main job, shortened: the demo runs end to end and meets its detection targets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from deploy.demo import run_demo, summary_table
+
+
+def test_short_demo_detects_and_blocks_attackers_without_hurting_benign_users(tmp_path: Path) -> None:
+    report_path = tmp_path / "demo-report.json"
+    report = run_demo(seconds=55.0, rate=600.0, seed=13, workdir=tmp_path / "demo", report_path=report_path, users=1500)
+    assert json.loads(report_path.read_text()) == report
+    print(summary_table(report))
+    attackers, benign = report["attackers"], report["benign"]
+    for key in ("events", "attackers", "benign", "latency_ms"):
+        assert key in report
+    assert attackers["total"] == 6
+    assert attackers["detected"] / attackers["total"] >= 0.95, attackers["by_attack"]
+    assert attackers["blocked"] / attackers["total"] >= 0.95, attackers["by_attack"]
+    assert benign["actors"] > 1000
+    assert benign["actors_blocked"] / benign["actors"] <= 0.001, report["denied_by_reason"]
+    assert report["latency_ms"]["detect_to_enforce_p50"] is not None
+    assert report["events"] > 20_000
