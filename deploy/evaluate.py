@@ -139,3 +139,38 @@ def add_cli(sub: Any) -> None:
     p.add_argument("--per-kind", type=int, default=2, help="attackers per attack kind (default 2)")
     p.add_argument("--out", help="also write the results as JSON here")
     p.set_defaults(func=_cmd)
+
+
+def window_frames(seed: int, seconds: float = 120.0, rate: float = 1000.0, users: int = 3000, attacks: bool = True, window_s: int = 10, learn_windows: int = 2) -> tuple[dict[str, Any], Any]:
+    """Feature rows of every actor after every batch, with a label (1 = the actor is an attacker).
+
+    The rows are what the detectors score live; notebooks fit and plot them.
+    """
+    import numpy as np
+
+    plans = plan_attacks(seed, seconds, min(60.0, seconds / 3)) if attacks else []
+    sim = ClusterSimulator(seed=seed, users=users, start_time=1.8e9, attacks=plans, benign_rate_eps=rate)
+    config = ProcessorConfig(window_s=window_s, learn_windows=learn_windows, retired_endpoints=frozenset(sim.retired_endpoints))
+    proc = BatchProcessor(config, [])
+    signatures = load_signatures()
+    calls = list(sim.calls(seconds))
+    bad = {c.actor for c in calls if c.malicious}
+    frames: list[dict[str, Any]] = []
+    labels: list[Any] = []
+    for start in range(0, len(calls), 500):
+        chunk = calls[start : start + 500]
+        rows = []
+        for i, call in enumerate(chunk):
+            row = call.to_row(f"w{start + i}", b"evaluation-key")
+            row["inline_findings"] = signatures.match(call.raw_path)
+            rows.append(row)
+        table = decode_message(encode_rows(rows), 1 << 30)
+        proc.process(table)
+        actors = sorted({c.actor for c in chunk})
+        from streams.state import actor_hash
+
+        found, _ = proc.store.rows_for(np.array([actor_hash(a) for a in actors], dtype=np.uint64))
+        frames.append(proc.frame(found))
+        labels.append(np.array([a in bad for a in actors]))
+    merged = {k: np.concatenate([f[k] for f in frames]) for k in frames[0]}
+    return merged, np.concatenate(labels)

@@ -3,7 +3,7 @@
 Order (ARCHITECTURE "Shim semantics"): a block verdict for the actor, its
 workload, principal or ip denies (403); a throttle verdict runs the subject's
 token bucket (429 with ``Retry-After``); inline signatures deny in enforce mode;
-otherwise allow. Observe mode never denies: the decision says what would have
+otherwise allow. An observe-mode verdict never hides an enforced signature hit. Observe mode never denies: the decision says what would have
 happened (``would``) and the status stays 200. No model runs here.
 """
 
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from enforcement.cache import CachedVerdict, VerdictCache
 from enforcement.ratelimit import TokenBuckets
 from enforcement.signatures import SignatureSet
-from ingest.schema import Policy, actor_key
+from ingest import Policy, actor_key
 
 __all__ = ["ALLOW", "Decision", "RequestView", "decide"]
 
@@ -76,14 +76,19 @@ def _from_verdict(key: str, hit: CachedVerdict, buckets: TokenBuckets, now: floa
 
 def decide(req: RequestView, cache: VerdictCache, buckets: TokenBuckets, signatures: SignatureSet, policy: Policy, now: float) -> Decision:
     """Decide one request. Pure apart from the token buckets it updates."""
+    observed: Decision | None = None
     if cache.entries:
         found = cache.find(req.subject_keys(), req.service, now)
         if found is not None:
             decided = _from_verdict(found[0], found[1], buckets, now)
-            if decided is not None:
+            if decided is not None and decided.enforced:
                 return decided
+            observed = decided
     findings = signatures.match(req.path)
     if findings:
         enforce = policy.mode_for(req.namespace, req.service) == "enforce"
-        return Decision(403 if enforce else 200, "deny", enforce, f"inline:{findings[0]}", None, tuple(findings))
-    return ALLOW
+        inline = Decision(403 if enforce else 200, "deny", enforce, f"inline:{findings[0]}", None, tuple(findings))
+        # An observe-mode verdict must not shield a request from a signature the policy enforces.
+        if enforce or observed is None:
+            return inline
+    return observed or ALLOW

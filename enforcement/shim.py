@@ -33,8 +33,7 @@ from enforcement.decision import ALLOW, Decision, RequestView, decide
 from enforcement.ratelimit import TokenBuckets
 from enforcement.settings import ShimSettings
 from enforcement.signatures import load_signatures
-from ingest import Destination, RequestSummary, Source
-from ingest.templating import hash_object_id, template_path
+from ingest import RequestSummary, hash_object_id, template_path
 
 __all__ = ["Shim", "run"]
 
@@ -63,12 +62,17 @@ def _render(decision: Decision) -> bytes:
 
 
 def _workload_from_xfcc(xfcc: str) -> str | None:
-    """``ns/serviceaccount`` from a SPIFFE URI (``URI=spiffe://td/ns/<ns>/sa/<sa>``) in x-forwarded-client-cert."""
-    for part in xfcc.split(";"):
-        if part.startswith("URI=spiffe://"):
-            bits = part[len("URI=spiffe://") :].split("/")
-            if len(bits) >= 5 and bits[1] == "ns" and bits[3] == "sa":
-                return f"{bits[2]}/{bits[4]}"
+    """``ns/serviceaccount`` from the SPIFFE URI of the nearest hop in x-forwarded-client-cert.
+
+    Envoy appends one comma-separated element per proxy; the last is the peer that connected to us.
+    """
+    for element in reversed(xfcc.split(",")):
+        for part in element.split(";"):
+            part = part.strip()
+            if part.startswith("URI=spiffe://"):
+                bits = part[len("URI=spiffe://") :].strip('"').split("/")
+                if len(bits) >= 5 and bits[1] == "ns" and bits[3] == "sa":
+                    return f"{bits[2]}/{bits[4]}"
     return None
 
 
@@ -77,16 +81,21 @@ _IDENTITY_CACHE_MAX = 65536
 _identities: dict[tuple[bytes | str | None, ...], tuple[str | None, str | None, str | None, str | None, str | None, tuple[str, ...]]] = {}
 
 
+def _text(value: bytes | str | None) -> str | None:
+    """Decoded header value; empty counts as absent."""
+    return value.decode("latin-1").strip() or None if isinstance(value, bytes) else None
+
+
 def _identity(raw: tuple[bytes | str | None, ...]) -> tuple[str | None, str | None, str | None, str | None, str | None, tuple[str, ...]]:
     workload_b, xfcc, xff, dest, host, principal_b, ns, peer_ip = raw
-    workload = workload_b.decode("latin-1") if isinstance(workload_b, bytes) else None
+    workload = _text(workload_b)
     if workload is None and isinstance(xfcc, bytes):
         workload = _workload_from_xfcc(xfcc.decode("latin-1"))
-    ip = xff.split(b",", 1)[0].strip().decode("latin-1") if isinstance(xff, bytes) else peer_ip if isinstance(peer_ip, str) else None
-    target = dest or host
-    service = target.split(b".", 1)[0].split(b":", 1)[0].decode("latin-1") if isinstance(target, bytes) else None
-    principal = principal_b.decode("latin-1") if isinstance(principal_b, bytes) else None
-    namespace = ns.decode("latin-1") if isinstance(ns, bytes) else None
+    ip = _text(xff.split(b",", 1)[0]) if isinstance(xff, bytes) else None
+    ip = ip or (peer_ip if isinstance(peer_ip, str) else None)
+    target = _text(dest) or _text(host)
+    service = (target.split(".", 1)[0].split(":", 1)[0] or None) if target else None
+    principal, namespace = _text(principal_b), _text(ns)
     view = RequestView("", "", workload, principal, ip, service, namespace)
     return workload, principal, ip, service, namespace, view.subject_keys()
 

@@ -2,9 +2,10 @@
 
 Rules are data (``enforcement/rules/*.yaml``). The loader rejects unknown and
 missing keys and names the file and rule; ``lint`` collects every error
-instead of stopping at the first. ``SignatureSet.match`` first checks for any
-character an attack needs (quote, dot-dot, angle bracket, semicolon,
-parenthesis, percent), so ordinary paths cost one set intersection.
+instead of stopping at the first, each as ``file:line: message``.
+``SignatureSet.match`` first searches for anything an attack needs (a quote,
+dot-dot, angle bracket, semicolon, parenthesis, percent, ``union``, ``/etc/``,
+``/proc/``, ``javascript``...), so ordinary paths cost one short search.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ DEFAULT_RULES = Path(__file__).with_name("rules") / "inline.yaml"
 _RULE_KEYS = {"id", "title", "status", "level", "tags", "attack_class", "pattern", "samples"}
 _REQUIRED = _RULE_KEYS - {"tags"}
 _STATUSES = {"experimental", "test", "stable"}
-_TRIGGERS = frozenset("'\"<.;(%\\-*")
+# Every rule needs one of these in the request line; ordinary paths match none, so they cost one search.
+_TRIGGERS = re.compile(r"['\"<;(%\\*]|\.\.|--|(?i:union|/etc/|/proc/|javascript|onerror|onload)")
 
 
 @dataclass(frozen=True)
@@ -56,18 +58,53 @@ def _rule_errors(rule: Any, where: str) -> list[str]:
     return errors
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """A safe loader that rejects duplicate keys, naming the line."""
+
+
+def _strict_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+    seen: set[Any] = set()
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=deep)
+        if key in seen:
+            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
+        seen.add(key)
+    return loader.construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _strict_mapping)
+
+
+def _rule_lines(text: str) -> list[int]:
+    """1-based line of each item of the top-level ``rules`` list."""
+    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    for key, value in getattr(root, "value", []):
+        if getattr(key, "value", None) == "rules" and isinstance(value, yaml.SequenceNode):
+            return [item.start_mark.line + 1 for item in value.value]
+    return []
+
+
 def lint(path: Path = DEFAULT_RULES) -> list[str]:
-    """Every problem in a rule file (empty when it is valid)."""
+    """Every problem in a rule file as ``file:line: message`` (empty when it is valid)."""
     try:
-        doc = yaml.safe_load(path.read_text())
+        text = path.read_text()
+        doc = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
+    except yaml.MarkedYAMLError as exc:
+        line = exc.problem_mark.line + 1 if exc.problem_mark else 0
+        context = f"{exc.context}: " if exc.context else ""
+        return [f"{path}:{line}: {context}{exc.problem}"]
     except (OSError, yaml.YAMLError) as exc:
         return [f"{path}: {exc}"]
     rules = doc.get("rules") if isinstance(doc, dict) else None
     if not isinstance(rules, list):
-        return [f"{path}: expected a top-level 'rules' list"]
-    errors = [e for i, r in enumerate(rules) for e in _rule_errors(r, f"{path}: rules[{i}] ({(r or {}).get('id', '?') if isinstance(r, dict) else '?'})")]
+        return [f"{path}:1: expected a top-level 'rules' list"]
+    lines = _rule_lines(text)
+    errors = []
+    for i, rule in enumerate(rules):
+        rule_id = rule.get("id", "?") if isinstance(rule, dict) else "?"
+        errors += _rule_errors(rule, f"{path}:{lines[i] if i < len(lines) else 0}: rule {rule_id}")
     ids = [r.get("id") for r in rules if isinstance(r, dict)]
-    errors += [f"{path}: duplicate rule id {i!r}" for i in {i for i in ids if ids.count(i) > 1}]
+    errors += [f"{path}:1: duplicate rule id {i!r}" for i in sorted({i for i in ids if ids.count(i) > 1}, key=str)]
     return errors
 
 
@@ -76,7 +113,7 @@ def load_signatures(path: Path = DEFAULT_RULES) -> SignatureSet:
     errors = lint(path)
     if errors:
         raise RuleLoadError("; ".join(errors))
-    rules = yaml.safe_load(path.read_text())["rules"]
+    rules = yaml.load(path.read_text(), Loader=_StrictLoader)["rules"]  # noqa: S506
     return SignatureSet([Signature(r["id"], r["title"], r["attack_class"], re.compile(r["pattern"]), r["samples"]) for r in rules])
 
 
@@ -88,7 +125,7 @@ class SignatureSet:
 
     def match(self, request_line: str) -> list[str]:
         """Attack classes whose signature matches the decoded request line (empty for most traffic)."""
-        if _TRIGGERS.isdisjoint(request_line):
+        if _TRIGGERS.search(request_line) is None:
             return []
         decoded = unquote_plus(unquote_plus(request_line))
         return [s.attack_class for s in self.signatures if s.regex.search(decoded)]

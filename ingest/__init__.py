@@ -25,6 +25,7 @@ from ingest.schema import (
     actor_key,
 )
 from ingest.signing import sign_verdict, verify_verdict
+from ingest.templating import hash_object_id, template_path
 from ingest.topics import DLQ, FINDINGS, INVENTORY, POLICY, SUMMARIES, VERDICTS, TopicSpec
 
 __all__ = [
@@ -55,7 +56,9 @@ __all__ = [
     "arrow_schema",
     "decode_message",
     "encode_envelope",
+    "hash_object_id",
     "sign_verdict",
     "summaries_from_table",
+    "template_path",
     "verify_verdict",
 ]

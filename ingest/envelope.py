@@ -105,7 +105,18 @@ def _decode_arrow(data: bytes) -> pa.Table:
         expected = SUMMARY_SCHEMA.field(name).type if name in SUMMARY_SCHEMA.names else None
         if expected is not None and not table.schema.field(name).type.equals(expected):
             raise EnvelopeError(f"column {name!r} has type {table.schema.field(name).type}, expected {expected}")
-    return table
+    nulls = [name for name in _REQUIRED if table[name].null_count]
+    if nulls:
+        raise EnvelopeError(f"required columns {nulls} contain nulls")
+    return _conform(table)
+
+
+def _conform(table: pa.Table) -> pa.Table:
+    """The table with every schema column, in schema order: absent optional ones as typed nulls, unknown ones dropped."""
+    if table.schema.names == SUMMARY_SCHEMA.names:
+        return table
+    columns = [table[f.name] if f.name in table.column_names else pa.nulls(table.num_rows, f.type) for f in SUMMARY_SCHEMA]
+    return pa.Table.from_arrays(columns, schema=SUMMARY_SCHEMA)
 
 
 def decode_message(data: bytes, max_bytes: int) -> pa.Table:

@@ -40,5 +40,10 @@ def template_path(path: str) -> tuple[str, list[str]]:
 
 
 def hash_object_id(object_id: str, key: bytes) -> str:
-    """Keyed BLAKE2b of an object id, 16 hex characters (stable per key, not reversible)."""
+    """Keyed BLAKE2b of an object id, 16 hex characters (stable per key, not reversible).
+
+    Keys longer than BLAKE2b's 64 bytes are first reduced with an unkeyed BLAKE2b.
+    """
+    if len(key) > 64:
+        key = hashlib.blake2b(key).digest()
     return hashlib.blake2b(object_id.encode(), key=key, digest_size=8).hexdigest()

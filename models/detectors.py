@@ -60,13 +60,17 @@ class CountThresholdDetector(Detector):
         self.margin = margin
 
     def fit(self, frame: Frame) -> Self:
-        values = self._value(frame)
+        values = self._fit_values(frame)
         learned = self.margin * float(np.quantile(values, self.quantile)) if len(values) else 0.0
         self.floor_ = max(self.floor, learned)
         return self
 
     def _value(self, frame: Frame) -> _F:
         return _col(frame, self.feature)
+
+    def _fit_values(self, frame: Frame) -> _F:
+        """The values the floor is learned from (those the floor, not a baseline, judges)."""
+        return self._value(frame)
 
     def threshold(self, frame: Frame) -> _F:
         """The per-row threshold (floor, or the actor's baseline multiple when larger)."""
@@ -86,7 +90,20 @@ class CountThresholdDetector(Detector):
 
 
 class ObjectBreadthDetector(CountThresholdDetector):
-    """BOLA by breadth: an end user touching far more distinct objects than users do (id enumeration)."""
+    """BOLA by breadth: an end user touching far more distinct objects than users do (id enumeration).
+
+    Parameters
+    ----------
+    floor: distinct objects per window an end user may touch (default 25; benign p99.9 is ~10).
+    baseline_factor: multiple of the user's own ``baseline_distinct`` allowed (default 4).
+    quantile, margin: what ``fit`` learns the floor from.
+
+    Services (no principal) score 0: they read many objects by design.
+
+    >>> d = ObjectBreadthDetector()
+    >>> d.score({"distinct_objects": 75.0, "is_service": 0.0}) > 0.5, d.score({"distinct_objects": 75.0, "is_service": 1.0})
+    (True, 0.0)
+    """
 
     name = "bola_breadth"
     attack_class = "bola"
@@ -102,7 +119,16 @@ class ObjectBreadthDetector(CountThresholdDetector):
 
 
 class AuthFailureDetector(CountThresholdDetector):
-    """Credential abuse: bursts of 401 answers for one source (stuffing, spraying)."""
+    """Credential abuse: bursts of 401 answers for one source (stuffing, spraying).
+
+    Parameters
+    ----------
+    floor: 401 answers per window one actor may get (default 8; benign users mistype 1-3 times).
+    baseline_factor, quantile, margin: as in ``CountThresholdDetector``.
+
+    >>> AuthFailureDetector().score({"auth_failures": 8.0})
+    0.5
+    """
 
     name = "auth_failures"
     attack_class = "credential_abuse"
@@ -115,7 +141,18 @@ class AuthFailureDetector(CountThresholdDetector):
 class VolumeDetector(CountThresholdDetector):
     """Exfiltration: sensitive values returned to one actor far above users and its own baseline.
 
-    Service actors are judged only after ``learn_windows`` windows, against their own baseline.
+    Parameters
+    ----------
+    floor: sensitive values per window (default 150; benign users' p99.9 is ~44).
+    baseline_factor: multiple of the actor's own ``baseline_pii`` allowed (default 5).
+    learn_windows: windows a service actor is only learned, never scored (default 3).
+    quantile, margin: what ``fit`` learns the floor from (end users only).
+
+    >>> d = VolumeDetector()
+    >>> round(d.score({"pii": 600.0, "is_service": 0.0}), 2)
+    0.8
+    >>> d.score({"pii": 600.0, "is_service": 1.0, "age_windows": 1.0})
+    0.0
     """
 
     name = "pii_volume"
@@ -132,9 +169,25 @@ class VolumeDetector(CountThresholdDetector):
         learning = (_col(frame, "is_service") > 0) & (_col(frame, "age_windows") < self.learn_windows)
         return np.where(learning, 0.0, _col(frame, self.feature))
 
+    def _fit_values(self, frame: Frame) -> _F:
+        # Learned services are judged against their own baseline; the floor is for end users.
+        return _col(frame, self.feature)[_col(frame, "is_service") == 0]
+
 
 class NovelDestinationDetector(CountThresholdDetector):
-    """Lateral movement: a service workload, past its learning windows, calling services it never called."""
+    """Lateral movement: a service workload, past its learning windows, calling services it never called.
+
+    Parameters
+    ----------
+    floor: novel-destination calls that reach the threshold (default 0.5, so one call scores 0.67).
+    learn_windows: windows in which a service's destinations are learned (default 3).
+
+    >>> d = NovelDestinationDetector(learn_windows=2)
+    >>> round(d.score({"novel_destinations": 1.0, "is_service": 1.0, "age_windows": 2.0}), 2)
+    0.67
+    >>> d.score({"novel_destinations": 1.0, "is_service": 1.0, "age_windows": 1.0})
+    0.0
+    """
 
     name = "novel_destination"
     attack_class = "lateral_movement"
@@ -150,7 +203,15 @@ class NovelDestinationDetector(CountThresholdDetector):
 
 
 class InlineSignatureDetector(CountThresholdDetector):
-    """Injection and traversal: calls an inline signature flagged; one is enough to act on the actor."""
+    """Injection and traversal: calls an inline signature flagged; one is enough to act on the actor.
+
+    Parameters
+    ----------
+    floor: flagged calls that reach the threshold (default 0.5, so one call scores 0.67).
+
+    >>> round(InlineSignatureDetector().score({"inline_hits": 1.0}), 2)
+    0.67
+    """
 
     name = "inline_signature"
     attack_class = "injection"
@@ -161,7 +222,15 @@ class InlineSignatureDetector(CountThresholdDetector):
 
 
 class RetiredEndpointDetector(CountThresholdDetector):
-    """Abuse of retired or undocumented APIs: calls to endpoints the policy lists as retired."""
+    """Abuse of retired or undocumented APIs: calls to endpoints the policy lists as retired.
+
+    Parameters
+    ----------
+    floor: retired-endpoint calls that reach the threshold (default 0.5, so one call scores 0.67).
+
+    >>> round(RetiredEndpointDetector().score({"retired_hits": 2.0}), 2)
+    0.8
+    """
 
     name = "retired_endpoint"
     attack_class = "retired_api"

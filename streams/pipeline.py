@@ -21,8 +21,11 @@ from streams.settings import WorkerSettings
 __all__ = ["Outcome", "Pipeline", "state_key"]
 
 
-def state_key(partition: int, bucket: int) -> bytes:
-    """The changelog key of one state bucket of one partition."""
+DESTINATIONS = "destinations"
+
+
+def state_key(partition: int, bucket: int | str) -> bytes:
+    """The changelog key of one state bucket (or of the destination index) of one partition."""
     return f"{partition}:{bucket}".encode()
 
 
@@ -61,8 +64,12 @@ class Pipeline:
         """The partition's processor, restored from stored state buckets on first use."""
         if partition not in self.processors:
             proc = BatchProcessor(self.config, build_detectors(self.settings.detectors, learn_windows=self.settings.learn_windows))
-            prefix = f"{partition}:".encode()
-            proc.store.import_buckets(v for k, v in stored if k.startswith(prefix))
+            prefix, dests = f"{partition}:".encode(), state_key(partition, DESTINATIONS)
+            mine = [(k, v) for k, v in stored if k.startswith(prefix)]
+            for key, blob in mine:
+                if key == dests:
+                    proc.import_destinations(blob)
+            proc.store.import_buckets(v for k, v in mine if k != dests)
             self.processors[partition] = proc
         return self.processors[partition]
 
@@ -92,4 +99,7 @@ class Pipeline:
         if now - self._last_flush.get(partition, 0.0) >= self.settings.state_flush_s:
             self._last_flush[partition] = now
             out.state_writes = [(state_key(partition, b), blob) for b, blob in proc.store.drain_dirty()]
+            if proc.destinations_changed():
+                out.state_writes.append((state_key(partition, DESTINATIONS), proc.export_destinations()))
+                proc.mark_destinations_exported()
         return out

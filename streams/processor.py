@@ -10,6 +10,7 @@ vectorised with numpy/Arrow compute; no Python object is made per summary.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -104,6 +105,11 @@ def _list_counts(column: pa.ChunkedArray, n: int) -> tuple[_I, pa.Array]:
     return parents, pc.list_flatten(arr)
 
 
+def _blank_to_null(values: pa.Array) -> pa.Array:
+    """Empty strings count as absent, as in ``ingest.actor_key`` (``x or '-'``)."""
+    return pc.if_else(pc.equal(values, ""), pa.scalar(None, pa.string()), values)
+
+
 def _field(table: pa.Table, struct: str, name: str) -> pa.Array:
     return pc.struct_field(table[struct].combine_chunks(), name)
 
@@ -116,7 +122,25 @@ class BatchProcessor:
         self.detectors = list(detectors)
         self.store = ActorStore(buckets=config.buckets)
         self._dest_index: dict[str, int] = {}
+        self._dest_exported = 0
         self.newest_time: float | None = None
+
+    def export_destinations(self) -> bytes:
+        """The service -> bit assignment (part of the state: masks mean nothing without it)."""
+        return json.dumps(self._dest_index, sort_keys=True).encode()
+
+    def import_destinations(self, blob: bytes) -> None:
+        """Restore the service -> bit assignment written by ``export_destinations``."""
+        self._dest_index = {str(k): int(v) for k, v in json.loads(blob).items()}
+        self._dest_exported = len(self._dest_index)
+
+    def destinations_changed(self) -> bool:
+        """True when services were added since the last export (then it must be checkpointed)."""
+        return len(self._dest_index) != self._dest_exported
+
+    def mark_destinations_exported(self) -> None:
+        """Record that the current assignment has been checkpointed."""
+        self._dest_exported = len(self._dest_index)
 
     def _dest_bits(self, services: pa.Array) -> _I:
         encoded = pc.dictionary_encode(services.fill_null("-")).combine_chunks() if isinstance(services, pa.ChunkedArray) else pc.dictionary_encode(services.fill_null("-"))
@@ -132,8 +156,8 @@ class BatchProcessor:
 
     def _extract(self, table: pa.Table) -> _Batch:
         n = table.num_rows
-        source_id = pc.coalesce(_field(table, "source", "workload"), _field(table, "source", "ip"), "-")
-        principal = table["principal"].combine_chunks()
+        source_id = pc.coalesce(_blank_to_null(_field(table, "source", "workload")), _blank_to_null(_field(table, "source", "ip")), "-")
+        principal = _blank_to_null(table["principal"].combine_chunks())
         actor = pc.binary_join_element_wise(source_id, principal.fill_null("-"), "|")
         encoded = pc.dictionary_encode(actor)
         service = _field(table, "destination", "service")
@@ -171,11 +195,16 @@ class BatchProcessor:
             return
         a = self.config.baseline_alpha
         distinct = distinct_estimate(self.store.objects[closing])
+        # A window that raised a flag says nothing about normal behaviour: keep it out of the baseline.
+        clean = cols["flagged_until"][closing] <= cols["window_start"][closing]
+        first = cols["age_windows"][closing] == 0
         for base, value in (("baseline_distinct", distinct), ("baseline_pii", cols["pii"][closing])):
             old = cols[base][closing]
-            cols[base][closing] = np.where(cols["age_windows"][closing] == 0, value, (1 - a) * old + a * value)
-        elapsed = (start[ended] - cols["window_start"][closing]) // w
-        cols["age_windows"][closing] += np.maximum(elapsed, 1).astype(np.uint16)
+            updated = np.where(first, value, (1 - a) * old + a * value)
+            cols[base][closing] = np.where(clean, updated, old)
+        elapsed = (start[ended].astype(np.int64) - cols["window_start"][closing]) // w
+        age = cols["age_windows"][closing].astype(np.int64) + np.maximum(elapsed, 1)
+        cols["age_windows"][closing] = np.minimum(age, np.iinfo(np.uint16).max).astype(np.uint16)
         cols["window_start"][closing] = start[ended]
         for name in WINDOW_COUNTERS:
             cols[name][closing] = 0
@@ -197,7 +226,7 @@ class BatchProcessor:
         for name, add in sums.items():
             col = cols[name]
             col[rows] = (col[rows] + add).astype(col.dtype)
-        cols["is_service"][rows] = np.bincount(b.actor_of_row, weights=b.is_service, minlength=k) > 0
+        cols["is_service"][rows] |= (np.bincount(b.actor_of_row, weights=b.is_service, minlength=k) > 0).astype(np.uint8)
         obj_rows = rows[b.object_actor]
         np.bitwise_or.at(self.store.objects, (obj_rows, b.object_bit >> 3), (1 << (b.object_bit & 7)).astype(np.uint8))
 
@@ -239,6 +268,8 @@ class BatchProcessor:
         return self._detect(b, rows, latest)
 
     def _detect(self, b: _Batch, rows: _I, latest: _F) -> list[Detection]:
+        if not self.detectors:
+            return []
         frame = self.frame(rows)
         scores = np.vstack([d.score_many(frame) for d in self.detectors])
         best = scores.max(axis=0)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ingest import Policy
@@ -29,3 +29,18 @@ class WorkerSettings(BaseSettings):
     state_buckets: int = Field(default=32, ge=1, description="changelog entries per partition (power of two); fewer means larger, rarer writes")
     verdict_key: SecretStr = Field(default=SecretStr("kubeward-dev-verdict-key"), description="HMAC key verdicts are signed with")
     policy: Policy = Field(default_factory=Policy)
+
+    @field_validator("detectors")
+    @classmethod
+    def _known_detectors(cls, names: list[str]) -> list[str]:
+        unknown = [n for n in names if n not in REGISTRY]
+        if unknown:
+            raise ValueError(f"unknown detectors {unknown}; valid names: {', '.join(sorted(REGISTRY))}")
+        return names
+
+    @field_validator("state_buckets")
+    @classmethod
+    def _power_of_two(cls, buckets: int) -> int:
+        if buckets & (buckets - 1):
+            raise ValueError(f"must be a power of two, got {buckets}")
+        return buckets

@@ -177,8 +177,6 @@ def test_a_granted_throttle_token_still_runs_inline_signatures(signatures: Signa
     assert (got.status, got.reason) == (403, "inline:injection")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: enforcement/decision.py decide returns the observe-mode verdict decision (200, would=deny) "
-                   "before running inline signatures, so an actor flagged in observe mode bypasses signatures the policy enforces")
 @pytest.mark.parametrize("action", ["block", "throttle"])
 def test_an_observe_verdict_does_not_exempt_from_enforced_signatures(signatures: SignatureSet, verdict_factory: Any, action: str) -> None:
     cache, buckets = _cache(verdict_factory(mode="observe", action=action, burst=1)), TokenBuckets()

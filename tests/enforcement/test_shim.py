@@ -67,7 +67,7 @@ def test_request_view_keys_always_match_the_headers_of_that_request() -> None:
         ({b"host": b"orders.shop.svc"}, "orders"),
         ({b"host": b"orders.shop", b"x-kubeward-destination": b"payments"}, "payments"),
         ({b"x-kubeward-destination": b"payments.bank"}, "payments"),
-        pytest.param({b"host": b""}, None, marks=pytest.mark.xfail(strict=True, reason=_EMPTY_HEADER_BUG)),
+        ({b"host": b""}, None),
     ],
     ids=["bare", "port", "fqdn", "destination-header-wins", "destination-first-label", "empty-host"],
 )
@@ -78,7 +78,7 @@ def test_destination_is_the_first_host_label(headers: dict[bytes, bytes], servic
 @pytest.mark.parametrize(
     ("xff", "ip"),
     [(b"203.0.113.7", "203.0.113.7"), (b" 203.0.113.7 ,10.0.0.1, 10.0.0.2", "203.0.113.7"),
-     pytest.param(b"", "10.9.9.9", marks=pytest.mark.xfail(strict=True, reason=_EMPTY_HEADER_BUG))],
+     (b"", "10.9.9.9")],
     ids=["single", "first-of-many", "empty-falls-back"],
 )
 def test_ip_is_the_first_forwarded_for_entry(xff: bytes, ip: str) -> None:
@@ -103,14 +103,11 @@ def test_xfcc_without_a_spiffe_workload_gives_none(xfcc: str) -> None:
     assert request_view("GET", "/", {b"x-forwarded-client-cert": xfcc.encode()}, None).source_workload is None
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: enforcement/shim.py _workload_from_xfcc splits on ';' only; Envoy separates XFCC "
-                   "elements with ',', so with more than one element the SPIFFE sa swallows ',By=spiffe:' (garbage workload)")
 def test_xfcc_with_several_elements_gives_a_clean_workload() -> None:
     xfcc = "By=spiffe://td/ns/shop/sa/orders;URI=spiffe://td/ns/shop/sa/web,By=spiffe://td/ns/shop/sa/gw;URI=spiffe://td/ns/edge/sa/gateway"
     assert request_view("GET", "/", {b"x-forwarded-client-cert": xfcc.encode()}, None).source_workload in {"shop/web", "edge/gateway"}
 
 
-@pytest.mark.xfail(strict=True, reason=_EMPTY_HEADER_BUG)
 def test_an_empty_principal_header_means_no_principal() -> None:
     view = request_view("GET", "/", {b"x-kubeward-source-workload": b"shop/web", b"x-kubeward-principal": b""}, None)
     assert view.principal is None

@@ -105,8 +105,6 @@ def test_settings_are_frozen() -> None:
         settings.window_s = 1  # type: ignore[misc]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: ingest/config.py build_settings catches only pydantic.ValidationError; an env value "
-                   "pydantic-settings cannot JSON-decode raises pydantic_settings.SettingsError, unwrapped and without the value")
 @pytest.mark.parametrize(
     ("env", "value"),
     [("KUBEWARD_WORKER_DETECTORS", "bola_breadth,auth_failures"), ("KUBEWARD_WORKER_POLICY__MODES", "shop=enforce")],
@@ -118,15 +116,11 @@ def test_an_undecodable_complex_env_value_is_a_settings_error(monkeypatch: pytes
     assert env in str(info.value) and value in str(info.value)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: streams/settings.py WorkerSettings.detectors accepts any name; an unknown detector "
-                   "passes build_settings and only fails inside the Faust agent at the first message (Pipeline.processor)")
 def test_an_unknown_detector_name_is_a_settings_error() -> None:
     with pytest.raises(SettingsError, match="KUBEWARD_WORKER_DETECTORS"):
         build_settings(WorkerSettings, detectors=["bola_breadth", "no_such_detector"])
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: streams/settings.py state_buckets only checks ge=1 although its description says power of "
-                   "two; state_buckets=3 passes build_settings and ActorStore raises ValueError inside the agent at the first message")
 def test_state_buckets_must_be_a_power_of_two() -> None:
     with pytest.raises(SettingsError, match="KUBEWARD_WORKER_STATE_BUCKETS=3"):
         build_settings(WorkerSettings, state_buckets=3)

@@ -222,8 +222,6 @@ def test_iter_batches_splits_in_order(summary_factory: Any, n: int, size: int, e
     assert [s for b in batches for s in b] == items
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: ingest/envelope.py _decode_arrow checks presence and type of required columns but not nulls; "
-                   "an envelope with a null 'time' is accepted and corrupts worker state (window_start 0, age_windows jump)")
 @pytest.mark.parametrize("column", ["time", "method", "path_template", "id"])
 def test_arrow_with_nulls_in_a_required_column_is_rejected(summary_factory: Any, column: str) -> None:
     table = _valid_table(summary_factory)

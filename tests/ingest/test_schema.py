@@ -87,14 +87,14 @@ def test_a_newer_schema_version_is_read(summary_factory: Any) -> None:
 def test_records_are_frozen(summary_factory: Any, verdict_factory: Any) -> None:
     summary = summary_factory()
     with pytest.raises(ValidationError, match="frozen"):
-        summary.status = 500  # type: ignore[misc]
+        summary.status = 500
     with pytest.raises(ValidationError, match="frozen"):
-        summary.source.workload = "evil/pod"  # type: ignore[misc]
+        summary.source.workload = "evil/pod"
     verdict = verdict_factory()
     with pytest.raises(ValidationError, match="frozen"):
-        verdict.signature = "forged"  # type: ignore[misc]
+        verdict.signature = "forged"
     with pytest.raises(ValidationError, match="frozen"):
-        Policy().default_mode = "enforce"  # type: ignore[misc]
+        Policy().default_mode = "enforce"
     assert summary.status == 200 and verdict.signature == ""
 
 

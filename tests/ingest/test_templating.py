@@ -116,3 +116,8 @@ def test_module_doctests_pass() -> None:
 
     result = doctest.testmod(ingest.templating)
     assert result.attempted >= 1 and result.failed == 0
+
+
+def test_a_long_object_id_key_still_hashes() -> None:
+    digest = hash_object_id("81231", b"k" * 65)
+    assert len(digest) == 16 and digest != hash_object_id("81231", b"k" * 64)

@@ -35,7 +35,7 @@ POLICY = Policy(default_mode="enforce", verdict_ttl_s=600)
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    worker = {"window_s": 30, "learn_windows": 1, "state_flush_s": 0.5, "max_message_bytes": 256 * 1024, "policy": POLICY.model_dump()}
+    worker = {"window_s": 30, "learn_windows": 3, "state_flush_s": 0.5, "max_message_bytes": 256 * 1024, "policy": POLICY.model_dump()}
     shim = {"report": "denied", "policy": POLICY.model_dump()}
     with LocalStack(tmp_path_factory.mktemp("loop"), worker_settings=worker, shim_settings=shim) as running:
         yield running

@@ -28,11 +28,15 @@ NAMES = sorted(REGISTRY)
 SETTINGS = settings(max_examples=40, deadline=None)
 
 
+#: detectors that judge service workloads (no end-user principal); the others judge end users
+SERVICE_DETECTORS = {"novel_destination"}
+
+
 def _context(det: Detector) -> dict[str, float]:
-    """A zero row in which the detector's own feature counts (learned service actor for novel_destination)."""
+    """A zero row in which the detector's own feature counts: an end user, or a learned service for service detectors."""
     row = dict.fromkeys(FEATURES, 0.0)
-    if hasattr(det, "learn_windows"):
-        row.update(age_windows=float(det.learn_windows), is_service=1.0)
+    row["age_windows"] = float(getattr(det, "learn_windows", 0))
+    row["is_service"] = 1.0 if det.name in SERVICE_DETECTORS else 0.0
     return row
 
 
@@ -284,8 +288,21 @@ def test_the_novel_destination_detector_ignores_learning_and_user_actors() -> No
     assert det.score(learned_service | {"is_service": 0.0}) == 0.0
 
 
-@pytest.mark.xfail(strict=True, reason="BUG (docs): STYLE says 'detectors add Parameters and a doctest example'; the registered "
-                   "classes have neither (only CountThresholdDetector documents Parameters; learn_windows is undocumented)")
+def test_bola_breadth_judges_end_users_only() -> None:
+    det = REGISTRY["bola_breadth"]()
+    assert det.score({"distinct_objects": 500.0, "is_service": 0.0}) > 0.9
+    assert det.score({"distinct_objects": 500.0, "is_service": 1.0}) == 0.0
+
+
+def test_pii_volume_skips_services_while_they_learn() -> None:
+    det = REGISTRY["pii_volume"](learn_windows=3)
+    service = {"pii": 5000.0, "is_service": 1.0}
+    assert det.score(service | {"age_windows": 2.0}) == 0.0
+    assert det.score(service | {"age_windows": 3.0}) > 0.9
+    assert det.score(service | {"age_windows": 3.0, "baseline_pii": 2000.0}) < 0.5
+    assert det.score({"pii": 5000.0, "is_service": 0.0, "age_windows": 0.0}) > 0.9
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_registered_detectors_document_parameters_and_an_example(name: str) -> None:
     doc = inspect.getdoc(REGISTRY[name]) or ""
