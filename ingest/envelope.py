@@ -20,7 +20,7 @@ from pydantic import BaseModel, ValidationError
 from ingest.errors import IngestError
 from ingest.schema import RequestSummary
 
-__all__ = ["EnvelopeError", "arrow_schema", "decode_message", "encode_envelope", "summaries_from_table"]
+__all__ = ["EnvelopeError", "arrow_schema", "decode_message", "decode_messages", "encode_envelope", "summaries_from_table"]
 
 _ARROW_STREAM_MAGIC = b"\xff\xff\xff\xff"
 _SCALARS: dict[Any, pa.DataType] = {
@@ -81,7 +81,7 @@ def encode_rows(rows: list[dict[str, Any]]) -> bytes:
     return bytes(sink.getvalue().to_pybytes())
 
 
-def _decode_json(data: bytes) -> pa.Table:
+def _json_row(data: bytes) -> dict[str, Any]:
     try:
         summary = RequestSummary.model_validate_json(data)
     except ValidationError as exc:
@@ -90,7 +90,11 @@ def _decode_json(data: bytes) -> pa.Table:
         raise EnvelopeError(f"invalid summary JSON: field {where!r}: {first['msg']}") from exc
     row = summary.model_dump()
     row["sensitive"] = list(row["sensitive"].items())
-    return pa.Table.from_pylist([row], schema=SUMMARY_SCHEMA)
+    return row
+
+
+def _decode_json(data: bytes) -> pa.Table:
+    return pa.Table.from_pylist([_json_row(data)], schema=SUMMARY_SCHEMA)
 
 
 def _decode_arrow(data: bytes) -> pa.Table:
@@ -131,6 +135,31 @@ def decode_message(data: bytes, max_bytes: int) -> pa.Table:
     if data.lstrip()[:1] == b"{":
         return _decode_json(data)
     raise EnvelopeError(f"neither an Arrow IPC envelope nor a JSON object (first bytes {data[:8]!r})")
+
+
+def decode_messages(messages: Sequence[bytes], max_bytes: int) -> tuple[pa.Table | None, list[tuple[int, str]]]:
+    """Decode many messages into one table (one chunk per column) plus ``(index, error)`` for each bad one.
+
+    JSON summaries are gathered into a single Arrow batch, so many small
+    messages cost about as much as one envelope with the same rows.
+    """
+    tables, rows, errors = [], [], []
+    for i, data in enumerate(messages):
+        try:
+            if len(data) > max_bytes:
+                raise EnvelopeError(f"message of {len(data)} bytes exceeds max_message_bytes={max_bytes}")
+            if data.lstrip()[:1] == b"{":
+                rows.append(_json_row(data))
+            else:
+                tables.append(decode_message(data, max_bytes))
+        except EnvelopeError as exc:
+            errors.append((i, str(exc)))
+    if rows:
+        tables.append(pa.Table.from_pylist(rows, schema=SUMMARY_SCHEMA))
+    if not tables:
+        return None, errors
+    table = tables[0] if len(tables) == 1 else pa.concat_tables(tables)
+    return table.combine_chunks(), errors
 
 
 def summaries_from_table(table: pa.Table) -> list[RequestSummary]:

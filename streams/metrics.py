@@ -12,6 +12,6 @@ SUMMARIES = Counter("kubeward_worker_summaries_total", "Request summaries proces
 DEAD_LETTERS = Counter("kubeward_worker_dead_letters_total", "Messages sent to the dead-letter topic")
 DETECTIONS = Counter("kubeward_worker_detections_total", "Actors flagged", ["attack_class"])
 VERDICTS = Counter("kubeward_worker_verdicts_total", "Verdicts published", ["action", "mode"])
-BATCH_SECONDS = Histogram("kubeward_worker_message_seconds", "Processing time per message", buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5))
+BATCH_SECONDS = Histogram("kubeward_worker_batch_seconds", "Processing time per batch of messages", buckets=(0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.5))
 LAG = Histogram("kubeward_worker_event_lag_seconds", "From the newest summary time in a message to its processing", buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
 ACTORS = Gauge("kubeward_worker_actors", "Actors held in state", ["partition"])

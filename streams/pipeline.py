@@ -12,7 +12,8 @@ import base64
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from ingest import DeadLetter, EnvelopeError, Finding, Verdict, decode_message
+from ingest import DeadLetter, Finding, Verdict
+from ingest.envelope import decode_messages
 from models import build_detectors
 from streams.policy import decide, to_finding
 from streams.processor import BatchProcessor, Detection, ProcessorConfig
@@ -38,8 +39,13 @@ class Outcome:
     detections: list[Detection] = field(default_factory=list)
     verdicts: list[Verdict] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
-    dead_letter: DeadLetter | None = None
+    dead_letters: list[tuple[bytes | None, DeadLetter]] = field(default_factory=list)
     state_writes: list[tuple[bytes, bytes]] = field(default_factory=list)
+
+    @property
+    def dead_letter(self) -> DeadLetter | None:
+        """The first dead letter, if any (one message in, at most one dead letter out)."""
+        return self.dead_letters[0][1] if self.dead_letters else None
 
 
 class Pipeline:
@@ -83,15 +89,22 @@ class Pipeline:
         raw = base64.b64encode(value[: self.settings.dlq_raw_cap]).decode()
         return DeadLetter(error=error, source="worker", time=now, topic=self.topic, partition=partition, offset=offset, raw_bytes=len(value), raw_b64=raw)
 
-    def handle(self, partition: int, value: bytes, offset: int | None, now: float, stored: Iterable[tuple[bytes, bytes]] = ()) -> Outcome:
+    def handle(self, partition: int, value: bytes, offset: int | None, now: float, stored: Iterable[tuple[bytes, bytes]] = (), key: bytes | None = None) -> Outcome:
         """Process one message of the summaries topic."""
-        try:
-            table = decode_message(value, self.settings.max_message_bytes)
-        except EnvelopeError as exc:
-            return Outcome(dead_letter=self.dead_letter(str(exc), value, partition, offset, now))
+        return self.handle_many(partition, [(key, value, offset)], now, stored)
+
+    def handle_many(self, partition: int, messages: list[tuple[bytes | None, bytes, int | None]], now: float, stored: Iterable[tuple[bytes, bytes]] = ()) -> Outcome:
+        """Process several messages of one partition as one batch (in order): the fixed cost is paid once."""
+        out = Outcome()
+        table, errors = decode_messages([value for _, value, _ in messages], self.settings.max_message_bytes)
+        for i, error in errors:
+            key, value, offset = messages[i]
+            out.dead_letters.append((key, self.dead_letter(error, value, partition, offset, now)))
+        if table is None:
+            return out
         proc = self.processor(partition, stored)
-        detections = proc.process(table)
-        out = Outcome(rows=table.num_rows, newest_time=proc.newest_time, detections=detections)
+        out.detections = proc.process(table)
+        out.rows, out.newest_time = table.num_rows, proc.newest_time
         for det in out.detections:
             verdict = decide(det, self.settings.policy, now, self._key)
             out.verdicts.append(verdict)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -72,46 +73,71 @@ class _Batch:
     is_service: npt.NDArray[np.bool_]
     object_actor: _I
     object_bit: _I
-    dest_ns: list[str | None]
-    dest_service: list[str | None]
+    destination: pa.StructArray
+
+
+_BYTE_WEIGHTS = np.array([1, 1 << 8, 1 << 16, 1 << 24], dtype=np.uint64)
 
 
 def _string_bits(values: pa.Array) -> _I:
-    """A bit index in [0, 256) per string, mixing its length and first and last four bytes.
+    """A bit index in [0, 256) per string, mixing its length and its first and last four bytes.
 
     Published ids are keyed hashes (uniform already); raw ids often share a prefix or a suffix, not both.
     """
-    values = values.cast(pa.string())
     if len(values) == 0:
         return np.zeros(0, dtype=np.intp)
-    offsets = np.frombuffer(values.buffers()[1], dtype=np.int32)[values.offset : values.offset + len(values) + 1]
+    offsets = _offsets(values)
     data = np.frombuffer(values.buffers()[2], dtype=np.uint8) if values.buffers()[2] is not None else np.zeros(1, np.uint8)
-    starts, lengths = offsets[:-1], np.diff(offsets)
-    mixed = lengths.astype(np.uint32)
-    last = len(data) - 1
-    for i in range(4):
-        head = np.where(lengths > i, data[np.minimum(starts + i, last)], 0).astype(np.uint32)
-        tail = np.where(lengths > i, data[np.clip(starts + lengths - 1 - i, 0, last)], 0).astype(np.uint32)
-        mixed = (mixed * np.uint32(16777619)) ^ head
-        mixed = (mixed * np.uint32(16777619)) ^ tail
-    return (mixed % np.uint32(256)).astype(np.intp)
+    starts, lengths = offsets[:-1].astype(np.int64), np.diff(offsets).astype(np.int64)
+    span = np.arange(4)
+    last = max(len(data) - 1, 0)
+    head = data[np.clip(starts[:, None] + np.minimum(span, np.maximum(lengths[:, None] - 1, 0)), 0, last)]
+    tail = data[np.clip(starts[:, None] + np.maximum(lengths[:, None] - 4, 0) + np.minimum(span, np.maximum(lengths[:, None] - 1, 0)), 0, last)]
+    x = (head @ _BYTE_WEIGHTS) | ((tail @ _BYTE_WEIGHTS) << np.uint64(32))
+    x ^= lengths.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    for multiplier in (np.uint64(0xFF51AFD7ED558CCD), np.uint64(0xC4CEB9FE1A85EC53)):  # murmur3's 64-bit finalizer
+        x ^= x >> np.uint64(33)
+        x *= multiplier
+    x ^= x >> np.uint64(33)
+    return (x & np.uint64(255)).astype(np.intp)
 
 
-def _list_counts(column: pa.ChunkedArray, n: int) -> tuple[_I, pa.Array]:
-    arr = column.combine_chunks()
+def _chunk(column: pa.ChunkedArray) -> pa.Array:
+    return column.chunk(0) if column.num_chunks == 1 else column.combine_chunks()
+
+
+def _offsets(arr: pa.Array) -> npt.NDArray[np.int32]:
+    """The value offsets of a string or list array, honouring the array's own offset (no kernel call)."""
+    return np.frombuffer(arr.buffers()[1], dtype=np.int32)[arr.offset : arr.offset + len(arr) + 1]
+
+
+def _list_parts(column: pa.ChunkedArray) -> tuple[_I, pa.Array]:
+    """(row index of each element, the elements) of a list or map column."""
+    arr = _chunk(column)
     if isinstance(arr, pa.MapArray):
         arr = pa.ListArray.from_arrays(arr.offsets, arr.items)
-    parents = np.asarray(pc.list_parent_indices(arr), dtype=np.intp) if len(arr) else np.zeros(0, np.intp)
-    return parents, pc.list_flatten(arr)
+    offsets = _offsets(arr) if len(arr) else np.zeros(1, np.int32)
+    parents = np.repeat(np.arange(len(arr), dtype=np.intp), np.diff(offsets))
+    return parents, arr.values.slice(offsets[0], offsets[-1] - offsets[0])
 
 
-def _blank_to_null(values: pa.Array) -> pa.Array:
+def _has_blank(values: pa.Array) -> bool:
+    """Any empty (non-null) string? Nulls have zero length too, so compare with the null count."""
+    return len(values) > 0 and int(np.count_nonzero(np.diff(_offsets(values)) == 0)) > values.null_count
+
+
+def _present(values: pa.Array) -> pa.Array:
     """Empty strings count as absent, as in ``ingest.actor_key`` (``x or '-'``)."""
-    return pc.if_else(pc.equal(values, ""), pa.scalar(None, pa.string()), values)
+    if _has_blank(values):
+        return pc.if_else(pc.equal(values, ""), pa.scalar(None, pa.string()), values)
+    return values
 
 
-def _field(table: pa.Table, struct: str, name: str) -> pa.Array:
-    return pc.struct_field(table[struct].combine_chunks(), name)
+def _numbers(values: pa.Array, dtype: type) -> npt.NDArray[Any]:
+    """A numeric column as numpy, nulls as 0."""
+    if values.null_count:
+        values = values.fill_null(0)
+    return np.asarray(values.to_numpy(zero_copy_only=False), dtype=dtype)
 
 
 class BatchProcessor:
@@ -123,6 +149,7 @@ class BatchProcessor:
         self.store = ActorStore(buckets=config.buckets)
         self._dest_index: dict[str, int] = {}
         self._dest_exported = 0
+        self._retired_set = pa.array(sorted(config.retired_endpoints), type=pa.string())
         self.newest_time: float | None = None
 
     def export_destinations(self) -> bytes:
@@ -143,7 +170,7 @@ class BatchProcessor:
         self._dest_exported = len(self._dest_index)
 
     def _dest_bits(self, services: pa.Array) -> _I:
-        encoded = pc.dictionary_encode(services.fill_null("-")).combine_chunks() if isinstance(services, pa.ChunkedArray) else pc.dictionary_encode(services.fill_null("-"))
+        encoded = pc.dictionary_encode(services.fill_null("-") if services.null_count else services)
         names = encoded.dictionary.to_pylist()
         bits = np.array([self._dest_index.setdefault(n, len(self._dest_index)) % 128 for n in names], dtype=np.intp)
         return bits[np.asarray(encoded.indices, dtype=np.intp)]
@@ -151,35 +178,34 @@ class BatchProcessor:
     def _retired(self, table: pa.Table, service: pa.Array) -> _F:
         if not self.config.retired_endpoints:
             return np.zeros(table.num_rows)
-        joined = pc.binary_join_element_wise(service.fill_null("-"), table["method"], table["path_template"], " ")
-        return np.asarray(pc.is_in(joined, value_set=pa.array(sorted(self.config.retired_endpoints))), dtype=np.float64)
+        joined = pc.binary_join_element_wise(service.fill_null("-"), _chunk(table["method"]), _chunk(table["path_template"]), " ")
+        return np.asarray(pc.is_in(joined, value_set=self._retired_set), dtype=np.float64)
 
     def _extract(self, table: pa.Table) -> _Batch:
         n = table.num_rows
-        source_id = pc.coalesce(_blank_to_null(_field(table, "source", "workload")), _blank_to_null(_field(table, "source", "ip")), "-")
-        principal = _blank_to_null(table["principal"].combine_chunks())
-        actor = pc.binary_join_element_wise(source_id, principal.fill_null("-"), "|")
-        encoded = pc.dictionary_encode(actor)
-        service = _field(table, "destination", "service")
-        obj_parent, obj_values = _list_counts(table["object_ids"], n)
-        sens_parent, sens_values = _list_counts(table["sensitive"], n)
-        inline_parent, _ = _list_counts(table["inline_findings"], n)
+        source, destination = _chunk(table["source"]), _chunk(table["destination"])
+        source_id = pc.coalesce(_present(source.field("workload")), _present(source.field("ip")), "-")
+        principal = _present(_chunk(table["principal"]))
+        encoded = pc.dictionary_encode(pc.binary_join_element_wise(source_id, principal.fill_null("-"), "|"))
+        service = destination.field("service")
+        obj_parent, obj_values = _list_parts(table["object_ids"])
+        sens_parent, sens_values = _list_parts(table["sensitive"])
+        inline_parent, _ = _list_parts(table["inline_findings"])
         actor_of_row = np.asarray(encoded.indices, dtype=np.intp)
         return _Batch(
             actors=encoded.dictionary.to_pylist(),
             actor_of_row=actor_of_row,
-            time=np.asarray(table["time"], dtype=np.float64),
-            status=np.asarray(table["status"].fill_null(0), dtype=np.int64),
-            response_bytes=np.asarray(table["response_bytes"].fill_null(0), dtype=np.float64),
-            pii=np.bincount(sens_parent, weights=np.asarray(sens_values.fill_null(0), dtype=np.float64), minlength=n),
+            time=_numbers(_chunk(table["time"]), np.float64),
+            status=_numbers(_chunk(table["status"]), np.int64),
+            response_bytes=_numbers(_chunk(table["response_bytes"]), np.float64),
+            pii=np.bincount(sens_parent, weights=_numbers(sens_values, np.float64), minlength=n),
             inline=np.bincount(inline_parent, minlength=n).astype(np.float64),
             retired=self._retired(table, service),
             dest_bit=self._dest_bits(service),
-            is_service=np.asarray(principal.is_null(), dtype=bool),
+            is_service=np.asarray(principal.is_null(), dtype=bool) if principal.null_count else np.zeros(n, dtype=bool),
             object_actor=actor_of_row[obj_parent],
             object_bit=_string_bits(obj_values),
-            dest_ns=_field(table, "destination", "namespace").to_pylist(),
-            dest_service=service.to_pylist(),
+            destination=destination,
         )
 
     def _roll_windows(self, rows: _I, latest: _F) -> None:
@@ -289,4 +315,5 @@ class BatchProcessor:
         fired = [d for d, s in zip(self.detectors, scores) if s >= self.config.score_threshold]
         top = max(fired, key=lambda d: scores[self.detectors.index(d)])
         reasons = tuple(r for d in fired for r in d.explain(row))
-        return Detection(b.actors[i], top.attack_class, float(scores.max()), reasons, t, b.dest_ns[last], b.dest_service[last], row)
+        dest = b.destination[last].as_py()
+        return Detection(b.actors[i], top.attack_class, float(scores.max()), reasons, t, dest.get("namespace"), dest.get("service"), row)
