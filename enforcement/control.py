@@ -1,4 +1,4 @@
-"""The control-topic consumer: keeps the shim's verdict cache in step with Kafka.
+"""The control-topic consumer: keeps the shim's verdict cache in step with Kafka (aiokafka, on the shim's loop).
 
 It reads ``enforcement.verdicts.v1`` from the beginning at start (the topic is
 compacted, so this rebuilds the cache after a restart), then follows it. A
@@ -10,12 +10,13 @@ have been read. Detection-to-enforcement latency is the time from a verdict's
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
 import time
 from collections import deque
 
-from kafka import KafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import Counter, Histogram
 from pydantic import ValidationError
 
@@ -33,28 +34,24 @@ LATENCY = Histogram(
 )
 
 
-class ControlConsumer(threading.Thread):
-    """Background thread feeding a ``VerdictCache`` from the verdict topic."""
+class ControlConsumer:
+    """Feeds a ``VerdictCache`` from the verdict topic, as a task on the shim's own event loop.
+
+    It runs on the loop (aiokafka) rather than in a thread so that applying a
+    verdict never competes with request handling for the interpreter lock.
+    """
 
     def __init__(self, bootstrap: str, cache: VerdictCache, key: bytes, topic: str = VERDICTS.name):
-        super().__init__(name="kubeward-control", daemon=True)
         self.bootstrap, self.cache, self.key, self.topic = bootstrap, cache, key, topic
         self.synced = threading.Event()
         self.started_at = time.time()
         self.latencies_ms: deque[float] = deque(maxlen=100_000)
         self.rejected = 0
-        self._stop = threading.Event()
+        self._stopping = False
 
     def stop(self) -> None:
-        """Ask the thread to finish after its current poll."""
-        self._stop.set()
-
-    def _consumer(self) -> tuple[KafkaConsumer, dict[TopicPartition, int]]:
-        consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False, group_id=None, fetch_max_wait_ms=100, client_id="kubeward-shim")
-        parts = [TopicPartition(self.topic, p) for p in sorted(consumer.partitions_for_topic(self.topic) or {0})]
-        consumer.assign(parts)
-        consumer.seek_to_beginning(*parts)
-        return consumer, consumer.end_offsets(parts)
+        """Ask the task to finish after its current fetch."""
+        self._stopping = True
 
     def apply(self, key: bytes | None, value: bytes | None, now: float) -> None:
         """Apply one record of the verdict topic (a verdict or a tombstone)."""
@@ -81,24 +78,32 @@ class ControlConsumer(threading.Thread):
             LATENCY.observe(max(now - verdict.evidence_time, 0.0))
             self.latencies_ms.append((now - verdict.evidence_time) * 1000.0)
 
-    def run(self) -> None:
-        while not self._stop.is_set():
+    async def run(self) -> None:
+        """Follow the topic until ``stop``; reconnect after errors (the cache keeps serving meanwhile)."""
+        while not self._stopping:
             try:
-                self._follow()
+                await self._follow()
             except Exception:  # noqa: BLE001 - the broker may be away; the cache keeps serving
                 log.exception("control topic unreachable; retrying in 1 s")
-                self._stop.wait(1.0)
+                await asyncio.sleep(1.0)
 
-    def _follow(self) -> None:
-        consumer, end = self._consumer()
+    async def _follow(self) -> None:
+        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False, group_id=None, fetch_max_wait_ms=100, client_id="kubeward-shim")
+        await consumer.start()
         try:
-            while not self._stop.is_set():
-                for tp, records in consumer.poll(timeout_ms=100).items():
-                    now = time.time()
+            await consumer.topics()  # loads cluster metadata
+            parts = [TopicPartition(self.topic, p) for p in sorted(consumer.partitions_for_topic(self.topic) or {0})]
+            consumer.assign(parts)
+            await consumer.seek_to_beginning(*parts)
+            end = await consumer.end_offsets(parts)
+            while not self._stopping:
+                batches = await consumer.getmany(timeout_ms=100)
+                now = time.time()
+                for records in batches.values():
                     for rec in records:
                         self.apply(rec.key, rec.value, now)
-                if not self.synced.is_set() and all(consumer.position(tp) >= off for tp, off in end.items()):
+                if not self.synced.is_set() and all([await consumer.position(tp) >= off for tp, off in end.items()]):
                     self.synced.set()
                     log.info("verdict cache synced", extra={"entries": len(self.cache)})
         finally:
-            consumer.close()
+            await consumer.stop()

@@ -301,7 +301,7 @@ async def serve(settings: ShimSettings, ready: threading.Event | None = None, st
 
         control = ControlConsumer(settings.bootstrap, shim.cache, settings.verdict_key.get_secret_value().encode())
         control.synced = shim.synced
-        control.start()
+        control_task = asyncio.ensure_future(control.run())
         if settings.report != "none":
             publisher = SummaryPublisher(settings.bootstrap, client_id="kubeward-shim", linger_ms=5.0)
             threading.Thread(target=_reporter, args=(shim, publisher, stop_threads), daemon=True, name="kubeward-report").start()
@@ -328,6 +328,7 @@ async def serve(settings: ShimSettings, ready: threading.Event | None = None, st
     stop_threads.set()
     if control is not None:
         control.stop()
+        await asyncio.wait([control_task], timeout=2)
 
 
 def run(settings: ShimSettings) -> None:

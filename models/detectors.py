@@ -171,7 +171,7 @@ class VolumeDetector(CountThresholdDetector):
 
     def _fit_values(self, frame: Frame) -> _F:
         # Learned services are judged against their own baseline; the floor is for end users.
-        return _col(frame, self.feature)[_col(frame, "is_service") == 0]
+        return np.asarray(_col(frame, self.feature)[_col(frame, "is_service") == 0], dtype=np.float64)
 
 
 class NovelDestinationDetector(CountThresholdDetector):
