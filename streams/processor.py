@@ -198,7 +198,7 @@ class BatchProcessor:
             time=_numbers(_chunk(table["time"]), np.float64),
             status=_numbers(_chunk(table["status"]), np.int64),
             response_bytes=_numbers(_chunk(table["response_bytes"]), np.float64),
-            pii=np.bincount(sens_parent, weights=_numbers(sens_values, np.float64), minlength=n),
+            pii=np.bincount(sens_parent, weights=_numbers(sens_values, np.float64), minlength=n).astype(np.float64),
             inline=np.bincount(inline_parent, minlength=n).astype(np.float64),
             retired=self._retired(table, service),
             dest_bit=self._dest_bits(service),
@@ -267,7 +267,7 @@ class BatchProcessor:
         learning = cols["age_windows"][row_of_event] < self.config.learn_windows
         for name, sel in (("dest_lo", lo & learning), ("dest_hi", ~lo & learning)):
             np.bitwise_or.at(cols[name], row_of_event[sel], bit[sel])
-        return np.bincount(b.actor_of_row, weights=~known & ~learning, minlength=len(b.actors))
+        return np.bincount(b.actor_of_row, weights=~known & ~learning, minlength=len(b.actors)).astype(np.float64)
 
     def frame(self, rows: _I) -> dict[str, _F]:
         """The feature frame (``models.features.FEATURES``) of these actor rows."""

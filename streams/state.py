@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -66,7 +67,7 @@ class ActorStore:
             raise ValueError(f"buckets must be a power of two, got {buckets}")
         self.buckets = buckets
         self.size = 0
-        self.cols = {n: np.zeros(capacity, dtype=t) for n, t in COLUMNS.items()}
+        self.cols: dict[str, npt.NDArray[Any]] = {n: np.zeros(capacity, dtype=t) for n, t in COLUMNS.items()}
         self.objects = np.zeros((capacity, SKETCH_BYTES), dtype=np.uint8)
         self._index_keys = np.zeros(0, dtype=np.uint64)
         self._index_rows = np.zeros(0, dtype=np.uint32)
