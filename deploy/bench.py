@@ -229,6 +229,55 @@ def _publish_verdicts(bootstrap: str, count: int) -> None:
     producer.close()
 
 
+def serve_constant(port: int) -> None:
+    """The baseline: the shim's own HTTP protocol answering a constant 200, with no decision at all."""
+    import asyncio
+
+    import uvloop
+
+    from enforcement.shim import _ALLOW_RESPONSE, _HttpConnection
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        await loop.create_server(lambda: _HttpConnection(lambda m, u, h, p: _ALLOW_RESPONSE), "127.0.0.1", port, backlog=1024)
+        await asyncio.Event().wait()
+
+    uvloop.run(main())
+
+
+def _baseline(workdir: Path, seconds: int, connections: int, script: Path) -> dict[str, float]:
+    port = _free_port()
+    proc = subprocess.Popen(["taskset", "-c", "0", sys.executable, "-c", f"from deploy.bench import serve_constant; serve_constant({port})"], cwd=REPO, start_new_session=True)
+    try:
+        _wait_port(port)
+        _wrk(port, 2, connections, script, cpu=1)
+        c0, t0 = cpu_seconds(proc.pid), time.time()
+        res = _wrk(port, seconds, connections, script, cpu=1)
+        res["cpu_cores"] = round((cpu_seconds(proc.pid) - c0) / (time.time() - t0), 2)
+        return res
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+def _free_port() -> int:
+    from deploy.runtime import free_port
+
+    return free_port()
+
+
+def _wait_port(port: int, timeout: float = 20) -> None:
+    import socket
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.1)
+    raise TimeoutError(f"nothing listens on {port}")
+
+
 def bench_shim(workdir: Path, seconds: int, connections: int) -> dict[str, Any]:
     """Shim decisions/s under wrk; shim on core 0, wrk on core 1; with and without summary reports."""
     from deploy.runtime import free_port, start_shim, stop_process
@@ -240,6 +289,9 @@ def bench_shim(workdir: Path, seconds: int, connections: int) -> dict[str, Any]:
     workdir.mkdir(parents=True, exist_ok=True)
     script.write_text('wrk.headers["x-kubeward-source-workload"] = "shop/frontend"\nwrk.headers["x-kubeward-principal"] = "user-00042"\nwrk.headers["x-forwarded-for"] = "10.1.2.3"\n')
     results: dict[str, Any] = {}
+    _say(f"shim: baseline (the same HTTP server answering a constant 200), wrk -c{connections} for {seconds} s")
+    results["baseline_constant_200"] = _baseline(workdir, seconds, connections, script)
+    _say(f"shim: baseline {results['baseline_constant_200']['rps']:,.0f} responses/s")
     with LocalStack(workdir / "shim", with_worker=False, with_shim=False) as stack:
         _publish_verdicts(stack.bootstrap, 1000)
         for label, report in (("no_reports", "none"), ("with_reports", "all")):
@@ -254,7 +306,8 @@ def bench_shim(workdir: Path, seconds: int, connections: int) -> dict[str, Any]:
             _say(f"shim ({label}): {res['rps']:,.0f} decisions/s, p99 {res['p99_ms']} ms, {res['cpu_cores']} cores")
             stop_process(proc)
     best = results["no_reports"]
-    return {"decisions_per_second": round(best["rps"]), "p50_ms": best["p50_ms"], "p99_ms": best["p99_ms"], "connections": connections, "cpu_cores": best["cpu_cores"], "runs": results}
+    ratio = best["rps"] / results["baseline_constant_200"]["rps"]
+    return {"decisions_per_second": round(best["rps"]), "vs_constant_baseline": round(ratio, 2), "p50_ms": best["p50_ms"], "p99_ms": best["p99_ms"], "connections": connections, "cpu_cores": best["cpu_cores"], "runs": results}
 
 
 def bench_state(identities: int) -> dict[str, Any]:
@@ -288,7 +341,9 @@ def run_bench(out: Path, quick: bool = False) -> dict[str, Any]:
     results["worker_state"] = bench_state(100_000)
     results["shim"] = bench_shim(work, seconds=5 if quick else 10, connections=64)
     results["worker"] = bench_worker(work, envelope_rows_total=200_000 if quick else 1_000_000, single_total=10_000 if quick else 40_000)
-    results["latency_ms"] = bench_latency(work, rate_eps=10_000.0, seconds=15 if quick else 40)
+    results["latency_ms"] = bench_latency(work, rate_eps=10_000.0, seconds=15 if quick else 40, worker_settings={"batch_within_s": 0.005}, publisher_linger_ms=2.0)
+    _say("latency at 2,000 events/s, for comparison")
+    results["latency_ms_2000eps"] = bench_latency(work, rate_eps=2_000.0, seconds=15 if quick else 30, worker_settings={"batch_within_s": 0.005}, publisher_linger_ms=2.0)
     flat = {
         "worker.records_per_cpu_second": results["worker"]["records_per_cpu_second"],
         "worker.records_per_cpu_second_single": results["worker"]["records_per_cpu_second_single"],
@@ -296,7 +351,11 @@ def run_bench(out: Path, quick: bool = False) -> dict[str, Any]:
         "latency_ms.p50": results["latency_ms"]["p50"],
         "latency_ms.p99": results["latency_ms"]["p99"],
         "latency_ms.rate_eps": results["latency_ms"]["rate_eps_achieved"],
+        "latency_ms.p50_at_2000eps": results["latency_ms_2000eps"]["p50"],
+        "latency_ms.p99_at_2000eps": results["latency_ms_2000eps"]["p99"],
         "shim.decisions_per_second": results["shim"]["decisions_per_second"],
+        "shim.vs_constant_baseline": results["shim"]["vs_constant_baseline"],
+        "shim.decisions_per_second_with_reports": round(results["shim"]["runs"]["with_reports"]["rps"]),
         "shim.p99_ms": results["shim"]["p99_ms"],
         "shim.connections": results["shim"]["connections"],
         "shim.cpu_cores": results["shim"]["cpu_cores"],
