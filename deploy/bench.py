@@ -180,7 +180,8 @@ def bench_latency(workdir: Path, rate_eps: float, seconds: float, worker_setting
     lag = {m.group(1): float(m.group(2)) for m in re.finditer(r'^kubeward_worker_event_lag_seconds_bucket\{le="([^"]+)"\} ([0-9.e+]+)$', worker_metrics, re.M)}
     lat = sorted(stats["latency_ms"])
     pick = lambda q: round(lat[min(len(lat) - 1, int(q / 100 * (len(lat) - 1)))], 2) if lat else None  # noqa: E731
-    return {"worker_lag_histogram": lag, "rate_eps": rate_eps, "rate_eps_achieved": round(achieved), "probes": probes, "verdicts_measured": len(lat), "p50": pick(50), "p90": pick(90), "p99": pick(99), "max": lat[-1] if lat else None}
+    delivery = sorted(stats.get("verdict_delivery_ms", []))
+    return {"verdict_delivery_ms_p50": round(delivery[len(delivery) // 2], 2) if delivery else None, "worker_lag_histogram": lag, "rate_eps": rate_eps, "rate_eps_achieved": round(achieved), "probes": probes, "verdicts_measured": len(lat), "p50": pick(50), "p90": pick(90), "p99": pick(99), "max": lat[-1] if lat else None}
 
 
 def _probe_rows(n: int) -> list[dict[str, Any]]:

@@ -46,6 +46,7 @@ class ControlConsumer:
         self.synced = threading.Event()
         self.started_at = time.time()
         self.latencies_ms: deque[float] = deque(maxlen=100_000)
+        self.delivery_ms: deque[float] = deque(maxlen=100_000)
         self.rejected = 0
         self._stopping = False
 
@@ -77,6 +78,7 @@ class ControlConsumer:
         if verdict.issued_at >= self.started_at:
             LATENCY.observe(max(now - verdict.evidence_time, 0.0))
             self.latencies_ms.append((now - verdict.evidence_time) * 1000.0)
+            self.delivery_ms.append((now - verdict.issued_at) * 1000.0)
 
     async def run(self) -> None:
         """Follow the topic until ``stop``; reconnect after errors (the cache keeps serving meanwhile)."""

@@ -271,7 +271,8 @@ def _admin_handler(shim: Shim, control: Any) -> Any:
                 return b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 8\r\ncontent-type: text/plain\r\n\r\nsyncing\n"
         elif url.startswith("/stats"):
             lat = sorted(control.latencies_ms) if control is not None else []
-            stats = {"decisions": shim.decision_counts(), "cache_entries": len(shim.cache), "synced": shim.synced.is_set(), "latency_ms": lat}
+            delivery = sorted(control.delivery_ms) if control is not None else []
+            stats = {"decisions": shim.decision_counts(), "cache_entries": len(shim.cache), "synced": shim.synced.is_set(), "latency_ms": lat, "verdict_delivery_ms": delivery}
             body, ctype = json.dumps(stats).encode(), "application/json"
         else:
             return b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n"

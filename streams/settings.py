@@ -25,6 +25,7 @@ class WorkerSettings(BaseSettings):
     detectors: list[str] = Field(default_factory=lambda: sorted(REGISTRY))
     batch_max_messages: int = Field(default=500, ge=1, description="messages merged into one processing batch at most")
     batch_within_s: float = Field(default=0.005, gt=0, description="how long the agent gathers messages before processing them")
+    fetch_backoff_s: float = Field(default=0.005, gt=0, description="aiokafka's wait before re-fetching while records are being handed over (its default is 0.1)")
     max_message_bytes: int = Field(default=16 << 20, ge=1024, description="larger messages go to the dead-letter topic")
     dlq_raw_cap: int = Field(default=64 << 10, ge=0, description="bytes of the original message kept in a dead letter")
     state_flush_s: float = Field(default=5.0, gt=0, description="how often touched state buckets are written to the changelog")
