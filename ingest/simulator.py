@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from ingest.errors import SettingsError
-from ingest.schema import SCHEMA_VERSION, Destination, GroundTruth, RequestSummary, Source
+from ingest.schema import SCHEMA_VERSION, RequestSummary
 
 __all__ = [
     "ATTACK_KINDS",
@@ -166,29 +166,9 @@ class SimCall:
         with_raw_path: bool = False,
     ) -> RequestSummary:
         """The call as a ``RequestSummary``: object ids hashed, raw path dropped unless asked for."""
-        ext = self.dest_external
-        return RequestSummary(
-            id=id,
-            time=self.time,
-            duration_ms=self.duration_ms,
-            reporter=reporter,
-            source=Source(workload=self.source_workload, namespace=self.source_namespace, ip=self.source_ip,
-                          external=self.external),
-            principal=self.principal,
-            auth_type=self.auth_type,
-            destination=Destination(service=self.dest_service, namespace=self.dest_namespace,
-                                    host=self.dest_service if ext else None, port=443 if ext else None, external=ext),
-            method=self.method,
-            path_template=self.path_template,
-            raw_path=self.raw_path if with_raw_path else None,
-            status=self.status if status is _Keep.KEEP else status,
-            request_bytes=self.request_bytes,
-            response_bytes=self.response_bytes if response_bytes is None else response_bytes,
-            object_ids=self.hashed_ids(object_id_key),
-            sensitive=dict(self.sensitive if sensitive is None else sensitive),
-            decision=decision,
-            ground_truth=GroundTruth(scenario=self.scenario, attack_id=self.attack_id, malicious=self.malicious),
-        )
+        row = self.to_row(id, object_id_key, decision, reporter, status, response_bytes, sensitive, with_raw_path)
+        row["sensitive"] = dict(row["sensitive"])
+        return RequestSummary.model_validate(row)
 
 
 @dataclass(frozen=True)
