@@ -86,7 +86,7 @@ def _drain_cpu(worker_pid: int, broker_pid: int, metrics_url: str, target: float
     raise TimeoutError(f"worker processed {done} of {target} summaries in {timeout} s")
 
 
-def bench_worker(workdir: Path, envelope_rows_total: int, single_total: int) -> dict[str, Any]:
+def bench_worker(workdir: Path, envelope_rows_total: int, single_total: int, worker_settings: dict[str, Any] | None = None) -> dict[str, Any]:
     """Worker throughput per CPU-second, envelopes vs one summary per message, same worker."""
     from kafka import KafkaProducer
 
@@ -97,7 +97,7 @@ def bench_worker(workdir: Path, envelope_rows_total: int, single_total: int) -> 
 
     _say(f"worker: building {envelope_rows_total} simulated summaries")
     rows = _sim_rows(min(envelope_rows_total, 200_000))
-    with LocalStack(workdir / "worker", worker_settings={"window_s": 60}, with_worker=False, with_shim=False) as stack:
+    with LocalStack(workdir / "worker", worker_settings={"window_s": 60, **(worker_settings or {})}, with_worker=False, with_shim=False) as stack:
         producer = KafkaProducer(bootstrap_servers=stack.bootstrap, acks="all", linger_ms=5, max_request_size=8 << 20)
         buffer = EnvelopeBuffer(range(SUMMARIES.partitions), envelope_rows=1000, linger_ms=1e9)
         envelopes = buffer.add(rows) + buffer.drain()
