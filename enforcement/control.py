@@ -26,6 +26,7 @@ from ingest import VERDICTS, Verdict, verify_verdict
 __all__ = ["ControlConsumer"]
 
 log = logging.getLogger("kubeward.shim.control")
+PURGE_EVERY_S = 10.0  # expired verdicts are ignored at lookup at once, and dropped from memory this often
 APPLIED = Counter("kubeward_shim_verdicts_applied_total", "Verdicts applied to the cache", ["result"])
 LATENCY = Histogram(
     "kubeward_shim_detect_to_enforce_seconds",
@@ -98,9 +99,13 @@ class ControlConsumer:
             consumer.assign(parts)
             await consumer.seek_to_beginning(*parts)
             end = await consumer.end_offsets(parts)
+            next_purge = time.time() + PURGE_EVERY_S
             while not self._stopping:
                 batches = await consumer.getmany(timeout_ms=100)
                 now = time.time()
+                if now >= next_purge:
+                    self.cache.purge(now)
+                    next_purge = now + PURGE_EVERY_S
                 for records in batches.values():
                     for rec in records:
                         self.apply(rec.key, rec.value, now)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import types
 import typing
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import pyarrow as pa
@@ -169,15 +169,3 @@ def summaries_from_table(table: pa.Table) -> list[RequestSummary]:
         row["sensitive"] = dict(row.get("sensitive") or [])
         out.append(RequestSummary.model_validate({k: v for k, v in row.items() if v is not None}))
     return out
-
-
-def iter_batches(summaries: Iterable[RequestSummary], size: int) -> Iterable[list[RequestSummary]]:
-    """Split summaries into lists of at most ``size``."""
-    batch: list[RequestSummary] = []
-    for s in summaries:
-        batch.append(s)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch

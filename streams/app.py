@@ -8,7 +8,7 @@ state lives in the columnar store of each partition and is checkpointed to the
 changelog-backed table ``actor-state`` (one entry per bucket), which Faust
 restores on restart or rebalance. ``/metrics`` serves Prometheus metrics.
 
-Run: ``kubeward worker`` (or ``python -m streams.app worker``).
+Run: ``kubeward worker``.
 """
 
 from __future__ import annotations
@@ -136,16 +136,3 @@ def create_app(settings: WorkerSettings) -> faust.App:
 
     app.kubeward_pipeline = pipeline  # type: ignore[attr-defined]
     return app
-
-
-def main(argv: list[str] | None = None) -> None:
-    """Start a worker from environment settings (``KUBEWARD_WORKER_*``)."""
-    from ingest.config import build_settings
-
-    settings = build_settings(WorkerSettings)
-    app = create_app(settings)
-    app.main() if argv is None else app.main()
-
-
-if __name__ == "__main__":
-    main()

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from ingest import EnvelopeError, IngestError, RequestSummary, arrow_schema, decode_message, encode_envelope, summaries_from_table
-from ingest.envelope import SUMMARY_SCHEMA, iter_batches
+from ingest.envelope import SUMMARY_SCHEMA
 from ingest.schema import Destination, Source
 from tests.strategies import summaries
 
@@ -212,14 +212,6 @@ def test_invalid_json_summary_is_rejected_naming_the_field(doc: bytes, shown: st
 
 def test_envelope_error_is_an_ingest_error() -> None:
     assert issubclass(EnvelopeError, IngestError)
-
-
-@pytest.mark.parametrize(("n", "size", "expected"), [(0, 3, []), (5, 2, [2, 2, 1]), (6, 3, [3, 3]), (2, 10, [2])])
-def test_iter_batches_splits_in_order(summary_factory: Any, n: int, size: int, expected: list[int]) -> None:
-    items = [summary_factory() for _ in range(n)]
-    batches = list(iter_batches(items, size))
-    assert [len(b) for b in batches] == expected
-    assert [s for b in batches for s in b] == items
 
 
 @pytest.mark.parametrize("column", ["time", "method", "path_template", "id"])
