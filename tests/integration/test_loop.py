@@ -53,8 +53,8 @@ def _row(principal: str, object_id: str, status: int = 200, t: float | None = No
     }
 
 
-def _enumeration(principal: str, count: int, start: int = 0) -> list[dict[str, Any]]:
-    return [_row(principal, f"{principal}-{i:06d}", status=404) for i in range(start, start + count)]
+def _enumeration(principal: str, count: int, start: int = 0, t: float | None = None) -> list[dict[str, Any]]:
+    return [_row(principal, f"{principal}-{i:06d}", status=404, t=t) for i in range(start, start + count)]
 
 
 def _check(stack: LocalStack, principal: str) -> int:
@@ -163,17 +163,20 @@ def test_restarted_worker_recovers_state_from_its_changelog(stack: LocalStack) -
     from deploy.runtime import stop_process
 
     metrics = f"http://127.0.0.1:{stack.ports['worker_web']}/metrics"
-    _publish(stack, _enumeration("split-attacker", 15) + _enumeration("half-only", 15))
+    # Event times, not wall-clock times, place calls in windows: keep both halves in one 30 s window
+    # however long the restart takes.
+    t = time.time() // 30 * 30 + 3
+    _publish(stack, _enumeration("split-attacker", 15, t=t) + _enumeration("half-only", 15, t=t))
     time.sleep(1.0)  # past state_flush_s, so the next message on the partition checkpoints the buckets
-    _publish(stack, [_row("split-attacker", "nudge-1"), _row("half-only", "nudge-2")])
+    _publish(stack, [_row("split-attacker", "nudge-1", t=t + 1), _row("half-only", "nudge-2", t=t + 1)])
     time.sleep(2.0)
     assert "shop/frontend|split-attacker" not in _verdict_subjects(stack.bootstrap, timeout=3)
     stop_process(stack.worker)
     stack.start_worker()
-    _publish(stack, _enumeration("split-attacker", 15, start=100))
+    _publish(stack, _enumeration("split-attacker", 15, start=100, t=t + 2))
     subjects = _verdict_subjects(stack.bootstrap, wait_for="shop/frontend|split-attacker")
     assert "shop/frontend|split-attacker" in subjects, "state of the first half was not recovered"
-    _publish(stack, _enumeration("fresh-after-restart", 15))
+    _publish(stack, _enumeration("fresh-after-restart", 15, t=t + 2))
     time.sleep(3.0)
     assert "shop/frontend|fresh-after-restart" not in _verdict_subjects(stack.bootstrap, timeout=3)
     assert urllib.request.urlopen(metrics, timeout=5).status == 200
