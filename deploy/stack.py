@@ -65,11 +65,15 @@ class LocalStack:
     def start(self) -> LocalStack:
         """Broker, then worker, then shim."""
         self.workdir.mkdir(parents=True, exist_ok=True)
-        self.start_broker()
-        if self.with_worker:
-            self.start_worker()
-        if self.with_shim:
-            self.start_shim()
+        try:
+            self.start_broker()
+            if self.with_worker:
+                self.start_worker()
+            if self.with_shim:
+                self.start_shim()
+        except BaseException:
+            self.stop()  # a half-started stack must not leave a broker or worker behind
+            raise
         return self
 
     def stop(self) -> None:
