@@ -7,7 +7,7 @@ service and the data plane's access log publishes their summaries; calls the
 shim denies are reported by the shim itself. The worker learns, detects and
 publishes verdicts; the shim applies them and the attackers' next calls are
 denied. Progress is printed every two seconds; the end prints a summary table
-and writes ``build/demo-report.json``.
+and writes ``build/demo-report.json`` and a timeline plot, ``build/demo-timeline.png``.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from typing import Any
 
 from deploy.dataplane import CheckClient, check_request
 from deploy.stack import LocalStack
-from deploy.tally import Tally
+from deploy.tally import Tally, plot_timeline
 from ingest import VERDICTS, Policy, Verdict
 from ingest.simulator import ClusterSimulator, plan_attacks
 
@@ -174,6 +174,9 @@ def run_demo(seconds: float, rate: float, seed: int, workdir: Path, report_path:
         publisher.close()
     report_path.parent.mkdir(parents=True, exist_ok=True)
     report_path.write_text(json.dumps(report, indent=2))
+    plot = report_path.with_name("demo-timeline.png")
+    if plot_timeline(tally, plot):
+        print(f"timeline plot written to {plot}", flush=True)
     return report
 
 

@@ -12,7 +12,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["Tally"]
+__all__ = ["Tally", "plot_timeline"]
 
 
 def _percentile(values: list[float], q: float) -> float | None:
@@ -44,11 +44,23 @@ class Tally:
     verdict_classes: dict[str, str] = field(default_factory=dict)
     detections: Counter[str] = field(default_factory=Counter)
     denied_reasons: Counter[str] = field(default_factory=Counter)
+    #: per second of the run: (malicious calls allowed, malicious calls denied)
+    timeline: dict[int, list[int]] = field(default_factory=dict)
+    #: calls per (second, actor, denied), to split benign actors from attackers after the run
+    actor_seconds: Counter[tuple[int, str, bool]] = field(default_factory=Counter)
+    verdict_seconds: list[tuple[float, str]] = field(default_factory=list)
+    started: float | None = None
 
     def record_check(self, actor: str, malicious: bool, kind: str, attack_id: str | None, denied: bool, reason: str | None, t: float) -> None:
         """One call and the shim's answer to it."""
         self.events += 1
         self.actor_requests[actor] += 1
+        if self.started is None:
+            self.started = t
+        second = int(t - self.started)
+        self.actor_seconds[second, actor, denied] += 1
+        if malicious:
+            self.timeline.setdefault(second, [0, 0])[1 if denied else 0] += 1
         if denied:
             self.actor_denied[actor] += 1
             self.denied_reasons[reason or "?"] += 1
@@ -65,6 +77,8 @@ class Tally:
         """A verdict seen on the control topic (first one per subject counts)."""
         if subject_value not in self.verdict_times:
             self.verdict_times[subject_value] = t
+            if self.started is not None:
+                self.verdict_seconds.append((t - self.started, attack_class))
             self.verdict_classes[subject_value] = attack_class
             self.detections[attack_class] += 1
 
@@ -102,3 +116,43 @@ class Tally:
             },
             **(extra or {}),
         }
+
+
+def plot_timeline(tally: Tally, path: Any) -> bool:
+    """Per second: malicious calls allowed/denied, and benign actors' calls allowed/denied; verdicts marked.
+
+    Writes a PNG; returns False when matplotlib is not installed (it is a dev extra).
+    """
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    last = max((k[0] for k in tally.actor_seconds), default=0)
+    seconds = list(range(last + 1))
+    attackers = tally.attacker_actors()
+    benign = {s: [0, 0] for s in seconds}
+    for (second, actor, denied), n in tally.actor_seconds.items():
+        if actor not in attackers:
+            benign[second][1 if denied else 0] += n
+    series = [[tally.timeline.get(s, [0, 0])[i] for s in seconds] for i in range(2)]
+    series += [[benign[s][i] for s in seconds] for i in range(2)]
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, 5.5), sharex=True, height_ratios=[2, 1])
+    top.stackplot(seconds, series[0], series[1], labels=["malicious calls allowed", "malicious calls denied"], colors=["#d62728", "#7f7f7f"])
+    for when, cls in tally.verdict_seconds:
+        top.axvline(when, color="k", linewidth=0.8, linestyle=":")
+        top.annotate(cls, (when, top.get_ylim()[1] * 0.9), rotation=90, fontsize=7, va="top")
+    top.set_ylabel("malicious calls/s")
+    top.legend(loc="upper left", fontsize=8)
+    bottom.plot(seconds, series[2], label="calls of actors that never attacked, allowed", color="#1f77b4")
+    bottom.plot(seconds, series[3], label="... denied", color="#ff7f0e")
+    bottom.set_ylabel("benign actors' calls/s")
+    bottom.set_xlabel("seconds since the start of the run")
+    bottom.legend(loc="lower left", fontsize=8)
+    fig.suptitle("Kubeward demo: every call asked the shim; dotted lines are verdicts")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True

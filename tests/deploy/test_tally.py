@@ -1,0 +1,43 @@
+"""The demo's scoring against ground truth, and its timeline plot."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from deploy.tally import Tally, plot_timeline
+
+
+def _run() -> Tally:
+    tally = Tally()
+    for i in range(10):  # attacker: 3 calls allowed, then denied
+        tally.record_check("shop/web|mallory", True, "bola", "bola-1", denied=i >= 3, reason="bola_breadth" if i >= 3 else None, t=100.0 + i)
+    for i in range(50):
+        tally.record_check(f"shop/web|user-{i % 5}", False, "benign", None, denied=(i == 7), reason="inline:injection" if i == 7 else None, t=100.0 + i / 5)
+    tally.record_check("shop/web|mallory", False, "bola", "bola-1", denied=True, reason="bola_breadth", t=111.0)
+    tally.record_verdict("shop/web|mallory", "bola", 102.5)
+    tally.record_verdict("shop/web|mallory", "bola", 109.0)  # only the first verdict per subject counts
+    return tally
+
+
+def test_report_counts_attackers_and_benign_actors_separately() -> None:
+    report = _run().report([5.0, 10.0, 20.0])
+    attackers, benign = report["attackers"], report["benign"]
+    assert (attackers["total"], attackers["detected"], attackers["blocked"]) == (1, 1, 1)
+    assert attackers["requests_before_block_median"] == 3
+    assert attackers["by_attack"]["bola-1"]["requests"] == 10  # the attacker's benign-labelled call is not an attack call
+    assert (benign["actors"], benign["actors_blocked"], benign["requests"], benign["requests_blocked"]) == (5, 1, 50, 1)
+    assert report["detections_by_class"] == {"bola": 1}
+    assert report["latency_ms"]["detect_to_enforce_p50"] == 10.0
+    assert report["denied_by_reason"] == {"bola_breadth": 8, "inline:injection": 1}
+
+
+def test_timeline_buckets_calls_per_second_and_the_plot_is_written(tmp_path: Path) -> None:
+    tally = _run()
+    assert tally.timeline[0] == [1, 0]  # second 0: one malicious call, allowed
+    assert sum(s[1] for s in tally.timeline.values()) == 7  # malicious calls denied
+    assert tally.actor_seconds[11, "shop/web|mallory", True] == 1  # mallory's ordinary call, denied, stays with mallory
+    assert sum(n for (_, a, d), n in tally.actor_seconds.items() if d and a != "shop/web|mallory") == 1
+    assert tally.verdict_seconds == [(2.5, "bola")]
+    path = tmp_path / "timeline.png"
+    assert plot_timeline(tally, path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
