@@ -311,6 +311,43 @@ def bench_shim(workdir: Path, seconds: int, connections: int) -> dict[str, Any]:
     return {"decisions_per_second": round(best["rps"]), "vs_constant_baseline": round(ratio, 2), "p50_ms": best["p50_ms"], "p99_ms": best["p99_ms"], "connections": connections, "cpu_cores": best["cpu_cores"], "runs": results}
 
 
+def bench_shim_inprocess(requests: int = 200_000) -> dict[str, Any]:
+    """CPU per request through the shim's HTTP protocol object, without sockets: constant answer vs. full decision.
+
+    Steadier than wrk on a shared machine; the gap is what ``decide`` and its inputs cost.
+    """
+    from enforcement.settings import ShimSettings
+    from enforcement.shim import _ALLOW_RESPONSE, Shim, _HttpConnection
+    from ingest import Subject, Verdict
+
+    class _Sink:
+        def write(self, data: bytes) -> None:
+            pass
+
+        def close(self) -> None:
+            pass
+
+        def get_extra_info(self, name: str) -> Any:
+            return ("127.0.0.1", 40000)
+
+    request = (b"GET /orders/81231 HTTP/1.1\r\nHost: orders\r\nx-kubeward-source-workload: shop/frontend\r\n"
+               b"x-kubeward-principal: user-00042\r\nx-forwarded-for: 10.1.2.3\r\n\r\n")
+    shim = Shim(ShimSettings(bootstrap=None, report="none"))
+    shim.synced.set()
+    for i in range(1000):
+        shim.cache.apply(Verdict(id=f"v{i}", subject=Subject(kind="actor", value=f"shop/frontend|blocked-{i}"), action="block", mode="enforce", expires_at=time.time() + 3600, issued_at=0, evidence_time=0))
+    out: dict[str, Any] = {}
+    for label, handler in (("constant_200_us", lambda m, u, h, p: _ALLOW_RESPONSE), ("decision_us", shim.handle)):
+        conn = _HttpConnection(handler)
+        conn.connection_made(_Sink())
+        started = time.process_time()
+        for _ in range(requests):
+            conn.data_received(request)
+        out[label] = round((time.process_time() - started) / requests * 1e6, 2)
+    out["decide_share"] = round(1 - out["constant_200_us"] / out["decision_us"], 2)
+    return out
+
+
 def bench_state(identities: int) -> dict[str, Any]:
     """Worker state bytes per tracked identity after ``identities`` distinct actors."""
     import tracemalloc
@@ -340,6 +377,8 @@ def run_bench(out: Path, quick: bool = False) -> dict[str, Any]:
     results: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}, "targets": TARGETS}
     _say("state: 100k identities")
     results["worker_state"] = bench_state(100_000)
+    _say("shim: CPU per request in-process (no sockets)")
+    results["shim_inprocess"] = bench_shim_inprocess()
     results["shim"] = bench_shim(work, seconds=5 if quick else 10, connections=64)
     results["worker"] = bench_worker(work, envelope_rows_total=200_000 if quick else 1_000_000, single_total=10_000 if quick else 40_000)
     results["latency_ms"] = bench_latency(work, rate_eps=10_000.0, seconds=15 if quick else 40, worker_settings={"batch_within_s": 0.005}, publisher_linger_ms=2.0)
@@ -359,6 +398,8 @@ def run_bench(out: Path, quick: bool = False) -> dict[str, Any]:
         "shim.decisions_per_second_with_reports": round(results["shim"]["runs"]["with_reports"]["rps"]),
         "shim.p99_ms": results["shim"]["p99_ms"],
         "shim.connections": results["shim"]["connections"],
+        "shim.inprocess_us_per_decision": results["shim_inprocess"]["decision_us"],
+        "shim.inprocess_us_constant_baseline": results["shim_inprocess"]["constant_200_us"],
         "shim.cpu_cores": results["shim"]["cpu_cores"],
         "worker.bytes_per_identity": results["worker_state"]["allocated_bytes_per_identity"],
     }

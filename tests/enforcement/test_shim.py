@@ -13,9 +13,6 @@ from ingest import RequestSummary, Subject
 from ingest.templating import hash_object_id
 from tests.conftest import T0
 
-_EMPTY_HEADER_BUG = ("BUG (uncommitted change in enforcement/shim.py _identity): an empty header value is now used as is "
-                     "(isinstance(bytes) instead of truthiness): empty x-forwarded-for gives ip '' instead of the peer, "
-                     "empty host gives service '', empty x-kubeward-principal gives principal ''")
 SPIFFE = "By=spiffe://cluster.local/ns/shop/sa/orders;Hash=abc123;Subject=\"\";URI=spiffe://cluster.local/ns/shop/sa/web"
 
 
