@@ -31,6 +31,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from ingest import row_to_summary, summary_row
+
 __all__ = ["add_cli", "run_bench"]
 
 REPO = Path(__file__).resolve().parents[1]
@@ -119,7 +121,7 @@ def bench_worker(workdir: Path, envelope_rows_total: int, single_total: int, wor
         env_run = _drain_cpu(stack.worker.pid, broker_pid, metrics_url, sent)
         _say(f"worker: envelopes {env_run['rows'] / env_run['worker_cpu_s']:,.0f} summaries/CPU-s")
         base = _metric(metrics_url, "kubeward_worker_summaries_total")
-        singles = [json.dumps(_row_to_json(r)).encode() for r in rows[:single_total]]
+        singles = [row_to_summary(r).model_dump_json().encode() for r in rows[:single_total]]
         w0 = cpu_seconds(stack.worker.pid)
         for i, value in enumerate(singles):
             producer.send(SUMMARIES.name, key=f"s{i % 997}".encode(), value=value)
@@ -138,12 +140,6 @@ def bench_worker(workdir: Path, envelope_rows_total: int, single_total: int, wor
         "single_run": single_run,
         "broker_cpu_per_million_records_envelope_s": round(env_run["broker_cpu_s"] / env_run["rows"] * 1e6, 2),
     }
-
-
-def _row_to_json(row: dict[str, Any]) -> dict[str, Any]:
-    out = dict(row)
-    out["sensitive"] = dict(row["sensitive"])
-    return out
 
 
 def bench_latency(workdir: Path, rate_eps: float, seconds: float, worker_settings: dict[str, Any] | None = None, publisher_linger_ms: float = 5.0) -> dict[str, Any]:
@@ -187,18 +183,15 @@ def bench_latency(workdir: Path, rate_eps: float, seconds: float, worker_setting
 def _probe_rows(n: int) -> list[dict[str, Any]]:
     """30 reads of distinct objects by a fresh end user, stamped now: one BOLA verdict."""
     now = time.time()
-    rows = []
-    for i in range(30):
-        rows.append({
-            "schema_version": 1, "id": uuid.uuid4().hex, "time": now, "duration_ms": 5.0, "reporter": "bench",
-            "source": {"workload": "shop/frontend", "namespace": "shop", "pod": None, "ip": "10.9.9.9", "external": False},
-            "principal": f"probe-{n}", "auth_type": "jwt",
-            "destination": {"service": "orders", "namespace": "shop", "host": None, "port": None, "external": False},
-            "protocol": "http", "method": "GET", "path_template": "/orders/{id}", "raw_path": None, "status": 404,
-            "request_bytes": 200, "response_bytes": 100, "object_ids": [uuid.uuid4().hex[:16]], "sensitive": [],
-            "inline_findings": [], "decision": None, "mcp": None, "llm": None, "trace_id": None, "ground_truth": None,
-        })
-    return rows
+    return [
+        summary_row(
+            id=uuid.uuid4().hex, time=now, reporter="bench", principal=f"probe-{n}", auth_type="jwt",
+            source={"workload": "shop/frontend", "namespace": "shop", "ip": "10.9.9.9"},
+            destination={"service": "orders", "namespace": "shop"},
+            method="GET", path_template="/orders/{id}", status=404, object_ids=[uuid.uuid4().hex[:16]],
+        )
+        for _ in range(30)
+    ]
 
 
 def _wrk(port: int, seconds: int, connections: int, script: Path, cpu: int) -> dict[str, float]:

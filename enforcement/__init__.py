@@ -9,7 +9,7 @@ Imports only ``ingest``, so the data plane never loads detection code.
 
 from enforcement.cache import CachedVerdict, VerdictCache
 from enforcement.decision import ALLOW, Decision, RequestView, decide
-from enforcement.errors import EnforcementError, RuleLoadError, SignatureError
+from enforcement.errors import EnforcementError, RuleLoadError
 from enforcement.ratelimit import TokenBuckets
 from enforcement.settings import ShimSettings
 from enforcement.signatures import Signature, SignatureSet, lint, load_signatures
@@ -23,7 +23,6 @@ __all__ = [
     "RuleLoadError",
     "ShimSettings",
     "Signature",
-    "SignatureError",
     "SignatureSet",
     "TokenBuckets",
     "VerdictCache",

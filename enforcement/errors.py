@@ -1,13 +1,14 @@
 """Errors of the enforcement package.
 
     EnforcementError
-     ├── RuleLoadError      an inline signature file is invalid (names file, rule and key)
-     └── SignatureError     a verdict's HMAC does not match; the shim ignores it
+     └── RuleLoadError      an inline signature file is invalid (names file, rule and key)
+
+A verdict whose HMAC does not match is not an error: the shim counts and ignores it.
 """
 
 from __future__ import annotations
 
-__all__ = ["EnforcementError", "RuleLoadError", "SignatureError"]
+__all__ = ["EnforcementError", "RuleLoadError"]
 
 
 class EnforcementError(Exception):
@@ -17,6 +18,3 @@ class EnforcementError(Exception):
 class RuleLoadError(EnforcementError):
     """An inline rule file or rule is invalid."""
 
-
-class SignatureError(EnforcementError):
-    """A verdict failed its HMAC check."""

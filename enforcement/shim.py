@@ -33,7 +33,8 @@ from enforcement.decision import ALLOW, Decision, RequestView, decide
 from enforcement.ratelimit import TokenBuckets
 from enforcement.settings import ShimSettings
 from enforcement.signatures import load_signatures
-from ingest import RequestSummary, hash_object_id, template_path
+from ingest import RequestSummary, hash_object_id, row_to_summary, template_path
+from ingest import summary_row as envelope_row
 
 __all__ = ["Shim", "run"]
 
@@ -165,41 +166,27 @@ class Shim:
 
 def summarize(now: float, req: RequestView, decision: Decision, object_key: bytes) -> RequestSummary:
     """The ``RequestSummary`` a shim reports for one decision (request side only: no upstream status)."""
-    row = summary_row(now, req, decision, object_key)
-    row["sensitive"] = dict(row["sensitive"])
-    return RequestSummary.model_validate(row)
+    return row_to_summary(summary_row(now, req, decision, object_key))
 
 
 def summary_row(now: float, req: RequestView, decision: Decision, object_key: bytes) -> dict[str, Any]:
-    """The same record as a plain row in ``RequestSummary.model_dump()`` shape (the fast path for envelopes)."""
+    """The same record as an envelope row (the reporter thread's path)."""
     template, ids = template_path(req.path)
     workload = req.source_workload
-    return {
-        "schema_version": 1,
-        "id": uuid.uuid4().hex,
-        "time": now,
-        "duration_ms": None,
-        "reporter": "shim",
-        "source": {"workload": workload, "namespace": workload.split("/", 1)[0] if workload else None, "pod": None, "ip": req.ip, "external": False},
-        "principal": req.principal,
-        "auth_type": None,
-        "destination": {"service": req.service or "-", "namespace": req.namespace, "host": None, "port": None, "external": False},
-        "protocol": "http",
-        "method": req.method,
-        "path_template": template,
-        "raw_path": None,
-        "status": decision.status if decision.status != 200 else None,
-        "request_bytes": 0,
-        "response_bytes": 0,
-        "object_ids": [hash_object_id(i, object_key) for i in ids],
-        "sensitive": [],
-        "inline_findings": list(decision.findings),
-        "decision": decision.would if decision.enforced or decision.would == "allow" else f"observe:{decision.would}",
-        "mcp": None,
-        "llm": None,
-        "trace_id": None,
-        "ground_truth": None,
-    }
+    return envelope_row(
+        id=uuid.uuid4().hex,
+        time=now,
+        reporter="shim",
+        source={"workload": workload, "namespace": workload.split("/", 1)[0] if workload else None, "ip": req.ip},
+        principal=req.principal,
+        destination={"service": req.service or "-", "namespace": req.namespace},
+        method=req.method,
+        path_template=template,
+        status=decision.status if decision.status != 200 else None,
+        object_ids=[hash_object_id(i, object_key) for i in ids],
+        inline_findings=list(decision.findings),
+        decision=decision.would if decision.enforced or decision.would == "allow" else f"observe:{decision.would}",
+    )
 
 
 class _HttpConnection(asyncio.Protocol):

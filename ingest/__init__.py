@@ -7,7 +7,17 @@
 stays free of Kafka imports so that pure code can depend on it cheaply.
 """
 
-from ingest.envelope import EnvelopeError, arrow_schema, decode_message, encode_envelope, summaries_from_table
+from ingest.envelope import (
+    EnvelopeError,
+    arrow_schema,
+    decode_message,
+    encode_envelope,
+    encode_rows,
+    row_to_summary,
+    summaries_from_table,
+    summary_row,
+    summary_to_row,
+)
 from ingest.errors import IngestError, PublishError, SettingsError
 from ingest.schema import (
     DeadLetter,
@@ -56,9 +66,13 @@ __all__ = [
     "arrow_schema",
     "decode_message",
     "encode_envelope",
+    "encode_rows",
     "hash_object_id",
+    "row_to_summary",
     "sign_verdict",
     "summaries_from_table",
+    "summary_row",
+    "summary_to_row",
     "template_path",
     "verify_verdict",
 ]

@@ -30,7 +30,7 @@ from kafka.errors import KafkaError, KafkaTimeoutError
 from kafka.partitioner.default import murmur2
 from prometheus_client import REGISTRY, Counter
 
-from ingest.envelope import encode_rows
+from ingest.envelope import encode_rows, summary_to_row
 from ingest.errors import PublishError
 from ingest.schema import RequestSummary, actor_key
 from ingest.topics import SUMMARIES
@@ -169,12 +169,6 @@ class EnvelopeBuffer:
         return Envelope(partition, pending.key, pending.rows)
 
 
-def _summary_row(summary: RequestSummary) -> dict[str, Any]:
-    row = summary.model_dump()
-    row["sensitive"] = list(row["sensitive"].items())
-    return row
-
-
 class SummaryPublisher:
     """Publish summary rows to ``l7.summaries.v1`` as Arrow IPC envelopes keyed by actor.
 
@@ -244,7 +238,7 @@ class SummaryPublisher:
 
     def publish(self, summaries: Sequence[RequestSummary]) -> None:
         """Convenience: ``publish_rows`` for records."""
-        self.publish_rows([_summary_row(s) for s in summaries])
+        self.publish_rows([summary_to_row(s) for s in summaries])
 
     def publish_json(self, summary: RequestSummary) -> None:
         """Send one summary as a JSON message keyed by its actor (the single-record path)."""

@@ -22,7 +22,6 @@ from __future__ import annotations
 import enum
 import hashlib
 import heapq
-import json
 import math
 import random
 from bisect import bisect_right
@@ -33,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from ingest.errors import SettingsError
+from ingest.envelope import row_to_summary
 from ingest.schema import SCHEMA_VERSION, RequestSummary
 
 __all__ = [
@@ -166,9 +166,7 @@ class SimCall:
         with_raw_path: bool = False,
     ) -> RequestSummary:
         """The call as a ``RequestSummary``: object ids hashed, raw path dropped unless asked for."""
-        row = self.to_row(id, object_id_key, decision, reporter, status, response_bytes, sensitive, with_raw_path)
-        row["sensitive"] = dict(row["sensitive"])
-        return RequestSummary.model_validate(row)
+        return row_to_summary(self.to_row(id, object_id_key, decision, reporter, status, response_bytes, sensitive, with_raw_path))
 
 
 @dataclass(frozen=True)
@@ -929,8 +927,7 @@ def write_jsonl(calls: Iterable[SimCall], path: str | Path, object_id_key: bytes
     n = 0
     with open(path, "w", encoding="utf-8") as out:
         for row in _rows(calls, object_id_key, id_prefix):
-            row["sensitive"] = dict(row["sensitive"])
-            out.write(json.dumps(row, separators=(",", ":")) + "\n")
+            out.write(row_to_summary(row).model_dump_json() + "\n")
             n += 1
     return n
 

@@ -16,7 +16,7 @@ from models.detectors import (
     RetiredEndpointDetector,
     VolumeDetector,
 )
-from models.errors import ModelError, NotFittedError, UnknownDetectorError
+from models.errors import ModelError, UnknownDetectorError
 from models.features import FEATURES
 from models.registry import REGISTRY, build_detectors
 
@@ -29,7 +29,6 @@ __all__ = [
     "Frame",
     "InlineSignatureDetector",
     "ModelError",
-    "NotFittedError",
     "NovelDestinationDetector",
     "ObjectBreadthDetector",
     "RetiredEndpointDetector",

@@ -1,13 +1,14 @@
 """Errors of the models package.
 
     ModelError
-     ├── UnknownDetectorError   a registry name that does not exist (lists the valid ones)
-     └── NotFittedError         ``score`` called before ``fit`` on a detector that needs it
+     └── UnknownDetectorError   a registry name that does not exist (lists the valid ones)
+
+Detectors need no ``fit`` before scoring: an unfitted detector uses its floor hyperparameter.
 """
 
 from __future__ import annotations
 
-__all__ = ["ModelError", "NotFittedError", "UnknownDetectorError"]
+__all__ = ["ModelError", "UnknownDetectorError"]
 
 
 class ModelError(Exception):
@@ -17,6 +18,3 @@ class ModelError(Exception):
 class UnknownDetectorError(ModelError, KeyError):
     """No detector is registered under the requested name."""
 
-
-class NotFittedError(ModelError):
-    """The detector has learned state that ``fit`` has not set yet."""

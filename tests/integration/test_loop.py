@@ -26,7 +26,7 @@ from deploy.dataplane import CheckClient
 from deploy.demo import drive
 from deploy.stack import LocalStack
 from deploy.tally import Tally
-from ingest import DLQ, VERDICTS, DeadLetter, Policy, Verdict
+from ingest import DLQ, VERDICTS, DeadLetter, Policy, Verdict, summary_row
 from ingest.publish import SummaryPublisher
 from ingest.simulator import AttackPlan, ClusterSimulator
 
@@ -42,15 +42,12 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
 
 
 def _row(principal: str, object_id: str, status: int = 200, t: float | None = None) -> dict[str, Any]:
-    return {
-        "schema_version": 1, "id": uuid.uuid4().hex, "time": t or time.time(), "duration_ms": 3.0, "reporter": "test",
-        "source": {"workload": "shop/frontend", "namespace": "shop", "pod": None, "ip": "10.0.0.7", "external": False},
-        "principal": principal, "auth_type": "jwt",
-        "destination": {"service": "orders", "namespace": "shop", "host": None, "port": None, "external": False},
-        "protocol": "http", "method": "GET", "path_template": "/orders/{id}", "raw_path": None, "status": status,
-        "request_bytes": 100, "response_bytes": 400, "object_ids": [object_id], "sensitive": [], "inline_findings": [],
-        "decision": None, "mcp": None, "llm": None, "trace_id": None, "ground_truth": None,
-    }
+    return summary_row(
+        id=uuid.uuid4().hex, time=t or time.time(), reporter="test", principal=principal, auth_type="jwt",
+        source={"workload": "shop/frontend", "namespace": "shop", "ip": "10.0.0.7"},
+        destination={"service": "orders", "namespace": "shop"},
+        method="GET", path_template="/orders/{id}", status=status, object_ids=[object_id],
+    )
 
 
 def _enumeration(principal: str, count: int, start: int = 0, t: float | None = None) -> list[dict[str, Any]]:
