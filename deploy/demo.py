@@ -28,12 +28,13 @@ from deploy.stack import LocalStack
 from deploy.tally import Tally, plot_timeline
 from ingest import VERDICTS, Policy, Verdict
 from ingest.simulator import ClusterSimulator, plan_attacks
+from models import REGISTRY
 
 __all__ = ["add_cli", "run_demo"]
 
 REPO = Path(__file__).resolve().parents[1]
 OBJECT_KEY = b"kubeward-dev-object-key"
-_CLASS_BY_DETECTOR = {"bola_breadth": "bola", "auth_failures": "credential_abuse", "pii_volume": "exfiltration", "novel_destination": "lateral_movement", "inline_signature": "injection", "retired_endpoint": "retired_api"}
+_CLASS_BY_DETECTOR = {name: detector.attack_class for name, detector in REGISTRY.items()}
 
 
 class VerdictWatcher(threading.Thread):

@@ -22,6 +22,7 @@ from ingest.envelope import decode_message, encode_rows
 from ingest.simulator import ClusterSimulator, plan_attacks
 from models import REGISTRY, build_detectors
 from streams.processor import BatchProcessor, ProcessorConfig
+from streams.state import actor_hash
 
 __all__ = ["evaluate"]
 
@@ -167,8 +168,6 @@ def window_frames(seed: int, seconds: float = 120.0, rate: float = 1000.0, users
         table = decode_message(encode_rows(rows), 1 << 30)
         proc.process(table)
         actors = sorted({c.actor for c in chunk})
-        from streams.state import actor_hash
-
         found, _ = proc.store.rows_for(np.array([actor_hash(a) for a in actors], dtype=np.uint64))
         frames.append(proc.frame(found))
         labels.append(np.array([a in bad for a in actors]))
