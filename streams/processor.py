@@ -312,8 +312,12 @@ class BatchProcessor:
 
     def _detection(self, b: _Batch, frame: dict[str, _F], scores: _F, i: int, last: int, t: float) -> Detection:
         row = {name: float(col[i]) for name, col in frame.items()}
-        fired = [d for d, s in zip(self.detectors, scores) if s >= self.config.score_threshold]
-        top = max(fired, key=lambda d: scores[self.detectors.index(d)])
-        reasons = tuple(r for d in fired for r in d.explain(row))
+        top = self.detectors[int(np.argmax(scores))]
+        # the scores are already known: build the reasons from them rather than re-scoring with explain()
+        reasons = tuple(
+            Reason(detector=d.name, score=round(float(s), 4), evidence=d.evidence(row))
+            for d, s in zip(self.detectors, scores)
+            if s >= self.config.score_threshold
+        )
         dest = b.destination[last].as_py()
         return Detection(b.actors[i], top.attack_class, float(scores.max()), reasons, t, dest.get("namespace"), dest.get("service"), row)
