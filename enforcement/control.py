@@ -42,9 +42,9 @@ class ControlConsumer:
     verdict never competes with request handling for the interpreter lock.
     """
 
-    def __init__(self, bootstrap: str, cache: VerdictCache, key: bytes, topic: str = VERDICTS.name):
+    def __init__(self, bootstrap: str, cache: VerdictCache, key: bytes, topic: str = VERDICTS.name, synced: threading.Event | None = None):
         self.bootstrap, self.cache, self.key, self.topic = bootstrap, cache, key, topic
-        self.synced = threading.Event()
+        self.synced = synced or threading.Event()
         self.started_at = time.time()
         self.latencies_ms: deque[float] = deque(maxlen=100_000)
         self.delivery_ms: deque[float] = deque(maxlen=100_000)

@@ -287,8 +287,7 @@ async def serve(settings: ShimSettings, ready: threading.Event | None = None, st
         from enforcement.control import ControlConsumer
         from ingest.publish import SummaryPublisher
 
-        control = ControlConsumer(settings.bootstrap, shim.cache, settings.verdict_key.get_secret_value().encode())
-        control.synced = shim.synced
+        control = ControlConsumer(settings.bootstrap, shim.cache, settings.verdict_key.get_secret_value().encode(), synced=shim.synced)
         control_task = asyncio.ensure_future(control.run())
         if settings.report != "none":
             publisher = SummaryPublisher(settings.bootstrap, client_id="kubeward-shim", linger_ms=5.0)
