@@ -21,8 +21,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install -q -e '.[dev]'
 	touch $(STAMP)
 
-$(KAFKA_LIBS): deploy/kafka/pom.xml | $(STAMP)
-	$(BIN)/python -c "from deploy.broker import fetch_jars; print('kafka jars:', fetch_jars())"
+$(KAFKA_LIBS): deploy/runtime/kafka/pom.xml | $(STAMP)
+	$(BIN)/python -c "from deploy.runtime.broker import fetch_jars; print('kafka jars:', fetch_jars())"
 
 tools:
 	@command -v wrk >/dev/null || { echo "installing wrk (Debian) for the shim benchmark"; \

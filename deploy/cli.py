@@ -82,14 +82,14 @@ def _add_shim(sub: Any) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (every subcommand has --help)."""
-    from deploy import broker
+    from deploy.runtime import broker
 
     parser = argparse.ArgumentParser(prog="kubeward", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     broker.add_cli(sub)
     _add_worker(sub)
     _add_shim(sub)
-    for module in ("deploy.simulate", "deploy.demo", "deploy.bench", "deploy.evaluate"):
+    for module in ("deploy.lab.simulate", "deploy.lab.demo", "deploy.lab.bench", "deploy.lab.evaluate"):
         try:
             __import__(module, fromlist=["add_cli"]).add_cli(sub)
         except ModuleNotFoundError as exc:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from deploy import broker
+from deploy.runtime import broker
 
 
 @pytest.mark.parametrize("missing", [("java",), ("mvn",), ("java", "mvn")])

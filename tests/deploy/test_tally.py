@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from deploy.tally import Tally, plot_timeline
+from deploy.lab.tally import Tally, plot_timeline
 
 
 def _run() -> Tally:

@@ -1,4 +1,4 @@
-"""Integration fixtures: one real Kafka broker (deploy.broker) for the whole test session."""
+"""Integration fixtures: one real Kafka broker (deploy.runtime.broker) for the whole test session."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from deploy import broker
+from deploy.runtime import broker
 
 
 def _free_ports(count: int) -> list[int]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from deploy.demo import run_demo, summary_table
+from deploy.lab.demo import run_demo, summary_table
 
 
 def test_short_demo_detects_and_blocks_attackers_without_hurting_benign_users(tmp_path: Path) -> None:

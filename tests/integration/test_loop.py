@@ -22,10 +22,10 @@ from typing import Any
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
-from deploy.dataplane import CheckClient
-from deploy.demo import drive
-from deploy.stack import LocalStack
-from deploy.tally import Tally
+from deploy.lab.checkclient import CheckClient
+from deploy.lab.demo import drive
+from deploy.runtime.stack import LocalStack
+from deploy.lab.tally import Tally
 from ingest import DLQ, VERDICTS, DeadLetter, Policy, Verdict, summary_row
 from ingest.publish import SummaryPublisher
 from ingest.simulator import AttackPlan, ClusterSimulator
@@ -148,7 +148,7 @@ def test_bad_records_go_to_the_dead_letter_topic_and_the_worker_keeps_going(stac
 def test_restarted_shim_rebuilds_its_cache_and_keeps_denying(stack: LocalStack) -> None:
     _publish(stack, _enumeration("before-shim-restart", 40))
     assert _wait_status(stack, "before-shim-restart", 403) == 403
-    from deploy.runtime import stop_process
+    from deploy.runtime.process import stop_process
 
     stop_process(stack.shim)
     stack.start_shim()  # returns once /healthz says the cache synced from the topic
@@ -157,7 +157,7 @@ def test_restarted_shim_rebuilds_its_cache_and_keeps_denying(stack: LocalStack) 
 
 
 def test_restarted_worker_recovers_state_from_its_changelog(stack: LocalStack) -> None:
-    from deploy.runtime import stop_process
+    from deploy.runtime.process import stop_process
 
     metrics = f"http://127.0.0.1:{stack.ports['worker_web']}/metrics"
     # Event times, not wall-clock times, place calls in windows: keep both halves in one 30 s window

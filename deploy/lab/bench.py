@@ -35,7 +35,7 @@ from ingest import row_to_summary, summary_row
 
 __all__ = ["add_cli", "run_bench"]
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 TARGETS = {
     "worker.records_per_cpu_second": ">= 250000",
@@ -92,7 +92,7 @@ def bench_worker(workdir: Path, envelope_rows_total: int, single_total: int, wor
     """Worker throughput per CPU-second, envelopes vs one summary per message, same worker."""
     from kafka import KafkaProducer
 
-    from deploy.stack import LocalStack
+    from deploy.runtime.stack import LocalStack
     from ingest import SUMMARIES
     from ingest.envelope import encode_rows
     from ingest.publish import EnvelopeBuffer
@@ -144,7 +144,7 @@ def bench_worker(workdir: Path, envelope_rows_total: int, single_total: int, wor
 
 def bench_latency(workdir: Path, rate_eps: float, seconds: float, worker_settings: dict[str, Any] | None = None, publisher_linger_ms: float = 5.0) -> dict[str, Any]:
     """Summary time -> verdict applied in the shim, under simulated load at ``rate_eps``."""
-    from deploy.stack import LocalStack
+    from deploy.runtime.stack import LocalStack
     from ingest.publish import SummaryPublisher
     from ingest.simulator import ClusterSimulator
 
@@ -241,7 +241,7 @@ def serve_constant(port: int) -> None:
 
 def _baseline(workdir: Path, seconds: int, connections: int, script: Path) -> dict[str, float]:
     port = _free_port()
-    proc = subprocess.Popen(["taskset", "-c", "0", sys.executable, "-c", f"from deploy.bench import serve_constant; serve_constant({port})"], cwd=REPO, start_new_session=True)
+    proc = subprocess.Popen(["taskset", "-c", "0", sys.executable, "-c", f"from deploy.lab.bench import serve_constant; serve_constant({port})"], cwd=REPO, start_new_session=True)
     try:
         _wait_port(port)
         _wrk(port, 2, connections, script, cpu=1)
@@ -255,7 +255,7 @@ def _baseline(workdir: Path, seconds: int, connections: int, script: Path) -> di
 
 
 def _free_port() -> int:
-    from deploy.runtime import free_port
+    from deploy.runtime.process import free_port
 
     return free_port()
 
@@ -274,8 +274,8 @@ def _wait_port(port: int, timeout: float = 20) -> None:
 
 def bench_shim(workdir: Path, seconds: int, connections: int) -> dict[str, Any]:
     """Shim decisions/s under wrk; shim on core 0, wrk on core 1; with and without summary reports."""
-    from deploy.runtime import free_port, start_shim, stop_process
-    from deploy.stack import LocalStack
+    from deploy.runtime.process import free_port, start_shim, stop_process
+    from deploy.runtime.stack import LocalStack
 
     if shutil.which("wrk") is None:
         raise RuntimeError("wrk is not installed: run `make tools` (apt-get install wrk)")

@@ -1,7 +1,7 @@
 """A real single-node Apache Kafka 4.x broker (KRaft), run by the project itself.
 
 No Docker and no Kafka tarball: the broker's jars come from Maven Central through
-``mvn`` (``deploy/kafka/pom.xml``) and it runs as ``java -cp 'libs/*' kafka.Kafka``,
+``mvn`` (``deploy/runtime/kafka/pom.xml``) and it runs as ``java -cp 'libs/*' kafka.Kafka``,
 exactly what the distribution's ``bin/kafka-server-start.sh`` does.
 
 Contract
@@ -19,7 +19,7 @@ Contract
   with their configs; :func:`stop` and :func:`status` work from the data dir alone,
   so another process (or the CLI) can stop a broker it did not start.
 * :func:`add_cli` registers ``kafka up|down|status`` on an argparse subparsers object;
-  ``python -m deploy.broker kafka up`` runs it standalone.
+  ``python -m deploy.runtime.broker kafka up`` runs it standalone.
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ __all__ = [
     "wait_ready",
 ]
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
+REPO_ROOT = Path(__file__).resolve().parents[2]
 KAFKA_DIR = Path(__file__).resolve().parent / "kafka"
 POM = KAFKA_DIR / "pom.xml"
 LOG4J_CONFIG = KAFKA_DIR / "log4j2.properties"
@@ -122,7 +122,7 @@ def _require_tools(*tools: str) -> dict[str, str]:
 def fetch_jars(cache_dir: Path = DEFAULT_CACHE) -> Path:
     """Collect the broker jars into ``<cache_dir>/libs`` once (idempotent); return that dir.
 
-    Runs ``mvn dependency:copy-dependencies`` on ``deploy/kafka/pom.xml`` into a temporary
+    Runs ``mvn dependency:copy-dependencies`` on ``deploy/runtime/kafka/pom.xml`` into a temporary
     dir that is renamed at the end, so an interrupted fetch never looks complete.
     """
     libs = Path(cache_dir) / "libs"
@@ -177,7 +177,7 @@ def _server_properties(data_dir: Path, port: int, controller_port: int) -> str:
         "log.cleaner.dedupe.buffer.size": str(16 * 1024 * 1024),
         "log.cleaner.backoff.ms": "1000",
     }
-    header = "# written by deploy/broker.py on every start; edit the code, not this file\n"
+    header = "# written by deploy/runtime/broker.py on every start; edit the code, not this file\n"
     return header + "".join(f"{key}={value}\n" for key, value in settings.items())
 
 
@@ -537,8 +537,8 @@ def add_cli(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Standalone entry point: ``python -m deploy.broker kafka up``."""
-    parser = argparse.ArgumentParser(prog="python -m deploy.broker", description=__doc__.splitlines()[0])
+    """Standalone entry point: ``python -m deploy.runtime.broker kafka up``."""
+    parser = argparse.ArgumentParser(prog="python -m deploy.runtime.broker", description=__doc__.splitlines()[0])
     add_cli(parser.add_subparsers(title="commands", required=True))
     args = parser.parse_args(argv)
     return int(args.func(args))

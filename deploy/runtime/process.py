@@ -73,7 +73,7 @@ def _spawn(args: list[str], env: dict[str, str], log: Path, cpu: int | None) -> 
     if cpu is not None and hasattr(os, "sched_setaffinity"):
         cmd = ["taskset", "-c", str(cpu), *cmd]
     with log.open("wb") as out:
-        return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=Path(__file__).resolve().parents[1])
+        return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=Path(__file__).resolve().parents[2])
 
 
 def start_worker(log: Path, settings: dict[str, Any], timeout: float = 90, cpu: int | None = None) -> subprocess.Popen[bytes]:

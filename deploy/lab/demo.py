@@ -23,16 +23,16 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from deploy.dataplane import CheckClient, check_request
-from deploy.stack import LocalStack
-from deploy.tally import Tally, plot_timeline
+from deploy.lab.checkclient import CheckClient, check_request
+from deploy.runtime.stack import LocalStack
+from deploy.lab.tally import Tally, plot_timeline
 from ingest import VERDICTS, Policy, Verdict
 from ingest.simulator import ClusterSimulator, plan_attacks
 from models import REGISTRY
 
 __all__ = ["add_cli", "run_demo"]
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 OBJECT_KEY = b"kubeward-dev-object-key"
 _CLASS_BY_DETECTOR = {name: detector.attack_class for name, detector in REGISTRY.items()}
 

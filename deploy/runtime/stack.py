@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from deploy import broker
-from deploy.runtime import free_port, start_shim, start_worker, stop_process
+from deploy.runtime import broker
+from deploy.runtime.process import free_port, start_shim, start_worker, stop_process
 
 __all__ = ["LocalStack"]
 

@@ -1,0 +1,1 @@
+"""The lab: demo, traffic driver, tally, benchmarks, evaluations and comparisons."""
