@@ -22,7 +22,13 @@ __all__ = ["ALLOW", "Decision", "RequestView", "decide"]
 
 @dataclass(slots=True)
 class RequestView:
-    """What the data plane tells the shim about one request (no body)."""
+    """What the data plane tells the shim about one request.
+
+    Adapters fill it from the data plane's check request; identity and
+    destination come from ``ingest.identity`` so that the shim and the
+    collectors derive the same actor. ``headers`` (lower-case names), ``peer_ip``
+    and ``body`` are kept for the report the shim publishes, not for ``decide``.
+    """
 
     method: str
     path: str
@@ -32,6 +38,12 @@ class RequestView:
     service: str | None = None
     namespace: str | None = None
     keys: tuple[str, ...] | None = None
+    request_id: str | None = None
+    auth_type: str | None = None
+    authority: str | None = None
+    headers: dict[str, str] | None = None
+    peer_ip: str | None = None
+    body: bytes | None = None
 
     def subject_keys(self) -> tuple[str, ...]:
         """Verdict-cache keys that can match this request, most specific first (``keys`` if precomputed)."""

@@ -1,0 +1,32 @@
+"""The one protocol every collector source implements, and the pipeline they feed.
+
+A ``Source`` runs until told to stop and hands batches of ``HttpObservation``
+to ``emit``: servers (the Envoy access-log service, the ext_proc tap, OTLP/HTTP)
+call it from their handlers, tailers (JSON access-log files) from their read
+loop, replays (HAR, JSONL) until the input ends. What happens next is the same
+for all: observations of one call are joined by request id
+(``ingest.collectors.join.Joiner``), summarised (``ingest.summarize.Summarizer``)
+and published (``ingest.publish.SummaryPublisher``).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from typing import Protocol
+
+from ingest.observation import HttpObservation
+
+__all__ = ["Emit", "Source"]
+
+Emit = Callable[[Sequence[HttpObservation]], None]
+
+
+class Source(Protocol):
+    """A producer of observations (server, tailer or replay)."""
+
+    name: str
+
+    def run(self, emit: Emit, stop: threading.Event) -> None:
+        """Emit observations until ``stop`` is set or the input ends; never raise on bad input."""
+        ...

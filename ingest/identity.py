@@ -1,0 +1,330 @@
+"""Who made a call and where it went, derived from what the data plane forwards.
+
+* **Principal**: from ``Authorization: Bearer <JWT>`` (``sub``, else
+  ``client_id``, else ``azp``), an API-key header or a session cookie; kept as
+  a keyed hash (``jwt:<16 hex>``), never the token. A JWT's signature is
+  checked when a shared secret (HS256) or a JWKS (RS256/ES256) is configured;
+  a token that fails the check yields no principal (``auth_type`` ``jwt-invalid``),
+  so a forged ``sub`` can never frame someone else.
+* **Workload**: the SPIFFE URI of the nearest hop in ``x-forwarded-client-cert``
+  (``spiffe://<td>/ns/<ns>/sa/<sa>``), else the pod directory's answer for the
+  client address (``ingest.pods``), else none.
+* **Client address**: the data plane's peer, or, with ``trusted_hops = n``, the
+  n-th entry from the right of ``x-forwarded-for`` (each trusted proxy appends
+  one): never the leftmost entry, which any client can write.
+* **Destination**: a configured header the data plane sets, else the route or
+  upstream cluster the data plane reports (``outbound|80||orders.shop.svc.cluster.local``,
+  ``shop/orders``), else a Kubernetes service host name
+  (``orders.shop.svc.cluster.local``); an IP address is never a service name.
+
+Everything here is pure; results are memoised per distinct input because
+identities repeat from request to request.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import ipaddress
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+__all__ = [
+    "Target",
+    "Identity",
+    "IdentityConfig",
+    "IdentityResolver",
+    "client_ip",
+    "destination_from",
+    "hash_principal",
+    "jwt_claims",
+    "workload_from_xfcc",
+]
+
+_MEMO_MAX = 65536
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """The source side of one call, as Kubeward derived it."""
+
+    workload: str | None = None
+    namespace: str | None = None
+    pod: str | None = None
+    ip: str | None = None
+    external: bool = False
+    principal: str | None = None
+    auth_type: str = "none"
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """Where a call went: service name, namespace, and the external host when it left the cluster."""
+
+    service: str | None
+    namespace: str | None = None
+    host: str | None = None
+    external: bool = False
+
+
+@dataclass(frozen=True)
+class IdentityConfig:
+    """How identities are derived; every field has a safe default.
+
+    ``principal_key`` keys the principal hash. ``jwt_hs256_secret`` and ``jwks``
+    (``{"keys": [...]}``) enable signature checks. ``trusted_hops`` is how many
+    proxies in front of the reporter append to ``x-forwarded-for``.
+    ``internal_networks`` are the CIDRs of the cluster (pods, nodes); other
+    client addresses are external.
+    """
+
+    principal_key: bytes = b"kubeward-dev-principal-key"
+    jwt_hs256_secret: bytes | None = None
+    jwks: Mapping[str, Any] | None = None
+    trusted_hops: int = 0
+    api_key_headers: tuple[str, ...] = ("x-api-key", "api-key")
+    session_cookies: tuple[str, ...] = ("session", "sessionid", "jsessionid", "connect.sid", "_session_id")
+    destination_header: str = "x-kubeward-destination"
+    internal_networks: tuple[str, ...] = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "127.0.0.0/8", "fd00::/8", "::1/128")
+    cluster_domain: str = "cluster.local"
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+
+def hash_principal(kind: str, value: str, key: bytes) -> str:
+    """``<kind>:<16 hex>``, a keyed BLAKE2b of the principal's id (stable per key, not reversible).
+
+    >>> hash_principal("jwt", "user-00042", b"k") == hash_principal("jwt", "user-00042", b"k")
+    True
+    """
+    if len(key) > 64:
+        key = hashlib.blake2b(key).digest()
+    return f"{kind}:{hashlib.blake2b(value.encode(), key=key, digest_size=8).hexdigest()}"
+
+
+def _b64(segment: str) -> bytes:
+    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+
+
+def jwt_claims(token: str) -> tuple[dict[str, Any], dict[str, Any], bytes, bytes] | None:
+    """(header, claims, signing input, signature) of a compact JWS, or None when it is not one."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        return None
+    try:
+        header, claims = json.loads(_b64(parts[0])), json.loads(_b64(parts[1]))
+        signature = _b64(parts[2])
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(header, dict) or not isinstance(claims, dict):
+        return None
+    return header, claims, f"{parts[0]}.{parts[1]}".encode(), signature
+
+
+def _verify(header: Mapping[str, Any], signing_input: bytes, signature: bytes, config: IdentityConfig) -> bool:
+    alg = header.get("alg")
+    if alg == "HS256" and config.jwt_hs256_secret is not None:
+        expected = hmac.new(config.jwt_hs256_secret, signing_input, hashlib.sha256).digest()
+        return hmac.compare_digest(expected, signature)
+    if alg in ("RS256", "ES256") and config.jwks is not None:
+        from ingest.jwks import verify_with_jwks
+
+        return verify_with_jwks(config.jwks, header, signing_input, signature)
+    return False
+
+
+def _principal_from_jwt(token: str, config: IdentityConfig) -> tuple[str | None, str]:
+    parsed = jwt_claims(token)
+    if parsed is None:
+        return hash_principal("bearer", token, config.principal_key), "bearer"
+    header, claims, signing_input, signature = parsed
+    checking = config.jwt_hs256_secret is not None or config.jwks is not None
+    if checking and not _verify(header, signing_input, signature, config):
+        return None, "jwt-invalid"
+    subject = claims.get("sub") or claims.get("client_id") or claims.get("azp")
+    if not isinstance(subject, str) or not subject:
+        return None, "jwt-anonymous"
+    return hash_principal("jwt", subject, config.principal_key), "jwt" if checking else "jwt-unverified"
+
+
+def _cookie(header: str, names: tuple[str, ...]) -> str | None:
+    for part in header.split(";"):
+        name, _, value = part.strip().partition("=")
+        if name.lower() in names and value:
+            return value
+    return None
+
+
+def principal_from_headers(headers: Mapping[str, str], config: IdentityConfig) -> tuple[str | None, str]:
+    """(hashed principal, auth type) from the request headers (lower-case names)."""
+    auth = headers.get("authorization")
+    if auth:
+        scheme, _, credential = auth.strip().partition(" ")
+        if scheme.lower() == "bearer" and credential:
+            return _principal_from_jwt(credential.strip(), config)
+        if scheme.lower() == "basic" and credential:
+            try:
+                user = base64.b64decode(credential.strip()).decode("utf-8", "replace").partition(":")[0]
+            except ValueError:
+                return None, "basic-invalid"
+            return hash_principal("basic", user, config.principal_key), "basic"
+    for name in config.api_key_headers:
+        key = headers.get(name)
+        if key:
+            return hash_principal("apikey", key, config.principal_key), "api_key"
+    cookie = headers.get("cookie")
+    if cookie:
+        session = _cookie(cookie, config.session_cookies)
+        if session:
+            return hash_principal("session", session, config.principal_key), "session"
+    return None, "none"
+
+
+def workload_from_xfcc(xfcc: str) -> str | None:
+    """``ns/serviceaccount`` from the SPIFFE URI of the nearest hop in ``x-forwarded-client-cert``.
+
+    Envoy appends one comma-separated element per proxy; the last is the peer that connected to us.
+
+    >>> workload_from_xfcc('By=spiffe://a/ns/x/sa/y;URI=spiffe://cluster.local/ns/shop/sa/frontend')
+    'shop/frontend'
+    """
+    for element in reversed(xfcc.split(",")):
+        for part in element.split(";"):
+            part = part.strip()
+            if part.startswith("URI=spiffe://"):
+                bits = part[len("URI=spiffe://") :].strip('"').split("/")
+                if len(bits) >= 5 and bits[1] == "ns" and bits[3] == "sa":
+                    return f"{bits[2]}/{bits[4]}"
+    return None
+
+
+def client_ip(peer_ip: str | None, forwarded_for: str | None, trusted_hops: int) -> str | None:
+    """The client address: the peer, or the entry ``trusted_hops`` from the right of ``x-forwarded-for``.
+
+    With ``trusted_hops=1`` the one proxy in front of us appended the address it
+    saw, so the rightmost entry is trusted; anything left of that was written by
+    someone we do not trust.
+
+    >>> client_ip("10.0.0.9", "6.6.6.6, 203.0.113.7", 1)
+    '203.0.113.7'
+    >>> client_ip("10.0.0.9", "6.6.6.6", 0)
+    '10.0.0.9'
+    """
+    if trusted_hops <= 0 or not forwarded_for:
+        return peer_ip
+    entries = [e.strip() for e in forwarded_for.split(",") if e.strip()]
+    if len(entries) < trusted_hops:
+        return peer_ip if not entries else entries[0] if len(entries) == trusted_hops else peer_ip
+    return entries[-trusted_hops]
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+def _from_service_host(host: str, cluster_domain: str) -> Target | None:
+    """``name.ns.svc[.cluster.local]`` -> service ``name`` in ``ns``."""
+    labels = host.rstrip(".").split(".")
+    if len(labels) >= 3 and labels[2] == "svc" and ".".join(labels[3:]) in ("", cluster_domain):
+        return Target(labels[0], labels[1])
+    return None
+
+
+def destination_from(header_value: str | None, route: str | None, authority: str | None, config: IdentityConfig) -> Target:
+    """Destination of a call: configured header, route/cluster name, service host name, external host.
+
+    >>> destination_from(None, "outbound|80||orders.shop.svc.cluster.local", "10.1.2.3:80", IdentityConfig())
+    Target(service='orders', namespace='shop', host=None, external=False)
+    >>> destination_from(None, None, "10.1.2.3:8080", IdentityConfig()).service is None
+    True
+    """
+    for candidate in (header_value, route):
+        if not candidate:
+            continue
+        candidate = candidate.strip()
+        if "|" in candidate:  # Istio cluster names: direction|port|subset|host
+            candidate = candidate.rsplit("|", 1)[-1]
+        if "/" in candidate and not _is_ip(candidate):
+            namespace, _, name = candidate.partition("/")
+            return Target(name, namespace or None)
+        found = _from_service_host(candidate.split(":", 1)[0], config.cluster_domain)
+        if found is not None:
+            return found
+        if candidate and not _is_ip(candidate.split(":", 1)[0]):
+            return Target(candidate.split(":", 1)[0])
+    if authority:
+        host = authority.rsplit(":", 1)[0] if authority.count(":") == 1 else authority
+        if not _is_ip(host):
+            found = _from_service_host(host, config.cluster_domain)
+            if found is not None:
+                return found
+            if "." in host:
+                return Target(host, None, host, True)
+            return Target(host)
+    return Target(None)
+
+
+PodLookup = Callable[[str], "tuple[str, str, str] | None"]
+
+
+class IdentityResolver:
+    """Derives ``Identity`` and destinations from forwarded headers; memoised per distinct input.
+
+    ``pods`` maps a client address to ``(workload, namespace, pod)`` (``ingest.pods.PodDirectory.lookup``
+    adapted), or None.
+    """
+
+    def __init__(self, config: IdentityConfig | None = None, pods: Callable[[str], tuple[str, str, str] | None] | None = None):
+        self.config = config or IdentityConfig()
+        self.pods = pods
+        self._networks = tuple(ipaddress.ip_network(n) for n in self.config.internal_networks)
+        self._memo: dict[tuple[str | None, ...], Identity] = {}
+
+    def _external(self, ip: str | None) -> bool:
+        if not ip:
+            return False
+        try:
+            addr = ipaddress.ip_address(ip)
+        except ValueError:
+            return False
+        return not any(addr in n for n in self._networks)
+
+    def resolve(self, headers: Mapping[str, str], peer_ip: str | None) -> Identity:
+        """The source identity of one request (header names lower case).
+
+        The header-derived part (JWT parsing and checking, hashing) is memoised per
+        distinct set of identity headers; the pod directory is asked on every call,
+        because pod addresses are reused.
+        """
+        get = headers.get
+        key = (get("authorization"), get("x-forwarded-client-cert"), get("x-forwarded-for"), get("cookie"), *(get(h) for h in self.config.api_key_headers), peer_ip)
+        found = self._memo.get(key)
+        if found is None:
+            if len(self._memo) >= _MEMO_MAX:
+                self._memo.clear()
+            found = self._memo[key] = self._from_headers(headers, peer_ip)
+        if found.workload is None and found.ip and self.pods is not None:
+            pod = self.pods(found.ip)
+            if pod is not None:
+                return Identity(pod[0], pod[1], pod[2], found.ip, False, found.principal, found.auth_type)
+        return found
+
+    def _from_headers(self, headers: Mapping[str, str], peer_ip: str | None) -> Identity:
+        ip = client_ip(peer_ip, headers.get("x-forwarded-for"), self.config.trusted_hops)
+        principal, auth_type = principal_from_headers(headers, self.config)
+        xfcc = headers.get("x-forwarded-client-cert")
+        workload = workload_from_xfcc(xfcc) if xfcc else None
+        if workload is not None and auth_type == "none":
+            auth_type = "mtls"
+        namespace = workload.split("/", 1)[0] if workload else None
+        return Identity(workload, namespace, None, ip, workload is None and self._external(ip), principal, auth_type)
+
+    def destination(self, headers: Mapping[str, str], route: str | None, authority: str | None) -> Target:
+        """Destination of one request (see ``destination_from``)."""
+        return destination_from(headers.get(self.config.destination_header), route, authority, self.config)
