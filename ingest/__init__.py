@@ -22,6 +22,7 @@ from ingest.errors import IngestError, PublishError, SettingsError
 from ingest.schema import (
     DeadLetter,
     Destination,
+    EndpointRecord,
     Finding,
     FindingInfo,
     GroundTruth,
@@ -47,6 +48,7 @@ __all__ = [
     "VERDICTS",
     "DeadLetter",
     "Destination",
+    "EndpointRecord",
     "EnvelopeError",
     "Finding",
     "FindingInfo",

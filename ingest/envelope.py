@@ -89,7 +89,7 @@ def summary_row(**fields: Any) -> dict[str, Any]:
     Rows are ``RequestSummary.model_dump()`` shaped, except ``sensitive``: a list of
     ``(type, count)`` pairs, as an Arrow map wants. A ``sensitive`` dict is converted.
     """
-    row = {**_ROW_DEFAULTS, "object_ids": [], "sensitive": [], "inline_findings": [], **fields}
+    row = {**_ROW_DEFAULTS, "object_ids": [], "object_ids_created": [], "sensitive": [], "inline_findings": [], **fields}
     for name, defaults in _NESTED_DEFAULTS.items():
         if isinstance(row[name], dict):
             row[name] = {**defaults, **row[name]}

@@ -228,6 +228,13 @@ def _is_ip(text: str) -> bool:
     return True
 
 
+def _strip_port(authority: str) -> str:
+    """``host:port``, ``[v6]:port`` or a bare IPv6 address -> the host."""
+    if authority.startswith("["):
+        return authority[1 : authority.find("]")] if "]" in authority else authority
+    return authority.rsplit(":", 1)[0] if authority.count(":") == 1 else authority
+
+
 def _from_service_host(host: str, cluster_domain: str) -> Target | None:
     """``name.ns.svc[.cluster.local]`` -> service ``name`` in ``ns``."""
     labels = host.rstrip(".").split(".")
@@ -259,7 +266,7 @@ def destination_from(header_value: str | None, route: str | None, authority: str
         if candidate and not _is_ip(candidate.split(":", 1)[0]):
             return Target(candidate.split(":", 1)[0])
     if authority:
-        host = authority.rsplit(":", 1)[0] if authority.count(":") == 1 else authority
+        host = _strip_port(authority)
         if not _is_ip(host):
             found = _from_service_host(host, config.cluster_domain)
             if found is not None:

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 __all__ = [
     "DeadLetter",
     "Destination",
+    "EndpointRecord",
     "Finding",
     "FindingInfo",
     "FindingMetadata",
@@ -96,10 +97,16 @@ class GroundTruth(_Record):
 class RequestSummary(_Record):
     """One L7 call as seen by a shim, a collector or the simulator.
 
-    ``object_ids`` are keyed hashes of the object identifiers the call touched;
-    ``sensitive`` counts sensitive values in the response by type (``email``,
-    ``ssn``...), never the values themselves. ``status`` is ``None`` when the
-    reporter did not see a response (a shim deciding before the upstream).
+    ``object_ids`` are keyed hashes of the object identifiers the call touched
+    (path, query and response body); ``object_ids_created`` those a creating call
+    (POST) got back; ``sensitive`` counts sensitive values in the response by
+    type (``email``, ``ssn``...), never the values themselves. ``status`` is
+    ``None`` when the reporter did not see a response (a shim deciding before
+    the upstream). ``outcome`` is what the call meant for the caller where the
+    status alone does not say it: ``auth_failure`` for a login answered 200 with
+    an error body, by a per-endpoint outcome rule. ``id`` is the data plane's
+    request id when it has one, so that two reporters' records of one call can be
+    counted once.
     """
 
     schema_version: int = SCHEMA_VERSION
@@ -119,7 +126,9 @@ class RequestSummary(_Record):
     request_bytes: int = 0
     response_bytes: int = 0
     object_ids: list[str] = Field(default_factory=list)
+    object_ids_created: list[str] = Field(default_factory=list)
     sensitive: dict[str, int] = Field(default_factory=dict)
+    outcome: str | None = None
     inline_findings: list[str] = Field(default_factory=list)
     decision: str | None = None
     mcp: McpExtras | None = None
@@ -253,6 +262,39 @@ class Finding(_Record):
     metadata: FindingMetadata = Field(default_factory=FindingMetadata)
     finding_info: FindingInfo
     unmapped: dict[str, str] = Field(default_factory=dict)
+
+
+class EndpointRecord(_Record):
+    """One API endpoint as traffic revealed it (``api.inventory.v1``, compacted, keyed by ``key``).
+
+    ``spec_status`` compares traffic with the declared specifications:
+    ``declared`` (in a spec), ``shadow`` (the service has a spec and this
+    endpoint is in none), ``undeclared`` (no spec for the service at all),
+    ``deprecated`` (declared deprecated and still called: a zombie), ``dormant``
+    (unseen for the dormancy period, then called again: a zombie too).
+    ``data_types`` are the sensitive-data types seen in its responses;
+    ``callers`` counts distinct actors, ``top_callers`` names a few.
+    """
+
+    schema_version: int = SCHEMA_VERSION
+    service: str
+    namespace: str | None = None
+    method: str
+    path_template: str
+    calls: int = 0
+    callers: int = 0
+    top_callers: list[str] = Field(default_factory=list)
+    auth_types: list[str] = Field(default_factory=list)
+    data_types: list[str] = Field(default_factory=list)
+    statuses: dict[str, int] = Field(default_factory=dict)
+    first_seen: float
+    last_seen: float
+    spec_status: Literal["declared", "shadow", "undeclared", "deprecated", "dormant"] = "undeclared"
+
+    @property
+    def key(self) -> str:
+        """The compacted topic's key: ``service METHOD /template``."""
+        return f"{self.service} {self.method} {self.path_template}"
 
 
 class DeadLetter(_Record):

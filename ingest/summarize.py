@@ -1,0 +1,172 @@
+"""From what a data plane saw to the ``RequestSummary`` detectors read: every feature derived here.
+
+``Summarizer.summarize(observation)`` derives, in one place for every source:
+
+* the source identity and principal (``ingest.identity``: JWT ``sub`` as a keyed
+  hash, API key, session cookie, SPIFFE workload, pod directory, trusted hops);
+* the destination (configured header, route or cluster, service host name);
+* the path template and the object ids in the path (``ingest.templating``: a
+  learned ``PathTemplater`` when one is given, declared specs winning), plus ids
+  in the query and in the response body (``ingest.bodies``);
+* ids a creating call got back (``object_ids_created``), so ownership can be learned;
+* sensitive values in the response body, counted by type (``ingest.sensitive``);
+* the outcome where the status does not tell it (``OutcomeRule``: a login that
+  answers 200 with an error body is an authentication failure).
+
+Ids are keyed hashes, principals are keyed hashes, sensitive values are counted:
+nothing secret leaves the node. The output is an envelope row
+(``ingest.envelope.summary_row``) ready for ``SummaryPublisher.publish_rows``.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ingest.bodies import BodyFeatures, body_features, query_object_ids
+from ingest.envelope import summary_row
+from ingest.identity import IdentityConfig, IdentityResolver
+from ingest.observation import HttpObservation
+from ingest.templating import hash_object_id, template_path
+
+__all__ = ["OutcomeRule", "Summarizer", "SummarizerConfig", "Templater"]
+
+_LOGIN_PATH = re.compile(r"(?:^|/)(?:login|signin|sign-in|session|sessions|token|oauth/token|authenticate|auth)(?:/|$)", re.IGNORECASE)
+_FAILURE_KEYS = (b'"error"', b'"errors"')
+_FAILURE_FLAGS = re.compile(rb'"(?:ok|success|authenticated|valid)"\s*:\s*false')
+
+
+class Templater(Protocol):
+    """Anything that turns a concrete path of a service into (template, ids in the path)."""
+
+    def template(self, service: str, method: str, path: str) -> tuple[str, list[str]]:
+        """The template and the raw ids of one concrete path (query removed)."""
+        ...
+
+
+@dataclass(frozen=True)
+class OutcomeRule:
+    """A declared outcome: calls to this endpoint failed authentication when the rule matches.
+
+    ``body_pattern`` is a regular expression searched in the first bytes of the
+    response body; ``statuses`` are statuses that mean failure by themselves.
+    """
+
+    service: str
+    method: str
+    path_template: str
+    body_pattern: str | None = None
+    statuses: frozenset[int] = frozenset({401})
+    outcome: str = "auth_failure"
+
+    def matches(self, status: int | None, body: bytes | None) -> bool:
+        """True when this status or body says the call failed."""
+        if status in self.statuses:
+            return True
+        return bool(self.body_pattern and body and re.search(self.body_pattern.encode(), body[:4096]))
+
+
+@dataclass(frozen=True)
+class SummarizerConfig:
+    """What the summariser needs besides the observation; safe defaults throughout."""
+
+    identity: IdentityConfig = field(default_factory=IdentityConfig)
+    object_id_key: bytes = b"kubeward-dev-object-key"
+    keep_raw_path: bool = False
+    outcome_rules: tuple[OutcomeRule, ...] = ()
+    learn_login_outcomes: bool = True
+    max_body_bytes: int = 262_144
+
+
+def _login_failed(method: str, template: str, status: int | None, body: bytes | None) -> bool:
+    """Built-in rule for login-like endpoints: 401, or 2xx with an error body and no token."""
+    if method != "POST" or not _LOGIN_PATH.search(template):
+        return False
+    if status == 401:
+        return True
+    if status is None or not 200 <= status < 300 or not body:
+        return False
+    head = body[:2048]
+    if b"token" in head and not _FAILURE_FLAGS.search(head):
+        return False
+    return bool(_FAILURE_FLAGS.search(head) or any(k in head for k in _FAILURE_KEYS))
+
+
+class Summarizer:
+    """Derives summary rows from observations; keeps only memo state and the templater's learning."""
+
+    def __init__(self, config: SummarizerConfig | None = None, templater: Templater | None = None,
+                 pods: Any = None):
+        self.config = config or SummarizerConfig()
+        self.identities = IdentityResolver(self.config.identity, pods)
+        self.templater = templater
+        self._rules = {(r.service, r.method, r.path_template): r for r in self.config.outcome_rules}
+        self._key = self.config.object_id_key
+
+    def _template(self, service: str, method: str, path: str) -> tuple[str, list[str]]:
+        if self.templater is not None:
+            return self.templater.template(service, method, path)
+        return template_path(path)
+
+    def _body(self, obs: HttpObservation, headers: Mapping[str, str], body: bytes | None) -> BodyFeatures | None:
+        if not body:
+            return None
+        return body_features(body[: self.config.max_body_bytes], headers.get("content-type"))
+
+    def _outcome(self, service: str, method: str, template: str, status: int | None, body: bytes | None) -> str | None:
+        rule = self._rules.get((service, method, template))
+        if rule is not None:
+            return rule.outcome if rule.matches(status, body) else "ok"
+        if self.config.learn_login_outcomes and _login_failed(method, template, status, body):
+            return "auth_failure"
+        return None
+
+    def summarize(self, obs: HttpObservation) -> dict[str, Any]:
+        """The envelope row of one observation."""
+        who = self.identities.resolve(obs.headers, obs.peer_ip)
+        where = self.identities.destination(obs.headers, obs.route, obs.authority)
+        service = where.service or "-"
+        path, _, query = obs.path.partition("?")
+        template, ids = self._template(service, obs.method, path)
+        if query:
+            ids += query_object_ids(query)
+        response = self._body(obs, obs.response_headers, obs.response_body)
+        created: list[str] = []
+        sensitive: dict[str, int] = {}
+        if response is not None:
+            sensitive = response.sensitive
+            if obs.method == "POST" and obs.status is not None and 200 <= obs.status < 300:
+                created = response.object_ids[:16]
+            else:
+                ids += response.object_ids
+        key = self._key
+        return summary_row(
+            id=obs.request_id or uuid.uuid4().hex,
+            time=obs.time,
+            duration_ms=obs.duration_ms,
+            reporter=obs.reporter,
+            source={"workload": who.workload, "namespace": who.namespace, "pod": who.pod, "ip": who.ip, "external": who.external},
+            principal=who.principal,
+            auth_type=who.auth_type,
+            destination={"service": service, "namespace": where.namespace, "host": where.host, "external": where.external},
+            method=obs.method,
+            path_template=template,
+            raw_path=obs.path if self.config.keep_raw_path else None,
+            status=obs.status,
+            request_bytes=obs.request_bytes,
+            response_bytes=obs.response_bytes,
+            object_ids=[hash_object_id(i, key) for i in dict.fromkeys(ids)],
+            object_ids_created=[hash_object_id(i, key) for i in created],
+            sensitive=sensitive,
+            outcome=self._outcome(service, obs.method, template, obs.status, obs.response_body),
+            inline_findings=list(obs.inline_findings),
+            decision=obs.decision,
+            trace_id=obs.trace_id,
+        )
+
+    def summarize_many(self, observations: Iterable[HttpObservation]) -> list[dict[str, Any]]:
+        """Rows of many observations, in order."""
+        return [self.summarize(o) for o in observations]

@@ -1,0 +1,117 @@
+"""Identity derived from forwarded headers: principals, workloads, client address, destination."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ingest.identity import IdentityConfig, IdentityResolver, client_ip, destination_from, hash_principal, principal_from_headers, workload_from_xfcc
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _jwt(claims: dict[str, object], secret: bytes = b"s3cret", alg: str = "HS256") -> str:
+    head = _b64(json.dumps({"alg": alg, "typ": "JWT"}).encode())
+    body = _b64(json.dumps(claims).encode())
+    sig = _b64(hmac.new(secret, f"{head}.{body}".encode(), hashlib.sha256).digest())
+    return f"{head}.{body}.{sig}"
+
+
+KEY = b"k"
+
+
+def test_jwt_sub_becomes_a_keyed_hash_never_the_token() -> None:
+    token = _jwt({"sub": "user-1"})
+    principal, auth = principal_from_headers({"authorization": f"Bearer {token}"}, IdentityConfig(principal_key=KEY))
+    assert principal == hash_principal("jwt", "user-1", KEY)
+    assert auth == "jwt-unverified"
+    assert "user-1" not in principal and token not in principal
+
+
+@pytest.mark.parametrize("claim", ["client_id", "azp"])
+def test_jwt_falls_back_to_client_id_and_azp(claim: str) -> None:
+    principal, _ = principal_from_headers({"authorization": f"Bearer {_jwt({claim: 'svc-a'})}"}, IdentityConfig(principal_key=KEY))
+    assert principal == hash_principal("jwt", "svc-a", KEY)
+
+
+def test_checked_jwt_with_bad_signature_yields_no_principal() -> None:
+    config = IdentityConfig(principal_key=KEY, jwt_hs256_secret=b"s3cret")
+    good, auth = principal_from_headers({"authorization": f"Bearer {_jwt({'sub': 'u'})}"}, config)
+    assert good == hash_principal("jwt", "u", KEY) and auth == "jwt"
+    forged, auth = principal_from_headers({"authorization": f"Bearer {_jwt({'sub': 'victim'}, secret=b'other')}"}, config)
+    assert forged is None and auth == "jwt-invalid"
+
+
+def test_rs256_jwt_checked_against_jwks() -> None:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    nums = key.public_key().public_numbers()
+    jwk = {"kty": "RSA", "kid": "k1", "n": _b64(nums.n.to_bytes(256, "big")), "e": _b64(nums.e.to_bytes(3, "big"))}
+    head = _b64(json.dumps({"alg": "RS256", "kid": "k1"}).encode())
+    body = _b64(json.dumps({"sub": "alice"}).encode())
+    sig = key.sign(f"{head}.{body}".encode(), padding.PKCS1v15(), hashes.SHA256())
+    config = IdentityConfig(principal_key=KEY, jwks={"keys": [jwk]})
+    assert principal_from_headers({"authorization": f"Bearer {head}.{body}.{_b64(sig)}"}, config) == (hash_principal("jwt", "alice", KEY), "jwt")
+    tampered = _b64(json.dumps({"sub": "mallory"}).encode())
+    assert principal_from_headers({"authorization": f"Bearer {head}.{tampered}.{_b64(sig)}"}, config) == (None, "jwt-invalid")
+
+
+def test_api_key_and_session_cookie_are_hashed() -> None:
+    config = IdentityConfig(principal_key=KEY)
+    assert principal_from_headers({"x-api-key": "abc"}, config) == (hash_principal("apikey", "abc", KEY), "api_key")
+    assert principal_from_headers({"cookie": "theme=dark; sessionid=xyz"}, config) == (hash_principal("session", "xyz", KEY), "session")
+    assert principal_from_headers({"cookie": "theme=dark"}, config) == (None, "none")
+
+
+def test_xfcc_takes_the_nearest_hop() -> None:
+    xfcc = 'By=spiffe://td/ns/a/sa/b;URI=spiffe://td/ns/evil/sa/x,By=spiffe://td/ns/a/sa/b;URI=spiffe://td/ns/shop/sa/frontend'
+    assert workload_from_xfcc(xfcc) == "shop/frontend"
+    assert workload_from_xfcc("URI=https://example.com") is None
+
+
+def test_client_address_never_from_the_leftmost_forwarded_entry() -> None:
+    assert client_ip("10.0.0.1", "1.2.3.4, 5.6.7.8", 0) == "10.0.0.1"
+    assert client_ip("10.0.0.1", "1.2.3.4, 5.6.7.8", 1) == "5.6.7.8"
+    assert client_ip("10.0.0.1", "1.2.3.4, 5.6.7.8", 2) == "1.2.3.4"
+    assert client_ip("10.0.0.1", None, 1) == "10.0.0.1"
+
+
+@given(st.lists(st.ip_addresses(v=4).map(str), min_size=1, max_size=5))
+def test_spoofed_prefix_never_changes_the_trusted_answer(real: list[str]) -> None:
+    honest = ", ".join(real)
+    spoofed = "6.6.6.6, " + honest
+    assert client_ip("10.9.9.9", spoofed, 1) == client_ip("10.9.9.9", honest, 1)
+
+
+def test_destination_sources_in_order() -> None:
+    c = IdentityConfig()
+    assert destination_from("shop/orders", "x", None, c).service == "orders"
+    istio = destination_from(None, "outbound|8080||orders.shop.svc.cluster.local", None, c)
+    assert (istio.service, istio.namespace) == ("orders", "shop")
+    host = destination_from(None, None, "carts.shop.svc.cluster.local:80", c)
+    assert (host.service, host.namespace, host.external) == ("carts", "shop", False)
+    ext = destination_from(None, None, "api.psp.example.com", c)
+    assert (ext.service, ext.host, ext.external) == ("api.psp.example.com", "api.psp.example.com", True)
+    assert destination_from(None, None, "10.1.2.3:8080", c).service is None
+    assert destination_from(None, None, "[::1]:80", c).service is None
+
+
+def test_resolver_uses_pod_directory_and_marks_external_clients() -> None:
+    pods = {"10.244.1.5": ("shop/orders", "shop", "orders-7d9f-abc")}
+    r = IdentityResolver(IdentityConfig(principal_key=KEY), pods=pods.get)
+    who = r.resolve({}, "10.244.1.5")
+    assert (who.workload, who.namespace, who.pod, who.external) == ("shop/orders", "shop", "orders-7d9f-abc", False)
+    stranger = r.resolve({}, "203.0.113.9")
+    assert stranger.workload is None and stranger.external
+    pods["10.244.1.5"] = ("shop/carts", "shop", "carts-1")  # the address is reused by another pod
+    assert r.resolve({}, "10.244.1.5").workload == "shop/carts"
