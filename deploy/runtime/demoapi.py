@@ -12,7 +12,9 @@ wrong password, as many real APIs do.
 
 Authorisation is the API's own: a user may read their own objects, support
 agents anyone's, in-cluster services (no user token) anything; invoices are the
-deliberately vulnerable endpoint (no ownership check: a BOLA target).
+deliberately vulnerable endpoint (no ownership check: a BOLA target). A call
+without a valid user token is a service call only when it comes from the pod
+network (the address Envoy appends to ``x-forwarded-for``); otherwise it gets 401.
 
 ``DemoApi.handle`` is pure (the database is in memory and seeded); ``serve``
 runs it under aiohttp. ``openapi_specs`` writes the declared OpenAPI document of
@@ -228,8 +230,8 @@ _SAFE_QUERY = re.compile(r"^[\w .,+=&%-]*$")
 class DemoApi:
     """The shop's API: ``handle`` answers one request from its routes and database."""
 
-    def __init__(self, db: DemoDb, jwt_secret: bytes, cluster_domain: str = "cluster.local"):
-        self.db, self.secret, self.domain = db, jwt_secret, cluster_domain
+    def __init__(self, db: DemoDb, jwt_secret: bytes, pod_network_prefix: str = "127.244."):
+        self.db, self.secret, self.pod_prefix = db, jwt_secret, pod_network_prefix
         self.routes: dict[str, list[Route]] = {}
         for route in ROUTES:
             self.routes.setdefault(route.service, []).append(route)
@@ -252,6 +254,9 @@ class DemoApi:
             oid = _match(route.template, path)
             if oid is not None:
                 caller = _verified_subject(headers.get("authorization"), self.secret)
+                peer = headers.get("x-forwarded-for", "").rpartition(",")[2].strip()
+                if caller is None and route.kind and route.kind != "secret" and not peer.startswith(self.pod_prefix):
+                    return 401, b'{"error":"unauthenticated"}'
                 return self._answer(route, oid, caller, query, body)
         return 404, b'{"error":"not_found"}'
 
