@@ -41,6 +41,7 @@ class ProcessorConfig:
     learn_windows: int = 3
     buckets: int = 256
     retired_endpoints: frozenset[str] = field(default_factory=frozenset)
+    request_id_memory: int = 200_000
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,8 @@ class _Batch:
     object_actor: _I
     object_bit: _I
     destination: pa.StructArray
+    auth_failed: npt.NDArray[np.bool_]
+    repeat: npt.NDArray[np.bool_]
 
 
 _BYTE_WEIGHTS = np.array([1, 1 << 8, 1 << 16, 1 << 24], dtype=np.uint64)
@@ -151,6 +154,26 @@ class BatchProcessor:
         self._dest_exported = 0
         self._retired_set = pa.array(sorted(config.retired_endpoints), type=pa.string())
         self.newest_time: float | None = None
+        self._seen_ids: dict[str, None] = {}
+
+    def _repeats(self, ids: pa.Array) -> npt.NDArray[np.bool_]:
+        """Rows whose request id was seen before: a second reporter's record of a call already counted.
+
+        The shim reports a call's decision and inline findings, the access log and
+        the ext_proc tap its response; both carry Envoy's request id. The call is
+        counted once; the fields only one reporter fills (findings; bytes, personal
+        data) add up harmlessly, and object ids go into an idempotent sketch.
+        """
+        seen, cap = self._seen_ids, self.config.request_id_memory
+        out = np.zeros(len(ids), dtype=bool)
+        for i, rid in enumerate(ids.to_pylist()):
+            if rid in seen:
+                out[i] = True
+            else:
+                seen[rid] = None
+        while len(seen) > cap:
+            del seen[next(iter(seen))]
+        return out
 
     def export_destinations(self) -> bytes:
         """The service -> bit assignment (part of the state: masks mean nothing without it)."""
@@ -206,6 +229,9 @@ class BatchProcessor:
             object_actor=actor_of_row[obj_parent],
             object_bit=_string_bits(obj_values),
             destination=destination,
+            auth_failed=np.asarray(pc.equal(_chunk(table["outcome"]), "auth_failure").fill_null(False), dtype=bool)
+            if "outcome" in table.column_names else np.zeros(n, dtype=bool),
+            repeat=self._repeats(_chunk(table["id"])),
         )
 
     def _roll_windows(self, rows: _I, latest: _F) -> None:
@@ -238,11 +264,11 @@ class BatchProcessor:
 
     def _accumulate(self, b: _Batch, rows: _I) -> None:
         cols, k = self.store.cols, len(b.actors)
-        status = b.status
+        status, first = b.status, ~b.repeat
         sums = {
-            "requests": np.bincount(b.actor_of_row, minlength=k),
-            "denied": np.bincount(b.actor_of_row, weights=(status == 403) | (status == 404), minlength=k),
-            "auth_failures": np.bincount(b.actor_of_row, weights=status == 401, minlength=k),
+            "requests": np.bincount(b.actor_of_row, weights=first, minlength=k),
+            "denied": np.bincount(b.actor_of_row, weights=((status == 403) | (status == 404)) & first, minlength=k),
+            "auth_failures": np.bincount(b.actor_of_row, weights=((status == 401) | b.auth_failed) & first, minlength=k),
             "pii": np.bincount(b.actor_of_row, weights=b.pii, minlength=k),
             "response_bytes": np.bincount(b.actor_of_row, weights=b.response_bytes, minlength=k),
             "inline_hits": np.bincount(b.actor_of_row, weights=b.inline > 0, minlength=k),
@@ -267,7 +293,7 @@ class BatchProcessor:
         learning = cols["age_windows"][row_of_event] < self.config.learn_windows
         for name, sel in (("dest_lo", lo & learning), ("dest_hi", ~lo & learning)):
             np.bitwise_or.at(cols[name], row_of_event[sel], bit[sel])
-        return np.bincount(b.actor_of_row, weights=~known & ~learning, minlength=len(b.actors)).astype(np.float64)
+        return np.bincount(b.actor_of_row, weights=~known & ~learning & ~b.repeat, minlength=len(b.actors)).astype(np.float64)
 
     def frame(self, rows: _I) -> dict[str, _F]:
         """The feature frame (``models.features.FEATURES``) of these actor rows."""

@@ -50,6 +50,12 @@ class Tally:
     actor_seconds: Counter[tuple[int, str, bool]] = field(default_factory=Counter)
     verdict_seconds: list[tuple[float, str]] = field(default_factory=list)
     started: float | None = None
+    #: legitimate calls per actor (an attacker's own normal traffic is counted as benign collateral)
+    legit_calls: Counter[str] = field(default_factory=Counter)
+    legit_denied: Counter[str] = field(default_factory=Counter)
+    #: calls the data plane could not complete, by error, and checks the shim could not parse
+    errors: Counter[str] = field(default_factory=Counter)
+    unparsed: int = 0
 
     def record_check(self, actor: str, malicious: bool, kind: str, attack_id: str | None, denied: bool, reason: str | None, t: float) -> None:
         """One call and the shim's answer to it."""
@@ -63,7 +69,10 @@ class Tally:
             self.timeline.setdefault(second, [0, 0])[1 if denied else 0] += 1
         if denied:
             self.actor_denied[actor] += 1
-            self.denied_reasons[reason or "?"] += 1
+            self.denied_reasons[(reason or "?").split(":", 1)[0]] += 1
+        if not malicious:
+            self.legit_calls[actor] += 1
+            self.legit_denied[actor] += denied
         if attack_id is None or not malicious:
             return
         att = self.attackers.setdefault(attack_id, _Attacker(kind, actor, first_time=t))
@@ -92,9 +101,15 @@ class Tally:
         actors = [a for a in self.actor_requests if a not in bad]
         return (len(actors), sum(1 for a in actors if self.actor_denied[a]), sum(self.actor_requests[a] for a in actors), sum(self.actor_denied[a] for a in actors))
 
+    def collateral(self) -> tuple[int, int]:
+        """(legitimate calls of actors that also attacked, how many of them Kubeward denied)."""
+        bad = self.attacker_actors()
+        return sum(self.legit_calls[a] for a in bad), sum(self.legit_denied[a] for a in bad)
+
     def report(self, latencies_ms: list[float], extra: dict[str, Any] | None = None) -> dict[str, Any]:
         """The demo report (the keys the issue asks for, plus per-attacker detail)."""
         atts = self.attackers.values()
+        collateral, collateral_blocked = self.collateral()
         before = [a.allowed_before_block for a in atts if a.allowed_before_block is not None]
         b_actors, b_blocked, b_reqs, b_reqs_blocked = self.benign_counts()
         return {
@@ -106,7 +121,10 @@ class Tally:
                 "requests_before_block_median": statistics.median(before) if before else None,
                 "by_attack": {k: {"kind": a.kind, "actor": a.actor, "requests": a.requests, "denied": a.denied, "allowed_before_block": a.allowed_before_block, "detected_as": self.verdict_classes.get(a.actor)} for k, a in sorted(self.attackers.items())},
             },
-            "benign": {"actors": b_actors, "actors_blocked": b_blocked, "requests": b_reqs, "requests_blocked": b_reqs_blocked},
+            "benign": {"actors": b_actors, "actors_blocked": b_blocked, "requests": b_reqs, "requests_blocked": b_reqs_blocked,
+                       "collateral_requests": collateral, "collateral_requests_blocked": collateral_blocked},
+            "unparsed": self.unparsed,
+            "errors": dict(self.errors),
             "detections_by_class": dict(self.detections),
             "denied_by_reason": dict(self.denied_reasons),
             "latency_ms": {
