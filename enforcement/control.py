@@ -1,4 +1,4 @@
-"""The control-topic consumer: keeps the shim's verdict cache in step with Kafka (aiokafka, on the shim's loop).
+"""The control-topic consumer: keeps the shim's verdict cache and policy in step with Kafka (aiokafka, on the shim's loop).
 
 It reads ``enforcement.verdicts.v1`` from the beginning at start (the topic is
 compacted, so this rebuilds the cache after a restart), then follows it. A
@@ -6,6 +6,13 @@ verdict with a bad signature is counted and ignored; a tombstone lifts the
 subject's verdict. ``synced`` turns true once the offsets that existed at start
 have been read. Detection-to-enforcement latency is the time from a verdict's
 ``evidence_time`` to its application here, for verdicts issued after start.
+
+Given an ``on_policy`` callback it also follows ``enforcement.policy.v1`` (same
+consumer, also read from the beginning, also part of ``synced``): which
+snapshot wins is ``ingest.policyfile.PolicyTracker``'s rule; an applied one is
+handed to ``on_policy`` (the shim swaps its policy reference), a rejected one is
+logged and counted and the applied policy stays (xDS NACK). The version in force
+is the gauge ``kubeward_shim_policy_version{name}``.
 """
 
 from __future__ import annotations
@@ -15,13 +22,15 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
-from prometheus_client import Counter, Histogram
+from aiokafka import AIOKafkaConsumer
+from prometheus_client import Counter, Gauge, Histogram
 from pydantic import ValidationError
 
 from enforcement.cache import VerdictCache
-from ingest import VERDICTS, Verdict, verify_verdict
+from ingest import POLICY, VERDICTS, Policy, Verdict, verify_verdict
+from ingest.policyfile import PolicyTracker, PolicyUpdate
 
 __all__ = ["ControlConsumer"]
 
@@ -33,6 +42,13 @@ LATENCY = Histogram(
     "From the newest evidence of a verdict to its application in this shim",
     buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
+POLICY_VERSION = Gauge("kubeward_shim_policy_version", "Version of the enforcement policy in force", ["name"])
+POLICY_UPDATES = Counter("kubeward_shim_policy_updates_total", "Records of the policy topic, by result (applied, unchanged, stale, ignored, invalid)", ["result"])
+
+
+def _show_version(policy: Policy) -> None:
+    """Set the version gauge (a settings policy may carry a non-numeric version: shown as 0)."""
+    POLICY_VERSION.labels(policy.name).set(float(policy.version) if policy.version.isdigit() else 0.0)
 
 
 class ControlConsumer:
@@ -40,11 +56,28 @@ class ControlConsumer:
 
     It runs on the loop (aiokafka) rather than in a thread so that applying a
     verdict never competes with request handling for the interpreter lock.
+    With ``on_policy`` it follows the policy topic too, starting from
+    ``policy`` (the settings' one); ``policy_tracker.policy`` is the one in force.
     """
 
-    def __init__(self, bootstrap: str, cache: VerdictCache, key: bytes, topic: str = VERDICTS.name, synced: threading.Event | None = None):
+    def __init__(
+        self,
+        bootstrap: str,
+        cache: VerdictCache,
+        key: bytes,
+        topic: str = VERDICTS.name,
+        synced: threading.Event | None = None,
+        policy: Policy | None = None,
+        on_policy: Callable[[Policy], None] | None = None,
+        policy_topic: str = POLICY.name,
+    ):
         self.bootstrap, self.cache, self.key, self.topic = bootstrap, cache, key, topic
         self.synced = synced or threading.Event()
+        self.policy_tracker = PolicyTracker(policy or Policy())
+        self.on_policy, self.policy_topic = on_policy, policy_topic
+        self.policy_rejected = 0
+        if on_policy is not None:
+            _show_version(self.policy_tracker.policy)
         self.started_at = time.time()
         self.latencies_ms: deque[float] = deque(maxlen=100_000)
         self.delivery_ms: deque[float] = deque(maxlen=100_000)
@@ -81,6 +114,20 @@ class ControlConsumer:
             self.latencies_ms.append((now - verdict.evidence_time) * 1000.0)
             self.delivery_ms.append((now - verdict.issued_at) * 1000.0)
 
+    def apply_policy(self, key: bytes | None, value: bytes | None) -> PolicyUpdate:
+        """Apply one record of the policy topic: a newer valid snapshot goes to ``on_policy``; a bad one is rejected."""
+        update = self.policy_tracker.offer(key, value)
+        POLICY_UPDATES.labels(update.result).inc()
+        if update.result == "applied":
+            _show_version(update.policy)
+            log.info("policy applied", extra={"policy": update.policy.name, "version": update.policy.version})
+            if self.on_policy is not None:
+                self.on_policy(update.policy)
+        elif update.result in ("invalid", "stale"):
+            self.policy_rejected += 1
+            log.warning("policy snapshot rejected; the applied one stays", extra={"result": update.result, "error": update.detail, "applied_version": self.policy_tracker.version})
+        return update
+
     async def run(self) -> None:
         """Follow the topic until ``stop``; reconnect after errors (the cache keeps serving meanwhile)."""
         while not self._stopping:
@@ -90,13 +137,31 @@ class ControlConsumer:
                 log.exception("control topic unreachable; retrying in 1 s")
                 await asyncio.sleep(1.0)
 
+    async def _topics(self) -> list[str]:
+        """The verdict topic, plus the policy topic when following it and it exists (never auto-created here)."""
+        if self.on_policy is None:
+            return [self.topic]
+        probe = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, client_id="kubeward-shim")
+        await probe.start()
+        try:
+            names = await probe.topics()
+        finally:
+            await probe.stop()
+        if self.policy_topic not in names:
+            log.warning("policy topic missing; following the verdict topic only", extra={"topic": self.policy_topic})
+            return [self.topic]
+        return [self.topic, self.policy_topic]
+
     async def _follow(self) -> None:
-        consumer = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, enable_auto_commit=False, group_id=None, fetch_max_wait_ms=100, client_id="kubeward-shim")
+        # Subscribed without a group: aiokafka assigns every partition of each topic to this consumer
+        # (and new ones as they appear), so every shim reads everything.
+        consumer = AIOKafkaConsumer(
+            *await self._topics(), bootstrap_servers=self.bootstrap, enable_auto_commit=False, group_id=None,
+            auto_offset_reset="earliest", fetch_max_wait_ms=100, client_id="kubeward-shim",
+        )
         await consumer.start()
         try:
-            await consumer.topics()  # loads cluster metadata
-            parts = [TopicPartition(self.topic, p) for p in sorted(consumer.partitions_for_topic(self.topic) or {0})]
-            consumer.assign(parts)
+            parts = sorted(consumer.assignment())
             await consumer.seek_to_beginning(*parts)
             end = await consumer.end_offsets(parts)
             next_purge = time.time() + PURGE_EVERY_S
@@ -106,11 +171,14 @@ class ControlConsumer:
                 if now >= next_purge:
                     self.cache.purge(now)
                     next_purge = now + PURGE_EVERY_S
-                for records in batches.values():
+                for tp, records in batches.items():
                     for rec in records:
-                        self.apply(rec.key, rec.value, now)
+                        if tp.topic == self.topic:
+                            self.apply(rec.key, rec.value, now)
+                        else:
+                            self.apply_policy(rec.key, rec.value)
                 if not self.synced.is_set() and all([await consumer.position(tp) >= off for tp, off in end.items()]):
                     self.synced.set()
-                    log.info("verdict cache synced", extra={"entries": len(self.cache)})
+                    log.info("verdict cache synced", extra={"entries": len(self.cache), "policy_version": self.policy_tracker.version})
         finally:
             await consumer.stop()

@@ -8,26 +8,134 @@ state lives in the columnar store of each partition and is checkpointed to the
 changelog-backed table ``actor-state`` (one entry per bucket), which Faust
 restores on restart or rebalance. ``/metrics`` serves Prometheus metrics.
 
+The policy (mode per destination namespace or service) follows the compacted
+``enforcement.policy.v1`` through ``PolicyFollower``: a consumer of its own with
+no consumer group, assigned every partition, so every worker sees every
+snapshot (the summaries' group splits partitions across workers; the policy
+must not be split). ``ingest.policyfile.PolicyTracker`` decides which snapshot
+wins; an applied one replaces the pipeline's policy between two batches, so
+every verdict decided after it arrives carries its mode and version. At start
+the agent waits (``policy_sync_timeout_s``) until the topic has been read.
+``kubeward_worker_policy_version{name}`` shows the version in force.
+
 Run: ``kubeward worker``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
 
 import faust
-from prometheus_client import generate_latest
+from aiokafka import AIOKafkaConsumer
+from prometheus_client import Counter, Gauge, generate_latest
 
-from ingest import DLQ, FINDINGS, SUMMARIES, VERDICTS
+from ingest import DLQ, FINDINGS, POLICY, SUMMARIES, VERDICTS, Policy
+from ingest.policyfile import PolicyTracker, PolicyUpdate
 from streams import metrics
 from streams.pipeline import Outcome, Pipeline
 from streams.settings import WorkerSettings
 
-__all__ = ["create_app"]
+__all__ = ["PolicyFollower", "create_app"]
 
 log = logging.getLogger("kubeward.worker")
+POLICY_VERSION = Gauge("kubeward_worker_policy_version", "Version of the enforcement policy in force", ["name"])
+POLICY_UPDATES = Counter("kubeward_worker_policy_updates_total", "Records of the policy topic, by result (applied, unchanged, stale, ignored, invalid)", ["result"])
+MISSING_TOPIC_RETRY_S = 10.0
+
+
+def _show_version(policy: Policy) -> None:
+    """Set the version gauge (a settings policy may carry a non-numeric version: shown as 0)."""
+    POLICY_VERSION.labels(policy.name).set(float(policy.version) if policy.version.isdigit() else 0.0)
+
+
+class PolicyFollower:
+    """Keeps the pipeline's policy in step with ``enforcement.policy.v1``, in every worker.
+
+    ``apply`` is the whole decision for one record (tested without a broker);
+    ``run`` is the I/O: a group-less aiokafka consumer reading the topic from
+    the beginning, reconnecting after errors while the policy in force stays.
+    """
+
+    def __init__(self, settings: WorkerSettings, pipeline: Pipeline):
+        self.bootstrap, self.client_id = settings.bootstrap, f"{settings.app_id}-policy"
+        self.tracker = PolicyTracker(settings.policy)
+        self.pipeline = pipeline
+        self.synced = asyncio.Event()
+        self.rejected = 0
+        if not settings.follow_policy:
+            self.synced.set()
+        _show_version(settings.policy)
+
+    def apply(self, key: bytes | None, value: bytes | None) -> PolicyUpdate:
+        """Consider one record; an applied snapshot becomes the policy of every later verdict."""
+        update = self.tracker.offer(key, value)
+        POLICY_UPDATES.labels(update.result).inc()
+        if update.result == "applied":
+            # Pipeline.handle_many reads settings.policy for each detection and runs without
+            # awaiting, so one reference swap between batches is atomic for the agent.
+            self.pipeline.settings = self.pipeline.settings.model_copy(update={"policy": update.policy})
+            _show_version(update.policy)
+            log.info("policy applied", extra={"policy": update.policy.name, "version": update.policy.version})
+        elif update.result in ("invalid", "stale"):
+            self.rejected += 1
+            log.warning("policy snapshot rejected; the applied one stays", extra={"result": update.result, "error": update.detail, "applied_version": self.tracker.version})
+        return update
+
+    async def wait_synced(self, timeout: float) -> None:
+        """Wait until the topic has been read to its end at start, at most ``timeout`` seconds."""
+        try:
+            await asyncio.wait_for(self.synced.wait(), timeout)
+        except asyncio.TimeoutError:
+            log.warning("policy topic not read in time; verdicts use the policy in force", extra={"timeout_s": timeout, "version": self.tracker.version})
+
+    async def run(self) -> None:
+        """Follow the topic until cancelled; reconnect after errors (the policy in force stays)."""
+        while True:
+            try:
+                await self._follow()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - the broker may be away; the policy in force stays
+                log.exception("policy topic unreachable; retrying in 1 s")
+                await asyncio.sleep(1.0)
+
+    async def _exists(self) -> bool:
+        probe = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, client_id=self.client_id)
+        await probe.start()
+        try:
+            return POLICY.name in await probe.topics()
+        finally:
+            await probe.stop()
+
+    async def _follow(self) -> None:
+        if not await self._exists():  # never auto-created here: it must be compacted
+            log.warning("policy topic missing; the policy in force stays", extra={"topic": POLICY.name})
+            self.synced.set()
+            await asyncio.sleep(MISSING_TOPIC_RETRY_S)
+            return
+        # Subscribed without a group: aiokafka assigns this consumer every partition (and new ones as
+        # they appear), so every worker reads every snapshot; the summaries' group is not involved.
+        consumer = AIOKafkaConsumer(
+            POLICY.name, bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
+            auto_offset_reset="earliest", fetch_max_wait_ms=200, client_id=self.client_id,
+        )
+        await consumer.start()
+        try:
+            parts = sorted(consumer.assignment())
+            await consumer.seek_to_beginning(*parts)
+            end = await consumer.end_offsets(parts)
+            while True:
+                for records in (await consumer.getmany(timeout_ms=500)).values():
+                    for rec in records:
+                        self.apply(rec.key, rec.value)
+                if not self.synced.is_set() and all([await consumer.position(tp) >= off for tp, off in end.items()]):
+                    self.synced.set()
+                    log.info("policy synced", extra={"version": self.tracker.version})
+        finally:
+            await consumer.stop()
 
 
 def _shorten_prefetch_backoff(seconds: float) -> None:
@@ -85,6 +193,7 @@ def create_app(settings: WorkerSettings) -> faust.App:
     dead = app.topic(DLQ.name, key_serializer="raw", value_serializer="raw")
     state = app.Table("actor-state", key_type=bytes, value_type=bytes, partitions=SUMMARIES.partitions)
     pipeline = Pipeline(settings, SUMMARIES.name)
+    follower = PolicyFollower(settings, pipeline)
 
     async def publish(out: Outcome) -> None:
         for key, letter in out.dead_letters:
@@ -104,8 +213,12 @@ def create_app(settings: WorkerSettings) -> faust.App:
             state.data[key] = blob
             state.send_changelog(partition, key, blob)
 
+    if settings.follow_policy:
+        app.task(follower.run)
+
     @app.agent(summaries)
     async def process(stream: Any) -> None:
+        await follower.wait_synced(settings.policy_sync_timeout_s)
         async for events in stream.take_events(settings.batch_max_messages, within=settings.batch_within_s):
             started = time.perf_counter()
             by_partition: dict[int, list[tuple[bytes | None, bytes, int | None]]] = {}
@@ -135,4 +248,5 @@ def create_app(settings: WorkerSettings) -> faust.App:
         return self.bytes(generate_latest(), content_type="text/plain")
 
     app.kubeward_pipeline = pipeline  # type: ignore[attr-defined]
+    app.kubeward_policy = follower  # type: ignore[attr-defined]
     return app

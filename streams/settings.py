@@ -31,7 +31,9 @@ class WorkerSettings(BaseSettings):
     state_flush_s: float = Field(default=5.0, gt=0, description="how often touched state buckets are written to the changelog")
     state_buckets: int = Field(default=32, ge=1, description="changelog entries per partition (power of two); fewer means larger, rarer writes")
     verdict_key: SecretStr = Field(default=SecretStr("kubeward-dev-verdict-key"), description="HMAC key verdicts are signed with")
-    policy: Policy = Field(default_factory=Policy)
+    policy: Policy = Field(default_factory=Policy, description="the policy until the policy topic says otherwise; its name is the one followed")
+    follow_policy: bool = Field(default=True, description="follow enforcement.policy.v1: the newest valid snapshot named policy.name replaces policy")
+    policy_sync_timeout_s: float = Field(default=10.0, ge=0, description="how long verdicts wait at start for the policy topic to be read (then the policy in force decides)")
 
     @field_validator("detectors")
     @classmethod

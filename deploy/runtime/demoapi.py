@@ -353,3 +353,35 @@ def serve(host: str, port: int, db: DemoDb, jwt_secret: bytes) -> None:
     app = web.Application(client_max_size=8 * 1024 * 1024)
     app.router.add_route("*", "/{tail:.*}", handler)
     web.run_app(app, host=host, port=port, print=None, access_log=None)
+
+
+def seed_db(seed: int, users: int) -> DemoDb:
+    """The API's database at the start of a demo run: the simulated world's users and the objects they own."""
+    from ingest.simulator.world import World
+
+    world = World(seed, users)
+    db = DemoDb()
+    owner_of = {oid: world.principals[u] for u, owned in enumerate(world.owned) for ids in owned.values() for oid in ids}
+    for kind, ids in world.pool.items():
+        for oid in ids:
+            db.add(kind, oid, owner_of.get(oid))
+    return db
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m deploy.runtime.demoapi --port N --seed S --users U --jwt-secret K``."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m deploy.runtime.demoapi", description=__doc__.splitlines()[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--seed", type=int, default=7, help="seed of the simulated world whose users and objects fill the database")
+    parser.add_argument("--users", type=int, default=3000)
+    parser.add_argument("--jwt-secret", default="kubeward-demo-idp-secret", help="HS256 secret of the demo identity provider")
+    args = parser.parse_args(argv)
+    serve(args.host, args.port, seed_db(args.seed, args.users), args.jwt_secret.encode())
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,7 +1,9 @@
 """streams.app in-process: the Faust agent under ``test_context()`` with the ``memory://`` store.
 
 No broker: ``Topic.send`` is replaced by a recorder, so what the agent would
-publish (verdicts, findings, dead letters) is captured per topic.
+publish (verdicts, findings, dead letters) is captured per topic. The policy
+follower is fed records directly, or through a fake aiokafka consumer that
+records how it was built (no consumer group) and what it was assigned.
 """
 
 from __future__ import annotations
@@ -14,12 +16,17 @@ from typing import Any
 
 import faust
 import pytest
+from aiokafka import TopicPartition
 
-from ingest import DLQ, FINDINGS, SUMMARIES, VERDICTS, DeadLetter, Finding, Verdict, encode_envelope, verify_verdict
+from prometheus_client import REGISTRY
+
+import streams.app as app_module
+from ingest import DLQ, FINDINGS, POLICY, SUMMARIES, VERDICTS, DeadLetter, Finding, Policy, Verdict, encode_envelope, verify_verdict
 from ingest.templating import hash_object_id
-from streams.app import create_app
+from streams.app import PolicyFollower, create_app
 from streams.settings import WorkerSettings
 from streams.state import ActorStore
+
 KEY = "app-test-key"
 
 
@@ -37,7 +44,7 @@ def sent(monkeypatch: pytest.MonkeyPatch) -> dict[str, list[tuple[bytes | None, 
 
 @pytest.fixture
 def app() -> Iterator[faust.App]:
-    settings = WorkerSettings(bootstrap="127.0.0.1:1", verdict_key=KEY, state_flush_s=0.001)
+    settings = WorkerSettings(bootstrap="127.0.0.1:1", verdict_key=KEY, state_flush_s=0.001, follow_policy=False)
     app = create_app(settings)
     app.conf.store = "memory://"
     yield app
@@ -48,9 +55,9 @@ def _agent(app: faust.App) -> Any:
     return app.agents[name]
 
 
-def _attack(summary_factory: Any) -> bytes:
+def _attack(summary_factory: Any, principal: str = "mallory") -> bytes:
     now = time.time()  # the app stamps verdicts with the wall clock
-    rows = [summary_factory(principal="mallory", time=now + i * 0.001, object_ids=[hash_object_id(str(i), b"k")]) for i in range(100)]
+    rows = [summary_factory(principal=principal, time=now + i * 0.001, object_ids=[hash_object_id(str(i), b"k")]) for i in range(100)]
     return encode_envelope(rows)
 
 
@@ -99,12 +106,135 @@ def test_state_buckets_are_written_to_the_table(app: faust.App, sent: dict[str, 
     assert items and all(k.startswith(b"0:") for k, _ in items)
     restored = ActorStore()
     assert restored.import_buckets(v for k, v in items if not k.endswith(b":destinations")) == 1
-    assert dict(items)[b"0:destinations"] == b'{"orders": 0}' 
+    assert dict(items)[b"0:destinations"] == b'{"orders": 0}'
 
 
 def test_benign_messages_publish_nothing(app: faust.App, sent: dict[str, Any], summary_factory: Any) -> None:
     rows = [summary_factory(principal=f"user-{u}") for u in range(30)]
-    asyncio.run(_put_all(app, [(None, encode_envelope(rows)), (None, json.dumps(rows[0].model_dump()).encode())]))
+    again = rows[0].model_copy(update={"id": "another-call"})  # the same id again would be the same call, counted once
+    asyncio.run(_put_all(app, [(None, encode_envelope(rows)), (None, json.dumps(again.model_dump()).encode())]))
     assert sent.get(VERDICTS.name, []) == [] and sent.get(DLQ.name, []) == []
     (proc,) = app.kubeward_pipeline.processors.values()  # type: ignore[attr-defined]
     assert len(proc.store) == 30 and int(proc.store.cols["requests"][: len(proc.store)].sum()) == 31
+
+
+# ------------------------------------------------------------------ policy
+
+
+def _snapshot(version: int, **fields: Any) -> tuple[bytes, bytes]:
+    policy = Policy(version=str(version), **fields)
+    return policy.name.encode(), policy.model_dump_json().encode()
+
+
+def _follower(app: faust.App) -> PolicyFollower:
+    follower: PolicyFollower = app.kubeward_policy  # type: ignore[attr-defined]
+    return follower
+
+
+def _verdict_modes(sent: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    verdicts = [Verdict.model_validate_json(v) for _, v in sent.get(VERDICTS.name, [])]
+    return {v.subject.value.split("|")[1]: (v.mode, v.policy_version) for v in verdicts}
+
+
+def test_a_new_policy_applies_to_the_verdicts_decided_after_it(app: faust.App, sent: dict[str, Any], summary_factory: Any) -> None:
+    asyncio.run(_put_all(app, [(b"shop/web|before", _attack(summary_factory, "before"))]))
+    update = _follower(app).apply(*_snapshot(2, modes={"shop": "enforce"}))
+    assert update.result == "applied"
+    asyncio.run(_put_all(app, [(b"shop/web|after", _attack(summary_factory, "after"))]))
+    assert _verdict_modes(sent) == {"before": ("observe", "1"), "after": ("enforce", "2")}
+
+
+def test_an_invalid_or_stale_snapshot_is_rejected_and_the_applied_policy_stays(app: faust.App, sent: dict[str, Any], summary_factory: Any) -> None:
+    follower = _follower(app)
+    invalid_before = REGISTRY.get_sample_value("kubeward_worker_policy_updates_total", {"result": "invalid"}) or 0.0
+    assert follower.apply(*_snapshot(3, modes={"shop": "enforce"})).result == "applied"
+    bad = follower.apply(b"default", b'{"name": "default", "version": "4", "default_mode": "enforced"}')
+    stale = follower.apply(*_snapshot(2, default_mode="observe"))
+    assert (bad.result, stale.result, follower.rejected) == ("invalid", "stale", 2)
+    assert "default_mode='enforced'" in bad.detail
+    assert REGISTRY.get_sample_value("kubeward_worker_policy_updates_total", {"result": "invalid"}) == invalid_before + 1
+    assert REGISTRY.get_sample_value("kubeward_worker_policy_version", {"name": "default"}) == 3.0
+    asyncio.run(_put_all(app, [(b"shop/web|x", _attack(summary_factory, "x"))]))
+    assert _verdict_modes(sent) == {"x": ("enforce", "3")}
+
+
+def test_another_policys_record_is_ignored(app: faust.App) -> None:
+    follower = _follower(app)
+    assert follower.apply(*_snapshot(9, name="canary", default_mode="enforce")).result == "ignored"
+    assert app.kubeward_pipeline.settings.policy == Policy()  # type: ignore[attr-defined]
+
+
+def test_verdicts_wait_at_start_until_the_policy_topic_is_read(sent: dict[str, Any], summary_factory: Any) -> None:
+    app = create_app(WorkerSettings(bootstrap="127.0.0.1:1", verdict_key=KEY, policy_sync_timeout_s=30))
+    follower = _follower(app)
+
+    async def run() -> None:
+        async with _agent(app).test_context() as agent:
+            put = asyncio.ensure_future(agent.put(_attack(summary_factory), key=b"shop/web|mallory"))
+            await asyncio.sleep(0.3)
+            assert not put.done() and VERDICTS.name not in sent  # still reading the policy topic
+            follower.apply(*_snapshot(2, default_mode="enforce"))
+            follower.synced.set()
+            await asyncio.wait_for(put, 10)
+
+    asyncio.run(run())
+    assert _verdict_modes(sent) == {"mallory": ("enforce", "2")}
+
+
+class _FakeConsumer:
+    """The slice of AIOKafkaConsumer the follower uses: subscribed without a group, it is assigned every partition."""
+
+    built: list[_FakeConsumer] = []
+
+    def __init__(self, records: list[tuple[bytes, bytes]], partitions: set[int], *topics: str, **kwargs: Any):
+        self.built.append(self)
+        self.records, self.subscribed, self.kwargs = records, topics, kwargs
+        self.parts = {TopicPartition(t, p) for t in topics for p in partitions}
+        self.position_ = 0
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    async def topics(self) -> set[str]:
+        return {POLICY.name, SUMMARIES.name}
+
+    def assignment(self) -> set[TopicPartition]:
+        return self.parts
+
+    async def seek_to_beginning(self, *parts: Any) -> None:
+        self.position_ = 0
+
+    async def end_offsets(self, parts: list[TopicPartition]) -> dict[TopicPartition, int]:
+        return {tp: len(self.records) if tp.partition == 0 else 0 for tp in parts}
+
+    async def position(self, tp: TopicPartition) -> int:
+        return self.position_ if tp.partition == 0 else 0
+
+    async def getmany(self, timeout_ms: int = 0) -> dict[TopicPartition, list[Any]]:
+        if self.position_ >= len(self.records):
+            await asyncio.sleep(timeout_ms / 1000)
+            return {}
+        batch, self.position_ = self.records[self.position_ :], len(self.records)
+        return {TopicPartition(POLICY.name, 0): [type("Rec", (), {"key": k, "value": v})() for k, v in batch]}
+
+
+def test_every_worker_reads_the_whole_policy_topic_outside_the_consumer_group(monkeypatch: pytest.MonkeyPatch) -> None:
+    records = [_snapshot(2, default_mode="enforce"), _snapshot(4, modes={"shop": "enforce"}), (b"default", b"{broken")]
+    _FakeConsumer.built = []
+    monkeypatch.setattr(app_module, "AIOKafkaConsumer", lambda *topics, **kw: _FakeConsumer(records, {0, 1}, *topics, **kw))
+    app = create_app(WorkerSettings(bootstrap="127.0.0.1:1", verdict_key=KEY))
+    follower = _follower(app)
+    assert all(POLICY.name not in agent.channel.topics for agent in app.agents.values())
+
+    async def run() -> None:
+        task = asyncio.ensure_future(follower.run())
+        await asyncio.wait_for(follower.synced.wait(), 5)
+        task.cancel()
+
+    asyncio.run(run())
+    probe, consumer = _FakeConsumer.built
+    assert probe.subscribed == () and consumer.subscribed == (POLICY.name,)
+    assert all(c.kwargs["group_id"] is None for c in (probe, consumer)) and consumer.kwargs["enable_auto_commit"] is False
+    assert follower.tracker.policy.version == "4" and follower.rejected == 1
+    assert app.kubeward_pipeline.settings.policy.modes == {"shop": "enforce"}  # type: ignore[attr-defined]
