@@ -10,9 +10,9 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 KAFKA_LIBS := .cache/kafka/libs
 DEMO_SECONDS ?= 120
 
-.PHONY: setup test demo bench lint clean tools
+.PHONY: setup test demo bench lint clean tools kube-bins
 
-setup: $(STAMP) $(KAFKA_LIBS)
+setup: $(STAMP) $(KAFKA_LIBS) kube-bins
 
 $(STAMP): pyproject.toml
 	@command -v $(PY) >/dev/null || { echo "need $(PY): apt-get install python3.11 python3.11-venv"; exit 1; }
@@ -23,6 +23,10 @@ $(STAMP): pyproject.toml
 
 $(KAFKA_LIBS): deploy/runtime/kafka/pom.xml | $(STAMP)
 	$(BIN)/python -c "from deploy.runtime.broker import fetch_jars; print('kafka jars:', fetch_jars())"
+
+# a real etcd + kube-apiserver for the pod-watch tests, built once from the Go module proxy into ~/.cache/kubeward/kube
+kube-bins: | $(STAMP)
+	$(BIN)/python -c 'from deploy.runtime.kube import ensure_binaries; print("kube binaries:", ensure_binaries())'
 
 tools:
 	@command -v wrk >/dev/null || { echo "installing wrk (Debian) for the shim benchmark"; \

@@ -145,6 +145,8 @@ class SimCall:
             "request_bytes": self.request_bytes,
             "response_bytes": self.response_bytes if response_bytes is None else response_bytes,
             "object_ids": self.hashed_ids(object_id_key),
+            "object_ids_created": [],
+            "outcome": None,
             "sensitive": list((self.sensitive if sensitive is None else sensitive).items()),
             "inline_findings": [],
             "decision": decision,

@@ -69,7 +69,7 @@ class Tally:
             self.timeline.setdefault(second, [0, 0])[1 if denied else 0] += 1
         if denied:
             self.actor_denied[actor] += 1
-            self.denied_reasons[(reason or "?").split(":", 1)[0]] += 1
+            self.denied_reasons[reason or "?"] += 1
         if not malicious:
             self.legit_calls[actor] += 1
             self.legit_denied[actor] += denied

@@ -6,189 +6,293 @@ pods never run, but objects are validated, stored, listed and watched as in a cl
 
 Contract
 --------
-* :func:`ensure_binaries` builds ``etcd`` and ``kube-apiserver`` once into
-  ``$XDG_CACHE_HOME/kubeward/kube/<version>/bin`` (default ``~/.cache``), outside the repository
-  so every clone reuses them; it returns that dir at once when both binaries exist. A build
-  takes minutes, prints progress to stderr, holds a file lock (two callers never build twice)
-  and writes each binary under a temporary name renamed at the end, so an interrupted build
-  never looks complete. Without ``go`` it raises :class:`KubeError` saying what to install.
+* :func:`ensure_binaries` (from :mod:`deploy.runtime.kubebuild`, re-exported) builds ``etcd`` and
+  ``kube-apiserver`` once into ``~/.cache/kubeward/kube/<versions>/bin`` and returns that dir.
 * :class:`LocalKube` is a context manager: it starts etcd and kube-apiserver on free ports in a
   temporary dir (service-account key pair from ``cryptography``, a static token file,
-  ``AlwaysAllow``), waits for ``/readyz``, writes a kubeconfig (:attr:`LocalKube.kubeconfig`) and
-  stops both process groups on exit, whatever happened. :meth:`LocalKube.ensure_namespace`
+  ``AlwaysAllow``), waits for ``/readyz``, writes a kubeconfig (:attr:`LocalKube.kubeconfig`: admin
+  token, trusting the CA the server made for itself) and stops both process groups on exit,
+  whatever happened (an ``atexit`` hook covers a missed exit). :meth:`LocalKube.ensure_namespace`
   creates a namespace and its ``default`` ServiceAccount (nothing else would: no controllers).
-  :meth:`LocalKube.restart_apiserver` restarts the API server on the same port and etcd.
+  :meth:`LocalKube.stop_apiserver`, :meth:`LocalKube.start_apiserver` and
+  :meth:`LocalKube.restart_apiserver` cycle the API server on the same port and etcd.
+
+Errors: :class:`KubeError` (cannot build or run), :class:`KubeApiError` (an API call's HTTP error).
 """
 
 from __future__ import annotations
 
-import fcntl
+import atexit
 import json
 import os
-import re
-import shutil
 import signal
 import ssl
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-__all__ = ["ETCD_VERSION", "KUBE_VERSION", "KubeError", "LocalKube", "cache_dir", "ensure_binaries"]
+from deploy.runtime.kubebuild import ETCD_VERSION, KUBE_VERSION, KubeError, cache_dir, ensure_binaries
 
-KUBE_VERSION = "1.37.2"
-ETCD_VERSION = "3.7.3"
-INSTALL_HINT = "install Go 1.26+ (https://go.dev/dl/ or apt-get install golang) and make sure `go` is on PATH"
+__all__ = ["ETCD_VERSION", "KUBE_VERSION", "KubeApiError", "KubeError", "LocalKube", "cache_dir", "ensure_binaries"]
+
 HOST = "127.0.0.1"
 TOKEN = "kubeward-dev-token"
 
 
-class KubeError(RuntimeError):
-    """The local Kubernetes binaries cannot be built, or etcd / kube-apiserver cannot be run."""
+class KubeApiError(KubeError):
+    """An API call answered an HTTP error; :attr:`status` is its code."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
 
 
-# ------------------------------------------------------------------------- building
-
-# Each binary is a tiny wrapper module that requires the real one and maps its local
-# ``replace => ./staging/...`` (or ``../``) directives to published versions.
-_MAIN_KUBE = """package main
-
-import (
-\t"os"
-
-\t"k8s.io/component-base/cli"
-\t"k8s.io/kubernetes/cmd/kube-apiserver/app"
-)
-
-func main() { os.Exit(cli.Run(app.NewAPIServerCommand())) }
-"""
-
-_MAIN_ETCD = """package main
-
-import (
-\t"os"
-
-\t"go.etcd.io/etcd/server/v3/etcdmain"
-)
-
-func main() { etcdmain.Main(os.Args) }
-"""
-
-# name -> (module, version, version given to each locally replaced module, main.go)
-_TARGETS: dict[str, tuple[str, str, str, str]] = {
-    "etcd": ("go.etcd.io/etcd/server/v3", f"v{ETCD_VERSION}", f"v{ETCD_VERSION}", _MAIN_ETCD),
-    "kube-apiserver": ("k8s.io/kubernetes", f"v{KUBE_VERSION}", "v0" + KUBE_VERSION[1:], _MAIN_KUBE),
-}
+# -------------------------------------------------------------------------- running
 
 
-def cache_dir() -> Path:
-    """``$XDG_CACHE_HOME/kubeward/kube/v<kube>-etcd<etcd>`` (``~/.cache`` when the variable is unset)."""
-    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "kubeward" / "kube" / f"v{KUBE_VERSION}-etcd{ETCD_VERSION}"
+def _free_ports(count: int) -> list[int]:
+    """Distinct ports the kernel hands out for bind(0), all sockets held open together."""
+    import socket
+
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind((HOST, 0))
+        return [int(sock.getsockname()[1]) for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
 
 
-def _say(message: str) -> None:
-    print(f"[kubeward kube] {message}", file=sys.stderr, flush=True)
+def _write_sa_keys(private: Path, public: Path) -> None:
+    """An RSA key pair in PEM for signing and checking service-account tokens."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    private.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
+                                          serialization.NoEncryption()))
+    public.write_bytes(key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                     serialization.PublicFormat.SubjectPublicKeyInfo))
 
 
-def _go() -> str:
-    go = shutil.which("go")
-    if go is None:
-        raise KubeError(f"`go` not found on PATH; building etcd and kube-apiserver needs it: {INSTALL_HINT}")
-    return go
-
-
-def _run_logged(cmd: list[str], cwd: Path, log: Path, what: str, heartbeat: float = 30.0) -> None:
-    """Run ``cmd`` with output appended to ``log``, printing elapsed time every ``heartbeat`` s."""
-    started = time.monotonic()
+def _spawn(cmd: list[str], log: Path) -> subprocess.Popen[bytes]:
     with log.open("ab") as out:
-        out.write(f"\n$ {' '.join(cmd)}\n".encode())
-        out.flush()
-        proc = subprocess.Popen(cmd, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+
+
+def _stop(proc: subprocess.Popen[bytes] | None, timeout: float = 15.0) -> None:
+    """SIGTERM the process group, SIGKILL it if it lingers, and reap the leader."""
+    if proc is None:
+        return
+    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 10.0)):
         try:
-            while True:
-                try:
-                    proc.wait(timeout=heartbeat)
-                    break
-                except subprocess.TimeoutExpired:
-                    _say(f"  {what}: still running ({time.monotonic() - started:.0f} s)")
-        except BaseException:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            raise
-    if proc.returncode != 0:
-        tail = "\n".join(log.read_text(errors="replace").splitlines()[-25:])
-        raise KubeError(f"{what} failed (exit {proc.returncode}, full log {log}):\n{tail}")
-    _say(f"  {what}: done in {time.monotonic() - started:.0f} s")
-
-
-def _local_replaces(go_mod: str) -> list[str]:
-    """Modules that a go.mod replaces with a local folder (``=> ./x`` or ``=> ../x``)."""
-    return re.findall(r"^\s*(?:replace\s+)?(\S+)(?:\s+v\S+)?\s+=>\s+\.\.?/", go_mod, flags=re.MULTILINE)
-
-
-def _wrapper_go_mod(name: str, module: str, version: str, replaced: list[str], replaced_version: str) -> str:
-    lines = [f"module local/kubeward-{name}", "",
-             "go 1.26.0", "", f"require {module} {version}", "", "replace ("]
-    lines += [f"\t{mod} => {mod} {replaced_version}" for mod in replaced]
-    return "\n".join([*lines, ")", ""])
-
-
-def _build_one(name: str, bin_dir: Path, work: Path, go: str) -> None:
-    module, version, replaced_version, main_go = _TARGETS[name]
-    src = work / name
-    shutil.rmtree(src, ignore_errors=True)
-    src.mkdir(parents=True)
-    log = work / f"{name}.log"
-    log.write_text("")
-    _say(f"building {name} from {module}@{version} (log: {log})")
-    _run_logged([go, "mod", "download", module + "@" + version], src, log, f"{name}: go mod download")
-    gomodcache = subprocess.run([go, "env", "GOMODCACHE"], capture_output=True, text=True, check=True).stdout.strip()
-    upstream = Path(gomodcache) / f"{module}@{version}" / "go.mod"
-    replaced = _local_replaces(upstream.read_text())
-    (src / "go.mod").write_text(_wrapper_go_mod(name, module, version, replaced, replaced_version))
-    (src / "main.go").write_text(main_go)
-    _run_logged([go, "mod", "tidy"], src, log, f"{name}: go mod tidy")
-    partial = bin_dir / f"{name}.partial"
-    _run_logged([go, "build", "-o", str(partial), "."], src, log, f"{name}: go build")
-    partial.rename(bin_dir / name)
-
-
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("w") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
         try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
+            proc.wait(timeout=wait)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    proc.poll()
 
 
-def ensure_binaries(root: Path | None = None) -> Path:
-    """Build ``etcd`` and ``kube-apiserver`` into ``<root>/bin`` unless both exist; return that dir.
+def _tail(log: Path, lines: int = 30) -> str:
+    return "\n".join(log.read_text(errors="replace").splitlines()[-lines:]) if log.exists() else ""
 
-    ``root`` defaults to :func:`cache_dir`. Building both takes about 5 minutes on 2 cores.
+
+class LocalKube:
+    """etcd + kube-apiserver on free 127.0.0.1 ports for the life of a ``with`` block.
+
+    Parameters
+    ----------
+    namespaces:
+        Namespaces to create, each with its ``default`` ServiceAccount, once the server is ready.
+    bin_dir:
+        Where ``etcd`` and ``kube-apiserver`` are; default :func:`ensure_binaries` (builds if needed).
+    workdir:
+        Where data, certificates, logs and the kubeconfig go; default a fresh temporary dir, removed on exit.
+    ready_timeout:
+        Seconds to wait for etcd and then for the API server's ``/readyz``.
     """
-    root = cache_dir() if root is None else Path(root)
-    bin_dir = root / "bin"
-    missing = [name for name in _TARGETS if not (bin_dir / name).is_file()]
-    if not missing:
-        return bin_dir
-    go = _go()
-    with _locked(root / ".build.lock"):
-        missing = [name for name in _TARGETS if not (bin_dir / name).is_file()]
-        bin_dir.mkdir(parents=True, exist_ok=True)
-        started = time.monotonic()
-        for name in missing:
-            _build_one(name, bin_dir, root / "build", go)
-        if missing:
-            _say(f"built {', '.join(missing)} into {bin_dir} in {time.monotonic() - started:.0f} s")
-    return bin_dir
+
+    def __init__(self, namespaces: tuple[str, ...] = (), bin_dir: Path | None = None, workdir: Path | None = None,
+                 ready_timeout: float = 120.0) -> None:
+        self.namespaces = namespaces
+        self.ready_timeout = ready_timeout
+        self._bin_dir = bin_dir
+        self._given_workdir = workdir
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self.workdir = Path()
+        self.etcd_port = self.etcd_peer_port = self.port = 0
+        self._etcd: subprocess.Popen[bytes] | None = None
+        self._apiserver: subprocess.Popen[bytes] | None = None
+        self._probe_tls = ssl.create_default_context()  # /readyz polls: the CA exists only once the server runs
+        self._probe_tls.check_hostname = False
+        self._probe_tls.verify_mode = ssl.CERT_NONE
+        self._tls = self._probe_tls
+
+    # ---------------------------------------------------------------- addresses
+
+    @property
+    def server(self) -> str:
+        """The API server's URL (``https://127.0.0.1:<port>``)."""
+        return f"https://{HOST}:{self.port}"
+
+    @property
+    def etcd_url(self) -> str:
+        """etcd's client URL (plain HTTP)."""
+        return f"http://{HOST}:{self.etcd_port}"
+
+    @property
+    def kubeconfig(self) -> Path:
+        """A kubeconfig (static admin token, the server's own CA) for the ``kubernetes`` client, kubectl and helm."""
+        return self.workdir / "kubeconfig"
+
+    @property
+    def token(self) -> str:
+        """The bearer token of the ``system:masters`` user."""
+        return TOKEN
+
+    # ---------------------------------------------------------------- lifecycle
+
+    def __enter__(self) -> LocalKube:
+        bin_dir = self._bin_dir or ensure_binaries()
+        self._etcd_bin, self._apiserver_bin = bin_dir / "etcd", bin_dir / "kube-apiserver"
+        if self._given_workdir is None:
+            self._tmp = tempfile.TemporaryDirectory(prefix="kubeward-kube-")
+        self.workdir = Path(self._tmp.name if self._tmp else self._given_workdir or ".")
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        atexit.register(self.__exit__, None, None, None)  # no processes left behind, even without __exit__
+        try:
+            self._prepare()
+            self._start_etcd()
+            self.start_apiserver()
+            for namespace in self.namespaces:
+                self.ensure_namespace(namespace)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        atexit.unregister(self.__exit__)
+        self.stop_apiserver()
+        _stop(self._etcd)
+        self._etcd = None
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+    def _prepare(self) -> None:
+        self.etcd_port, self.etcd_peer_port, self.port = _free_ports(3)
+        _write_sa_keys(self.workdir / "sa.key", self.workdir / "sa.pub")
+        (self.workdir / "tokens.csv").write_text(f"{TOKEN},admin,admin,system:masters\n")
+
+    def _trust_server_ca(self) -> None:
+        """Take the self-signed CA kube-apiserver wrote into its cert dir; write the kubeconfig that trusts it."""
+        bundle = (self.workdir / "certs" / "apiserver.crt").read_text()
+        ca = self.workdir / "ca.crt"
+        ca.write_text("-----BEGIN CERTIFICATE-----" + bundle.split("-----BEGIN CERTIFICATE-----")[-1])
+        self._tls = ssl.create_default_context(cafile=str(ca))
+        config = {
+            "apiVersion": "v1", "kind": "Config", "current-context": "kubeward-local", "preferences": {},
+            "clusters": [{"name": "kubeward-local", "cluster": {"server": self.server, "certificate-authority": str(ca)}}],
+            "users": [{"name": "admin", "user": {"token": TOKEN}}],
+            "contexts": [{"name": "kubeward-local", "context": {"cluster": "kubeward-local", "user": "admin"}}],
+        }
+        self.kubeconfig.write_text(json.dumps(config, indent=2) + "\n")  # JSON is YAML: every client reads it
+
+    def _start_etcd(self) -> None:
+        peer = f"http://{HOST}:{self.etcd_peer_port}"
+        cmd = [str(self._etcd_bin), "--name", "default", "--data-dir", str(self.workdir / "etcd-data"),
+               "--listen-client-urls", self.etcd_url, "--advertise-client-urls", self.etcd_url,
+               "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
+               "--initial-cluster", f"default={peer}", "--log-level", "warn", "--unsafe-no-fsync"]
+        log = self.workdir / "etcd.log"
+        self._etcd = _spawn(cmd, log)
+        self._wait(lambda: self._http_ok(self.etcd_url + "/health", tls=False), "etcd /health", self._etcd, log)
+
+    def start_apiserver(self) -> None:
+        """Start kube-apiserver (again) on :attr:`port` against the running etcd and wait for ``/readyz``."""
+        # the loopback advertise address is only accepted without the `kubernetes` endpoint reconciler
+        cmd = [str(self._apiserver_bin), f"--etcd-servers={self.etcd_url}", f"--bind-address={HOST}",
+               f"--advertise-address={HOST}", "--endpoint-reconciler-type=none", f"--secure-port={self.port}",
+               f"--cert-dir={self.workdir / 'certs'}",
+               f"--token-auth-file={self.workdir / 'tokens.csv'}", "--authorization-mode=AlwaysAllow",
+               "--service-account-issuer=https://kubernetes.default.svc",
+               f"--service-account-key-file={self.workdir / 'sa.pub'}",
+               f"--service-account-signing-key-file={self.workdir / 'sa.key'}",
+               "--service-cluster-ip-range=10.96.0.0/16", "--profiling=false", "--v=1"]
+        log = self.workdir / "kube-apiserver.log"
+        self._apiserver = _spawn(cmd, log)
+        self._wait(lambda: self._http_ok(self.server + "/readyz", tls=True), "kube-apiserver /readyz", self._apiserver, log)
+        self._trust_server_ca()
+
+    def stop_apiserver(self) -> None:
+        """Stop kube-apiserver (etcd keeps running); watchers see their connections drop."""
+        _stop(self._apiserver)
+        self._apiserver = None
+
+    def restart_apiserver(self) -> None:
+        """Stop and start kube-apiserver on the same port and etcd."""
+        self.stop_apiserver()
+        self.start_apiserver()
+
+    def _wait(self, ready: Any, what: str, proc: subprocess.Popen[bytes], log: Path) -> None:
+        deadline = time.monotonic() + self.ready_timeout
+        while time.monotonic() < deadline:
+            if proc.poll() is not None:
+                raise KubeError(f"{what}: process exited with {proc.returncode}; log {log}:\n{_tail(log)}")
+            if ready():
+                return
+            time.sleep(0.25)
+        raise KubeError(f"{what} not ready within {self.ready_timeout} s; log {log}:\n{_tail(log)}")
+
+    def _http_ok(self, url: str, tls: bool) -> bool:
+        headers = {"Authorization": f"Bearer {TOKEN}"} if tls else {}
+        try:
+            with urllib.request.urlopen(urllib.request.Request(url, headers=headers), timeout=2,
+                                        context=self._probe_tls if tls else None) as resp:
+                return int(resp.status) == 200
+        except (OSError, urllib.error.URLError):
+            return False
+
+    # ---------------------------------------------------------------- API calls
+
+    def request(self, method: str, path: str, body: Any = None,
+                content_type: str = "application/json") -> dict[str, Any]:
+        """One API call with the admin token; returns the decoded JSON, raises :class:`KubeApiError` on an HTTP error."""
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.server + path, data=data, method=method, headers={
+            "Authorization": f"Bearer {TOKEN}", "Content-Type": content_type, "Accept": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=30, context=self._tls) as resp:
+                result: dict[str, Any] = json.loads(resp.read() or b"{}")
+                return result
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode(errors="replace")[:500]
+            raise KubeApiError(f"{method} {path} answered {exc.code}: {detail}", exc.code) from exc
+
+    def _create(self, path: str, body: dict[str, Any]) -> None:
+        try:
+            self.request("POST", path, body)
+        except KubeApiError as exc:
+            if exc.status != 409:  # 409: exists already
+                raise
+
+    def ensure_namespace(self, name: str) -> None:
+        """Create namespace ``name`` and its ``default`` ServiceAccount unless they exist."""
+        self._create("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+        self.ensure_service_account(name, "default")
+
+    def ensure_service_account(self, namespace: str, name: str) -> None:
+        """Create ServiceAccount ``namespace/name`` unless it exists (pods naming it are rejected otherwise)."""
+        self._create(f"/api/v1/namespaces/{namespace}/serviceaccounts",
+                     {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name, "namespace": namespace}})
