@@ -4,6 +4,7 @@
     kubeward worker                 the Faust stream worker (detections, verdicts, findings)
     kubeward shim                   the inline enforcement shim (Envoy ext_authz HTTP)
     kubeward collect                the per-node collector (access-log files, OTLP, Envoy ALS, ext_proc, HAR/JSONL replay)
+    kubeward eval-templates DIR     exact template recovery of the learned templater on real OpenAPI specs
     kubeward eval-sensitive         DEV precision/recall of sensitive-data detection (--bench: us per 2 KB body)
     kubeward policy set|show|apply  observe or enforce per namespace/service, for shims and workers at once
     kubeward simulate               simulated cluster traffic to Kafka, Parquet or JSONL
@@ -92,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     broker.add_cli(sub)
     _add_worker(sub)
     _add_shim(sub)
-    for module in ("deploy.policy", "deploy.lab.simulate", "deploy.lab.demo", "deploy.lab.bench", "deploy.lab.evaluate", "deploy.lab.sensitive_eval", "deploy.collect"):
+    for module in ("deploy.policy", "deploy.lab.simulate", "deploy.lab.demo", "deploy.lab.bench", "deploy.lab.evaluate", "deploy.lab.sensitive_eval", "deploy.lab.templating_eval", "deploy.collect"):
         try:
             __import__(module, fromlist=["add_cli"]).add_cli(sub)
         except ModuleNotFoundError as exc:

@@ -36,7 +36,13 @@ from ingest.schema import (
     actor_key,
 )
 from ingest.signing import sign_verdict, verify_verdict
-from ingest.templating import hash_object_id, template_path
+from ingest.bodies import BodyFeatures, body_features
+from ingest.identity import Identity, IdentityConfig, IdentityResolver
+from ingest.observation import HttpObservation
+from ingest.openapi import DeclaredEndpoint, SpecError, SpecIndex, load_spec, parse_spec
+from ingest.pods import PodDirectory, PodIdentity
+from ingest.summarize import OutcomeRule, Summarizer, SummarizerConfig
+from ingest.templating import PathTemplater, hash_object_id, template_path
 from ingest.topics import DLQ, FINDINGS, INVENTORY, POLICY, SUMMARIES, VERDICTS, TopicSpec
 
 __all__ = [
@@ -46,14 +52,24 @@ __all__ = [
     "POLICY",
     "SUMMARIES",
     "VERDICTS",
+    "BodyFeatures",
     "DeadLetter",
+    "DeclaredEndpoint",
     "Destination",
     "EndpointRecord",
     "EnvelopeError",
     "Finding",
     "FindingInfo",
     "GroundTruth",
+    "HttpObservation",
+    "Identity",
+    "IdentityConfig",
+    "IdentityResolver",
     "IngestError",
+    "OutcomeRule",
+    "PathTemplater",
+    "PodDirectory",
+    "PodIdentity",
     "Policy",
     "PublishError",
     "Reason",
@@ -61,15 +77,22 @@ __all__ = [
     "Scope",
     "SettingsError",
     "Source",
+    "SpecError",
+    "SpecIndex",
     "Subject",
+    "Summarizer",
+    "SummarizerConfig",
     "TopicSpec",
     "Verdict",
     "actor_key",
     "arrow_schema",
+    "body_features",
     "decode_message",
     "encode_envelope",
     "encode_rows",
     "hash_object_id",
+    "load_spec",
+    "parse_spec",
     "row_to_summary",
     "sign_verdict",
     "summaries_from_table",

@@ -3,7 +3,10 @@
     IngestError
      ├── EnvelopeError      a summaries-topic message cannot be decoded
      ├── SettingsError      a configuration value is invalid (names key and value)
-     └── PublishError       the publisher cannot hand records to Kafka
+     ├── PublishError       the publisher cannot hand records to Kafka
+     ├── SpecError          an OpenAPI/Swagger document cannot be read (ingest.openapi)
+     ├── PodEventError      a pod watch event cannot be applied (ingest.pods)
+     └── PodWatchError      the pod watch cannot start (ingest.podwatch)
 """
 
 from __future__ import annotations

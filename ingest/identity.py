@@ -32,6 +32,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ingest.templating import hash_object_id
+
 __all__ = [
     "Target",
     "Identity",
@@ -99,9 +101,7 @@ def hash_principal(kind: str, value: str, key: bytes) -> str:
     >>> hash_principal("jwt", "user-00042", b"k") == hash_principal("jwt", "user-00042", b"k")
     True
     """
-    if len(key) > 64:
-        key = hashlib.blake2b(key).digest()
-    return f"{kind}:{hashlib.blake2b(value.encode(), key=key, digest_size=8).hexdigest()}"
+    return f"{kind}:{hash_object_id(value, key)}"
 
 
 def _b64(segment: str) -> bytes:

@@ -40,10 +40,10 @@ _FAILURE_FLAGS = re.compile(rb'"(?:ok|success|authenticated|valid)"\s*:\s*false'
 
 
 class Templater(Protocol):
-    """Anything that turns a concrete path of a service into (template, ids in the path)."""
+    """Anything that learns from concrete paths of a service and turns them into (template, ids in the path)."""
 
-    def template(self, service: str, method: str, path: str) -> tuple[str, list[str]]:
-        """The template and the raw ids of one concrete path (query removed)."""
+    def learn(self, service: str, method: str, path: str) -> tuple[str, list[str]]:
+        """Learn from one path, then answer its template and raw ids (query removed)."""
         ...
 
 
@@ -108,7 +108,7 @@ class Summarizer:
 
     def _template(self, service: str, method: str, path: str) -> tuple[str, list[str]]:
         if self.templater is not None:
-            return self.templater.template(service, method, path)
+            return self.templater.learn(service, method, path)
         return template_path(path)
 
     def _body(self, obs: HttpObservation, headers: Mapping[str, str], body: bytes | None) -> BodyFeatures | None:
@@ -130,7 +130,7 @@ class Summarizer:
         where = self.identities.destination(obs.headers, obs.route, obs.authority)
         service = where.service or "-"
         path, _, query = obs.path.partition("?")
-        template, ids = self._template(service, obs.method, path)
+        template, ids = self._template(f"{where.namespace}/{service}" if where.namespace else service, obs.method, path)
         if query:
             ids += query_object_ids(query)
         response = self._body(obs, obs.response_headers, obs.response_body)

@@ -9,9 +9,10 @@ to ``l7.summaries.dlq.v1`` with the reason; a bug in our own code stops the
 worker. ``streams.app`` is the only module that imports faust; the rest is pure.
 """
 
-from streams.pipeline import Outcome, Pipeline
+from streams.pipeline import Outcome, Pipeline, processor_config
 from streams.policy import decide, to_finding
 from streams.processor import BatchProcessor, Detection, ProcessorConfig
+from streams.replay import Replay, ReplayResult, replay
 from streams.settings import WorkerSettings
 from streams.state import ActorStore
 
@@ -22,7 +23,11 @@ __all__ = [
     "Outcome",
     "Pipeline",
     "ProcessorConfig",
+    "Replay",
+    "ReplayResult",
     "WorkerSettings",
     "decide",
+    "processor_config",
+    "replay",
     "to_finding",
 ]

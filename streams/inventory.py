@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 
-from ingest import EndpointRecord
+from ingest import EndpointRecord, actor_key
 
 __all__ = ["Inventory"]
 
@@ -81,7 +81,7 @@ class Inventory:
                 ep.woke_from_dormancy = True
             ep.calls += 1
             ep.first_seen, ep.last_seen = min(ep.first_seen, t), max(ep.last_seen, t)
-            actor = f"{src.get('workload') or src.get('ip') or '-'}|{row['principal'] or '-'}"
+            actor = actor_key(src.get("workload") or src.get("ip"), row["principal"])
             if actor in ep.callers or len(ep.callers) < _CALLER_CAP:
                 ep.callers[actor] = ep.callers.get(actor, 0) + 1
             if row["auth_type"]:

@@ -19,10 +19,22 @@ from streams.policy import decide, to_finding
 from streams.processor import BatchProcessor, Detection, ProcessorConfig
 from streams.settings import WorkerSettings
 
-__all__ = ["Outcome", "Pipeline", "state_key"]
+__all__ = ["Outcome", "Pipeline", "processor_config", "state_key"]
 
 
 DESTINATIONS = "destinations"
+
+
+def processor_config(settings: WorkerSettings) -> ProcessorConfig:
+    """The processor's configuration from the worker settings (the one place it is built from them)."""
+    return ProcessorConfig(
+        window_s=settings.window_s,
+        score_threshold=settings.score_threshold,
+        flag_ttl_s=int(settings.policy.verdict_ttl_s),
+        buckets=settings.state_buckets,
+        learn_windows=settings.learn_windows,
+        retired_endpoints=frozenset(settings.policy.retired_endpoints),
+    )
 
 
 def state_key(partition: int, bucket: int | str) -> bytes:
@@ -55,14 +67,7 @@ class Pipeline:
         self.settings = settings
         self.topic = topic
         self._key = settings.verdict_key.get_secret_value().encode()
-        self.config = ProcessorConfig(
-            window_s=settings.window_s,
-            score_threshold=settings.score_threshold,
-            flag_ttl_s=int(settings.policy.verdict_ttl_s),
-            buckets=settings.state_buckets,
-            learn_windows=settings.learn_windows,
-            retired_endpoints=frozenset(settings.policy.retired_endpoints),
-        )
+        self.config = processor_config(settings)
         self.processors: dict[int, BatchProcessor] = {}
         self._last_flush: dict[int, float] = {}
 

@@ -1,7 +1,7 @@
 """Offline evaluation of the detection pipeline on simulated traffic with ground truth.
 
 ``evaluate`` replays a seeded simulated cluster through the same
-``BatchProcessor`` and detectors the worker runs, with the shim's inline
+``Pipeline`` the worker runs (``streams.replay``), with the shim's inline
 signatures applied to each raw path as the shim would (no Kafka, no
 enforcement, so attackers keep going) and scores the detections against the simulator's
 labels: per attack kind whether its actor was flagged, how long after its first
@@ -9,22 +9,29 @@ malicious call, after how many malicious calls, and how many benign actors were
 flagged. Thresholds were chosen from the simulator's statistics on seeds 7 and
 8; report results on other seeds (held out). It is our own simulator, so these
 figures check the pipeline and its thresholds, not accuracy on real traffic.
+
+The pipeline runs with ``WorkerSettings`` (``window_s``, ``learn_windows`` and
+the simulator's retired routes given here; anything else as the worker would
+read it, ``KUBEWARD_WORKER_*`` included).
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
 from typing import Any
 
 from enforcement.signatures import SignatureSet, load_signatures
-from ingest.envelope import decode_message, encode_rows
-from ingest.simulator import ClusterSimulator, plan_attacks
-from models import REGISTRY, build_detectors
-from streams.processor import BatchProcessor, ProcessorConfig
+from ingest import Policy
+from ingest.simulator import ClusterSimulator, SimCall, plan_attacks
+from streams import Outcome, WorkerSettings
+from streams.replay import Batch, Replay, replay
 from streams.state import actor_hash
 
 __all__ = ["evaluate"]
+
+OBJECT_KEY = b"evaluation-key"
 
 
 @dataclass
@@ -37,51 +44,58 @@ class _Truth:
     detected_as: str | None = None
 
 
-def _replay(sim: ClusterSimulator, seconds: float, proc: BatchProcessor, batch_rows: int, signatures: SignatureSet) -> tuple[dict[str, _Truth], dict[str, str], set[str], int]:
-    truths: dict[str, _Truth] = {}
-    flagged: dict[str, str] = {}
-    actors: set[str] = set()
-    batch: list[dict[str, Any]] = []
-    pending: list[Any] = []
-    events = 0
+def _settings(sim: ClusterSimulator, window_s: int, learn_windows: int, **overrides: Any) -> WorkerSettings:
+    """The worker's settings for a replay of ``sim``: its retired routes are the policy's."""
+    policy = Policy(retired_endpoints=sim.retired_endpoints)
+    return WorkerSettings(window_s=window_s, learn_windows=learn_windows, policy=policy, **overrides)
 
-    def flush() -> None:
-        for det in proc.process(decode_message(encode_rows(batch), 1 << 30)):
-            flagged.setdefault(det.actor, det.attack_class)
-            for t in truths.values():
+
+def _rows(calls: Iterable[SimCall], signatures: SignatureSet, prefix: str) -> Iterator[dict[str, Any]]:
+    """Summary rows of the calls, with the shim's inline signatures applied to each raw path as the shim would."""
+    for i, call in enumerate(calls):
+        row = call.to_row(f"{prefix}{i}", OBJECT_KEY)
+        row["inline_findings"] = signatures.match(call.raw_path)
+        yield row
+
+
+@dataclass
+class _Score:
+    """Ground truth gathered as calls are generated, detections scored against it batch by batch."""
+
+    truths: dict[str, _Truth] = field(default_factory=dict)
+    flagged: dict[str, str] = field(default_factory=dict)
+    actors: set[str] = field(default_factory=set)
+
+    def see(self, calls: Iterable[SimCall]) -> Iterator[SimCall]:
+        """Pass the calls through, noting every actor and each attacker's first malicious call."""
+        for call in calls:
+            self.actors.add(call.actor)
+            if call.malicious and call.attack_id is not None and call.attack_id not in self.truths:
+                self.truths[call.attack_id] = _Truth(call.scenario, call.actor, call.time)
+            yield call
+
+    def batch(self, batch: Batch, out: Outcome) -> None:
+        """Mark attackers detected in this batch; count malicious calls of batches before their detection."""
+        for det in out.detections:
+            self.flagged.setdefault(det.actor, det.attack_class)
+            for t in self.truths.values():
                 if t.actor == det.actor and t.detected_at is None:
                     t.detected_at, t.detected_as = det.evidence_time, det.attack_class
-        for call in pending:
-            t = truths.get(call.attack_id) if call.malicious else None
-            if t is not None and t.detected_at is None:
-                t.calls_before_detection += 1
-        batch.clear()
-        pending.clear()
-
-    for i, call in enumerate(sim.calls(seconds)):
-        events += 1
-        actors.add(call.actor)
-        if call.malicious and call.attack_id not in truths:
-            truths[call.attack_id] = _Truth(call.scenario, call.actor, call.time)
-        row = call.to_row(f"e{i}", b"evaluation-key")
-        row["inline_findings"] = signatures.match(call.raw_path)
-        batch.append(row)
-        pending.append(call)
-        if len(batch) >= batch_rows:
-            flush()
-    if batch:
-        flush()
-    return truths, flagged, actors, events
+        for row in batch if isinstance(batch, list) else batch.to_pylist():
+            truth = row["ground_truth"]
+            attacker = self.truths.get(truth["attack_id"]) if truth["malicious"] else None
+            if attacker is not None and attacker.detected_at is None:
+                attacker.calls_before_detection += 1
 
 
 def evaluate(seed: int, seconds: float = 240.0, rate: float = 1000.0, users: int = 3000, per_kind: int = 2, warmup: float = 60.0, window_s: int = 10, learn_windows: int = 2, batch_rows: int = 200) -> dict[str, Any]:
     """Detection results on one simulated run (see the module docstring)."""
     sim = ClusterSimulator(seed=seed, users=users, start_time=1.8e9, attacks=plan_attacks(seed, seconds, warmup, per_kind), benign_rate_eps=rate)
-    config = ProcessorConfig(window_s=window_s, learn_windows=learn_windows, retired_endpoints=frozenset(sim.retired_endpoints))
-    proc = BatchProcessor(config, build_detectors(sorted(REGISTRY), learn_windows=learn_windows))
-    truths, flagged, actors, events = _replay(sim, seconds, proc, batch_rows, load_signatures())
-    attacker_actors = {t.actor for t in truths.values()}
-    benign = actors - attacker_actors
+    score = _Score()
+    rows = _rows(score.see(sim.calls(seconds)), load_signatures(), "e")
+    result = replay(rows, _settings(sim, window_s, learn_windows), batch_rows=batch_rows, on_batch=score.batch)
+    truths, flagged = score.truths, score.flagged
+    benign = score.actors - {t.actor for t in truths.values()}
     by_kind: dict[str, list[_Truth]] = defaultdict(list)
     for t in truths.values():
         by_kind[t.kind].append(t)
@@ -98,7 +112,7 @@ def evaluate(seed: int, seconds: float = 240.0, rate: float = 1000.0, users: int
     false_positives = sorted(a for a in flagged if a in benign)
     return {
         "seed": seed,
-        "events": events,
+        "events": result.rows,
         "attackers": len(truths),
         "attackers_detected": sum(t.detected_at is not None for t in truths.values()),
         "benign_actors": len(benign),
@@ -151,25 +165,23 @@ def window_frames(seed: int, seconds: float = 120.0, rate: float = 1000.0, users
 
     plans = plan_attacks(seed, seconds, min(60.0, seconds / 3)) if attacks else []
     sim = ClusterSimulator(seed=seed, users=users, start_time=1.8e9, attacks=plans, benign_rate_eps=rate)
-    config = ProcessorConfig(window_s=window_s, learn_windows=learn_windows, retired_endpoints=frozenset(sim.retired_endpoints))
-    proc = BatchProcessor(config, [])
-    signatures = load_signatures()
     calls = list(sim.calls(seconds))
     bad = {c.actor for c in calls if c.malicious}
+    run = Replay(_settings(sim, window_s, learn_windows, detectors=[]))  # features only, nothing scored
     frames: list[dict[str, Any]] = []
     labels: list[Any] = []
-    for start in range(0, len(calls), 500):
-        chunk = calls[start : start + 500]
-        rows = []
-        for i, call in enumerate(chunk):
-            row = call.to_row(f"w{start + i}", b"evaluation-key")
-            row["inline_findings"] = signatures.match(call.raw_path)
-            rows.append(row)
-        table = decode_message(encode_rows(rows), 1 << 30)
-        proc.process(table)
-        actors = sorted({c.actor for c in chunk})
+    done = 0
+
+    def after(batch: Batch, out: Outcome) -> None:
+        """The frame of the actors of this batch, right after it was folded in."""
+        nonlocal done
+        actors = sorted({c.actor for c in calls[done : done + len(batch)]})
+        done += len(batch)
+        proc = run.processor()
         found, _ = proc.store.rows_for(np.array([actor_hash(a) for a in actors], dtype=np.uint64))
         frames.append(proc.frame(found))
         labels.append(np.array([a in bad for a in actors]))
+
+    run.run(_rows(calls, load_signatures(), "w"), batch_rows=500, on_batch=after)
     merged = {k: np.concatenate([f[k] for f in frames]) for k in frames[0]}
     return merged, np.concatenate(labels)

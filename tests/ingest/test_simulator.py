@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
+import itertools
 import json
 from collections import defaultdict
 from functools import cache
@@ -18,6 +21,7 @@ from ingest.errors import SettingsError
 from ingest.schema import RequestSummary, actor_key
 from ingest.simulator import (
     ATTACK_KINDS,
+    SERVER_MODEL_FIELDS,
     AttackPlan,
     ClusterSimulator,
     SimCall,
@@ -25,6 +29,7 @@ from ingest.simulator import (
     write_jsonl,
     write_parquet,
 )
+from ingest.templating import hash_object_id
 
 KEY = b"k" * 32
 T0 = 1.8e9
@@ -68,6 +73,31 @@ def test_same_seed_yields_identical_calls() -> None:
     second = list(ClusterSimulator(seed=3, users=500, benign_rate_eps=500.0, attacks=plans).calls(60.0))
     assert len(first) > 25_000
     assert first == second
+
+
+# Digests of the first 20,000 calls of one run, computed with the single-module simulator (ingest/simulator.py
+# as last changed in 3ab1cab) before it was split into a package: the split changed no call. ``records`` hashes every
+# SimCall field by name; ``rows`` hashes ``to_row`` restricted to the keys it had then (the schema has grown).
+_GOLDEN_RECORDS = "9806a0b41a4618d38c09015dca24155d6843b7b5805ef04cdbae2f54e8625b4c"
+_GOLDEN_ROWS = "bb28a3316cab963cb0a5c620fdb099fc3f97caaf4efe50d0095d26ffec046320"
+_GOLDEN_ROW_KEYS = (
+    "auth_type", "decision", "destination", "duration_ms", "ground_truth", "id", "inline_findings", "llm", "mcp",
+    "method", "object_ids", "path_template", "principal", "protocol", "raw_path", "reporter", "request_bytes",
+    "response_bytes", "schema_version", "sensitive", "source", "status", "time", "trace_id",
+)
+
+
+def test_the_first_20000_calls_are_those_of_the_original_simulator() -> None:
+    sim = ClusterSimulator(seed=11, users=500, benign_rate_eps=100.0, attacks=plan_attacks(11, 150.0, 20.0, per_kind=2))
+    calls = list(itertools.islice(sim.calls(150.0), 20_000))
+    assert len(calls) == 20_000 and {c.scenario for c in calls} == {"benign", *ATTACK_KINDS}
+    records, rows = hashlib.sha256(), hashlib.sha256()
+    for i, c in enumerate(calls):
+        records.update(json.dumps(dataclasses.asdict(c), sort_keys=True).encode() + b"\n")
+        row = c.to_row(f"sim-{i:010d}", b"determinism-test-key", with_raw_path=True)
+        rows.update(json.dumps({k: row[k] for k in _GOLDEN_ROW_KEYS}, sort_keys=True).encode() + b"\n")
+    assert records.hexdigest() == _GOLDEN_RECORDS
+    assert rows.hexdigest() == _GOLDEN_ROWS
 
 
 def test_calls_twice_on_one_simulator_is_identical() -> None:
@@ -295,11 +325,31 @@ def test_to_row_equals_to_summary_model_dump() -> None:
     assert sample[0].to_row("id-1", KEY, **overrides) == _summary_dump(sample[0], **overrides)  # type: ignore[arg-type]
 
 
+def test_to_row_has_every_schema_field() -> None:
+    assert set(short_run()[0].to_row("id-1", KEY)) == set(RequestSummary.model_fields)
+
+
+def test_the_server_model_is_one_group_between_the_request_and_the_ground_truth() -> None:
+    names = [f.name for f in dataclasses.fields(SimCall)]
+    start = names.index(SERVER_MODEL_FIELDS[0])
+    assert tuple(names[start : start + len(SERVER_MODEL_FIELDS)]) == SERVER_MODEL_FIELDS
+    assert names[start + len(SERVER_MODEL_FIELDS) :] == ["scenario", "attack_id", "malicious"]
+    request = {"method", "raw_path", "principal", "source_workload", "source_ip", "dest_service", "request_bytes"}
+    assert request <= set(names[:start])
+
+
 def test_to_row_fits_the_arrow_schema() -> None:
     schema = arrow_schema(RequestSummary)
     rows = [c.to_row(f"id-{i}", KEY) for i, c in enumerate(short_run()[:500])]
     batch = pa.RecordBatch.from_pylist(rows, schema=schema)
     assert batch.num_rows == 500 and batch.schema.equals(schema)
+
+
+def test_object_ids_are_hashed_by_the_one_templating_function() -> None:
+    call = next(c for c in short_run() if len(c.object_ids) > 1)
+    long_key = b"x" * 100  # longer than BLAKE2b's key limit: hash_object_id reduces it first
+    for key in (KEY, long_key):
+        assert call.to_row("x", key)["object_ids"] == [hash_object_id(o, key) for o in call.object_ids]
 
 
 def test_object_ids_are_keyed_hashes() -> None:

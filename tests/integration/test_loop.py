@@ -26,7 +26,7 @@ from deploy.lab.checkclient import CheckClient
 from deploy.lab.demo import drive
 from deploy.runtime.stack import LocalStack
 from deploy.lab.tally import Tally
-from ingest import DLQ, VERDICTS, DeadLetter, Policy, Verdict, summary_row
+from ingest import DLQ, VERDICTS, DeadLetter, Policy, Verdict, actor_key, summary_row
 from ingest.publish import SummaryPublisher
 from ingest.simulator import AttackPlan, ClusterSimulator
 
@@ -39,6 +39,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     shim = {"report": "denied", "policy": POLICY.model_dump()}
     with LocalStack(tmp_path_factory.mktemp("loop"), worker_settings=worker, shim_settings=shim) as running:
         yield running
+
+
+def _actor(principal: str) -> str:
+    """The actor key the worker gives ``_row``'s calls."""
+    return actor_key("shop/frontend", principal)
 
 
 def _row(principal: str, object_id: str, status: int = 200, t: float | None = None) -> dict[str, Any]:
@@ -141,7 +146,7 @@ def test_bad_records_go_to_the_dead_letter_topic_and_the_worker_keeps_going(stac
     assert "'time'" in letters[b"bad-2"].error
     assert "exceeds max_message_bytes" in letters[b"bad-3"].error
     assert letters[b"bad-3"].raw_bytes > 300 * 1024 and len(letters[b"bad-3"].raw_b64) < 100 * 1024
-    assert "shop/frontend|after-garbage" in _verdict_subjects(stack.bootstrap, wait_for="shop/frontend|after-garbage")
+    assert _actor("after-garbage") in _verdict_subjects(stack.bootstrap, wait_for=_actor("after-garbage"))
     assert _wait_status(stack, "after-garbage", 403) == 403
 
 
@@ -167,13 +172,13 @@ def test_restarted_worker_recovers_state_from_its_changelog(stack: LocalStack) -
     time.sleep(1.0)  # past state_flush_s, so the next message on the partition checkpoints the buckets
     _publish(stack, [_row("split-attacker", "nudge-1", t=t + 1), _row("half-only", "nudge-2", t=t + 1)])
     time.sleep(2.0)
-    assert "shop/frontend|split-attacker" not in _verdict_subjects(stack.bootstrap, timeout=3)
+    assert _actor("split-attacker") not in _verdict_subjects(stack.bootstrap, timeout=3)
     stop_process(stack.worker)
     stack.start_worker()
     _publish(stack, _enumeration("split-attacker", 15, start=100, t=t + 2))
-    subjects = _verdict_subjects(stack.bootstrap, wait_for="shop/frontend|split-attacker")
-    assert "shop/frontend|split-attacker" in subjects, "state of the first half was not recovered"
+    subjects = _verdict_subjects(stack.bootstrap, wait_for=_actor("split-attacker"))
+    assert _actor("split-attacker") in subjects, "state of the first half was not recovered"
     _publish(stack, _enumeration("fresh-after-restart", 15, t=t + 2))
     time.sleep(3.0)
-    assert "shop/frontend|fresh-after-restart" not in _verdict_subjects(stack.bootstrap, timeout=3)
+    assert _actor("fresh-after-restart") not in _verdict_subjects(stack.bootstrap, timeout=3)
     assert urllib.request.urlopen(metrics, timeout=5).status == 200

@@ -8,10 +8,12 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from ingest import Policy, RequestSummary, encode_envelope, verify_verdict
+from ingest import Policy, RequestSummary, actor_key, encode_envelope, verify_verdict
 from ingest.templating import hash_object_id
-from streams.pipeline import Outcome, Pipeline, state_key
+from streams.pipeline import Outcome, Pipeline, processor_config, state_key
 from streams.policy import severity_for
+from streams.processor import ProcessorConfig
+from streams.replay import Replay
 from streams.settings import WorkerSettings
 from streams.state import WINDOW_COUNTERS
 from tests.conftest import T0
@@ -19,6 +21,7 @@ from tests.conftest import T0
 TOPIC = "l7.summaries.v1"
 KEY = "pipeline-test-key"
 W_1 = 61.0  # seconds after T0: inside the second 60 s window
+MALLORY, ALICE = actor_key("shop/web", "mallory"), actor_key("shop/web", "alice")
 
 
 def _settings(**overrides: Any) -> WorkerSettings:
@@ -81,7 +84,7 @@ def test_an_attack_envelope_gives_a_signed_verdict_and_an_ocsf_finding(summary_f
     (verdict,), (finding,) = out.verdicts, out.findings
     assert verify_verdict(verdict, KEY.encode())
     assert not verify_verdict(verdict, b"kubeward-dev-verdict-key")
-    assert (verdict.subject.kind, verdict.subject.value, verdict.action) == ("actor", "shop/web|mallory", "block")
+    assert (verdict.subject.kind, verdict.subject.value, verdict.action) == ("actor", MALLORY, "block")
     assert verdict.mode == "observe" and verdict.policy_version == Policy().version
     assert (verdict.issued_at, verdict.expires_at) == (T0 + 3, T0 + 3 + Policy().verdict_ttl_s)
     assert verdict.evidence_time == out.detections[0].evidence_time == pytest.approx(T0 + 1.99)
@@ -89,11 +92,11 @@ def test_an_attack_envelope_gives_a_signed_verdict_and_an_ocsf_finding(summary_f
     assert (finding.class_uid, finding.type_uid, finding.category_uid, finding.activity_id) == (2004, 200401, 2, 1)
     assert finding.finding_info.uid == verdict.finding_ids[0]
     assert finding.time == int((T0 + 3) * 1000)
-    assert finding.unmapped == {"actor": "shop/web|mallory", "verdict_id": verdict.id, "mode": "observe"}
+    assert finding.unmapped == {"actor": MALLORY, "verdict_id": verdict.id, "mode": "observe"}
     assert (finding.action_id, finding.disposition_id) == (0, 15)
     assert finding.severity_id == severity_for(out.detections[0].score) >= 2
     assert finding.finding_info.types == ["bola"] and finding.finding_info.analytic["name"] == "bola_breadth"
-    assert "bola by shop/web|mallory" in finding.message
+    assert f"bola by {MALLORY}" in finding.message
 
 
 def test_enforce_mode_comes_from_the_policy(summary_factory: Any) -> None:
@@ -107,7 +110,7 @@ def test_enforce_mode_comes_from_the_policy(summary_factory: Any) -> None:
 def test_a_json_summary_message_is_handled(summary_factory: Any) -> None:
     value = summary_factory(inline_findings=["injection"]).model_dump_json().encode()
     out = Pipeline(_settings(), TOPIC).handle(0, value, 0, T0 + 2)
-    assert out.rows == 1 and [v.subject.value for v in out.verdicts] == ["shop/web|alice"]
+    assert out.rows == 1 and [v.subject.value for v in out.verdicts] == [ALICE]
 
 
 def test_benign_traffic_gives_nothing(summary_factory: Any) -> None:
@@ -130,13 +133,9 @@ def test_severity_steps(score: float, severity: int) -> None:
 # ------------------------------------------------------------------ changelog
 
 
-def _replay(pipeline: Pipeline, messages: list[tuple[int, bytes, float]], stored: dict[bytes, bytes]) -> list[Outcome]:
-    outs = []
-    for partition, value, now in messages:
-        out = pipeline.handle(partition, value, None, now, stored.items())
-        stored.update(out.state_writes)
-        outs.append(out)
-    return outs
+def _feed(run: Replay, messages: list[tuple[int, bytes, float]]) -> list[Outcome]:
+    """Each (partition, envelope, clock) through the replay; its changelog keeps what the pipeline checkpoints."""
+    return [run.feed(value, partition, now) for partition, value, now in messages]
 
 
 def _counters(pipeline: Pipeline, partition: int) -> dict[int, tuple[Any, ...]]:
@@ -170,24 +169,21 @@ def test_a_restored_pipeline_has_the_same_actors_and_counters(summary_factory: A
         (0, encode_envelope([summary_factory(principal="late", time=T0 + W_1 + 2)]), T0 + W_1 + 2),
     ]
     stored: dict[bytes, bytes] = {}
-    original = Pipeline(settings, TOPIC)
-    _replay(original, messages, stored)
-    restored = Pipeline(settings, TOPIC)
+    original = Replay(settings, stored, TOPIC)
+    _feed(original, messages)
+    restored = Replay(settings, stored, TOPIC)
     for partition in (0, 1):
-        restored.processor(partition, stored.items())
-        assert len(restored.processors[partition].store) == len(original.processors[partition].store)
-        assert _counters(restored, partition) == _counters(original, partition)
-    assert len(original.processors[0].store) == 32 and len(original.processors[1].store) == 5
+        assert len(restored.processor(partition).store) == len(original.processor(partition).store)
+        assert _counters(restored.pipeline, partition) == _counters(original.pipeline, partition)
+    assert len(original.processor(0).store) == 32 and len(original.processor(1).store) == 5
 
 
 def test_restored_state_keeps_a_flagged_actor_flagged(summary_factory: Any) -> None:
     settings = _settings(state_flush_s=0.001)
     stored: dict[bytes, bytes] = {}
-    original = Pipeline(settings, TOPIC)
-    (out,) = _replay(original, [(0, encode_envelope(_attack(summary_factory)), T0 + 2)], stored)
+    (out,) = _feed(Replay(settings, stored, TOPIC), [(0, encode_envelope(_attack(summary_factory)), T0 + 2)])
     assert len(out.verdicts) == 1
-    restored = Pipeline(settings, TOPIC)
-    (again,) = _replay(restored, [(0, encode_envelope(_attack(summary_factory, T0 + 3, n=10)), T0 + 3)], stored)
+    (again,) = _feed(Replay(settings, stored, TOPIC), [(0, encode_envelope(_attack(summary_factory, T0 + 3, n=10)), T0 + 3)])
     assert again.verdicts == []
 
 
@@ -203,15 +199,25 @@ def test_state_key_names_partition_and_bucket() -> None:
     assert state_key(3, 17) == b"3:17"
 
 
+def test_processor_config_comes_from_the_settings() -> None:
+    policy = Policy(verdict_ttl_s=120.5, retired_endpoints=["orders GET /v1/orders/{id}"])
+    settings = _settings(window_s=15, score_threshold=0.7, state_buckets=8, learn_windows=4, policy=policy)
+    expected = ProcessorConfig(window_s=15, baseline_alpha=ProcessorConfig().baseline_alpha, score_threshold=0.7,
+                               flag_ttl_s=120, learn_windows=4, buckets=8,
+                               retired_endpoints=frozenset({"orders GET /v1/orders/{id}"}))
+    assert processor_config(settings) == expected
+    assert Pipeline(settings, TOPIC).config == expected
+
+
 def test_restore_reads_only_its_own_partition(summary_factory: Any) -> None:
     settings = _settings(state_flush_s=0.001)
     stored: dict[bytes, bytes] = {}
-    _replay(Pipeline(settings, TOPIC), [(1, encode_envelope(_benign(summary_factory, T0 + 1, users=4)), T0 + 1),
-                                       (11, encode_envelope(_benign(summary_factory, T0 + 1, users=9)), T0 + 1)], stored)
-    restored = Pipeline(settings, TOPIC)
-    assert len(restored.processor(1, stored.items()).store) == 4
-    assert len(restored.processor(11, stored.items()).store) == 9
-    assert len(restored.processor(0, stored.items()).store) == 0
+    _feed(Replay(settings, stored, TOPIC), [(1, encode_envelope(_benign(summary_factory, T0 + 1, users=4)), T0 + 1),
+                                            (11, encode_envelope(_benign(summary_factory, T0 + 1, users=9)), T0 + 1)])
+    restored = Replay(settings, stored, TOPIC)
+    assert len(restored.processor(1).store) == 4
+    assert len(restored.processor(11).store) == 9
+    assert len(restored.processor(0).store) == 0
 
 
 # ------------------------------------------------------------------ bugs
@@ -225,9 +231,8 @@ def test_learned_destinations_survive_a_restore(summary_factory: Any) -> None:
 
     stored: dict[bytes, bytes] = {}
     learning = [call("catalog", T0 + 1, workload="shop/web", principal="bob")] + [call("orders", T0 + w * 60 + 5) for w in range(3)]
-    _replay(Pipeline(settings, TOPIC), learning, stored)
-    restored = Pipeline(settings, TOPIC)
-    (out,) = _replay(restored, [call("orders", T0 + 3 * 60 + 5)], stored)
+    _feed(Replay(settings, stored, TOPIC), learning)
+    (out,) = _feed(Replay(settings, stored, TOPIC), [call("orders", T0 + 3 * 60 + 5)])
     assert out.detections == []
 
 

@@ -14,7 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ingest import RequestSummary, decode_message, encode_envelope
+from ingest import RequestSummary, actor_key, decode_message, encode_envelope, encode_rows, summary_row
 from ingest.templating import hash_object_id
 from models import REGISTRY, build_detectors
 from streams.processor import BatchProcessor, Detection, ProcessorConfig
@@ -23,6 +23,8 @@ from tests.conftest import T0
 
 OBJECT_KEY = b"kubeward-dev-object-key"
 W = 60
+ALICE, BOB, MALLORY = (actor_key("shop/web", p) for p in ("alice", "bob", "mallory"))
+WORKER, STUFFER = actor_key("shop/worker", None), actor_key("203.0.113.9", None)
 
 
 def _processor(**config: Any) -> BatchProcessor:
@@ -52,7 +54,7 @@ def test_enumerating_100_objects_is_bola_once(summary_factory: Any, table_of: An
     first = proc.process(table_of(rows[:40]))
     later = [proc.process(table_of(rows[i : i + 20])) for i in range(40, 100, 20)]
     found = first + [d for batch in later for d in batch]
-    assert _classes(found) == [("shop/web|mallory", "bola")]
+    assert _classes(found) == [(MALLORY, "bola")]
     det = found[0]
     assert det.score >= 0.5 and "bola_breadth" in {r.detector for r in det.reasons}
     assert (det.destination_namespace, det.destination_service) == ("shop", "orders")
@@ -63,10 +65,10 @@ def test_enumerating_100_objects_is_bola_once(summary_factory: Any, table_of: An
 def test_flagged_actor_is_detected_again_after_the_flag_expires(summary_factory: Any, table_of: Any) -> None:
     proc = _processor(flag_ttl_s=120)
     attempt = [summary_factory(principal="mallory", inline_findings=["injection"])]
-    assert _classes(proc.process(table_of([a.model_copy(update={"time": T0 + 1}) for a in attempt]))) == [("shop/web|mallory", "injection")]
+    assert _classes(proc.process(table_of([a.model_copy(update={"time": T0 + 1}) for a in attempt]))) == [(MALLORY, "injection")]
     assert proc.process(table_of([a.model_copy(update={"time": T0 + 61}) for a in attempt])) == []
     assert proc.process(table_of([a.model_copy(update={"time": T0 + 120}) for a in attempt])) == []
-    assert _classes(proc.process(table_of([a.model_copy(update={"time": T0 + 122}) for a in attempt]))) == [("shop/web|mallory", "injection")]
+    assert _classes(proc.process(table_of([a.model_copy(update={"time": T0 + 122}) for a in attempt]))) == [(MALLORY, "injection")]
 
 
 def test_continuing_enumeration_is_detected_again_after_the_flag_expires(summary_factory: Any, table_of: Any) -> None:
@@ -77,7 +79,7 @@ def test_continuing_enumeration_is_detected_again_after_the_flag_expires(summary
         found += proc.process(table_of(rows))
     # flagged in window 0 until T0+121, again in window 2 (T0+121) until T0+241, again in window 4 (T0+241);
     # flagged windows never become the baseline, so the 4x-baseline threshold cannot drift up with the attack
-    assert _classes(found) == [("shop/web|mallory", "bola")] * 3
+    assert _classes(found) == [(MALLORY, "bola")] * 3
     assert proc.store.cols["baseline_distinct"][0] == 0
 
 
@@ -96,20 +98,20 @@ def test_enumeration_among_benign_traffic_flags_only_the_enumerator(summary_fact
     proc = _processor()
     benign = [summary_factory(principal=f"user-{u}", object_ids=[_oid(f"{u}-{j}")]) for u in range(200) for j in range(5)]
     attack = [summary_factory(principal="mallory", object_ids=[_oid(i)]) for i in range(100)]
-    assert _classes(proc.process(table_of(benign + attack))) == [("shop/web|mallory", "bola")]
+    assert _classes(proc.process(table_of(benign + attack))) == [(MALLORY, "bola")]
 
 
 def test_a_burst_of_401s_is_credential_abuse(summary_factory: Any, table_of: Any) -> None:
     proc = _processor()
     rows = [summary_factory(workload=None, ip="203.0.113.9", principal=None, status=401, time=T0 + i) for i in range(20)]
-    assert _classes(proc.process(table_of(rows))) == [("203.0.113.9|-", "credential_abuse")]
+    assert _classes(proc.process(table_of(rows))) == [(STUFFER, "credential_abuse")]
 
 
 def test_a_few_401s_are_not_credential_abuse(summary_factory: Any, table_of: Any) -> None:
     proc = _processor()
     rows = [summary_factory(status=401, time=T0 + i) for i in range(5)] + [summary_factory(status=200) for _ in range(30)]
     assert proc.process(table_of(rows)) == []
-    assert proc.store.cols["auth_failures"][_row(proc, "shop/web|alice")] == 5
+    assert proc.store.cols["auth_failures"][_row(proc, ALICE)] == 5
 
 
 def test_a_retired_endpoint_call_is_retired_api(summary_factory: Any, table_of: Any) -> None:
@@ -118,21 +120,21 @@ def test_a_retired_endpoint_call_is_retired_api(summary_factory: Any, table_of: 
           summary_factory(service="billing", path_template="/v1/orders/{id}")]
     assert proc.process(table_of(ok)) == []
     hit = proc.process(table_of([summary_factory(principal="bob", path_template="/v1/orders/{id}")]))
-    assert _classes(hit) == [("shop/web|bob", "retired_api")]
+    assert _classes(hit) == [(BOB, "retired_api")]
     assert hit[0].reasons[0].detector == "retired_endpoint"
 
 
 def test_an_inline_finding_is_injection(summary_factory: Any, table_of: Any) -> None:
     proc = _processor()
     hit = proc.process(table_of([summary_factory(inline_findings=["injection"]), summary_factory(principal="bob")]))
-    assert _classes(hit) == [("shop/web|alice", "injection")]
+    assert _classes(hit) == [(ALICE, "injection")]
 
 
 def test_pii_volume_far_above_users_is_exfiltration(summary_factory: Any, table_of: Any) -> None:
     proc = _processor()
     rows = [summary_factory(principal="mallory", sensitive={"email": 20, "ssn": 5}) for _ in range(10)]
     found = proc.process(table_of(rows))
-    assert _classes(found) == [("shop/web|mallory", "exfiltration")]
+    assert _classes(found) == [(MALLORY, "exfiltration")]
     assert found[0].features["pii"] == 250
 
 
@@ -146,7 +148,7 @@ def test_a_service_calling_a_new_destination_after_learning_is_lateral_movement(
         assert proc.process(table_of([_service_call(summary_factory, "orders", T0 + w * W + 5)])) == []
     assert proc.process(table_of([_service_call(summary_factory, "orders", T0 + 3 * W + 5)])) == []
     found = proc.process(table_of([_service_call(summary_factory, "vault", T0 + 3 * W + 6)]))
-    assert _classes(found) == [("shop/worker|-", "lateral_movement")]
+    assert _classes(found) == [(WORKER, "lateral_movement")]
     assert found[0].destination_service == "vault"
 
 
@@ -179,7 +181,7 @@ def test_counters_fold_one_window(summary_factory: Any, table_of: Any) -> None:
         summary_factory(status=200, sensitive={"email": 1, "ssn": 3}),
     ]
     proc.process(table_of(rows))
-    row = _row(proc, "shop/web|alice")
+    row = _row(proc, ALICE)
     got = {name: float(proc.store.cols[name][row]) for name in ("requests", "denied", "auth_failures", "pii", "inline_hits")}
     assert got == {"requests": 5, "denied": 2, "auth_failures": 1, "pii": 6, "inline_hits": 1}
     assert proc.store.cols["response_bytes"][row] == 100 + 50 + 3 * 512
@@ -190,7 +192,7 @@ def test_a_closed_window_resets_counters_and_feeds_the_baseline(summary_factory:
     proc = _processor(baseline_alpha=0.5)
     proc.process(table_of([summary_factory(object_ids=[_oid(i)], sensitive={"email": 4}, time=T0 + 1) for i in range(8)]))
     proc.process(table_of([summary_factory(time=T0 + W + 1, sensitive={"email": 2})]))
-    row = _row(proc, "shop/web|alice")
+    row = _row(proc, ALICE)
     cols = proc.store.cols
     assert (cols["requests"][row], cols["pii"][row], cols["age_windows"][row], cols["window_start"][row]) == (1, 2, 1, T0 + W)
     assert cols["baseline_pii"][row] == 32
@@ -205,7 +207,7 @@ def test_an_idle_gap_ages_the_actor_by_the_windows_that_passed(summary_factory: 
     proc = _processor()
     proc.process(table_of([summary_factory(time=T0 + 1)]))
     proc.process(table_of([summary_factory(time=T0 + 10 * W + 1)]))
-    assert proc.store.cols["age_windows"][_row(proc, "shop/web|alice")] == 10
+    assert proc.store.cols["age_windows"][_row(proc, ALICE)] == 10
 
 
 def test_an_empty_table_changes_nothing(summary_factory: Any, table_of: Any) -> None:
@@ -218,7 +220,7 @@ def test_a_json_message_is_processed_like_an_envelope(summary_factory: Any) -> N
     proc = _processor()
     summary = summary_factory(inline_findings=["injection"])
     found = proc.process(decode_message(summary.model_dump_json().encode(), 1 << 20))
-    assert _classes(found) == [("shop/web|alice", "injection")]
+    assert _classes(found) == [(ALICE, "injection")]
 
 
 def test_frame_has_every_feature(summary_factory: Any, table_of: Any) -> None:
@@ -226,8 +228,38 @@ def test_frame_has_every_feature(summary_factory: Any, table_of: Any) -> None:
 
     proc = _processor()
     proc.process(table_of([summary_factory()]))
-    frame = proc.frame(np.array([_row(proc, "shop/web|alice")]))
+    frame = proc.frame(np.array([_row(proc, ALICE)]))
     assert set(frame) == set(FEATURES)
+
+
+# ------------------------------------------------------------------ the actor key, vectorised
+
+_name = st.text(alphabet=st.characters(blacklist_categories=("Cs",)), max_size=12)
+_identity = st.none() | st.sampled_from(["", "-", "|", "shop/web", "10.0.0.7"]) | _name
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(_identity, _identity, _identity), min_size=1, max_size=30))
+def test_the_processors_actor_key_is_ingest_actor_key(identities: list[tuple[str | None, str | None, str | None]]) -> None:
+    """The processor joins the key in Arrow; it must spell it as ``ingest.actor_key`` does, None and "" included."""
+    rows = [summary_row(id=str(i), time=T0 + 1, source={"workload": w, "ip": ip}, principal=p,
+                        destination={"service": "orders"}, method="GET", path_template="/orders/{id}")
+            for i, (w, ip, p) in enumerate(identities)]
+    proc = BatchProcessor(ProcessorConfig(), [])
+    proc.process(decode_message(encode_rows(rows), 1 << 30))
+    expected = sorted({actor_key(w or ip, p) for w, ip, p in identities})
+    _, new = proc.store.rows_for(np.array([actor_hash(a) for a in expected], dtype=np.uint64))
+    assert len(proc.store) == len(expected) and not new.any()
+
+
+def test_the_processors_actor_key_on_the_edge_cases(summary_factory: Any, table_of: Any) -> None:
+    cases = [("shop/web", "10.0.0.7", "alice"), (None, "10.0.0.7", None), ("", "10.0.0.7", ""), (None, None, None),
+             ("", "", "bob"), ("shop/web", None, "")]
+    proc = BatchProcessor(ProcessorConfig(), [])
+    proc.process(table_of([summary_factory(workload=w, ip=ip, principal=p) for w, ip, p in cases]))
+    for w, ip, p in cases:
+        assert _row(proc, actor_key(w or ip, p)) >= 0
+    assert len(proc.store) == len({actor_key(w or ip, p) for w, ip, p in cases}) == 5
 
 
 # ------------------------------------------------------------------ one batch or many ends equal
@@ -314,7 +346,7 @@ def test_raw_object_ids_sharing_a_prefix_or_suffix_are_counted(summary_factory: 
     """Raw ids (publishing them is configurable) are not uniform like keyed hashes; enumeration must still show."""
     proc = _processor()
     found = proc.process(table_of([summary_factory(principal="mallory", object_ids=[make_id(i)]) for i in range(100)]))
-    assert _classes(found) == [("shop/web|mallory", "bola")]
+    assert _classes(found) == [(MALLORY, "bola")]
     assert found[0].features["distinct_objects"] == pytest.approx(100, rel=0.25)
 
 
@@ -347,6 +379,6 @@ def test_age_saturates_instead_of_wrapping(summary_factory: Any, table_of: Any) 
         proc.process(table_of([_service_call(summary_factory, "orders", T0 + w * W + 1)]))
     later = T0 + (3 + 65_533) * W + 1
     proc.process(table_of([_service_call(summary_factory, "orders", later)]))
-    assert proc.store.cols["age_windows"][_row(proc, "shop/worker|-")] >= 3
+    assert proc.store.cols["age_windows"][_row(proc, WORKER)] >= 3
     found = proc.process(table_of([_service_call(summary_factory, "vault", later + 1)]))
-    assert _classes(found) == [("shop/worker|-", "lateral_movement")]
+    assert _classes(found) == [(WORKER, "lateral_movement")]
