@@ -89,9 +89,16 @@ def build_summarizer(settings: Any) -> Any:
         jwks=json.loads(Path(ident.jwks_path).read_text()) if ident.jwks_path else None,
         trusted_hops=ident.trusted_hops,
         destination_header=ident.destination_header,
+        internal_networks=tuple(ident.internal_networks),
     )
+    from ingest.openapi import load_spec_dir
+    from ingest.podsource import pod_lookup
+    from ingest.templating import PathTemplater
+
+    pods, _watcher = pod_lookup(ident.pods_file, ident.pod_watch, ident.kubeconfig)
+    templater = PathTemplater(specs=load_spec_dir(settings.specs_dir) if settings.specs_dir else None)
     return Summarizer(SummarizerConfig(identity=identity, object_id_key=ident.object_id_key.get_secret_value().encode(),
-                                       keep_raw_path=ident.keep_raw_path))
+                                       keep_raw_path=ident.keep_raw_path, max_body_bytes=settings.max_body_bytes), templater=templater, pods=pods)
 
 
 def build_sources(settings: Any) -> list[Any]:
@@ -115,7 +122,7 @@ def build_sources(settings: Any) -> list[Any]:
     if settings.extproc.enabled:
         from ingest.collectors.extproc import ExtProcTapSource
 
-        sources.append(ExtProcTapSource(settings.extproc.host, settings.extproc.port))
+        sources.append(ExtProcTapSource(settings.extproc.host, settings.extproc.port, max_body_bytes=settings.max_body_bytes))
     replay = settings.replay
     if replay.har or replay.jsonl:
         from ingest.collectors.replay import HarSource, JsonlSource

@@ -247,3 +247,4 @@ class PodWatcher:
             self._progressed = True
             if kind != "BOOKMARK":
                 self.events += 1
+

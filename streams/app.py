@@ -32,7 +32,7 @@ import faust
 from aiokafka import AIOKafkaConsumer
 from prometheus_client import Counter, Gauge, generate_latest
 
-from ingest import DLQ, FINDINGS, POLICY, SUMMARIES, VERDICTS, Policy
+from ingest import DLQ, FINDINGS, INVENTORY, POLICY, SUMMARIES, VERDICTS, Policy
 from ingest.policyfile import PolicyTracker, PolicyUpdate
 from streams import metrics
 from streams.pipeline import Outcome, Pipeline
@@ -183,6 +183,15 @@ def _faust_app(settings: WorkerSettings) -> faust.App:
     )
 
 
+def declared_specs(settings: WorkerSettings) -> dict[str, dict[tuple[str, str], bool]] | None:
+    """The declared endpoints of the specs in ``settings.specs_dir`` (read once at start)."""
+    if settings.specs_dir is None:
+        return None
+    from ingest.openapi import declared_endpoints, load_spec_dir
+
+    return declared_endpoints(load_spec_dir(settings.specs_dir))
+
+
 def create_app(settings: WorkerSettings) -> faust.App:
     """Build the Faust app for these settings (agents, table, topics, metrics page)."""
     _shorten_prefetch_backoff(settings.fetch_backoff_s)
@@ -192,7 +201,8 @@ def create_app(settings: WorkerSettings) -> faust.App:
     findings = app.topic(FINDINGS.name, key_serializer="raw", value_serializer="raw")
     dead = app.topic(DLQ.name, key_serializer="raw", value_serializer="raw")
     state = app.Table("actor-state", key_type=bytes, value_type=bytes, partitions=SUMMARIES.partitions)
-    pipeline = Pipeline(settings, SUMMARIES.name)
+    inventory = app.topic(INVENTORY.name, key_serializer="raw", value_serializer="raw")
+    pipeline = Pipeline(settings, SUMMARIES.name, declared_specs(settings))
     follower = PolicyFollower(settings, pipeline)
 
     async def publish(out: Outcome) -> None:
@@ -206,6 +216,8 @@ def create_app(settings: WorkerSettings) -> faust.App:
             log.info("verdict", extra={"actor": det.actor, "attack_class": det.attack_class, "score": round(det.score, 3), "mode": verdict.mode})
             await verdicts.send(key=verdict.subject.cache_key.encode(), value=verdict.model_dump_json().encode())
             await findings.send(key=finding.finding_info.uid.encode(), value=finding.model_dump_json().encode())
+        for record in out.inventory:
+            await inventory.send(key=record.key.encode(), value=record.model_dump_json().encode())
 
     def checkpoint(partition: int, writes: list[tuple[bytes, bytes]]) -> None:
         # Written with an explicit partition: a batch may end on another partition's event.

@@ -9,12 +9,13 @@ due. The Faust app (``streams.app``) only moves these to and from Kafka.
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-from ingest import DeadLetter, Finding, Verdict
+from ingest import DeadLetter, EndpointRecord, Finding, Verdict
 from ingest.envelope import decode_messages
 from models import build_detectors
+from streams.inventory import Inventory
 from streams.policy import decide, to_finding
 from streams.processor import BatchProcessor, Detection, ProcessorConfig
 from streams.settings import WorkerSettings
@@ -25,15 +26,18 @@ __all__ = ["Outcome", "Pipeline", "processor_config", "state_key"]
 DESTINATIONS = "destinations"
 
 
-def processor_config(settings: WorkerSettings) -> ProcessorConfig:
-    """The processor's configuration from the worker settings (the one place it is built from them)."""
+def processor_config(settings: WorkerSettings, deprecated: Iterable[str] = ()) -> ProcessorConfig:
+    """The processor's configuration from the worker settings (the one place it is built from them).
+
+    ``deprecated`` adds ``service METHOD /template`` keys of endpoints the declared specs mark deprecated.
+    """
     return ProcessorConfig(
         window_s=settings.window_s,
         score_threshold=settings.score_threshold,
         flag_ttl_s=int(settings.policy.verdict_ttl_s),
         buckets=settings.state_buckets,
         learn_windows=settings.learn_windows,
-        retired_endpoints=frozenset(settings.policy.retired_endpoints),
+        retired_endpoints=frozenset(settings.policy.retired_endpoints) | frozenset(deprecated),
     )
 
 
@@ -53,6 +57,7 @@ class Outcome:
     findings: list[Finding] = field(default_factory=list)
     dead_letters: list[tuple[bytes | None, DeadLetter]] = field(default_factory=list)
     state_writes: list[tuple[bytes, bytes]] = field(default_factory=list)
+    inventory: list[EndpointRecord] = field(default_factory=list)
 
     @property
     def dead_letter(self) -> DeadLetter | None:
@@ -63,11 +68,13 @@ class Outcome:
 class Pipeline:
     """Per-partition processors plus the policy; pure apart from the clock passed in."""
 
-    def __init__(self, settings: WorkerSettings, topic: str):
+    def __init__(self, settings: WorkerSettings, topic: str, declared: Mapping[str, Mapping[tuple[str, str], bool]] | None = None):
         self.settings = settings
         self.topic = topic
         self._key = settings.verdict_key.get_secret_value().encode()
-        self.config = processor_config(settings)
+        self.inventory = Inventory(declared)
+        self.config = processor_config(settings, self.inventory.zombie_keys())
+        self._last_inventory = 0.0
         self.processors: dict[int, BatchProcessor] = {}
         self._last_flush: dict[int, float] = {}
 
@@ -110,6 +117,10 @@ class Pipeline:
         proc = self.processor(partition, stored)
         out.detections = proc.process(table)
         out.rows, out.newest_time = table.num_rows, proc.newest_time
+        self.inventory.update(table)
+        if now - self._last_inventory >= self.settings.inventory_interval_s:
+            self._last_inventory = now
+            out.inventory = self.inventory.take_changed()
         for det in out.detections:
             verdict = decide(det, self.settings.policy, now, self._key)
             out.verdicts.append(verdict)

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import itertools
 import os
-from collections.abc import Callable, Iterable, Iterator, MutableMapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
 from typing import Any, Union
 
@@ -105,12 +105,12 @@ class Replay:
     policy, signing key), ``changelog`` (a dict: state is restored from what it
     holds on first use of a partition, and every checkpoint the pipeline writes
     is kept in it; ``None`` discards checkpoints), ``topic`` (named in dead
-    letters).
+    letters), ``declared`` (the declared endpoints of the specs, as the worker reads them).
     """
 
     def __init__(self, settings: WorkerSettings, changelog: MutableMapping[bytes, bytes] | None = None,
-                 topic: str = SUMMARIES.name) -> None:
-        self.pipeline = Pipeline(settings, topic)
+                 topic: str = SUMMARIES.name, declared: Mapping[str, Mapping[tuple[str, str], bool]] | None = None) -> None:
+        self.pipeline = Pipeline(settings, topic, declared)
         self.changelog = changelog
         self.clock = 0.0
 
@@ -159,7 +159,8 @@ class Replay:
         return ReplayResult(rows, batches, tuple(detections), tuple(verdicts), tuple(findings), tuple(dead))
 
 
-def replay(source: Source, settings: WorkerSettings, batch_rows: int = 500, on_batch: OnBatch | None = None) -> ReplayResult:
+def replay(source: Source, settings: WorkerSettings, batch_rows: int = 500, on_batch: OnBatch | None = None,
+           declared: Mapping[str, Mapping[tuple[str, str], bool]] | None = None) -> ReplayResult:
     """Replay a source through a fresh pipeline built from ``settings`` (see the module docstring).
 
     >>> from ingest import summary_row
@@ -170,4 +171,4 @@ def replay(source: Source, settings: WorkerSettings, batch_rows: int = 500, on_b
     >>> (result.rows, result.batches, [d.attack_class for d in result.detections])
     (60, 3, ['bola'])
     """
-    return Replay(settings).run(source, batch_rows, on_batch=on_batch)
+    return Replay(settings, declared=declared).run(source, batch_rows, on_batch=on_batch)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -33,6 +35,8 @@ class WorkerSettings(BaseSettings):
     verdict_key: SecretStr = Field(default=SecretStr("kubeward-dev-verdict-key"), description="HMAC key verdicts are signed with")
     policy: Policy = Field(default_factory=Policy, description="the policy until the policy topic says otherwise; its name is the one followed")
     follow_policy: bool = Field(default=True, description="follow enforcement.policy.v1: the newest valid snapshot named policy.name replaces policy")
+    specs_dir: Path | None = Field(default=None, description="declared OpenAPI specs (<namespace>.<service>.json|yaml); deprecated endpoints count as retired-API hits, others shadow/declared in the inventory")
+    inventory_interval_s: float = Field(default=10.0, gt=0, description="how often changed endpoint records go to api.inventory.v1")
     policy_sync_timeout_s: float = Field(default=10.0, ge=0, description="how long verdicts wait at start for the policy topic to be read (then the policy in force decides)")
 
     @field_validator("detectors")

@@ -80,6 +80,11 @@ class IdentitySettings(BaseModel):
     trusted_hops: int = Field(default=0, ge=0, description="proxies in front of the reporting data plane whose x-forwarded-for entries are trusted (0: the peer it saw)")
     destination_header: str = Field(default="x-kubeward-destination", description="request header naming the destination service (ns/name or name)")
     keep_raw_path: bool = Field(default=False, description="publish the raw path beside the template (off: paths may carry secrets)")
+    pods_file: Path | None = Field(default=None, description="static JSON map of client address -> 'namespace/workload' (hosts without a Kubernetes API)")
+    pod_watch: bool = Field(default=False, description="map client addresses to workloads by watching pods (in-cluster, or kubeconfig)")
+    kubeconfig: str | None = Field(default=None, description="kubeconfig for the pod watch; unset = in-cluster")
+    internal_networks: list[str] = Field(default_factory=lambda: ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "127.0.0.0/8", "fd00::/8", "::1/128"],
+                                         description="CIDRs of the cluster; other client addresses are external")
 
 
 class PublishSettings(BaseModel):
@@ -112,6 +117,8 @@ class CollectorSettings(BaseSettings):
     als: ServerSettings = Field(default_factory=lambda: ServerSettings(port=9301))
     extproc: ServerSettings = Field(default_factory=lambda: ServerSettings(port=9302))
     replay: ReplaySettings = Field(default_factory=ReplaySettings)
+    specs_dir: Path | None = Field(default=None, description="declared OpenAPI specs (<namespace>.<service>.json|yaml or x-kubeward-service); their templates win over learned ones")
+    max_body_bytes: int = Field(default=65536, ge=0, description="bytes of each body the ext_proc tap keeps for feature extraction")
     join: JoinSettings = Field(default_factory=JoinSettings)
     identity: IdentitySettings = Field(default_factory=IdentitySettings)
     publish: PublishSettings = Field(default_factory=PublishSettings)

@@ -42,3 +42,16 @@ def test_dormant_endpoint_called_again_is_a_zombie() -> None:
     inv.update(_table((500.0, "orders", "GET", "/orders/{id}", "a", {})))
     assert "orders GET /orders/{id}" in inv.zombie_keys()
     assert inv.take_changed()[0].spec_status == "dormant"
+
+
+def test_pipeline_publishes_inventory_and_counts_deprecated_calls_as_retired(summary_factory: object) -> None:
+    from ingest import encode_envelope
+    from streams import Pipeline, WorkerSettings
+    from tests.conftest import T0
+
+    make = summary_factory  # type: ignore[assignment]
+    rows = [make(id=f"z{i}", principal="p", time=T0 + i, path_template="/v1/orders/{id}") for i in range(3)]  # type: ignore[operator]
+    pipeline = Pipeline(WorkerSettings(inventory_interval_s=1.0), "t", declared=DECLARED)
+    out = pipeline.handle(0, encode_envelope(rows), 0, T0 + 5)
+    assert [r.spec_status for r in out.inventory] == ["deprecated"]
+    assert [d.attack_class for d in out.detections] == ["retired_api"]
