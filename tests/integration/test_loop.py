@@ -22,15 +22,46 @@ from typing import Any
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
-from deploy.lab.checkclient import CheckClient
-from deploy.lab.demo import drive
+from deploy.lab.checkclient import CheckClient, check_request
 from deploy.runtime.stack import LocalStack
 from deploy.lab.tally import Tally
 from ingest import DLQ, VERDICTS, DeadLetter, Policy, Verdict, actor_key, summary_row
 from ingest.publish import SummaryPublisher
 from ingest.simulator import AttackPlan, ClusterSimulator
 
+OBJECT_KEY = b"kubeward-dev-object-key"
+
 POLICY = Policy(default_mode="enforce", verdict_ttl_s=600)
+
+
+async def drive(sim: Any, seconds: float, client: CheckClient, publisher: Any, tally: Tally, lock: threading.Lock) -> None:
+    """Replay simulated calls through the shim in real time, publishing allowed calls as access-log summaries.
+
+    This exercises the worker/shim loop on its own, with the simulator's summaries; the
+    demo (``deploy.lab.demo``) sends real HTTP through Envoy and derives every feature.
+    """
+    pending: set[asyncio.Task[None]] = set()
+
+    async def one(call: Any) -> None:
+        sent = time.time()
+        res = await client.check(check_request(call.method, call.raw_path, call.dest_service, call.dest_namespace, call.source_workload, call.principal, call.source_ip))
+        denied = res.status != 200
+        with lock:
+            tally.record_check(call.actor, call.malicious, call.scenario, call.attack_id, denied, res.reason, sent)
+        if not denied:
+            call.time = sent
+            publisher.publish_rows([call.to_row(uuid.uuid4().hex, OBJECT_KEY, decision="allow", reporter="access_log")])
+
+    for call in sim.calls(seconds):
+        delay = call.time - time.time()
+        if delay > 0.002:
+            await asyncio.sleep(delay)
+        task = asyncio.ensure_future(one(call))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+    if pending:
+        await asyncio.gather(*pending)
+
 
 
 @pytest.fixture(scope="module")

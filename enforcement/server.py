@@ -1,0 +1,273 @@
+"""The shim's network edge: the HTTP check server, the admin port and the reporter thread.
+
+* **Check port** (``port``): HTTP/1.1 on uvloop + httptools. Each request goes
+  to ``Shim.handle`` (``enforcement.shim``) and its answer is written back; the
+  adapter setting decides how the request is read (Envoy ext_authz HTTP, nginx
+  ``auth_request``, Traefik ForwardAuth). Only the headers the adapter reads are
+  kept. A request httptools cannot parse is answered per ``failure_mode`` with
+  ``x-kubeward-decision: unparsed`` and the connection is closed.
+* **Admin port** (``admin_port``): ``/metrics`` (Prometheus), ``/healthz``
+  (200 once the verdict cache has synced, else 503) and ``/stats`` (JSON).
+* **Reporter**: a daemon thread that publishes the decisions the shim queued
+  as ``RequestSummary`` rows (setting ``report``), off the request path.
+
+Metrics cost almost nothing per request: counters are plain integers on
+``Shim`` read at scrape time, and ``kubeward_authz_decision_duration_seconds{adapter}``
+times one check in ``timing_sample`` (default 16). Measured here (process
+time): prometheus_client's ``Histogram.observe`` costs about 1 us, a fifth of a
+whole check, so it is not used; ``DecisionTimer.observe`` costs 0.15 us and a
+clock read 0.06 us. Timing every check adds about 0.45 us (10%); one in 16 about
+0.09 us (2%), most of it the sampling counter.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import json
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httptools
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Gauge, generate_latest
+from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+
+from enforcement.adapters.httpcheck import UnparsedRequest
+from enforcement.settings import ShimSettings
+from enforcement.shim import Shim, summary_row
+
+__all__ = ["DecisionTimer", "HttpConnection", "admin_handler", "run", "serve"]
+
+log = logging.getLogger("kubeward.shim")
+CACHE_SIZE = Gauge("kubeward_shim_verdict_cache_entries", "Verdicts in the local cache")
+
+Handler = Callable[[str, str, dict[bytes, bytes], "str | None"], bytes]
+_METHODS = {m.encode(): m for m in ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")}
+_BAD_REQUEST = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+_BUCKETS = (10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 10e-3)
+
+
+class DecisionTimer:
+    """A histogram of check durations fed by one check in ``every`` per connection (a power of two; 0 = off)."""
+
+    __slots__ = ("mask", "counts", "total")
+
+    def __init__(self, every: int):
+        if every and every & (every - 1):
+            raise ValueError(f"timing_sample must be 0 or a power of two, got {every}")
+        self.mask = every - 1 if every else -1
+        self.counts = [0] * (len(_BUCKETS) + 1)
+        self.total = 0.0
+
+    def observe(self, seconds: float) -> None:
+        """Count one timed check."""
+        self.counts[bisect.bisect_left(_BUCKETS, seconds)] += 1
+        self.total += seconds
+
+    def family(self, adapter: str) -> HistogramMetricFamily:
+        """The histogram as a Prometheus metric family (cumulative buckets)."""
+        family = HistogramMetricFamily("kubeward_authz_decision_duration_seconds", f"Time to answer one check, sampled: one check in {self.mask + 1}", labels=["adapter"])
+        running, buckets = 0, []
+        for bound, count in zip((*map(str, _BUCKETS), "+Inf"), self.counts):
+            running += count
+            buckets.append((bound, running))
+        family.add_metric([adapter], buckets, self.total)
+        return family
+
+
+class HttpConnection(asyncio.Protocol):
+    """One keep-alive HTTP/1.1 connection; httptools calls back into it.
+
+    ``wanted`` limits the headers kept (None keeps all); ``on_garbage`` answers a
+    request httptools rejects (default: 400); ``timer`` samples handler time.
+    """
+
+    __slots__ = ("handler", "wanted", "on_garbage", "timer", "mask", "seen", "parser", "transport", "url", "headers", "peer")
+
+    def __init__(self, handler: Handler, wanted: frozenset[bytes] | None = None, on_garbage: Callable[[str | None], bytes] | None = None, timer: DecisionTimer | None = None):
+        self.handler = handler
+        self.wanted = wanted
+        self.on_garbage = on_garbage
+        self.timer = timer
+        # One check in mask+1 on this connection is timed; -1 never matches (seen & -1 == seen > 0).
+        self.mask = timer.mask if timer is not None else -1
+        self.seen = 0
+        self.parser = httptools.HttpRequestParser(self)
+        self.url = b""
+        self.headers: dict[bytes, bytes] = {}
+        self.peer: str | None = None
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.peer = peer[0] if peer else None
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserError:
+            self.transport.write(self.on_garbage(self.peer) if self.on_garbage is not None else _BAD_REQUEST)
+            self.transport.close()
+
+    def on_message_begin(self) -> None:
+        self.url = b""
+        self.headers = {}
+
+    def on_url(self, url: bytes) -> None:
+        self.url += url
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        name = name.lower()
+        if self.wanted is None or name in self.wanted:
+            self.headers[name] = value
+
+    def on_message_complete(self) -> None:
+        raw_method = self.parser.get_method()
+        method = _METHODS.get(raw_method) or raw_method.decode("latin-1")
+        self.seen += 1
+        if self.seen & self.mask:
+            self.transport.write(self.handler(method, self.url.decode("latin-1"), self.headers, self.peer))
+        else:
+            self._timed(method)
+        if not self.parser.should_keep_alive():
+            self.transport.close()
+
+    def _timed(self, method: str) -> None:
+        started = time.perf_counter()
+        answer = self.handler(method, self.url.decode("latin-1"), self.headers, self.peer)
+        if self.timer is not None:
+            self.timer.observe(time.perf_counter() - started)
+        self.transport.write(answer)
+
+
+def check_connection(shim: Shim, timer: DecisionTimer | None = None) -> HttpConnection:
+    """A check-port connection for ``shim``: its adapter's headers, unparsed answers for garbage."""
+    garbage = UnparsedRequest("http", "the request is not valid HTTP/1.1")
+    return HttpConnection(shim.handle, shim.adapter.wanted, lambda peer: shim.handle_unparsed("-", "/", peer, garbage), timer)
+
+
+class _ShimCollector:
+    """Exposes the shim's plain-int counters (and the sampled timer) at scrape time."""
+
+    def __init__(self, shim: Shim, timer: DecisionTimer):
+        self.shim, self.timer = shim, timer
+
+    def collect(self) -> Iterator[Metric]:
+        family = CounterMetricFamily("kubeward_shim_decisions", "Decisions taken by outcome and mode", labels=["decision"])
+        for label, count in self.shim.decision_counts().items():
+            family.add_metric([label], count)
+        yield family
+        unparsed = CounterMetricFamily("kubeward_shim_unparsed", "Check requests the shim could not read, answered per failure_mode", labels=["adapter"])
+        unparsed.add_metric([self.shim.adapter.name], self.shim.unparsed)
+        yield unparsed
+        if self.timer.mask >= 0:
+            yield self.timer.family(self.shim.adapter.name)
+
+
+def _ok(body: bytes, ctype: str) -> bytes:
+    return f"HTTP/1.1 200 OK\r\ncontent-type: {ctype}\r\ncontent-length: {len(body)}\r\n\r\n".encode() + body
+
+
+def admin_handler(shim: Shim, control: Any) -> Handler:
+    """The admin port's handler: ``/metrics``, ``/healthz``, ``/stats``; 404 otherwise."""
+
+    def handle(method: str, url: str, headers: dict[bytes, bytes], peer: str | None) -> bytes:
+        if url.startswith("/metrics"):
+            CACHE_SIZE.set(len(shim.cache))
+            return _ok(generate_latest(), CONTENT_TYPE_LATEST)
+        if url.startswith("/healthz"):
+            if shim.synced.is_set():
+                return _ok(b"ok\n", "text/plain")
+            return b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 8\r\ncontent-type: text/plain\r\n\r\nsyncing\n"
+        if url.startswith("/stats"):
+            lat = sorted(control.latencies_ms) if control is not None else []
+            delivery = sorted(control.delivery_ms) if control is not None else []
+            stats = {
+                "adapter": shim.adapter.name,
+                "decisions": shim.decision_counts(),
+                "unparsed": shim.unparsed,
+                "cache_entries": len(shim.cache),
+                "synced": shim.synced.is_set(),
+                "latency_ms": lat,
+                "verdict_delivery_ms": delivery,
+            }
+            return _ok(json.dumps(stats).encode(), "application/json")
+        return b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n"
+
+    return handle
+
+
+def _reporter(shim: Shim, publisher: Any, stop: threading.Event) -> None:
+    key = shim.settings.object_id_key.get_secret_value().encode()
+    while not stop.wait(0.02):
+        pending = shim.take_pending()
+        if pending:
+            publisher.publish_rows([summary_row(t, r, d, key) for t, r, d in pending])
+        publisher.flush_due()
+    publisher.flush(timeout=10)
+
+
+def _start_kafka(shim: Shim, settings: ShimSettings, stop_threads: threading.Event) -> tuple[Any, asyncio.Future[None] | None]:
+    """Control consumer on the loop and reporter thread, when a broker is configured; else mark synced."""
+    if not settings.bootstrap:
+        shim.synced.set()
+        return None, None
+    from enforcement.control import ControlConsumer
+    from ingest.publish import SummaryPublisher
+
+    key = settings.verdict_key.get_secret_value().encode()
+    control = ControlConsumer(settings.bootstrap, shim.cache, key, synced=shim.synced, policy=shim.policy, on_policy=shim.set_policy)
+    task = asyncio.ensure_future(control.run())
+    if settings.report != "none":
+        publisher = SummaryPublisher(settings.bootstrap, client_id="kubeward-shim", linger_ms=5.0)
+        threading.Thread(target=_reporter, args=(shim, publisher, stop_threads), daemon=True, name="kubeward-report").start()
+    return control, task
+
+
+async def serve(settings: ShimSettings, ready: threading.Event | None = None, stop_event: asyncio.Event | None = None, shim: Shim | None = None) -> None:
+    """Run the shim until ``stop_event`` is set (or SIGTERM/SIGINT)."""
+    shim = shim or Shim(settings)
+    stop_threads = threading.Event()
+    control, control_task = _start_kafka(shim, settings, stop_threads)
+    timer = DecisionTimer(settings.timing_sample)
+    collector = _ShimCollector(shim, timer)
+    REGISTRY.register(collector)
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: check_connection(shim, timer if settings.timing_sample else None), settings.host, settings.port, reuse_port=True, backlog=1024)
+    admin = await loop.create_server(lambda: HttpConnection(admin_handler(shim, control)), settings.host, settings.admin_port)
+    log.info("shim listening", extra={"port": settings.port, "admin_port": settings.admin_port, "adapter": shim.adapter.name})
+    if ready is not None:
+        ready.set()
+    stop_event = stop_event or asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        try:
+            loop.add_signal_handler(sig, stop_event.set)
+        except (RuntimeError, ValueError):
+            pass
+    await stop_event.wait()
+    server.close()
+    admin.close()
+    REGISTRY.unregister(collector)
+    stop_threads.set()
+    if shim.pod_watcher is not None:
+        shim.pod_watcher.stop()
+    if control is not None and control_task is not None:
+        control.stop()
+        await asyncio.wait([control_task], timeout=2)
+
+
+def run(settings: ShimSettings) -> None:
+    """Run the shim on uvloop in this process."""
+    import sys
+
+    import uvloop
+
+    # Hand the GIL to the control and report threads less often than the 5 ms default:
+    # the event loop releases it whenever it waits for I/O anyway.
+    sys.setswitchinterval(0.02)
+
+    uvloop.run(serve(settings))

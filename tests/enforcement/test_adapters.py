@@ -1,0 +1,327 @@
+"""The HTTP check adapters (Envoy ext_authz HTTP, nginx auth_request, Traefik ForwardAuth) on hand-built checks.
+
+No sockets: each test builds the check request a data plane would send (as
+checked against the real proxies in tests/integration/test_dataplanes.py) and
+reads the adapter's ``RequestView`` or the raw HTTP answer.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from enforcement.adapters.envoy_http import EnvoyHttpAdapter
+from enforcement.adapters.httpcheck import HeaderIdentity, HttpAdapter, HttpCheck, UnparsedRequest, render, unparsed_decision
+from enforcement.adapters.nginx import NginxAdapter
+from enforcement.adapters.traefik import TraefikAdapter
+from enforcement.decision import ALLOW, Decision, RequestView
+from enforcement.settings import ShimSettings
+from enforcement.shim import ADAPTERS, Shim, build_adapter
+from ingest.identity import IdentityConfig, IdentityResolver, hash_principal
+
+KEY = b"kubeward-dev-principal-key"
+SPIFFE = 'By=spiffe://cluster.local/ns/shop/sa/orders;Hash=abc;Subject="";URI=spiffe://cluster.local/ns/shop/sa/web'
+
+
+def _adapter(name: str = "envoy", **settings: Any) -> HttpAdapter:
+    return build_adapter(ShimSettings(bootstrap=None, adapter=name, **settings))
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _jwt(claims: dict[str, Any], secret: bytes = b"s3cret") -> str:
+    head = _b64(json.dumps({"alg": "HS256", "typ": "JWT"}).encode()) + "." + _b64(json.dumps(claims).encode())
+    return head + "." + _b64(hmac.new(secret, head.encode(), hashlib.sha256).digest())
+
+
+def _check(name: str, method: str, path: str, headers: dict[str, str], peer: str | None = "10.0.0.9") -> HttpCheck:
+    """The check request ``name``'s data plane sends for an original ``method path`` with ``headers``."""
+    raw = {k.lower().encode(): v.encode("latin-1") for k, v in headers.items()}
+    if name == "envoy":
+        return HttpCheck(method, path, raw, peer)
+    if name == "nginx":
+        return HttpCheck("GET", "/_kubeward/check", {b"x-original-method": method.encode(), b"x-original-uri": path.encode(), **raw}, peer)
+    host = raw.pop(b"host", b"orders")
+    return HttpCheck("GET", "/", {b"x-forwarded-method": method.encode(), b"x-forwarded-uri": path.encode(), b"x-forwarded-host": host, **raw}, peer)
+
+
+def _parse(raw: bytes) -> tuple[int, dict[str, str], bytes]:
+    head, _, body = raw.partition(b"\r\n\r\n")
+    status, *lines = head.decode().split("\r\n")
+    headers = dict(line.split(": ", 1) for line in lines)
+    assert int(headers["content-length"]) == len(body)
+    return int(status.split()[1]), headers, body
+
+
+ALL = sorted(ADAPTERS)
+
+
+# ------------------------------------------------------------------ reading the check
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_each_adapter_reads_the_original_method_and_path(name: str) -> None:
+    view = _adapter(name).view(_check(name, "DELETE", "/orders/7?expand=1", {"host": "orders.shop.svc.cluster.local"}))
+    assert (view.method, view.path, view.service, view.namespace) == ("DELETE", "/orders/7?expand=1", "orders", "shop")
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_view_of_and_view_agree(name: str) -> None:
+    adapter = _adapter(name)
+    check = _check(name, "GET", "/a", {"authorization": "Bearer " + _jwt({"sub": "alice"}), "x-forwarded-for": "203.0.113.7"})
+    assert adapter.view(check) == adapter.view_of(check.method, check.url, check.headers, check.peer)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_the_principal_is_a_keyed_hash_of_the_jwt_subject(name: str) -> None:
+    view = _adapter(name).view(_check(name, "GET", "/a", {"authorization": "Bearer " + _jwt({"sub": "alice"})}))
+    assert view.principal == hash_principal("jwt", "alice", KEY) and view.auth_type == "jwt-unverified"
+    assert "alice" not in view.principal
+
+
+def test_a_jwt_with_a_bad_signature_gives_no_principal_when_a_secret_is_set() -> None:
+    adapter = _adapter(jwt_hs256_secret="s3cret")
+    good = adapter.view(_check("envoy", "GET", "/", {"authorization": "Bearer " + _jwt({"sub": "alice"})}))
+    forged = adapter.view(_check("envoy", "GET", "/", {"authorization": "Bearer " + _jwt({"sub": "alice"}, b"guess")}))
+    assert (good.principal, good.auth_type) == (hash_principal("jwt", "alice", KEY), "jwt")
+    assert (forged.principal, forged.auth_type) == (None, "jwt-invalid")
+
+
+@pytest.mark.parametrize(
+    ("headers", "kind", "auth_type"),
+    [({"x-api-key": "k-123"}, "apikey", "api_key"), ({"cookie": "theme=dark; session=s-9"}, "session", "session")],
+    ids=["api-key", "session-cookie"],
+)
+def test_api_keys_and_session_cookies_are_principals(headers: dict[str, str], kind: str, auth_type: str) -> None:
+    view = _adapter().view(_check("envoy", "GET", "/", headers))
+    assert view.principal is not None and view.principal.startswith(f"{kind}:") and view.auth_type == auth_type
+
+
+def test_the_principal_key_setting_keys_the_hash() -> None:
+    check = _check("envoy", "GET", "/", {"x-api-key": "k-123"})
+    assert _adapter(principal_key="a").view(check).principal != _adapter(principal_key="b").view(check).principal
+
+
+def test_the_workload_comes_from_the_spiffe_id_in_xfcc() -> None:
+    view = _adapter().view(_check("envoy", "GET", "/", {"x-forwarded-client-cert": SPIFFE}))
+    assert (view.source_workload, view.auth_type) == ("shop/web", "mtls")
+    assert view.subject_keys()[0] == "actor:shop/web|-"
+
+
+@pytest.mark.parametrize(
+    ("hops", "xff", "ip"),
+    [(1, "6.6.6.6, 203.0.113.7", "203.0.113.7"), (2, "6.6.6.6, 203.0.113.7, 10.0.0.1", "203.0.113.7"), (0, "6.6.6.6", "10.0.0.9"), (1, None, "10.0.0.9")],
+    ids=["one-hop-rightmost", "two-hops", "zero-hops-peer", "no-xff-peer"],
+)
+def test_the_client_address_is_never_the_leftmost_forwarded_entry(hops: int, xff: str | None, ip: str) -> None:
+    headers = {"x-forwarded-for": xff} if xff else {}
+    view = _adapter(trusted_hops=hops).view(_check("envoy", "GET", "/", headers))
+    assert view.ip == ip and view.peer_ip == "10.0.0.9"
+
+
+@pytest.mark.parametrize(
+    ("headers", "service", "namespace"),
+    [
+        ({"x-kubeward-destination": "shop/orders", "host": "evil.example"}, "orders", "shop"),
+        ({"host": "orders.shop.svc.cluster.local:8080"}, "orders", "shop"),
+        ({"host": "orders"}, "orders", None),
+        ({"host": "10.1.2.3:8080"}, None, None),
+    ],
+    ids=["data-plane-header-wins", "service-host", "bare-name", "ip-is-never-a-service"],
+)
+def test_destination(headers: dict[str, str], service: str | None, namespace: str | None) -> None:
+    view = _adapter().view(_check("envoy", "GET", "/", headers))
+    assert (view.service, view.namespace) == (service, namespace)
+
+
+def test_traefik_reads_the_host_from_x_forwarded_host() -> None:
+    check = HttpCheck("GET", "/", {b"x-forwarded-method": b"GET", b"x-forwarded-uri": b"/", b"host": b"kubeward.shim", b"x-forwarded-host": b"orders.shop.svc"})
+    view = _adapter("traefik").view(check)
+    assert (view.service, view.namespace, view.authority) == ("orders", "shop", "orders.shop.svc")
+
+
+@pytest.mark.parametrize("trust", [True, False])
+def test_kubeward_identity_headers_count_only_when_trusted(trust: bool) -> None:
+    headers = {"x-kubeward-source-workload": "lab/tool", "x-kubeward-principal": "alice", "x-kubeward-namespace": "lab"}
+    view = _adapter(trust_kubeward_headers=trust).view(_check("envoy", "GET", "/", headers))
+    expected = ("lab/tool", "alice", "lab", "data_plane") if trust else (None, None, None, "none")
+    assert (view.source_workload, view.principal, view.namespace, view.auth_type) == expected
+
+
+def test_identities_are_memoised_without_mixing_requests() -> None:
+    adapter = _adapter()
+    tokens = {who: "Bearer " + _jwt({"sub": who}) for who in ("alice", "bob")}
+    order = ["alice", "bob", "alice", "alice", "bob"]
+    views = [adapter.view(_check("envoy", "GET", f"/{i}", {"authorization": tokens[who]})) for i, who in enumerate(order)]
+    assert [v.principal for v in views] == [hash_principal("jwt", who, KEY) for who in order]
+    assert [v.path for v in views] == [f"/{i}" for i in range(5)]
+    fresh = [RequestView(v.method, v.path, v.source_workload, v.principal, v.ip, v.service, v.namespace).subject_keys() for v in views]
+    assert [v.subject_keys() for v in views] == fresh
+
+
+def test_the_pod_behind_the_client_address_is_asked_per_check_not_memoised() -> None:
+    pods = {"10.244.1.5": ("shop/web", "shop", "web-0")}
+    adapter = EnvoyHttpAdapter(HeaderIdentity(IdentityResolver(IdentityConfig(trusted_hops=1)), pods=pods.get))
+    check = _check("envoy", "GET", "/", {"x-forwarded-for": "10.244.1.5", "x-api-key": "k"})
+    first = adapter.view(check)
+    pods["10.244.1.5"] = ("shop/batch", "shop", "batch-7")  # the address went to another pod
+    second = adapter.view(check)
+    del pods["10.244.1.5"]
+    third = adapter.view(check)
+    assert [v.source_workload for v in (first, second, third)] == ["shop/web", "shop/batch", None]
+    assert second.subject_keys()[0] == f"actor:shop/batch|{second.principal}" and third.subject_keys()[0] == f"actor:10.244.1.5|{third.principal}"
+
+
+def test_a_spiffe_workload_beats_the_pod_table() -> None:
+    adapter = EnvoyHttpAdapter(HeaderIdentity(IdentityResolver(), pods=lambda ip: ("lab/other", "lab", "x")))
+    assert adapter.view(_check("envoy", "GET", "/", {"x-forwarded-client-cert": SPIFFE})).source_workload == "shop/web"
+
+
+def test_the_pods_file_setting_names_workloads(tmp_path: Path) -> None:
+    table = tmp_path / "pods.json"
+    table.write_text(json.dumps({"203.0.113.7": "shop/web"}))
+    shim = Shim(ShimSettings(bootstrap=None, pods_file=table))
+    assert shim.adapter.view(_check("envoy", "GET", "/", {"x-forwarded-for": "203.0.113.7"})).source_workload == "shop/web"
+
+
+def test_a_resolver_with_its_own_pod_lookup_is_refused() -> None:
+    with pytest.raises(ValueError, match="HeaderIdentity"):
+        HeaderIdentity(IdentityResolver(pods=lambda ip: None))
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_the_request_id_is_carried(name: str) -> None:
+    view = _adapter(name).view(_check(name, "GET", "/", {"x-request-id": "rid-42"}))
+    assert view.request_id == "rid-42"
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_the_adapter_keeps_exactly_the_headers_it_reads(name: str) -> None:
+    wanted = _adapter(name).wanted
+    assert {b"authorization", b"x-forwarded-for", b"x-forwarded-client-cert", b"cookie", b"x-api-key", b"x-request-id", b"x-kubeward-destination"} <= wanted
+    own = {"envoy": {b"host"}, "nginx": {b"host", b"x-original-uri", b"x-original-method"}, "traefik": {b"x-forwarded-host", b"x-forwarded-uri", b"x-forwarded-method"}}[name]
+    assert own <= wanted and b"user-agent" not in wanted
+
+
+# ------------------------------------------------------------------ unreadable checks
+
+
+@pytest.mark.parametrize(
+    ("prefix", "url", "part"),
+    [("/check", "/orders/1", "path"), ("", "http://orders/1", "path"), ("", "*", "path")],
+    ids=["missing-prefix", "absolute-form", "asterisk"],
+)
+def test_envoy_paths_it_cannot_read(prefix: str, url: str, part: str) -> None:
+    with pytest.raises(UnparsedRequest) as info:
+        _adapter(path_prefix=prefix).view(HttpCheck("GET", url, {}))
+    assert info.value.part == part and repr(url) in str(info.value)
+
+
+def test_envoy_strips_the_path_prefix() -> None:
+    adapter = _adapter(path_prefix="/check")
+    assert [adapter.view(HttpCheck("GET", u, {})).path for u in ("/check/orders/1?x=1", "/check")] == ["/orders/1?x=1", "/"]
+
+
+@pytest.mark.parametrize(
+    ("name", "headers", "part"),
+    [
+        ("nginx", {b"x-original-uri": b"/a"}, "x-original-method"),
+        ("nginx", {b"x-original-method": b"GET"}, "x-original-uri"),
+        ("nginx", {b"x-original-method": b"GET", b"x-original-uri": b"a/b"}, "x-original-uri"),
+        ("nginx", {b"x-original-method": b"G E\r\nT", b"x-original-uri": b"/a"}, "x-original-method"),
+        ("traefik", {b"x-forwarded-uri": b"/a"}, "x-forwarded-method"),
+        ("traefik", {b"x-forwarded-method": b"GET"}, "x-forwarded-uri"),
+    ],
+    ids=["nginx-no-method", "nginx-no-uri", "nginx-relative-uri", "nginx-method-not-a-token", "traefik-no-method", "traefik-no-uri"],
+)
+def test_forwarded_checks_without_the_original_request_are_unparsed(name: str, headers: dict[bytes, bytes], part: str) -> None:
+    with pytest.raises(UnparsedRequest) as info:
+        _adapter(name).view(HttpCheck("GET", "/", headers))
+    assert info.value.part == part
+
+
+def test_forwarded_methods_are_normalised() -> None:
+    view = _adapter("nginx").view(HttpCheck("GET", "/", {b"x-original-method": b" patch ", b"x-original-uri": b"/a"}))
+    assert view.method == "PATCH"
+
+
+# ------------------------------------------------------------------ answers
+
+
+DENY = Decision(403, "deny", True, "bola_breadth", verdict_id="v1")
+THROTTLE = Decision(429, "throttle", True, "auth_failures", retry_after=7)
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_allow_is_the_precomputed_answer(name: str) -> None:
+    adapter = _adapter(name)
+    answer = adapter.respond(ALLOW, RequestView("GET", "/"))
+    assert answer is adapter.allow_response
+    assert _parse(answer) == (200, {"content-length": "0", "x-kubeward-decision": "allow"}, b"")
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_deny_is_a_403_with_the_reason_in_a_header_only(name: str) -> None:
+    status, headers, body = _parse(_adapter(name).respond(DENY, RequestView("GET", "/")))
+    assert (status, headers["x-kubeward-decision"], headers["x-kubeward-reason"]) == (403, "deny", "bola_breadth")
+    assert body == b"kubeward: deny\n" and b"bola" not in body
+    assert headers.get("x-kubeward-action") == ("deny" if name == "nginx" else None)
+
+
+@pytest.mark.parametrize("name", ["envoy", "traefik"])
+def test_envoy_and_traefik_get_a_real_429_with_retry_after(name: str) -> None:
+    status, headers, _ = _parse(_adapter(name).respond(THROTTLE, RequestView("GET", "/")))
+    assert (status, headers["retry-after"], headers["x-kubeward-decision"]) == (429, "7", "throttle")
+    assert "x-kubeward-action" not in headers
+
+
+def test_nginx_gets_a_throttle_as_403_with_an_action_header() -> None:
+    status, headers, _ = _parse(_adapter("nginx").respond(THROTTLE, RequestView("GET", "/")))
+    assert (status, headers["x-kubeward-action"], headers["retry-after"], headers["x-kubeward-decision"]) == (403, "throttle", "7", "throttle")
+
+
+@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize(("would", "retry"), [("deny", None), ("throttle", 3)])
+def test_observe_mode_lets_the_request_pass_and_says_what_would_have_happened(name: str, would: str, retry: int | None) -> None:
+    status, headers, body = _parse(_adapter(name).respond(Decision(200, would, False, "inline:injection", retry, ("injection",)), RequestView("GET", "/")))
+    assert (status, body) == (200, b"")
+    assert (headers["x-kubeward-decision"], headers["x-kubeward-would"], headers["x-kubeward-reason"]) == ("allow", would, "inline:injection")
+    assert "retry-after" not in headers and "x-kubeward-action" not in headers
+
+
+@pytest.mark.parametrize("name", ALL)
+@pytest.mark.parametrize(("mode", "status"), [("allow", 200), ("deny", 403)])
+def test_unparsed_checks_answer_per_failure_mode_and_say_so(name: str, mode: str, status: int) -> None:
+    got, headers, _ = _parse(_adapter(name).respond(unparsed_decision(mode, "x-original-uri"), RequestView("-", "/")))
+    assert (got, headers["x-kubeward-decision"], headers["x-kubeward-reason"]) == (status, "unparsed", "unparsed:x-original-uri")
+    assert "x-kubeward-would" not in headers
+
+
+def test_envoy_sends_no_body_to_a_head_check() -> None:
+    adapter = _adapter()
+    head = _parse(adapter.respond(DENY, RequestView("HEAD", "/")))
+    get = _parse(adapter.respond(DENY, RequestView("GET", "/")))
+    assert head[0] == get[0] == 403 and head[2] == b"" and get[2] != b""
+
+
+def test_answers_are_rendered_once_per_decision() -> None:
+    adapter = _adapter()
+    assert adapter.respond(DENY, RequestView("GET", "/a")) is adapter.respond(Decision(403, "deny", True, "bola_breadth", verdict_id="v1"), RequestView("GET", "/b"))
+
+
+def test_header_values_cannot_break_the_response() -> None:
+    status, headers, _ = _parse(render(403, [("x-kubeward-reason", "a\r\nset-cookie: x=1")]))
+    assert status == 403 and set(headers) == {"content-length", "x-kubeward-reason"}
+
+
+@pytest.mark.parametrize("cls", [EnvoyHttpAdapter, NginxAdapter, TraefikAdapter])
+def test_every_adapter_is_registered_under_its_name(cls: type[HttpAdapter]) -> None:
+    assert ADAPTERS[cls.name] is cls and isinstance(_adapter(cls.name), cls)

@@ -1,0 +1,131 @@
+"""enforcement.server without sockets: the HTTP protocol object, the sampled timer, the admin handler, the collector."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from enforcement.server import DecisionTimer, HttpConnection, _ShimCollector, admin_handler, check_connection
+from enforcement.settings import ShimSettings
+from enforcement.shim import Shim
+
+
+class _Transport:
+    """Collects what the connection writes."""
+
+    def __init__(self) -> None:
+        self.written: list[bytes] = []
+        self.closed = False
+
+    def write(self, data: bytes) -> None:
+        self.written.append(data)
+
+    def close(self) -> None:
+        self.closed = True
+
+    def get_extra_info(self, name: str) -> Any:
+        return ("10.0.0.7", 40000) if name == "peername" else None
+
+
+def _connect(conn: HttpConnection) -> _Transport:
+    transport = _Transport()
+    conn.connection_made(transport)
+    return transport
+
+
+def _shim(**settings: Any) -> Shim:
+    shim = Shim(ShimSettings(bootstrap=None, **settings))
+    shim.synced.set()
+    return shim
+
+
+def test_pipelined_checks_get_one_answer_each_in_order() -> None:
+    shim = _shim(policy={"default_mode": "enforce"})
+    conn = check_connection(shim)
+    transport = _connect(conn)
+    conn.data_received(b"GET /ok HTTP/1.1\r\nhost: orders\r\n\r\nGET /f?x=../../etc/passwd HTTP/1.1\r\nhost: orders\r\n\r\n")
+    assert [w.split(b" ", 2)[1] for w in transport.written] == [b"200", b"403"] and not transport.closed
+
+
+def test_only_the_adapters_headers_are_kept() -> None:
+    seen: list[dict[bytes, bytes]] = []
+
+    def handler(method: str, url: str, headers: dict[bytes, bytes], peer: str | None) -> bytes:
+        seen.append(dict(headers))
+        return b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"
+
+    conn = HttpConnection(handler, frozenset({b"x-request-id"}))
+    _connect(conn)
+    conn.data_received(b"GET / HTTP/1.1\r\nX-Request-Id: r1\r\nUser-Agent: curl\r\n\r\n")
+    assert seen == [{b"x-request-id": b"r1"}]
+
+
+@pytest.mark.parametrize(("mode", "status"), [("allow", b"200"), ("deny", b"403")])
+def test_bytes_that_are_not_http_are_answered_per_failure_mode_and_counted(mode: str, status: bytes) -> None:
+    shim = _shim(failure_mode=mode)
+    conn = check_connection(shim)
+    transport = _connect(conn)
+    conn.data_received(b"\x16\x03\x01\x02\x00 not http\r\n\r\n")
+    [answer] = transport.written
+    assert answer.split(b" ", 2)[1] == status and b"x-kubeward-decision: unparsed" in answer and b"unparsed:http" in answer
+    assert transport.closed and shim.unparsed == 1
+    [(_, view, decision)] = shim.take_pending()
+    assert (view.ip, decision.would) == ("10.0.0.7", "unparsed")
+
+
+def test_the_admin_port_still_answers_garbage_with_400() -> None:
+    conn = HttpConnection(admin_handler(_shim(), None))
+    transport = _connect(conn)
+    conn.data_received(b"\x00\x01garbage\r\n\r\n")
+    assert transport.written[0].startswith(b"HTTP/1.1 400 ") and transport.closed
+
+
+@pytest.mark.parametrize(("every", "timed"), [(1, 8), (4, 2), (8, 1)])
+def test_the_timer_samples_one_check_in_every(every: int, timed: int) -> None:
+    shim, timer = _shim(), DecisionTimer(every)
+    conn = check_connection(shim, timer)
+    _connect(conn)
+    for _ in range(8):
+        conn.data_received(b"GET /ok HTTP/1.1\r\nhost: orders\r\n\r\n")
+    assert sum(timer.counts) == timed and timer.total > 0 and shim.allowed == 8
+
+
+@pytest.mark.parametrize("every", [3, 10])
+def test_the_timer_wants_a_power_of_two(every: int) -> None:
+    with pytest.raises(ValueError, match=f"timing_sample must be 0 or a power of two, got {every}"):
+        DecisionTimer(every)
+
+
+def test_the_collector_exposes_decisions_unparsed_and_the_sampled_histogram() -> None:
+    shim, timer = _shim(adapter="nginx"), DecisionTimer(1)
+    shim.handle("GET", "/", {}, None)  # no x-original-* headers: unparsed
+    timer.observe(30e-6)
+    timer.observe(2e-3)
+    families = {f.name: f for f in _ShimCollector(shim, timer).collect()}
+    assert [s.value for s in families["kubeward_shim_unparsed"].samples if s.name.endswith("_total")] == [1]
+    samples = {(s.name, s.labels.get("le")): s.value for s in families["kubeward_authz_decision_duration_seconds"].samples}
+    assert samples[("kubeward_authz_decision_duration_seconds_bucket", "2.5e-05")] == 0
+    assert samples[("kubeward_authz_decision_duration_seconds_bucket", "5e-05")] == 1
+    assert samples[("kubeward_authz_decision_duration_seconds_bucket", "+Inf")] == 2
+    assert samples[("kubeward_authz_decision_duration_seconds_count", None)] == 2
+    assert all(s.labels.get("adapter") == "nginx" for s in families["kubeward_authz_decision_duration_seconds"].samples)
+
+
+def test_admin_healthz_and_stats() -> None:
+    shim = Shim(ShimSettings(bootstrap=None, adapter="traefik"))
+    handle = admin_handler(shim, None)
+    assert handle("GET", "/healthz", {}, None).startswith(b"HTTP/1.1 503 ")
+    shim.synced.set()
+    assert handle("GET", "/healthz", {}, None).startswith(b"HTTP/1.1 200 ")
+    shim.handle("GET", "/", {}, None)
+    stats = json.loads(handle("GET", "/stats", {}, None).partition(b"\r\n\r\n")[2])
+    assert (stats["adapter"], stats["unparsed"], stats["decisions"]) == ("traefik", 1, {"allow": 0})
+    assert handle("GET", "/nope", {}, None).startswith(b"HTTP/1.1 404 ")
+
+
+@pytest.mark.parametrize("every", [3, 12])
+def test_the_setting_rejects_a_timing_sample_that_is_not_a_power_of_two(every: int) -> None:
+    with pytest.raises(ValueError, match=f"timing_sample must be 0 or a power of two, got {every}"):
+        ShimSettings(timing_sample=every)
