@@ -1,18 +1,20 @@
 """Offline evaluation of the detection pipeline on simulated traffic with ground truth.
 
-``evaluate`` replays a seeded simulated cluster through the same
-``Pipeline`` the worker runs (``streams.replay``), with the shim's inline
-signatures applied to each raw path as the shim would (no Kafka, no
-enforcement, so attackers keep going) and scores the detections against the simulator's
-labels: per attack kind whether its actor was flagged, how long after its first
+``evaluate`` sends a seeded simulated cluster's calls through the demo's data
+plane in one process (``deploy.lab.offline``: the driver's requests, the demo
+API's real answers, Kubeward's own derivation of every feature, the shim's
+inline signatures on each raw path), replays the summaries through the same
+``Pipeline`` the worker runs (``streams.replay``; no Kafka, no enforcement, so
+attackers keep going) and scores the detections against the simulator's labels: per attack kind whether its actor was flagged, how long after its first
 malicious call, after how many malicious calls, and how many benign actors were
 flagged. Thresholds were chosen from the simulator's statistics on seeds 7 and
 8; report results on other seeds (held out). It is our own simulator, so these
 figures check the pipeline and its thresholds, not accuracy on real traffic.
 
-The pipeline runs with ``WorkerSettings`` (``window_s``, ``learn_windows`` and
-the simulator's retired routes given here; anything else as the worker would
-read it, ``KUBEWARD_WORKER_*`` included).
+The pipeline runs with ``WorkerSettings`` (``window_s`` and ``learn_windows``
+given here; anything else as the worker would read it, ``KUBEWARD_WORKER_*``
+included) and the demo API's declared specs (retired routes are their
+``deprecated`` operations, nothing from the simulator).
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from enforcement.signatures import SignatureSet, load_signatures
-from ingest import Policy
+from deploy.lab.driver import expected_actor
+from deploy.lab.offline import OfflineDataPlane
+from ingest.identity import IdentityConfig
 from ingest.simulator import ClusterSimulator, SimCall, plan_attacks
 from streams import Outcome, WorkerSettings
 from streams.replay import Batch, Replay, replay
@@ -31,7 +34,7 @@ from streams.state import actor_hash
 
 __all__ = ["evaluate"]
 
-OBJECT_KEY = b"evaluation-key"
+PRINCIPAL_KEY = IdentityConfig().principal_key
 
 
 @dataclass
@@ -44,18 +47,9 @@ class _Truth:
     detected_as: str | None = None
 
 
-def _settings(sim: ClusterSimulator, window_s: int, learn_windows: int, **overrides: Any) -> WorkerSettings:
-    """The worker's settings for a replay of ``sim``: its retired routes are the policy's."""
-    policy = Policy(retired_endpoints=sim.retired_endpoints)
-    return WorkerSettings(window_s=window_s, learn_windows=learn_windows, policy=policy, **overrides)
-
-
-def _rows(calls: Iterable[SimCall], signatures: SignatureSet, prefix: str) -> Iterator[dict[str, Any]]:
-    """Summary rows of the calls, with the shim's inline signatures applied to each raw path as the shim would."""
-    for i, call in enumerate(calls):
-        row = call.to_row(f"{prefix}{i}", OBJECT_KEY)
-        row["inline_findings"] = signatures.match(call.raw_path)
-        yield row
+def _settings(window_s: int, learn_windows: int, **overrides: Any) -> WorkerSettings:
+    """The worker's settings for a replay."""
+    return WorkerSettings(window_s=window_s, learn_windows=learn_windows, **overrides)
 
 
 @dataclass
@@ -69,9 +63,10 @@ class _Score:
     def see(self, calls: Iterable[SimCall]) -> Iterator[SimCall]:
         """Pass the calls through, noting every actor and each attacker's first malicious call."""
         for call in calls:
-            self.actors.add(call.actor)
+            actor = expected_actor(call, PRINCIPAL_KEY)
+            self.actors.add(actor)
             if call.malicious and call.attack_id is not None and call.attack_id not in self.truths:
-                self.truths[call.attack_id] = _Truth(call.scenario, call.actor, call.time)
+                self.truths[call.attack_id] = _Truth(call.scenario, actor, call.time)
             yield call
 
     def batch(self, batch: Batch, out: Outcome) -> None:
@@ -92,8 +87,9 @@ def evaluate(seed: int, seconds: float = 240.0, rate: float = 1000.0, users: int
     """Detection results on one simulated run (see the module docstring)."""
     sim = ClusterSimulator(seed=seed, users=users, start_time=1.8e9, attacks=plan_attacks(seed, seconds, warmup, per_kind), benign_rate_eps=rate)
     score = _Score()
-    rows = _rows(score.see(sim.calls(seconds)), load_signatures(), "e")
-    result = replay(rows, _settings(sim, window_s, learn_windows), batch_rows=batch_rows, on_batch=score.batch)
+    plane = OfflineDataPlane(seed, users)
+    rows = plane.rows(score.see(sim.calls(seconds)), "e")
+    result = replay(rows, _settings(window_s, learn_windows), batch_rows=batch_rows, on_batch=score.batch, declared=plane.declared)
     truths, flagged = score.truths, score.flagged
     benign = score.actors - {t.actor for t in truths.values()}
     by_kind: dict[str, list[_Truth]] = defaultdict(list)
@@ -166,8 +162,10 @@ def window_frames(seed: int, seconds: float = 120.0, rate: float = 1000.0, users
     plans = plan_attacks(seed, seconds, min(60.0, seconds / 3)) if attacks else []
     sim = ClusterSimulator(seed=seed, users=users, start_time=1.8e9, attacks=plans, benign_rate_eps=rate)
     calls = list(sim.calls(seconds))
-    bad = {c.actor for c in calls if c.malicious}
-    run = Replay(_settings(sim, window_s, learn_windows, detectors=[]))  # features only, nothing scored
+    actor_of = [expected_actor(c, PRINCIPAL_KEY) for c in calls]
+    bad = {a for a, c in zip(actor_of, calls) if c.malicious}
+    plane = OfflineDataPlane(seed, users)
+    run = Replay(_settings(window_s, learn_windows, detectors=[]), declared=plane.declared)  # features only, nothing scored
     frames: list[dict[str, Any]] = []
     labels: list[Any] = []
     done = 0
@@ -175,13 +173,13 @@ def window_frames(seed: int, seconds: float = 120.0, rate: float = 1000.0, users
     def after(batch: Batch, out: Outcome) -> None:
         """The frame of the actors of this batch, right after it was folded in."""
         nonlocal done
-        actors = sorted({c.actor for c in calls[done : done + len(batch)]})
+        actors = sorted(set(actor_of[done : done + len(batch)]))
         done += len(batch)
         proc = run.processor()
         found, _ = proc.store.rows_for(np.array([actor_hash(a) for a in actors], dtype=np.uint64))
         frames.append(proc.frame(found))
         labels.append(np.array([a in bad for a in actors]))
 
-    run.run(_rows(calls, load_signatures(), "w"), batch_rows=500, on_batch=after)
+    run.run(plane.rows(calls, "w"), batch_rows=500, on_batch=after)
     merged = {k: np.concatenate([f[k] for f in frames]) for k in frames[0]}
     return merged, np.concatenate(labels)
