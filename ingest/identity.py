@@ -308,23 +308,29 @@ class IdentityResolver:
         self.pods = pods
         self._networks = tuple(ipaddress.ip_network(n) for n in self.config.internal_networks)
         self._proxies = tuple(ipaddress.ip_network(n) for n in self.config.trusted_proxies)
+        self._classes: dict[str, tuple[bool, bool]] = {}
         self._memo: dict[tuple[str | None, ...], Identity] = {}
 
+    def _classify(self, ip: str) -> tuple[bool, bool]:
+        """(is a trusted proxy, is external) of an address, memoised (``ipaddress`` costs microseconds)."""
+        found = self._classes.get(ip)
+        if found is None:
+            try:
+                addr = ipaddress.ip_address(ip)
+            except ValueError:
+                found = (False, False)
+            else:
+                found = (any(addr in n for n in self._proxies), not any(addr in n for n in self._networks))
+            if len(self._classes) >= _MEMO_MAX:
+                self._classes.clear()
+            self._classes[ip] = found
+        return found
+
     def _is_proxy(self, ip: str) -> bool:
-        try:
-            addr = ipaddress.ip_address(ip)
-        except ValueError:
-            return False
-        return any(addr in n for n in self._proxies)
+        return self._classify(ip)[0]
 
     def _external(self, ip: str | None) -> bool:
-        if not ip:
-            return False
-        try:
-            addr = ipaddress.ip_address(ip)
-        except ValueError:
-            return False
-        return not any(addr in n for n in self._networks)
+        return self._classify(ip)[1] if ip else False
 
     def resolve(self, headers: Mapping[str, str], peer_ip: str | None) -> Identity:
         """The source identity of one request (header names lower case).

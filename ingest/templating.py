@@ -201,6 +201,8 @@ class PathTemplater:
     min_values: light literals that make a position variable.
     min_alike, alike: siblings that make a position variable by shape alone,
         and the Jaccard similarity their vocabularies need.
+    sample_after, sample_every: ``learn`` observes every path of a service up to
+        ``sample_after``, then one in ``sample_every``.
     compile_ratio, recompile_every: a service is recompiled after one
         observation per ``compile_ratio`` nodes of its trie, at most every
         ``recompile_every`` observations (so compiling costs O(1) node visits
@@ -250,6 +252,8 @@ class PathTemplater:
         alike: float = 0.6,
         compile_ratio: int = 8,
         recompile_every: int = 4096,
+        sample_after: int = 4096,
+        sample_every: int = 8,
     ) -> None:
         self.specs = dict(specs or {})
         self.max_children = max_children
@@ -261,6 +265,9 @@ class PathTemplater:
         self.alike = alike
         self.compile_ratio = compile_ratio
         self.recompile_every = recompile_every
+        self.sample_after = sample_after
+        self.sample_every = sample_every
+        self._offered: dict[str, int] = {}
         self._raw: dict[str, _Raw] = {}
         self._nodes: dict[str, int] = {}
         self._seen: dict[str, int] = {}
@@ -395,8 +402,19 @@ class PathTemplater:
         return None
 
     def learn(self, service: str, method: str, path: str) -> tuple[str, list[str]]:
-        """``observe`` then ``template``, for a stream that learns as it goes."""
-        self.observe(service, method, path)
+        """``observe`` then ``template``, for a stream that learns as it goes.
+
+        Paths a declared spec matches are answered from it and not learned; past
+        ``sample_after`` paths of a service, one in ``sample_every`` is learned
+        (a uniform sample keeps the relative hit counts the rules compare), so
+        a busy service's learning costs a fixed share of its traffic.
+        """
+        spec = self.specs.get(service)
+        if spec is not None and (found := spec.lookup(path)) is not None:
+            return found.template, found.ids
+        offered = self._offered[service] = self._offered.get(service, 0) + 1
+        if offered <= self.sample_after or offered % self.sample_every == 0:
+            self.observe(service, method, path)
         return self.template(service, method, path)
 
     def templates(self, service: str) -> list[str]:

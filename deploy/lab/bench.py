@@ -44,7 +44,56 @@ TARGETS = {
     "shim.decisions_per_second": ">= 100000 on one core, 64 connections",
     "shim.p99_ms": "<= 1.5",
     "worker.bytes_per_identity": "<= 256",
+    "envoy.ratio_vs_plain": ">= 0.6",
+    "envoy.added_p99_ms": "<= 1.5",
+    "nginx.ratio_vs_plain": ">= 0.6",
+    "collectors.entries_per_cpu_second": ">= 100000",
+    "templating.exact": ">= 0.98",
+    "sensitive.min_precision": ">= 0.95 (dev)",
+    "sensitive.min_recall": ">= 0.95 (dev)",
 }
+DATASETS = Path(os.environ.get("KUBEWARD_DATASETS", str(REPO.parent / "shared" / "datasets")))
+
+
+def bench_real_traffic(work: Path, quick: bool) -> dict[str, Any]:
+    """The real-traffic figures: proxies with the shim vs plain, the collector, templating and sensitive data (dev)."""
+    from deploy.lab.bench_collectors import bench_collectors
+    from deploy.lab.bench_dataplanes import bench_dataplanes
+    from deploy.runtime.stack import LocalStack
+
+    _say("data planes: Envoy and nginx with the shim vs plain, realistic identities and paths")
+    out: dict[str, Any] = {"dataplanes": bench_dataplanes(work / "dataplanes", seconds=4 if quick else 8)}
+    _say("collector: access-log files parsed, summarised and published to a real broker")
+    with LocalStack(work / "collector", with_worker=False, with_shim=False) as stack:
+        out["collectors"] = bench_collectors(5.0 if quick else 10.0, stack.bootstrap, workdir=work / "collector-files")
+    if DATASETS.is_dir():
+        from deploy.lab.sensitive_eval import evaluate_sensitive
+        from deploy.lab.templating_eval import evaluate_templating
+
+        _say(f"templating on the public specs in {DATASETS / 'openapi-specs'} (seed 2, not used for tuning)")
+        out["templating"] = evaluate_templating(DATASETS / "openapi-specs", seed=2, values_per_param=5)
+        _say("sensitive data on the dev datasets (DEV figures)")
+        out["sensitive"] = evaluate_sensitive(DATASETS)
+    else:
+        _say(f"{DATASETS} not found (set KUBEWARD_DATASETS): templating and sensitive-data figures skipped")
+    return out
+
+
+def _real_traffic_summary(real: dict[str, Any]) -> dict[str, Any]:
+    planes = real["dataplanes"]
+    flat = {
+        "envoy.ratio_vs_plain": planes["envoy"]["ratio_vs_plain"],
+        "envoy.added_p99_ms": planes["envoy"]["added_p99_ms"],
+        "envoy.requests_measured": planes["envoy"]["with_shim"]["requests"],
+        "nginx.ratio_vs_plain": planes["nginx"]["ratio_vs_plain"],
+        "nginx.added_p99_ms": planes["nginx"]["added_p99_ms"],
+        "collectors.entries_per_cpu_second": round(real["collectors"]["entries_per_cpu_second"]),
+    }
+    if "templating" in real:
+        flat["templating.exact"] = real["templating"]["exact"]
+        flat["sensitive.min_precision"] = real["sensitive"]["min_precision"]
+        flat["sensitive.min_recall"] = real["sensitive"]["min_recall"]
+    return flat
 
 
 def cpu_seconds(pid: int) -> float:
@@ -194,9 +243,8 @@ def _probe_rows(n: int) -> list[dict[str, Any]]:
     ]
 
 
-def _wrk(port: int, seconds: int, connections: int, script: Path, cpu: int) -> dict[str, float]:
-    cmd = ["taskset", "-c", str(cpu), "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), f"http://127.0.0.1:{port}/orders/81231"]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+def parse_wrk(out: str, seconds: float) -> dict[str, float]:
+    """Requests/s, p50/p90/p99 (ms), request count and non-2xx answers from ``wrk --latency`` output."""
     rps = float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1))  # type: ignore[union-attr]
     lat = {}
     for q in ("50", "90", "99"):
@@ -204,7 +252,14 @@ def _wrk(port: int, seconds: int, connections: int, script: Path, cpu: int) -> d
         if m:
             lat[q] = float(m.group(1)) * {"us": 0.001, "ms": 1.0, "s": 1000.0}[m.group(2)]
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    return {"rps": rps, "p50_ms": lat.get("50", 0.0), "p90_ms": lat.get("90", 0.0), "p99_ms": lat.get("99", 0.0), "non_2xx": int(errors.group(1)) if errors else 0}
+    total = re.search(r"(\d+) requests in", out)
+    return {"rps": rps, "p50_ms": lat.get("50", 0.0), "p90_ms": lat.get("90", 0.0), "p99_ms": lat.get("99", 0.0),
+            "requests": int(total.group(1)) if total else int(rps * seconds), "non_2xx": int(errors.group(1)) if errors else 0}
+
+
+def _wrk(port: int, seconds: int, connections: int, script: Path, cpu: int) -> dict[str, float]:
+    cmd = ["taskset", "-c", str(cpu), "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency", "-s", str(script), f"http://127.0.0.1:{port}/orders/81231"]
+    return parse_wrk(subprocess.run(cmd, capture_output=True, text=True, check=True).stdout, seconds)
 
 
 def _publish_verdicts(bootstrap: str, count: int) -> None:
@@ -380,6 +435,7 @@ def run_bench(out: Path, quick: bool = False) -> dict[str, Any]:
     results["latency_ms"] = bench_latency(work, rate_eps=10_000.0, seconds=15 if quick else 40, worker_settings={"batch_within_s": 0.005}, publisher_linger_ms=2.0)
     _say("latency at 2,000 events/s, for comparison")
     results["latency_ms_2000eps"] = bench_latency(work, rate_eps=2_000.0, seconds=15 if quick else 30, worker_settings={"batch_within_s": 0.005}, publisher_linger_ms=2.0)
+    results["real_traffic"] = bench_real_traffic(work, quick)
     flat = {
         "worker.records_per_cpu_second": results["worker"]["records_per_cpu_second"],
         "worker.records_per_cpu_second_single": results["worker"]["records_per_cpu_second_single"],
@@ -398,6 +454,7 @@ def run_bench(out: Path, quick: bool = False) -> dict[str, Any]:
         "shim.inprocess_us_constant_baseline": results["shim_inprocess"]["constant_200_us"],
         "shim.cpu_cores": results["shim"]["cpu_cores"],
         "worker.bytes_per_identity": results["worker_state"]["allocated_bytes_per_identity"],
+        **_real_traffic_summary(results["real_traffic"]),
     }
     results["summary"] = flat
     out.parent.mkdir(parents=True, exist_ok=True)

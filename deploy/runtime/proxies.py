@@ -242,12 +242,24 @@ def render_envoy(shim_port: int, upstream_port: int, port: int, admin_port: int,
     return config
 
 
-def start_envoy(workdir: Path, shim_port: int, upstream_port: int, failure_mode: FailureMode = "allow", timeout: float = 30) -> Proxy:
-    """Envoy with the shipped ext_authz configuration; returns once its admin ``/ready`` says LIVE."""
+def _without_ext_authz(config: dict[str, Any]) -> dict[str, Any]:
+    """The same configuration with the ext_authz filter removed: the plain proxy benchmarks compare with."""
+    for listener in config["static_resources"]["listeners"]:
+        for chain in listener["filter_chains"]:
+            for net in chain["filters"]:
+                filters = net["typed_config"].get("http_filters", [])
+                filters[:] = [f for f in filters if f["name"] != "envoy.filters.http.ext_authz"]
+    return config
+
+
+def start_envoy(workdir: Path, shim_port: int, upstream_port: int, failure_mode: FailureMode = "allow", timeout: float = 30,
+                plain: bool = False) -> Proxy:
+    """Envoy with the shipped ext_authz configuration (``plain``: without the filter); returns once ``/ready`` says LIVE."""
     workdir.mkdir(parents=True, exist_ok=True)
     port, admin = free_port(), free_port()
     conf = workdir / "envoy.yaml"
-    conf.write_text(yaml.safe_dump(render_envoy(shim_port, upstream_port, port, admin, failure_mode), sort_keys=False))
+    config = render_envoy(shim_port, upstream_port, port, admin, failure_mode)
+    conf.write_text(yaml.safe_dump(_without_ext_authz(config) if plain else config, sort_keys=False))
     log, out = workdir / "envoy.log", workdir / "envoy.out"
     cmd = [str(envoy_binary()), "-c", str(conf), "--log-path", str(log), "-l", "info", "--disable-hot-restart", "--concurrency", "1"]
     proc = _spawn(cmd, out, workdir)
@@ -300,12 +312,16 @@ http {{
 """
 
 
-def start_nginx(workdir: Path, shim_port: int, upstream_port: int, failure_mode: FailureMode = "allow", timeout: float = 20) -> Proxy:
-    """nginx (master in the foreground, own prefix and logs) with the shipped auth_request snippets."""
+def start_nginx(workdir: Path, shim_port: int, upstream_port: int, failure_mode: FailureMode = "allow", timeout: float = 20,
+                plain: bool = False) -> Proxy:
+    """nginx (master in the foreground, own prefix and logs) with the shipped auth_request snippets (``plain``: without them)."""
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     conf = workdir / "nginx.conf"
-    conf.write_text(render_nginx(workdir, shim_port, upstream_port, port, failure_mode))
+    text = render_nginx(workdir, shim_port, upstream_port, port, failure_mode)
+    if plain:
+        text = _replace_once(text, f"            include {workdir}/kubeward.conf;\n", "", "nginx.conf")
+    conf.write_text(text)
     binary = str(nginx_binary())
     base = [binary, "-p", str(workdir), "-c", str(conf), "-e", str(workdir / "logs" / "error.log")]
     check = subprocess.run([*base, "-t"], capture_output=True, text=True, timeout=30)
