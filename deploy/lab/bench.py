@@ -64,6 +64,7 @@ def bench_real_traffic(work: Path, quick: bool) -> dict[str, Any]:
     _say("data planes: Envoy and nginx with the shim vs plain, realistic identities and paths")
     out: dict[str, Any] = {"dataplanes": bench_dataplanes(work / "dataplanes", seconds=4 if quick else 8)}
     _say("collector: access-log files parsed, summarised and published to a real broker")
+    (work / "collector-files").mkdir(parents=True, exist_ok=True)
     with LocalStack(work / "collector", with_worker=False, with_shim=False) as stack:
         out["collectors"] = bench_collectors(5.0 if quick else 10.0, stack.bootstrap, workdir=work / "collector-files")
     if DATASETS.is_dir():

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from deploy.runtime.process import _env, free_port, stop_process, wait_http
+from deploy.runtime.process import free_port, settings_env, stop_process, wait_http
 from deploy.runtime.proxies import envoy_binary, envoy_version
 
 __all__ = ["DemoDataPlane", "envoy_demo_config", "envoy_version"]
@@ -185,7 +185,7 @@ class DemoDataPlane:
             **self.collector_settings,
         }
         log = self.workdir / "collector.log"
-        proc = _spawn([sys.executable, "-m", "deploy.cli", "collect"], log, _env("KUBEWARD_COLLECTOR_", settings))
+        proc = _spawn([sys.executable, "-m", "deploy.cli", "collect"], log, settings_env("KUBEWARD_COLLECTOR_", settings))
         self.procs.append(proc)
         _wait_port(self.ports["tap"], 60, proc, log)
         _wait_port(self.ports["als"], 60, proc, log)

@@ -18,7 +18,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-__all__ = ["free_port", "start_shim", "start_worker", "stop_process", "wait_http"]
+__all__ = ["free_port", "settings_env", "start_shim", "start_worker", "stop_process", "wait_http"]
 
 
 def free_port() -> int:
@@ -30,7 +30,8 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _env(prefix: str, settings: dict[str, Any]) -> dict[str, str]:
+def settings_env(prefix: str, settings: dict[str, Any]) -> dict[str, str]:
+    """This process's environment with ``settings`` as ``<prefix><KEY>`` variables (nested values as JSON), ours removed first."""
     env = dict(os.environ)
     env = {k: v for k, v in env.items() if not k.startswith(prefix)}
     for key, value in settings.items():
@@ -78,14 +79,14 @@ def _spawn(args: list[str], env: dict[str, str], log: Path, cpu: int | None) -> 
 
 def start_worker(log: Path, settings: dict[str, Any], timeout: float = 90, cpu: int | None = None) -> subprocess.Popen[bytes]:
     """Start ``kubeward worker`` and wait until Faust reports it is ready."""
-    proc = _spawn(["worker", "--loglevel", "info"], _env("KUBEWARD_WORKER_", settings), log, cpu)
+    proc = _spawn(["worker", "--loglevel", "info"], settings_env("KUBEWARD_WORKER_", settings), log, cpu)
     _wait_log(log, "Worker]: Ready", timeout, proc)
     return proc
 
 
 def start_shim(log: Path, settings: dict[str, Any], timeout: float = 60, cpu: int | None = None) -> subprocess.Popen[bytes]:
     """Start ``kubeward shim`` and wait until its verdict cache has synced (/healthz 200)."""
-    proc = _spawn(["shim"], _env("KUBEWARD_SHIM_", settings), log, cpu)
+    proc = _spawn(["shim"], settings_env("KUBEWARD_SHIM_", settings), log, cpu)
     wait_http(f"http://127.0.0.1:{settings.get('admin_port', 9192)}/healthz", timeout, proc, log)
     return proc
 

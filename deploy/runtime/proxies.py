@@ -255,6 +255,7 @@ def _without_ext_authz(config: dict[str, Any]) -> dict[str, Any]:
 def start_envoy(workdir: Path, shim_port: int, upstream_port: int, failure_mode: FailureMode = "allow", timeout: float = 30,
                 plain: bool = False) -> Proxy:
     """Envoy with the shipped ext_authz configuration (``plain``: without the filter); returns once ``/ready`` says LIVE."""
+    workdir = workdir.resolve()  # the proxies run in workdir: relative paths would resolve twice
     workdir.mkdir(parents=True, exist_ok=True)
     port, admin = free_port(), free_port()
     conf = workdir / "envoy.yaml"
@@ -315,12 +316,14 @@ http {{
 def start_nginx(workdir: Path, shim_port: int, upstream_port: int, failure_mode: FailureMode = "allow", timeout: float = 20,
                 plain: bool = False) -> Proxy:
     """nginx (master in the foreground, own prefix and logs) with the shipped auth_request snippets (``plain``: without them)."""
+    workdir = workdir.resolve()  # the proxies run in workdir: relative paths would resolve twice
     workdir.mkdir(parents=True, exist_ok=True)
     port = free_port()
     conf = workdir / "nginx.conf"
     text = render_nginx(workdir, shim_port, upstream_port, port, failure_mode)
     if plain:
         text = _replace_once(text, f"            include {workdir}/kubeward.conf;\n", "", "nginx.conf")
+        text = _replace_once(text, f"        include {workdir}/kubeward-server.conf;\n", "", "nginx.conf")
     conf.write_text(text)
     binary = str(nginx_binary())
     base = [binary, "-p", str(workdir), "-c", str(conf), "-e", str(workdir / "logs" / "error.log")]
