@@ -309,6 +309,7 @@ class IdentityResolver:
         self._networks = tuple(ipaddress.ip_network(n) for n in self.config.internal_networks)
         self._proxies = tuple(ipaddress.ip_network(n) for n in self.config.trusted_proxies)
         self._classes: dict[str, tuple[bool, bool]] = {}
+        self._destinations: dict[tuple[str | None, str | None, str | None], Target] = {}
         self._memo: dict[tuple[str | None, ...], Identity] = {}
 
     def _classify(self, ip: str) -> tuple[bool, bool]:
@@ -364,4 +365,10 @@ class IdentityResolver:
 
     def destination(self, headers: Mapping[str, str], route: str | None, authority: str | None) -> Target:
         """Destination of one request (see ``destination_from``)."""
-        return destination_from(headers.get(self.config.destination_header), route, authority, self.config)
+        key = (headers.get(self.config.destination_header), route, authority)
+        found = self._destinations.get(key)
+        if found is None:
+            if len(self._destinations) >= _MEMO_MAX:
+                self._destinations.clear()
+            found = self._destinations[key] = destination_from(key[0], route, authority, self.config)
+        return found

@@ -48,6 +48,10 @@ _EXT = re.compile(r"^(.+?)(\.[A-Za-z][A-Za-z0-9]{0,4})$")
 #: extensions that name a representation of a resource (``/Calls/{id}.json``), kept apart from bare ids
 EXTENSIONS = frozenset(".json .xml .yaml .yml .csv .txt .html .htm .atom .rss .pdf .png .jpg .jpeg .gif .svg .zip .tar .gz".split())
 
+#: segments already known to be words: each is checked by regular expressions once (8 of them cost ~1.5 us)
+_WORDS: set[str] = set()
+_WORDS_MAX = 65536
+
 #: id_kind results: a word, a weak id (a date: also an API version such as Twilio's ``2010-04-01``), an id
 WORD, WEAK, STRONG = 0, 1, 2
 
@@ -58,10 +62,17 @@ def id_kind(segment: str) -> int:
     >>> [id_kind(s) for s in ("pods", "2010-04-01", "81231", "john.doe@example.com")]
     [0, 1, 2, 2]
     """
+    if segment.isdigit():
+        return STRONG
+    if segment in _WORDS:
+        return WORD
     if _DATE.match(segment):
         return WEAK
-    if segment.isdigit() or any(p.match(segment) for p in (_UUID, _HEX, _TOKEN, _EMAIL, _DIGEST, _IPV4, _TIMESTAMP, _BASE64)):
+    if any(p.match(segment) for p in (_UUID, _HEX, _TOKEN, _EMAIL, _DIGEST, _IPV4, _TIMESTAMP, _BASE64)):
         return STRONG
+    if len(_WORDS) >= _WORDS_MAX:  # words repeat (a path's literals); the set stays small unless attacked
+        _WORDS.clear()
+    _WORDS.add(segment)
     return WORD
 
 
