@@ -33,7 +33,6 @@ number), since it may hold tokens that cannot be found to strip.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
@@ -47,7 +46,7 @@ from ingest.observation import HttpObservation
 from ingest.proto import envoy_accesslog_pb2 as data
 from ingest.proto import envoy_als_pb2 as als
 from ingest.proto import envoy_core_pb2 as core
-from ingest.proto.hosting import BackgroundServer
+from ingest.proto.hosting import BackgroundServer, ServedSource
 
 __all__ = ["AccessLogServiceSource", "AlsStats", "SERVICE_NAME", "observation_from_entry", "observations_from_message"]
 
@@ -190,7 +189,7 @@ def observations_from_message(message: als.StreamAccessLogsMessage, stats: AlsSt
     return found
 
 
-class AccessLogServiceSource:
+class AccessLogServiceSource(ServedSource):
     """A ``Source``: the ALS gRPC server on ``host:port``; each batch of entries becomes one ``emit`` call.
 
     ``run(emit, stop)`` serves until ``stop`` is set; ``start(emit)`` / ``stop()``
@@ -207,6 +206,7 @@ class AccessLogServiceSource:
         self.options = tuple(options)
         self.stats = AlsStats()
         self.on_reject: RejectFn | None = None
+        self.thread_name = "kubeward-als"
         self._server: BackgroundServer | None = None
 
     def decode(self, raw: bytes, origin: str = "") -> list[HttpObservation]:
@@ -244,23 +244,3 @@ class AccessLogServiceSource:
 
         method = grpc.stream_unary_rpc_method_handler(handle, request_deserializer=None, response_serializer=als.StreamAccessLogsResponse.SerializeToString)
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, {"StreamAccessLogs": method}),))
-
-    def start(self, emit: Emit) -> int:
-        """Serve on a private event loop in a daemon thread; return the bound port."""
-        self._server = BackgroundServer(lambda server: self.register(server, emit), "kubeward-als", self.options)
-        self.port = self._server.start(self.host, self.port)
-        return self.port
-
-    def stop(self, grace: float = 1.0) -> None:
-        """Stop serving; idempotent."""
-        if self._server is not None:
-            self._server.stop(grace)
-            self._server = None
-
-    def run(self, emit: Emit, stop: threading.Event) -> None:
-        """Serve until ``stop`` is set (the ``Source`` protocol)."""
-        self.start(emit)
-        try:
-            stop.wait()
-        finally:
-            self.stop()

@@ -28,7 +28,6 @@ one without request headers is only counted.
 from __future__ import annotations
 
 import logging
-import threading
 import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
@@ -40,7 +39,7 @@ from ingest.collectors.base import Emit
 from ingest.observation import HttpObservation
 from ingest.proto import envoy_core_pb2 as core
 from ingest.proto import envoy_ext_proc_pb2 as ext_proc
-from ingest.proto.hosting import BackgroundServer
+from ingest.proto.hosting import BackgroundServer, ServedSource
 
 __all__ = ["ExchangeTap", "ExtProcTapSource", "SERVICE_NAME", "TapStats"]
 
@@ -168,7 +167,7 @@ class TapStats:
     without_request: int = 0
 
 
-class ExtProcTapSource:
+class ExtProcTapSource(ServedSource):
     """A ``Source``: the ext_proc tap server on ``host:port``; each exchange becomes one ``emit([obs])``.
 
     ``max_body_bytes`` caps each captured body. ``run(emit, stop)`` serves until
@@ -185,6 +184,7 @@ class ExtProcTapSource:
         self.max_body_bytes = max_body_bytes
         self.options = tuple(options)
         self.stats = TapStats()
+        self.thread_name = "kubeward-ext-proc-tap"
         self._server: BackgroundServer | None = None
 
     async def process(self, requests: AsyncIterator[ext_proc.ProcessingRequest], emit: Emit) -> AsyncIterator[ext_proc.ProcessingResponse]:
@@ -225,23 +225,3 @@ class ExtProcTapSource:
             handle, request_deserializer=ext_proc.ProcessingRequest.FromString, response_serializer=ext_proc.ProcessingResponse.SerializeToString
         )
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, {"Process": method}),))
-
-    def start(self, emit: Emit) -> int:
-        """Serve on a private event loop in a daemon thread; return the bound port."""
-        self._server = BackgroundServer(lambda server: self.register(server, emit), "kubeward-ext-proc-tap", self.options)
-        self.port = self._server.start(self.host, self.port)
-        return self.port
-
-    def stop(self, grace: float = 1.0) -> None:
-        """Stop serving; idempotent."""
-        if self._server is not None:
-            self._server.stop(grace)
-            self._server = None
-
-    def run(self, emit: Emit, stop: threading.Event) -> None:
-        """Serve until ``stop`` is set (the ``Source`` protocol)."""
-        self.start(emit)
-        try:
-            stop.wait()
-        finally:
-            self.stop()

@@ -22,7 +22,7 @@ from typing import Any
 
 import grpc
 
-__all__ = ["BackgroundServer", "Register", "start_server"]
+__all__ = ["BackgroundServer", "Register", "ServedSource", "start_server"]
 
 Register = Callable[[Any], None]
 
@@ -99,3 +99,41 @@ def _close_loop(loop: asyncio.AbstractEventLoop, thread: threading.Thread) -> No
     thread.join(timeout=10)
     if not thread.is_alive():
         loop.close()
+
+
+class ServedSource:
+    """``start``/``stop``/``run`` of a collector source that a gRPC server feeds (the ``Source`` protocol).
+
+    Subclasses set ``host``, ``port``, ``options``, ``thread_name`` and ``_server = None``
+    and define ``register(server, emit)``, which adds their handlers.
+    """
+
+    host: str
+    port: int
+    options: tuple[tuple[str, Any], ...]
+    thread_name: str = "kubeward-grpc"
+    _server: BackgroundServer | None
+
+    def register(self, server: Any, emit: Any) -> None:
+        """Add this source's handlers to ``server``; ``emit`` takes batches of observations."""
+        raise NotImplementedError
+
+    def start(self, emit: Any) -> int:
+        """Serve on a private event loop in a daemon thread; return the bound port."""
+        self._server = BackgroundServer(lambda server: self.register(server, emit), self.thread_name, self.options)
+        self.port = self._server.start(self.host, self.port)
+        return self.port
+
+    def stop(self, grace: float = 1.0) -> None:
+        """Stop serving; idempotent."""
+        if self._server is not None:
+            self._server.stop(grace)
+            self._server = None
+
+    def run(self, emit: Any, stop: Any) -> None:
+        """Serve until ``stop`` (a ``threading.Event``) is set."""
+        self.start(emit)
+        try:
+            stop.wait()
+        finally:
+            self.stop()

