@@ -19,6 +19,7 @@ from urllib.parse import unquote_plus
 import yaml
 
 from enforcement.errors import RuleLoadError
+from ingest.yamlfile import StrictLoader as _StrictLoader
 
 __all__ = ["DEFAULT_RULES", "Signature", "SignatureSet", "lint", "load_signatures"]
 
@@ -69,23 +70,6 @@ def _rule_errors(rule: Any, where: str) -> list[str]:
     if not (isinstance(samples, dict) and samples.get("hit") and samples.get("miss")):
         errors.append(f"{where}: samples needs at least one 'hit' and one 'miss'")
     return errors
-
-
-class _StrictLoader(yaml.SafeLoader):
-    """A safe loader that rejects duplicate keys, naming the line."""
-
-
-def _strict_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
-        seen.add(key)
-    return loader.construct_mapping(node, deep=deep)
-
-
-_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _strict_mapping)
 
 
 def _rule_lines(text: str) -> list[int]:

@@ -38,6 +38,7 @@ from pydantic import ValidationError
 
 from ingest.errors import SettingsError
 from ingest.schema import Mode, Policy
+from ingest.yamlfile import StrictLoader as _StrictLoader
 
 __all__ = [
     "DEFAULT_POLICY_NAME",
@@ -132,23 +133,6 @@ def parse_policy(doc: Any, where: str = "", lines: Mapping[str, int] | None = No
         key = "name" if not _NAME.fullmatch(policy.name) else next(f"modes.{t}" for t in policy.modes if not _TARGET.fullmatch(t))
         raise SettingsError(f"{at(key)}{exc}") from exc
     return LoadedPolicy(policy, based_on)
-
-
-class _StrictLoader(yaml.SafeLoader):
-    """A safe loader that rejects duplicate keys, naming the line."""
-
-
-def _strict_mapping(loader: _StrictLoader, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
-    seen: set[Any] = set()
-    for key_node, _ in node.value:
-        key = loader.construct_object(key_node, deep=deep)
-        if key in seen:
-            raise yaml.constructor.ConstructorError(None, None, f"duplicate key {key!r}", key_node.start_mark)
-        seen.add(key)
-    return loader.construct_mapping(node, deep=deep)
-
-
-_StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _strict_mapping)
 
 
 def _key_lines(text: str) -> dict[str, int]:
