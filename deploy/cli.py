@@ -6,6 +6,7 @@
     kubeward collect                the per-node collector (access-log files, OTLP, Envoy ALS, ext_proc, HAR/JSONL replay)
     kubeward eval-templates DIR     exact template recovery of the learned templater on real OpenAPI specs
     kubeward eval-sensitive         DEV precision/recall of sensitive-data detection (--bench: us per 2 KB body)
+    kubeward rules lint [FILE...]   check inline signature rule files (every error as file:line)
     kubeward policy set|show|apply  observe or enforce per namespace/service, for shims and workers at once
     kubeward simulate               simulated cluster traffic to Kafka, Parquet or JSONL
     kubeward demo                   everything together, with live progress and a report
@@ -86,6 +87,27 @@ def _add_shim(sub: Any) -> None:
     p.set_defaults(func=_cmd_shim)
 
 
+def _cmd_rules_lint(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from enforcement.signatures import DEFAULT_RULES, lint
+
+    paths = [Path(p) for p in args.paths] or [DEFAULT_RULES]
+    problems = [problem for path in paths for problem in lint(path)]
+    for problem in problems:
+        print(problem)
+    print(f"{len(paths)} rule file(s), {len(problems)} problem(s)", file=sys.stderr)
+    return 1 if problems else 0
+
+
+def _add_rules(sub: Any) -> None:
+    p = sub.add_parser("rules", help="inline signature rules: lint", description="Check inline signature rule files: every error as file:line.")
+    rules = p.add_subparsers(dest="rules_command", metavar="ACTION", required=True)
+    lint = rules.add_parser("lint", help="report every problem in the rule files (default: the shipped enforcement/rules/inline.yaml)")
+    lint.add_argument("paths", nargs="*", help="rule files (YAML)")
+    lint.set_defaults(func=_cmd_rules_lint)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (every subcommand has --help)."""
     from deploy.runtime import broker
@@ -95,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
     broker.add_cli(sub)
     _add_worker(sub)
     _add_shim(sub)
+    _add_rules(sub)
     for module in ("deploy.policy", "deploy.lab.simulate", "deploy.lab.demo", "deploy.lab.bench", "deploy.lab.evaluate", "deploy.lab.sensitive_eval", "deploy.lab.templating_eval", "deploy.collect"):
         try:
             __import__(module, fromlist=["add_cli"]).add_cli(sub)
