@@ -88,6 +88,8 @@ def _real_traffic_summary(real: dict[str, Any]) -> dict[str, Any]:
         "envoy.requests_measured": planes["envoy"]["with_shim"]["requests"],
         "nginx.ratio_vs_plain": planes["nginx"]["ratio_vs_plain"],
         "nginx.added_p99_ms": planes["nginx"]["added_p99_ms"],
+        "envoy.constant_check_ratio_vs_plain": planes["envoy"]["constant_check_ratio_vs_plain"],
+        "nginx.constant_check_ratio_vs_plain": planes["nginx"]["constant_check_ratio_vs_plain"],
         "collectors.entries_per_cpu_second": round(real["collectors"]["entries_per_cpu_second"]),
     }
     if "templating" in real:
