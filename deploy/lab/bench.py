@@ -47,6 +47,7 @@ TARGETS = {
     "envoy.ratio_vs_plain": ">= 0.6",
     "envoy.added_p99_ms": "<= 1.5",
     "nginx.ratio_vs_plain": ">= 0.6",
+    "nginx.added_p99_ms": "<= 1.5",
     "collectors.entries_per_cpu_second": ">= 100000",
     "templating.exact": ">= 0.98",
     "sensitive.min_precision": ">= 0.95 (dev)",
