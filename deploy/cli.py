@@ -55,7 +55,7 @@ def _cmd_shim(args: argparse.Namespace) -> int:
     from ingest.config import build_settings
 
     setup_logging(args.loglevel)
-    over = _overrides(args, ("bootstrap", "port", "admin_port", "report", "failure_mode", "adapter", "trusted_hops"))
+    over = _overrides(args, ("bootstrap", "port", "admin_port", "report", "failure_mode", "adapter", "trusted_hops", "grpc_port"))
     if args.no_kafka:
         over["bootstrap"] = None
     run(build_settings(ShimSettings, **over))
@@ -81,6 +81,7 @@ def _add_shim(sub: Any) -> None:
     p.add_argument("--admin-port", type=int, help="/metrics, /healthz, /stats port (default 9192)")
     p.add_argument("--report", choices=["all", "denied", "none"], help="which decisions to publish as summaries (default all)")
     p.add_argument("--adapter", choices=["envoy", "nginx", "traefik"], help="which data plane asks (default envoy); configs under deploy/dataplanes/")
+    p.add_argument("--grpc-port", type=int, help="also serve Envoy ext_authz gRPC checks on this port (Istio envoyExtAuthzGrpc, Envoy Gateway)")
     p.add_argument("--trusted-hops", type=int, help="x-forwarded-for entries appended by trusted proxies (default 1: the data plane's own)")
     p.add_argument("--failure-mode", choices=["allow", "deny"], help="answer before the verdict cache synced (default allow)")
     p.add_argument("--loglevel", default="info", help="log level (default info)")

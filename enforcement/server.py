@@ -38,7 +38,7 @@ from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, M
 
 from enforcement.adapters.httpcheck import UnparsedRequest
 from enforcement.settings import ShimSettings
-from enforcement.shim import Shim, summary_row
+from enforcement.shim import Shim, identity_config, summary_row
 
 __all__ = ["DecisionTimer", "HttpConnection", "admin_handler", "run", "serve"]
 
@@ -228,6 +228,18 @@ def _start_kafka(shim: Shim, settings: ShimSettings, stop_threads: threading.Eve
     return control, task
 
 
+async def _start_grpc(shim: Shim, settings: ShimSettings) -> Any:
+    """The Envoy ext_authz gRPC check service on ``grpc_port``, on this loop (same state, no locks), or None."""
+    if settings.grpc_port is None:
+        return None
+    from enforcement.adapters.envoy_grpc import EnvoyGrpcAdapter, GrpcAuthzServer
+    from ingest.identity import IdentityResolver
+
+    server = GrpcAuthzServer(shim.decide_view, EnvoyGrpcAdapter(IdentityResolver(identity_config(settings), shim.pods)))
+    await server.start_async(settings.host, settings.grpc_port)
+    return server
+
+
 async def serve(settings: ShimSettings, ready: threading.Event | None = None, stop_event: asyncio.Event | None = None, shim: Shim | None = None) -> None:
     """Run the shim until ``stop_event`` is set (or SIGTERM/SIGINT)."""
     shim = shim or Shim(settings)
@@ -239,7 +251,8 @@ async def serve(settings: ShimSettings, ready: threading.Event | None = None, st
     loop = asyncio.get_running_loop()
     server = await loop.create_server(lambda: check_connection(shim, timer if settings.timing_sample else None), settings.host, settings.port, reuse_port=True, backlog=1024)
     admin = await loop.create_server(lambda: HttpConnection(admin_handler(shim, control)), settings.host, settings.admin_port)
-    log.info("shim listening", extra={"port": settings.port, "admin_port": settings.admin_port, "adapter": shim.adapter.name})
+    grpc_server = await _start_grpc(shim, settings)
+    log.info("shim listening", extra={"port": settings.port, "admin_port": settings.admin_port, "grpc_port": settings.grpc_port, "adapter": shim.adapter.name})
     if ready is not None:
         ready.set()
     stop_event = stop_event or asyncio.Event()
@@ -251,6 +264,8 @@ async def serve(settings: ShimSettings, ready: threading.Event | None = None, st
     await stop_event.wait()
     server.close()
     admin.close()
+    if grpc_server is not None:
+        await grpc_server.stop_async()
     REGISTRY.unregister(collector)
     stop_threads.set()
     if shim.pod_watcher is not None:

@@ -22,6 +22,7 @@ class ShimSettings(BaseSettings):
 
     host: str = Field(default="127.0.0.1", description="address of the decision endpoint")
     port: int = Field(default=9191, ge=0, le=65535, description="HTTP check port (Envoy ext_authz HTTP, nginx auth_request, Traefik ForwardAuth)")
+    grpc_port: int | None = Field(default=None, ge=0, le=65535, description="Envoy ext_authz gRPC check port (envoy.service.auth.v3.Authorization/Check; Istio envoyExtAuthzGrpc, Envoy Gateway); unset = off")
     admin_port: int = Field(default=9192, ge=0, le=65535, description="/metrics, /healthz and /stats")
     adapter: Literal["envoy", "nginx", "traefik"] = Field(default="envoy", description="which data plane asks on the HTTP check port (enforcement/adapters/)")
     bootstrap: str | None = Field(default="127.0.0.1:9092", description="Kafka; None runs without control topic or reports")

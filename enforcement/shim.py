@@ -88,9 +88,10 @@ class Shim:
     def __init__(self, settings: ShimSettings, adapter: HttpAdapter | None = None):
         self.settings = settings
         self.pod_watcher: Any = None
+        self.pods: PodLookup | None = None
         if adapter is None:
-            pods, self.pod_watcher = pod_lookup(settings.pods_file, settings.pod_watch, settings.kubeconfig)
-            adapter = build_adapter(settings, pods)
+            self.pods, self.pod_watcher = pod_lookup(settings.pods_file, settings.pod_watch, settings.kubeconfig)
+            adapter = build_adapter(settings, self.pods)
         self.adapter = adapter
         self.cache = VerdictCache()
         self.buckets = TokenBuckets()

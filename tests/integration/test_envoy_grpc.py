@@ -324,3 +324,26 @@ def test_tap_caps_large_bodies_while_the_client_gets_all_of_it(tap_env: Any) -> 
     assert obs.response_body == body[:CAP] and obs.response_body_truncated
     assert obs.response_bytes == len(body)
     assert envoy.stat("http.ingress.ext_proc.streams_failed") == 0
+
+
+def test_the_shim_process_serves_envoy_grpc_checks(tmp_path: Path) -> None:
+    """The real shim (``kubeward shim`` with ``grpc_port``) behind Envoy's gRPC ext_authz: inline signatures deny in enforce mode."""
+    from deploy.runtime.process import start_shim, stop_process
+
+    shim_port, admin_port, grpc_port, listener, admin = free_ports(5)
+    shim = start_shim(tmp_path / "shim.log", {"bootstrap": None, "port": shim_port, "admin_port": admin_port, "grpc_port": grpc_port,
+                                              "report": "none", "policy": {"default_mode": "enforce"}})
+    upstream = Upstream().start()
+    try:
+        config = retarget("ext_authz-grpc.yaml", listener, admin, {"app": upstream.port, "kubeward_authz": grpc_port})
+        envoy = Envoy(config, tmp_path, admin).start()
+        try:
+            assert request(listener, "GET", "/orders/1", {"Authorization": TOKEN})[0] == 200
+            status, headers, _ = request(listener, "GET", "/files?path=../../../../etc/passwd")
+            assert status == 403, headers
+            assert len(upstream.requests) == 1
+        finally:
+            envoy.stop()
+    finally:
+        upstream.stop()
+        stop_process(shim)
