@@ -55,7 +55,9 @@ def _cmd_shim(args: argparse.Namespace) -> int:
     from ingest.config import build_settings
 
     setup_logging(args.loglevel)
-    over = _overrides(args, ("bootstrap", "port", "admin_port", "report", "failure_mode", "adapter", "trusted_hops", "grpc_port"))
+    over = _overrides(args, ("bootstrap", "port", "admin_port", "report", "failure_mode", "adapter", "grpc_port"))
+    if args.trusted_hops is not None:
+        over["identity"] = {"trusted_hops": args.trusted_hops}
     if args.no_kafka:
         over["bootstrap"] = None
     run(build_settings(ShimSettings, **over))

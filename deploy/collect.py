@@ -79,24 +79,13 @@ class DryRunPublisher:
 
 def build_summarizer(settings: Any) -> Any:
     """The ``Summarizer`` the identity section describes (reads the JWKS file when one is set)."""
-    from ingest.identity import IdentityConfig
-    from ingest.summarize import Summarizer, SummarizerConfig
-
-    ident = settings.identity
-    identity = IdentityConfig(
-        principal_key=ident.principal_key.get_secret_value().encode(),
-        jwt_hs256_secret=ident.jwt_hs256_secret.get_secret_value().encode() if ident.jwt_hs256_secret else None,
-        jwks=json.loads(Path(ident.jwks_path).read_text()) if ident.jwks_path else None,
-        trusted_hops=ident.trusted_hops,
-        destination_header=ident.destination_header,
-        internal_networks=tuple(ident.internal_networks),
-        trusted_proxies=tuple(ident.trusted_proxies),
-    )
+    from ingest.identitysettings import build_identity
     from ingest.openapi import load_spec_dir
-    from ingest.podsource import pod_lookup
+    from ingest.summarize import Summarizer, SummarizerConfig
     from ingest.templating import PathTemplater
 
-    pods, _watcher = pod_lookup(ident.pods_file, ident.pod_watch, ident.kubeconfig)
+    ident = settings.identity
+    identity, pods, _watcher = build_identity(ident)
     templater = PathTemplater(specs=load_spec_dir(settings.specs_dir) if settings.specs_dir else None)
     return Summarizer(SummarizerConfig(identity=identity, object_id_key=ident.object_id_key.get_secret_value().encode(),
                                        keep_raw_path=ident.keep_raw_path, max_body_bytes=settings.max_body_bytes), templater=templater, pods=pods)

@@ -23,12 +23,10 @@ touches no counter but one integer.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 from enforcement.adapters.envoy_http import EnvoyHttpAdapter
@@ -43,6 +41,7 @@ from enforcement.signatures import load_signatures
 from ingest import Policy, RequestSummary, hash_object_id, row_to_summary, template_path
 from ingest import summary_row as envelope_row
 from ingest.identity import IdentityConfig, IdentityResolver
+from ingest.identitysettings import identity_config as config_of
 from ingest.podsource import pod_lookup
 
 __all__ = ["ADAPTERS", "Shim", "build_adapter", "identity_config", "run", "summarize", "summary_row"]
@@ -58,18 +57,8 @@ ADAPTERS: dict[str, type[HttpAdapter]] = {
 
 
 def identity_config(settings: ShimSettings) -> IdentityConfig:
-    """How this shim derives identities (reads the JWKS file when ``jwks_path`` is set)."""
-    jwks = json.loads(Path(settings.jwks_path).read_text()) if settings.jwks_path else None
-    secret = settings.jwt_hs256_secret.get_secret_value().encode() if settings.jwt_hs256_secret else None
-    return IdentityConfig(
-        principal_key=settings.principal_key.get_secret_value().encode(),
-        jwt_hs256_secret=secret,
-        jwks=jwks,
-        trusted_hops=settings.trusted_hops,
-        destination_header=settings.destination_header,
-        trusted_proxies=tuple(settings.trusted_proxies),
-        internal_networks=tuple(settings.internal_networks),
-    )
+    """How this shim derives identities (its ``identity`` section)."""
+    return config_of(settings.identity)
 
 
 def build_adapter(settings: ShimSettings, pods: PodLookup | None = None) -> HttpAdapter:
@@ -90,7 +79,7 @@ class Shim:
         self.pod_watcher: Any = None
         self.pods: PodLookup | None = None
         if adapter is None:
-            self.pods, self.pod_watcher = pod_lookup(settings.pods_file, settings.pod_watch, settings.kubeconfig)
+            self.pods, self.pod_watcher = pod_lookup(settings.identity.pods_file, settings.identity.pod_watch, settings.identity.kubeconfig)
             adapter = build_adapter(settings, self.pods)
         self.adapter = adapter
         self.cache = VerdictCache()

@@ -79,7 +79,7 @@ def bench_dataplanes(workdir: Path, seconds: int = 8, connections: int = 32) -> 
         for kind, starter in (("envoy", start_envoy), ("nginx", start_nginx)):
             shim_port, admin_port = free_port(), free_port()
             shim = start_shim(workdir / f"shim-{kind}.log", {"bootstrap": None, "port": shim_port, "admin_port": admin_port, "report": "none",
-                                                              "adapter": kind, "jwt_hs256_secret": SECRET})
+                                                              "adapter": kind, "identity": {"jwt_hs256_secret": SECRET, "trusted_hops": 1}})
             try:
                 plain, guarded, constant = [], [], []
                 for _ in range(2):

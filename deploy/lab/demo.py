@@ -163,16 +163,15 @@ def run_demo(seconds: float, rate: float, seed: int, workdir: Path, report_path:
     gateways = [f"{loopback_for(ip)}/32" for ip in world_ips[GATEWAY]]
     policy = Policy(default_mode="enforce", verdict_ttl_s=max(600.0, 2 * seconds))
     worker = {"window_s": 10, "learn_windows": 3, "policy": policy.model_dump(), "specs_dir": str(specs_dir)}
-    shim = {"report": "denied", "policy": policy.model_dump(), "adapter": "envoy", "trusted_hops": 1,
-            "jwt_hs256_secret": JWT_SECRET, "pods_file": str(pods_file), "trusted_proxies": gateways, "internal_networks": ["127.244.0.0/16"]}
+    identity = {"jwt_hs256_secret": JWT_SECRET, "pods_file": str(pods_file), "trusted_proxies": gateways, "internal_networks": ["127.244.0.0/16"]}
+    shim = {"report": "denied", "policy": policy.model_dump(), "adapter": "envoy", "identity": {**identity, "trusted_hops": 1}}
     tally, lock = Tally(), threading.Lock()
     services = sorted({r.service for r in ROUTES})
     data_plane = envoy_version()
     print(f"kubeward demo: {seconds:.0f} s, {rate:.0f} benign calls/s through {data_plane}, {len(attacks)} attacks after a {warmup:.0f} s learning period; logs in {workdir}", flush=True)
     with LocalStack(workdir, worker_settings=worker, shim_settings=shim) as stack:
         plane = DemoDataPlane(workdir, stack.bootstrap, stack.ports["shim"], seed, users, JWT_SECRET, pods_file, specs_dir,
-                              collector_settings={"identity": {"jwt_hs256_secret": JWT_SECRET, "pods_file": str(pods_file),
-                                                               "internal_networks": ["127.244.0.0/16"], "trusted_proxies": gateways}}).start(services)
+                              collector_settings={"identity": identity}).start(services)
         try:
             print(f"broker {stack.bootstrap}; worker, shim, collector, demo API and Envoy (port {plane.ports['envoy']}) are up", flush=True)
             watcher = VerdictWatcher(stack.bootstrap, tally, lock)

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ingest.collectors.join import DEFAULT_PRECEDENCE
+from ingest.identitysettings import IdentitySettings as SharedIdentity
 
 __all__ = ["CollectorSettings", "FileSettings", "IdentitySettings", "JoinSettings", "PublishSettings", "ReplaySettings", "ServerSettings"]
 
@@ -68,24 +69,11 @@ class JoinSettings(BaseModel):
     precedence: list[str] = Field(default_factory=lambda: list(DEFAULT_PRECEDENCE), description="reporter order for fields both saw (first wins)")
 
 
-class IdentitySettings(BaseModel):
-    """How the summariser derives identities and hashes ids (``ingest.summarize.SummarizerConfig``)."""
+class IdentitySettings(SharedIdentity):
+    """The shared identity section (``ingest.identitysettings``) plus how the collector hashes ids and paths."""
 
-    model_config = _SECTION
-
-    principal_key: SecretStr = Field(default=SecretStr("kubeward-dev-principal-key"), description="key of the principal hash (must match the shims')")
     object_id_key: SecretStr = Field(default=SecretStr("kubeward-dev-object-key"), description="key of the object-id hash (must match the shims')")
-    jwt_hs256_secret: SecretStr | None = Field(default=None, description="check HS256 JWT signatures with this secret; unset = claims are read unverified")
-    jwks_path: Path | None = Field(default=None, description="JWKS file to check RS256/ES256 JWT signatures")
-    trusted_hops: int = Field(default=0, ge=0, description="proxies in front of the reporting data plane whose x-forwarded-for entries are trusted (0: the peer it saw)")
-    destination_header: str = Field(default="x-kubeward-destination", description="request header naming the destination service (ns/name or name)")
     keep_raw_path: bool = Field(default=False, description="publish the raw path beside the template (off: paths may carry secrets)")
-    pods_file: Path | None = Field(default=None, description="static JSON map of client address -> 'namespace/workload' (hosts without a Kubernetes API)")
-    pod_watch: bool = Field(default=False, description="map client addresses to workloads by watching pods (in-cluster, or kubeconfig)")
-    kubeconfig: str | None = Field(default=None, description="kubeconfig for the pod watch; unset = in-cluster")
-    trusted_proxies: list[str] = Field(default_factory=list, description="CIDRs of gateways whose own x-forwarded-for entry is believed (calls through them belong to the address they saw)")
-    internal_networks: list[str] = Field(default_factory=lambda: ["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "127.0.0.0/8", "fd00::/8", "::1/128"],
-                                         description="CIDRs of the cluster; other client addresses are external")
 
 
 class PublishSettings(BaseModel):

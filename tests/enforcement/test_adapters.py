@@ -29,8 +29,12 @@ KEY = b"kubeward-dev-principal-key"
 SPIFFE = 'By=spiffe://cluster.local/ns/shop/sa/orders;Hash=abc;Subject="";URI=spiffe://cluster.local/ns/shop/sa/web'
 
 
+_IDENTITY_KEYS = {"jwt_hs256_secret", "principal_key", "trusted_hops", "trusted_proxies", "pods_file", "jwks_path", "destination_header"}
+
+
 def _adapter(name: str = "envoy", **settings: Any) -> HttpAdapter:
-    return build_adapter(ShimSettings(bootstrap=None, adapter=name, **settings))
+    identity = {"trusted_hops": 1, **{k: settings.pop(k) for k in list(settings) if k in _IDENTITY_KEYS}}
+    return build_adapter(ShimSettings(bootstrap=None, adapter=name, identity=identity, **settings))
 
 
 def _b64(data: bytes) -> str:
@@ -188,7 +192,7 @@ def test_a_spiffe_workload_beats_the_pod_table() -> None:
 def test_the_pods_file_setting_names_workloads(tmp_path: Path) -> None:
     table = tmp_path / "pods.json"
     table.write_text(json.dumps({"203.0.113.7": "shop/web"}))
-    shim = Shim(ShimSettings(bootstrap=None, pods_file=table))
+    shim = Shim(ShimSettings(bootstrap=None, identity={"pods_file": table, "trusted_hops": 1}))
     assert shim.adapter.view(_check("envoy", "GET", "/", {"x-forwarded-for": "203.0.113.7"})).source_workload == "shop/web"
 
 

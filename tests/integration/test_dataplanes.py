@@ -141,7 +141,7 @@ def plane(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
     name = request.param
     settings = ShimSettings(
         bootstrap=None, port=free_port(), admin_port=free_port(), adapter=name, report="none",
-        jwt_hs256_secret=JWT_SECRET.decode(), policy={"default_mode": "enforce"},
+        identity={"jwt_hs256_secret": JWT_SECRET.decode(), "trusted_hops": 1}, policy={"default_mode": "enforce"},
     )  # fmt: skip
     with ShimThread(settings) as running, START[name](tmp_path_factory.mktemp(name), settings.port, upstream.port) as proxy:
         yield Plane(proxy, running.shim)
@@ -300,7 +300,7 @@ def _until(check: Any, timeout: float = 15.0) -> Any:
 
 def test_envoy_obeys_signed_verdicts_from_the_control_topic(kafka_bootstrap: str, tmp_path: Path, upstream: EchoUpstream) -> None:
     port, admin = free_port(), free_port()
-    settings = {"bootstrap": kafka_bootstrap, "port": port, "admin_port": admin, "adapter": "envoy", "report": "none", "jwt_hs256_secret": JWT_SECRET.decode()}
+    settings = {"bootstrap": kafka_bootstrap, "port": port, "admin_port": admin, "adapter": "envoy", "report": "none", "identity": {"jwt_hs256_secret": JWT_SECRET.decode(), "trusted_hops": 1}}
     shim = start_shim(tmp_path / "shim.log", settings)
     try:
         with proxies.start_envoy(tmp_path / "envoy", port, upstream.port) as envoy:
