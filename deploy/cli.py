@@ -113,11 +113,11 @@ def _add_rules(sub: Any) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (every subcommand has --help)."""
-    from deploy.runtime import broker
+    from deploy.runtime import brokercli
 
     parser = argparse.ArgumentParser(prog="kubeward", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    broker.add_cli(sub)
+    brokercli.add_cli(sub)
     _add_worker(sub)
     _add_shim(sub)
     _add_rules(sub)

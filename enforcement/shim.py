@@ -105,15 +105,8 @@ class Shim:
             req = self._view(method, url, headers, peer_ip)
         except UnparsedRequest as exc:
             return self.handle_unparsed(method, url, peer_ip, exc)
-        now = time.time()
-        decision = decide(req, self.cache, self.buckets, self.signatures, self.policy, now) if self.synced.is_set() else self._unsynced
-        if decision is ALLOW:
-            self.allowed += 1
-            if self._report_all:
-                self.pending.append((now, req, decision))
-            return self._allow
-        self._record(now, req, decision)
-        return self._respond(decision, req)
+        decision = self.decide_view(req)
+        return self._allow if decision is ALLOW else self._respond(decision, req)
 
     def decide_view(self, req: RequestView) -> Decision:
         """Decide a request an adapter has already read; counted and reported like ``handle``."""

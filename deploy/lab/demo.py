@@ -26,7 +26,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from deploy.lab.driver import GATEWAY, TrafficDriver, expected_actor, loopback_for, pod_map
+from deploy.lab.driver import GATEWAY, TrafficDriver, expected_actor, loopback_for, pace, pod_map
 from deploy.lab.tally import Tally, plot_timeline
 from deploy.runtime.demoapi import ROUTES, openapi_specs
 from deploy.runtime.demostack import DemoDataPlane, envoy_version
@@ -71,7 +71,6 @@ class VerdictWatcher(threading.Thread):
 async def drive(sim: ClusterSimulator, seconds: float, driver: TrafficDriver, tally: Tally, lock: threading.Lock, progress: Any = None,
                 max_in_flight: int = 256) -> None:
     """Send the simulator's calls in real time through the data plane; tally what came back."""
-    pending: set[asyncio.Task[None]] = set()
     slots = asyncio.Semaphore(max_in_flight)
 
     async def one(call: Any) -> None:
@@ -85,18 +84,7 @@ async def drive(sim: ClusterSimulator, seconds: float, driver: TrafficDriver, ta
             tally.record_check(expected_actor(call, PRINCIPAL_KEY), call.malicious, call.scenario, call.attack_id,
                                result.denied_by_kubeward, result.kubeward_reason, result.sent_at)
 
-    t0 = time.time()
-    for call in sim.calls(seconds):
-        delay = call.time - time.time()
-        if delay > 0.002:
-            await asyncio.sleep(delay)
-        task = asyncio.ensure_future(one(call))
-        pending.add(task)
-        task.add_done_callback(pending.discard)
-        if progress is not None:
-            progress(time.time() - t0)
-    if pending:
-        await asyncio.gather(*pending)
+    await pace(sim.calls(seconds), one, progress)
 
 
 def _fetch_json(url: str) -> dict[str, Any]:

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,7 +30,7 @@ from deploy.runtime.demoapi import DemoDb, mint_jwt
 from ingest import actor_key
 from ingest.identity import hash_principal
 
-__all__ = ["GATEWAY", "DriveResult", "TrafficDriver", "end_user_ip", "expected_actor", "loopback_for", "pod_map", "via_gateway"]
+__all__ = ["GATEWAY", "DriveResult", "TrafficDriver", "pace", "end_user_ip", "expected_actor", "loopback_for", "pod_map", "via_gateway"]
 
 CLUSTER_DOMAIN = "svc.cluster.local"
 
@@ -153,3 +155,20 @@ class TrafficDriver:
         """Close every session."""
         for session in self._sessions.values():
             await session.close()
+
+
+async def pace(calls: Iterable[Any], one: Callable[[Any], Awaitable[None]], progress: Callable[[float], None] | None = None) -> None:
+    """Start ``one(call)`` for each call at its simulated time (real time), then wait for them all."""
+    pending: set[asyncio.Task[None]] = set()
+    t0 = time.time()
+    for call in calls:
+        delay = call.time - time.time()
+        if delay > 0.002:
+            await asyncio.sleep(delay)
+        task = asyncio.ensure_future(one(call))
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+        if progress is not None:
+            progress(time.time() - t0)
+    if pending:
+        await asyncio.gather(*pending)

@@ -16,13 +16,13 @@ import urllib.error
 import urllib.request
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
 from deploy.lab.checkclient import CheckClient, check_request
+from deploy.lab.driver import pace
 from deploy.runtime.stack import LocalStack
 from deploy.lab.tally import Tally
 from ingest import DLQ, VERDICTS, DeadLetter, Policy, Verdict, actor_key, summary_row
@@ -40,8 +40,6 @@ async def drive(sim: Any, seconds: float, client: CheckClient, publisher: Any, t
     This exercises the worker/shim loop on its own, with the simulator's summaries; the
     demo (``deploy.lab.demo``) sends real HTTP through Envoy and derives every feature.
     """
-    pending: set[asyncio.Task[None]] = set()
-
     async def one(call: Any) -> None:
         sent = time.time()
         res = await client.check(check_request(call.method, call.raw_path, call.dest_service, call.dest_namespace, call.source_workload, call.principal, call.source_ip))
@@ -52,15 +50,7 @@ async def drive(sim: Any, seconds: float, client: CheckClient, publisher: Any, t
             call.time = sent
             publisher.publish_rows([call.to_row(uuid.uuid4().hex, OBJECT_KEY, decision="allow", reporter="access_log")])
 
-    for call in sim.calls(seconds):
-        delay = call.time - time.time()
-        if delay > 0.002:
-            await asyncio.sleep(delay)
-        task = asyncio.ensure_future(one(call))
-        pending.add(task)
-        task.add_done_callback(pending.discard)
-    if pending:
-        await asyncio.gather(*pending)
+    await pace(sim.calls(seconds), one)
 
 
 
