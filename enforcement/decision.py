@@ -1,9 +1,11 @@
-"""The shim's pure decision: ``decide(request, cache, buckets, signatures, policy, now)``.
+"""The shim's pure decision: ``decide(request, cache, buckets, inspector, policy, now)``.
 
 Order (ARCHITECTURE "Shim semantics"): a block verdict for the actor, its
 workload, principal or ip denies (403); a throttle verdict runs the subject's
-token bucket (429 with ``Retry-After``); inline signatures deny in enforce mode;
-otherwise allow. An observe-mode verdict never hides an enforced signature hit. Observe mode never denies: the decision says what would have
+token bucket (429 with ``Retry-After``); a redact verdict allows and says
+``redact`` (the ext_proc adapter masks that subject's bodies); inline inspection
+(any ``Inspector``: the rule engines, request-schema validation) denies in
+enforce mode; otherwise allow. An observe-mode verdict never hides an enforced signature hit. Observe mode never denies: the decision says what would have
 happened (``would``) and the status stays 200. No model runs here.
 """
 
@@ -11,13 +13,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Protocol
 
 from enforcement.cache import CachedVerdict, VerdictCache
 from enforcement.ratelimit import TokenBuckets
-from enforcement.signatures import SignatureSet
 from ingest import Policy, actor_key
 
-__all__ = ["ALLOW", "Decision", "RequestView", "decide"]
+__all__ = ["ALLOW", "Decision", "Inspection", "Inspector", "RequestView", "decide"]
 
 
 @dataclass(slots=True)
@@ -44,6 +46,7 @@ class RequestView:
     headers: dict[str, str] | None = None
     peer_ip: str | None = None
     body: bytes | None = None
+    body_truncated: bool = False
 
     def subject_keys(self) -> tuple[str, ...]:
         """Verdict-cache keys that can match this request, most specific first (``keys`` if precomputed)."""
@@ -70,6 +73,24 @@ class Decision:
     retry_after: int | None = None
     findings: tuple[str, ...] = ()
     verdict_id: str | None = None
+    redacted: tuple[tuple[str, int], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Inspection:
+    """What inline inspection found in one request: attack categories (highest score first), rule ids, total score."""
+
+    categories: tuple[str, ...]
+    rules: tuple[str, ...] = ()
+    score: int = 0
+
+
+class Inspector(Protocol):
+    """Inline inspection of one request; None when nothing reached the threshold (most traffic)."""
+
+    def inspect(self, req: RequestView) -> Inspection | None:
+        """Inspect a request; pure and bounded in time."""
+        ...
 
 
 ALLOW = Decision(200, "allow", False)
@@ -83,23 +104,26 @@ def _from_verdict(key: str, hit: CachedVerdict, buckets: TokenBuckets, now: floa
             return None
         retry = max(1, math.ceil(wait))
         return Decision(429 if enforce else 200, "throttle", enforce, hit.reason, retry, (), hit.verdict_id)
+    if hit.action == "redact":
+        return Decision(200, "redact", enforce, hit.reason, None, (), hit.verdict_id)
     return Decision(403 if enforce else 200, "deny", enforce, hit.reason, None, (), hit.verdict_id)
 
 
-def decide(req: RequestView, cache: VerdictCache, buckets: TokenBuckets, signatures: SignatureSet, policy: Policy, now: float) -> Decision:
+def decide(req: RequestView, cache: VerdictCache, buckets: TokenBuckets, inspector: Inspector, policy: Policy, now: float) -> Decision:
     """Decide one request. Pure apart from the token buckets it updates."""
     observed: Decision | None = None
     if cache.entries:
         found = cache.find(req.subject_keys(), req.service, now)
         if found is not None:
             decided = _from_verdict(found[0], found[1], buckets, now)
-            if decided is not None and decided.enforced:
+            # An enforced redact verdict still lets inline inspection deny the request.
+            if decided is not None and decided.enforced and decided.status != 200:
                 return decided
             observed = decided
-    findings = signatures.match(req.path)
-    if findings:
+    inspected = inspector.inspect(req)
+    if inspected is not None:
         enforce = policy.mode_for(req.namespace, req.service) == "enforce"
-        inline = Decision(403 if enforce else 200, "deny", enforce, f"inline:{findings[0]}", None, tuple(findings))
+        inline = Decision(403 if enforce else 200, "deny", enforce, f"inline:{inspected.categories[0]}", None, inspected.categories)
         # An observe-mode verdict must not shield a request from a signature the policy enforces.
         if enforce or observed is None:
             return inline

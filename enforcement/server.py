@@ -45,7 +45,7 @@ __all__ = ["DecisionTimer", "HttpConnection", "admin_handler", "run", "serve"]
 log = logging.getLogger("kubeward.shim")
 CACHE_SIZE = Gauge("kubeward_shim_verdict_cache_entries", "Verdicts in the local cache")
 
-Handler = Callable[[str, str, dict[bytes, bytes], "str | None"], bytes]
+Handler = Callable[[str, str, dict[bytes, bytes], "str | None", "bytes | None"], bytes]
 _METHODS = {m.encode(): m for m in ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")}
 _BAD_REQUEST = b"HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
 _BUCKETS = (10e-6, 25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 10e-3)
@@ -82,15 +82,23 @@ class DecisionTimer:
 class HttpConnection(asyncio.Protocol):
     """One keep-alive HTTP/1.1 connection; httptools calls back into it.
 
-    ``wanted`` limits the headers kept (None keeps all); ``on_garbage`` answers a
+    ``wanted`` limits the headers kept (None keeps all), ``wanted_prefixes`` keeps
+    headers whose name starts with one of them too; ``on_garbage`` answers a
     request httptools rejects (default: 400); ``timer`` samples handler time.
+    The request body is kept up to ``body_limit`` bytes (0: bodies are ignored
+    and the handler gets None); a longer body reaches the handler cut to the
+    limit plus one byte, so it can tell a cut body from one that fits.
     """
 
-    __slots__ = ("handler", "wanted", "on_garbage", "timer", "mask", "seen", "parser", "transport", "url", "headers", "peer")
+    __slots__ = ("handler", "wanted", "prefixes", "body_limit", "body", "on_garbage", "timer", "mask", "seen", "parser", "transport", "url", "headers", "peer")
 
-    def __init__(self, handler: Handler, wanted: frozenset[bytes] | None = None, on_garbage: Callable[[str | None], bytes] | None = None, timer: DecisionTimer | None = None):
+    def __init__(self, handler: Handler, wanted: frozenset[bytes] | None = None, on_garbage: Callable[[str | None], bytes] | None = None,
+                 timer: DecisionTimer | None = None, *, wanted_prefixes: tuple[bytes, ...] = (), body_limit: int = 0):
         self.handler = handler
         self.wanted = wanted
+        self.prefixes = wanted_prefixes
+        self.body_limit = body_limit
+        self.body: bytes | None = None
         self.on_garbage = on_garbage
         self.timer = timer
         # One check in mask+1 on this connection is timed; -1 never matches (seen & -1 == seen > 0).
@@ -116,13 +124,20 @@ class HttpConnection(asyncio.Protocol):
     def on_message_begin(self) -> None:
         self.url = b""
         self.headers = {}
+        self.body = None
+
+    def on_body(self, chunk: bytes) -> None:
+        if self.body_limit:
+            kept = self.body or b""
+            if len(kept) <= self.body_limit:
+                self.body = kept + chunk[: self.body_limit + 1 - len(kept)]
 
     def on_url(self, url: bytes) -> None:
         self.url += url
 
     def on_header(self, name: bytes, value: bytes) -> None:
         name = name.lower()
-        if self.wanted is None or name in self.wanted:
+        if self.wanted is None or name in self.wanted or (self.prefixes and name.startswith(self.prefixes)):
             self.headers[name] = value
 
     def on_message_complete(self) -> None:
@@ -130,7 +145,7 @@ class HttpConnection(asyncio.Protocol):
         method = _METHODS.get(raw_method) or raw_method.decode("latin-1")
         self.seen += 1
         if self.seen & self.mask:
-            self.transport.write(self.handler(method, self.url.decode("latin-1"), self.headers, self.peer))
+            self.transport.write(self.handler(method, self.url.decode("latin-1"), self.headers, self.peer, self.body))
         else:
             self._timed(method)
         if not self.parser.should_keep_alive():
@@ -138,7 +153,7 @@ class HttpConnection(asyncio.Protocol):
 
     def _timed(self, method: str) -> None:
         started = time.perf_counter()
-        answer = self.handler(method, self.url.decode("latin-1"), self.headers, self.peer)
+        answer = self.handler(method, self.url.decode("latin-1"), self.headers, self.peer, self.body)
         if self.timer is not None:
             self.timer.observe(time.perf_counter() - started)
         self.transport.write(answer)
@@ -147,7 +162,9 @@ class HttpConnection(asyncio.Protocol):
 def check_connection(shim: Shim, timer: DecisionTimer | None = None) -> HttpConnection:
     """A check-port connection for ``shim``: its adapter's headers, unparsed answers for garbage."""
     garbage = UnparsedRequest("http", "the request is not valid HTTP/1.1")
-    return HttpConnection(shim.handle, shim.adapter.wanted, lambda peer: shim.handle_unparsed("-", "/", peer, garbage), timer)
+    adapter = shim.adapter
+    return HttpConnection(shim.handle, adapter.wanted, lambda peer: shim.handle_unparsed("-", "/", peer, garbage), timer,
+                          wanted_prefixes=adapter.wanted_prefixes, body_limit=adapter.body_limit)
 
 
 class _ShimCollector:
@@ -175,7 +192,7 @@ def _ok(body: bytes, ctype: str) -> bytes:
 def admin_handler(shim: Shim, control: Any) -> Handler:
     """The admin port's handler: ``/metrics``, ``/healthz``, ``/stats``; 404 otherwise."""
 
-    def handle(method: str, url: str, headers: dict[bytes, bytes], peer: str | None) -> bytes:
+    def handle(method: str, url: str, headers: dict[bytes, bytes], peer: str | None, body: bytes | None = None) -> bytes:
         if url.startswith("/metrics"):
             CACHE_SIZE.set(len(shim.cache))
             return _ok(generate_latest(), CONTENT_TYPE_LATEST)

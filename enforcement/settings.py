@@ -5,14 +5,37 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from enforcement.signatures import DEFAULT_RULES
 from ingest import Policy
 from ingest.identitysettings import IdentitySettings
 
-__all__ = ["ShimSettings"]
+__all__ = ["InspectionSettings", "ShimSettings"]
+
+
+class InspectionSettings(BaseModel):
+    """Inline inspection of the whole request (``KUBEWARD_SHIM_INSPECTION__*``): engines, scoring, limits.
+
+    Scores add up per request, CRS-style: each rule that fires adds its score
+    (critical 5, error 4, warning 3, notice 2); a request whose total reaches
+    ``threshold`` is an inline finding. Rules above ``paranoia`` are not run.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = Field(default=True, description="run inline inspection at all")
+    paranoia: int = Field(default=1, ge=1, le=4, description="highest rule paranoia level run (1 = fewest false positives, 4 = most recall)")
+    threshold: int = Field(default=5, ge=1, description="score at which a request is an inline finding (one critical rule = 5)")
+    decode_passes: int = Field(default=2, ge=1, le=4, description="percent-decoding passes (bounded: a value encoded more often is itself suspicious)")
+    headers: tuple[str, ...] = Field(default=("user-agent", "referer", "cookie", "x-*"), description="request headers inspected (lower-case; a trailing * matches a prefix)")
+    max_body_bytes: int = Field(default=65536, ge=0, description="request body bytes inspected (and read from the data plane); 0 = bodies not inspected")
+    oversize: Literal["inspect_prefix", "deny", "allow"] = Field(
+        default="inspect_prefix",
+        description="a body past max_body_bytes: inspect its first max_body_bytes (default), deny it, or allow it uninspected",
+    )
+    max_values: int = Field(default=512, ge=1, description="values (path segments, query args, headers, body leaves) inspected per request; the rest are skipped and counted")
 
 
 class ShimSettings(BaseSettings):
@@ -44,6 +67,7 @@ class ShimSettings(BaseSettings):
         description="time one check in this many (a power of two) for kubeward_authz_decision_duration_seconds; 0 = off; timing every check costs about 10% of the per-check CPU, one in 16 about 2%",
     )
     rules_path: Path = Field(default=DEFAULT_RULES, description="inline signature rules (YAML)")
+    inspection: InspectionSettings = Field(default_factory=InspectionSettings, description="inline inspection of path, query, headers and body (KUBEWARD_SHIM_INSPECTION__*)")
     policy: Policy = Field(default_factory=Policy)
 
     @field_validator("timing_sample")

@@ -2,7 +2,7 @@
 
 ``Shim`` holds what every check shares: the verdict cache, token buckets,
 inline signatures, the policy, decision counters and the decisions waiting to
-be reported. ``Shim.handle(method, url, headers, peer)`` answers one check with
+be reported. ``Shim.handle(method, url, headers, peer, body)`` answers one check with
 the full HTTP response bytes: the configured adapter (setting ``adapter``:
 ``envoy`` | ``nginx`` | ``traefik``, see ``enforcement.adapters``) reads the
 check into a ``RequestView``, ``decide`` decides, and the adapter renders the
@@ -68,7 +68,10 @@ def build_adapter(settings: ShimSettings, pods: PodLookup | None = None) -> Http
     except KeyError:
         raise ValueError(f"adapter {settings.adapter!r} is unknown; valid: {sorted(ADAPTERS)}") from None
     identity = HeaderIdentity(IdentityResolver(identity_config(settings)), cls.authority_header, settings.trust_kubeward_headers, pods)
-    return cls(identity, path_prefix=settings.path_prefix)
+    inspection = settings.inspection
+    if not inspection.enabled:
+        return cls(identity, path_prefix=settings.path_prefix)
+    return cls(identity, path_prefix=settings.path_prefix, inspected_headers=inspection.headers, body_limit=inspection.max_body_bytes)
 
 
 class Shim:
@@ -99,10 +102,10 @@ class Shim:
         self._respond = self.adapter.respond
         self._allow = self.adapter.allow_response
 
-    def handle(self, method: str, url: str, headers: dict[bytes, bytes], peer_ip: str | None) -> bytes:
-        """Decide one check request and return the full HTTP response bytes."""
+    def handle(self, method: str, url: str, headers: dict[bytes, bytes], peer_ip: str | None, body: bytes | None = None) -> bytes:
+        """Decide one check request (with the request body the data plane forwarded, if any) and return the full HTTP response bytes."""
         try:
-            req = self._view(method, url, headers, peer_ip)
+            req = self._view(method, url, headers, peer_ip, body)
         except UnparsedRequest as exc:
             return self.handle_unparsed(method, url, peer_ip, exc)
         decision = self.decide_view(req)

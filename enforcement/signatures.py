@@ -18,6 +18,7 @@ from urllib.parse import unquote_plus
 
 import yaml
 
+from enforcement.decision import Inspection, RequestView
 from enforcement.errors import RuleLoadError
 from ingest.yamlfile import StrictLoader as _StrictLoader
 
@@ -119,6 +120,11 @@ class SignatureSet:
 
     def __init__(self, signatures: list[Signature]):
         self.signatures = signatures
+
+    def inspect(self, req: RequestView) -> Inspection | None:
+        """The ``Inspector`` protocol over the request line only."""
+        found = self.match(req.path)
+        return Inspection(tuple(found)) if found else None
 
     def match(self, request_line: str) -> list[str]:
         """Attack classes whose signature matches the decoded request line (empty for most traffic)."""

@@ -80,35 +80,41 @@ def _field_defaults(model: type[BaseModel]) -> dict[str, Any]:
 
 
 _ROW_DEFAULTS = _field_defaults(RequestSummary)
+_MAP_FIELDS = tuple(f.name for f in SUMMARY_SCHEMA if pa.types.is_map(f.type))
+_LIST_DEFAULTS: dict[str, list[Any]] = {f.name: [] for f in SUMMARY_SCHEMA if pa.types.is_map(f.type) or pa.types.is_list(f.type)}
 _NESTED_DEFAULTS = {"source": _field_defaults(Source), "destination": _field_defaults(Destination)}
 
 
 def summary_row(**fields: Any) -> dict[str, Any]:
     """A row (the dict ``encode_rows`` takes) from the fields given; every other field gets its model default.
 
-    Rows are ``RequestSummary.model_dump()`` shaped, except ``sensitive``: a list of
-    ``(type, count)`` pairs, as an Arrow map wants. A ``sensitive`` dict is converted.
+    Rows are ``RequestSummary.model_dump()`` shaped, except the map fields
+    (``sensitive``, ``redacted``): lists of ``(type, count)`` pairs, as an Arrow
+    map wants. A dict given for one is converted.
     """
-    row = {**_ROW_DEFAULTS, "object_ids": [], "object_ids_created": [], "sensitive": [], "inline_findings": [], **fields}
+    row = {**_ROW_DEFAULTS, **_LIST_DEFAULTS, **fields}
     for name, defaults in _NESTED_DEFAULTS.items():
         if isinstance(row[name], dict):
             row[name] = {**defaults, **row[name]}
-    if isinstance(row["sensitive"], dict):
-        row["sensitive"] = list(row["sensitive"].items())
+    for name in _MAP_FIELDS:
+        if isinstance(row[name], dict):
+            row[name] = list(row[name].items())
     return row
 
 
 def summary_to_row(summary: RequestSummary) -> dict[str, Any]:
     """The row of a record."""
     row = summary.model_dump()
-    row["sensitive"] = list(row["sensitive"].items())
+    for name in _MAP_FIELDS:
+        row[name] = list(row[name].items())
     return row
 
 
 def row_to_summary(row: dict[str, Any]) -> RequestSummary:
     """The record of a row (validated; top-level nulls take the model's defaults)."""
     fields = {k: v for k, v in row.items() if v is not None}
-    fields["sensitive"] = dict(row.get("sensitive") or [])
+    for name in _MAP_FIELDS:
+        fields[name] = dict(row.get(name) or [])
     return RequestSummary.model_validate(fields)
 
 

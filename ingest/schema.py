@@ -102,7 +102,11 @@ class RequestSummary(_Record):
     (POST) got back; ``sensitive`` counts sensitive values in the response by
     type (``email``, ``ssn``...), never the values themselves. ``status`` is
     ``None`` when the reporter did not see a response (a shim deciding before
-    the upstream). ``outcome`` is what the call meant for the caller where the
+    the upstream). ``redacted`` counts the values inline redaction masked in
+    this call's bodies, by type. ``response_properties`` are the property paths
+    of the response body (``user.email``, ``items[].price``: names, never
+    values; at most a few dozen), so an endpoint that starts returning a new
+    property (a password hash, a token) can be noticed. ``outcome`` is what the call meant for the caller where the
     status alone does not say it: ``auth_failure`` for a login answered 200 with
     an error body, by a per-endpoint outcome rule. ``id`` is the data plane's
     request id when it has one, so that two reporters' records of one call can be
@@ -128,6 +132,8 @@ class RequestSummary(_Record):
     object_ids: list[str] = Field(default_factory=list)
     object_ids_created: list[str] = Field(default_factory=list)
     sensitive: dict[str, int] = Field(default_factory=dict)
+    redacted: dict[str, int] = Field(default_factory=dict)
+    response_properties: list[str] = Field(default_factory=list)
     outcome: str | None = None
     inline_findings: list[str] = Field(default_factory=list)
     decision: str | None = None

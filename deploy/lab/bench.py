@@ -295,7 +295,7 @@ def serve_constant(port: int) -> None:
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
-        await loop.create_server(lambda: HttpConnection(lambda m, u, h, p: allow), "127.0.0.1", port, backlog=1024)
+        await loop.create_server(lambda: HttpConnection(lambda m, u, h, p, b: allow), "127.0.0.1", port, backlog=1024)
         await asyncio.Event().wait()
 
     uvloop.run(main())
@@ -393,7 +393,7 @@ def bench_shim_inprocess(requests: int = 200_000) -> dict[str, Any]:
     for i in range(1000):
         shim.cache.apply(Verdict(id=f"v{i}", subject=Subject(kind="actor", value=actor_key("shop/frontend", f"blocked-{i}")), action="block", mode="enforce", expires_at=time.time() + 3600, issued_at=0, evidence_time=0))
     out: dict[str, Any] = {}
-    constant = HttpConnection(lambda m, u, h, p: shim.adapter.allow_response)
+    constant = HttpConnection(lambda m, u, h, p, b: shim.adapter.allow_response)
     decision = check_connection(shim, DecisionTimer(shim.settings.timing_sample) if shim.settings.timing_sample else None)
     for label, conn in (("constant_200_us", constant), ("decision_us", decision)):
         conn.connection_made(_Sink())

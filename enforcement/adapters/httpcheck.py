@@ -43,6 +43,7 @@ _FIXED = (
     b"authorization", b"x-forwarded-client-cert", b"x-forwarded-for", b"cookie", b"x-api-key", b"api-key",
     b"x-kubeward-source-workload", b"x-kubeward-principal", b"x-kubeward-namespace",
 )  # fmt: skip
+_PARTIAL_BODY = b"x-envoy-auth-partial-body"  # Envoy with_request_body + allow_partial_message: the body was cut
 Ident = tuple[str | None, str | None, str | None, str | None, str | None, tuple[str, ...], str, str | None]
 PodLookup = Callable[[str], "tuple[str, str, str] | None"]
 
@@ -68,6 +69,7 @@ class HttpCheck:
     url: str
     headers: Mapping[bytes, bytes]
     peer: str | None = None
+    body: bytes | None = None
 
 
 def render(status: int, headers: list[tuple[str, str]], body: bytes = b"") -> bytes:
@@ -193,11 +195,18 @@ class HttpAdapter:
     #: True when the check repeats the original method (Envoy): a HEAD check then gets no body.
     check_uses_original_method = False
 
-    def __init__(self, identity: HeaderIdentity, path_prefix: str = ""):
+    def __init__(self, identity: HeaderIdentity, path_prefix: str = "", *, inspected_headers: tuple[str, ...] = (), body_limit: int = 0):
         self.identity = identity
         self.path_prefix = path_prefix
         own = tuple(h for h in (b"x-request-id", self.method_header, self.uri_header) if h is not None)
-        self.wanted: frozenset[bytes] = frozenset((*identity.names, *own))
+        exact = tuple(h.encode() for h in inspected_headers if not h.endswith("*"))
+        partial = (_PARTIAL_BODY,) if body_limit else ()
+        self.wanted: frozenset[bytes] = frozenset((*identity.names, *own, *exact, *partial))
+        #: header-name prefixes kept for inline inspection (``x-*`` -> ``x-``)
+        self.wanted_prefixes: tuple[bytes, ...] = tuple(h[:-1].encode() for h in inspected_headers if h.endswith("*"))
+        #: request body bytes the server keeps for inline inspection (0 = none)
+        self.body_limit = body_limit
+        self._keep_headers = bool(inspected_headers)
         self.allow_response = render(200, [("x-kubeward-decision", "allow")])
         self._rendered: dict[tuple[Decision, bool], bytes] = {(ALLOW, False): self.allow_response}
         self._memo: dict[tuple[bytes | str | None, ...], Ident] = {}
@@ -208,9 +217,9 @@ class HttpAdapter:
 
     def view(self, request: HttpCheck) -> RequestView:
         """The decision input of one check (the ``Adapter`` protocol); see ``view_of``."""
-        return self.view_of(request.method, request.url, request.headers, request.peer)
+        return self.view_of(request.method, request.url, request.headers, request.peer, request.body)
 
-    def view_of(self, method: str, url: str, headers: Mapping[bytes, bytes], peer: str | None) -> RequestView:
+    def view_of(self, method: str, url: str, headers: Mapping[bytes, bytes], peer: str | None, body: bytes | None = None) -> RequestView:
         """The decision input of one check; ``UnparsedRequest`` when the original method or path cannot be read.
 
         This is the hot path: one literal tuple of header gets is the memo key
@@ -241,7 +250,14 @@ class HttpAdapter:
         workload, principal, ip, service, namespace, keys, auth_type, authority = ident
         rid = get(b"x-request-id")
         request_id = rid.decode("latin-1") if rid else None
-        return RequestView(method, url, workload, principal, ip, service, namespace, keys, request_id, auth_type, authority, None, peer)
+        view = RequestView(method, url, workload, principal, ip, service, namespace, keys, request_id, auth_type, authority, None, peer)
+        if self._keep_headers:
+            view.headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in headers.items()}
+        if body:
+            limit = self.body_limit
+            view.body_truncated = len(body) > limit or get(_PARTIAL_BODY) == b"true"
+            view.body = body[:limit]
+        return view
 
     def _pod_identity(self, ident: Ident, ip: str) -> Ident:
         pod = self._pods(ip) if self._pods is not None else None

@@ -91,7 +91,7 @@ class SimCall:
         sensitive: dict[str, int] | None = None,
         with_raw_path: bool = False,
     ) -> dict[str, Any]:
-        """The ``RequestSummary.model_dump()`` dict built directly; ``sensitive`` as (key, value) pairs."""
+        """The ``RequestSummary.model_dump()`` dict built directly; the map fields (``sensitive``, ``redacted``) as (key, value) pairs."""
         ext = self.dest_external
         row = {
             "schema_version": SCHEMA_VERSION,

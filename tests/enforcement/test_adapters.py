@@ -209,10 +209,23 @@ def test_the_request_id_is_carried(name: str) -> None:
 
 @pytest.mark.parametrize("name", ALL)
 def test_the_adapter_keeps_exactly_the_headers_it_reads(name: str) -> None:
-    wanted = _adapter(name).wanted
+    adapter = _adapter(name, inspection={"enabled": False})
+    wanted = adapter.wanted
     assert {b"authorization", b"x-forwarded-for", b"x-forwarded-client-cert", b"cookie", b"x-api-key", b"x-request-id", b"x-kubeward-destination"} <= wanted
     own = {"envoy": {b"host"}, "nginx": {b"host", b"x-original-uri", b"x-original-method"}, "traefik": {b"x-forwarded-host", b"x-forwarded-uri", b"x-forwarded-method"}}[name]
-    assert own <= wanted and b"user-agent" not in wanted
+    assert own <= wanted and b"user-agent" not in wanted and adapter.wanted_prefixes == () and adapter.body_limit == 0
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_inspection_keeps_the_inspected_headers_and_the_body(name: str) -> None:
+    adapter = _adapter(name, inspection={"headers": ["user-agent", "x-*"], "max_body_bytes": 8})
+    assert {b"user-agent", b"x-envoy-auth-partial-body"} <= adapter.wanted and adapter.wanted_prefixes == (b"x-",) and adapter.body_limit == 8
+    check = _check(name, "POST", "/a", {"user-agent": "curl", "x-trace": "t"}, None)
+    view = adapter.view(HttpCheck(check.method, check.url, check.headers, check.peer, b"0123456789"))
+    assert view.headers is not None and view.headers["user-agent"] == "curl" and view.headers["x-trace"] == "t"
+    assert (view.body, view.body_truncated) == (b"01234567", True)
+    whole = adapter.view(HttpCheck(check.method, check.url, check.headers, check.peer, b"{}"))
+    assert (whole.body, whole.body_truncated) == (b"{}", False)
 
 
 # ------------------------------------------------------------------ unreadable checks

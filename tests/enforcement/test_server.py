@@ -52,7 +52,7 @@ def test_pipelined_checks_get_one_answer_each_in_order() -> None:
 def test_only_the_adapters_headers_are_kept() -> None:
     seen: list[dict[bytes, bytes]] = []
 
-    def handler(method: str, url: str, headers: dict[bytes, bytes], peer: str | None) -> bytes:
+    def handler(method: str, url: str, headers: dict[bytes, bytes], peer: str | None, body: bytes | None) -> bytes:
         seen.append(dict(headers))
         return b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"
 
@@ -60,6 +60,21 @@ def test_only_the_adapters_headers_are_kept() -> None:
     _connect(conn)
     conn.data_received(b"GET / HTTP/1.1\r\nX-Request-Id: r1\r\nUser-Agent: curl\r\n\r\n")
     assert seen == [{b"x-request-id": b"r1"}]
+
+
+def test_bodies_are_kept_up_to_the_limit_plus_one_byte_and_prefixed_headers_too() -> None:
+    seen: list[tuple[dict[bytes, bytes], bytes | None]] = []
+
+    def handler(method: str, url: str, headers: dict[bytes, bytes], peer: str | None, body: bytes | None) -> bytes:
+        seen.append((dict(headers), body))
+        return b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"
+
+    conn = HttpConnection(handler, frozenset({b"x-request-id"}), wanted_prefixes=(b"x-",), body_limit=4)
+    _connect(conn)
+    conn.data_received(b"POST / HTTP/1.1\r\nX-Trace: t\r\nAccept: */*\r\nContent-Length: 3\r\n\r\nabc")
+    conn.data_received(b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\n0123")
+    conn.data_received(b"456789GET / HTTP/1.1\r\n\r\n")
+    assert seen == [({b"x-trace": b"t"}, b"abc"), ({}, b"01234"), ({}, None)]
 
 
 @pytest.mark.parametrize(("mode", "status"), [("allow", b"200"), ("deny", b"403")])

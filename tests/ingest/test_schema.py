@@ -48,8 +48,8 @@ def test_dead_letter_survives_json_round_trip(dead: DeadLetter) -> None:
 
 
 def _with_unknown_fields(doc: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
-    """Add ``extra`` to the top level and to every nested object of ``doc``."""
-    out = {k: (_with_unknown_fields(v, extra) if isinstance(v, dict) and k != "sensitive" else v) for k, v in doc.items()}
+    """Add ``extra`` to the top level and to every nested object of ``doc`` (not to the count maps, whose keys are data)."""
+    out = {k: (_with_unknown_fields(v, extra) if isinstance(v, dict) and k not in ("sensitive", "redacted") else v) for k, v in doc.items()}
     out.update(extra)
     return out
 
