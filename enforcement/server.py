@@ -257,6 +257,21 @@ async def _start_grpc(shim: Shim, settings: ShimSettings) -> Any:
     return server
 
 
+async def _start_extproc(shim: Shim, settings: ShimSettings) -> Any:
+    """The Envoy ext_proc redaction service on ``redaction.extproc_port``, on this loop, or None."""
+    if settings.redaction.extproc_port is None:
+        return None
+    from enforcement.adapters.envoy_extproc import ExtProcRedactionServer, RedactionCollector, cache_lookup
+    from ingest.identity import IdentityResolver
+
+    report = None if settings.report == "none" else (lambda now, view, d: shim.pending.append((now, view, d)))
+    server = ExtProcRedactionServer(settings.redaction, IdentityResolver(identity_config(settings), shim.pods), cache_lookup(shim.cache), report)
+    await server.start_async(settings.host, settings.redaction.extproc_port)
+    server.collector = RedactionCollector(server.stats)
+    REGISTRY.register(server.collector)
+    return server
+
+
 async def serve(settings: ShimSettings, ready: threading.Event | None = None, stop_event: asyncio.Event | None = None, shim: Shim | None = None) -> None:
     """Run the shim until ``stop_event`` is set (or SIGTERM/SIGINT)."""
     shim = shim or Shim(settings)
@@ -269,7 +284,9 @@ async def serve(settings: ShimSettings, ready: threading.Event | None = None, st
     server = await loop.create_server(lambda: check_connection(shim, timer if settings.timing_sample else None), settings.host, settings.port, reuse_port=True, backlog=1024)
     admin = await loop.create_server(lambda: HttpConnection(admin_handler(shim, control)), settings.host, settings.admin_port)
     grpc_server = await _start_grpc(shim, settings)
-    log.info("shim listening", extra={"port": settings.port, "admin_port": settings.admin_port, "grpc_port": settings.grpc_port, "adapter": shim.adapter.name})
+    extproc = await _start_extproc(shim, settings)
+    log.info("shim listening", extra={"port": settings.port, "admin_port": settings.admin_port, "grpc_port": settings.grpc_port,
+                                      "extproc_port": settings.redaction.extproc_port, "adapter": shim.adapter.name})
     if ready is not None:
         ready.set()
     stop_event = stop_event or asyncio.Event()
@@ -283,6 +300,9 @@ async def serve(settings: ShimSettings, ready: threading.Event | None = None, st
     admin.close()
     if grpc_server is not None:
         await grpc_server.stop_async()
+    if extproc is not None:
+        REGISTRY.unregister(extproc.collector)
+        await extproc.stop_async()
     REGISTRY.unregister(collector)
     stop_threads.set()
     if shim.pod_watcher is not None:

@@ -8,11 +8,12 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from enforcement.redaction import RedactionSettings
 from enforcement.signatures import DEFAULT_RULES
 from ingest import Policy
 from ingest.identitysettings import IdentitySettings
 
-__all__ = ["InspectionSettings", "ShimSettings"]
+__all__ = ["InspectionSettings", "RedactionSettings", "ShimSettings"]
 
 
 class InspectionSettings(BaseModel):
@@ -68,6 +69,7 @@ class ShimSettings(BaseSettings):
     )
     rules_path: Path = Field(default=DEFAULT_RULES, description="inline signature rules (YAML)")
     inspection: InspectionSettings = Field(default_factory=InspectionSettings, description="inline inspection of path, query, headers and body (KUBEWARD_SHIM_INSPECTION__*)")
+    redaction: RedactionSettings = Field(default_factory=RedactionSettings, description="inline redaction through Envoy ext_proc (KUBEWARD_SHIM_REDACTION__*)")
     policy: Policy = Field(default_factory=Policy)
 
     @field_validator("timing_sample")

@@ -23,36 +23,44 @@ _sym_db = _symbol_database.Default()
 
 
 from ingest.proto import envoy_core_pb2 as ingest_dot_proto_dot_envoy__core__pb2
+from ingest.proto import envoy_ext_proc_mode_pb2 as ingest_dot_proto_dot_envoy__ext__proc__mode__pb2
+from ingest.proto import envoy_type_pb2 as ingest_dot_proto_dot_envoy__type__pb2
 
 
 from ingest.proto.pool import POOL as _POOL  # Kubeward: our own pool, see ingest/proto/pool.py
-DESCRIPTOR = _POOL.AddSerializedFile(b'\n!ingest/proto/envoy_ext_proc.proto\x12\x19\x65nvoy.service.ext_proc.v3\x1a\x1dingest/proto/envoy_core.proto\"\xc7\x03\n\x11ProcessingRequest\x12\x41\n\x0frequest_headers\x18\x02 \x01(\x0b\x32&.envoy.service.ext_proc.v3.HttpHeadersH\x00\x12\x42\n\x10response_headers\x18\x03 \x01(\x0b\x32&.envoy.service.ext_proc.v3.HttpHeadersH\x00\x12;\n\x0crequest_body\x18\x04 \x01(\x0b\x32#.envoy.service.ext_proc.v3.HttpBodyH\x00\x12<\n\rresponse_body\x18\x05 \x01(\x0b\x32#.envoy.service.ext_proc.v3.HttpBodyH\x00\x12\x43\n\x10request_trailers\x18\x06 \x01(\x0b\x32\'.envoy.service.ext_proc.v3.HttpTrailersH\x00\x12\x44\n\x11response_trailers\x18\x07 \x01(\x0b\x32\'.envoy.service.ext_proc.v3.HttpTrailersH\x00\x12\x1a\n\x12observability_mode\x18\n \x01(\x08\x42\t\n\x07request\"V\n\x0bHttpHeaders\x12\x30\n\x07headers\x18\x01 \x01(\x0b\x32\x1f.envoy.config.core.v3.HeaderMap\x12\x15\n\rend_of_stream\x18\x03 \x01(\x08\"/\n\x08HttpBody\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x12\x15\n\rend_of_stream\x18\x02 \x01(\x08\"A\n\x0cHttpTrailers\x12\x31\n\x08trailers\x18\x01 \x01(\x0b\x32\x1f.envoy.config.core.v3.HeaderMap\"\x94\x01\n\x0e\x43ommonResponse\x12H\n\x06status\x18\x01 \x01(\x0e\x32\x38.envoy.service.ext_proc.v3.CommonResponse.ResponseStatus\"8\n\x0eResponseStatus\x12\x0c\n\x08\x43ONTINUE\x10\x00\x12\x18\n\x14\x43ONTINUE_AND_REPLACE\x10\x01\"N\n\x0fHeadersResponse\x12;\n\x08response\x18\x01 \x01(\x0b\x32).envoy.service.ext_proc.v3.CommonResponse\"K\n\x0c\x42odyResponse\x12;\n\x08response\x18\x01 \x01(\x0b\x32).envoy.service.ext_proc.v3.CommonResponse\"\x12\n\x10TrailersResponse\"\xc5\x03\n\x12ProcessingResponse\x12\x45\n\x0frequest_headers\x18\x01 \x01(\x0b\x32*.envoy.service.ext_proc.v3.HeadersResponseH\x00\x12\x46\n\x10response_headers\x18\x02 \x01(\x0b\x32*.envoy.service.ext_proc.v3.HeadersResponseH\x00\x12?\n\x0crequest_body\x18\x03 \x01(\x0b\x32\'.envoy.service.ext_proc.v3.BodyResponseH\x00\x12@\n\rresponse_body\x18\x04 \x01(\x0b\x32\'.envoy.service.ext_proc.v3.BodyResponseH\x00\x12G\n\x10request_trailers\x18\x05 \x01(\x0b\x32+.envoy.service.ext_proc.v3.TrailersResponseH\x00\x12H\n\x11response_trailers\x18\x06 \x01(\x0b\x32+.envoy.service.ext_proc.v3.TrailersResponseH\x00\x42\n\n\x08response2\x81\x01\n\x11\x45xternalProcessor\x12l\n\x07Process\x12,.envoy.service.ext_proc.v3.ProcessingRequest\x1a-.envoy.service.ext_proc.v3.ProcessingResponse\"\x00(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _POOL.AddSerializedFile(b'\n!ingest/proto/envoy_ext_proc.proto\x12\x19\x65nvoy.service.ext_proc.v3\x1a\x1dingest/proto/envoy_core.proto\x1a&ingest/proto/envoy_ext_proc_mode.proto\x1a\x1dingest/proto/envoy_type.proto\"\xc7\x03\n\x11ProcessingRequest\x12\x41\n\x0frequest_headers\x18\x02 \x01(\x0b\x32&.envoy.service.ext_proc.v3.HttpHeadersH\x00\x12\x42\n\x10response_headers\x18\x03 \x01(\x0b\x32&.envoy.service.ext_proc.v3.HttpHeadersH\x00\x12;\n\x0crequest_body\x18\x04 \x01(\x0b\x32#.envoy.service.ext_proc.v3.HttpBodyH\x00\x12<\n\rresponse_body\x18\x05 \x01(\x0b\x32#.envoy.service.ext_proc.v3.HttpBodyH\x00\x12\x43\n\x10request_trailers\x18\x06 \x01(\x0b\x32\'.envoy.service.ext_proc.v3.HttpTrailersH\x00\x12\x44\n\x11response_trailers\x18\x07 \x01(\x0b\x32\'.envoy.service.ext_proc.v3.HttpTrailersH\x00\x12\x1a\n\x12observability_mode\x18\n \x01(\x08\x42\t\n\x07request\"V\n\x0bHttpHeaders\x12\x30\n\x07headers\x18\x01 \x01(\x0b\x32\x1f.envoy.config.core.v3.HeaderMap\x12\x15\n\rend_of_stream\x18\x03 \x01(\x08\"/\n\x08HttpBody\x12\x0c\n\x04\x62ody\x18\x01 \x01(\x0c\x12\x15\n\rend_of_stream\x18\x02 \x01(\x08\"A\n\x0cHttpTrailers\x12\x31\n\x08trailers\x18\x01 \x01(\x0b\x32\x1f.envoy.config.core.v3.HeaderMap\"\xb3\x02\n\x0e\x43ommonResponse\x12H\n\x06status\x18\x01 \x01(\x0e\x32\x38.envoy.service.ext_proc.v3.CommonResponse.ResponseStatus\x12\x42\n\x0fheader_mutation\x18\x02 \x01(\x0b\x32).envoy.service.ext_proc.v3.HeaderMutation\x12>\n\rbody_mutation\x18\x03 \x01(\x0b\x32\'.envoy.service.ext_proc.v3.BodyMutation\x12\x19\n\x11\x63lear_route_cache\x18\x05 \x01(\x08\"8\n\x0eResponseStatus\x12\x0c\n\x08\x43ONTINUE\x10\x00\x12\x18\n\x14\x43ONTINUE_AND_REPLACE\x10\x01\"f\n\x0eHeaderMutation\x12<\n\x0bset_headers\x18\x01 \x03(\x0b\x32\'.envoy.config.core.v3.HeaderValueOption\x12\x16\n\x0eremove_headers\x18\x02 \x03(\t\"@\n\x0c\x42odyMutation\x12\x0e\n\x04\x62ody\x18\x01 \x01(\x0cH\x00\x12\x14\n\nclear_body\x18\x02 \x01(\x08H\x00\x42\n\n\x08mutation\"\x99\x01\n\x11ImmediateResponse\x12)\n\x06status\x18\x01 \x01(\x0b\x32\x19.envoy.type.v3.HttpStatus\x12:\n\x07headers\x18\x02 \x01(\x0b\x32).envoy.service.ext_proc.v3.HeaderMutation\x12\x0c\n\x04\x62ody\x18\x03 \x01(\x0c\x12\x0f\n\x07\x64\x65tails\x18\x05 \x01(\t\"N\n\x0fHeadersResponse\x12;\n\x08response\x18\x01 \x01(\x0b\x32).envoy.service.ext_proc.v3.CommonResponse\"K\n\x0c\x42odyResponse\x12;\n\x08response\x18\x01 \x01(\x0b\x32).envoy.service.ext_proc.v3.CommonResponse\"V\n\x10TrailersResponse\x12\x42\n\x0fheader_mutation\x18\x01 \x01(\x0b\x32).envoy.service.ext_proc.v3.HeaderMutation\"\xe3\x04\n\x12ProcessingResponse\x12\x45\n\x0frequest_headers\x18\x01 \x01(\x0b\x32*.envoy.service.ext_proc.v3.HeadersResponseH\x00\x12\x46\n\x10response_headers\x18\x02 \x01(\x0b\x32*.envoy.service.ext_proc.v3.HeadersResponseH\x00\x12?\n\x0crequest_body\x18\x03 \x01(\x0b\x32\'.envoy.service.ext_proc.v3.BodyResponseH\x00\x12@\n\rresponse_body\x18\x04 \x01(\x0b\x32\'.envoy.service.ext_proc.v3.BodyResponseH\x00\x12G\n\x10request_trailers\x18\x05 \x01(\x0b\x32+.envoy.service.ext_proc.v3.TrailersResponseH\x00\x12H\n\x11response_trailers\x18\x06 \x01(\x0b\x32+.envoy.service.ext_proc.v3.TrailersResponseH\x00\x12J\n\x12immediate_response\x18\x07 \x01(\x0b\x32,.envoy.service.ext_proc.v3.ImmediateResponseH\x00\x12P\n\rmode_override\x18\t \x01(\x0b\x32\x39.envoy.extensions.filters.http.ext_proc.v3.ProcessingModeB\n\n\x08response2\x81\x01\n\x11\x45xternalProcessor\x12l\n\x07Process\x12,.envoy.service.ext_proc.v3.ProcessingRequest\x1a-.envoy.service.ext_proc.v3.ProcessingResponse\"\x00(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'ingest.proto.envoy_ext_proc_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_PROCESSINGREQUEST']._serialized_start=96
-  _globals['_PROCESSINGREQUEST']._serialized_end=551
-  _globals['_HTTPHEADERS']._serialized_start=553
-  _globals['_HTTPHEADERS']._serialized_end=639
-  _globals['_HTTPBODY']._serialized_start=641
-  _globals['_HTTPBODY']._serialized_end=688
-  _globals['_HTTPTRAILERS']._serialized_start=690
-  _globals['_HTTPTRAILERS']._serialized_end=755
-  _globals['_COMMONRESPONSE']._serialized_start=758
-  _globals['_COMMONRESPONSE']._serialized_end=906
-  _globals['_COMMONRESPONSE_RESPONSESTATUS']._serialized_start=850
-  _globals['_COMMONRESPONSE_RESPONSESTATUS']._serialized_end=906
-  _globals['_HEADERSRESPONSE']._serialized_start=908
-  _globals['_HEADERSRESPONSE']._serialized_end=986
-  _globals['_BODYRESPONSE']._serialized_start=988
-  _globals['_BODYRESPONSE']._serialized_end=1063
-  _globals['_TRAILERSRESPONSE']._serialized_start=1065
-  _globals['_TRAILERSRESPONSE']._serialized_end=1083
-  _globals['_PROCESSINGRESPONSE']._serialized_start=1086
-  _globals['_PROCESSINGRESPONSE']._serialized_end=1539
-  _globals['_EXTERNALPROCESSOR']._serialized_start=1542
-  _globals['_EXTERNALPROCESSOR']._serialized_end=1671
+  _globals['_PROCESSINGREQUEST']._serialized_start=167
+  _globals['_PROCESSINGREQUEST']._serialized_end=622
+  _globals['_HTTPHEADERS']._serialized_start=624
+  _globals['_HTTPHEADERS']._serialized_end=710
+  _globals['_HTTPBODY']._serialized_start=712
+  _globals['_HTTPBODY']._serialized_end=759
+  _globals['_HTTPTRAILERS']._serialized_start=761
+  _globals['_HTTPTRAILERS']._serialized_end=826
+  _globals['_COMMONRESPONSE']._serialized_start=829
+  _globals['_COMMONRESPONSE']._serialized_end=1136
+  _globals['_COMMONRESPONSE_RESPONSESTATUS']._serialized_start=1080
+  _globals['_COMMONRESPONSE_RESPONSESTATUS']._serialized_end=1136
+  _globals['_HEADERMUTATION']._serialized_start=1138
+  _globals['_HEADERMUTATION']._serialized_end=1240
+  _globals['_BODYMUTATION']._serialized_start=1242
+  _globals['_BODYMUTATION']._serialized_end=1306
+  _globals['_IMMEDIATERESPONSE']._serialized_start=1309
+  _globals['_IMMEDIATERESPONSE']._serialized_end=1462
+  _globals['_HEADERSRESPONSE']._serialized_start=1464
+  _globals['_HEADERSRESPONSE']._serialized_end=1542
+  _globals['_BODYRESPONSE']._serialized_start=1544
+  _globals['_BODYRESPONSE']._serialized_end=1619
+  _globals['_TRAILERSRESPONSE']._serialized_start=1621
+  _globals['_TRAILERSRESPONSE']._serialized_end=1707
+  _globals['_PROCESSINGRESPONSE']._serialized_start=1710
+  _globals['_PROCESSINGRESPONSE']._serialized_end=2321
+  _globals['_EXTERNALPROCESSOR']._serialized_start=2324
+  _globals['_EXTERNALPROCESSOR']._serialized_end=2453
 # @@protoc_insertion_point(module_scope)
