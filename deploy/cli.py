@@ -11,6 +11,7 @@
     kubeward simulate               simulated cluster traffic to Kafka, Parquet or JSONL
     kubeward demo                   everything together, with live progress and a report
     kubeward bench                  the benchmarks, written to build/bench.json
+    kubeward bench waf              DEV: Kubeward through Envoy beside ModSecurity + CRS PL1/PL2 (build/waf-compare.json)
     kubeward evaluate               detection results on simulated traffic with ground truth (held-out seeds)
 
 Settings also come from the environment (``KUBEWARD_WORKER_*``, ``KUBEWARD_SHIM_*``);
