@@ -107,8 +107,8 @@ def _cmd_rules_lint(args: argparse.Namespace) -> int:
 def _add_rules(sub: Any) -> None:
     p = sub.add_parser("rules", help="inline signature rules: lint", description="Check inline signature rule files: every error as file:line.")
     rules = p.add_subparsers(dest="rules_command", metavar="ACTION", required=True)
-    lint = rules.add_parser("lint", help="report every problem in the rule files (default: the shipped enforcement/rules/inline.yaml)")
-    lint.add_argument("paths", nargs="*", help="rule files (YAML)")
+    lint = rules.add_parser("lint", help="report every problem in the rule files or directories (default: the shipped enforcement/rules/inline/)")
+    lint.add_argument("paths", nargs="*", help="rule files (YAML) or directories of them")
     lint.set_defaults(func=_cmd_rules_lint)
 
 

@@ -8,12 +8,13 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from enforcement.propertyschema import SchemaValidationSettings
 from enforcement.redaction import RedactionSettings
 from enforcement.signatures import DEFAULT_RULES
 from ingest import Policy
 from ingest.identitysettings import IdentitySettings
 
-__all__ = ["InspectionSettings", "RedactionSettings", "ShimSettings"]
+__all__ = ["InspectionSettings", "RedactionSettings", "SchemaValidationSettings", "ShimSettings"]
 
 
 class InspectionSettings(BaseModel):
@@ -30,7 +31,7 @@ class InspectionSettings(BaseModel):
     paranoia: int = Field(default=1, ge=1, le=4, description="highest rule paranoia level run (1 = fewest false positives, 4 = most recall)")
     threshold: int = Field(default=5, ge=1, description="score at which a request is an inline finding (one critical rule = 5)")
     decode_passes: int = Field(default=2, ge=1, le=4, description="percent-decoding passes (bounded: a value encoded more often is itself suspicious)")
-    headers: tuple[str, ...] = Field(default=("user-agent", "referer", "cookie", "x-*"), description="request headers inspected (lower-case; a trailing * matches a prefix)")
+    headers: tuple[str, ...] = Field(default=("user-agent", "referer", "cookie", "content-type", "x-*"), description="request headers inspected (lower-case; a trailing * matches a prefix)")
     max_body_bytes: int = Field(default=65536, ge=0, description="request body bytes inspected (and read from the data plane); 0 = bodies not inspected")
     oversize: Literal["inspect_prefix", "deny", "allow"] = Field(
         default="inspect_prefix",
@@ -69,6 +70,10 @@ class ShimSettings(BaseSettings):
     )
     rules_path: Path = Field(default=DEFAULT_RULES, description="inline signature rules (YAML)")
     inspection: InspectionSettings = Field(default_factory=InspectionSettings, description="inline inspection of path, query, headers and body (KUBEWARD_SHIM_INSPECTION__*)")
+    schema_validation: SchemaValidationSettings = Field(
+        default_factory=SchemaValidationSettings,
+        description="request-schema validation, declared and learned: mass assignment and type violations (KUBEWARD_SHIM_SCHEMA_VALIDATION__*)",
+    )
     redaction: RedactionSettings = Field(default_factory=RedactionSettings, description="inline redaction through Envoy ext_proc (KUBEWARD_SHIM_REDACTION__*)")
     policy: Policy = Field(default_factory=Policy)
 

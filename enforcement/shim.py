@@ -1,7 +1,8 @@
 """The enforcement shim's state and its per-request path (no sockets here: see ``enforcement.server``).
 
 ``Shim`` holds what every check shares: the verdict cache, token buckets,
-inline signatures, the policy, decision counters and the decisions waiting to
+the inline inspector (``enforcement.inspection``, built from the
+``inspection`` settings and ``rules_path``), the policy, decision counters and the decisions waiting to
 be reported. ``Shim.handle(method, url, headers, peer, body)`` answers one check with
 the full HTTP response bytes: the configured adapter (setting ``adapter``:
 ``envoy`` | ``nginx`` | ``traefik``, see ``enforcement.adapters``) reads the
@@ -37,7 +38,8 @@ from enforcement.cache import VerdictCache
 from enforcement.decision import ALLOW, Decision, RequestView, decide
 from enforcement.ratelimit import TokenBuckets
 from enforcement.settings import ShimSettings
-from enforcement.signatures import load_signatures
+from enforcement.inspection import Inspectors, build_inspector
+from enforcement.propertyschema import build_property_validator
 from ingest import Policy, RequestSummary, hash_object_id, row_to_summary, template_path
 from ingest import summary_row as envelope_row
 from ingest.identity import IdentityConfig, IdentityResolver
@@ -75,7 +77,7 @@ def build_adapter(settings: ShimSettings, pods: PodLookup | None = None) -> Http
 
 
 class Shim:
-    """Decision state shared by all connections: cache, buckets, signatures, policy, counters, reports."""
+    """Decision state shared by all connections: cache, buckets, inline inspector, policy, counters, reports."""
 
     def __init__(self, settings: ShimSettings, adapter: HttpAdapter | None = None):
         self.settings = settings
@@ -87,7 +89,11 @@ class Shim:
         self.adapter = adapter
         self.cache = VerdictCache()
         self.buckets = TokenBuckets()
-        self.signatures = load_signatures(settings.rules_path)
+        self.inspector = build_inspector(settings.inspection, settings.rules_path)
+        sv = settings.schema_validation
+        self.schema = build_property_validator(sv.spec_dir, sv, threshold=settings.inspection.threshold) if sv.enabled else None
+        if self.schema is not None:
+            self.inspector = Inspectors(self.inspector, self.schema)
         self.policy = settings.policy
         self.counts: dict[str, int] = {}
         self.pending: list[tuple[float, RequestView, Decision]] = []
@@ -114,7 +120,9 @@ class Shim:
     def decide_view(self, req: RequestView) -> Decision:
         """Decide a request an adapter has already read; counted and reported like ``handle``."""
         now = time.time()
-        decision = decide(req, self.cache, self.buckets, self.signatures, self.policy, now) if self.synced.is_set() else self._unsynced
+        decision = decide(req, self.cache, self.buckets, self.inspector, self.policy, now) if self.synced.is_set() else self._unsynced
+        if self.schema is not None and decision.status == 200 and decision.would in ("allow", "redact"):
+            self.schema.learn(req)  # learned only from requests that pass
         if decision is ALLOW:
             self.allowed += 1
             if self._report_all:
@@ -181,6 +189,7 @@ def summary_row(now: float, req: RequestView, decision: Decision, object_key: by
         status=decision.status if decision.status != 200 else None,
         object_ids=[hash_object_id(i, object_key) for i in ids],
         inline_findings=list(decision.findings),
+        redacted=dict(decision.redacted),
         decision=_recorded(decision),
     )
 

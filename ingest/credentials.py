@@ -27,10 +27,15 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import lru_cache
 
-__all__ = ["is_private_pem", "is_secret_name", "lower_text", "plausible_secret", "secret_spans", "vendor_tokens"]
+import re2
+
+__all__ = [
+    "SECRET_GATES", "gate_set", "is_private_pem", "is_secret_name", "lower_text", "plausible_secret", "secret_spans",
+    "vendor_tokens",
+]
 
 _END = r"(?![A-Za-z0-9])"
 #: (literal prefixes, pattern matched at the candidate start); each is a documented issuer format
@@ -222,6 +227,18 @@ def _mask_like(v: str) -> bool:
     return False
 
 
+#: issuer formats of values assigned to a vendor-named key: (words all in the key, format the value must have)
+_NAMED_FORMATS: tuple[tuple[tuple[str, ...], re.Pattern[str]], ...] = (
+    (("aws", "secret"), re.compile(r"[A-Za-z0-9/+]{40}")),  # AWS secret access keys: 40 base64 characters
+)
+
+
+def _off_format(value: str, key: str) -> bool:
+    """Whether a vendor-named key (``AWS_SECRET_ACCESS_KEY``) holds a value outside that vendor's format."""
+    low = key.lower()
+    return any(all(w in low for w in words) and not rx.fullmatch(value) for words, rx in _NAMED_FORMATS)
+
+
 def plausible_secret(value: str, key: str | None = None, *, quoted: bool = True) -> bool:
     """Whether ``value`` looks like a literal secret rather than code, a template, a mask or a placeholder.
 
@@ -239,7 +256,7 @@ def plausible_secret(value: str, key: str | None = None, *, quoted: bool = True)
         return False  # a JSON reference, or the name of a variable ("YOUR_API_KEY", "DB_PASSWORD")
     if key:
         k, nv = _norm(re.split(r"->|[.:]", key)[-1]), _norm(v)
-        if k == nv or (len(k) >= 12 and k in nv):
+        if k == nv or (len(k) >= 12 and k in nv) or _off_format(v, key):
             return False
     return True
 
@@ -288,8 +305,50 @@ _KEY_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123
 _ASSIGN = re.compile(r"[\"'`]?\\?[\"'`]?([ \t]{0,40})(===|!==|==|!=|:=|=>|=|:)?([ \t]{0,40})(\\?[\"'`]?)")
 
 
-_CLI_GATES = ("-u", "--user", "login", "unseal", "Credential(")
-_SECRET_GATES = ("pass", "pwd", "secret", "token", "key", "credential", "pat")
+# ------------------------------------------------------------------ pre-pass
+_TOKEN_CHAR = r"[^\s\"'`=:,;(){}\[\]<>|\\&?!*#@$%^~]"
+_KEY_RUN = r"[A-Za-z0-9_.\-]*"
+_SECRET_KEY = r"(?i:pass|pwd|secret|token|key|credential|pat)"
+#: RE2 patterns, one per finder of ``secret_spans``, each matching a superset of what that finder reports
+#: (lookarounds dropped, long repeats shortened); ``ingest.sensitive`` adds them to its one pre-pass
+SECRET_GATES: tuple[tuple[str, str], ...] = (
+    ("vendor", "(?:" + "|".join(re.escape(p) for p in _PREFIXES) + ")" + _TOKEN_CHAR + r"{4}|\d-[A-Za-z0-9]{64}"
+     r"|hooks\.slack\.com/|/IncomingWebhook/|/api/webhooks/|\d{8}:AA|[a-f0-9]{32}-us\d|AZDO|(?:u01xx[a-f0-9]{30}|[a-f0-9]{35})NRAL|00D\w{12}"),
+    ("pem", r"-----BEGIN"),
+    ("crypt", r"\$(?:1|2[abxy]|5|6|7|8|9|y|gy|argon2(?:id|i|d)|pbkdf2(?:-sha\d+)?|krb5(?:asrep|tgs)\$\d\d)\$[A-Za-z0-9./+=$,:@\-]{16}"),
+    ("b64pem", r"LS0tLS1CRUdJTi"),
+    ("url", r"://[^\s:/@\"'<>]{1,64}:[^\s:/@\"'<>]{1,128}@"),
+    ("auth", r"(?i:bearer|basic|ssws|token)[ :]+[A-Za-z0-9._~+/=\-]{8}"),
+    ("cli", r"(?:^|\s)(?:-u|--user)\s|login\s|(?i:unseal)|Credential\("),
+    ("said", r"(?i:password)[^\n]{0,60}(?i:is)\s+[\"'`]"),
+    ("xml", r"value=\""),
+    ("assign", _SECRET_KEY + _KEY_RUN + r"[\"'`]?\\?[\"'`]?[ \t]*(?:[=:!]|\\?[\"'`])|-" + _KEY_RUN + _SECRET_KEY + _KEY_RUN
+     + r"[\"'`]?\\?[\"'`]?[ \t]+\S"),
+)
+
+
+def gate_set(patterns: tuple[tuple[str, str], ...]) -> Callable[[str], frozenset[str]]:
+    """One RE2 set over ``(name, pattern)`` pairs: a function giving the names whose pattern occurs in a text.
+
+    A single linear pass in C++ (DFA) for all patterns at once; the memory budget is
+    raised so the DFA never gives up on a long text (a set that ran out would report
+    nothing, which ``tests/ingest/test_sensitive.py`` checks on a 1 MB text).
+    """
+    options = re2.Options()
+    options.max_mem = 64 << 20
+    compiled = re2.Set.SearchSet(options)
+    for _, pattern in patterns:
+        compiled.Add(pattern)
+    compiled.Compile()
+    names = tuple(name for name, _ in patterns)
+
+    def present(text: str) -> frozenset[str]:
+        return frozenset(names[i] for i in compiled.Match(text) or ())
+
+    return present
+
+
+_SECRET_PRESENT = gate_set(SECRET_GATES)
 _SCHEME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789+.-")
 
 
@@ -306,26 +365,30 @@ def secret_spans(text: str, low: str | None = None) -> Iterator[tuple[int, int]]
     ``low`` is ``text.lower()`` with the same length (computed when absent); patterns
     that ignore case run on it, so no ``(?i)`` alternation scans the text.
     """
+    gates = _SECRET_PRESENT(text)
+    if not gates:
+        return
     if low is None or len(low) != len(text):
         low = lower_text(text)
-    yield from vendor_tokens(text)
-    for needle, rx in (("-----BEGIN", _PEM), ("$", _CRYPT)):
-        if needle in text:
+    if "vendor" in gates:
+        yield from vendor_tokens(text)
+    for gate, rx in (("pem", _PEM), ("crypt", _CRYPT)):
+        if gate in gates:
             yield from (m.span() for m in rx.finditer(text))
-    if "LS0tLS1CRUdJTi" in text:
+    if "b64pem" in gates:
         yield from (m.span() for m in _B64_PEM.finditer(text) if is_private_pem(m.group()))
-    if "://" in text and "@" in text:
+    if "url" in gates:
         yield from _url_credentials(text)
-    if "bearer" in low or "basic" in low or "ssws" in low or "token" in low:
+    if "auth" in gates:
         yield from _auth_headers(text, low)
-    if any(g in text or g in low for g in _CLI_GATES):
+    if "cli" in gates:
         for rx in _CLI:
             yield from (m.span(1) for m in rx.finditer(text) if plausible_secret(m.group(1), quoted=False))
-    if "password" in low and " is " in low:
+    if "said" in gates:
         yield from (m.span(2) for m in _SAID_PASSWORD.finditer(low))
-    if "value=" in text:
+    if "xml" in gates:
         yield from (m.span(2) for m in _XML_SETTING.finditer(text) if is_secret_name(m.group(1)) and plausible_secret(m.group(2)))
-    if any(g in low for g in _SECRET_GATES):
+    if "assign" in gates:
         yield from _assignments(text, low)
 
 

@@ -14,7 +14,11 @@ specific declared template: a literal segment beats a segment that mixes
 literal text with a parameter (``{Sid}.json``), which beats a bare parameter.
 ``structural(template)`` drops parameter names (``/pets/{petId}`` and
 ``/pets/{id}`` both become ``/pets/{}``) so templates compare by shape; the
-declared names stay on the endpoint for display. The module is pure; only
+declared names stay on the endpoint for display. An endpoint's ``body`` is its
+declared request body as property paths (``ingest.bodyschema.BodySchema``):
+OpenAPI 3 ``requestBody`` (``$ref`` resolved) with a JSON media type, else a
+form media type; Swagger 2 ``in: body`` (JSON) or ``in: formData`` parameters;
+None when the operation declares no body. The module is pure; only
 ``load_spec`` reads a file.
 
 Errors::
@@ -34,6 +38,7 @@ from types import MappingProxyType
 from typing import Any
 from urllib.parse import urlsplit
 
+from ingest.bodyschema import BodySchema, flatten_schema, form_rule, form_schema, media_schema
 from ingest.errors import IngestError
 
 __all__ = ["DeclaredEndpoint", "ParamInfo", "PathMatch", "SpecError", "SpecIndex", "declared_endpoints", "load_spec", "load_spec_dir", "parse_spec", "structural"]
@@ -75,6 +80,7 @@ class DeclaredEndpoint:
     path: str = ""
     base_path: str = ""
     operation_id: str | None = None
+    body: BodySchema | None = field(default=None, hash=False, compare=False)
 
     @property
     def structure(self) -> str:
@@ -183,6 +189,31 @@ def _params(doc: Mapping[str, Any], *lists: Any) -> dict[str, ParamInfo]:
     return out
 
 
+def _body_schema(doc: Mapping[str, Any], op: Mapping[str, Any], params: Iterable[Any]) -> BodySchema | None:
+    """The declared request body of one operation (OpenAPI 3 ``requestBody``; Swagger 2 body or formData parameters).
+
+    A ``$ref`` that cannot be followed (another file, a missing key) makes that
+    node free-form instead of failing the whole document: endpoints stay declared.
+    """
+
+    def resolve(node: Any) -> Any:
+        try:
+            return _resolve(doc, node)
+        except SpecError:
+            return None
+
+    request = resolve(op.get("requestBody"))
+    found = media_schema(request.get("content")) if isinstance(request, Mapping) else None
+    if found is not None:
+        return flatten_schema(found[0], resolve, kind=found[1])
+    resolved = [p for p in map(resolve, params) if isinstance(p, Mapping)]
+    body = next((p for p in resolved if p.get("in") == "body" and "schema" in p), None)
+    if body is not None:
+        return flatten_schema(body["schema"], resolve)
+    form = {str(p["name"]): form_rule(p) for p in resolved if p.get("in") == "formData" and "name" in p}
+    return form_schema(form) if form else None
+
+
 def _server_base(servers: Any) -> str | None:
     if not isinstance(servers, list) or not servers or not isinstance(servers[0], Mapping):
         return None
@@ -235,6 +266,7 @@ def parse_spec(doc: Mapping[str, Any], *, bare_paths: str | None = None) -> list
         base = _server_base(op.get("servers")) or _server_base(item.get("servers")) or default_base
         path = key.split("#", 1)[0]
         params = _params(doc, item.get("parameters"), op.get("parameters"))
+        raw_params = [*(item.get("parameters") or ()), *(op.get("parameters") or ())]
         endpoints.append(
             DeclaredEndpoint(
                 method=method.upper(),
@@ -244,6 +276,7 @@ def parse_spec(doc: Mapping[str, Any], *, bare_paths: str | None = None) -> list
                 path=key,
                 base_path=base,
                 operation_id=_text(op.get("operationId")),
+                body=_body_schema(doc, op, raw_params),
             )
         )
     return endpoints

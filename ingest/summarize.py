@@ -10,6 +10,10 @@
   in the query and in the response body (``ingest.bodies``);
 * ids a creating call got back (``object_ids_created``), so ownership can be learned;
 * sensitive values in the response body, counted by type (``ingest.sensitive``);
+* the response body's property paths (``property_paths``: ``user.email``,
+  ``items[].price``; names, never values; id-like keys of a map become ``*``;
+  at most ``MAX_PROPERTIES``), so an endpoint that starts returning a new
+  property can be noticed (``streams.exposure``);
 * the outcome where the status does not tell it (``OutcomeRule``: a login that
   answers 200 with an error body is an authentication failure).
 
@@ -26,13 +30,18 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ingest.bodies import BodyFeatures, body_features, query_object_ids
+from ingest.bodies import BodyFeatures, Leaf, body_features, query_object_ids, walk_body
 from ingest.envelope import summary_row
 from ingest.identity import IdentityConfig, IdentityResolver
 from ingest.observation import HttpObservation
-from ingest.templating import hash_object_id, template_path
+from ingest.templating import STRONG, hash_object_id, id_kind, template_path
 
-__all__ = ["OutcomeRule", "Summarizer", "SummarizerConfig", "Templater"]
+__all__ = ["MAX_PROPERTIES", "OutcomeRule", "Summarizer", "SummarizerConfig", "Templater", "property_path", "property_paths"]
+
+#: property paths kept per response body (the summary field ``response_properties``)
+MAX_PROPERTIES = 64
+_STRUCTURED = frozenset({"json", "ndjson", "form", "multipart"})
+_NORMAL: dict[str, str] = {}
 
 _LOGIN_PATH = re.compile(r"(?:^|/)(?:login|signin|sign-in|session|sessions|token|oauth/token|authenticate|auth)(?:/|$)", re.IGNORECASE)
 _FAILURE_KEYS = (b'"error"', b'"errors"')
@@ -81,6 +90,40 @@ class SummarizerConfig:
     max_body_bytes: int = 262_144
 
 
+def property_path(path: str) -> str:
+    """``users.81231.name`` -> ``users.*.name``: a key that looks like an id is data (a map), not a property name.
+
+    >>> property_path("data[].a1b2c3d4e5f6a7b8[].ok")
+    'data[].*[].ok'
+    """
+    out = _NORMAL.get(path)
+    if out is None:
+        parts = []
+        for seg in path.split("."):
+            name = seg.split("[", 1)[0]
+            parts.append("*" + seg[len(name):] if name and id_kind(name) == STRONG else seg)
+        out = ".".join(parts)
+        if len(_NORMAL) >= 8192:  # paths repeat per endpoint; the memo stays small unless attacked
+            _NORMAL.clear()
+        _NORMAL[path] = out
+    return out
+
+
+def property_paths(leaves: Iterable[Leaf], cap: int = MAX_PROPERTIES) -> list[str]:
+    """Distinct property paths of body leaves, in body order, at most ``cap``; the values are never read.
+
+    >>> property_paths([("items[].id", 1), ("items[].id", 2), ("users.81231.name", "x"), ("", "text")])
+    ['items[].id', 'users.*.name']
+    """
+    seen: dict[str, None] = {}
+    for path, _ in leaves:
+        if len(seen) >= cap:
+            break
+        if path:
+            seen.setdefault(property_path(path), None)
+    return list(seen)
+
+
 def _login_failed(method: str, template: str, status: int | None, body: bytes | None) -> bool:
     """Built-in rule for login-like endpoints: 401, or 2xx with an error body and no token."""
     if method != "POST" or not _LOGIN_PATH.search(template):
@@ -115,6 +158,12 @@ class Summarizer:
         if not body:
             return None
         return body_features(body[: self.config.max_body_bytes], headers.get("content-type"))
+
+    def _properties(self, headers: Mapping[str, str], body: bytes | None, response: BodyFeatures | None) -> list[str]:
+        # a second walk of the body: body_features keeps no leaves (see the report's patch to ingest/bodies.py)
+        if not body or response is None or response.kind not in _STRUCTURED:
+            return []
+        return property_paths(walk_body(body[: self.config.max_body_bytes], headers.get("content-type")).leaves)
 
     def _outcome(self, service: str, method: str, template: str, status: int | None, body: bytes | None) -> str | None:
         rule = self._rules.get((service, method, template))
@@ -161,6 +210,7 @@ class Summarizer:
             object_ids=[hash_object_id(i, key) for i in dict.fromkeys(ids)],
             object_ids_created=[hash_object_id(i, key) for i in created],
             sensitive=sensitive,
+            response_properties=self._properties(obs.response_headers, obs.response_body, response),
             outcome=self._outcome(service, obs.method, template, obs.status, obs.response_body),
             inline_findings=list(obs.inline_findings),
             decision=obs.decision,

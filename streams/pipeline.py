@@ -1,7 +1,8 @@
 """What the worker does with one message, without Kafka: decode, score, decide.
 
 ``Pipeline.handle`` takes a summaries-topic message (partition, key, value)
-and returns an ``Outcome``: verdicts and findings to publish, a dead letter if
+and returns an ``Outcome``: verdicts and findings to publish (plus endpoint
+findings such as excessive data exposure, ``streams.exposure``), a dead letter if
 the message was unusable, and changelog writes of the state buckets that are
 due. The Faust app (``streams.app``) only moves these to and from Kafka.
 """
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 from ingest import DeadLetter, EndpointRecord, Finding, Verdict
 from ingest.envelope import decode_messages
 from models import build_detectors
+from streams.exposure import ExposureTracker
 from streams.inventory import Inventory
 from streams.policy import decide, to_finding
 from streams.processor import BatchProcessor, Detection, ProcessorConfig
@@ -58,6 +60,8 @@ class Outcome:
     dead_letters: list[tuple[bytes | None, DeadLetter]] = field(default_factory=list)
     state_writes: list[tuple[bytes, bytes]] = field(default_factory=list)
     inventory: list[EndpointRecord] = field(default_factory=list)
+    #: findings about endpoints, not actors (no verdict): ``streams.exposure``; kept apart so findings[i] stays verdicts[i]'s
+    exposures: list[Finding] = field(default_factory=list)
 
     @property
     def dead_letter(self) -> DeadLetter | None:
@@ -73,6 +77,7 @@ class Pipeline:
         self.topic = topic
         self._key = settings.verdict_key.get_secret_value().encode()
         self.inventory = Inventory(declared)
+        self.exposure = ExposureTracker()
         self.config = processor_config(settings, self.inventory.zombie_keys())
         self._last_inventory = 0.0
         self.processors: dict[int, BatchProcessor] = {}
@@ -118,6 +123,7 @@ class Pipeline:
         out.detections = proc.process(table)
         out.rows, out.newest_time = table.num_rows, proc.newest_time
         self.inventory.update(table)
+        out.exposures = self.exposure.update(table)
         if now - self._last_inventory >= self.settings.inventory_interval_s:
             self._last_inventory = now
             out.inventory = self.inventory.take_changed()

@@ -153,6 +153,7 @@ class Replay:
             detections += out.detections
             verdicts += out.verdicts
             findings += out.findings
+            findings += out.exposures
             dead += [letter for _, letter in out.dead_letters]
             if on_batch is not None:
                 on_batch(batch, out)

@@ -20,6 +20,7 @@ from typing import Any
 
 from deploy.lab.driver import GATEWAY, TrafficDriver, end_user_ip, loopback_for, pod_map, via_gateway
 from deploy.runtime.demoapi import DemoApi, openapi_specs, seed_db
+from enforcement.decision import RequestView
 from enforcement.signatures import load_signatures
 from ingest import HttpObservation, IdentityConfig, PathTemplater, Summarizer, SummarizerConfig
 from ingest.openapi import declared_endpoints, load_spec_dir
@@ -58,7 +59,7 @@ class OfflineDataPlane:
                                authority=headers["host"], headers=headers, peer_ip=peer, status=status,
                                request_bytes=len(body or b""), response_bytes=len(answer),
                                response_headers={"content-type": "application/json"}, response_body=answer,
-                               inline_findings=tuple(self.signatures.match(path)))
+                               inline_findings=getattr(self.signatures.inspect(RequestView(call.method, path, headers=headers, body=body or None)), "categories", ()))
 
     def rows(self, calls: Iterable[Any], prefix: str = "o") -> Iterator[dict[str, Any]]:
         """Summary rows of the calls, each with its ground truth attached for the scorer."""

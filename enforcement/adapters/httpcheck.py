@@ -200,7 +200,7 @@ class HttpAdapter:
         self.path_prefix = path_prefix
         own = tuple(h for h in (b"x-request-id", self.method_header, self.uri_header) if h is not None)
         exact = tuple(h.encode() for h in inspected_headers if not h.endswith("*"))
-        partial = (_PARTIAL_BODY,) if body_limit else ()
+        partial = (_PARTIAL_BODY, b"content-type") if body_limit else ()
         self.wanted: frozenset[bytes] = frozenset((*identity.names, *own, *exact, *partial))
         #: header-name prefixes kept for inline inspection (``x-*`` -> ``x-``)
         self.wanted_prefixes: tuple[bytes, ...] = tuple(h[:-1].encode() for h in inspected_headers if h.endswith("*"))

@@ -219,7 +219,7 @@ def test_the_adapter_keeps_exactly_the_headers_it_reads(name: str) -> None:
 @pytest.mark.parametrize("name", ALL)
 def test_inspection_keeps_the_inspected_headers_and_the_body(name: str) -> None:
     adapter = _adapter(name, inspection={"headers": ["user-agent", "x-*"], "max_body_bytes": 8})
-    assert {b"user-agent", b"x-envoy-auth-partial-body"} <= adapter.wanted and adapter.wanted_prefixes == (b"x-",) and adapter.body_limit == 8
+    assert {b"user-agent", b"x-envoy-auth-partial-body", b"content-type"} <= adapter.wanted and adapter.wanted_prefixes == (b"x-",) and adapter.body_limit == 8
     check = _check(name, "POST", "/a", {"user-agent": "curl", "x-trace": "t"}, None)
     view = adapter.view(HttpCheck(check.method, check.url, check.headers, check.peer, b"0123456789"))
     assert view.headers is not None and view.headers["user-agent"] == "curl" and view.headers["x-trace"] == "t"

@@ -162,7 +162,7 @@ INJECTION = "/search?q=1' OR '1'='1"
 def test_inline_signature_follows_the_policy_mode(signatures: SignatureSet, policy: Policy, status: int, enforced: bool) -> None:
     got = _decide(_req(path=INJECTION), VerdictCache(), signatures, policy=policy)
     assert (got.status, got.would, got.enforced) == (status, "deny", enforced)
-    assert got.reason == "inline:injection" and got.findings == ("injection",) and got.verdict_id is None
+    assert got.reason == "inline:sqli" and got.findings == ("sqli",) and got.verdict_id is None
 
 
 def test_a_block_verdict_comes_before_inline_signatures(signatures: SignatureSet, verdict_factory: Any) -> None:
@@ -174,7 +174,7 @@ def test_a_block_verdict_comes_before_inline_signatures(signatures: SignatureSet
 def test_a_granted_throttle_token_still_runs_inline_signatures(signatures: SignatureSet, verdict_factory: Any) -> None:
     cache = _cache(verdict_factory(action="throttle", burst=5))
     got = _decide(_req(path=INJECTION), cache, signatures, policy=Policy(default_mode="enforce"))
-    assert (got.status, got.reason) == (403, "inline:injection")
+    assert (got.status, got.reason) == (403, "inline:sqli")
 
 
 @pytest.mark.parametrize("action", ["block", "throttle"])
@@ -183,7 +183,7 @@ def test_an_observe_verdict_does_not_exempt_from_enforced_signatures(signatures:
     policy = Policy(modes={"shop/orders": "enforce"})
     _decide(_req(), cache, signatures, policy=policy, buckets=buckets)  # uses the only throttle token
     got = _decide(_req(path=INJECTION), cache, signatures, policy=policy, buckets=buckets)
-    assert (got.status, got.reason) == (403, "inline:injection")
+    assert (got.status, got.reason) == (403, "inline:sqli")
 
 
 def test_decide_with_an_empty_signature_set(verdict_factory: Any) -> None:

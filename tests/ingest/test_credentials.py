@@ -11,7 +11,9 @@ import string
 
 import pytest
 
-from ingest.credentials import is_private_pem, is_secret_name, plausible_secret, secret_spans, vendor_tokens
+from ingest.credentials import (
+    SECRET_GATES, gate_set, is_private_pem, is_secret_name, plausible_secret, secret_spans, vendor_tokens,
+)
 from ingest.sensitive import SECRET, scan_text
 
 ALNUM = string.ascii_letters + string.digits
@@ -155,3 +157,17 @@ def test_base64_pem_is_a_secret_only_for_private_keys() -> None:
     assert is_private_pem(private) and not is_private_pem(certificate)
     assert scan_text(f"key_b64: {private}") == {SECRET: 1}
     assert SECRET not in scan_text(f"cert_b64: {certificate}")
+
+
+@pytest.mark.parametrize(
+    ("text", "secret"),
+    [("export AWS_SECRET_ACCESS_KEY=wJalrXUtnFEMI/K7MDENG/bPxRfiCY1xAMPLEKEY", True),
+     ("export AWS_SECRET_ACCESS_KEY=ded7db27a4558e2ea9bbf0bf36ae0e8521618f366c", False)],  # 42 characters: not AWS's format
+)
+def test_vendor_named_keys_hold_that_vendors_format(text: str, secret: bool) -> None:
+    assert (SECRET in scan_text(text)) is secret
+
+
+@pytest.mark.parametrize("name", [name for name, _ in SECRET_GATES])
+def test_every_secret_gate_compiles_alone(name: str) -> None:
+    assert gate_set(tuple(g for g in SECRET_GATES if g[0] == name))("") == frozenset()

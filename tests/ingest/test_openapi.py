@@ -176,3 +176,61 @@ def test_every_template_of_a_spec_matches_itself_with_placeholder_values() -> No
         concrete = ep.template.replace("{", "x").replace("}", "")
         found = INDEX.lookup(concrete)
         assert found is not None and found.endpoints[ep.method].template == ep.template
+
+
+BODY_SPEC: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "paths": {
+        "/users": {"post": {"requestBody": {"$ref": "#/components/requestBodies/NewUser"}}},
+        "/users/{id}": {"put": {"requestBody": {"content": {"application/merge-patch+json": {"schema": {"$ref": "#/components/schemas/User"}}}}},
+                        "get": {}},
+        "/login": {"post": {"requestBody": {"content": {"application/x-www-form-urlencoded": {"schema": {
+            "type": "object", "properties": {"user": {"type": "string", "maxLength": 32}}}}}}}},
+        "/broken": {"post": {"requestBody": {"content": {"application/json": {"schema": {"$ref": "other.yaml#/User"}}}}}},
+    },
+    "components": {
+        "requestBodies": {"NewUser": {"content": {"application/json": {"schema": {
+            "allOf": [{"$ref": "#/components/schemas/User"}, {"type": "object", "properties": {"password": {"type": "string"}}}]}}}}},
+        "schemas": {"User": {"type": "object", "additionalProperties": False, "properties": {
+            "id": {"type": "string", "readOnly": True},
+            "name": {"type": ["string", "null"], "maxLength": 40},
+            "friends": {"type": "array", "items": {"$ref": "#/components/schemas/User"}},
+            "labels": {"type": "object", "additionalProperties": {"type": "string"}}}}},
+    },
+}
+
+
+def _bodies(doc: dict[str, Any]) -> dict[tuple[str, str], Any]:
+    return {(ep.method, ep.template): ep.body for ep in parse_spec(doc)}
+
+
+def test_request_body_schemas_become_property_paths_with_refs_resolved() -> None:
+    bodies = _bodies(BODY_SPEC)
+    put = bodies[("PUT", "/users/{id}")]
+    assert put.kind == "json" and put.closed >= {""}
+    assert put.rule("id").read_only and put.rule("name").types == frozenset({"string", "null"}) and put.rule("name").max_length == 40
+    assert put.rule("labels").free_form and put.rule("friends[]") is not None
+    assert put.rule("friends[]").free_form  # a recursive schema ends in a free-form node instead of looping
+    assert bodies[("GET", "/users/{id}")] is None
+
+
+def test_composed_schemas_merge_properties_without_closing_the_object() -> None:
+    post = _bodies(BODY_SPEC)[("POST", "/users")]
+    assert {"id", "name", "password"} <= set(post.properties) and "" not in post.closed
+
+
+def test_form_bodies_and_unresolvable_refs() -> None:
+    bodies = _bodies(BODY_SPEC)
+    assert bodies[("POST", "/login")].kind == "form" and bodies[("POST", "/login")].rule("user").max_length == 32
+    assert bodies[("POST", "/broken")].rule("").free_form  # another file's $ref: the endpoint stays declared, the body accepts anything
+
+
+def test_swagger2_body_and_form_data_parameters() -> None:
+    doc = {"swagger": "2.0", "paths": {
+        "/pets": {"post": {"parameters": [{"in": "body", "name": "pet", "schema": {"type": "object", "properties": {"name": {"type": "string"}}}}]}},
+        "/upload": {"post": {"parameters": [{"in": "formData", "name": "title", "type": "string", "maxLength": 9},
+                                            {"in": "formData", "name": "file", "type": "file"}]}}}}
+    bodies = _bodies(doc)
+    assert bodies[("POST", "/pets")].rule("name").types == frozenset({"string"})
+    upload = bodies[("POST", "/upload")]
+    assert upload.kind == "form" and upload.rule("title").max_length == 9 and upload.rule("file").types == frozenset()

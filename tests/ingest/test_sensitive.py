@@ -196,3 +196,23 @@ def test_adversarial_inputs_scan_in_linear_time(text: str) -> None:
     start = time.process_time()
     scan_spans(text)
     assert time.process_time() - start < 10.0  # a catastrophic backtrack would take minutes or more
+
+
+def test_pre_pass_still_finds_candidates_at_the_end_of_a_long_text() -> None:
+    # RE2 sets report nothing when their DFA runs out of memory: the budget must hold for a 1 MB body
+    text = "The quick brown fox jumps over the lazy dog. " * 23_000 + "mail a@example.org, call +44 20 7946 0958"
+    assert [s.type for s in scan_spans(text)] == [EMAIL, PHONE]
+
+
+def test_text_without_candidate_characters_has_no_spans() -> None:
+    assert scan_spans("Likes hiking and photography, based in Springfield. " * 50) == []
+
+
+def test_equal_starts_keep_the_longer_match_of_the_first_finder() -> None:
+    text = "Mobile: 0490 39 07 81\nDesk: 345-899-3560x4587"
+    assert [text[s.start:s.end] for s in scan_spans(text)] == ["0490 39 07 81", "345-899-3560x4587"]
+
+
+def test_us_number_after_an_international_one_is_found_once() -> None:
+    text = "+1 415 555 1019 or (415) 555-1020"
+    assert [text[s.start:s.end] for s in scan_spans(text)] == ["+1 415 555 1019", "(415) 555-1020"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from deploy.runtime.demoapi import mint_jwt
-from ingest import HttpObservation, IdentityConfig, OutcomeRule, PathTemplater, SpecIndex, Summarizer, SummarizerConfig, hash_object_id
+from ingest import HttpObservation, IdentityConfig, OutcomeRule, PathTemplater, SpecIndex, Summarizer, SummarizerConfig, decode_message, encode_rows, hash_object_id, summaries_from_table
 from ingest.identity import hash_principal
 
 PKEY, OKEY, SECRET = b"p", b"o", b"idp"
@@ -69,3 +69,25 @@ def test_declared_spec_template_wins_over_learning() -> None:
     s = Summarizer(SummarizerConfig(), templater=PathTemplater(specs={"identity/secrets-broker": spec}))
     row = s.summarize(_obs(path="/secrets/db-password", authority="secrets-broker.identity.svc.cluster.local", headers={}))
     assert row["path_template"] == "/secrets/{name}"
+
+
+def test_response_properties_are_names_never_values_with_map_ids_folded_and_capped() -> None:
+    body = json.dumps({"user": {"id": "u1", "email": "ada.berg@mail.example.com", "password_hash": "$2b$12$abc"},
+                       "items": [{"price": 3}, {"price": 4}], "by_id": {"81231": {"ok": True}, "81232": {"ok": False}}}).encode()
+    row = _summarizer().summarize(_obs(response_body=body))
+    assert row["response_properties"] == ["user.id", "user.email", "user.password_hash", "items[].price", "by_id.*.ok"]
+    assert not any("ada" in p or "$2b" in p for p in row["response_properties"])
+    wide = json.dumps({f"field_{i}": i for i in range(200)}).encode()
+    assert len(_summarizer().summarize(_obs(response_body=wide))["response_properties"]) == 64
+
+
+def test_text_and_missing_bodies_have_no_response_properties() -> None:
+    assert _summarizer().summarize(_obs())["response_properties"] == []
+    html = _obs(response_body=b"<html>password</html>", response_headers={"content-type": "text/html"})
+    assert _summarizer().summarize(html)["response_properties"] == []
+
+
+def test_response_properties_survive_the_envelope_round_trip() -> None:
+    row = _summarizer().summarize(_obs(response_body=b'{"a": {"b": 1}}'))
+    table = decode_message(encode_rows([row]), 1 << 20)
+    assert summaries_from_table(table)[0].response_properties == ["a.b"]

@@ -1,0 +1,233 @@
+"""Inline inspection of a whole request: values, normalisation, engines, CRS-style scoring.
+
+Contract: pure and bounded. ``WafInspector(rules, settings).inspect(req)``
+lists the request's values (``enforcement.requestparts``), normalises each
+(``enforcement.normalize``), runs the rule pack's engines on them up to
+``settings.paranoia``, and adds up the score of every rule that fired (each
+rule counts once per request, however many values it matched). A request
+whose total reaches ``settings.threshold`` yields ``Inspection(categories
+highest score first, rule ids, score)``; otherwise ``None`` (most traffic).
+
+Engines and their cost (measured with ``deploy/lab/bench_inspection.py``):
+
+- ``re2`` rules: every variant of every value is joined by ``SEPARATOR`` and
+  searched once by an ``re2.Set`` of all (unanchored) patterns; a JSON body is
+  first searched whole (its quotes turned into separators, its structure left
+  in place) and split into values only when the set or an engine guard finds
+  something in it. The rules the set reports are confirmed with their exact
+  pattern on the values, halving the list of values while the set still
+  matches (``_locate``: a few scans instead of one per value), within each
+  rule's ``targets``.
+- ``libinjection-sqli`` / ``libinjection-xss``: about 5 us and 1 us per call
+  (the binding builds a token list), and the XSS scan is linear (~36 us per
+  KB). They read the decoded form of a value only when a cheap guard finds
+  what they need (``_SQLI_GUARD``: a quote, operator, parenthesis, comma,
+  comment or SQL keyword; ``_XSS_GUARD``: an angle bracket or an event or URL
+  attribute), and XSS only on values up to ``_XSS_MAX_CHARS``: longer text is
+  left to the RE2 rules.
+
+A body past ``max_body_bytes`` with ``oversize: deny`` is the finding
+``Inspection(("oversize",), ("oversize",), threshold)``: not an attack
+category, but the reason the request was refused. ``Inspectors`` composes
+inspectors (this one and the request-schema validator) and merges what they
+find; ``build_inspector`` builds the shim's from its settings.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+import libinjection
+import re2
+
+from enforcement.decision import Inspection, Inspector, RequestView
+from enforcement.normalize import variants
+from enforcement.requestparts import Part, body_parts, request_parts
+from enforcement.settings import InspectionSettings
+from enforcement.signatures import SEPARATOR, Signature, SignatureSet, load_signatures
+
+__all__ = ["Inspectors", "NoInspection", "OVERSIZE", "WafInspector", "build_inspector", "score"]
+
+#: category and rule id of a body refused for its size (``oversize: deny``)
+OVERSIZE = "oversize"
+_SQLI_GUARD_TEXT = (r"['`;()#=|&<>]|--|/\*|(?i:\b(?:union|select|sleep|benchmark|waitfor|having|exec)\b)")
+_XSS_GUARD_TEXT = (r"[<>]|(?i:\b(?:on[a-z]{3,}|style|src|href|formaction|action|data)\s*=)")
+_SQLI_GUARD, _XSS_GUARD = re.compile(_SQLI_GUARD_TEXT), re.compile(_XSS_GUARD_TEXT)
+# Python's re is fastest on short values; on long text its case-insensitive alternations cost ~100 us/KB, RE2 ~3.
+_LONG = 256
+_SQLI_GUARD_LONG, _XSS_GUARD_LONG = re2.compile(_SQLI_GUARD_TEXT), re2.compile(_XSS_GUARD_TEXT)
+_XSS_MAX_CHARS = 4096
+# Engine answers are memoised per decoded value (User-Agent, Referer and many arguments repeat across requests).
+_MEMO_CHARS = 512
+_MEMO_SIZE = 8192
+_DIRECT = 4  # values confirmed one by one below this many (a set scan each), halved above
+# '+' is a space in query strings; in paths too for the rules' sake (servers and frameworks disagree, attackers use both)
+_FORM_ENCODED = frozenset({"query", "path"})
+_BODY_TARGETS = frozenset({"body", "body_key"})
+
+Normalized = tuple[str, tuple[str, ...]]
+
+
+def score(hits: Iterable[Signature], threshold: int) -> Inspection | None:
+    """CRS-style anomaly score: each rule adds its score once; categories by their summed score, highest first."""
+    by_category: dict[str, int] = {}
+    ids: list[str] = []
+    total = 0
+    for sig in hits:
+        by_category[sig.category] = by_category.get(sig.category, 0) + sig.score
+        ids.append(sig.id)
+        total += sig.score
+    if total < threshold or not ids:
+        return None
+    categories = tuple(sorted(by_category, key=lambda c: (-by_category[c], c)))
+    return Inspection(categories, tuple(sorted(ids)), total)
+
+
+class WafInspector:
+    """The ``Inspector`` of the rule engines (see the module docstring)."""
+
+    def __init__(self, rules: SignatureSet, settings: InspectionSettings):
+        self.settings = settings
+        self.rules = rules.at(settings.paranoia)
+        self._sqli = self.rules.engine_rules("libinjection-sqli")
+        self._xss = self.rules.engine_rules("libinjection-xss")
+        self._passes = settings.decode_passes
+        self._threshold = settings.threshold
+        self._has_re2 = any(s.engine == "re2" for s in self.rules.signatures)
+        self._patterned = self.rules.patterned
+        self._memo: dict[str, tuple[bool, bool]] = {}
+
+    def inspect(self, req: RequestView) -> Inspection | None:
+        """Inspect one request; None when its score stays below the threshold."""
+        found = request_parts(req, self.settings)
+        if found.oversize:
+            return Inspection((OVERSIZE,), (OVERSIZE,), self._threshold)
+        return score(self.hits(found.parts, found.body, found.content_type).values(), self._threshold)
+
+    def hits(self, parts: list[Part], body: str | None = None, content_type: str | None = None) -> dict[str, Signature]:
+        """Every rule that fires on at least one value (``parts`` and the body's), by id (no threshold)."""
+        passes = self._passes
+        normalized: list[Normalized] = [(loc, variants(value, passes, loc in _FORM_ENCODED)) for loc, _, value in parts]
+        blob: tuple[str, ...] = ()
+        if body is not None:
+            if _is_json(body, content_type):
+                blob = variants(_json_values(body), passes + 1)
+            else:
+                normalized.extend(self._body(body, content_type))
+        texts = [v for _, forms in normalized for v in forms]
+        candidates = self.rules.candidates(SEPARATOR.join(texts + list(blob))) if self._has_re2 else []
+        if blob and (any(_BODY_TARGETS & self._patterned[i].targets for i in candidates) or self._guarded(blob[0])):
+            normalized.extend(self._body(body or "", content_type))
+        found: dict[str, Signature] = {}
+        if candidates:
+            self._locate(normalized, 0, len(normalized), set(candidates), found)
+        if self._sqli or self._xss:
+            self._engines(normalized, found)
+        return found
+
+    def _locate(self, normalized: list[Normalized], lo: int, hi: int, wanted: set[int], found: dict[str, Signature]) -> None:
+        """Confirm candidate rules value by value, halving the values while the set still matches (a few scans, not one per value)."""
+        if hi - lo <= _DIRECT:
+            for loc, forms in normalized[lo:hi]:
+                for i in wanted.intersection(self.rules.candidates(SEPARATOR.join(forms))):
+                    sig = self._patterned[i]
+                    if loc in sig.targets and sig.id not in found and any(sig.regex.search(v) for v in forms):
+                        found[sig.id] = sig
+            return
+        if hi - lo < len(normalized):
+            got = wanted.intersection(self.rules.candidates(SEPARATOR.join([v for _, forms in normalized[lo:hi] for v in forms])))
+            if not got:
+                return
+            wanted = got
+        mid = (lo + hi) // 2
+        self._locate(normalized, lo, mid, wanted, found)
+        self._locate(normalized, mid, hi, wanted, found)
+
+    def match_value(self, value: str, location: str = "query") -> list[str]:
+        """Ids of the rules that fire on one raw value at ``location`` (rule samples are tested through this)."""
+        if location == "body":
+            return sorted(self.hits([], value, "text/plain"))
+        return sorted(self.hits([(location, "", value)]))
+
+    def _body(self, body: str, content_type: str | None) -> list[Normalized]:
+        parts, _ = body_parts(body, content_type, self.settings.max_values)
+        passes = self._passes
+        return [(loc, variants(value, passes)) for loc, _, value in parts]
+
+    def _guarded(self, text: str) -> bool:
+        """Whether an engine could fire somewhere in ``text`` (a whole JSON body)."""
+        sqli, xss = (_SQLI_GUARD, _XSS_GUARD) if len(text) < _LONG else (_SQLI_GUARD_LONG, _XSS_GUARD_LONG)
+        return bool((self._sqli and sqli.search(text)) or (self._xss and xss.search(text)))
+
+    def _engine_verdict(self, decoded: str) -> tuple[bool, bool]:
+        """(sqli, xss) of libinjection on one decoded value, behind the guards; memoised for short values."""
+        memo = self._memo
+        got = memo.get(decoded)
+        if got is not None:
+            return got
+        sqli_guard, xss_guard = (_SQLI_GUARD, _XSS_GUARD) if len(decoded) < _LONG else (_SQLI_GUARD_LONG, _XSS_GUARD_LONG)
+        sqli = bool(self._sqli) and sqli_guard.search(decoded) is not None and libinjection.is_sql_injection(decoded)["is_sqli"]
+        xss = (bool(self._xss) and len(decoded) <= _XSS_MAX_CHARS and xss_guard.search(decoded) is not None
+               and libinjection.is_xss(decoded)["is_xss"])  # fmt: skip
+        got = (bool(sqli), bool(xss))
+        if len(decoded) <= _MEMO_CHARS:
+            if len(memo) >= _MEMO_SIZE:
+                memo.clear()
+            memo[decoded] = got
+        return got
+
+    def _engines(self, normalized: list[Normalized], found: dict[str, Signature]) -> None:
+        for loc, forms in normalized:
+            sqli, xss = self._engine_verdict(forms[0])
+            if sqli:
+                found.update((s.id, s) for s in self._sqli if loc in s.targets)
+            if xss:
+                found.update((s.id, s) for s in self._xss if loc in s.targets)
+
+
+def _is_json(body: str, content_type: str | None) -> bool:
+    media = (content_type or "").partition(";")[0].strip().lower()
+    if media:
+        return media == "application/json" or media.endswith("+json")
+    return body.lstrip()[:1] in ("{", "[")
+
+
+def _json_values(body: str) -> str:
+    """A JSON text with each string's edges turned into ``SEPARATOR`` (escaped quotes kept), for one scan of the whole body."""
+    if '\\"' in body:
+        return body.replace('\\"', "\x02").replace('"', SEPARATOR).replace("\x02", '"')
+    return body.replace('"', SEPARATOR)
+
+
+class NoInspection:
+    """The ``Inspector`` when inspection is disabled: finds nothing."""
+
+    def inspect(self, req: RequestView) -> Inspection | None:
+        """Always None."""
+        return None
+
+
+class Inspectors:
+    """Several inspectors as one: every one runs, and what they find is merged (categories by score, highest first)."""
+
+    def __init__(self, *inspectors: Inspector):
+        self.inspectors = inspectors
+
+    def inspect(self, req: RequestView) -> Inspection | None:
+        """The merged finding of all inspectors, or None when none found anything."""
+        found = [f for f in (i.inspect(req) for i in self.inspectors) if f is not None]
+        if len(found) <= 1:
+            return found[0] if found else None
+        found.sort(key=lambda f: -f.score)
+        categories = tuple(dict.fromkeys(c for f in found for c in f.categories))
+        rules = tuple(dict.fromkeys(r for f in found for r in f.rules))
+        return Inspection(categories, rules, sum(f.score for f in found))
+
+
+def build_inspector(settings: InspectionSettings, rules_path: Path) -> Inspector:
+    """The shim's rule-engine inspector from its settings (``NoInspection`` when disabled)."""
+    if not settings.enabled:
+        return NoInspection()
+    return WafInspector(load_signatures(rules_path), settings)
