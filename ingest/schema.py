@@ -222,6 +222,10 @@ class Policy(_Record):
     throttle_rate_per_s: float = Field(default=5.0, gt=0)
     throttle_burst: int = Field(default=10, gt=0)
     retired_endpoints: list[str] = Field(default_factory=list, description="'service METHOD /template' entries")
+    actions: dict[str, Action] = Field(
+        default_factory=dict,
+        description="attack class -> verdict action; unnamed classes are blocked (e.g. exfiltration: redact, credential_abuse: throttle)",
+    )
     user_expected_principals: list[str] = Field(default_factory=list)
 
     def mode_for(self, namespace: str | None, service: str | None) -> Mode:

@@ -1,8 +1,10 @@
 """Turning detections into verdicts and OCSF findings: the only place actions are chosen.
 
 ``decide`` is pure: a detection, the policy snapshot and the clock give the
-verdict (block the actor; mode from the destination's namespace or service;
-expiry from the policy TTL). ``to_finding`` renders the same decision as an
+verdict (the action the policy names for the attack class, ``block`` unless
+it says ``throttle`` (with the policy's rate and burst), ``redact`` (the
+shim's ext_proc adapter masks the actor's response bodies) or ``quarantine``;
+mode from the destination's namespace or service; expiry from the policy TTL). ``to_finding`` renders the same decision as an
 OCSF 1.5 Detection Finding for SOC tools.
 """
 
@@ -26,10 +28,14 @@ def severity_for(score: float) -> int:
 def decide(detection: Detection, policy: Policy, now: float, key: bytes) -> Verdict:
     """The signed verdict for a detection under a policy."""
     mode = policy.mode_for(detection.destination_namespace, detection.destination_service)
+    action = policy.actions.get(detection.attack_class, "block")
+    throttled = action == "throttle"
     verdict = Verdict(
         id=str(uuid.uuid4()),
         subject=Subject(kind="actor", value=detection.actor),
-        action="block",
+        action=action,
+        rate_per_s=policy.throttle_rate_per_s if throttled else None,
+        burst=policy.throttle_burst if throttled else None,
         mode=mode,
         expires_at=now + policy.verdict_ttl_s,
         reasons=list(detection.reasons),

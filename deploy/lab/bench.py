@@ -52,6 +52,11 @@ TARGETS = {
     "templating.exact": ">= 0.98",
     "sensitive.min_precision": ">= 0.95 (dev)",
     "sensitive.min_recall": ">= 0.95 (dev)",
+    "inspection.us_per_request_p50": "<= 50 (no body)",
+    "inspection.us_per_kb": "<= 10",
+    "redaction.us_per_kb": "<= 10",
+    "redaction.min_precision": ">= 0.95 (dev)",
+    "redaction.min_recall": ">= 0.95 (dev)",
 }
 DATASETS = Path(os.environ.get("KUBEWARD_DATASETS", str(REPO.parent / "shared" / "datasets")))
 
@@ -68,6 +73,15 @@ def bench_real_traffic(work: Path, quick: bool) -> dict[str, Any]:
     (work / "collector-files").mkdir(parents=True, exist_ok=True)
     with LocalStack(work / "collector", with_worker=False, with_shim=False) as stack:
         out["collectors"] = bench_collectors(5.0 if quick else 10.0, stack.bootstrap, workdir=work / "collector-files")
+    from deploy.lab.bench_inspection import inspection_figures
+
+    _say("inline inspection: us per clean request and per KB of JSON body, in-process, shipped rules and settings")
+    out["inspection"] = inspection_figures()
+    if DATASETS.is_dir():
+        from deploy.lab.redaction_eval import redaction_figures
+
+        _say("inline redaction: us per KB and DEV precision/recall per type")
+        out["redaction"] = redaction_figures(DATASETS)
     if DATASETS.is_dir():
         from deploy.lab.sensitive_eval import evaluate_sensitive
         from deploy.lab.templating_eval import evaluate_templating
@@ -93,6 +107,11 @@ def _real_traffic_summary(real: dict[str, Any]) -> dict[str, Any]:
         "nginx.constant_check_ratio_vs_plain": planes["nginx"]["constant_check_ratio_vs_plain"],
         "collectors.entries_per_cpu_second": round(real["collectors"]["entries_per_cpu_second"]),
     }
+    flat["inspection.us_per_request_p50"] = real["inspection"]["us_per_request_p50"]
+    flat["inspection.us_per_kb"] = real["inspection"]["us_per_kb"]
+    if "redaction" in real:
+        for key in ("us_per_kb", "min_precision", "min_recall"):
+            flat[f"redaction.{key}"] = real["redaction"][key]
     if "templating" in real:
         flat["templating.exact"] = real["templating"]["exact"]
         flat["sensitive.min_precision"] = real["sensitive"]["min_precision"]

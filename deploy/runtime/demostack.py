@@ -4,7 +4,8 @@
 (``use_remote_address``: the peer address is the client address, appended to
 ``x-forwarded-for``), a virtual host per service (``orders.shop.svc.cluster.local``)
 routed to a cluster named after it (``shop/orders``), the ``ext_authz`` HTTP
-filter asking the Kubeward shim (identity headers forwarded, client-sent
+filter asking the Kubeward shim (identity headers, the headers inline
+inspection reads and the request body forwarded, client-sent
 ``x-kubeward-*`` headers removed, fail-open, 250 ms timeout), the ``ext_proc``
 tap in observability mode copying bodies to the collector, and the gRPC access
 log service sending every exchange (including the ones ext_authz denied) to the
@@ -65,10 +66,13 @@ def envoy_demo_config(listen_port: int, admin_port: int, api_port: int, shim_por
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz",
             "transport_api_version": "V3", "failure_mode_allow": True, "status_on_error": {"code": 503},
+            # Request bodies go to the shim for inline inspection (JSON leaves, forms, multipart, XML).
+            "with_request_body": {"max_request_bytes": 65536, "allow_partial_message": True, "pack_as_bytes": True},
             "http_service": {
                 "server_uri": {"uri": f"http://127.0.0.1:{shim_port}", "cluster": "kubeward_shim", "timeout": "0.25s"},
-                "authorization_request": {"allowed_headers": {"patterns": [{"exact": h} for h in (
-                    "authorization", "x-request-id", "x-forwarded-for", "cookie", "x-api-key", "x-forwarded-client-cert")]}},
+                "authorization_request": {"allowed_headers": {"patterns": [*({"exact": h} for h in (
+                    "authorization", "x-request-id", "x-forwarded-for", "cookie", "x-api-key", "x-forwarded-client-cert",
+                    "user-agent", "referer", "content-type")), {"prefix": "x-"}]}},
                 "authorization_response": {
                     "allowed_upstream_headers": {"patterns": [{"prefix": "x-kubeward-"}]},
                     "allowed_client_headers": {"patterns": [{"prefix": "x-kubeward-"}, {"exact": "retry-after"}]},
