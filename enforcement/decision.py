@@ -12,8 +12,8 @@ happened (``would``) and the status stays 200. No model runs here.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Protocol
+from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from enforcement.cache import CachedVerdict, VerdictCache
 from enforcement.ratelimit import TokenBuckets
@@ -30,6 +30,7 @@ class RequestView:
     destination come from ``ingest.identity`` so that the shim and the
     collectors derive the same actor. ``headers`` (lower-case names), ``peer_ip``
     and ``body`` are kept for the report the shim publishes, not for ``decide``.
+    ``body_json`` is a per-request cache, so the inspectors parse a body once.
     """
 
     method: str
@@ -47,6 +48,9 @@ class RequestView:
     peer_ip: str | None = None
     body: bytes | None = None
     body_truncated: bool = False
+    #: the body parsed as JSON, ``(parsed, document)``, computed once per request by the first inspector that needs it
+    #: (``enforcement.requestparts.json_document``); adapters leave it None (not parsed yet)
+    body_json: tuple[bool, Any] | None = field(default=None, init=False, compare=False, repr=False)
 
     def subject_keys(self) -> tuple[str, ...]:
         """Verdict-cache keys that can match this request, most specific first (``keys`` if precomputed)."""

@@ -58,6 +58,8 @@ _SQLI_GUARD, _XSS_GUARD = re.compile(_SQLI_GUARD_TEXT), re.compile(_XSS_GUARD_TE
 # Python's re is fastest on short values; on long text its case-insensitive alternations cost ~100 us/KB, RE2 ~3.
 _LONG = 256
 _SQLI_GUARD_LONG, _XSS_GUARD_LONG = re2.compile(_SQLI_GUARD_TEXT), re2.compile(_XSS_GUARD_TEXT)
+# A whole JSON body is guarded by one scan of both guards when both engines run: the two scans were ~4 us per KB.
+_EITHER_GUARD_LONG = re2.compile(f"{_SQLI_GUARD_TEXT}|{_XSS_GUARD_TEXT}")
 _XSS_MAX_CHARS = 4096
 # Engine answers are memoised per decoded value (User-Agent, Referer and many arguments repeat across requests).
 _MEMO_CHARS = 512
@@ -104,10 +106,14 @@ class WafInspector:
         found = request_parts(req, self.settings)
         if found.oversize:
             return Inspection((OVERSIZE,), (OVERSIZE,), self._threshold)
-        return score(self.hits(found.parts, found.body, found.content_type).values(), self._threshold)
+        return score(self.hits(found.parts, found.body, found.content_type, req).values(), self._threshold)
 
-    def hits(self, parts: list[Part], body: str | None = None, content_type: str | None = None) -> dict[str, Signature]:
-        """Every rule that fires on at least one value (``parts`` and the body's), by id (no threshold)."""
+    def hits(self, parts: list[Part], body: str | None = None, content_type: str | None = None,
+             req: RequestView | None = None) -> dict[str, Signature]:
+        """Every rule that fires on at least one value (``parts`` and the body's), by id (no threshold).
+
+        ``req``, the request ``body`` came from, shares its parsed JSON body with other inspectors.
+        """
         passes = self._passes
         normalized: list[Normalized] = [(loc, variants(value, passes, loc in _FORM_ENCODED)) for loc, _, value in parts]
         blob: tuple[str, ...] = ()
@@ -115,11 +121,11 @@ class WafInspector:
             if _is_json(body, content_type):
                 blob = variants(_json_values(body), passes + 1)
             else:
-                normalized.extend(self._body(body, content_type))
+                normalized.extend(self._body(body, content_type, req))
         texts = [v for _, forms in normalized for v in forms]
         candidates = self.rules.candidates(SEPARATOR.join(texts + list(blob))) if self._has_re2 else []
         if blob and (any(_BODY_TARGETS & self._patterned[i].targets for i in candidates) or self._guarded(blob[0])):
-            normalized.extend(self._body(body or "", content_type))
+            normalized.extend(self._body(body or "", content_type, req))
         found: dict[str, Signature] = {}
         if candidates:
             self._locate(normalized, 0, len(normalized), set(candidates), found)
@@ -151,14 +157,16 @@ class WafInspector:
             return sorted(self.hits([], value, "text/plain"))
         return sorted(self.hits([(location, "", value)]))
 
-    def _body(self, body: str, content_type: str | None) -> list[Normalized]:
-        parts, _ = body_parts(body, content_type, self.settings.max_values)
+    def _body(self, body: str, content_type: str | None, req: RequestView | None = None) -> list[Normalized]:
+        parts, _ = body_parts(body, content_type, self.settings.max_values, req)
         passes = self._passes
         return [(loc, variants(value, passes)) for loc, _, value in parts]
 
     def _guarded(self, text: str) -> bool:
         """Whether an engine could fire somewhere in ``text`` (a whole JSON body)."""
         sqli, xss = (_SQLI_GUARD, _XSS_GUARD) if len(text) < _LONG else (_SQLI_GUARD_LONG, _XSS_GUARD_LONG)
+        if self._sqli and self._xss and len(text) >= _LONG:
+            return _EITHER_GUARD_LONG.search(text) is not None
         return bool((self._sqli and sqli.search(text)) or (self._xss and xss.search(text)))
 
     def _engine_verdict(self, decoded: str) -> tuple[bool, bool]:
@@ -196,7 +204,7 @@ def _is_json(body: str, content_type: str | None) -> bool:
 
 def _json_values(body: str) -> str:
     """A JSON text with each string's edges turned into ``SEPARATOR`` (escaped quotes kept), for one scan of the whole body."""
-    if '\\"' in body:
+    if "\\" in body and '\\"' in body:  # a one-character test first: memchr, where the two-character one costs ~1 us per KB
         return body.replace('\\"', "\x02").replace('"', SEPARATOR).replace("\x02", '"')
     return body.replace('"', SEPARATOR)
 

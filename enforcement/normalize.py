@@ -88,7 +88,8 @@ def decode(value: str, passes: int = 2, form: bool = False) -> str:
 
 def canonical(decoded: str, lines: bool = False) -> str:
     """Comments to spaces, whitespace runs to one space (the form most rules are written against); ``lines`` keeps line breaks."""
-    if "/*" in decoded or "*/" in decoded:
+    # one-character tests first: ``in`` with a two-character needle costs ~1 us per KB of text, one character ~0.03
+    if "*" in decoded and ("/*" in decoded or "*/" in decoded):
         decoded = _COMMENT.sub(" ", decoded)
     if lines:
         return _SPACE_IN_LINE.sub(" ", decoded)
@@ -110,7 +111,7 @@ def variants(value: str, passes: int = 2, form: bool = False, lines: bool = Fals
     >>> variants("1/**/UNION/**/SELECT")
     ('1/**/UNION/**/SELECT', '1 UNION SELECT')
     """
-    if _SAFE.fullmatch(value) is not None and "/*" not in value and "*/" not in value and "  " not in value:
+    if _SAFE.fullmatch(value) is not None and ("*" not in value or ("/*" not in value and "*/" not in value)) and "  " not in value:
         return (value,)
     decoded = decode(value, passes, form)
     canon = canonical(decoded, lines)

@@ -304,9 +304,12 @@ class PropertySchemaValidator:
         ep = self._endpoints.get(parsed.endpoint)
         learning = ep is None or self._learning(ep, now)
         out: list[Violation] = []
+        props = ep.props if ep is not None else {}
         for value in values:
-            prop = ep.props.get(value.key) if ep is not None else None
+            prop = props.get(value.key)
             if prop is not None and prop.learned:
+                if prop.types & value.bit and value.length <= _SIZE_FLOOR:  # the usual leaf: a learned type, short
+                    continue
                 found = _learned_value(prop, value)
             elif assigns and is_privileged(value.key, parsed.context):
                 found = self._privileged(req, parsed, value, learning, now)

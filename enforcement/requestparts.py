@@ -31,15 +31,17 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from enforcement.decision import RequestView
-from enforcement.settings import InspectionSettings
 from ingest.bodies import BodyLimits, walk_body
 
-__all__ = ["LOCATIONS", "Part", "RequestParts", "body_parts", "request_parts"]
+if TYPE_CHECKING:  # settings import the schema validator, which reads bodies through this module
+    from enforcement.settings import InspectionSettings
+
+__all__ = ["LOCATIONS", "Part", "RequestParts", "body_parts", "json_document", "request_parts"]
 
 #: where a value sits; rule ``targets`` name a subset
 LOCATIONS = ("path", "query", "header", "cookie", "body", "body_key")
@@ -146,15 +148,36 @@ def _headers(out: _Collector, headers: dict[str, str], wanted: tuple[str, ...]) 
             out.add("header", name, value)
 
 
-def body_parts(body: str, content_type: str | None, max_values: int) -> tuple[list[Part], bool]:
-    """The values of a body by content type, and whether it was read as one text (XML, text, unparsable)."""
+def json_document(req: RequestView) -> tuple[bool, Any]:
+    """``(True, document)`` of the request body parsed as JSON, or ``(False, None)``; parsed once per request.
+
+    The answer is kept on ``req.body_json``, so the rule engines and the schema
+    validator share one parse of a body (``orjson``, bytes in: invalid UTF-8 does not parse).
+    """
+    found = req.body_json
+    if found is None:
+        try:
+            found = (True, orjson.loads(req.body or b""))
+        except orjson.JSONDecodeError:
+            found = (False, None)
+        req.body_json = found
+    return found
+
+
+def body_parts(body: str, content_type: str | None, max_values: int, req: RequestView | None = None) -> tuple[list[Part], bool]:
+    """The values of a body by content type, and whether it was read as one text (XML, text, unparsable).
+
+    ``req``, when ``body`` is its body as text, lends its parsed JSON (``json_document``) instead of a second parse.
+    """
     out = _Collector(max_values)
     media = (content_type or "").partition(";")[0].strip().lower()
     if media == "application/json" or media.endswith("+json") or (not media and body.lstrip()[:1] in ("{", "[")):
-        try:
-            doc = orjson.loads(body)
-        except orjson.JSONDecodeError:
-            return [("body", "", body)], True
+        parsed, doc = json_document(req) if req is not None else (False, None)
+        if not parsed:  # text decoded with replacement characters may still parse where the bytes did not
+            try:
+                doc = orjson.loads(body)
+            except orjson.JSONDecodeError:
+                return [("body", "", body)], True
         keys: dict[str, None] = {}
         _json(out, doc, keys, 0)
         for key in keys:

@@ -44,7 +44,7 @@ __all__ = ["CATEGORIES", "DEFAULT_RULES", "ENGINES", "SEPARATOR", "SEVERITIES", 
 DEFAULT_RULES = Path(__file__).with_name("rules") / "inline"
 #: canonical inline attack categories (issue 6)
 CATEGORIES = ("sqli", "xss", "traversal", "cmdi", "ssrf", "jndi", "ssti", "nosqli", "xxe", "crlf", "prototype-pollution",
-              "code-injection", "mass-assignment", "schema-violation")  # fmt: skip
+              "code-injection", "ldap", "session-fixation", "file-upload", "mass-assignment", "schema-violation")  # fmt: skip
 #: severity name -> score it adds (CRS anomaly scoring)
 SEVERITIES = {"critical": 5, "error": 4, "warning": 3, "notice": 2}
 ENGINES = ("re2", "libinjection-sqli", "libinjection-xss")
@@ -61,6 +61,9 @@ _FILE_KEYS = {"version", "rules"}
 def _options() -> Any:
     options = re2.Options()
     options.log_errors = False
+    # RE2's default 8 MB budget is too small for the whole pack in one set (Compile fails), and a set
+    # that runs out of DFA memory while searching reports nothing: give it room.
+    options.max_mem = 256 << 20
     return options
 
 

@@ -4,10 +4,19 @@ A fixed-seed mix of clean requests as an API sees them: GETs on templated
 paths with 0-3 query arguments, a browser ``User-Agent``, a ``Referer``, a
 session ``Cookie`` and an ``x-forwarded-for`` (plus the headers the inspector
 skips); and POSTs with JSON bodies of 0.5-8 KB (nested objects, strings,
-numbers, free text). Each request is inspected ``repeat`` times by the
-shipped rule pack at the default settings (paranoia 1) and its median time
-kept. ``us_per_request_p50`` is the median over the GETs; ``us_per_kb`` is the
-median over the POSTs of (time - GET median) / body KB.
+numbers, free text). Each request is timed ``repeat`` times and its median
+kept; every timed call gets a fresh copy of the request (so nothing cached on
+the request object carries over). ``us_per_request_p50`` is the median over
+the GETs; ``us_per_kb`` is the median over the POSTs of (time - GET median) /
+body KB.
+
+Cases: the headline figures are **the shim's inspector with shipped defaults**:
+the rule engines (paranoia 1) composed with request-schema validation
+(``Inspectors``), each request then learned as the shim does for an allowed one
+(``PropertySchemaValidator.learn``). ``waf_*`` are the rule engines alone.
+``cold_*`` are the shim case with every memo emptied before each timed call
+(engine verdicts, header names, property paths, privileged names): the cost of
+values never seen before.
 
 Run: ``.venv/bin/python -m deploy.lab.bench_inspection``.
 """
@@ -19,12 +28,16 @@ import random
 import statistics
 import time
 from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
-from enforcement.decision import RequestView
-from enforcement.inspection import WafInspector
+from enforcement import requestparts, schemacheck
+from enforcement.decision import Inspector, RequestView
+from enforcement.inspection import Inspectors, WafInspector
+from enforcement.propertyschema import PropertySchemaValidator, SchemaValidationSettings, build_property_validator
 from enforcement.settings import InspectionSettings
 from enforcement.signatures import DEFAULT_RULES, load_signatures
+from ingest import summarize
 
 __all__ = ["inspection_figures", "sample_requests"]
 
@@ -68,31 +81,76 @@ def _post(rng: random.Random, kb: float) -> RequestView:
 
 
 def sample_requests(n_get: int = 200, n_post: int = 40, seed: int = 7) -> tuple[list[RequestView], list[RequestView]]:
-    """The GET and POST mix described in the module docstring (POST bodies 0.5-8 KB)."""
+    """The GET and POST mix described in the module docstring (POST bodies 0.5-8 KB), each from one of 50 principals."""
     rng = random.Random(seed)
     gets = [_get(rng) for _ in range(n_get)]
     posts = [_post(rng, rng.choice((0.5, 1, 2, 4, 8))) for _ in range(n_post)]
+    who = random.Random(seed + 1)  # signed-in users (schema validation learns a property once several send it)
+    for req in gets + posts:
+        req.principal = f"user-{who.randrange(50)}"
     return gets, posts
 
 
-def _median_us(inspect: Any, req: RequestView, repeat: int) -> float:
+def _fresh(req: RequestView) -> RequestView:
+    """A copy of ``req`` without the per-request caches a previous inspection left on it."""
+    return RequestView(req.method, req.path, headers=req.headers, body=req.body, principal=req.principal)
+
+
+def _clear_memos() -> None:
+    """Empty the process-wide memos of the inspectors (for cold figures)."""
+    for memo in (requestparts._WANTED, schemacheck._PRIVILEGED, schemacheck._KEYS, summarize._NORMAL):
+        memo.clear()
+
+
+def _median_us(run: Callable[[RequestView], object], req: RequestView, repeat: int, before: Callable[[], None] | None = None) -> float:
     times = []
     for _ in range(repeat):
+        copy = _fresh(req)
+        if before is not None:
+            before()
         t0 = time.perf_counter_ns()
-        inspect(req)
+        run(copy)
         times.append(time.perf_counter_ns() - t0)
     return statistics.median(times) / 1000
 
 
+def _figures(run: Callable[[RequestView], object], gets: list[RequestView], posts: list[RequestView], repeat: int,
+             before: Callable[[], None] | None = None) -> tuple[float, float]:
+    base = statistics.median(_median_us(run, r, repeat, before) for r in gets)
+    per_kb = [(_median_us(run, r, repeat, before) - base) / (len(r.body or b"") / 1024) for r in posts]
+    return round(base, 2), round(statistics.median(per_kb), 2)
+
+
+def _shim(rules: Path) -> tuple[Inspector, PropertySchemaValidator, WafInspector]:
+    """The shim's composition with shipped defaults (``enforcement.shim``): rule engines, then schema validation."""
+    settings = InspectionSettings()
+    waf = WafInspector(load_signatures(rules), settings)
+    schema = build_property_validator(None, SchemaValidationSettings(), threshold=settings.threshold)
+    return Inspectors(waf, schema), schema, waf
+
+
 def inspection_figures(repeat: int = 51, n_get: int = 200, n_post: int = 40, rules: Path = DEFAULT_RULES) -> dict[str, float | int]:
-    """``us_per_request_p50`` (clean GET, no body), ``us_per_kb`` (JSON body) and ``samples`` (requests timed)."""
-    inspector = WafInspector(load_signatures(rules), InspectionSettings())
+    """``us_per_request_p50`` (clean GET, no body) and ``us_per_kb`` (JSON body) of the shim's inspector, ``waf_*`` and ``cold_*`` the same (module docstring)."""
+    shim, schema, waf = _shim(rules)
     gets, posts = sample_requests(n_get, n_post)
-    flagged = sum(inspector.inspect(r) is not None for r in gets + posts)
-    base = statistics.median(_median_us(inspector.inspect, r, repeat) for r in gets)
-    per_kb = [(_median_us(inspector.inspect, r, repeat) - base) / (len(r.body or b"") / 1024) for r in posts]
-    return {"us_per_request_p50": round(base, 2), "us_per_kb": round(statistics.median(per_kb), 2),
-            "samples": len(gets) + len(posts), "flagged": flagged}
+
+    def inspect_and_learn(req: RequestView) -> object:
+        found = shim.inspect(req)
+        if found is None:
+            schema.learn(req)
+        return found
+
+    flagged = sum(inspect_and_learn(_fresh(r)) is not None for r in gets + posts)
+    per_request, per_kb = _figures(inspect_and_learn, gets, posts, repeat)
+    waf_request, waf_kb = _figures(waf.inspect, gets, posts, repeat)
+
+    def cold() -> None:
+        waf._memo.clear()
+        _clear_memos()
+
+    cold_request, cold_kb = _figures(inspect_and_learn, gets, posts, max(5, repeat // 5), cold)
+    return {"us_per_request_p50": per_request, "us_per_kb": per_kb, "waf_us_per_request_p50": waf_request, "waf_us_per_kb": waf_kb,
+            "cold_us_per_request_p50": cold_request, "cold_us_per_kb": cold_kb, "samples": len(gets) + len(posts), "flagged": flagged}
 
 
 def main() -> None:

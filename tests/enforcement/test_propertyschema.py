@@ -268,3 +268,24 @@ def test_privileged_names_and_contexts() -> None:
 
 def test_requests_without_body_or_query_cost_nothing(declared: PropertySchemaValidator) -> None:
     assert declared.inspect(RequestView("GET", "/users/7")) is None and declared.stats()["checked"] == 0
+
+
+def test_the_validator_reads_the_body_the_rule_engines_already_parsed() -> None:
+    from enforcement.schemacheck import request_values
+
+    req = RequestView("POST", "/signup", headers={"content-type": "application/json"}, body=b'{"name": "x"}')
+    req.body_json = (True, {"name": "x", "is_admin": True})  # left by the first inspector of the request
+    body, _ = request_values(req)
+    assert [v.path for v in body] == ["name", "is_admin"]
+    req.body_json = (False, None)
+    assert request_values(req) == ([], [])
+
+
+def test_list_records_share_their_paths_and_the_leaf_cap_holds() -> None:
+    from enforcement.schemacheck import request_values
+
+    doc = {"items": [{"id": i, "price": 1.5, "tags": ["a"]} for i in range(300)]}
+    req = RequestView("POST", "/orders", headers={"content-type": "application/json"}, body=json.dumps(doc).encode())
+    body, _ = request_values(req)
+    assert len(body) == 512
+    assert [v.path for v in body[:3]] == ["items[].id", "items[].price", "items[].tags[]"] and body[1].key == "items[].price"

@@ -99,3 +99,11 @@ def test_policy_and_settings_errors_name_the_key_and_value() -> None:
 def test_already_masked_secret_fields_are_left_alone() -> None:
     body = b'{"password": "********", "api_key": "[secret]"}'
     assert redact_body(body, "application/json", POLICY).body is body
+
+
+def test_short_values_and_small_numbers_are_read_only_where_a_field_name_announces_a_type() -> None:
+    # plain values (short, a date, a small number) are skipped unless the field's name says what they are
+    body = b'{"users": [{"password": "abc12", "ssn": 12345, "dob": "1990-01-01", "id": 7, "n": 4155552671, "tags": ["x", 2.5]}]}'
+    out = redact_body(body, "application/json", POLICY)
+    assert json.loads(out.body) == {"users": [{"password": "[secret]", "ssn": "[ssn]", "dob": "[dob]", "id": 7, "n": 4155552671, "tags": ["x", 2.5]}]}
+    assert out.counts == {"secret": 1, "ssn": 1, "dob": 1}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 from enforcement.decision import RequestView
-from enforcement.requestparts import body_parts, request_parts
+from enforcement.requestparts import body_parts, json_document, request_parts
 from enforcement.settings import InspectionSettings
 
 SETTINGS = InspectionSettings()
@@ -55,3 +55,16 @@ def test_form_xml_and_broken_json() -> None:
     xml = '<?xml version="1.0"?><!DOCTYPE a [<!ENTITY x SYSTEM "file:///etc/passwd">]><a>&x;</a>'
     assert body_parts(xml, "application/xml", 100) == ([("body", "", xml)], True)
     assert body_parts('{"a": ', "application/json", 100) == ([("body", "", '{"a": ')], True)
+
+
+def test_json_document_parses_a_body_once_per_request_and_body_parts_reuses_it() -> None:
+    req = RequestView("POST", "/a", headers={"content-type": "application/json"}, body=b'{"q": "one"}')
+    assert req.body_json is None
+    assert json_document(req) == (True, {"q": "one"}) and req.body_json == (True, {"q": "one"})
+    req.body_json = (True, {"q": "kept"})  # what a first inspector left: the next one reads it instead of parsing again
+    parts, _ = body_parts('{"q": "one"}', "application/json", 100, req)
+    assert ("body", "", "kept") in parts and ("body", "", "one") not in parts
+    bad = RequestView("POST", "/a", body=b'{"q": "\xff"}')
+    assert json_document(bad) == (False, None)
+    # the bytes do not parse (invalid UTF-8), the text with a replacement character does: read as before
+    assert ("body", "", "\ufffd") in body_parts(bad.body.decode("utf-8", "replace"), "application/json", 100, bad)[0]  # type: ignore[union-attr]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -15,11 +14,7 @@ from deploy.runtime.echo import EchoUpstream
 
 pytestmark = pytest.mark.integration
 
-needs_modsecurity = pytest.mark.skipif(
-    not Path("/usr/lib/nginx/modules/ngx_http_modsecurity_module.so").exists() or not Path("/usr/share/modsecurity-crs/rules").is_dir()
-    or shutil.which("nginx") is None and not Path("/usr/sbin/nginx").exists(),
-    reason="needs Debian nginx, libnginx-mod-http-modsecurity and modsecurity-crs (make setup)",
-)  # fmt: skip
+# make setup installs nginx, the ModSecurity module and the CRS from Debian: a missing piece fails, never skips.
 
 ATTACK = "' OR 1=1--"
 BENIGN = ("madrid", "c/ caridad s/n", "juan perez garcia")
@@ -40,7 +35,6 @@ def _datasets(root: Path) -> Path:
     return root
 
 
-@needs_modsecurity
 def test_crs_pl1_blocks_a_classic_sqli_in_query_and_json_and_passes_benign_values(tmp_path: Path) -> None:
     rows = [morzeux_row({"id": f"r{i}", "payload": value, "is_attack": i == 0, "attack_type": "sqli" if i == 0 else "norm"}, position)
             for i, value in enumerate((ATTACK, *BENIGN)) for position in ("query", "json")]  # fmt: skip
@@ -51,7 +45,6 @@ def test_crs_pl1_blocks_a_classic_sqli_in_query_and_json_and_passes_benign_value
     assert len(passed_bodies) == len(BENIGN) and all(size > 0 for size in passed_bodies)
 
 
-@needs_modsecurity
 def test_bench_writes_the_comparison_for_every_system_and_block(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "waf-compare.json"
     code = main(["--datasets", str(_datasets(tmp_path / "data")), "--out", str(out), "--workdir", str(tmp_path / "work"), "--concurrency", "1"])
