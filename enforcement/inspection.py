@@ -28,14 +28,22 @@ Engines and their cost (measured with ``deploy/lab/bench_inspection.py``):
 
 A body past ``max_body_bytes`` with ``oversize: deny`` is the finding
 ``Inspection(("oversize",), ("oversize",), threshold)``: not an attack
-category, but the reason the request was refused. ``Inspectors`` composes
+category, but the reason the request was refused. The RE2 scan of one request
+has a CPU budget (``budget_ms``): text crafted to keep the set's DFA building
+states costs 15-26 ms per KB where API traffic costs microseconds, and a
+slow enough check makes ext_authz time out and fail open. Past the budget,
+``over_budget: deny`` makes the request the finding ``inspection-budget``
+(at the threshold, with whatever was found so far); ``allow`` keeps only what
+was found so far. ``Inspectors`` composes
 inspectors (this one and the request-schema validator) and merges what they
 find; ``build_inspector`` builds the shim's from its settings.
 """
 
 from __future__ import annotations
 
+import math
 import re
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -48,10 +56,12 @@ from enforcement.requestparts import Part, body_parts, request_parts
 from enforcement.settings import InspectionSettings
 from enforcement.signatures import SEPARATOR, Signature, SignatureSet, load_signatures
 
-__all__ = ["Inspectors", "NoInspection", "OVERSIZE", "WafInspector", "build_inspector", "score"]
+__all__ = ["Inspectors", "NoInspection", "OVERSIZE", "OVER_BUDGET", "WafInspector", "build_inspector", "score"]
 
 #: category and rule id of a body refused for its size (``oversize: deny``)
 OVERSIZE = "oversize"
+#: category and rule id of a request whose scan ran past ``budget_ms`` (``over_budget: deny``)
+OVER_BUDGET = "inspection-budget"
 _SQLI_GUARD_TEXT = (r"['`;()#=|&<>]|--|/\*|(?i:\b(?:union|select|sleep|benchmark|waitfor|having|exec)\b)")
 _XSS_GUARD_TEXT = (r"[<>]|(?i:\b(?:on[a-z]{3,}|style|src|href|formaction|action|data)\s*=)")
 _SQLI_GUARD, _XSS_GUARD = re.compile(_SQLI_GUARD_TEXT), re.compile(_XSS_GUARD_TEXT)
@@ -100,19 +110,32 @@ class WafInspector:
         self._has_re2 = any(s.engine == "re2" for s in self.rules.signatures)
         self._patterned = self.rules.patterned
         self._memo: dict[str, tuple[bool, bool]] = {}
+        self._budget_s = settings.budget_ms / 1000
+        self._deny_over_budget = settings.over_budget == "deny"
+        #: requests whose RE2 scan ran past ``budget_ms`` (a metric)
+        self.over_budget = 0
 
     def inspect(self, req: RequestView) -> Inspection | None:
         """Inspect one request; None when its score stays below the threshold."""
         found = request_parts(req, self.settings)
         if found.oversize:
             return Inspection((OVERSIZE,), (OVERSIZE,), self._threshold)
-        return score(self.hits(found.parts, found.body, found.content_type, req).values(), self._threshold)
+        before = self.over_budget
+        hits = self.hits(found.parts, found.body, found.content_type, req, time.perf_counter() + self._budget_s)
+        result = score(hits.values(), self._threshold)
+        if self.over_budget == before or not self._deny_over_budget:
+            return result
+        return Inspection((OVER_BUDGET, *(result.categories if result else ())), (OVER_BUDGET, *(result.rules if result else ())),
+                          max(self._threshold, result.score if result else 0))  # fmt: skip
 
     def hits(self, parts: list[Part], body: str | None = None, content_type: str | None = None,
-             req: RequestView | None = None) -> dict[str, Signature]:
+             req: RequestView | None = None, deadline: float = math.inf) -> dict[str, Signature]:
         """Every rule that fires on at least one value (``parts`` and the body's), by id (no threshold).
 
-        ``req``, the request ``body`` came from, shares its parsed JSON body with other inspectors.
+        ``req``, the request ``body`` came from, shares its parsed JSON body
+        with other inspectors. ``deadline`` (``time.perf_counter()``) bounds
+        the RE2 scan: past it, what was confirmed so far is returned and
+        ``self.over_budget`` counts one more request.
         """
         passes = self._passes
         normalized: list[Normalized] = [(loc, variants(value, passes, loc in _FORM_ENCODED)) for loc, _, value in parts]
@@ -123,33 +146,38 @@ class WafInspector:
             else:
                 normalized.extend(self._body(body, content_type, req))
         texts = [v for _, forms in normalized for v in forms]
-        candidates = self.rules.candidates(SEPARATOR.join(texts + list(blob))) if self._has_re2 else []
+        scan = _Scan(self.rules, deadline)
+        candidates = scan.candidates(SEPARATOR.join(texts + list(blob))) if self._has_re2 else []
         if blob and (any(_BODY_TARGETS & self._patterned[i].targets for i in candidates) or self._guarded(blob[0])):
             normalized.extend(self._body(body or "", content_type, req))
         found: dict[str, Signature] = {}
         if candidates:
-            self._locate(normalized, 0, len(normalized), set(candidates), found)
+            self._locate(normalized, 0, len(normalized), set(candidates), found, scan)
+        if scan.over:
+            self.over_budget += 1
         if self._sqli or self._xss:
             self._engines(normalized, found)
         return found
 
-    def _locate(self, normalized: list[Normalized], lo: int, hi: int, wanted: set[int], found: dict[str, Signature]) -> None:
+    def _locate(self, normalized: list[Normalized], lo: int, hi: int, wanted: set[int], found: dict[str, Signature], scan: _Scan) -> None:
         """Confirm candidate rules value by value, halving the values while the set still matches (a few scans, not one per value)."""
+        if scan.over:
+            return
         if hi - lo <= _DIRECT:
             for loc, forms in normalized[lo:hi]:
-                for i in wanted.intersection(self.rules.candidates(SEPARATOR.join(forms))):
+                for i in wanted.intersection(scan.candidates(SEPARATOR.join(forms))):
                     sig = self._patterned[i]
                     if loc in sig.targets and sig.id not in found and any(sig.regex.search(v) for v in forms):
                         found[sig.id] = sig
             return
         if hi - lo < len(normalized):
-            got = wanted.intersection(self.rules.candidates(SEPARATOR.join([v for _, forms in normalized[lo:hi] for v in forms])))
+            got = wanted.intersection(scan.candidates(SEPARATOR.join([v for _, forms in normalized[lo:hi] for v in forms])))
             if not got:
                 return
             wanted = got
         mid = (lo + hi) // 2
-        self._locate(normalized, lo, mid, wanted, found)
-        self._locate(normalized, mid, hi, wanted, found)
+        self._locate(normalized, lo, mid, wanted, found, scan)
+        self._locate(normalized, mid, hi, wanted, found, scan)
 
     def match_value(self, value: str, location: str = "query") -> list[str]:
         """Ids of the rules that fire on one raw value at ``location`` (rule samples are tested through this)."""
@@ -193,6 +221,26 @@ class WafInspector:
                 found.update((s.id, s) for s in self._sqli if loc in s.targets)
             if xss:
                 found.update((s.id, s) for s in self._xss if loc in s.targets)
+
+
+class _Scan:
+    """The set scans of one request against its deadline; ``over`` once the deadline passed (later scans find nothing)."""
+
+    __slots__ = ("rules", "deadline", "over")
+
+    def __init__(self, rules: SignatureSet, deadline: float):
+        self.rules, self.deadline, self.over = rules, deadline, False
+
+    def candidates(self, text: str) -> list[int]:
+        if self.over:
+            return []
+        if self.deadline == math.inf:
+            return self.rules.candidates(text)
+        found = self.rules.candidates_within(text, self.deadline)
+        if found is None:
+            self.over = True
+            return []
+        return found
 
 
 def _is_json(body: str, content_type: str | None) -> bool:

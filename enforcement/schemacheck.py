@@ -29,7 +29,7 @@ from ingest.openapi import DeclaredEndpoint
 from ingest.summarize import property_path
 
 __all__ = ["ANY", "BOOL", "CRITICAL", "NOTICE", "NULL", "NUM", "STR", "WARNING", "Value", "Violation", "accepts", "context_of",
-           "declared_leaf", "declared_query", "is_privileged", "path_steps", "request_values"]
+           "declared_leaf", "declared_query", "is_commercial", "is_privileged", "path_steps", "request_values"]
 
 CRITICAL, WARNING, NOTICE = 5, 3, 2
 #: learned type bits (integer and number are one: amounts are sent as 10 and as 10.5)
@@ -44,8 +44,10 @@ _SIGNUP = re.compile(r"(?:sign-?up|register|registration|join|users|accounts|mem
 
 _ALWAYS = frozenset("""role roles userrole usertype accounttype admin isadmin administrator superuser issuperuser isstaff isroot
     permission permissions privilege privileges scope scopes grants acl verified isverified emailverified phoneverified
-    emailconfirmed isconfirmed approved isapproved trusted istrusted price unitprice amount balance credit credits discount
-    tenant tenantid plan tier subscription quota""".split())
+    emailconfirmed isconfirmed approved isapproved trusted istrusted tenant tenantid plan tier subscription quota""".split())
+# Commercial fields are privileged too, but many APIs take them from clients (an order line's price, a payment's
+# amount): they are flagged only once an endpoint has learned it never receives them (``is_commercial``).
+_COMMERCIAL = frozenset("price unitprice amount balance credit credits discount".split())
 _ON_SIGNUP = frozenset("status state accountstatus active isactive enabled locked banned suspended".split())
 _ON_UPDATE = frozenset("owner ownerid userid accountid createdby creatorid authorid orgid organizationid organisationid customerid".split())
 
@@ -96,11 +98,22 @@ def is_privileged(path: str, context: str = "other") -> bool:
     found = _PRIVILEGED.get((path, context))
     if found is None:
         extra = _ON_SIGNUP if context == "signup" else _ON_UPDATE if context == "update" else frozenset()
-        found = any(n in _ALWAYS or n in extra for n in _names(path))
+        found = any(n in _ALWAYS or n in _COMMERCIAL or n in extra for n in _names(path))
         if len(_PRIVILEGED) >= 8192:  # paths repeat per endpoint; the memo stays small unless attacked
             _PRIVILEGED.clear()
         _PRIVILEGED[(path, context)] = found
     return found
+
+
+def is_commercial(path: str, context: str = "other") -> bool:
+    """Whether a privileged path is privileged only for its commercial names (price, amount...), never an authorization one.
+
+    >>> is_commercial("items[].price"), is_commercial("user.role"), is_commercial("order.price.role")
+    (True, False, False)
+    """
+    extra = _ON_SIGNUP if context == "signup" else _ON_UPDATE if context == "update" else frozenset()
+    names = list(_names(path))
+    return any(n in _COMMERCIAL for n in names) and not any(n in _ALWAYS or n in extra for n in names)
 
 
 def context_of(method: str, template: str) -> str:

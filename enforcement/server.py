@@ -34,7 +34,7 @@ from typing import Any
 
 import httptools
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, Gauge, generate_latest
-from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from enforcement.adapters.httpcheck import UnparsedRequest
 from enforcement.settings import ShimSettings
@@ -181,6 +181,17 @@ class _ShimCollector:
         unparsed = CounterMetricFamily("kubeward_shim_unparsed", "Check requests the shim could not read, answered per failure_mode", labels=["adapter"])
         unparsed.add_metric([self.shim.adapter.name], self.shim.unparsed)
         yield unparsed
+        over = CounterMetricFamily("kubeward_inspection_over_budget", "Requests whose inline RE2 scan ran past inspection.budget_ms (cut off, then per over_budget)")
+        over.add_metric([], getattr(self.shim.waf, "over_budget", 0))
+        yield over
+        if self.shim.schema is not None:
+            stats = self.shim.schema.stats()
+            held = GaugeMetricFamily("kubeward_schema_validation_held", "Endpoints and properties request-schema validation holds", labels=["kind"])
+            counted = CounterMetricFamily("kubeward_schema_validation", "Request-schema validation: requests checked and learned, endpoints and properties that did not fit", labels=["counter"])
+            for name, value in stats.items():
+                (held if name in ("endpoints", "properties") else counted).add_metric([name], value)
+            yield held
+            yield counted
         if self.timer.mask >= 0:
             yield self.timer.family(self.shim.adapter.name)
 

