@@ -6,6 +6,8 @@
     kubeward collect                the per-node collector (access-log files, OTLP, Envoy ALS, ext_proc, HAR/JSONL replay)
     kubeward eval-templates DIR     exact template recovery of the learned templater on real OpenAPI specs
     kubeward eval-sensitive         DEV precision/recall of sensitive-data detection (--bench: us per 2 KB body)
+    kubeward eval-waf               DEV recall/false positives of inline inspection per category, offline
+    kubeward eval-redaction         DEV precision/recall and cost of inline redaction per type
     kubeward rules lint [FILE...]   check inline signature rule files (every error as file:line)
     kubeward policy set|show|apply  observe or enforce per namespace/service, for shims and workers at once
     kubeward simulate               simulated cluster traffic to Kafka, Parquet or JSONL
@@ -122,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_worker(sub)
     _add_shim(sub)
     _add_rules(sub)
-    for module in ("deploy.policy", "deploy.lab.simulate", "deploy.lab.demo", "deploy.lab.bench", "deploy.lab.evaluate", "deploy.lab.sensitive_eval", "deploy.lab.templating_eval", "deploy.collect"):
+    for module in ("deploy.policy", "deploy.lab.simulate", "deploy.lab.demo", "deploy.lab.bench", "deploy.lab.evaluate", "deploy.lab.sensitive_eval", "deploy.lab.templating_eval", "deploy.lab.waf_eval", "deploy.lab.redaction_eval", "deploy.collect"):
         try:
             __import__(module, fromlist=["add_cli"]).add_cli(sub)
         except ModuleNotFoundError as exc:

@@ -31,6 +31,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from deploy.lab.bench_real import bench_real_traffic, real_traffic_summary, say
 from ingest import actor_key, row_to_summary, summary_row
 
 __all__ = ["add_cli", "run_bench"]
@@ -58,65 +59,6 @@ TARGETS = {
     "redaction.min_precision": ">= 0.95 (dev)",
     "redaction.min_recall": ">= 0.95 (dev)",
 }
-DATASETS = Path(os.environ.get("KUBEWARD_DATASETS", str(REPO.parent / "shared" / "datasets")))
-
-
-def bench_real_traffic(work: Path, quick: bool) -> dict[str, Any]:
-    """The real-traffic figures: proxies with the shim vs plain, the collector, templating and sensitive data (dev)."""
-    from deploy.lab.bench_collectors import bench_collectors
-    from deploy.lab.bench_dataplanes import bench_dataplanes
-    from deploy.runtime.stack import LocalStack
-
-    _say("data planes: Envoy and nginx with the shim vs plain, realistic identities and paths")
-    out: dict[str, Any] = {"dataplanes": bench_dataplanes(work / "dataplanes", seconds=4 if quick else 8)}
-    _say("collector: access-log files parsed, summarised and published to a real broker")
-    (work / "collector-files").mkdir(parents=True, exist_ok=True)
-    with LocalStack(work / "collector", with_worker=False, with_shim=False) as stack:
-        out["collectors"] = bench_collectors(5.0 if quick else 10.0, stack.bootstrap, workdir=work / "collector-files")
-    from deploy.lab.bench_inspection import inspection_figures
-
-    _say("inline inspection: us per clean request and per KB of JSON body, in-process, shipped rules and settings")
-    out["inspection"] = inspection_figures()
-    if DATASETS.is_dir():
-        from deploy.lab.redaction_eval import redaction_figures
-
-        _say("inline redaction: us per KB and DEV precision/recall per type")
-        out["redaction"] = redaction_figures(DATASETS)
-    if DATASETS.is_dir():
-        from deploy.lab.sensitive_eval import evaluate_sensitive
-        from deploy.lab.templating_eval import evaluate_templating
-
-        _say(f"templating on the public specs in {DATASETS / 'openapi-specs'} (seed 2, not used for tuning)")
-        out["templating"] = evaluate_templating(DATASETS / "openapi-specs", seed=2, values_per_param=5)
-        _say("sensitive data on the dev datasets (DEV figures)")
-        out["sensitive"] = evaluate_sensitive(DATASETS)
-    else:
-        _say(f"{DATASETS} not found (set KUBEWARD_DATASETS): templating and sensitive-data figures skipped")
-    return out
-
-
-def _real_traffic_summary(real: dict[str, Any]) -> dict[str, Any]:
-    planes = real["dataplanes"]
-    flat = {
-        "envoy.ratio_vs_plain": planes["envoy"]["ratio_vs_plain"],
-        "envoy.added_p99_ms": planes["envoy"]["added_p99_ms"],
-        "envoy.requests_measured": planes["envoy"]["with_shim"]["requests"],
-        "nginx.ratio_vs_plain": planes["nginx"]["ratio_vs_plain"],
-        "nginx.added_p99_ms": planes["nginx"]["added_p99_ms"],
-        "envoy.constant_check_ratio_vs_plain": planes["envoy"]["constant_check_ratio_vs_plain"],
-        "nginx.constant_check_ratio_vs_plain": planes["nginx"]["constant_check_ratio_vs_plain"],
-        "collectors.entries_per_cpu_second": round(real["collectors"]["entries_per_cpu_second"]),
-    }
-    flat["inspection.us_per_request_p50"] = real["inspection"]["us_per_request_p50"]
-    flat["inspection.us_per_kb"] = real["inspection"]["us_per_kb"]
-    if "redaction" in real:
-        for key in ("us_per_kb", "min_precision", "min_recall"):
-            flat[f"redaction.{key}"] = real["redaction"][key]
-    if "templating" in real:
-        flat["templating.exact"] = real["templating"]["exact"]
-        flat["sensitive.min_precision"] = real["sensitive"]["min_precision"]
-        flat["sensitive.min_recall"] = real["sensitive"]["min_recall"]
-    return flat
 
 
 def cpu_seconds(pid: int) -> float:
@@ -129,10 +71,6 @@ def _metric(url: str, name: str) -> float:
     text = urllib.request.urlopen(url, timeout=5).read().decode()
     match = re.search(rf"^{re.escape(name)} ([0-9.e+]+)$", text, re.M)
     return float(match.group(1)) if match else 0.0
-
-
-def _say(msg: str) -> None:
-    print(f"[bench] {msg}", flush=True)
 
 
 def _sim_rows(n: int, seed: int = 11) -> list[dict[str, Any]]:
@@ -169,7 +107,7 @@ def bench_worker(workdir: Path, envelope_rows_total: int, single_total: int, wor
     from ingest.envelope import encode_rows
     from ingest.publish import EnvelopeBuffer
 
-    _say(f"worker: building {envelope_rows_total} simulated summaries")
+    say(f"worker: building {envelope_rows_total} simulated summaries")
     rows = _sim_rows(min(envelope_rows_total, 200_000))
     with LocalStack(workdir / "worker", worker_settings={"window_s": 60, **(worker_settings or {})}, with_worker=False, with_shim=False) as stack:
         producer = KafkaProducer(bootstrap_servers=stack.bootstrap, acks="all", linger_ms=5, max_request_size=8 << 20)
@@ -184,14 +122,14 @@ def bench_worker(workdir: Path, envelope_rows_total: int, single_total: int, wor
                 if sent >= envelope_rows_total:
                     break
         producer.flush()
-        _say(f"worker: topic pre-filled with {sent} summaries in {len(payloads)}-envelope cycles; starting the worker")
+        say(f"worker: topic pre-filled with {sent} summaries in {len(payloads)}-envelope cycles; starting the worker")
         stack.start_worker()
         metrics_url = f"http://127.0.0.1:{stack.ports['worker_web']}/metrics"
         broker_pid = stack.broker_handle.pid if stack.broker_handle else 0
         while _metric(metrics_url, "kubeward_worker_summaries_total") == 0:
             time.sleep(0.02)
         env_run = _drain_cpu(stack.worker.pid, broker_pid, metrics_url, sent)
-        _say(f"worker: envelopes {env_run['rows'] / env_run['worker_cpu_s']:,.0f} summaries/CPU-s")
+        say(f"worker: envelopes {env_run['rows'] / env_run['worker_cpu_s']:,.0f} summaries/CPU-s")
         base = _metric(metrics_url, "kubeward_worker_summaries_total")
         singles = [row_to_summary(r).model_dump_json().encode() for r in rows[:single_total]]
         w0 = cpu_seconds(stack.worker.pid)
@@ -200,7 +138,7 @@ def bench_worker(workdir: Path, envelope_rows_total: int, single_total: int, wor
         producer.flush()
         single_run = _drain_cpu(stack.worker.pid, broker_pid, metrics_url, base + len(singles))
         single_run["worker_cpu_s_incl_wait"] = cpu_seconds(stack.worker.pid) - w0
-        _say(f"worker: single {single_run['rows'] / single_run['worker_cpu_s']:,.0f} summaries/CPU-s")
+        say(f"worker: single {single_run['rows'] / single_run['worker_cpu_s']:,.0f} summaries/CPU-s")
         producer.close()
     env_rate = env_run["rows"] / env_run["worker_cpu_s"]
     single_rate = single_run["rows"] / single_run["worker_cpu_s"]
@@ -225,7 +163,7 @@ def bench_latency(workdir: Path, rate_eps: float, seconds: float, worker_setting
         pub.start_background_flush(0.001)
         # about 0.5 calls/s per user, as in the demo, so users keep their usual breadth
         sim = ClusterSimulator(seed=5, users=min(90_000, int(rate_eps * 2)), start_time=time.time(), benign_rate_eps=rate_eps)
-        _say(f"latency: driving {rate_eps:.0f} events/s for {seconds:.0f} s with a probe attacker every 250 ms")
+        say(f"latency: driving {rate_eps:.0f} events/s for {seconds:.0f} s with a probe attacker every 250 ms")
         t0, sent, next_probe, probes, batch = time.time(), 0, time.time() + 2.0, 0, []
         for call in sim.calls(seconds):
             batch.append(call.to_row(uuid.uuid4().hex, b"bench-key"))
@@ -364,21 +302,21 @@ def bench_shim(workdir: Path, seconds: int, connections: int) -> dict[str, Any]:
     workdir.mkdir(parents=True, exist_ok=True)
     script.write_text('wrk.headers["x-kubeward-source-workload"] = "shop/frontend"\nwrk.headers["x-kubeward-principal"] = "user-00042"\nwrk.headers["x-forwarded-for"] = "10.1.2.3"\n')
     results: dict[str, Any] = {}
-    _say(f"shim: baseline (the same HTTP server answering a constant 200), wrk -c{connections} for {seconds} s")
+    say(f"shim: baseline (the same HTTP server answering a constant 200), wrk -c{connections} for {seconds} s")
     results["baseline_constant_200"] = _baseline(workdir, seconds, connections, script)
-    _say(f"shim: baseline {results['baseline_constant_200']['rps']:,.0f} responses/s")
+    say(f"shim: baseline {results['baseline_constant_200']['rps']:,.0f} responses/s")
     with LocalStack(workdir / "shim", with_worker=False, with_shim=False) as stack:
         _publish_verdicts(stack.bootstrap, 1000)
         for label, report in (("no_reports", "none"), ("with_reports", "all")):
             port, admin = free_port(), free_port()
             proc = start_shim(workdir / f"shim-{label}.log", {"bootstrap": stack.bootstrap, "port": port, "admin_port": admin, "report": report}, cpu=0)
-            _say(f"shim ({label}): wrk -c{connections} for {seconds} s")
+            say(f"shim ({label}): wrk -c{connections} for {seconds} s")
             _wrk(port, 2, connections, script, cpu=1)
             c0, t0 = cpu_seconds(proc.pid), time.time()
             res = _wrk(port, seconds, connections, script, cpu=1)
             res["cpu_cores"] = round((cpu_seconds(proc.pid) - c0) / (time.time() - t0), 2)
             results[label] = res
-            _say(f"shim ({label}): {res['rps']:,.0f} decisions/s, p99 {res['p99_ms']} ms, {res['cpu_cores']} cores")
+            say(f"shim ({label}): {res['rps']:,.0f} decisions/s, p99 {res['p99_ms']} ms, {res['cpu_cores']} cores")
             stop_process(proc)
     best = results["no_reports"]
     ratio = best["rps"] / results["baseline_constant_200"]["rps"]
@@ -449,14 +387,14 @@ def run_bench(out: Path, quick: bool = False) -> dict[str, Any]:
     work = REPO / "build" / "bench"
     shutil.rmtree(work, ignore_errors=True)
     results: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}, "targets": TARGETS}
-    _say("state: 100k identities")
+    say("state: 100k identities")
     results["worker_state"] = bench_state(100_000)
-    _say("shim: CPU per request in-process (no sockets)")
+    say("shim: CPU per request in-process (no sockets)")
     results["shim_inprocess"] = bench_shim_inprocess()
     results["shim"] = bench_shim(work, seconds=5 if quick else 10, connections=64)
     results["worker"] = bench_worker(work, envelope_rows_total=200_000 if quick else 1_000_000, single_total=10_000 if quick else 40_000)
     results["latency_ms"] = bench_latency(work, rate_eps=10_000.0, seconds=15 if quick else 40, worker_settings={"batch_within_s": 0.005}, publisher_linger_ms=2.0)
-    _say("latency at 2,000 events/s, for comparison")
+    say("latency at 2,000 events/s, for comparison")
     results["latency_ms_2000eps"] = bench_latency(work, rate_eps=2_000.0, seconds=15 if quick else 30, worker_settings={"batch_within_s": 0.005}, publisher_linger_ms=2.0)
     results["real_traffic"] = bench_real_traffic(work, quick)
     flat = {
@@ -477,7 +415,7 @@ def run_bench(out: Path, quick: bool = False) -> dict[str, Any]:
         "shim.inprocess_us_constant_baseline": results["shim_inprocess"]["constant_200_us"],
         "shim.cpu_cores": results["shim"]["cpu_cores"],
         "worker.bytes_per_identity": results["worker_state"]["allocated_bytes_per_identity"],
-        **_real_traffic_summary(results["real_traffic"]),
+        **real_traffic_summary(results["real_traffic"]),
     }
     results["summary"] = flat
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -506,7 +444,7 @@ def _cmd(args: argparse.Namespace) -> int:
         run_bench(Path(args.out), args.quick)
         return 0
     real = bench_real_traffic(REPO / "build" / "bench", args.quick)
-    flat = _real_traffic_summary(real)
+    flat = real_traffic_summary(real)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"real_traffic": real, "summary": flat, "targets": TARGETS}, indent=2, default=str))

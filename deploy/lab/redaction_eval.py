@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -177,6 +178,24 @@ def main() -> int:
     """``python -m deploy.lab.redaction_eval``: print the report and the speed as JSON."""
     print(json.dumps({"report": evaluate_redaction(), "speed": bench_redaction()}, indent=2))
     return 0
+
+
+def _cmd(args: Any) -> int:
+    print(f"[eval-redaction] DEV data in {args.datasets}", file=sys.stderr, flush=True)
+    result = {"report": evaluate_redaction(Path(args.datasets)), "speed": bench_redaction()}
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.out:
+        Path(args.out).write_text(text)
+    return 0
+
+
+def add_cli(sub: Any) -> None:
+    """Register ``kubeward eval-redaction``."""
+    p = sub.add_parser("eval-redaction", help="DEV precision/recall and cost of inline redaction per type", description=__doc__)
+    p.add_argument("--datasets", default=str(DEFAULT_DATASETS), help=f"dev datasets folder (default {DEFAULT_DATASETS})")
+    p.add_argument("--out", help="also write the report as JSON here")
+    p.set_defaults(func=_cmd)
 
 
 if __name__ == "__main__":

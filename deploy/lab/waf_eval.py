@@ -161,5 +161,28 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _cmd(args: Any) -> int:
+    results = []
+    for paranoia in args.paranoia:
+        print(f"[eval-waf] paranoia {paranoia} on {args.datasets} (DEV data)", file=sys.stderr, flush=True)
+        result = evaluate(Path(args.datasets), paranoia, Path(args.rules), args.limit)
+        _print(result)
+        results.append(result)
+    if args.out:
+        Path(args.out).write_text(json.dumps(results, indent=2))
+    return 0
+
+
+def add_cli(sub: Any) -> None:
+    """Register ``kubeward eval-waf``."""
+    p = sub.add_parser("eval-waf", help="DEV recall/false positives of inline inspection, offline (no proxies)", description=__doc__)
+    p.add_argument("--datasets", default=str(DATASETS), help=f"dev datasets folder (default {DATASETS})")
+    p.add_argument("--rules", default=str(DEFAULT_RULES), help="rule file or directory (default: the shipped pack)")
+    p.add_argument("--paranoia", type=int, nargs="+", default=[1, 2], choices=[1, 2, 3, 4], help="paranoia levels to evaluate (default 1 2)")
+    p.add_argument("--limit", type=int, help="read at most this many rows of each dataset")
+    p.add_argument("--out", help="also write the results as JSON here")
+    p.set_defaults(func=_cmd)
+
+
 if __name__ == "__main__":
     raise SystemExit(main())
