@@ -74,6 +74,7 @@ _XSS_MAX_CHARS = 4096
 # Engine answers are memoised per decoded value (User-Agent, Referer and many arguments repeat across requests).
 _MEMO_CHARS = 512
 _MEMO_SIZE = 8192
+_CLEAN_SIZE = 16384  # values known clean (see ``_remember_clean``); the bench's browser-like GETs went from 56 to 33 us (same run, loaded machine)
 _DIRECT = 4  # values confirmed one by one below this many (a set scan each), halved above
 # '+' is a space in query strings; in paths too for the rules' sake (servers and frameworks disagree, attackers use both)
 _FORM_ENCODED = frozenset({"query", "path"})
@@ -110,6 +111,7 @@ class WafInspector:
         self._has_re2 = any(s.engine == "re2" for s in self.rules.signatures)
         self._patterned = self.rules.patterned
         self._memo: dict[str, tuple[bool, bool]] = {}
+        self._clean: set[tuple[bool, str]] = set()
         self._budget_s = settings.budget_ms / 1000
         self._deny_over_budget = settings.over_budget == "deny"
         #: requests whose RE2 scan ran past ``budget_ms`` (a metric)
@@ -138,7 +140,9 @@ class WafInspector:
         ``self.over_budget`` counts one more request.
         """
         passes = self._passes
-        normalized: list[Normalized] = [(loc, variants(value, passes, loc in _FORM_ENCODED)) for loc, _, value in parts]
+        clean = self._clean
+        fresh = [(loc, value) for loc, _, value in parts if (loc in _FORM_ENCODED, value) not in clean]
+        normalized: list[Normalized] = [(loc, variants(value, passes, loc in _FORM_ENCODED)) for loc, value in fresh]
         blob: tuple[str, ...] = ()
         if body is not None:
             if _is_json(body, content_type):
@@ -157,7 +161,21 @@ class WafInspector:
             self.over_budget += 1
         if self._sqli or self._xss:
             self._engines(normalized, found)
+        if not candidates and not found and not scan.over:
+            self._remember_clean(fresh)
         return found
+
+    def _remember_clean(self, values: list[tuple[str, str]]) -> None:
+        """Values of a request nothing fired on are skipped next time (User-Agent, Referer, cookies, query names repeat).
+
+        A value is clean for every location's rules once no rule matched it at
+        all; the key keeps whether it was read as form-encoded, since that
+        changes its decoded forms. Only short values are kept, in a bounded set.
+        """
+        clean = self._clean
+        if len(clean) >= _CLEAN_SIZE:
+            clean.clear()
+        clean.update((loc in _FORM_ENCODED, value) for loc, value in values if len(value) <= _MEMO_CHARS)
 
     def _locate(self, normalized: list[Normalized], lo: int, hi: int, wanted: set[int], found: dict[str, Signature], scan: _Scan) -> None:
         """Confirm candidate rules value by value, halving the values while the set still matches (a few scans, not one per value)."""

