@@ -42,7 +42,7 @@ import yaml
 
 from deploy.lab.waf_rows import POSITIONS, BenchRow, Outcome, Position, load_crs, load_morzeux, render_table, request_bytes, sample_rows, summarize
 from deploy.runtime.process import free_port, start_shim, stop_process, wait_http
-from deploy.runtime.proxies import DATAPLANES, Proxy, ProxyError, envoy_binary, envoy_version, nginx_binary, nginx_version
+from deploy.runtime.proxies import DATAPLANES, Proxy, ProxyError, envoy_binary, envoy_version, nginx_binary, nginx_version, spawn, wait_ready
 
 __all__ = ["SYSTEMS", "add_cli", "main", "render_envoy_body", "render_modsecurity", "run_rows", "start_crs_nginx", "start_kubeward_envoy"]
 
@@ -75,26 +75,6 @@ def render_modsecurity(workdir: Path, paranoia: int, port: int, upstream_port: i
     return workdir / "nginx.conf"
 
 
-def _spawn(cmd: list[str], log: Path, cwd: Path) -> subprocess.Popen[bytes]:
-    with log.open("ab") as out:
-        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=cwd, start_new_session=True)
-
-
-def _wait_ready(ready: Callable[[], bool], proc: subprocess.Popen[bytes], what: str, log: Path, timeout: float) -> None:
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            raise ProxyError(f"{what} exited with {proc.returncode}:\n{log.read_text(errors='replace')[-2000:]}")
-        try:
-            if ready():
-                return
-        except OSError:
-            pass
-        time.sleep(0.05)
-    stop_process(proc, timeout=5)
-    raise ProxyError(f"{what} was not ready within {timeout} s:\n{log.read_text(errors='replace')[-2000:]}")
-
-
 def _listening(port: int) -> bool:
     with socket.create_connection(("127.0.0.1", port), timeout=0.5):
         return True
@@ -111,8 +91,8 @@ def start_crs_nginx(workdir: Path, upstream_port: int, paranoia: int, timeout: f
     if check.returncode != 0:
         raise ProxyError(f"nginx rejected {conf}:\n{check.stderr[-2000:]}")
     out = workdir / "logs" / "nginx.out"
-    proc = _spawn(base, out, workdir)
-    _wait_ready(lambda: _listening(port), proc, "nginx+modsecurity", workdir / "logs" / "error.log", timeout)
+    proc = spawn(base, out, workdir)
+    wait_ready(lambda: _listening(port), proc, "nginx+modsecurity", [workdir / "logs" / "error.log"], timeout)
     return Proxy("nginx-modsecurity", port, proc, workdir, workdir / "logs" / "error.log", nginx_version(), "allow")
 
 
@@ -159,8 +139,8 @@ def start_kubeward_envoy(workdir: Path, shim_port: int, upstream_port: int, time
     conf.write_text(yaml.safe_dump(render_envoy_body(shim_port, upstream_port, port, admin), sort_keys=False))
     log = workdir / "envoy.log"
     cmd = [str(envoy_binary()), "-c", str(conf), "--log-path", str(log), "-l", "warning", "--disable-hot-restart", "--concurrency", "1"]
-    proc = _spawn(cmd, workdir / "envoy.out", workdir)
-    _wait_ready(lambda: _http_ok(f"http://127.0.0.1:{admin}/ready"), proc, "envoy", workdir / "envoy.out", timeout)
+    proc = spawn(cmd, workdir / "envoy.out", workdir)
+    wait_ready(lambda: _http_ok(f"http://127.0.0.1:{admin}/ready"), proc, "envoy", [workdir / "envoy.out"], timeout)
     return Proxy("envoy", port, proc, workdir, log, envoy_version(), "deny")
 
 
@@ -193,7 +173,7 @@ def _echo_upstream(workdir: Path) -> Iterator[int]:
     with (workdir / "echo.log").open("ab") as out:
         proc = subprocess.Popen([sys.executable, "-c", code], cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        _wait_ready(lambda: _listening(port), proc, "echo upstream", workdir / "echo.log", 20)
+        wait_ready(lambda: _listening(port), proc, "echo upstream", [workdir / "echo.log"], 20)
         yield port
     finally:
         stop_process(proc)

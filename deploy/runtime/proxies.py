@@ -47,11 +47,13 @@ __all__ = [
     "render_envoy",
     "render_nginx",
     "render_traefik",
+    "spawn",
     "start_envoy",
     "start_nginx",
     "start_traefik",
     "traefik_binary",
     "traefik_version",
+    "wait_ready",
 ]
 
 DATAPLANES = Path(__file__).resolve().parents[1] / "dataplanes"
@@ -170,13 +172,15 @@ class Proxy:
         self.stop()
 
 
-def _spawn(cmd: list[str], log: Path, cwd: Path) -> subprocess.Popen[bytes]:
+def spawn(cmd: list[str], log: Path, cwd: Path) -> subprocess.Popen[bytes]:
+    """Start ``cmd`` in its own session in ``cwd``, stdout and stderr appended to ``log``."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("ab") as out:
         return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=cwd, start_new_session=True)
 
 
-def _wait(ready: Callable[[], bool], proc: subprocess.Popen[bytes], what: str, logs: list[Path], timeout: float) -> None:
+def wait_ready(ready: Callable[[], bool], proc: subprocess.Popen[bytes], what: str, logs: list[Path], timeout: float) -> None:
+    """Poll ``ready`` until it is true; ``ProxyError`` with the logs' tails if ``proc`` exits first or ``timeout`` passes."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         if proc.poll() is not None:
@@ -263,8 +267,8 @@ def start_envoy(workdir: Path, shim_port: int, upstream_port: int, failure_mode:
     conf.write_text(yaml.safe_dump(_without_ext_authz(config) if plain else config, sort_keys=False))
     log, out = workdir / "envoy.log", workdir / "envoy.out"
     cmd = [str(envoy_binary()), "-c", str(conf), "--log-path", str(log), "-l", "info", "--disable-hot-restart", "--concurrency", "1"]
-    proc = _spawn(cmd, out, workdir)
-    _wait(lambda: _http_ok(f"http://127.0.0.1:{admin}/ready"), proc, "envoy", [out, log], timeout)
+    proc = spawn(cmd, out, workdir)
+    wait_ready(lambda: _http_ok(f"http://127.0.0.1:{admin}/ready"), proc, "envoy", [out, log], timeout)
     return Proxy("envoy", port, proc, workdir, log, envoy_version(), failure_mode)
 
 
@@ -331,8 +335,8 @@ def start_nginx(workdir: Path, shim_port: int, upstream_port: int, failure_mode:
     if check.returncode != 0:
         raise ProxyError(f"nginx rejected {conf}:\n{check.stderr[-2000:]}")
     out = workdir / "logs" / "nginx.out"
-    proc = _spawn(base, out, workdir)
-    _wait(lambda: _listening(port), proc, "nginx", [out, workdir / "logs" / "error.log"], timeout)
+    proc = spawn(base, out, workdir)
+    wait_ready(lambda: _listening(port), proc, "nginx", [out, workdir / "logs" / "error.log"], timeout)
     return Proxy("nginx", port, proc, workdir, workdir / "logs" / "error.log", nginx_version(), failure_mode)
 
 
@@ -382,6 +386,6 @@ def start_traefik(workdir: Path, shim_port: int, upstream_port: int, failure_mod
     (workdir / "dynamic" / "kubeward.yaml").write_text(yaml.safe_dump(dynamic, sort_keys=False))
     (workdir / "dynamic" / "routes.yaml").write_text(yaml.safe_dump(routes, sort_keys=False))
     out = workdir / "traefik.out"
-    proc = _spawn([str(traefik_binary()), f"--configFile={workdir / 'traefik.yaml'}"], out, workdir)
-    _wait(lambda: _http_ok(f"http://127.0.0.1:{port}{READY_PATH}"), proc, "traefik", [out, workdir / "traefik.log"], timeout)
+    proc = spawn([str(traefik_binary()), f"--configFile={workdir / 'traefik.yaml'}"], out, workdir)
+    wait_ready(lambda: _http_ok(f"http://127.0.0.1:{port}{READY_PATH}"), proc, "traefik", [out, workdir / "traefik.log"], timeout)
     return Proxy("traefik", port, proc, workdir, workdir / "traefik.log", traefik_version(), failure_mode)

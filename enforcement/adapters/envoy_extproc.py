@@ -50,6 +50,7 @@ from ingest.identity import IdentityResolver, destination_from
 from ingest.proto import envoy_core_pb2 as core
 from ingest.proto import envoy_ext_proc_mode_pb2 as mode
 from ingest.proto import envoy_ext_proc_pb2 as ext_proc
+from ingest.proto.extproc import CONTINUE, SERVICE_NAME
 from ingest.proto.hosting import BackgroundServer, start_server
 
 __all__ = ["ExchangeRedactor", "ExtProcRedactionServer", "Lookup", "RedactionCollector", "RedactionStats", "Report",
@@ -57,20 +58,12 @@ __all__ = ["ExchangeRedactor", "ExtProcRedactionServer", "Lookup", "RedactionCol
 
 log = logging.getLogger("kubeward.envoy_extproc")
 
-SERVICE_NAME: str = ext_proc.DESCRIPTOR.services_by_name["ExternalProcessor"].full_name
 Lookup = Callable[[RequestView], Decision | None]
 Report = Callable[[float, RequestView, Decision], None]
 
 _PM = mode.ProcessingMode
 _OVERWRITE = core.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
-_EMPTY = {
-    "request_headers": ext_proc.ProcessingResponse(request_headers=ext_proc.HeadersResponse()),
-    "response_headers": ext_proc.ProcessingResponse(response_headers=ext_proc.HeadersResponse()),
-    "request_body": ext_proc.ProcessingResponse(request_body=ext_proc.BodyResponse()),
-    "response_body": ext_proc.ProcessingResponse(response_body=ext_proc.BodyResponse()),
-    "request_trailers": ext_proc.ProcessingResponse(request_trailers=ext_proc.TrailersResponse()),
-    "response_trailers": ext_proc.ProcessingResponse(response_trailers=ext_proc.TrailersResponse()),
-}
+_EMPTY = CONTINUE
 
 
 def host_matches(authority: str | None, hosts: tuple[str, ...]) -> bool:

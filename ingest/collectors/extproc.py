@@ -39,23 +39,14 @@ from ingest.collectors.base import Emit
 from ingest.observation import HttpObservation
 from ingest.proto import envoy_core_pb2 as core
 from ingest.proto import envoy_ext_proc_pb2 as ext_proc
+from ingest.proto.extproc import CONTINUE as _CONTINUE
+from ingest.proto.extproc import SERVICE_NAME
 from ingest.proto.hosting import BackgroundServer, ServedSource
 
 __all__ = ["ExchangeTap", "ExtProcTapSource", "SERVICE_NAME", "TapStats"]
 
 log = logging.getLogger("kubeward.collectors.extproc")
 
-SERVICE_NAME: str = ext_proc.DESCRIPTOR.services_by_name["ExternalProcessor"].full_name
-
-# The answer to each kind of message: an empty CONTINUE (one shared instance per kind; never mutated).
-_CONTINUE = {
-    "request_headers": ext_proc.ProcessingResponse(request_headers=ext_proc.HeadersResponse()),
-    "response_headers": ext_proc.ProcessingResponse(response_headers=ext_proc.HeadersResponse()),
-    "request_body": ext_proc.ProcessingResponse(request_body=ext_proc.BodyResponse()),
-    "response_body": ext_proc.ProcessingResponse(response_body=ext_proc.BodyResponse()),
-    "request_trailers": ext_proc.ProcessingResponse(request_trailers=ext_proc.TrailersResponse()),
-    "response_trailers": ext_proc.ProcessingResponse(response_trailers=ext_proc.TrailersResponse()),
-}
 
 
 def _headers(header_map: core.HeaderMap) -> dict[str, str]:
