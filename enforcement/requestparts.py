@@ -50,7 +50,7 @@ Part = tuple[str, str, str]
 
 _SKIPPED_HEADERS = frozenset({
     "authorization", "proxy-authorization", "x-api-key", "api-key", "x-forwarded-client-cert", "x-request-id",
-    "content-length", "content-type", "host", ":authority", ":path", ":method", ":scheme", "traceparent", "tracestate",
+    "content-length", "host", ":authority", ":path", ":method", ":scheme", "traceparent", "tracestate",
 })  # fmt: skip
 _SKIPPED_PREFIXES = ("x-kubeward-", "x-envoy-", "x-b3-", "x-amzn-trace", "x-datadog-")
 _PLAIN_PATH = re.compile(r"[A-Za-z0-9/_.~-]*")

@@ -72,6 +72,14 @@ class HttpCheck:
     body: bytes | None = None
 
 
+def _header_text(value: bytes) -> str:
+    """A header value as text for inspection: UTF-8 (what clients send beyond ASCII), else Latin-1 (every byte kept)."""
+    try:
+        return value.decode("utf-8")
+    except UnicodeDecodeError:
+        return value.decode("latin-1")
+
+
 def render(status: int, headers: list[tuple[str, str]], body: bytes = b"") -> bytes:
     """A complete HTTP/1.1 response with ``content-length``.
 
@@ -252,7 +260,7 @@ class HttpAdapter:
         request_id = rid.decode("latin-1") if rid else None
         view = RequestView(method, url, workload, principal, ip, service, namespace, keys, request_id, auth_type, authority, None, peer)
         if self._keep_headers:
-            view.headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in headers.items()}
+            view.headers = {k.decode("latin-1"): _header_text(v) for k, v in headers.items()}
         if body:
             limit = self.body_limit
             view.body_truncated = len(body) > limit or get(_PARTIAL_BODY) == b"true"
