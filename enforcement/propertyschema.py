@@ -38,7 +38,12 @@ become ``*`` (``ingest.summarize.property_path``). A body the data plane cut
 (``body_truncated``) that no longer parses is not validated: the inspection's
 ``oversize`` setting governs it. Scores follow the CRS convention (critical 5,
 warning 3, notice 2); each rule counts once per request. The leaf reading and
-the declared checks live in ``enforcement.schemacheck``.
+the declared checks live in ``enforcement.schemacheck``; a JSON body's leaves
+come aggregated per distinct (path, type) (the records of an array share
+them), so the checks and learning cost per distinct property, and the ``stats``
+counters per rule, ``properties_dropped`` and ``endpoints_dropped`` count once
+per distinct property of a request rather than once per leaf (``checked`` and
+``learned`` count requests, as before).
 """
 
 from __future__ import annotations
@@ -224,22 +229,24 @@ class PropertySchemaValidator:
         learning = self._learning(ep, now)
         ep.requests += 1
         self.counts["learned"] += 1
-        who = _principal(req)
-        for value, assigns in [*((v, True) for v in body), *((v, parsed.assigns_query) for v in query)]:
-            prop = ep.props.get(value.key)
-            if prop is not None and prop.learned:
-                if learning:  # after learning, what was learned stays as learned: traffic cannot widen it
-                    prop.types |= value.bit
-                    prop.max_len = max(prop.max_len, value.length)
-                continue
-            privileged = assigns and is_privileged(value.key, parsed.context)
-            if privileged and not learning:  # after learning, a privileged name is never learned from traffic
-                continue
-            prop = self._prop(ep, value)
-            if prop is not None and learning and not privileged:
-                prop.learned = True
-            elif prop is not None:
-                self._sighting(prop, who)
+        who, props = _principal(req), ep.props
+        for values, assigns in ((body, True), (query, parsed.assigns_query)):
+            for value in values:
+                prop = props.get(value.key)
+                if prop is not None and prop.learned:
+                    if learning:  # after learning, what was learned stays as learned: traffic cannot widen it
+                        prop.types |= value.bit
+                        if value.length > prop.max_len:
+                            prop.max_len = value.length
+                    continue
+                privileged = assigns and is_privileged(value.key, parsed.context)
+                if privileged and not learning:  # after learning, a privileged name is never learned from traffic
+                    continue
+                prop = self._prop(ep, value.bit, value.length if learning else value.first, value.key)
+                if prop is not None and learning and not privileged:
+                    prop.learned = True
+                elif prop is not None and not self._sighting(prop, who) and value.length > prop.max_len:
+                    prop.max_len = value.length  # (after learning, a sighting that teaches the property stops at its first leaf)
 
     def stats(self) -> dict[str, int]:
         """Counters (checked, learned, per rule, what the memory bounds dropped) and the endpoints and properties held."""
@@ -281,15 +288,16 @@ class PropertySchemaValidator:
             ep = self._endpoints[key] = _Endpoint(now)
         return ep
 
-    def _prop(self, ep: _Endpoint, value: Value) -> _Prop | None:
-        prop = ep.props.get(value.key)
+    def _prop(self, ep: _Endpoint, bit: int, length: int, key: str) -> _Prop | None:
+        prop = ep.props.get(key)
         if prop is None:
             if len(ep.props) >= self.settings.max_properties:
                 self.counts["properties_dropped"] += 1
                 return None
-            prop = ep.props[value.key] = _Prop()
-        prop.types |= value.bit
-        prop.max_len = max(prop.max_len, value.length)
+            prop = ep.props[key] = _Prop()
+        prop.types |= bit
+        if length > prop.max_len:
+            prop.max_len = length
         return prop
 
     def _sighting(self, prop: _Prop, who: str) -> bool:
@@ -315,19 +323,27 @@ class PropertySchemaValidator:
                     continue
                 found = _learned_value(prop, value)
             elif assigns and is_privileged(value.key, parsed.context):
-                found = self._privileged(req, parsed, value, learning, now)
+                found = self._privileged(req, parsed, value, learning, now, ep is not None)
             else:
                 found = _never_seen(ep, value) if ep is not None and not learning else None
             if found is not None:
                 out.append(found)
         return out
 
-    def _privileged(self, req: RequestView, parsed: _Parsed, value: Value, learning: bool, now: float) -> Violation | None:
+    def _privileged(self, req: RequestView, parsed: _Parsed, value: Value, learning: bool, now: float, known: bool) -> Violation | None:
+        """A privileged property not learned; ``known``: the endpoint existed before this request.
+
+        A sighting that makes the property learned counts from the value's first leaf: on a known
+        endpoint its other leaves are then checked as learned ones, on an endpoint this request
+        created they are sightings too (they update the property and pass).
+        """
         if learning:
             ep = self._endpoint(parsed.endpoint, now)
-            prop = self._prop(ep, value) if ep is not None else None
+            prop = self._prop(ep, value.bit, value.first if known else value.length, value.key) if ep is not None else None
             if prop is not None and self._sighting(prop, _principal(req)):
-                return None
+                return _learned_value(prop, value) if known else None
+            if prop is not None:
+                prop.max_len = max(prop.max_len, value.length)
             if is_commercial(value.key, parsed.context):  # an order's price is normal until learning says otherwise
                 return None
         when = "during learning" if learning else "after learning"

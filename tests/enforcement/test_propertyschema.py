@@ -282,13 +282,16 @@ def test_the_validator_reads_the_body_the_rule_engines_already_parsed() -> None:
 
 
 def test_list_records_share_their_paths_and_the_leaf_cap_holds() -> None:
-    from enforcement.schemacheck import request_values
+    from enforcement.schemacheck import STR, request_values
 
-    doc = {"items": [{"id": i, "price": 1.5, "tags": ["a"]} for i in range(300)]}
-    req = RequestView("POST", "/orders", headers={"content-type": "application/json"}, body=json.dumps(doc).encode())
+    records: list[dict[str, object]] = [{"id": i, "price": 1.5 if i % 2 else 2.0, "tags": ["x" * i]} for i in range(300)]
+    records[100]["seen"], records[200]["late"] = 1, 1  # leaves 300 and 600: only the first 512 leaves are read
+    req = RequestView("POST", "/orders", headers={"content-type": "application/json"}, body=json.dumps({"items": records}).encode())
     body, _ = request_values(req)
-    assert len(body) == 512
-    assert [v.path for v in body[:3]] == ["items[].id", "items[].price", "items[].tags[]"] and body[1].key == "items[].price"
+    assert [v.path for v in body] == ["items[].id", "items[].price", "items[].tags[]", "items[].price", "items[].seen"]
+    assert [v.raw for v in body[:2]] == [0, 2.0] and body[3].raw == 1.5 and body[1].key == "items[].price"
+    tags = body[2]  # record 170's tags would be leaf 513
+    assert (tags.length, tags.first, tags.bit) == (169, 0, STR)
 
 
 def test_a_commercial_field_is_normal_during_learning_and_flagged_once_learning_says_it_never_comes() -> None:
@@ -304,3 +307,24 @@ def test_a_commercial_field_is_normal_during_learning_and_flagged_once_learning_
     late = validator.inspect(_req("POST", "/api/v2/carts", {"items": [{"sku": "A-1", "qty": 1, "price": 0.01}]}, who="p9"))
     assert late is not None and late.categories == ("mass-assignment",)
     assert validator.inspect(_req("POST", "/api/v1/orders", {"role": "admin"}, who="p1")) is not None  # an authorization name is never normal
+
+
+def test_a_long_string_in_any_record_is_a_size_anomaly_and_a_new_type_in_any_record_a_type_change() -> None:
+    validator = PropertySchemaValidator(SchemaValidationSettings(learn_requests=3, min_principals=1))
+    for who in ("p1", "p2", "p3"):
+        validator.learn(_req("POST", "/notes", {"items": [{"text": "short", "n": 1} for _ in range(5)]}, who=who))
+    records: list[dict[str, Any]] = [{"text": "short", "n": 1} for _ in range(40)]
+    assert validator.evaluate(_req("POST", "/notes", {"items": records})) is None
+    records[30]["text"] = "x" * 300
+    assert validator.evaluate(_req("POST", "/notes", {"items": records})).rules == ("schema:learned-size",)  # type: ignore[union-attr]
+    records[30]["text"], records[35]["n"] = "short", "one"
+    assert validator.evaluate(_req("POST", "/notes", {"items": records})).rules == ("schema:learned-type",)  # type: ignore[union-attr]
+
+
+def test_a_privileged_property_learned_by_this_request_checks_its_later_records_as_learned() -> None:
+    validator = PropertySchemaValidator(SchemaValidationSettings(learn_requests=50, min_principals=1))
+    validator.learn(_req("POST", "/teams", {"name": "a"}))  # the endpoint is known
+    records = [{"role": "dev"}, {"role": "x" * 300}]  # the first record's sighting teaches role (3 characters)
+    found = validator.evaluate(_req("POST", "/teams", {"members": records}))
+    assert found is not None and found.rules == ("schema:learned-size",)
+    assert validator.evaluate(_req("POST", "/other", {"members": records})) is None  # a new endpoint: every record is a sighting
