@@ -161,7 +161,7 @@ class WafInspector:
             self.over_budget += 1
         if self._sqli or self._xss:
             self._engines(normalized, found)
-        if not candidates and not found and not scan.over:
+        if not candidates and not found and not scan.over and not scan.cut:
             self._remember_clean(fresh)
         return found
 
@@ -244,17 +244,18 @@ class WafInspector:
 class _Scan:
     """The set scans of one request against its deadline; ``over`` once the deadline passed (later scans find nothing)."""
 
-    __slots__ = ("rules", "deadline", "over")
+    __slots__ = ("rules", "deadline", "over", "cut")  # cut: a value was cut inside (see ``candidates_within``)
 
     def __init__(self, rules: SignatureSet, deadline: float):
-        self.rules, self.deadline, self.over = rules, deadline, False
+        self.rules, self.deadline, self.over, self.cut = rules, deadline, False, False
 
     def candidates(self, text: str) -> list[int]:
         if self.over:
             return []
         if self.deadline == math.inf:
             return self.rules.candidates(text)
-        found = self.rules.candidates_within(text, self.deadline)
+        found, cut = self.rules.candidates_within(text, self.deadline)
+        self.cut = self.cut or cut
         if found is None:
             self.over = True
             return []

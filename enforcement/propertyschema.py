@@ -19,7 +19,7 @@ with what the endpoint (service, method, template) accepts:
   seen, an object where a scalar was) -> ``schema-violation`` (warning), a
   string far longer than any seen -> ``schema-violation`` (notice). Learned
   evidence of this kind adds at most ``LEARNED_CAP`` (4), so it never denies
-  alone at the default threshold 5; it adds to other engines' scores.
+  alone at the default threshold 5 (and the shim's ``Inspectors`` applies each inspector's threshold on its own, so it does not add to the rule engines' scores either: ``evaluate`` reports it).
 * **Privileged names** (role, is_admin, permissions, scope, verified, price,
   balance, tenant, plan...; ``status`` on a sign-up; ``owner_id``/``user_id``
   on an update) never seen on the endpoint -> ``mass-assignment`` (critical),
@@ -340,10 +340,13 @@ class PropertySchemaValidator:
         if learning:
             ep = self._endpoint(parsed.endpoint, now)
             prop = self._prop(ep, value.bit, value.first if known else value.length, value.key) if ep is not None else None
-            if prop is not None and self._sighting(prop, _principal(req)):
+            if prop is None:
+                # The endpoint or property table is full (counted in stats): not validated rather than denied, so
+                # junk endpoints or properties sent to fill the tables cannot turn legitimate requests into denials.
+                return None
+            if self._sighting(prop, _principal(req)):
                 return _learned_value(prop, value) if known else None
-            if prop is not None:
-                prop.max_len = max(prop.max_len, value.length)
+            prop.max_len = max(prop.max_len, value.length)
             if is_commercial(value.key, parsed.context):  # an order's price is normal until learning says otherwise
                 return None
         when = "during learning" if learning else "after learning"

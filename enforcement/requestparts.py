@@ -164,6 +164,9 @@ def json_document(req: RequestView) -> tuple[bool, Any]:
     return found
 
 
+_BINARY = re.compile("[\x00-\x08\x0e-\x1f\ufffd]")
+
+
 def body_parts(body: str, content_type: str | None, max_values: int, req: RequestView | None = None) -> tuple[list[Part], bool]:
     """The values of a body by content type, and whether it was read as one text (XML, text, unparsable).
 
@@ -171,18 +174,23 @@ def body_parts(body: str, content_type: str | None, max_values: int, req: Reques
     """
     out = _Collector(max_values)
     media = (content_type or "").partition(";")[0].strip().lower()
-    if media == "application/json" or media.endswith("+json") or (not media and body.lstrip()[:1] in ("{", "[")):
+    declared_json = media == "application/json" or media.endswith("+json")
+    # Frameworks parse JSON whatever the declared type (Express type '*/*', Flask force=True, Go's decoder): a body
+    # that parses as JSON is read as JSON, so a declared octet-stream or text type cannot hide its leaves.
+    if declared_json or (body.lstrip()[:1] in ("{", "[") and not media.startswith("multipart/")):
         parsed, doc = json_document(req) if req is not None else (False, None)
         if not parsed:  # text decoded with replacement characters may still parse where the bytes did not
             try:
-                doc = orjson.loads(body)
+                doc, parsed = orjson.loads(body), True
             except orjson.JSONDecodeError:
-                return [("body", "", body)], True
-        keys: dict[str, None] = {}
-        _json(out, doc, keys, 0)
-        for key in keys:
-            out.add("body_key", key, key)
-        return out.parts, False
+                if declared_json:
+                    return [("body", "", body)], True
+        if parsed:
+            keys: dict[str, None] = {}
+            _json(out, doc, keys, 0)
+            for key in keys:
+                out.add("body_key", key, key)
+            return out.parts, False
     if not media and _FORM_LIKE.match(body):
         content_type = "application/x-www-form-urlencoded"  # no type sent (or kept by the data plane): a form if it looks like one
     data = body.encode("utf-8", "surrogatepass")
@@ -193,6 +201,10 @@ def body_parts(body: str, content_type: str | None, max_values: int, req: Reques
             out.add("body_key", name, name)
         if value.__class__ is str:
             out.add("body", name, value)
+    if not walk.leaves and body.strip() and not _BINARY.search(body, 0, 4096):
+        # A type the walker does not read (octet-stream, unknown) carrying text: still scanned, as one value.
+        # Binary content (control bytes, undecodable bytes) is not: an application does not read an image as text.
+        return [("body", "", body)], True
     return out.parts, walk.kind == "text" or walk.parse_error is not None
 
 

@@ -11,8 +11,9 @@ answer. ``Shim.decide_view`` is the same decision for adapters that parse their
 own requests (Envoy ext_authz gRPC).
 
 Outage and garbage are named, never accidents: before the verdict cache has
-synced, and for a check the adapter cannot read, ``failure_mode`` answers
-(``allow`` or ``deny``); an unreadable check is answered with
+synced, inline inspection still runs (it needs no Kafka) and ``failure_mode``
+answers what it lets through (``allow`` or ``deny``); so does a check the
+adapter cannot read; an unreadable check is answered with
 ``x-kubeward-decision: unparsed``, counted (``unparsed``) and reported.
 
 Hot path, measured with ``deploy/lab/bench.py`` (in-process figure): the
@@ -76,6 +77,9 @@ def build_adapter(settings: ShimSettings, pods: PodLookup | None = None) -> Http
     return cls(identity, path_prefix=settings.path_prefix, inspected_headers=inspection.headers, body_limit=inspection.max_body_bytes)
 
 
+_NO_VERDICTS = VerdictCache()  # what decide() reads before the cache has synced (never written)
+
+
 class Shim:
     """Decision state shared by all connections: cache, buckets, inline inspector, policy, counters, reports."""
 
@@ -120,9 +124,16 @@ class Shim:
     def decide_view(self, req: RequestView) -> Decision:
         """Decide a request an adapter has already read; counted and reported like ``handle``."""
         now = time.time()
-        decision = decide(req, self.cache, self.buckets, self.inspector, self.policy, now) if self.synced.is_set() else self._unsynced
-        if self.schema is not None and decision.status == 200 and decision.would in ("allow", "redact"):
-            self.schema.learn(req)  # learned only from requests that pass
+        if self.synced.is_set():
+            decision = decide(req, self.cache, self.buckets, self.inspector, self.policy, now)
+            if self.schema is not None and decision.status == 200 and decision.would in ("allow", "redact"):
+                self.schema.learn(req)  # learned only from requests that pass, and never before the cache synced
+        else:
+            # Inline inspection needs no Kafka: it runs before the verdict cache has synced too; only what
+            # needs the cache answers per failure_mode.
+            decision = decide(req, _NO_VERDICTS, self.buckets, self.inspector, self.policy, now)
+            if decision is ALLOW:
+                decision = self._unsynced
         if decision is ALLOW:
             self.allowed += 1
             if self._report_all:

@@ -40,7 +40,7 @@ from enforcement.decision import Inspection, RequestView
 from enforcement.errors import RuleLoadError
 from ingest.yamlfile import StrictLoader as _StrictLoader
 
-__all__ = ["CATEGORIES", "DEFAULT_RULES", "ENGINES", "SCAN_CHUNK", "SCAN_OVERLAP", "SEPARATOR", "SEVERITIES", "Signature", "SignatureSet", "TARGETS", "lint", "load_signatures", "unanchored"]
+__all__ = ["CATEGORIES", "DEFAULT_RULES", "ENGINES", "SCAN_CHUNK", "SCAN_INTRA", "SCAN_OVERLAP", "SEPARATOR", "SEVERITIES", "Signature", "SignatureSet", "TARGETS", "lint", "load_signatures", "unanchored"]
 
 DEFAULT_RULES = Path(__file__).with_name("rules") / "inline"
 #: canonical inline attack categories (issue 6)
@@ -52,8 +52,9 @@ ENGINES = ("re2", "libinjection-sqli", "libinjection-xss")
 TARGETS = ("path", "query", "header", "cookie", "body", "body_key")
 #: joins the values of a request for one set scan: a control character no value normally holds and no rule is about
 SEPARATOR = "\x01"
-#: first and largest piece of joined text per set scan when a scan budget applies; overlap of pieces cut inside a value
-SCAN_CHUNK, SCAN_OVERLAP = (256, 8192), 256
+#: first and largest piece of joined text per set scan when a scan budget applies; the smallest piece and the overlap
+#: when one value is longer than a piece and must be cut inside (longer than any bounded span of a shipped rule)
+SCAN_CHUNK, SCAN_INTRA, SCAN_OVERLAP = (256, 8192), 2048, 1024
 _EDGE = {"^": "(?:^|\\x01)", "\\A": "(?:^|\\x01)", "$": "(?:$|\\x01)", "\\z": "(?:$|\\x01)"}
 _RULE_KEYS = {"id", "title", "status", "category", "paranoia", "severity", "targets", "engine", "pattern", "tags", "samples", "notes"}
 _REQUIRED = {"id", "title", "status", "category", "paranoia", "severity", "samples"}
@@ -99,6 +100,7 @@ class SignatureSet:
     _set: Any = field(default=None, init=False, repr=False)
     _re2: list[Signature] = field(default_factory=list, init=False, repr=False)
     _inspector: Any = field(default=None, init=False, repr=False)
+    _levels: dict[int, SignatureSet] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
         self._re2 = [s for s in self.signatures if s.engine == "re2"]
@@ -109,8 +111,11 @@ class SignatureSet:
             self._set.Compile()
 
     def at(self, paranoia: int) -> SignatureSet:
-        """The rules of paranoia ``paranoia`` and below."""
-        return SignatureSet([s for s in self.signatures if s.paranoia <= paranoia])
+        """The rules of paranoia ``paranoia`` and below (compiled once per level and kept)."""
+        found = self._levels.get(paranoia)
+        if found is None:
+            found = self._levels[paranoia] = SignatureSet([s for s in self.signatures if s.paranoia <= paranoia])
+        return found
 
     def engine_rules(self, engine: str) -> list[Signature]:
         """The rules run by one engine (``libinjection-sqli``...)."""
@@ -123,39 +128,46 @@ class SignatureSet:
         found: list[int] | None = self._set.Match(text)  # None when nothing matches
         return found or []
 
-    def candidates_within(self, text: str, deadline: float) -> list[int] | None:
-        """``candidates`` piece by piece, or None once ``time.perf_counter()`` passes ``deadline``.
+    def candidates_within(self, text: str, deadline: float) -> tuple[list[int] | None, bool]:
+        """``candidates`` piece by piece: (the rule indices, or None once ``time.perf_counter()`` passes ``deadline``; whether a value was cut).
 
         The set's DFA is built lazily; text made of many distinct punctuation
         runs keeps it building states (measured: 15-26 ms per KB for the
         whole pack on such text, against a few us per KB on API traffic), so
         a long text is scanned in pieces with the clock read in between. The
         pieces grow from ``SCAN_CHUNK[0]`` to ``SCAN_CHUNK[1]`` characters, so
-        crafted text overruns the deadline by about one small piece while
-        ordinary text costs a dozen calls per 64 KB. A piece ends at a
-        ``SEPARATOR`` where one is near; one cut inside a value overlaps the
-        next piece by up to ``SCAN_OVERLAP`` characters, so a match across the
-        cut is still seen unless it is longer than that.
+        crafted text overruns the deadline by about one piece while ordinary
+        text costs a dozen calls per 64 KB. A piece ends at the last
+        ``SEPARATOR`` in it, so no value is cut; only a single value longer
+        than the piece is cut inside, into pieces of at least
+        ``SCAN_INTRA`` characters overlapping by ``SCAN_OVERLAP``: a match
+        longer than that across such a cut can be missed, and the caller is
+        told (the second item) so it does not remember the values as clean.
         """
         if self._set is None:
-            return []
+            return [], False
         size, largest = SCAN_CHUNK
         if len(text) <= size:
-            return self.candidates(text)
+            return self.candidates(text), False
         found: set[int] = set()
-        start, end = 0, len(text)
+        start, end, cut_inside = 0, len(text), False
         while start < end:
             stop = min(start + size, end)
-            cut = text.rfind(SEPARATOR, start + size // 2, stop) if stop < end else -1
-            if cut > 0:
-                piece_end, next_start = cut, cut + 1
+            if stop == end:
+                piece_end = next_start = end
             else:
-                piece_end, next_start = stop, (stop - min(SCAN_OVERLAP, size // 4) if stop < end else end)
+                cut = text.rfind(SEPARATOR, start + 1, stop)
+                if cut > start:
+                    piece_end, next_start = cut, cut + 1
+                else:
+                    stop = min(start + max(size, SCAN_INTRA), end)
+                    piece_end, next_start = stop, (stop - SCAN_OVERLAP if stop < end else end)
+                    cut_inside = cut_inside or stop < end
             found.update(self.candidates(text[start:piece_end]))
             if time.perf_counter() > deadline:
-                return None
+                return None, cut_inside
             start, size = next_start, min(size * 2, largest)
-        return sorted(found)
+        return sorted(found), cut_inside
 
     @property
     def patterned(self) -> list[Signature]:
@@ -330,8 +342,24 @@ def _signature(rule: dict[str, Any]) -> Signature:
 
 
 def load_signatures(path: Path = DEFAULT_RULES) -> SignatureSet:
-    """Load and compile a rule file or directory; raises ``RuleLoadError`` listing every problem."""
+    """Load and compile a rule file or directory; raises ``RuleLoadError`` listing every problem.
+
+    Compiling the pack and its sets takes about a second; a pack whose files
+    (names, sizes, modification times) have not changed is compiled once per
+    process and shared (compiled RE2 objects are safe to share).
+    """
+    key = (str(Path(path).resolve()), tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in _files(Path(path)) if f.exists()))
+    cached = _LOADED.get(key)
+    if cached is not None:
+        return cached
     errors = lint(path)
     if errors:
         raise RuleLoadError("; ".join(errors))
-    return SignatureSet([_signature(rule) for file in _files(path) for rule in _read(file)[0]])
+    loaded = SignatureSet([_signature(rule) for file in _files(path) for rule in _read(file)[0]])
+    if len(_LOADED) >= 8:
+        _LOADED.clear()
+    _LOADED[key] = loaded
+    return loaded
+
+
+_LOADED: dict[tuple[str, tuple[tuple[str, int, int], ...]], SignatureSet] = {}

@@ -140,7 +140,29 @@ def test_a_budgeted_scan_finds_what_one_scan_finds_wherever_the_pieces_are_cut(s
     long_value = plain[:offset] + ATTACK + plain[offset:]  # one value: pieces are cut inside it and overlap
     many_values = SEPARATOR.join([plain[:offset], ATTACK, plain[offset:]])
     for text in (long_value, many_values):
-        assert rules.candidates_within(text, float("inf")) == sorted(rules.candidates(text)) != []
+        found, _ = rules.candidates_within(text, float("inf"))
+        assert found == sorted(rules.candidates(text)) != []
+
+
+@pytest.mark.parametrize("pad", [50, 200, 255, 300, 700, 1500, 3000, 5000, 9000])
+def test_every_rule_sample_is_found_by_the_budgeted_scan_wherever_it_sits_in_a_long_value(shipped: SignatureSet, pad: int) -> None:
+    """The piecewise scan (what the shim runs) finds every rule one whole scan finds, for each hit sample padded inside one long value and among many."""
+    from enforcement.normalize import variants
+
+    filler = "lorem ipsum dolor sit amet, consectetur adipiscing elit "
+    missed = []
+    for index, sig in enumerate(shipped.patterned):
+        for sample in sig.samples["hit"]:
+            for form in variants(sample, 2, True):
+                if index not in shipped.candidates(form):
+                    continue
+                inside = (filler * (pad // len(filler) + 1))[:pad] + " " + form + " " + filler * 20
+                among = SEPARATOR.join([filler * (pad // len(filler) + 1), form, filler * 20])
+                for text in (inside, among):
+                    found, _ = shipped.candidates_within(text, float("inf"))
+                    if index in shipped.candidates(text) and index not in (found or []):
+                        missed.append((sig.id, sample, pad))
+    assert missed == []
 
 
 def test_text_crafted_to_slow_the_scan_is_cut_off_at_the_budget_and_denied_by_default(shipped: SignatureSet) -> None:

@@ -328,3 +328,12 @@ def test_a_privileged_property_learned_by_this_request_checks_its_later_records_
     found = validator.evaluate(_req("POST", "/teams", {"members": records}))
     assert found is not None and found.rules == ("schema:learned-size",)
     assert validator.evaluate(_req("POST", "/other", {"members": records})) is None  # a new endpoint: every record is a sighting
+
+
+def test_a_full_endpoint_table_leaves_new_endpoints_unvalidated_rather_than_denied() -> None:
+    validator = PropertySchemaValidator(SchemaValidationSettings(max_endpoints=2, min_principals=2))
+    for path in ("/api/a", "/api/b"):
+        validator.learn(_req("POST", path, {"name": "x"}))
+    assert validator.inspect(_req("POST", "/api/c/signup", {"email": "a@b.c", "role": "admin"})) is None
+    assert validator.stats()["endpoints_dropped"] >= 1
+    assert validator.inspect(_req("POST", "/api/a", {"name": "x", "role": "admin"})) is not None  # held endpoints still are

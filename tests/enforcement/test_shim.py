@@ -191,3 +191,15 @@ def test_a_shim_can_be_given_its_adapter() -> None:
     settings = ShimSettings(bootstrap=None, adapter="nginx")
     adapter = build_adapter(settings)
     assert Shim(settings, adapter).adapter is adapter
+
+
+def test_inline_inspection_denies_before_the_verdict_cache_has_synced_and_nothing_is_learned() -> None:
+    from enforcement.decision import RequestView
+
+    shim = Shim(ShimSettings(bootstrap=None, failure_mode="allow", policy={"default_mode": "enforce"}))
+    assert not shim.synced.is_set()
+    attack = shim.decide_view(RequestView("GET", "/search?q=%27%20UNION%20SELECT%20password%20FROM%20users--"))
+    assert (attack.status, attack.would) == (403, "deny") and attack.reason == "inline:sqli"
+    benign = shim.decide_view(RequestView("POST", "/api/users/signup", headers={"content-type": "application/json"}, body=b'{"email": "a@b.c"}'))
+    assert benign.reason == "kubeward-unsynced" and benign.status == 200
+    assert shim.schema is not None and shim.schema.stats()["learned"] == 0
