@@ -72,6 +72,7 @@ def real_traffic_summary(real: dict[str, Any]) -> dict[str, Any]:
     }
     flat["inspection.us_per_request_p50"] = real["inspection"]["us_per_request_p50"]
     flat["inspection.us_per_kb"] = real["inspection"]["us_per_kb"]
+    flat["inspection.crafted_60kb_ms_p50"] = real["inspection"]["crafted_60kb_ms_p50"]
     if "redaction" in real:
         for key in ("us_per_kb", "min_precision", "min_recall"):
             flat[f"redaction.{key}"] = real["redaction"][key]

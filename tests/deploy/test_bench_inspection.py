@@ -21,3 +21,4 @@ def test_figures_name_the_shim_the_rule_engines_and_cold_memos() -> None:
     got = inspection_figures(repeat=3, n_get=6, n_post=2)
     keys = ("us_per_request_p50", "us_per_kb", "waf_us_per_request_p50", "waf_us_per_kb", "cold_us_per_request_p50", "cold_us_per_kb")
     assert all(got[k] > 0 for k in keys[::2]) and set(keys) <= set(got) and got["samples"] == 8
+    assert got["crafted_samples"] == 3 and got["crafted_60kb_ms_p50"] > 0
