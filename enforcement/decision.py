@@ -131,4 +131,6 @@ def decide(req: RequestView, cache: VerdictCache, buckets: TokenBuckets, inspect
         # An observe-mode verdict must not shield a request from a signature the policy enforces.
         if enforce or observed is None:
             return inline
+        # The verdict's answer stands (observe-mode deny, or redact), but what inspection found is still reported.
+        return Decision(observed.status, observed.would, observed.enforced, observed.reason, observed.retry_after, inline.findings, observed.verdict_id)
     return observed or ALLOW

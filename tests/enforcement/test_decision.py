@@ -188,3 +188,12 @@ def test_an_observe_verdict_does_not_exempt_from_enforced_signatures(signatures:
 
 def test_decide_with_an_empty_signature_set(verdict_factory: Any) -> None:
     assert _decide(_req(path=INJECTION), VerdictCache(), SignatureSet([]), policy=Policy(default_mode="enforce")) is ALLOW
+
+
+@pytest.mark.parametrize(("action", "mode", "would", "status"), [("redact", "enforce", "redact", 200), ("block", "observe", "deny", 200)])
+def test_a_verdict_answer_that_stands_still_carries_what_observe_mode_inspection_found(
+        signatures: SignatureSet, verdict_factory: Any, action: str, mode: str, would: str, status: int) -> None:
+    cache = _cache(verdict_factory(mode=mode, action=action))
+    got = _decide(_req(path=INJECTION), cache, signatures, policy=Policy(default_mode="observe"))
+    assert (got.status, got.would, got.findings) == (status, would, ("sqli",))
+    assert got.verdict_id is not None
