@@ -51,6 +51,7 @@ from ingest.proto import envoy_core_pb2 as core
 from ingest.proto import envoy_ext_proc_mode_pb2 as mode
 from ingest.proto import envoy_ext_proc_pb2 as ext_proc
 from ingest.proto.extproc import CONTINUE, SERVICE_NAME
+from ingest.proto.headermap import header_dict
 from ingest.proto.hosting import BackgroundServer, start_server
 
 __all__ = ["ExchangeRedactor", "ExtProcRedactionServer", "Lookup", "RedactionCollector", "RedactionStats", "Report",
@@ -138,15 +139,6 @@ class RedactionCollector:
         yield CounterMetricFamily("kubeward_redaction_errors", "ext_proc messages answered CONTINUE after an error", value=self.stats.errors)
 
 
-def _headers(header_map: core.HeaderMap) -> dict[str, str]:
-    found: dict[str, str] = {}
-    for h in header_map.headers:
-        key = h.key.lower()
-        value = h.raw_value.decode("utf-8", "replace") if h.raw_value else h.value
-        found[key] = f"{found[key]},{value}" if key in found else value
-    return found
-
-
 def _set(name: str, value: str) -> core.HeaderValueOption:
     return core.HeaderValueOption(header=core.HeaderValue(key=name, raw_value=value.encode("ascii")), append_action=_OVERWRITE)
 
@@ -193,7 +185,7 @@ class ExchangeRedactor:
 
     def on_request_headers(self, message: ext_proc.HttpHeaders) -> ext_proc.ProcessingResponse:
         """Decide which bodies of this exchange are read; tell Envoy through a mode override."""
-        headers = self.request_headers = _headers(message.headers)
+        headers = self.request_headers = header_dict(message.headers)
         view = self.view = self.view_of(headers)
         self.verdict = self.lookup(view) if self.lookup is not None else None
         wanted = self.settings.responses
@@ -211,7 +203,7 @@ class ExchangeRedactor:
 
     def on_response_headers(self, message: ext_proc.HttpHeaders) -> ext_proc.ProcessingResponse:
         """Turn the response body off when it cannot be redacted (type, encoding, size)."""
-        headers = self.response_headers = _headers(message.headers)
+        headers = self.response_headers = header_dict(message.headers)
         if not self.read_response or message.end_of_stream:
             return _EMPTY["response_headers"]
         reason = self._unreadable(headers)

@@ -48,6 +48,7 @@ from ingest.proto import envoy_auth_pb2 as auth
 from ingest.proto import envoy_core_pb2 as core
 from ingest.proto import envoy_type_pb2 as http_status
 from ingest.proto import google_rpc_pb2 as rpc
+from ingest.proto.headermap import header_dict
 from ingest.proto.hosting import BackgroundServer, start_server
 
 __all__ = ["AuthorizationServicer", "EnvoyGrpcAdapter", "GrpcAuthzServer", "SERVICE_NAME"]
@@ -85,12 +86,7 @@ def _request_headers(http: auth.AttributeContext.HttpRequest) -> dict[str, str]:
     """Lower-case request headers from ``header_map`` (``encode_raw_headers``) or ``headers``."""
     if not http.HasField("header_map"):
         return {k.lower(): v for k, v in http.headers.items()}
-    found: dict[str, str] = {}
-    for h in http.header_map.headers:
-        key = h.key.lower()
-        value = h.raw_value.decode("utf-8", "replace") if h.raw_value else h.value
-        found[key] = f"{found[key]},{value}" if key in found else value
-    return found
+    return header_dict(http.header_map)
 
 
 def _body(http: auth.AttributeContext.HttpRequest) -> bytes | None:

@@ -41,22 +41,13 @@ from ingest.proto import envoy_core_pb2 as core
 from ingest.proto import envoy_ext_proc_pb2 as ext_proc
 from ingest.proto.extproc import CONTINUE as _CONTINUE
 from ingest.proto.extproc import SERVICE_NAME
+from ingest.proto.headermap import header_dict
 from ingest.proto.hosting import BackgroundServer, ServedSource
 
 __all__ = ["ExchangeTap", "ExtProcTapSource", "SERVICE_NAME", "TapStats"]
 
 log = logging.getLogger("kubeward.collectors.extproc")
 
-
-
-def _headers(header_map: core.HeaderMap) -> dict[str, str]:
-    """Lower-case names to values (``raw_value`` decoded as UTF-8); repeated names joined with commas."""
-    found: dict[str, str] = {}
-    for h in header_map.headers:
-        key = h.key.lower()
-        value = h.raw_value.decode("utf-8", "replace") if h.raw_value else h.value
-        found[key] = f"{found[key]},{value}" if key in found else value
-    return found
 
 
 class _Body:
@@ -104,11 +95,11 @@ class ExchangeTap:
         """Record one message; the answer to send back, or None when none is expected."""
         kind = message.WhichOneof("request")
         if kind == "request_headers":
-            self.request = _headers(message.request_headers.headers)
+            self.request = header_dict(message.request_headers.headers)
         elif kind == "request_body":
             self.request_body.add(message.request_body.body, message.request_body.end_of_stream)
         elif kind == "response_headers":
-            self.response = _headers(message.response_headers.headers)
+            self.response = header_dict(message.response_headers.headers)
             self.complete = message.response_headers.end_of_stream
         elif kind == "response_body":
             self.response_body.add(message.response_body.body, message.response_body.end_of_stream)
