@@ -55,6 +55,7 @@ from enforcement.normalize import variants
 from enforcement.requestparts import Part, body_parts, request_parts
 from enforcement.settings import InspectionSettings
 from enforcement.signatures import SEPARATOR, Signature, SignatureSet, load_signatures
+from ingest.bodies import is_json_media, media_type
 
 __all__ = ["Inspectors", "NoInspection", "OVERSIZE", "OVER_BUDGET", "WafInspector", "build_inspector", "score"]
 
@@ -263,9 +264,9 @@ class _Scan:
 
 
 def _is_json(body: str, content_type: str | None) -> bool:
-    media = (content_type or "").partition(";")[0].strip().lower()
+    media = media_type(content_type)[0]
     if media:
-        return media == "application/json" or media.endswith("+json")
+        return is_json_media(media)
     return body.lstrip()[:1] in ("{", "[")
 
 

@@ -53,6 +53,7 @@ from urllib.parse import quote_plus, unquote_plus
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from ingest.bodies import is_json_media, media_type
 from ingest.sensitive import CARD, IBAN, PHONE, SENSITIVE_TYPES, SSN, LeafInfo, Span, leaf_info, scan_spans
 
 __all__ = [
@@ -428,7 +429,7 @@ def _redact_plain(data: bytes, params: str, policy: RedactionPolicy) -> Redacted
 
 
 def _kind(media: str) -> str | None:
-    if media == "application/json" or media.endswith("+json") or media == "text/json":
+    if is_json_media(media):
         return "json"
     if media in _NDJSON:
         return "ndjson"
@@ -441,7 +442,7 @@ def _kind(media: str) -> str | None:
 
 def redactable(content_type: str | None) -> bool:
     """Whether ``redact_body`` reads bodies of this content type (JSON, NDJSON, form, text, XML)."""
-    return _kind((content_type or "").partition(";")[0].strip().lower()) is not None
+    return _kind(media_type(content_type)[0]) is not None
 
 
 def redact_body(body: bytes, content_type: str | None, policy: RedactionPolicy, limits: RedactionLimits | None = None) -> Redacted:
@@ -456,8 +457,8 @@ def redact_body(body: bytes, content_type: str | None, policy: RedactionPolicy, 
         return Redacted(body, _UNCHANGED, "too_large")
     if not body.strip():
         return Redacted(body, _UNCHANGED)
-    media, _, params = (content_type or "").partition(";")
-    kind = _kind(media.strip().lower())
+    media, params = media_type(content_type)
+    kind = _kind(media)
     if kind is None:
         return Redacted(body, _UNCHANGED, "unsupported_type")
     if kind == "json":

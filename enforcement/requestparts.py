@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from enforcement.decision import RequestView
-from ingest.bodies import BodyLimits, walk_body
+from ingest.bodies import BodyLimits, is_json_media, media_type, walk_body
 
 if TYPE_CHECKING:  # settings import the schema validator, which reads bodies through this module
     from enforcement.settings import InspectionSettings
@@ -173,8 +173,8 @@ def body_parts(body: str, content_type: str | None, max_values: int, req: Reques
     ``req``, when ``body`` is its body as text, lends its parsed JSON (``json_document``) instead of a second parse.
     """
     out = _Collector(max_values)
-    media = (content_type or "").partition(";")[0].strip().lower()
-    declared_json = media == "application/json" or media.endswith("+json")
+    media = media_type(content_type)[0]
+    declared_json = is_json_media(media)
     # Frameworks parse JSON whatever the declared type (Express type '*/*', Flask force=True, Go's decoder): a body
     # that parses as JSON is read as JSON, so a declared octet-stream or text type cannot hide its leaves.
     if declared_json or (body.lstrip()[:1] in ("{", "[") and not media.startswith("multipart/")):

@@ -27,7 +27,7 @@ import orjson
 
 from enforcement.decision import RequestView
 from enforcement.requestparts import json_document
-from ingest.bodies import BodyLimits, walk_body
+from ingest.bodies import BodyLimits, is_json_media, media_type, walk_body
 from ingest.bodyschema import BodySchema
 from ingest.openapi import DeclaredEndpoint
 from ingest.summarize import property_path
@@ -224,8 +224,8 @@ def _json_values(node: Any, prefix: str, out: list[_Slot], depth: int, named: _N
 
 def _body_values(req: RequestView, body: bytes) -> list[Value]:
     ctype = _content_type(req, body)
-    media = (ctype or "").split(";", 1)[0].strip().lower()
-    if media == "application/json" or media.endswith("+json"):
+    media = media_type(ctype)[0]
+    if is_json_media(media):
         parsed, doc = json_document(req) if body is req.body else _parse(body)
         if not parsed:
             return []

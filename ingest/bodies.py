@@ -34,7 +34,7 @@ import orjson
 from ingest.errors import SettingsError
 from ingest.sensitive import count_sensitive, is_id_name, leaf_info
 
-__all__ = ["BodyFeatures", "BodyLimits", "BodyWalk", "Leaf", "body_features", "query_object_ids", "walk_body"]
+__all__ = ["BodyFeatures", "BodyLimits", "BodyWalk", "Leaf", "body_features", "is_json_media", "media_type", "query_object_ids", "walk_body"]
 
 Scalar = str | int | float | bool | None
 RECORD_KEYS = ("data", "items", "results", "records", "rows", "entries", "hits", "objects", "values", "list",
@@ -136,11 +136,21 @@ class _Walker:
                 return
 
 
-def _media_type(content_type: str | None) -> tuple[str, str]:
+def media_type(content_type: str | None) -> tuple[str, str]:
+    """``(type/subtype lower-cased, the parameters after ';')`` of a Content-Type; ``("", "")`` when there is none.
+
+    >>> media_type("Application/JSON; charset=utf-8")
+    ('application/json', ' charset=utf-8')
+    """
     if not content_type:
         return "", ""
     main, _, params = content_type.partition(";")
     return main.strip().lower(), params
+
+
+def is_json_media(media: str) -> bool:
+    """Whether a media type (as ``media_type`` gives it) is JSON: ``application/json``, ``*+json``, ``text/json``."""
+    return media == "application/json" or media.endswith("+json") or media == "text/json"
 
 
 def _decode(data: bytes, params: str) -> str:
@@ -157,7 +167,7 @@ def _decode(data: bytes, params: str) -> str:
 def _classify(media: str, data: bytes) -> str:
     if media.startswith(_BINARY_PREFIXES):
         return "binary"
-    if media == "application/json" or media.endswith("+json") or media == "text/json":
+    if is_json_media(media):
         return "json"
     if media in _NDJSON_TYPES:
         return "ndjson"
@@ -178,7 +188,7 @@ def walk_body(body: bytes, content_type: str | None, *, limits: BodyLimits | Non
     data, cut = body[: limits.max_bytes], len(body) > limits.max_bytes
     if not data.strip():
         return BodyWalk("empty", [], truncated=cut)
-    media, params = _media_type(content_type)
+    media, params = media_type(content_type)
     kind = _classify(media, data)
     if kind == "binary":
         return BodyWalk(kind, [], truncated=cut)
@@ -263,8 +273,8 @@ def _multipart(data: bytes, params: str, limits: BodyLimits, cut: bool) -> BodyW
         return BodyWalk("multipart", [("", text)], truncated=cut, parse_error="multipart without boundary")
     walker = _Walker(limits)
     for name, ctype, payload in _parts(data, (m.group(1) or m.group(2)).encode("latin-1", "replace")):
-        media, part_params = _media_type(ctype)
-        if media == "application/json" or media.endswith("+json"):
+        media, part_params = media_type(ctype)
+        if is_json_media(media):
             try:
                 walker.walk(orjson.loads(payload), _form_path(name))
                 continue
