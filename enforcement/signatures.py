@@ -36,7 +36,6 @@ from typing import Any
 import re2
 import yaml
 
-from enforcement.decision import Inspection, RequestView
 from enforcement.errors import RuleLoadError
 from ingest.yamlfile import StrictLoader as _StrictLoader
 
@@ -99,7 +98,6 @@ class SignatureSet:
     signatures: list[Signature]
     _set: Any = field(default=None, init=False, repr=False)
     _re2: list[Signature] = field(default_factory=list, init=False, repr=False)
-    _inspector: Any = field(default=None, init=False, repr=False)
     _levels: dict[int, SignatureSet] = field(default_factory=dict, init=False, repr=False)
 
     def __post_init__(self) -> None:
@@ -173,16 +171,6 @@ class SignatureSet:
     def patterned(self) -> list[Signature]:
         """The ``re2`` rules, in the order ``candidates`` numbers them."""
         return self._re2
-
-    def inspect(self, req: RequestView) -> Inspection | None:
-        """The ``Inspector`` protocol with default ``InspectionSettings`` (kept for callers that pass the pack itself)."""
-        if self._inspector is None:
-            from enforcement.inspection import WafInspector
-            from enforcement.settings import InspectionSettings
-
-            self._inspector = WafInspector(self, InspectionSettings())
-        found: Inspection | None = self._inspector.inspect(req)
-        return found
 
 
 def unanchored(pattern: str) -> str:

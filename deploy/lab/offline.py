@@ -21,7 +21,9 @@ from typing import Any
 from deploy.lab.driver import GATEWAY, TrafficDriver, end_user_ip, loopback_for, pod_map, via_gateway
 from deploy.runtime.demoapi import DemoApi, openapi_specs, seed_db
 from enforcement.decision import RequestView
-from enforcement.signatures import load_signatures
+from enforcement.inspection import build_inspector
+from enforcement.settings import InspectionSettings
+from enforcement.signatures import DEFAULT_RULES
 from ingest import HttpObservation, IdentityConfig, PathTemplater, Summarizer, SummarizerConfig
 from ingest.openapi import declared_endpoints, load_spec_dir
 from ingest.simulator.world import World
@@ -47,7 +49,7 @@ class OfflineDataPlane:
         self.summarizer = Summarizer(SummarizerConfig(identity=identity, object_id_key=object_key), PathTemplater(specs=specs), lookup.get)
         self.api = DemoApi(seed_db(seed, users), JWT_SECRET)
         self.requests = TrafficDriver("127.0.0.1", 0, JWT_SECRET)
-        self.signatures = load_signatures()
+        self.inspector = build_inspector(InspectionSettings(), DEFAULT_RULES)
 
     def observation(self, call: Any, request_id: str) -> HttpObservation:
         """The exchange Envoy would report for one call (the API's real answer included)."""
@@ -59,7 +61,7 @@ class OfflineDataPlane:
                                authority=headers["host"], headers=headers, peer_ip=peer, status=status,
                                request_bytes=len(body or b""), response_bytes=len(answer),
                                response_headers={"content-type": "application/json"}, response_body=answer,
-                               inline_findings=getattr(self.signatures.inspect(RequestView(call.method, path, headers=headers, body=body or None)), "categories", ()))
+                               inline_findings=getattr(self.inspector.inspect(RequestView(call.method, path, headers=headers, body=body or None)), "categories", ()))
 
     def rows(self, calls: Iterable[Any], prefix: str = "o") -> Iterator[dict[str, Any]]:
         """Summary rows of the calls, each with its ground truth attached for the scorer."""

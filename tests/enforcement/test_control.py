@@ -15,6 +15,8 @@ from enforcement.cache import VerdictCache
 from enforcement.control import ControlConsumer
 from enforcement.decision import RequestView, decide
 from enforcement.ratelimit import TokenBuckets
+from enforcement.inspection import WafInspector
+from enforcement.settings import InspectionSettings
 from enforcement.signatures import load_signatures
 from ingest import POLICY, VERDICTS, Policy, sign_verdict
 
@@ -87,7 +89,7 @@ def _following(initial: Policy | None = None) -> tuple[ControlConsumer, _PolicyH
 
 def _inline_status(policy: Policy, namespace: str) -> int:
     req = RequestView("GET", "/search?q=1' OR '1'='1", "shop/web", "alice", "10.0.0.7", "orders", namespace)
-    return decide(req, VerdictCache(), TokenBuckets(), load_signatures(), policy, time.time()).status
+    return decide(req, VerdictCache(), TokenBuckets(), WafInspector(load_signatures(), InspectionSettings()), policy, time.time()).status
 
 
 def test_a_newer_snapshot_flips_the_inline_mode_of_its_namespace_only() -> None:
