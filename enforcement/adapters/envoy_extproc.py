@@ -52,7 +52,7 @@ from ingest.proto import envoy_ext_proc_mode_pb2 as mode
 from ingest.proto import envoy_ext_proc_pb2 as ext_proc
 from ingest.proto.extproc import CONTINUE, SERVICE_NAME
 from ingest.proto.headermap import header_dict
-from ingest.proto.hosting import BackgroundServer, start_server
+from ingest.proto.hosting import HostedService
 
 __all__ = ["ExchangeRedactor", "ExtProcRedactionServer", "Lookup", "RedactionCollector", "RedactionStats", "Report",
            "SERVICE_NAME", "cache_lookup", "host_matches"]
@@ -270,7 +270,7 @@ class ExchangeRedactor:
                         self.verdict.verdict_id if self.verdict is not None else None, tuple(sorted(self.counts.items())))
 
 
-class ExtProcRedactionServer:
+class ExtProcRedactionServer(HostedService):
     """The ext_proc redaction endpoint on grpc.aio: one ``ExchangeRedactor`` per ``Process`` stream.
 
     On the shim's loop: ``port = await server.start_async(host, port)`` and
@@ -280,8 +280,11 @@ class ExtProcRedactionServer:
     or skipped something. ``stats`` holds the counters.
     """
 
+    thread_name = "kubeward-ext-proc-redact"
+
     def __init__(self, settings: RedactionSettings, resolver: IdentityResolver | None = None, lookup: Lookup | None = None,
                  report: Report | None = None, options: Mapping[str, Any] | None = None):
+        super().__init__(tuple((options or {}).items()))
         self.settings = settings
         self.resolver = resolver or IdentityResolver()
         self.lookup = lookup
@@ -289,11 +292,7 @@ class ExtProcRedactionServer:
         self.stats = RedactionStats()
         self._policy = settings.policy()
         self._limits = settings.limits()
-        self._options = tuple((options or {}).items())
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="kubeward-redact")
-        self._aio_server: Any = None
-        self._background: BackgroundServer | None = None
-        self.port: int | None = None
 
     async def _answer(self, exchange: ExchangeRedactor, message: ext_proc.ProcessingRequest) -> ext_proc.ProcessingResponse | None:
         kind = message.WhichOneof("request")
@@ -343,27 +342,5 @@ class ExtProcRedactionServer:
             handle, request_deserializer=ext_proc.ProcessingRequest.FromString, response_serializer=ext_proc.ProcessingResponse.SerializeToString)
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, {"Process": method}),))
 
-    async def start_async(self, host: str = "127.0.0.1", port: int = 0) -> int:
-        """Start on the running event loop; return the bound port."""
-        self._aio_server, self.port = await start_server(self._register, host, port, self._options)
-        return self.port
-
-    async def stop_async(self, grace: float = 1.0) -> None:
-        """Stop the server started by ``start_async``."""
-        if self._aio_server is not None:
-            await self._aio_server.stop(grace)
-            self._aio_server = None
-        self._pool.shutdown(wait=False)
-
-    def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
-        """Start on a private event loop in a daemon thread; return the bound port."""
-        self._background = BackgroundServer(self._register, "kubeward-ext-proc-redact", self._options)
-        self.port = self._background.start(host, port)
-        return self.port
-
-    def stop(self, grace: float = 1.0) -> None:
-        """Stop the server started by ``start``; idempotent."""
-        if self._background is not None:
-            self._background.stop(grace)
-            self._background = None
+    def _closed(self) -> None:
         self._pool.shutdown(wait=False)

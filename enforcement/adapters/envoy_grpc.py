@@ -49,7 +49,7 @@ from ingest.proto import envoy_core_pb2 as core
 from ingest.proto import envoy_type_pb2 as http_status
 from ingest.proto import google_rpc_pb2 as rpc
 from ingest.proto.headermap import header_dict
-from ingest.proto.hosting import BackgroundServer, start_server
+from ingest.proto.hosting import HostedService
 
 __all__ = ["AuthorizationServicer", "EnvoyGrpcAdapter", "GrpcAuthzServer", "SERVICE_NAME"]
 
@@ -198,7 +198,7 @@ def _register(servicer: AuthorizationServicer) -> Callable[[Any], None]:
     return register
 
 
-class GrpcAuthzServer:
+class GrpcAuthzServer(HostedService):
     """The ext_authz gRPC endpoint: ``Check`` -> ``adapter.view`` -> ``decide_view`` -> ``adapter.respond``.
 
     On the shim's loop: ``port = await server.start_async(host, port)`` and
@@ -206,12 +206,14 @@ class GrpcAuthzServer:
     and ``server.stop()``. ``checks`` and ``errors`` count calls.
     """
 
+    thread_name = "kubeward-ext-authz-grpc"
+
     def __init__(self, decide_view: DecideView, adapter: EnvoyGrpcAdapter | None = None, options: Mapping[str, Any] | None = None):
+        super().__init__(tuple((options or {}).items()))
         self._servicer = AuthorizationServicer(decide_view, adapter or EnvoyGrpcAdapter())
-        self._options = tuple((options or {}).items())
-        self._aio_server: Any = None
-        self._background: BackgroundServer | None = None
-        self.port: int | None = None
+
+    def _register(self, server: Any) -> None:
+        _register(self._servicer)(server)
 
     @property
     def checks(self) -> int:
@@ -222,26 +224,3 @@ class GrpcAuthzServer:
     def errors(self) -> int:
         """Check calls that failed with ``INTERNAL`` because the adapter or ``decide_view`` raised."""
         return self._servicer.errors
-
-    async def start_async(self, host: str = "127.0.0.1", port: int = 0) -> int:
-        """Start on the running event loop; return the bound port (``port=0`` picks one)."""
-        self._aio_server, self.port = await start_server(_register(self._servicer), host, port, self._options)
-        return self.port
-
-    async def stop_async(self, grace: float = 1.0) -> None:
-        """Stop the server started by ``start_async``; in-flight checks get ``grace`` seconds."""
-        if self._aio_server is not None:
-            await self._aio_server.stop(grace)
-            self._aio_server = None
-
-    def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
-        """Start on a private event loop in a daemon thread; return the bound port."""
-        self._background = BackgroundServer(_register(self._servicer), "kubeward-ext-authz-grpc", self._options)
-        self.port = self._background.start(host, port)
-        return self.port
-
-    def stop(self, grace: float = 1.0) -> None:
-        """Stop the server started by ``start``; idempotent."""
-        if self._background is not None:
-            self._background.stop(grace)
-            self._background = None

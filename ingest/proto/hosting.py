@@ -11,6 +11,9 @@ run on that loop's thread, so the state they touch needs no locks.
   private event loop in a daemon thread: ``port = BackgroundServer(register, name).start(host, port)``.
 
 ``register`` adds the servicers or generic handlers to the ``grpc.aio.Server``.
+``HostedService`` is the base of an endpoint that offers both ways
+(``start_async``/``stop_async`` and ``start``/``stop``): the ext_authz gRPC
+and ext_proc redaction adapters.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from typing import Any
 
 import grpc
 
-__all__ = ["BackgroundServer", "Register", "ServedSource", "start_server"]
+__all__ = ["BackgroundServer", "HostedService", "Register", "ServedSource", "start_server"]
 
 Register = Callable[[Any], None]
 
@@ -137,3 +140,51 @@ class ServedSource:
             stop.wait()
         finally:
             self.stop()
+
+
+class HostedService:
+    """An endpoint served on the running loop (``start_async``/``stop_async``) or on a loop of its own (``start``/``stop``).
+
+    Subclasses implement ``_register`` (add the handlers to a server) and may
+    override ``_closed`` (release what stopping leaves, called after either
+    stop); ``thread_name`` names the private loop's thread.
+    """
+
+    thread_name = "kubeward-grpc"
+
+    def __init__(self, options: Sequence[tuple[str, Any]] = ()):
+        self._options = tuple(options)
+        self._aio_server: Any = None
+        self._background: BackgroundServer | None = None
+        self.port: int | None = None
+
+    def _register(self, server: Any) -> None:
+        raise NotImplementedError
+
+    def _closed(self) -> None:
+        """Called after the server stopped (either way); nothing by default."""
+
+    async def start_async(self, host: str = "127.0.0.1", port: int = 0) -> int:
+        """Start on the running event loop; return the bound port (``port=0`` picks one)."""
+        self._aio_server, self.port = await start_server(self._register, host, port, self._options)
+        return self.port
+
+    async def stop_async(self, grace: float = 1.0) -> None:
+        """Stop the server started by ``start_async``; in-flight calls get ``grace`` seconds."""
+        if self._aio_server is not None:
+            await self._aio_server.stop(grace)
+            self._aio_server = None
+        self._closed()
+
+    def start(self, host: str = "127.0.0.1", port: int = 0) -> int:
+        """Start on a private event loop in a daemon thread; return the bound port."""
+        self._background = BackgroundServer(self._register, self.thread_name, self._options)
+        self.port = self._background.start(host, port)
+        return self.port
+
+    def stop(self, grace: float = 1.0) -> None:
+        """Stop the server started by ``start``; idempotent."""
+        if self._background is not None:
+            self._background.stop(grace)
+            self._background = None
+        self._closed()
