@@ -131,10 +131,12 @@ class RequestSummary(_Record):
     response_bytes: int = 0
     object_ids: list[str] = Field(default_factory=list)
     object_ids_created: list[str] = Field(default_factory=list)
+    object_blocks: list[str] = Field(default_factory=list, description="keyed hashes of (template, numeric id // 16) of numeric ids touched: dense or sequential enumeration shows, the ids do not")
     sensitive: dict[str, int] = Field(default_factory=dict)
     redacted: dict[str, int] = Field(default_factory=dict)
     response_properties: list[str] = Field(default_factory=list)
     outcome: str | None = None
+    credential_subject: str | None = Field(default=None, description="keyed hash of the account a login attempt named (user name or e-mail in its body), never the value")
     inline_findings: list[str] = Field(default_factory=list)
     decision: str | None = None
     mcp: McpExtras | None = None

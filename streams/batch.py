@@ -1,0 +1,268 @@
+"""One decoded batch of summaries, the per-row view every stateful analyser of the worker reads.
+
+``BatchView.decode(table, repeats)`` turns an Arrow batch of ``RequestSummary``
+rows into numpy arrays once: the actor of each row (``workload or ip | principal``,
+as ``ingest.actor_key``), times, statuses, identities as 64-bit hashes, the
+destination edge, object ids and created ids as (row, hash) pairs. Analysers
+(``Enricher``: ownership, call edges, credential tables, ...) read it and return
+*signals*: one float per row (``Signals``), which the feature table
+(``models.features``) folds into per-key state. No analyser decodes the table again.
+
+Hashes are stable across processes and runs (``hash64``: 64-bit, from every
+byte of the string), so state written by one worker means the same to the next.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+import pyarrow.compute as pc
+
+__all__ = ["BatchView", "Enricher", "Signals", "hash64", "list_parts", "column"]
+
+_I = npt.NDArray[np.intp]
+_F = npt.NDArray[np.float64]
+_U = npt.NDArray[np.uint64]
+_B = npt.NDArray[np.bool_]
+
+#: per-row signals: name -> one float per row of the batch
+Signals = dict[str, _F]
+
+_M1, _M2, _GOLD = np.uint64(0xFF51AFD7ED558CCD), np.uint64(0xC4CEB9FE1A85EC53), np.uint64(0x9E3779B97F4A7C15)
+
+
+def _mix(x: _U) -> _U:
+    """murmur3's 64-bit finalizer (in place on a copy)."""
+    x = x.copy()
+    with np.errstate(over="ignore"):
+        x ^= x >> np.uint64(33)
+        x *= _M1
+        x ^= x >> np.uint64(33)
+        x *= _M2
+        x ^= x >> np.uint64(33)
+    return x
+
+
+def _offsets(arr: pa.Array) -> npt.NDArray[np.int64]:
+    buf = arr.buffers()[1]
+    width = np.int64 if pa.types.is_large_string(arr.type) or pa.types.is_large_list(arr.type) else np.int32
+    return np.frombuffer(buf, dtype=width)[arr.offset : arr.offset + len(arr) + 1].astype(np.int64)
+
+
+def hash64(values: pa.Array) -> _U:
+    """A 64-bit hash of every string (null -> 0), vectorised over 8-byte words of the whole string.
+
+    >>> a = hash64(pa.array(["user-1", "user-2", None, "user-1"]))
+    >>> bool(a[0] == a[3]), bool(a[0] != a[1]), int(a[2])
+    (True, True, 0)
+    """
+    n = len(values)
+    if n == 0:
+        return np.zeros(0, dtype=np.uint64)
+    if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+        values = pc.cast(values, pa.string())
+    offsets = _offsets(values)
+    data_buf = values.buffers()[2]
+    data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
+    starts, lengths = offsets[:-1], np.diff(offsets)
+    words = int((lengths.max() + 7) // 8) if n else 0
+    padded = np.concatenate([data, np.zeros(8, np.uint8)])
+    h = lengths.astype(np.uint64) * _GOLD
+    shifts = (np.arange(8, dtype=np.uint64) * np.uint64(8))
+    for w in range(words):
+        idx = starts[:, None] + w * 8 + np.arange(8)
+        chunk = padded[np.minimum(idx, len(padded) - 1)].astype(np.uint64)
+        chunk[(w * 8 + np.arange(8))[None, :] >= lengths[:, None]] = 0
+        word = np.bitwise_or.reduce(chunk << shifts, axis=1)
+        with np.errstate(over="ignore"):
+            h = _mix(h ^ word) + np.uint64(w + 1)
+    h = _mix(h)
+    h[h == 0] = 1  # 0 is "absent"
+    if values.null_count:
+        h[np.asarray(values.is_null())] = 0
+    return h
+
+
+def column(table: pa.Table, name: str) -> pa.Array:
+    """One column as a single array (chunks combined only when there are several)."""
+    col = table[name]
+    return col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
+
+
+def list_parts(values: pa.Array) -> tuple[_I, pa.Array]:
+    """(row index of each element, the flat elements) of a list or map array."""
+    if isinstance(values, pa.MapArray):
+        values = pa.ListArray.from_arrays(values.offsets, values.items)
+    offsets = _offsets(values) if len(values) else np.zeros(1, np.int64)
+    parents = np.repeat(np.arange(len(values), dtype=np.intp), np.diff(offsets))
+    return parents, values.values.slice(int(offsets[0]), int(offsets[-1] - offsets[0]))
+
+
+def _present(values: pa.Array) -> pa.Array:
+    """Empty strings count as absent, as in ``ingest.actor_key`` (``x or '-'``)."""
+    if len(values) and pc.any(pc.equal(values, "")).as_py():
+        return pc.if_else(pc.equal(values, ""), pa.scalar(None, pa.string()), values)
+    return values
+
+
+def _numbers(values: pa.Array, dtype: Any) -> Any:
+    if values.null_count:
+        values = values.fill_null(0)
+    return np.asarray(values.to_numpy(zero_copy_only=False), dtype=dtype)
+
+
+def _field(struct: pa.Array, name: str, n: int) -> pa.Array:
+    if name in {struct.type.field(i).name for i in range(struct.type.num_fields)}:
+        return _present(struct.field(name))
+    return pa.nulls(n, pa.string())
+
+
+def _optional(table: pa.Table, name: str, n: int, kind: pa.DataType = pa.string()) -> pa.Array:
+    return column(table, name) if name in table.column_names else pa.nulls(n, kind)
+
+
+@dataclass
+class BatchView:
+    """Per-row arrays of one decoded batch (see the module docstring). Read-only by convention.
+
+    Identity: ``actors`` (unique actor keys of the batch), ``actor_of_row``;
+    ``principal`` / ``principal_hash`` (0 = none), ``is_service`` (no principal),
+    ``source_ip`` / ``source_ip_hash``, ``source_workload``, ``external`` (caller
+    outside the cluster). Call: ``time``, ``status`` (0 = unknown), ``method``,
+    ``template``, ``service`` (destination), ``service_hash``, ``edge_hash``
+    (service + method + template), ``dest_external``, ``dest_host``, ``first``
+    (not a second reporter's copy of a call already counted), ``auth_failed``
+    (401 or a derived ``auth_failure`` outcome), ``response_bytes``,
+    ``request_bytes``, ``sensitive`` (values returned, all types), ``inline``
+    (inline findings on the call), ``records`` (object ids the answer carried),
+    ``credential_subject`` / ``credential_subject_hash`` (the account a login
+    named, hashed; 0 = none). Objects: ``object_row`` / ``object_hash`` (one entry
+    per object id touched), ``created_row`` / ``created_hash`` (ids a creating call
+    got back). ``table`` is the batch itself for anything else.
+    """
+
+    table: pa.Table
+    n: int
+    actors: list[str]
+    actor_of_row: _I
+    time: _F
+    status: npt.NDArray[np.int64]
+    first: _B
+    principal: pa.Array
+    principal_hash: _U
+    is_service: _B
+    source_ip: pa.Array
+    source_ip_hash: _U
+    source_workload: pa.Array
+    external: _B
+    method: pa.Array
+    template: pa.Array
+    service: pa.Array
+    service_hash: _U
+    edge_hash: _U
+    dest_external: _B
+    dest_host: pa.Array
+    auth_failed: _B
+    response_bytes: _F
+    request_bytes: _F
+    sensitive: _F
+    inline: _F
+    records: _F
+    credential_subject_hash: _U
+    object_row: _I
+    object_hash: _U
+    created_row: _I
+    created_hash: _U
+
+    @classmethod
+    def decode(cls, table: pa.Table, repeats: _B | None = None) -> BatchView:
+        """Decode an Arrow batch with the ``RequestSummary`` columns (optional ones may be missing)."""
+        n = table.num_rows
+        source, destination = column(table, "source"), column(table, "destination")
+        workload, ip = _field(source, "workload", n), _field(source, "ip", n)
+        principal = _present(column(table, "principal"))
+        source_id = pc.coalesce(workload, ip, "-")
+        encoded = pc.dictionary_encode(pc.binary_join_element_wise(source_id, principal.fill_null("-"), "|"))
+        service = destination.field("service").fill_null("-")
+        method, template = column(table, "method"), column(table, "path_template")
+        obj_row, obj_values = list_parts(column(table, "object_ids"))
+        made_row, made_values = list_parts(_optional(table, "object_ids_created", n, pa.list_(pa.string())))
+        sens_row, sens_values = list_parts(column(table, "sensitive"))
+        inline_row, _ = list_parts(column(table, "inline_findings"))
+        status = _numbers(column(table, "status"), np.int64)
+        outcome = _optional(table, "outcome", n)
+        failed = np.asarray(pc.equal(outcome, "auth_failure").fill_null(False), dtype=bool)
+        external = np.asarray(_numbers(source.field("external"), bool), dtype=bool) if "external" in {f.name for f in source.type} else np.zeros(n, bool)
+        dest_external = np.asarray(_numbers(destination.field("external"), bool), dtype=bool) if "external" in {f.name for f in destination.type} else np.zeros(n, bool)
+        edge = pc.binary_join_element_wise(service, method.fill_null("-"), template.fill_null("-"), " ")
+        return cls(
+            table=table,
+            n=n,
+            actors=encoded.dictionary.to_pylist(),
+            actor_of_row=np.asarray(encoded.indices, dtype=np.intp),
+            time=_numbers(column(table, "time"), np.float64),
+            status=status,
+            first=np.ones(n, dtype=bool) if repeats is None else ~repeats,
+            principal=principal,
+            principal_hash=hash64(principal),
+            is_service=np.asarray(principal.is_null(), dtype=bool),
+            source_ip=ip,
+            source_ip_hash=hash64(ip),
+            source_workload=workload,
+            external=external,
+            method=method,
+            template=template,
+            service=service,
+            service_hash=hash64(service),
+            edge_hash=hash64(edge),
+            dest_external=dest_external,
+            dest_host=_field(destination, "host", n),
+            auth_failed=(status == 401) | failed,
+            response_bytes=_numbers(column(table, "response_bytes"), np.float64),
+            request_bytes=_numbers(column(table, "request_bytes"), np.float64),
+            sensitive=np.bincount(sens_row, weights=_numbers(sens_values, np.float64), minlength=n).astype(np.float64),
+            inline=np.bincount(inline_row, minlength=n).astype(np.float64),
+            records=np.bincount(obj_row, minlength=n).astype(np.float64),
+            credential_subject_hash=hash64(_optional(table, "credential_subject", n)),
+            object_row=obj_row,
+            object_hash=hash64(obj_values),
+            created_row=made_row,
+            created_hash=hash64(made_values),
+        )
+
+
+class Enricher(Protocol):
+    """A stateful analyser of the worker: reads each batch, keeps its own state, returns per-row signals.
+
+    ``signals`` names what ``enrich`` returns (each name is declared once, in
+    ``models.features.SIGNALS``). ``enrich`` is called once per batch, in event
+    order, after ``BatchView.decode``; it must be vectorised (no Python work per
+    row beyond a dictionary probe) and bounded in memory (evict by size, oldest
+    first, and count it). ``export``/``restore`` carry its state through the
+    changelog (bytes; ``restore(export())`` gives the same answers).
+    """
+
+    name: str
+    signals: tuple[str, ...]
+
+    def enrich(self, batch: BatchView) -> Signals:
+        """Per-row signals of this batch (every name in ``signals``, each an array of ``batch.n`` floats)."""
+        ...
+
+    def export(self) -> bytes:
+        """The state, for the changelog."""
+        ...
+
+    def restore(self, blob: bytes) -> None:
+        """Load state written by ``export``."""
+        ...
+
+
+def signal_names(enrichers: Mapping[str, Enricher]) -> set[str]:
+    """Every signal the given enrichers produce."""
+    return {s for e in enrichers.values() for s in e.signals}
