@@ -34,10 +34,9 @@ from pathlib import Path
 from typing import Any
 
 import re2
-import yaml
 
 from enforcement.errors import RuleLoadError
-from ingest.yamlfile import StrictLoader as _StrictLoader
+from ingest.yamlfile import read_rule_file
 
 __all__ = ["CATEGORIES", "DEFAULT_RULES", "ENGINES", "SCAN_CHUNK", "SCAN_INTRA", "SCAN_OVERLAP", "SEPARATOR", "SEVERITIES", "Signature", "SignatureSet", "TARGETS", "lint", "load_signatures", "unanchored"]
 
@@ -58,7 +57,7 @@ _EDGE = {"^": "(?:^|\\x01)", "\\A": "(?:^|\\x01)", "$": "(?:$|\\x01)", "\\z": "(
 _RULE_KEYS = {"id", "title", "status", "category", "paranoia", "severity", "targets", "engine", "pattern", "tags", "samples", "notes"}
 _REQUIRED = {"id", "title", "status", "category", "paranoia", "severity", "samples"}
 _STATUSES = ("experimental", "test", "stable")
-_FILE_KEYS = {"version", "rules"}
+_FILE_KEYS = frozenset({"version", "rules"})
 
 
 def _options() -> Any:
@@ -264,31 +263,9 @@ def _rule_errors(rule: Any, where: str) -> list[str]:
     return errors
 
 
-def _rule_lines(text: str) -> list[int]:
-    """1-based line of each item of the top-level ``rules`` list."""
-    root = yaml.compose(text, Loader=yaml.SafeLoader)
-    for key, value in getattr(root, "value", []):
-        if getattr(key, "value", None) == "rules" and isinstance(value, yaml.SequenceNode):
-            return [item.start_mark.line + 1 for item in value.value]
-    return []
-
-
 def _read(path: Path) -> tuple[list[Any], list[int], list[str]]:
     """The rules of one file, the line of each, and the file-level errors."""
-    try:
-        text = path.read_text()
-        doc = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
-    except yaml.MarkedYAMLError as exc:
-        line = exc.problem_mark.line + 1 if exc.problem_mark else 0
-        context = f"{exc.context}: " if exc.context else ""
-        return [], [], [f"{path}:{line}: {context}{exc.problem}"]
-    except (OSError, yaml.YAMLError) as exc:
-        return [], [], [f"{path}: {exc}"]
-    rules = doc.get("rules") if isinstance(doc, dict) else None
-    if not isinstance(rules, list):
-        return [], [], [f"{path}:1: expected a top-level 'rules' list"]
-    errors = [f"{path}:1: unknown top-level key {k!r}" for k in doc if k not in _FILE_KEYS]
-    return rules, _rule_lines(text), errors
+    return read_rule_file(path, _FILE_KEYS)
 
 
 def _files(path: Path) -> list[Path]:

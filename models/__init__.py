@@ -1,39 +1,35 @@
-"""Kubeward models: features, detectors behind one interface, and their registry.
+"""Kubeward models: the feature table, detectors behind one interface, rules as data, and their registry.
 
 Every detector implements ``models.base.Detector``: ``fit(frame)`` learns
-thresholds from benign actor windows, ``score_many(frame)`` returns scores in
+thresholds from benign key windows, ``score_many(frame)`` returns scores in
 [0, 1] (0.5 = at threshold, higher = more anomalous) and ``explain(row)`` says
-why. Detectors never choose an action; ``streams`` does, with a policy.
+why. Threshold detectors are YAML rules (``models.rules``, files in
+``models/rules/``) over features declared once in ``models.features``.
+Detectors never choose an action; ``streams`` does, with a policy.
 """
 
 from models.base import Detector, Frame, frame_from_row
-from models.detectors import (
-    AuthFailureDetector,
-    CountThresholdDetector,
-    InlineSignatureDetector,
-    NovelDestinationDetector,
-    ObjectBreadthDetector,
-    RetiredEndpointDetector,
-    VolumeDetector,
-)
+from models.detectors import RuleDetector
 from models.errors import ModelError, UnknownDetectorError
-from models.features import FEATURES
-from models.registry import REGISTRY, build_detectors
+from models.features import FEATURE_TABLE, FEATURES, Feature, feature, features_for
+from models.registry import REGISTRY, build_detectors, registry
+from models.rules import Rule, load_rules
 
 __all__ = [
     "FEATURES",
+    "FEATURE_TABLE",
     "REGISTRY",
-    "AuthFailureDetector",
-    "CountThresholdDetector",
     "Detector",
+    "Feature",
     "Frame",
-    "InlineSignatureDetector",
     "ModelError",
-    "NovelDestinationDetector",
-    "ObjectBreadthDetector",
-    "RetiredEndpointDetector",
+    "Rule",
+    "RuleDetector",
     "UnknownDetectorError",
-    "VolumeDetector",
     "build_detectors",
+    "feature",
+    "features_for",
     "frame_from_row",
+    "load_rules",
+    "registry",
 ]

@@ -1,27 +1,117 @@
-"""Feature names of an actor window, the rows every detector scores.
+"""The feature table: every feature a detector reads, declared once.
 
-``streams`` computes these from its per-actor state for each actor touched by
-a batch; notebooks and training compute the same names from Parquet. Counts
-cover the current tumbling window; ``baseline_*`` are the actor's exponentially
-weighted averages over its past windows.
+A ``Feature`` says what state the worker keeps for it and how a batch folds
+into that state; ``streams.state`` derives its columns from this table and
+``streams.processor`` folds *signals* (one float per summary row, computed by
+``streams.signals`` or by an ``Enricher``) into them. Adding a signal to
+detection is one entry here plus the code that computes the signal.
+
+Folds:
+
+* ``sum`` -- sum of the signal over the key's current tumbling window (reset when it closes);
+* ``max`` -- largest signal value in the window;
+* ``distinct`` -- distinct elements of an element stream in the window (a 256-bit
+  linear-counting sketch; the signal names an element stream, e.g. ``objects``);
+* ``ewma`` -- the key's own baseline of the window feature ``of``: an
+  exponentially weighted mean over past windows, updated when a window closes,
+  only from windows that raised no flag;
+* ``decay`` -- a long-horizon exponentially decayed sum of the signal (half-life
+  ``half_life_s``, hours): never reset by windows, so one event a minute adds up;
+* ``age`` / ``flag`` -- windows since the key was first seen / 1 once any row had the signal.
+
+``key`` is the state the feature belongs to: ``actor`` (``workload-or-ip|principal``)
+or ``source`` (the trusted client address alone, so one client hiding behind many
+principals or none is one key).
 """
 
 from __future__ import annotations
 
-__all__ = ["FEATURES"]
+from dataclasses import dataclass
+from typing import Literal
 
-FEATURES: tuple[str, ...] = (
-    "requests",  # calls in the window
-    "distinct_objects",  # estimated distinct object ids touched
-    "denied",  # 403 and 404 answers
-    "auth_failures",  # 401 answers
-    "pii",  # sensitive values returned (all types)
-    "response_bytes",  # bytes returned to the actor
-    "novel_destinations",  # calls to services the actor had not called once learned
-    "inline_hits",  # calls an inline signature flagged (injection, traversal)
-    "retired_hits",  # calls to retired or undocumented endpoints
-    "baseline_distinct",  # EWMA of distinct_objects over past windows
-    "baseline_pii",  # EWMA of pii over past windows
-    "age_windows",  # windows since the actor was first seen
-    "is_service",  # 1 when the actor is a workload without an end-user principal
-)
+__all__ = ["FEATURES", "FEATURE_TABLE", "KEYS", "Feature", "feature", "features_for"]
+
+Fold = Literal["sum", "max", "distinct", "ewma", "decay", "age", "flag"]
+Key = Literal["actor", "source"]
+KEYS: tuple[Key, ...] = ("actor", "source")
+WINDOWED: frozenset[str] = frozenset({"sum", "max", "distinct"})
+
+HOUR = 3600.0
+
+
+@dataclass(frozen=True)
+class Feature:
+    """One feature: its name, how it is folded, from which signal, for which key (see the module docstring)."""
+
+    name: str
+    fold: Fold
+    signal: str | None = None
+    of: str | None = None
+    half_life_s: float = 0.0
+    key: Key = "actor"
+    doc: str = ""
+
+    def __post_init__(self) -> None:
+        if self.fold in ("sum", "max", "distinct", "decay", "flag") and not self.signal:
+            raise ValueError(f"feature {self.name!r}: fold {self.fold!r} needs a signal")
+        if self.fold == "ewma" and not self.of:
+            raise ValueError(f"feature {self.name!r}: fold 'ewma' needs of=<window feature>")
+        if self.fold == "decay" and self.half_life_s <= 0:
+            raise ValueError(f"feature {self.name!r}: fold 'decay' needs half_life_s > 0, got {self.half_life_s}")
+        if self.key not in KEYS:
+            raise ValueError(f"feature {self.name!r}: key {self.key!r} is not one of {KEYS}")
+
+    @property
+    def windowed(self) -> bool:
+        """True when the feature is reset at the end of each window."""
+        return self.fold in WINDOWED
+
+
+_TABLE: list[Feature] = [  # one entry per feature; a name only once
+    # -- per actor, the current window
+    Feature("requests", "sum", "request", doc="calls in the window"),
+    Feature("distinct_objects", "distinct", "objects", doc="estimated distinct object ids touched"),
+    Feature("denied", "sum", "denied", doc="403 and 404 answers"),
+    Feature("auth_failures", "sum", "auth_failure", doc="401 answers or derived authentication failures"),
+    Feature("pii", "sum", "sensitive", doc="sensitive values returned (all types)"),
+    Feature("response_bytes", "sum", "response_bytes", doc="bytes returned to the actor"),
+    Feature("records", "sum", "records", doc="object ids the answers carried (records returned)"),
+    Feature("novel_destinations", "sum", "novel_destination", doc="calls to services the actor had not called once learned"),
+    Feature("inline_hits", "sum", "inline", doc="calls an inline signature flagged (injection, traversal)"),
+    Feature("retired_hits", "sum", "retired", doc="calls to retired or deprecated endpoints"),
+    # -- per actor, its own history
+    Feature("baseline_distinct", "ewma", of="distinct_objects", doc="EWMA of distinct_objects over past windows"),
+    Feature("baseline_pii", "ewma", of="pii", doc="EWMA of pii over past windows"),
+    Feature("baseline_records", "ewma", of="records", doc="EWMA of records over past windows"),
+    Feature("age_windows", "age", doc="windows since the actor was first seen"),
+    Feature("is_service", "flag", "service", doc="1 when the actor is a workload without an end-user principal"),
+    # -- per actor, long horizon
+    Feature("pii_long", "decay", "sensitive", half_life_s=HOUR, doc="sensitive values returned, decayed (half-life 1 h)"),
+    Feature("records_long", "decay", "records", half_life_s=HOUR, doc="records returned, decayed (half-life 1 h)"),
+    Feature("bytes_long", "decay", "response_bytes", half_life_s=HOUR, doc="bytes returned, decayed (half-life 1 h)"),
+    Feature("denied_long", "decay", "denied", half_life_s=HOUR, doc="403/404 answers, decayed (half-life 1 h)"),
+    # -- per trusted client address
+    Feature("source_requests", "sum", "request", key="source", doc="calls from the client address in the window"),
+    Feature("source_auth_failures", "sum", "auth_failure", key="source", doc="authentication failures from the client address in the window"),
+    Feature("source_auth_failures_long", "decay", "auth_failure", half_life_s=HOUR, key="source",
+            doc="authentication failures from the client address, decayed (half-life 1 h)"),
+    Feature("source_age_windows", "age", key="source", doc="windows since the client address was first seen"),
+]
+
+
+def feature(name: str) -> Feature:
+    """The declared feature of that name; the error lists the valid names."""
+    for f in _TABLE:
+        if f.name == name:
+            return f
+    raise KeyError(f"unknown feature {name!r}; declared: {', '.join(sorted(f.name for f in _TABLE))}")
+
+
+def features_for(key: Key) -> tuple[Feature, ...]:
+    """The features kept for one key, in declaration order."""
+    return tuple(f for f in _TABLE if f.key == key)
+
+
+FEATURE_TABLE: tuple[Feature, ...] = tuple(_TABLE)
+#: the names of every declared feature (what a frame holds), in declaration order
+FEATURES: tuple[str, ...] = tuple(f.name for f in FEATURE_TABLE)

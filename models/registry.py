@@ -1,40 +1,37 @@
-"""Detectors by name. An unknown name raises an error listing the valid ones."""
+"""Detectors by name: every enabled rule of the shipped rule files, plus models. An unknown name raises an error listing the valid ones."""
 
 from __future__ import annotations
 
-import inspect
+from collections.abc import Callable, Mapping
+from functools import partial
+from pathlib import Path
 from typing import Any
 
 from models.base import Detector
-from models.detectors import (
-    AuthFailureDetector,
-    InlineSignatureDetector,
-    NovelDestinationDetector,
-    ObjectBreadthDetector,
-    RetiredEndpointDetector,
-    VolumeDetector,
-)
+from models.detectors import RuleDetector
 from models.errors import UnknownDetectorError
+from models.rules import DEFAULT_RULES, load_rules
 
-__all__ = ["REGISTRY", "build_detectors"]
+__all__ = ["REGISTRY", "build_detectors", "registry"]
 
-REGISTRY: dict[str, type[Detector]] = {
-    "auth_failures": AuthFailureDetector,
-    "bola_breadth": ObjectBreadthDetector,
-    "inline_signature": InlineSignatureDetector,
-    "novel_destination": NovelDestinationDetector,
-    "pii_volume": VolumeDetector,
-    "retired_endpoint": RetiredEndpointDetector,
-}
+# TODO(issue 7, in progress): switch to the whole directory once every rule file's features are in the table
+SHIPPED_RULES = DEFAULT_RULES / "core.yaml"
 
 
-def build_detectors(names: list[str], **shared: Any) -> list[Detector]:
-    """Instantiate detectors by registry name; ``shared`` hyperparameters go to those that take them."""
+def registry(path: Path = SHIPPED_RULES, overrides: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Callable[[], Detector]]:
+    """Detector factories by name for the enabled rules of ``path`` (with ``overrides`` applied)."""
+    return {rule.id: partial(RuleDetector, rule) for rule in load_rules(path, overrides) if rule.enabled}
+
+
+REGISTRY: dict[str, Callable[[], Detector]] = registry()
+
+
+def build_detectors(names: list[str], path: Path = SHIPPED_RULES, overrides: Mapping[str, Mapping[str, Any]] | None = None) -> list[Detector]:
+    """Instantiate detectors by name (rule ids of ``path``, with ``overrides`` applied)."""
+    known = REGISTRY if path == SHIPPED_RULES and not overrides else registry(path, overrides)
     out = []
     for name in names:
-        if name not in REGISTRY:
-            raise UnknownDetectorError(f"unknown detector {name!r}; valid names: {', '.join(sorted(REGISTRY))}")
-        cls = REGISTRY[name]
-        accepted = inspect.signature(cls.__init__).parameters
-        out.append(cls(**{k: v for k, v in shared.items() if k in accepted}))
+        if name not in known:
+            raise UnknownDetectorError(f"unknown detector {name!r}; valid names: {', '.join(sorted(known))}")
+        out.append(known[name]())
     return out

@@ -37,14 +37,12 @@ _M1, _M2, _GOLD = np.uint64(0xFF51AFD7ED558CCD), np.uint64(0xC4CEB9FE1A85EC53), 
 
 
 def _mix(x: _U) -> _U:
-    """murmur3's 64-bit finalizer (in place on a copy)."""
-    x = x.copy()
-    with np.errstate(over="ignore"):
-        x ^= x >> np.uint64(33)
-        x *= _M1
-        x ^= x >> np.uint64(33)
-        x *= _M2
-        x ^= x >> np.uint64(33)
+    """murmur3's 64-bit finalizer, in place."""
+    x ^= x >> np.uint64(33)
+    x *= _M1
+    x ^= x >> np.uint64(33)
+    x *= _M2
+    x ^= x >> np.uint64(33)
     return x
 
 
@@ -56,6 +54,8 @@ def _offsets(arr: pa.Array) -> npt.NDArray[np.int64]:
 
 def hash64(values: pa.Array) -> _U:
     """A 64-bit hash of every string (null -> 0), vectorised over 8-byte words of the whole string.
+
+    A string's hash depends on its bytes only (not on the other strings of the array).
 
     >>> a = hash64(pa.array(["user-1", "user-2", None, "user-1"]))
     >>> bool(a[0] == a[3]), bool(a[0] != a[1]), int(a[2])
@@ -70,18 +70,22 @@ def hash64(values: pa.Array) -> _U:
     data_buf = values.buffers()[2]
     data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
     starts, lengths = offsets[:-1], np.diff(offsets)
-    words = int((lengths.max() + 7) // 8) if n else 0
-    padded = np.concatenate([data, np.zeros(8, np.uint8)])
-    h = lengths.astype(np.uint64) * _GOLD
-    shifts = (np.arange(8, dtype=np.uint64) * np.uint64(8))
-    for w in range(words):
-        idx = starts[:, None] + w * 8 + np.arange(8)
-        chunk = padded[np.minimum(idx, len(padded) - 1)].astype(np.uint64)
-        chunk[(w * 8 + np.arange(8))[None, :] >= lengths[:, None]] = 0
-        word = np.bitwise_or.reduce(chunk << shifts, axis=1)
-        with np.errstate(over="ignore"):
-            h = _mix(h ^ word) + np.uint64(w + 1)
-    h = _mix(h)
+    words = max(int((lengths.max() + 7) // 8), 1)
+    span = np.arange(words * 8)
+    idx = starts[:, None] + span[None, :]
+    padded = np.concatenate([data, np.zeros(words * 8, np.uint8)])
+    matrix = padded[idx]
+    matrix[span[None, :] >= lengths[:, None]] = 0
+    w64 = matrix.view("<u8").reshape(n, words)
+    with np.errstate(over="ignore"):
+        h = lengths.astype(np.uint64) * _GOLD
+        for w in range(words):
+            if w and (lengths > w * 8).all():
+                h = _mix(h ^ w64[:, w]) + np.uint64(w + 1)
+                continue
+            active = lengths > w * 8 if w else np.ones(n, dtype=bool)
+            h[active] = _mix(h[active] ^ w64[active, w]) + np.uint64(w + 1)
+        h = _mix(h)
     h[h == 0] = 1  # 0 is "absent"
     if values.null_count:
         h[np.asarray(values.is_null())] = 0

@@ -86,7 +86,7 @@ class Pipeline:
     def processor(self, partition: int, stored: Iterable[tuple[bytes, bytes]]) -> BatchProcessor:
         """The partition's processor, restored from stored state buckets on first use."""
         if partition not in self.processors:
-            proc = BatchProcessor(self.config, build_detectors(self.settings.detectors, learn_windows=self.settings.learn_windows))
+            proc = BatchProcessor(self.config, build_detectors(self.settings.detectors))
             prefix, dests = f"{partition}:".encode(), state_key(partition, DESTINATIONS)
             mine = [(k, v) for k, v in stored if k.startswith(prefix)]
             for key, blob in mine:

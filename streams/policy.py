@@ -1,10 +1,13 @@
 """Turning detections into verdicts and OCSF findings: the only place actions are chosen.
 
 ``decide`` is pure: a detection, the policy snapshot and the clock give the
-verdict (the action the policy names for the attack class, ``block`` unless
-it says ``throttle`` (with the policy's rate and burst), ``redact`` (the
-shim's ext_proc adapter masks the actor's response bodies) or ``quarantine``;
-mode from the destination's namespace or service; expiry from the policy TTL). ``to_finding`` renders the same decision as an
+verdict (the action the policy names for the attack class, else the rule's,
+else ``block``: ``throttle`` comes with the policy's rate and burst, ``redact``
+has the shim's ext_proc adapter mask the subject's response bodies; the
+subject is the actor or the client address the rule judged, scoped to a
+service and path template when the rule asks for it; mode from the
+destination's namespace or service, capped at ``observe`` by experimental
+rules; expiry from the policy TTL). ``to_finding`` renders the same decision as an
 OCSF 1.5 Detection Finding for SOC tools.
 """
 
@@ -12,7 +15,7 @@ from __future__ import annotations
 
 import uuid
 
-from ingest import Finding, FindingInfo, Policy, Subject, Verdict, sign_verdict
+from ingest import Finding, FindingInfo, Policy, Scope, Subject, Verdict, sign_verdict
 from streams.processor import Detection
 
 __all__ = ["decide", "severity_for", "to_finding"]
@@ -27,12 +30,14 @@ def severity_for(score: float) -> int:
 
 def decide(detection: Detection, policy: Policy, now: float, key: bytes) -> Verdict:
     """The signed verdict for a detection under a policy."""
-    mode = policy.mode_for(detection.destination_namespace, detection.destination_service)
-    action = policy.actions.get(detection.attack_class, "block")
+    mode = "observe" if detection.mode == "observe" else policy.mode_for(detection.destination_namespace, detection.destination_service)
+    action = policy.actions.get(detection.attack_class) or detection.action or "block"
     throttled = action == "throttle"
+    scope = Scope(service=detection.scope[0], path_template=detection.scope[1]) if detection.scope else None
     verdict = Verdict(
         id=str(uuid.uuid4()),
-        subject=Subject(kind="actor", value=detection.actor),
+        subject=Subject(kind=detection.subject_kind, value=detection.actor),
+        scope=scope,
         action=action,
         rate_per_s=policy.throttle_rate_per_s if throttled else None,
         burst=policy.throttle_burst if throttled else None,

@@ -1,55 +1,64 @@
-"""Per-actor state as columns: one numpy array per field, one row per actor.
+"""Per-key state as columns, derived from the feature table: one numpy array per field, one row per key.
 
-An actor costs about 120 bytes here (``bytes_per_actor``), not a Python object:
-keys are 64-bit BLAKE2b hashes of the actor string, found with a sorted index
-(``searchsorted``); counters cover the current tumbling window; distinct object
-ids are counted with a 256-bit linear-counting sketch; destinations ever called
-sit in a 128-bit mask; baselines are exponentially weighted means of past
-windows. Rows are grouped in buckets (low bits of the key) so that only the
-buckets a batch touched are written to the changelog.
+A key (an actor, a client address) costs a few hundred bytes here
+(``nbytes``), not a Python object: keys are 64-bit hashes, found with a sorted
+index (``searchsorted``). The columns are those of ``models.features`` for the
+store's key: window sums and maxima, EWMA baselines and long-horizon decayed
+sums as float32, ages as uint16, flags as uint8, and a 256-bit linear-counting
+sketch per ``distinct`` feature; plus the bookkeeping every key needs
+(``key``, ``window_start``, ``flagged_until``, ``decay_at``) and any columns a
+caller adds (``extra``). Rows are grouped in buckets (low bits of the key) so
+that only the buckets a batch touched are written to the changelog; a bucket's
+blob starts with a fingerprint of the column layout, so state written by a
+different feature table is skipped (and counted), never misread.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import pyarrow as pa
 
-__all__ = ["ActorStore", "actor_hash", "distinct_estimate"]
+from models.features import Feature, features_for
+from streams.batch import hash64
+
+__all__ = ["COLUMNS", "SKETCH_BYTES", "ActorStore", "actor_hash", "distinct_estimate", "layout"]
 
 SKETCH_BYTES = 32
 _SKETCH_BITS = SKETCH_BYTES * 8
 _POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint16)
 
-COLUMNS: dict[str, type] = {
-    "key": np.uint64,
-    "window_start": np.uint32,
-    "age_windows": np.uint16,
-    "is_service": np.uint8,
-    "requests": np.uint32,
-    "denied": np.uint32,
-    "auth_failures": np.uint32,
-    "pii": np.uint32,
-    "response_bytes": np.float32,
-    "inline_hits": np.uint16,
-    "retired_hits": np.uint16,
-    "novel_destinations": np.uint16,
-    "baseline_distinct": np.float32,
-    "baseline_pii": np.float32,
-    "dest_lo": np.uint64,
-    "dest_hi": np.uint64,
-    "flagged_until": np.uint32,
-}
-WINDOW_COUNTERS = ("requests", "denied", "auth_failures", "pii", "response_bytes", "inline_hits", "retired_hits", "novel_destinations")
-_ROW_DTYPE = np.dtype([(n, t) for n, t in COLUMNS.items()] + [("objects", np.uint8, (SKETCH_BYTES,))])
+#: columns every store has, whatever its features
+BOOKKEEPING: dict[str, Any] = {"key": np.uint64, "window_start": np.uint32, "flagged_until": np.uint32, "decay_at": np.float64}
+#: columns the actor store adds for destination novelty (masks of learned services)
+DESTINATION_MASKS: dict[str, Any] = {"dest_lo": np.uint64, "dest_hi": np.uint64}
+_DTYPE_OF_FOLD: dict[str, Any] = {"age": np.uint16, "flag": np.uint8}
+
+
+def layout(features: Sequence[Feature], extra: Mapping[str, Any] = {}) -> tuple[dict[str, Any], tuple[str, ...]]:
+    """(column name -> dtype, names of the sketch features) for a store of these features."""
+    cols = dict(BOOKKEEPING)
+    sketches = []
+    for f in features:
+        if f.fold == "distinct":
+            sketches.append(f.name)
+        else:
+            cols[f.name] = _DTYPE_OF_FOLD.get(f.fold, np.float32)
+    cols.update(extra)
+    return cols, tuple(sketches)
+
+
+#: the actor store's columns (name -> dtype), sketches excluded
+COLUMNS: dict[str, Any] = layout(features_for("actor"), DESTINATION_MASKS)[0]
 
 
 def actor_hash(actor: str) -> int:
-    """Stable 64-bit hash of an actor key (the same on every worker and run)."""
-    return int.from_bytes(hashlib.blake2b(actor.encode(), digest_size=8).digest(), "little")
+    """Stable 64-bit hash of an actor key (the same on every worker and run; ``streams.batch.hash64``)."""
+    return int(hash64(pa.array([actor], pa.string()))[0])
 
 
 def distinct_estimate(sketch: npt.NDArray[np.uint8]) -> npt.NDArray[np.float64]:
@@ -60,26 +69,43 @@ def distinct_estimate(sketch: npt.NDArray[np.uint8]) -> npt.NDArray[np.float64]:
 
 
 class ActorStore:
-    """Columnar per-actor state with a sorted hash index and dirty-bucket tracking."""
+    """Columnar per-key state with a sorted hash index and dirty-bucket tracking.
 
-    def __init__(self, capacity: int = 1024, buckets: int = 256):
+    ``features`` default to the actor's (``models.features.features_for("actor")``)
+    with the destination masks; any other key passes its own features and no extra.
+    """
+
+    def __init__(self, capacity: int = 1024, buckets: int = 256, features: Sequence[Feature] | None = None,
+                 extra: Mapping[str, Any] | None = None):
         if buckets & (buckets - 1):
             raise ValueError(f"buckets must be a power of two, got {buckets}")
+        if features is None:
+            features, extra = features_for("actor"), DESTINATION_MASKS if extra is None else extra
+        self.features = tuple(features)
+        self.columns, self.sketch_names = layout(self.features, extra or {})
         self.buckets = buckets
         self.size = 0
-        self.cols: dict[str, npt.NDArray[Any]] = {n: np.zeros(capacity, dtype=t) for n, t in COLUMNS.items()}
-        self.objects = np.zeros((capacity, SKETCH_BYTES), dtype=np.uint8)
+        self.cols: dict[str, npt.NDArray[Any]] = {n: np.zeros(capacity, dtype=t) for n, t in self.columns.items()}
+        self.sketches = {n: np.zeros((capacity, SKETCH_BYTES), dtype=np.uint8) for n in self.sketch_names}
         self._index_keys = np.zeros(0, dtype=np.uint64)
         self._index_rows = np.zeros(0, dtype=np.uint32)
         self.dirty = np.zeros(buckets, dtype=bool)
+        self._row_dtype = np.dtype([(n, t) for n, t in self.columns.items()] + [(n, np.uint8, (SKETCH_BYTES,)) for n in self.sketch_names])
+        self._fingerprint = hashlib.blake2b(repr(self._row_dtype.descr).encode(), digest_size=8).digest()
+        #: changelog blobs skipped because another column layout wrote them
+        self.skipped_blobs = 0
+
+    @property
+    def objects(self) -> npt.NDArray[np.uint8]:
+        """The distinct-objects sketch (the actor store's first sketch)."""
+        return self.sketches[self.sketch_names[0]]
 
     def __len__(self) -> int:
         return self.size
 
     def nbytes(self) -> int:
-        """Bytes held by the used part of every column, the sketch and the index."""
-        per_row = sum(np.dtype(t).itemsize for t in COLUMNS.values()) + SKETCH_BYTES
-        return self.size * per_row + self._index_keys.nbytes + self._index_rows.nbytes
+        """Bytes held by the used part of every column, the sketches and the index."""
+        return self.size * self._row_dtype.itemsize + self._index_keys.nbytes + self._index_rows.nbytes
 
     def _grow(self, needed: int) -> None:
         capacity = len(self.cols["key"])
@@ -89,12 +115,13 @@ class ActorStore:
         for name, col in self.cols.items():
             self.cols[name] = np.resize(col, new_capacity)
             self.cols[name][capacity:] = 0
-        objects = np.zeros((new_capacity, SKETCH_BYTES), dtype=np.uint8)
-        objects[:capacity] = self.objects
-        self.objects = objects
+        for name, sketch in self.sketches.items():
+            grown = np.zeros((new_capacity, SKETCH_BYTES), dtype=np.uint8)
+            grown[:capacity] = sketch
+            self.sketches[name] = grown
 
     def rows_for(self, keys: npt.NDArray[np.uint64]) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.bool_]]:
-        """Rows of the given unique keys, creating missing actors; also says which are new."""
+        """Rows of the given unique keys, creating missing ones; also says which are new."""
         pos = np.searchsorted(self._index_keys, keys)
         found = pos < len(self._index_keys)
         found[found] = self._index_keys[pos[found]] == keys[found]
@@ -104,6 +131,15 @@ class ActorStore:
         if len(new_keys):
             rows[~found] = self._append(new_keys)
         return rows, ~found
+
+    def find(self, keys: npt.NDArray[np.uint64]) -> npt.NDArray[np.intp]:
+        """Rows of existing keys, -1 where a key is unknown (nothing is created)."""
+        pos = np.searchsorted(self._index_keys, keys)
+        found = pos < len(self._index_keys)
+        found[found] = self._index_keys[pos[found]] == keys[found]
+        rows = np.full(len(keys), -1, dtype=np.intp)
+        rows[found] = self._index_rows[pos[found]]
+        return rows
 
     def _append(self, new_keys: npt.NDArray[np.uint64]) -> npt.NDArray[np.intp]:
         start = self.size
@@ -122,13 +158,14 @@ class ActorStore:
         self.dirty[(self.cols["key"][rows] & np.uint64(self.buckets - 1)).astype(np.intp)] = True
 
     def export_bucket(self, bucket: int) -> bytes:
-        """Every row of one bucket, packed (the changelog value)."""
+        """Every row of one bucket, packed behind the layout fingerprint (the changelog value)."""
         rows = np.nonzero((self.cols["key"][: self.size] & np.uint64(self.buckets - 1)) == bucket)[0]
-        packed = np.zeros(len(rows), dtype=_ROW_DTYPE)
+        packed = np.zeros(len(rows), dtype=self._row_dtype)
         for name, col in self.cols.items():
             packed[name] = col[rows]
-        packed["objects"] = self.objects[rows]
-        return packed.tobytes()
+        for name, sketch in self.sketches.items():
+            packed[name] = sketch[rows]
+        return self._fingerprint + packed.tobytes()
 
     def drain_dirty(self) -> list[tuple[int, bytes]]:
         """Packed rows of every dirty bucket, clearing the dirty marks."""
@@ -137,15 +174,24 @@ class ActorStore:
         return out
 
     def import_buckets(self, packed: Iterable[bytes]) -> int:
-        """Load rows written by ``export_bucket`` (changelog recovery); returns rows loaded."""
+        """Load rows written by ``export_bucket`` (changelog recovery); returns rows loaded.
+
+        A blob of another column layout (an older feature table) is skipped and counted in ``skipped_blobs``.
+        """
         loaded = 0
+        size = len(self._fingerprint)
         for blob in packed:
-            records = np.frombuffer(blob, dtype=_ROW_DTYPE)
+            body = blob[size:]
+            if blob[:size] != self._fingerprint or len(body) % self._row_dtype.itemsize:
+                self.skipped_blobs += 1
+                continue
+            records = np.frombuffer(body, dtype=self._row_dtype)
             if not len(records):
                 continue
             rows, _ = self.rows_for(records["key"].copy())
             for name in self.cols:
                 self.cols[name][rows] = records[name]
-            self.objects[rows] = records["objects"]
+            for name in self.sketches:
+                self.sketches[name][rows] = records[name]
             loaded += len(records)
         return loaded

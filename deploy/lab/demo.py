@@ -41,7 +41,7 @@ __all__ = ["add_cli", "run_demo"]
 REPO = Path(__file__).resolve().parents[2]
 JWT_SECRET = "kubeward-demo-idp-secret"
 PRINCIPAL_KEY = b"kubeward-dev-principal-key"
-_CLASS_BY_DETECTOR = {name: detector.attack_class for name, detector in REGISTRY.items()}
+_CLASS_BY_DETECTOR = {name: make().attack_class for name, make in REGISTRY.items()}
 
 
 class VerdictWatcher(threading.Thread):

@@ -15,7 +15,6 @@ from streams.policy import severity_for
 from streams.processor import ProcessorConfig
 from streams.replay import Replay
 from streams.settings import WorkerSettings
-from streams.state import WINDOW_COUNTERS
 from tests.conftest import T0
 
 TOPIC = "l7.summaries.v1"
@@ -140,8 +139,7 @@ def _feed(run: Replay, messages: list[tuple[int, bytes, float]]) -> list[Outcome
 
 def _counters(pipeline: Pipeline, partition: int) -> dict[int, tuple[Any, ...]]:
     store = pipeline.processors[partition].store
-    names = [*WINDOW_COUNTERS, "window_start", "age_windows", "is_service", "baseline_distinct", "baseline_pii",
-             "dest_lo", "dest_hi", "flagged_until"]
+    names = list(store.cols)
     return {int(store.cols["key"][i]): tuple(store.cols[n][i].item() for n in names) + (store.objects[i].tobytes(),)
             for i in range(len(store))}
 

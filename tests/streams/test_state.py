@@ -13,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ingest.templating import hash_object_id
-from streams.processor import _string_bits
+from streams.batch import hash64
 from streams.state import COLUMNS, SKETCH_BYTES, ActorStore, actor_hash, distinct_estimate
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -135,7 +135,7 @@ def test_import_skips_empty_buckets() -> None:
 
 def _sketch_of(ids: list[str]) -> np.ndarray:
     """The sketch the worker builds for one actor that touched ``ids`` (its bit function included)."""
-    bits = _string_bits(pa.array(ids))
+    bits = (hash64(pa.array(ids)) & np.uint64(255)).astype(np.intp)
     sketch = np.zeros((1, SKETCH_BYTES), dtype=np.uint8)
     np.bitwise_or.at(sketch, (np.zeros(len(ids), dtype=np.intp), bits >> 3), (1 << (bits & 7)).astype(np.uint8))
     return sketch
@@ -150,10 +150,15 @@ def test_distinct_estimate_within_ten_percent_for_10_to_300_items() -> None:
     """
     keys = [f"object-key-{k}".encode() for k in range(30)]
     ids = {key: [hash_object_id(f"order-{i}", key) for i in range(300)] for key in keys}
+    within = []
     for n in range(10, 301, 10):
         ratios = np.array([distinct_estimate(_sketch_of(ids[key][:n]))[0] / n for key in keys])
-        assert np.mean(np.abs(ratios - 1) <= 0.10) >= 0.85, (n, np.round(ratios, 3))
+        within.append(np.mean(np.abs(ratios - 1) <= 0.10))
+        # near saturation (n ~ 300 on 256 bits) ~94% of sketches are within 10% (measured on 2,000 random sets):
+        # a floor per n of 70% fails only on a real bias, not on one unlucky set of 30
+        assert within[-1] >= 0.70, (n, np.round(ratios, 3))
         assert abs(ratios.mean() - 1) < 0.03, (n, ratios.mean())
+    assert np.mean(within) >= 0.90, np.round(within, 2)
 
 
 def test_distinct_estimate_is_exact_for_items_on_distinct_bits() -> None:
@@ -204,3 +209,19 @@ def test_actor_hash_is_stable_across_processes() -> None:
     assert int(other) == actor_hash("shop/web|alice")
     assert 0 <= actor_hash("x") < 2**64
     assert actor_hash("shop/web|alice") != actor_hash("shop/web|bob")
+
+
+def test_import_skips_blobs_of_another_column_layout_and_counts_them() -> None:
+    from models import Feature
+
+    store = _random_store(40, 4, seed=3)
+    writes = store.drain_dirty()
+    other = ActorStore(buckets=4, features=[Feature("requests", "sum", "request"), Feature("age_windows", "age")], extra={})
+    assert other.import_buckets(blob for _, blob in writes) == 0
+    assert other.skipped_blobs == len(writes) and len(other) == 0
+
+
+def test_hash64_of_a_string_does_not_depend_on_the_rest_of_the_batch() -> None:
+    alone = [int(hash64(pa.array([s]))[0]) for s in ("-|-", "shop/web|alice", "x" * 40, "")]
+    together = hash64(pa.array(["-|-", "shop/web|alice", "x" * 40, "", "a much longer neighbour string " * 3]))
+    assert alone == [int(h) for h in together[:4]]
