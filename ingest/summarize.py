@@ -8,7 +8,9 @@
 * the path template and the object ids in the path (``ingest.templating``: a
   learned ``PathTemplater`` when one is given, declared specs winning), plus ids
   in the query and in the response body (``ingest.bodies``);
-* ids a creating call got back (``object_ids_created``), so ownership can be learned;
+* ids a creating call got back (``object_ids_created``), so ownership can be learned,
+  and the id blocks numeric ids fall in (``object_blocks``, ``ingest.idblocks``), so
+  sequential or dense enumeration shows while the ids stay hashed;
 * sensitive values in the response body, counted by type (``ingest.sensitive``);
 * the response body's property paths (``property_paths``: ``user.email``,
   ``items[].price``; names, never values; id-like keys of a map become ``*``;
@@ -33,6 +35,7 @@ from typing import Any, Protocol
 from ingest.bodies import BodyFeatures, Leaf, body_features, query_object_ids, walk_body
 from ingest.envelope import summary_row
 from ingest.identity import IdentityConfig, IdentityResolver
+from ingest.idblocks import object_blocks
 from ingest.observation import HttpObservation
 from ingest.templating import STRONG, hash_object_id, id_kind, template_path
 
@@ -192,6 +195,7 @@ class Summarizer:
             else:
                 ids += response.object_ids
         key = self._key
+        ids = list(dict.fromkeys(ids))
         return summary_row(
             id=obs.request_id or uuid.uuid4().hex,
             time=obs.time,
@@ -207,7 +211,8 @@ class Summarizer:
             status=obs.status,
             request_bytes=obs.request_bytes,
             response_bytes=obs.response_bytes,
-            object_ids=[hash_object_id(i, key) for i in dict.fromkeys(ids)],
+            object_ids=[hash_object_id(i, key) for i in ids],
+            object_blocks=object_blocks(template, ids, key),
             object_ids_created=[hash_object_id(i, key) for i in created],
             sensitive=sensitive,
             response_properties=self._properties(obs.response_headers, obs.response_body, response),

@@ -88,9 +88,14 @@ class KeySpace:
             self.store.sketches[f.name][closing] = 0
 
     def fold(self, rows: _I, group: _I, k: int, latest: _F, time: _F, signals: Mapping[str, _F], elements: Mapping[str, Elements]) -> None:
-        """Add one batch: ``group`` maps each batch row to one of ``k`` keys (-1: not this key's row)."""
+        """Add one batch: ``group`` maps each batch row to one of ``k`` keys (-1: not this key's row).
+
+        A signal no enricher produced (its enricher is switched off) counts as 0.
+        """
         cols, mine = self.store.cols, group >= 0
         g = group[mine]
+        absent = np.zeros(len(group))
+        signals = {**{str(f.signal): absent for f in self.features if f.signal and f.signal not in signals}, **signals}
         for f in self._windowed:
             values = signals[str(f.signal)][mine]
             if f.fold == "sum":
@@ -104,6 +109,8 @@ class KeySpace:
             hit = np.bincount(g, weights=signals[str(f.signal)][mine], minlength=k) > 0
             cols[f.name][rows] |= hit.astype(cols[f.name].dtype)
         for f in self._sketched:
+            if str(f.signal) not in elements:
+                continue
             el_rows, hashes = elements[str(f.signal)]
             el_group = group[el_rows]
             keep = el_group >= 0

@@ -18,14 +18,13 @@ from ingest.envelope import decode_messages
 from models import build_detectors
 from streams.exposure import ExposureTracker
 from streams.inventory import Inventory
+from streams.enrichers import build_enrichers
 from streams.policy import decide, to_finding
 from streams.processor import BatchProcessor, Detection, ProcessorConfig
 from streams.settings import WorkerSettings
 
 __all__ = ["Outcome", "Pipeline", "processor_config", "state_key"]
 
-
-DESTINATIONS = "destinations"
 
 
 def processor_config(settings: WorkerSettings, deprecated: Iterable[str] = ()) -> ProcessorConfig:
@@ -82,17 +81,14 @@ class Pipeline:
         self._last_inventory = 0.0
         self.processors: dict[int, BatchProcessor] = {}
         self._last_flush: dict[int, float] = {}
+        self._last_full_flush: dict[int, float] = {}
 
     def processor(self, partition: int, stored: Iterable[tuple[bytes, bytes]]) -> BatchProcessor:
-        """The partition's processor, restored from stored state buckets on first use."""
+        """The partition's processor, restored from stored state (changelog keys ``<partition>:<suffix>``) on first use."""
         if partition not in self.processors:
-            proc = BatchProcessor(self.config, build_detectors(self.settings.detectors))
-            prefix, dests = f"{partition}:".encode(), state_key(partition, DESTINATIONS)
-            mine = [(k, v) for k, v in stored if k.startswith(prefix)]
-            for key, blob in mine:
-                if key == dests:
-                    proc.import_destinations(blob)
-            proc.store.import_buckets(v for k, v in mine if k != dests)
+            proc = BatchProcessor(self.config, build_detectors(self.settings.detectors), build_enrichers(self.settings.enrichers))
+            prefix = f"{partition}:".encode()
+            proc.restore((k[len(prefix):].decode(), v) for k, v in stored if k.startswith(prefix))
             self.processors[partition] = proc
         return self.processors[partition]
 
@@ -100,6 +96,7 @@ class Pipeline:
         """Drop a revoked partition's state (its new owner restores it from the changelog)."""
         self.processors.pop(partition, None)
         self._last_flush.pop(partition, None)
+        self._last_full_flush.pop(partition, None)
 
     def dead_letter(self, error: str, value: bytes, partition: int | None, offset: int | None, now: float) -> DeadLetter:
         """A dead letter for an unusable message, raw bytes capped."""
@@ -133,8 +130,8 @@ class Pipeline:
             out.findings.append(to_finding(det, verdict))
         if now - self._last_flush.get(partition, 0.0) >= self.settings.state_flush_s:
             self._last_flush[partition] = now
-            out.state_writes = [(state_key(partition, b), blob) for b, blob in proc.store.drain_dirty()]
-            if proc.destinations_changed():
-                out.state_writes.append((state_key(partition, DESTINATIONS), proc.export_destinations()))
-                proc.mark_destinations_exported()
+            everything = now - self._last_full_flush.get(partition, 0.0) >= self.settings.enricher_flush_s
+            if everything:
+                self._last_full_flush[partition] = now
+            out.state_writes = [(state_key(partition, suffix), blob) for suffix, blob in proc.checkpoint(everything)]
         return out

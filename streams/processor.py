@@ -14,7 +14,7 @@ compute; no Python object is made per summary.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -34,6 +34,8 @@ __all__ = ["BatchProcessor", "Detection", "ProcessorConfig"]
 _I = npt.NDArray[np.intp]
 _F = npt.NDArray[np.float64]
 _SUBJECT_KIND = {"actor": "actor", "source": "ip"}
+#: the changelog suffix of the service -> bit assignment
+DESTINATIONS = "destinations"
 
 
 @dataclass(frozen=True)
@@ -129,6 +131,41 @@ class BatchProcessor:
     def mark_destinations_exported(self) -> None:
         """Record that the current assignment has been checkpointed."""
         self._dest_exported = len(self._dest_index)
+
+    def checkpoint(self, everything: bool = False) -> list[tuple[str, bytes]]:
+        """State to write to the changelog, as (suffix, blob): touched buckets of every key (``<bucket>`` for
+        actors, ``source:<bucket>``), the destination index when it changed, and, when ``everything``,
+        the enrichers' state (``enricher:<name>``) and the cohort histograms (``cohorts:<key>``)."""
+        out = [(str(b), blob) for b, blob in self.store.drain_dirty()]
+        for key, space in self.spaces.items():
+            if key != "actor":
+                out += [(f"{key}:{b}", blob) for b, blob in space.store.drain_dirty()]
+        if self.destinations_changed():
+            out.append((DESTINATIONS, self.export_destinations()))
+            self.mark_destinations_exported()
+        if everything:
+            out += [(f"enricher:{e.name}", e.export()) for e in self.enrichers]
+            out += [(f"cohorts:{key}", space.cohorts.export()) for key, space in self.spaces.items() if space.cohorts.features]
+        return out
+
+    def restore(self, stored: Iterable[tuple[str, bytes]]) -> None:
+        """Load what ``checkpoint`` wrote (suffixes as there); unknown suffixes are ignored."""
+        enrichers = {f"enricher:{e.name}": e for e in self.enrichers}
+        buckets: dict[str, list[bytes]] = {key: [] for key in self.spaces}
+        for suffix, blob in stored:
+            head, _, tail = suffix.partition(":")
+            if suffix == DESTINATIONS:
+                self.import_destinations(blob)
+            elif suffix in enrichers:
+                enrichers[suffix].restore(blob)
+            elif head == "cohorts" and tail in self.spaces:
+                self.spaces[tail].cohorts.restore(blob)
+            elif head.isdigit() and not tail:
+                buckets["actor"].append(blob)
+            elif head in self.spaces and tail.isdigit():
+                buckets[head].append(blob)
+        for key, blobs in buckets.items():
+            self.spaces[key].store.import_buckets(blobs)
 
     def _dest_bits(self, services: pa.Array) -> _I:
         encoded = pc.dictionary_encode(services)

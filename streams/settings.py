@@ -9,6 +9,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ingest import Policy
 from models import REGISTRY
+from streams.enrichers import ENRICHERS
 
 __all__ = ["WorkerSettings"]
 
@@ -25,6 +26,8 @@ class WorkerSettings(BaseSettings):
     learn_windows: int = Field(default=3, ge=0, description="windows before an actor's destinations are considered learned")
     score_threshold: float = Field(default=0.5, gt=0, le=1)
     detectors: list[str] = Field(default_factory=lambda: sorted(REGISTRY))
+    enrichers: list[str] = Field(default_factory=lambda: sorted(ENRICHERS), description="stateful analysers whose signals rules read (ownership, ...); a rule whose enricher is off reads 0")
+    enricher_flush_s: float = Field(default=60.0, gt=0, description="how often the enrichers' state (ownership table, ...) and cohort histograms are written to the changelog")
     batch_max_messages: int = Field(default=500, ge=1, description="messages merged into one processing batch at most")
     batch_within_s: float = Field(default=0.005, gt=0, description="how long the agent gathers messages before processing them")
     fetch_backoff_s: float = Field(default=0.005, gt=0, description="aiokafka's wait before re-fetching while records are being handed over (its default is 0.1)")
@@ -45,6 +48,14 @@ class WorkerSettings(BaseSettings):
         unknown = [n for n in names if n not in REGISTRY]
         if unknown:
             raise ValueError(f"unknown detectors {unknown}; valid names: {', '.join(sorted(REGISTRY))}")
+        return names
+
+    @field_validator("enrichers")
+    @classmethod
+    def _known_enrichers(cls, names: list[str]) -> list[str]:
+        unknown = [n for n in names if n not in ENRICHERS]
+        if unknown:
+            raise ValueError(f"unknown enrichers {unknown}; valid names: {', '.join(sorted(ENRICHERS))}")
         return names
 
     @field_validator("state_buckets")

@@ -152,8 +152,11 @@ def test_state_writes_appear_when_the_flush_interval_elapsed(summary_factory: An
     assert soon.state_writes == []
     later = pipeline.handle(0, encode_envelope([summary_factory(principal="user-3", time=T0 + 2.1)]), 2, now=T0 + 2.1)
     assert len(later.state_writes) >= 1
-    buckets = {int(k.split(b":")[1]) for k, _ in first.state_writes if not k.endswith(b":destinations")}
-    assert buckets <= set(range(16))
+    suffixes = [k.split(b":", 1)[1].decode() for k, _ in first.state_writes]
+    buckets = {int(s.rsplit(":", 1)[-1]) for s in suffixes if s.rsplit(":", 1)[-1].isdigit()}
+    assert buckets and buckets <= set(range(16))
+    assert {s.split(":")[0] for s in suffixes if not s.isdigit()} <= {"source", "destinations", "enricher", "cohorts"}
+    assert any(s.startswith("enricher:") for s in suffixes), "the first flush writes the enrichers' state too"
     assert pipeline.handle(0, b"junk", 3, now=T0 + 9).state_writes == []
 
 
@@ -173,6 +176,10 @@ def test_a_restored_pipeline_has_the_same_actors_and_counters(summary_factory: A
     for partition in (0, 1):
         assert len(restored.processor(partition).store) == len(original.processor(partition).store)
         assert _counters(restored.pipeline, partition) == _counters(original.pipeline, partition)
+        for key in ("source",):
+            assert len(restored.processor(partition).spaces[key].store) == len(original.processor(partition).spaces[key].store)
+        for mine, theirs in zip(restored.processor(partition).enrichers, original.processor(partition).enrichers):
+            assert mine.export() == theirs.export(), mine.name
     assert len(original.processor(0).store) == 32 and len(original.processor(1).store) == 5
 
 

@@ -1,0 +1,409 @@
+"""BOLA by ownership: who owns which object, learned from traffic, and per-row signals against it.
+
+``OwnershipEnricher`` is an ``Enricher`` (``streams.batch``). Per destination
+service it learns an owner principal for each object hash:
+
+* **created** (strongest): ids a creating call (2xx) got back belong to its principal;
+* **accessed**: the first principal that gets an object back (2xx, a call with 1 to
+  ``list_max`` object ids: a single-object read or an own-list page) becomes its
+  *provisional* owner; the same principal touching it again at least
+  ``confirm_gap_s`` later *confirms* it. Another principal touching a provisional
+  object marks it *contested*: it is never confirmed by access afterwards, so
+  whoever came first (a support agent, a lucky attacker) cannot take it over,
+  and the real owner's later reads are never counted as foreign either.
+  Larger answers (bulk pages, exports) teach and contest nothing, so paging a
+  whole collection cannot poison the table. Services (no principal) never own.
+
+Signals, one float per row (names in ``OWNERSHIP_SIGNALS``):
+
+* ``foreign_objects`` -- objects of the row whose confirmed or created owner is another principal;
+* ``own_objects`` -- objects of the row the principal owns (any level);
+* ``new_objects`` -- objects of the row never seen before (per service);
+* ``denied_objects`` -- object ids of a row answered 403 or 404;
+* ``foreign_owners`` -- foreign owners of the row this principal had not touched within ``horizon_s``;
+* ``thin_owners`` -- +1 when a foreign owner is first touched, -1 when the principal
+  touches a second object of that owner: summed (or decayed) it counts the owners
+  touched through *one* object only. Enumeration is one object per owner; support
+  staff read several objects of one customer, so their sum stays near 0;
+* ``dense_blocks`` -- the row's ``object_blocks`` (``ingest.idblocks``) where, within
+  ``horizon_s``, at least ``dense_principals`` distinct principals, or this principal
+  with ``dense_objects`` distinct objects, had a denied or foreign touch; only rows
+  that are themselves denied or foreign count. 0 when summaries carry no blocks.
+  Like every signal here it is computed with the whole batch folded in (a burst is
+  dense from its first row of the batch on), against the state before the batch.
+
+State is three bounded open-addressing tables of 64-bit keys (objects, principal
+pairs, blocks); past ``capacity`` the least recently touched quarter is evicted
+and counted in ``evictions``. ``export``/``restore`` carry it as an ``.npz`` blob
+(no pickle). Everything is vectorised: no Python work per row.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from typing import Any, cast
+
+import numpy as np
+import numpy.typing as npt
+import pyarrow as pa
+
+from streams.batch import BatchView, Signals, column, hash64, list_parts
+
+__all__ = ["OWNERSHIP_SIGNALS", "KeyTable", "OwnershipConfig", "OwnershipEnricher", "hex64", "mix_keys"]
+
+OWNERSHIP_SIGNALS: tuple[str, ...] = ("foreign_objects", "own_objects", "new_objects", "denied_objects",
+                                      "foreign_owners", "thin_owners", "dense_blocks")
+
+_U = npt.NDArray[np.uint64]
+_I = npt.NDArray[np.intp]
+_F = npt.NDArray[np.float64]
+_B = npt.NDArray[np.bool_]
+
+PROVISIONAL, CONFIRMED, CREATED = 1, 2, 3
+_TAG_OWNER, _TAG_BLOCK, _TAG_PBLOCK = np.uint64(0x6F776E6572), np.uint64(0x626C6F636B), np.uint64(0x70626C6B)
+_M1, _M2 = np.uint64(0xFF51AFD7ED558CCD), np.uint64(0xC4CEB9FE1A85EC53)
+_MAX_PROBES = 64
+
+
+def mix_keys(a: _U, b: _U, tag: np.uint64 = np.uint64(0)) -> _U:
+    """A 64-bit key of a pair of hashes (order matters); never 0 (0 marks an empty slot)."""
+    x = (a * _M1) ^ (b + tag)  # uint64 arrays wrap silently (no errstate needed: it costs more than the mix)
+    x ^= x >> np.uint64(33)
+    x *= _M2
+    x ^= x >> np.uint64(33)
+    x |= x == 0
+    return cast(_U, x)
+
+
+class KeyTable:
+    """A bounded open-addressing table (linear probing) of nonzero uint64 keys with numpy columns.
+
+    ``find(keys)`` gives slots (-1 = absent); ``upsert(keys)`` (distinct keys) adds
+    the absent ones, evicting first when full (the rows with the smallest ``last``
+    go, counted in ``evictions``). Load stays <= 1/2, so probes are short.
+    """
+
+    def __init__(self, capacity: int, columns: dict[str, npt.DTypeLike]) -> None:
+        if capacity < 16:
+            raise ValueError(f"KeyTable capacity={capacity} must be >= 16")
+        self.capacity = capacity
+        self.dtypes = {name: np.dtype(t) for name, t in {"last": np.float64, **columns}.items()}
+        slots = 1 << max(10, (2 * capacity - 1).bit_length())
+        self.mask = np.uint64(slots - 1)
+        self.keys: _U = np.zeros(slots, np.uint64)
+        self.cols: dict[str, npt.NDArray[Any]] = {n: np.zeros(slots, t) for n, t in self.dtypes.items()}
+        self.size = 0
+        self.evictions = 0
+
+    def find(self, keys: _U) -> _I:
+        """The slot of each key, -1 where absent."""
+        out = np.full(len(keys), -1, np.intp)
+        todo = np.arange(len(keys))
+        pos = (keys & self.mask).astype(np.intp)
+        for _ in range(_MAX_PROBES):
+            if not len(todo):
+                break
+            held = self.keys[pos]
+            hit, empty = held == keys[todo], held == 0
+            out[todo[hit]] = pos[hit]
+            go = ~(hit | empty)
+            todo, pos = todo[go], (pos[go] + 1) & int(self.mask)
+        return out
+
+    def upsert(self, keys: _U) -> tuple[_I, _B]:
+        """(slot of each distinct key, which were absent): absent keys are added with zeroed columns.
+
+        When the table would pass ``capacity``, the least recently touched rows go
+        first (down to 3/4 of it), never the keys asked for.
+        """
+        slots = self.find(keys)
+        absent = slots < 0
+        fresh = int(absent.sum())
+        if fresh > self.capacity * 3 // 4:
+            raise ValueError(f"KeyTable: {fresh} new keys in one call exceed 3/4 of capacity={self.capacity}")
+        if self.size + fresh > self.capacity:
+            self._evict(max(0, self.capacity * 3 // 4 - fresh), keys[~absent])
+            slots = self.find(keys)
+        slots[absent] = self._insert(keys[absent])
+        return slots, absent
+
+    def _insert(self, keys: _U) -> _I:
+        out = np.full(len(keys), -1, np.intp)
+        todo = np.arange(len(keys))
+        pos = (keys & self.mask).astype(np.intp)
+        while len(todo):
+            free = self.keys[pos] == 0
+            _, first = np.unique(pos[free], return_index=True)
+            won = np.flatnonzero(free)[first]
+            self.keys[pos[won]] = keys[todo[won]]
+            out[todo[won]] = pos[won]
+            go = np.ones(len(todo), bool)
+            go[won] = False
+            todo, pos = todo[go], (pos[go] + 1) & int(self.mask)
+        for col in self.cols.values():
+            col[out] = 0
+        self.size += len(keys)
+        return out
+
+    def _evict(self, keep: int, protect: _U) -> None:
+        """Keep the ``keep`` most recently touched rows (``protect``ed keys first), rebuilt in a cleared table."""
+        keys, cols = self.items()
+        rank = np.where(np.isin(keys, protect), np.inf, cols["last"].astype(np.float64))
+        order = np.argsort(rank, kind="stable")[max(0, len(keys) - max(keep, len(protect))):]
+        self.evictions += len(keys) - len(order)
+        self.load(keys[order], {n: c[order] for n, c in cols.items()})
+
+    def items(self) -> tuple[_U, dict[str, npt.NDArray[Any]]]:
+        """(keys, columns) of the occupied slots."""
+        used = self.keys != 0
+        return self.keys[used], {n: c[used] for n, c in self.cols.items()}
+
+    def load(self, keys: _U, cols: dict[str, npt.NDArray[Any]]) -> None:
+        """Replace the content with these rows (as ``items`` gave them)."""
+        if len(keys) > self.capacity:
+            raise ValueError(f"KeyTable: {len(keys)} rows exceed capacity={self.capacity}")
+        self.keys[:] = 0
+        self.size = 0
+        slots = self._insert(keys)
+        for name, col in cols.items():
+            self.cols[name][slots] = col
+
+
+@dataclass(frozen=True)
+class OwnershipConfig:
+    """Budgets and thresholds of the ownership enricher (see the module docstring)."""
+
+    objects: int = 1_000_000
+    pairs: int = 1_000_000
+    blocks: int = 262_144
+    confirm_gap_s: float = 120.0
+    horizon_s: float = 7200.0
+    list_max: int = 25
+    dense_principals: int = 4
+    dense_objects: int = 4
+
+    def __post_init__(self) -> None:
+        for name in ("confirm_gap_s", "horizon_s"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"OwnershipConfig.{name}={getattr(self, name)} must be > 0")
+        for name in ("list_max", "dense_principals", "dense_objects"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"OwnershipConfig.{name}={getattr(self, name)} must be >= 1")
+
+
+_HEX = np.full(256, 255, np.uint8)
+_HEX[np.frombuffer(b"0123456789abcdef", np.uint8)] = np.arange(16, dtype=np.uint8)
+_NIBBLE_SHIFTS = np.arange(60, -4, -4, dtype=np.uint64)
+
+
+def hex64(values: pa.Array) -> _U:
+    """The 64-bit hashes of strings: 16 lower-case hex digits are read as the number they spell (what
+    ``ingest.idblocks`` writes, ~10x cheaper than hashing), anything else goes through ``hash64``.
+
+    >>> [int(h) for h in hex64(pa.array(["00000000000000ff", "000000000000000a"]))]
+    [255, 10]
+    """
+    n = len(values)
+    if n == 0 or values.null_count or pa.types.is_large_string(values.type):
+        return hash64(values)
+    offsets = np.frombuffer(values.buffers()[1], np.int32)[values.offset : values.offset + n + 1]
+    if offsets[-1] - offsets[0] != 16 * n or not (np.diff(offsets) == 16).all():
+        return hash64(values)
+    raw = np.frombuffer(values.buffers()[2], np.uint8)[offsets[0] : offsets[-1]]
+    nibbles = _HEX[raw].reshape(n, 16)
+    if (nibbles == 255).any():
+        return hash64(values)
+    out = (nibbles.astype(np.uint64) << _NIBBLE_SHIFTS).sum(axis=1, dtype=np.uint64)
+    out[out == 0] = 1
+    return cast(_U, out)
+
+
+def _bits(h: _U) -> _U:
+    return cast(_U, np.left_shift(np.uint64(1), h & np.uint64(63)))
+
+
+def _or_by(keys: _U, values: _U) -> tuple[_U, _I, _U]:
+    """Distinct keys, the index of each key in them, and the OR of the values per distinct key."""
+    uniq, inv = np.unique(keys, return_inverse=True)
+    acc = np.zeros(len(uniq), np.uint64)
+    np.bitwise_or.at(acc, inv, values)
+    return uniq, inv.astype(np.intp), acc
+
+
+class OwnershipEnricher:
+    """Learns object owners per service and scores each row against them (see the module docstring)."""
+
+    name = "ownership"
+    signals = OWNERSHIP_SIGNALS
+
+    def __init__(self, config: OwnershipConfig | None = None) -> None:
+        self.config = c = config or OwnershipConfig()
+        self.objects = KeyTable(c.objects, {"owner": np.uint64, "first": np.float64, "state": np.int8,
+                                            "contested": np.bool_, "hits": np.int32})
+        self.pairs = KeyTable(c.pairs, {"count": np.int32, "mask": np.uint64})
+        self.blocks = KeyTable(c.blocks, {"start": np.float64, "mask": np.uint64})
+
+    @property
+    def evictions(self) -> dict[str, int]:
+        """Rows evicted per table since start (or restore)."""
+        return {"objects": self.objects.evictions, "pairs": self.pairs.evictions, "blocks": self.blocks.evictions}
+
+    def enrich(self, batch: BatchView) -> Signals:
+        """Signals of this batch against the state, then learn from it (creations first)."""
+        n = batch.n
+        out = {s: np.zeros(n, np.float64) for s in self.signals}
+        self._learn_created(batch)
+        denied = ((batch.status == 403) | (batch.status == 404)) & (batch.records > 0)
+        out["denied_objects"] = np.where(denied, batch.records, 0.0)
+        if not len(batch.object_row):
+            return out
+        keys = mix_keys(batch.service_hash[batch.object_row], batch.object_hash)
+        slots = self.objects.find(keys)
+        self._score_objects(batch, slots, out)
+        self._score_blocks(batch, denied | (out["foreign_objects"] > 0), out)
+        self._learn_access(batch, keys, slots)
+        return out
+
+    def _learn_created(self, batch: BatchView) -> None:
+        rows = batch.created_row
+        ok = (batch.principal_hash[rows] != 0) & (batch.status[rows] // 100 == 2)
+        if not ok.any():
+            return
+        rows = rows[ok]
+        keys, first = np.unique(mix_keys(batch.service_hash[rows], batch.created_hash[ok]), return_index=True)
+        rows = rows[first]
+        slots, _ = self.objects.upsert(keys)
+        t = batch.time[rows]
+        c = self.objects.cols
+        c["owner"][slots], c["state"][slots], c["contested"][slots] = batch.principal_hash[rows], CREATED, False
+        c["first"][slots], c["last"][slots], c["hits"][slots] = t, t, 1
+
+    def _score_objects(self, batch: BatchView, slots: _I, out: Signals) -> None:
+        rows, n = batch.object_row, batch.n
+        principal = batch.principal_hash[rows]
+        known = slots >= 0
+        owner = np.where(known, self.objects.cols["owner"][slots], np.uint64(0))
+        state = np.where(known, self.objects.cols["state"][slots], 0)
+        person = principal != 0
+        own = known & person & (owner == principal)
+        foreign = known & person & (owner != principal) & (state >= CONFIRMED)
+        out["own_objects"] = np.bincount(rows, own, n).astype(np.float64)
+        out["foreign_objects"] = np.bincount(rows, foreign, n).astype(np.float64)
+        out["new_objects"] = np.bincount(rows, ~known, n).astype(np.float64)
+        if foreign.any():
+            self._score_owners(batch, rows[foreign], principal[foreign], owner[foreign], out)
+
+    def _score_owners(self, batch: BatchView, rows: _I, principal: _U, owner: _U, out: Signals) -> None:
+        """foreign_owners and thin_owners from the (principal, owner) pair table."""
+        keys, first, counts = np.unique(mix_keys(principal, owner, _TAG_OWNER), return_index=True, return_counts=True)
+        rows, t = rows[first], batch.time[rows[first]]
+        slots, absent = self.pairs.upsert(keys)
+        c = self.pairs.cols
+        before = np.where(absent | (c["last"][slots] < t - self.config.horizon_s), 0, c["count"][slots])
+        after = np.minimum(before + counts, 1 << 20)
+        c["count"][slots], c["last"][slots] = after, t
+        new = before == 0
+        out["foreign_owners"] += np.bincount(rows, new, batch.n)
+        thin = new.astype(np.float64) - ((before <= 1) & (after >= 2))
+        out["thin_owners"] += np.bincount(rows, thin, batch.n)
+
+    def _blocks_of(self, batch: BatchView, suspect: _B) -> tuple[_I, _U] | None:
+        """(row, block hash) of the suspect rows with a principal; ``None`` when there are none."""
+        if not suspect.any():
+            return None
+        if hasattr(batch, "block_row"):  # decoded once by BatchView when it carries blocks
+            rows, hashes = getattr(batch, "block_row"), getattr(batch, "block_hash")
+        elif "object_blocks" in batch.table.column_names:
+            rows, values = list_parts(column(batch.table, "object_blocks"))
+            hashes = hex64(values)
+        else:
+            return None
+        keep = suspect[rows] & (batch.principal_hash[rows] != 0)
+        return (rows[keep], hashes[keep]) if keep.any() else None
+
+    def _score_blocks(self, batch: BatchView, suspect: _B, out: Signals) -> None:
+        found = self._blocks_of(batch, suspect)
+        if found is None:
+            return
+        rows, block = found
+        principal, t = batch.principal_hash[rows], batch.time[rows]
+        bkeys = mix_keys(batch.service_hash[rows], block, _TAG_BLOCK)
+        crowd = self._fold_masks(self.blocks, bkeys, _bits(principal), t, "start")
+        obj_bits = np.zeros(batch.n, np.uint64)
+        np.bitwise_or.at(obj_bits, batch.object_row, _bits(batch.object_hash))
+        alone = self._fold_masks(self.pairs, mix_keys(principal, bkeys, _TAG_PBLOCK), obj_bits[rows], t, "last")
+        dense = (np.bitwise_count(crowd) >= self.config.dense_principals) | (np.bitwise_count(alone) >= self.config.dense_objects)
+        out["dense_blocks"] = np.bincount(rows, dense, batch.n).astype(np.float64)
+
+    def _fold_masks(self, table: KeyTable, keys: _U, bits: _U, t: _F, since: str) -> _U:
+        """OR ``bits`` into each key's mask (restarted when older than the horizon); the mask per entry."""
+        uniq, inv, acc = _or_by(keys, bits)
+        newest = float(t.max())
+        slots, absent = table.upsert(uniq)
+        c = table.cols
+        stale = absent | (c[since][slots] < newest - self.config.horizon_s)
+        mask = np.where(stale, np.uint64(0), c["mask"][slots]) | acc
+        c["mask"][slots], c["last"][slots] = mask, newest
+        if since != "last":
+            c[since][slots] = np.where(stale, newest, c[since][slots])
+        return np.asarray(mask[inv], np.uint64)
+
+    def _learn_access(self, batch: BatchView, keys: _U, slots: _I) -> None:
+        """First successful access: provisional owner; its return after the gap confirms; others contest.
+
+        ``slots`` are the objects' slots found before this batch (-1 = new). Rows
+        are in time order, so plain assignment keeps the latest time.
+        """
+        rows = batch.object_row
+        ok = ((batch.status // 100 == 2) & (batch.principal_hash != 0) & (batch.records <= self.config.list_max))[rows]
+        if not ok.any():
+            return
+        keys, slot, rows = keys[ok], slots[ok], rows[ok]
+        principal, t = batch.principal_hash[rows], batch.time[rows]
+        c = self.objects.cols
+        if (slot < 0).any():
+            slot = self._add_objects(keys, slot, principal, t)
+        other = principal != c["owner"][slot]
+        c["contested"][slot[other & (c["state"][slot] == PROVISIONAL)]] = True
+        back = slot[~other & (t - c["first"][slot] >= self.config.confirm_gap_s)]
+        c["hits"][back] += 1
+        c["state"][back[(c["state"][back] == PROVISIONAL) & ~c["contested"][back]]] = CONFIRMED
+        c["last"][slot] = t
+
+    def _add_objects(self, keys: _U, slot: _I, principal: _U, t: _F) -> _I:
+        """Insert the objects first seen in this batch (first principal = provisional owner); every slot."""
+        new = slot < 0
+        uniq, first = np.unique(keys[new], return_index=True)
+        evicted = self.objects.evictions
+        fresh, _ = self.objects.upsert(uniq)
+        c = self.objects.cols
+        c["owner"][fresh], c["state"][fresh] = principal[new][first], PROVISIONAL
+        c["first"][fresh], c["hits"][fresh] = t[new][first], 1
+        if self.objects.evictions != evicted:  # the table was rebuilt: earlier slots moved
+            return self.objects.find(keys)
+        slot = slot.copy()
+        slot[new] = fresh[np.searchsorted(uniq, keys[new])]
+        return slot
+
+    def export(self) -> bytes:
+        """The three tables as one ``.npz`` blob (no pickle)."""
+        arrays: dict[str, npt.NDArray[Any]] = {}
+        for name, table in (("objects", self.objects), ("pairs", self.pairs), ("blocks", self.blocks)):
+            keys, cols = table.items()
+            arrays[f"{name}.keys"] = keys
+            arrays[f"{name}.evictions"] = np.array([table.evictions])
+            arrays.update({f"{name}.{k}": v for k, v in cols.items()})
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)  # type: ignore[arg-type]
+        return buf.getvalue()
+
+    def restore(self, blob: bytes) -> None:
+        """Load a blob written by ``export`` (budgets stay this enricher's own)."""
+        with np.load(io.BytesIO(blob), allow_pickle=False) as data:
+            for name, table in (("objects", self.objects), ("pairs", self.pairs), ("blocks", self.blocks)):
+                if f"{name}.keys" not in data:
+                    raise ValueError(f"ownership state blob lacks {name!r} (keys: {sorted(data.files)[:8]})")
+                cols = {k: np.asarray(data[f"{name}.{k}"], table.dtypes[k]) for k in table.dtypes}
+                table.load(np.asarray(data[f"{name}.keys"], np.uint64), cols)
+                table.evictions = int(data[f"{name}.evictions"][0])

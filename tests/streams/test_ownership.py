@@ -1,0 +1,181 @@
+"""Ownership learning, stealing protection, eviction, state round trip and per-row signals (streams.ownership)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from ingest.envelope import decode_message, encode_rows, summary_row
+from streams.batch import BatchView, hash64
+from streams.ownership import OWNERSHIP_SIGNALS, KeyTable, OwnershipConfig, OwnershipEnricher, hex64
+
+T0 = 1.8e9
+
+
+def call(t: float, principal: str | None, ids: tuple[str, ...] = (), status: int = 200, *, created: tuple[str, ...] = (),
+         blocks: tuple[str, ...] = (), service: str = "orders", method: str = "GET") -> dict[str, Any]:
+    """One summary row (times are seconds after T0)."""
+    return summary_row(id=f"r{t}-{principal}-{ids}", time=T0 + t, source={"ip": "198.18.0.1", "external": True},
+                       principal=principal, destination={"service": service}, method=method,
+                       path_template="/orders" if created or len(ids) != 1 else "/orders/{id}", status=status,
+                       object_ids=list(ids), object_ids_created=list(created), object_blocks=list(blocks))
+
+
+def view(rows: list[dict[str, Any]], drop: str | None = None) -> BatchView:
+    table = decode_message(encode_rows(rows), 1 << 26)
+    if drop is not None:
+        table = table.drop_columns([drop])
+    return BatchView.decode(table)
+
+
+def run(enricher: OwnershipEnricher, *rows: dict[str, Any]) -> dict[str, list[float]]:
+    out = enricher.enrich(view(list(rows)))
+    assert set(out) == set(OWNERSHIP_SIGNALS) and all(len(v) == len(rows) for v in out.values())
+    return {k: v.tolist() for k, v in out.items()}
+
+
+@pytest.fixture
+def enr() -> OwnershipEnricher:
+    return OwnershipEnricher(OwnershipConfig(objects=64, pairs=64, blocks=64, confirm_gap_s=100.0))
+
+
+def test_created_objects_are_owned_and_foreign_to_others(enr: OwnershipEnricher) -> None:
+    run(enr, call(0, "alice", status=201, created=("o1", "o2"), method="POST"))
+    s = run(enr, call(1, "alice", ("o1",)), call(2, "mallory", ("o2",)), call(3, "mallory", ("o9",), 404))
+    assert s["own_objects"] == [1, 0, 0] and s["foreign_objects"] == [0, 1, 0]
+    assert s["new_objects"] == [0, 0, 1] and s["denied_objects"] == [0, 0, 1]
+    assert s["foreign_owners"] == [0, 1, 0]
+
+
+def test_first_access_is_provisional_and_cannot_be_stolen(enr: OwnershipEnricher) -> None:
+    run(enr, call(0, "alice", ("o1",)), call(0, "alice", ("o2",)))
+    s = run(enr, call(10, "mallory", ("o1",)))
+    assert s["foreign_objects"] == [0]  # provisional owners make nobody foreign
+    run(enr, call(500, "alice", ("o1",)), call(500, "alice", ("o2",)), call(600, "mallory", ("o1",)))
+    s = run(enr, call(700, "alice", ("o1",)), call(701, "mallory", ("o2",)), call(702, "mallory", ("o1",)))
+    # o1 was contested by mallory before alice came back: it stays alice's provisional object, confirmed by nobody
+    assert s["own_objects"] == [1, 0, 0] and s["foreign_objects"] == [0, 1, 0]
+
+
+def test_a_quick_second_access_does_not_confirm(enr: OwnershipEnricher) -> None:
+    run(enr, call(0, "alice", ("o1",)), call(50, "alice", ("o1",)))
+    assert run(enr, call(60, "bob", ("o1",)))["foreign_objects"] == [0]
+
+
+def test_services_never_own(enr: OwnershipEnricher) -> None:
+    run(enr, call(0, None, ("o1",)))
+    run(enr, call(1, "alice", ("o1",)), call(200, "alice", ("o1",)))
+    s = run(enr, call(300, "bob", ("o1",)), call(301, None, ("o1",)))
+    assert s["foreign_objects"] == [1, 0] and s["own_objects"] == [0, 0]
+
+
+def test_own_lists_teach_and_bulk_pages_do_not() -> None:
+    enr = OwnershipEnricher(OwnershipConfig(objects=256, pairs=64, blocks=64, confirm_gap_s=100.0, list_max=5))
+    mine, page = tuple(f"a{i}" for i in range(3)), tuple(f"p{i}" for i in range(6))
+    run(enr, call(0, "alice", mine), call(0, "mallory", page))
+    run(enr, call(200, "alice", mine), call(200, "mallory", page))
+    s = run(enr, call(300, "bob", mine), call(301, "bob", page))
+    assert s["foreign_objects"] == [3, 0] and s["new_objects"] == [0, 6]
+
+
+def test_thin_owners_separates_enumeration_from_support_work() -> None:
+    enr = OwnershipEnricher(OwnershipConfig(objects=256, pairs=256, blocks=64))
+    owners = [f"user{i}" for i in range(6)]
+    run(enr, *[call(0, u, status=201, created=tuple(f"{u}-{k}" for k in range(3)), method="POST") for u in owners])
+    support = run(enr, *[call(10 + i, "agent", (f"{u}-{k}",)) for i, (u, k) in enumerate((u, k) for u in owners for k in range(3))])
+    enum = run(enr, *[call(100 + i, "mallory", (f"{u}-0",), 403) for i, u in enumerate(owners)])
+    assert sum(support["foreign_objects"]) == 18 and sum(support["foreign_owners"]) == 6
+    assert sum(support["thin_owners"]) == 0
+    assert sum(enum["thin_owners"]) == 6 == sum(enum["foreign_owners"])
+    again = run(enr, call(200, "mallory", ("user0-1",)))  # a second object of an owner already touched
+    assert again["thin_owners"] == [-1] and again["foreign_owners"] == [0]
+
+
+def test_pairs_start_over_after_the_horizon() -> None:
+    enr = OwnershipEnricher(OwnershipConfig(objects=64, pairs=64, blocks=64, horizon_s=1000.0))
+    run(enr, call(0, "alice", status=201, created=("o1", "o2"), method="POST"))
+    assert run(enr, call(1, "bob", ("o1",)))["foreign_owners"] == [1]
+    assert run(enr, call(500, "bob", ("o2",)))["foreign_owners"] == [0]
+    assert run(enr, call(2000, "bob", ("o1",)))["foreign_owners"] == [1]
+
+
+def test_dense_blocks_across_principals(enr: OwnershipEnricher) -> None:
+    probes = [call(i, f"p{i}", (f"o{i}",), 403, blocks=("b1",)) for i in range(4)]
+    s = run(enr, *probes[:3])
+    assert s["dense_blocks"] == [0, 0, 0]
+    s = run(enr, probes[3], call(5, "owner", ("o7",), 200, blocks=("b1",)), call(6, "p9", ("o8",), 403, blocks=("b2",)))
+    assert s["dense_blocks"] == [1, 0, 0]  # the 4th prober; the owner's own read and another block stay 0
+
+
+def test_dense_blocks_of_one_principal(enr: OwnershipEnricher) -> None:
+    probes = [call(i, "mallory", (f"obj-{i}",), 404, blocks=("b1",)) for i in range(6)]
+    assert run(enr, *probes[:2])["dense_blocks"] == [0, 0]
+    assert run(enr, *probes[2:])["dense_blocks"] == [1, 1, 1, 1]  # signals see the whole batch folded in
+
+
+def test_no_blocks_column_means_zero(enr: OwnershipEnricher) -> None:
+    rows = [call(i, f"p{i}", (f"o{i}",), 403, blocks=("b1",)) for i in range(6)]
+    out = enr.enrich(view(rows, drop="object_blocks"))
+    assert out["dense_blocks"].tolist() == [0.0] * 6 and out["denied_objects"].tolist() == [1.0] * 6
+
+
+def test_export_restore_gives_the_same_answers(enr: OwnershipEnricher) -> None:
+    run(enr, call(0, "alice", status=201, created=("o1",), method="POST"), call(1, "bob", ("o2",)),
+        call(2, "p1", ("o3",), 403, blocks=("b1",)), call(3, "p2", ("o4",), 403, blocks=("b1",)))
+    copy = OwnershipEnricher(enr.config)
+    copy.restore(enr.export())
+    nxt = [call(10, "carol", ("o1",)), call(11, "p3", ("o5",), 403, blocks=("b1",)), call(12, "bob", ("o2",)),
+           call(13, "p4", ("o6",), 404, blocks=("b1",))]
+    assert run(copy, *nxt) == run(enr, *nxt)
+    assert copy.objects.size == enr.objects.size and copy.evictions == enr.evictions
+
+
+def test_restore_rejects_a_foreign_blob(enr: OwnershipEnricher) -> None:
+    import io
+
+    buf = io.BytesIO()
+    np.savez(buf, x=np.zeros(1))
+    with pytest.raises(ValueError, match="objects"):
+        enr.restore(buf.getvalue())
+
+
+def test_key_table_evicts_the_least_recently_touched() -> None:
+    table = KeyTable(16, {"v": np.int32})
+    first = np.arange(1, 13, dtype=np.uint64)
+    slots, absent = table.upsert(first)
+    assert absent.all() and table.size == 12
+    table.cols["last"][slots] = np.arange(12, dtype=np.float64)
+    slots, absent = table.upsert(np.array([1, 100, 101, 102, 103, 104], np.uint64))
+    assert absent.tolist() == [False] + [True] * 5 and table.evictions > 0 and table.size <= 16
+    found = table.find(first)
+    assert found[0] >= 0  # asked for again, so kept although it was the oldest
+    assert (found[1:4] < 0).all() and (found[-3:] >= 0).all()  # then the oldest went first
+    assert (table.find(np.array([100, 104], np.uint64)) >= 0).all()
+
+
+def test_key_table_rejects_oversized_inserts() -> None:
+    with pytest.raises(ValueError, match="capacity=16"):
+        KeyTable(16, {}).upsert(np.arange(1, 14, dtype=np.uint64))
+
+
+def test_ownership_table_is_bounded() -> None:
+    enr = OwnershipEnricher(OwnershipConfig(objects=64, pairs=64, blocks=64))
+    for b in range(20):
+        run(enr, *[call(b * 10 + i, f"u{i}", (f"o{b}-{i}",)) for i in range(10)])
+    assert enr.objects.size <= 64 and enr.evictions["objects"] >= 200 - 64
+
+
+def test_hex64_reads_hex_digests_and_falls_back_to_hash64() -> None:
+    hexes = pa.array(["00000000000000ff", "ffffffffffffffff"])
+    assert hex64(hexes).tolist() == [255, 2**64 - 1]
+    other = pa.array(["b1", "zzzzzzzzzzzzzzzz"])
+    assert hex64(other).tolist() == hash64(other).tolist()
+
+
+@pytest.mark.parametrize("field,value", [("horizon_s", 0.0), ("list_max", 0), ("dense_principals", 0)])
+def test_config_rejects_bad_values(field: str, value: float) -> None:
+    with pytest.raises(ValueError, match=field):
+        OwnershipConfig(**{field: value})
