@@ -16,6 +16,7 @@
   ``items[].price``; names, never values; id-like keys of a map become ``*``;
   at most ``MAX_PROPERTIES``), so an endpoint that starts returning a new
   property can be noticed (``streams.exposure``);
+* the account a login names (``credential_subject``: ``ingest.loginsubject``, a keyed hash);
 * the outcome where the status does not tell it (``OutcomeRule``: a login that
   answers 200 with an error body is an authentication failure).
 
@@ -35,6 +36,7 @@ from typing import Any, Protocol
 from ingest.bodies import BodyFeatures, Leaf, body_features, query_object_ids, walk_body
 from ingest.envelope import summary_row
 from ingest.identity import IdentityConfig, IdentityResolver
+from ingest.loginsubject import LOGIN_PATH, login_subject
 from ingest.idblocks import object_blocks
 from ingest.observation import HttpObservation
 from ingest.templating import STRONG, hash_object_id, id_kind, template_path
@@ -46,7 +48,6 @@ MAX_PROPERTIES = 64
 _STRUCTURED = frozenset({"json", "ndjson", "form", "multipart"})
 _NORMAL: dict[str, str] = {}
 
-_LOGIN_PATH = re.compile(r"(?:^|/)(?:login|signin|sign-in|session|sessions|token|oauth/token|authenticate|auth)(?:/|$)", re.IGNORECASE)
 _FAILURE_KEYS = (b'"error"', b'"errors"')
 _FAILURE_FLAGS = re.compile(rb'"(?:ok|success|authenticated|valid)"\s*:\s*false')
 
@@ -90,6 +91,7 @@ class SummarizerConfig:
     keep_raw_path: bool = False
     outcome_rules: tuple[OutcomeRule, ...] = ()
     learn_login_outcomes: bool = True
+    basic_auth_anywhere: bool = False  # the Basic user names an account on every endpoint, not only login-like ones
     max_body_bytes: int = 262_144
 
 
@@ -129,7 +131,7 @@ def property_paths(leaves: Iterable[Leaf], cap: int = MAX_PROPERTIES) -> list[st
 
 def _login_failed(method: str, template: str, status: int | None, body: bytes | None) -> bool:
     """Built-in rule for login-like endpoints: 401, or 2xx with an error body and no token."""
-    if method != "POST" or not _LOGIN_PATH.search(template):
+    if method != "POST" or not LOGIN_PATH.search(template):
         return False
     if status == 401:
         return True
@@ -196,6 +198,7 @@ class Summarizer:
                 ids += response.object_ids
         key = self._key
         ids = list(dict.fromkeys(ids))
+        subject = login_subject(obs.method, path, obs.headers, obs.request_body, basic_anywhere=self.config.basic_auth_anywhere)
         return summary_row(
             id=obs.request_id or uuid.uuid4().hex,
             time=obs.time,
@@ -217,6 +220,7 @@ class Summarizer:
             sensitive=sensitive,
             response_properties=self._properties(obs.response_headers, obs.response_body, response),
             outcome=self._outcome(service, obs.method, template, obs.status, obs.response_body),
+            credential_subject=hash_object_id(subject, key) if subject is not None else None,
             inline_findings=list(obs.inline_findings),
             decision=obs.decision,
             trace_id=obs.trace_id,

@@ -103,6 +103,16 @@ _TABLE: list[Feature] = [  # one entry per feature; a name only once
     # -- per trusted client address
     Feature("source_dense_blocks_long", "decay", "dense_blocks", half_life_s=HOUR, key="source",
             doc="dense-block touches from the client address, decayed (1 h)"),
+    # -- credential abuse per client address (streams.credentials: per-source, per-account and per-endpoint login tables)
+    Feature("source_failed_accounts", "max", "source_accounts_failed", key="source", doc="accounts the address failed on and never then logged in to (1 h)"),
+    Feature("source_failure_share", "max", "source_failure_share", key="source", doc="the address's login failures / attempts (decayed)"),
+    Feature("source_login_failures_long", "decay", "login_failure", half_life_s=HOUR / 2, key="source", doc="login failures from the address, decayed (30 min)"),
+    Feature("source_hot_target_failures", "decay", "failure_on_hot_target", half_life_s=HOUR, key="source",
+            doc="failures on accounts under attack the address never logged in to, decayed (1 h)"),
+    Feature("source_unknown_account_failures", "decay", "unknown_account_failure", half_life_s=HOUR / 2, key="source",
+            doc="failures on accounts never seen logging in, decayed (30 min)"),
+    Feature("source_endpoint_unknown_failures", "max", "endpoint_unknown_failures", key="source",
+            doc="the login endpoint's recent failures on unknown accounts, as the address saw it"),
     Feature("source_denied_objects_long", "decay", "denied_objects", half_life_s=HOUR, key="source",
             doc="object-level 403/404 from the client address, decayed (1 h)"),
     Feature("source_requests", "sum", "request", key="source", doc="calls from the client address in the window"),

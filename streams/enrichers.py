@@ -9,11 +9,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from streams.batch import Enricher
+from streams.credentials import CredentialTables
 from streams.ownership import OwnershipEnricher
 
 __all__ = ["ENRICHERS", "build_enrichers"]
 
 ENRICHERS: dict[str, Callable[[], Enricher]] = {
+    "credentials": CredentialTables,
     "ownership": OwnershipEnricher,
 }
 

@@ -1,0 +1,168 @@
+"""CredentialTables: per-source, per-target and per-endpoint credential-abuse signals on hand-made batches."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from ingest import summary_row
+from ingest.envelope import SUMMARY_SCHEMA
+from streams.batch import BatchView
+from streams.credentials import SIGNALS, CredentialConfig, CredentialTables, grouped_cumsum
+
+T0 = 1.8e9
+
+
+def _login(t: float, ip: str | None, account: str | None, *, fail: bool = False, status: int = 200, **kw: Any) -> dict[str, Any]:
+    """A login the way the summarizer reports it: the demo API answers 200 with an error body, derived as auth_failure."""
+    return summary_row(id=f"{t}-{ip}-{account}", time=T0 + t, source={"ip": ip, "external": True},
+                       destination={"service": "auth", "namespace": "identity"}, method="POST", path_template="/login",
+                       status=status, outcome="auth_failure" if fail else None, credential_subject=account, **kw)
+
+
+def _view(rows: list[dict[str, Any]], repeats: np.ndarray | None = None) -> BatchView:
+    return BatchView.decode(pa.Table.from_pylist(rows, schema=SUMMARY_SCHEMA), repeats)
+
+
+def _run(rows: list[dict[str, Any]], tables: CredentialTables | None = None) -> dict[str, np.ndarray]:
+    return (tables or CredentialTables()).enrich(_view(rows))
+
+
+def test_every_signal_is_returned_and_other_calls_get_zero() -> None:
+    rows = [summary_row(id="g", time=T0, source={"ip": "1.1.1.1"}, method="GET", path_template="/orders/{id}", status=200),
+            _login(1, "1.1.1.1", "ada", fail=True)]
+    out = _run(rows)
+    assert set(out) == set(SIGNALS) and all(len(v) == 2 for v in out.values())
+    assert all(out[s][0] == 0 for s in SIGNALS)
+    assert (out["login_attempt"][1], out["login_failure"][1], out["source_failures"][1]) == (1.0, 1.0, 1.0)
+
+
+def test_stuffing_from_one_source_raises_its_failed_accounts_row_by_row() -> None:
+    out = _run([_login(i, "203.0.113.9", f"victim-{i}", fail=True) for i in range(12)])
+    failed = out["source_accounts_failed"]
+    assert np.all(np.diff(failed) >= 0) and failed[0] == pytest.approx(1, abs=0.1)
+    assert failed[5] >= 5 and failed[-1] >= 9
+    assert np.all(out["source_failure_share"] == 1.0)
+    assert np.all(out["target_failures"] == 1.0) and not out["failure_on_hot_target"].any()
+
+
+def test_a_mistype_then_success_resolves_the_account_and_a_nat_stays_low() -> None:
+    tables = CredentialTables()
+    out = _run([_login(0, "198.18.0.1", "ada", fail=True), _login(3, "198.18.0.1", "ada", fail=True), _login(9, "198.18.0.1", "ada")], tables)
+    assert out["source_accounts_failed"].round(1).tolist() == [1.0, 1.0, 0.0]
+    assert out["target_sources"][-1] == 0.0
+    nat = [_login(10 + i, "192.0.2.1", f"emp{i}") for i in range(80)]
+    nat += [_login(100, "192.0.2.1", "emp3", fail=True), _login(104, "192.0.2.1", "emp3")]
+    out = _run(nat, tables)
+    assert out["source_accounts_failed"].max() <= 1.1 and out["source_failure_share"][-1] < 0.05
+
+
+def test_brute_force_on_one_account_makes_it_hot_but_spares_its_owner() -> None:
+    tables = CredentialTables(CredentialConfig(hot_failures=5.5))
+    _run([_login(0, "198.18.0.7", "ada")], tables)  # the owner logged in from home
+    out = _run([_login(10 + i, "100.90.0.1", "ada", fail=True) for i in range(8)], tables)
+    assert out["target_failures"] == pytest.approx(np.arange(1, 9), rel=3e-3)  # 1 s apart, half-life 30 min
+    assert out["failure_on_hot_target"].tolist() == [0, 0, 0, 0, 0, 1, 1, 1]
+    assert out["target_sources"].max() < 1.1 and out["source_accounts_failed"].max() < 1.1
+    owner = _run([_login(30, "198.18.0.7", "ada", fail=True)], tables)
+    assert owner["failure_on_hot_target"][0] == 0.0 and owner["target_failures"][0] > 8
+
+
+def test_distributed_brute_force_counts_failing_sources_per_target() -> None:
+    out = _run([_login(i, f"100.80.0.{i}", "bob", fail=True) for i in range(5)], CredentialTables(CredentialConfig(hot_sources=3)))
+    assert out["target_sources"].round(0).tolist() == [1, 2, 3, 4, 5]
+    assert out["failure_on_hot_target"].tolist() == [0, 0, 1, 1, 1]
+    assert np.all(out["source_failures"] == 1.0)
+
+
+def test_unknown_accounts_feed_the_endpoint_signal_and_known_ones_do_not() -> None:
+    tables = CredentialTables()
+    _run([_login(0, "198.18.0.1", "ada")], tables)
+    out = _run([_login(1, "100.64.0.1", "ada", fail=True), _login(2, "100.64.0.1", "x1", fail=True),
+                _login(3, "100.64.0.2", "x2", fail=True)], tables)
+    assert out["unknown_account_failure"].tolist() == [0, 1, 1]
+    assert out["endpoint_unknown_failures"].round(2).tolist() == [0.0, 1.0, 2.0]
+
+
+def test_403_and_error_bodies_fail_a_429_neither_fails_nor_resolves() -> None:
+    rows = [_login(0, "9.9.9.9", "ada", status=403, fail=True), _login(1, "9.9.9.9", "ada", status=429), _login(2, "9.9.9.9", "ada", status=401)]
+    out = _run(rows)
+    assert out["login_failure"].tolist() == [1, 0, 1]
+    assert out["source_accounts_failed"].round(1).tolist() == [1.0, 0.0, 1.0]  # a 429 carries no distinct count
+
+
+def test_a_login_path_without_a_named_account_still_counts_per_source() -> None:
+    out = _run([_login(i, "9.9.9.8", None, fail=True) for i in range(3)])
+    assert out["login_attempt"].tolist() == [1, 1, 1] and out["source_failures"].round(2).tolist() == [1, 2, 3]
+    assert not out["target_failures"].any() and not out["source_accounts_failed"].any()
+
+
+def test_duplicate_reports_are_not_counted_twice() -> None:
+    rows = [_login(0, "9.9.9.7", "ada", fail=True), _login(0, "9.9.9.7", "ada", fail=True)]
+    out = CredentialTables().enrich(_view(rows, np.array([False, True])))
+    assert out["login_failure"].tolist() == [1, 0] and out["source_failures"].tolist() == [1, 0]
+
+
+def test_one_batch_or_two_give_the_same_signals() -> None:
+    rows = [_login(i, f"10.0.0.{i % 3}", f"acct{i % 5}", fail=i % 4 != 0) for i in range(30)]
+    whole = _run(rows)
+    tables = CredentialTables()
+    first, second = _run(rows[:13], tables), _run(rows[13:], tables)
+    for name in SIGNALS:
+        assert np.allclose(whole[name], np.concatenate([first[name], second[name]])), name
+
+
+def test_counters_decay_with_the_half_life() -> None:
+    tables = CredentialTables(CredentialConfig(half_life_s=60.0))
+    _run([_login(0, "9.9.9.6", "ada", fail=True), _login(0, "9.9.9.6", "ada", fail=True)], tables)
+    out = _run([_login(60, "9.9.9.6", "ada", fail=True)], tables)
+    assert out["source_failures"][0] == pytest.approx(2.0) and out["target_failures"][0] == pytest.approx(2.0)
+
+
+def test_distinct_slots_expire_past_the_horizon() -> None:
+    tables = CredentialTables(CredentialConfig(horizon_s=100.0))
+    _run([_login(i, "9.9.9.5", f"a{i}", fail=True) for i in range(4)], tables)
+    assert _run([_login(50, "9.9.9.5", "b", fail=True)], tables)["source_accounts_failed"][0] >= 3.5
+    assert _run([_login(500, "9.9.9.5", "c", fail=True)], tables)["source_accounts_failed"][0] < 1.5
+
+
+def test_tables_stay_within_budget_and_count_evictions() -> None:
+    tables = CredentialTables(CredentialConfig(max_sources=32, max_targets=32, max_endpoints=4))
+    for b in range(5):
+        _run([_login(100 * b + i, f"10.1.{b}.{i}", f"u{b}-{i}", fail=True) for i in range(20)], tables)
+    assert tables.sources.size <= 32 and tables.targets.size <= 32
+    assert tables.evicted["sources"] >= 100 - 32 and tables.evicted["targets"] >= 100 - 32
+    again = _run([_login(1000, "10.1.4.19", "u4-19", fail=True)], tables)  # the newest survive
+    assert again["source_failures"][0] > 1.5 and again["target_failures"][0] > 1.5
+    with pytest.raises(ValueError, match="capacity=32"):
+        _run([_login(2000 + i, f"10.2.0.{i}", None, fail=True) for i in range(40)], tables)
+
+
+def test_export_then_restore_answers_the_next_batch_the_same() -> None:
+    warm = [_login(i, f"10.0.0.{i % 4}", f"acct{i % 6}", fail=i % 3 != 0) for i in range(40)]
+    nxt = [_login(50 + i, f"10.0.0.{i % 5}", f"acct{i % 7}", fail=i % 2 == 0) for i in range(20)]
+    original = CredentialTables()
+    _run(warm, original)
+    copy = CredentialTables()
+    copy.restore(original.export())
+    assert copy.base == original.base and copy.sources.size == original.sources.size
+    a, b = _run(nxt, original), _run(nxt, copy)
+    for name in SIGNALS:
+        assert np.array_equal(a[name], b[name]), name
+    empty = CredentialTables()
+    empty.restore(CredentialTables().export())
+    assert empty.base is None
+    with pytest.raises(ValueError, match="capacity"):
+        CredentialTables(CredentialConfig(max_sources=8)).restore(original.export())
+
+
+def test_grouped_cumsum_keeps_event_order_within_groups() -> None:
+    assert grouped_cumsum(np.array([2, 0, 2, 2, 0]), np.array([1.0, 10.0, 2.0, 3.0, 20.0])).tolist() == [1, 10, 3, 6, 30]
+
+
+def test_config_rejects_non_positive_values() -> None:
+    with pytest.raises(ValueError, match="hot_sources=0"):
+        CredentialConfig(hot_sources=0)
