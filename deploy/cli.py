@@ -8,13 +8,14 @@
     kubeward eval-sensitive         DEV precision/recall of sensitive-data detection (--bench: us per 2 KB body)
     kubeward eval-waf               DEV recall/false positives of inline inspection per category, offline
     kubeward eval-redaction         DEV precision/recall and cost of inline redaction per type
-    kubeward rules lint [FILE...]   check inline signature rule files (every error as file:line)
+    kubeward rules lint [FILE...]   check inline signature and detection rule files (every error as file:line)
     kubeward policy set|show|apply  observe or enforce per namespace/service, for shims and workers at once
     kubeward simulate               simulated cluster traffic to Kafka, Parquet or JSONL
     kubeward demo                   everything together, with live progress and a report
     kubeward bench                  the benchmarks, written to build/bench.json
     kubeward bench waf              DEV: Kubeward through Envoy beside ModSecurity + CRS PL1/PL2 (build/waf-compare.json)
-    kubeward evaluate               detection results on simulated traffic with ground truth (held-out seeds)
+    kubeward evaluate               detection results per scenario variant through the replay path (held-out seeds)
+    kubeward train ARCHIVE... --out F   fit a per-cohort anomaly model from Parquet archives (skops artifact)
 
 Settings also come from the environment (``KUBEWARD_WORKER_*``, ``KUBEWARD_SHIM_*``);
 flags win over the environment.
@@ -96,21 +97,31 @@ def _add_shim(sub: Any) -> None:
 def _cmd_rules_lint(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from enforcement.signatures import DEFAULT_RULES, lint
+    from enforcement.signatures import DEFAULT_RULES as INLINE
+    from enforcement.signatures import lint as lint_inline
+    from models.rules import DEFAULT_RULES as DETECTION
+    from models.rules import lint as lint_detection
 
-    paths = [Path(p) for p in args.paths] or [DEFAULT_RULES]
-    problems = [problem for path in paths for problem in lint(path)]
+    if args.paths:
+        jobs = [(Path(p), lint_detection if args.detection else lint_inline) for p in args.paths]
+    else:
+        jobs = ([] if args.detection else [(INLINE, lint_inline)]) + ([] if args.inline else [(DETECTION, lint_detection)])
+    problems = [problem for path, lint in jobs for problem in lint(path)]
     for problem in problems:
         print(problem)
-    print(f"{len(paths)} rule file(s), {len(problems)} problem(s)", file=sys.stderr)
+    print(f"{len(jobs)} rule file(s) or directories, {len(problems)} problem(s)", file=sys.stderr)
     return 1 if problems else 0
 
 
 def _add_rules(sub: Any) -> None:
-    p = sub.add_parser("rules", help="inline signature rules: lint", description="Check inline signature rule files: every error as file:line.")
+    p = sub.add_parser("rules", help="inline signatures and detection rules: lint",
+                       description="Check rule files: inline signatures (enforcement/rules/inline/) and detection rules (models/rules/); every error as file:line.")
     rules = p.add_subparsers(dest="rules_command", metavar="ACTION", required=True)
-    lint = rules.add_parser("lint", help="report every problem in the rule files or directories (default: the shipped enforcement/rules/inline/)")
-    lint.add_argument("paths", nargs="*", help="rule files (YAML) or directories of them")
+    lint = rules.add_parser("lint", help="report every problem in the rule files or directories (default: both shipped packs)")
+    lint.add_argument("paths", nargs="*", help="rule files (YAML) or directories of them (inline signatures unless --detection)")
+    kind = lint.add_mutually_exclusive_group()
+    kind.add_argument("--inline", action="store_true", help="only inline signature rules")
+    kind.add_argument("--detection", action="store_true", help="only detection rules (threshold detectors over the feature table)")
     lint.set_defaults(func=_cmd_rules_lint)
 
 
@@ -124,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_worker(sub)
     _add_shim(sub)
     _add_rules(sub)
-    for module in ("deploy.policy", "deploy.lab.simulate", "deploy.lab.demo", "deploy.lab.bench", "deploy.lab.evaluate", "deploy.lab.sensitive_eval", "deploy.lab.templating_eval", "deploy.lab.waf_eval", "deploy.lab.redaction_eval", "deploy.collect"):
+    for module in ("deploy.policy", "deploy.lab.simulate", "deploy.lab.demo", "deploy.lab.bench", "deploy.lab.evaluate", "deploy.lab.sensitive_eval", "deploy.lab.templating_eval", "deploy.lab.waf_eval", "deploy.lab.redaction_eval", "deploy.collect", "deploy.train"):
         try:
             __import__(module, fromlist=["add_cli"]).add_cli(sub)
         except ModuleNotFoundError as exc:

@@ -1,22 +1,41 @@
-"""The shim's local verdict cache: subject keys to compiled verdicts.
+"""The shim's local verdict cache: subject keys to compiled verdicts, optionally scoped to an edge.
 
 Lookups are dictionary gets on ``kind:value`` keys; each entry keeps only what
-the hot path needs. A verdict replaces an older one for the same subject; a
+the hot path needs. A verdict replaces an older one for the same entry key; a
 tombstone removes it; expired entries are ignored at lookup and purged lazily.
+
+Scopes: a verdict with ``scope.service`` only is stored under its subject key
+(one per subject, as before) and matches requests to that service. A verdict
+with ``scope.path_template`` is an *edge* verdict: it is stored under
+``entry_key(verdict)`` (``subject@service template``), several may stand for
+one subject (one per edge), and it matches only requests to that service (any
+service when the scope names none) whose path matches the template. The
+template is compiled once, when the verdict is cached: each ``{param}`` matches
+one non-empty segment, the rest literally, case-insensitively; the path is
+matched without its query, with repeated and trailing slashes folded, as sent
+and percent-decoded (either form matching is enough, so ``/admin/%65xport/1``
+does not slip past ``/admin/export/{id}``). A request whose path is unknown
+(``path=None``) matches no edge verdict. Subjects without edge verdicts pay
+nothing for this: ``find`` probes the edge index only when it is non-empty.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+from urllib.parse import unquote
 
 from ingest import Verdict
 
-__all__ = ["CachedVerdict", "VerdictCache"]
+__all__ = ["CachedVerdict", "VerdictCache", "compile_template", "entry_key"]
+
+_PARAM = re.compile(r"\{[^}/]*\}")
+_SLASHES = re.compile(r"/{2,}")
 
 
 @dataclass(frozen=True, slots=True)
 class CachedVerdict:
-    """What a shim needs from a verdict at request time."""
+    """What a shim needs from a verdict at request time (``pattern``: the compiled ``scope_template``)."""
 
     action: str
     mode: str
@@ -26,13 +45,54 @@ class CachedVerdict:
     burst: int
     reason: str
     verdict_id: str
+    scope_template: str | None = None
+    pattern: re.Pattern[str] | None = None
+
+
+def compile_template(template: str) -> re.Pattern[str]:
+    """A regular expression matching the paths of a template (``{param}`` = one non-empty segment).
+
+    >>> p = compile_template("/admin/export/{id}")
+    >>> bool(p.fullmatch("/admin/export/17")), bool(p.fullmatch("/admin/export/17/x")), bool(p.fullmatch("/admin/export/"))
+    (True, False, False)
+    """
+    template = _fold(template.split("?", 1)[0])
+    parts, pos = [], 0
+    for m in _PARAM.finditer(template):
+        parts.append(re.escape(template[pos : m.start()]))
+        parts.append("[^/]+")
+        pos = m.end()
+    parts.append(re.escape(template[pos:]))
+    return re.compile("".join(parts), re.IGNORECASE)
+
+
+def _fold(path: str) -> str:
+    """Repeated slashes as one, no trailing slash (the root stays ``/``)."""
+    path = _SLASHES.sub("/", path)
+    return path.rstrip("/") or "/"
+
+
+def _path_matches(pattern: re.Pattern[str], path: str) -> bool:
+    raw = _fold(path.split("?", 1)[0].split("#", 1)[0])
+    if pattern.fullmatch(raw):
+        return True
+    decoded = _fold(unquote(raw)) if "%" in raw else raw
+    return decoded is not raw and pattern.fullmatch(decoded) is not None
+
+
+def entry_key(verdict: Verdict) -> str:
+    """The cache (and compacted topic) key of a verdict (``Verdict.entry_key``)."""
+    return verdict.entry_key
 
 
 class VerdictCache:
-    """Subject key -> cached verdict, with counts for metrics."""
+    """Entry key -> cached verdict, an index of the edge verdicts of each subject, and counts for metrics."""
 
     def __init__(self) -> None:
         self.entries: dict[str, CachedVerdict] = {}
+        #: subject key -> entry keys of its edge verdicts (insertion ordered)
+        self.edges: dict[str, dict[str, None]] = {}
+        self._subject_of: dict[str, str] = {}  # edge entry key -> subject key (a subject may contain '@')
         self.applied = 0
         self.removed = 0
 
@@ -40,37 +100,73 @@ class VerdictCache:
         return len(self.entries)
 
     def apply(self, verdict: Verdict) -> None:
-        """Add or replace the verdict of its subject."""
+        """Add or replace the verdict of its entry key (the subject, or the subject on one edge)."""
         reason = verdict.reasons[0].detector if verdict.reasons else "verdict"
-        self.entries[verdict.subject.cache_key] = CachedVerdict(
+        scope = verdict.scope
+        template = scope.path_template if scope is not None and scope.path_template else None
+        key = entry_key(verdict)
+        self.entries[key] = CachedVerdict(
             action=verdict.action,
             mode=verdict.mode,
             expires_at=verdict.expires_at,
-            scope_service=verdict.scope.service if verdict.scope else None,
+            scope_service=scope.service if scope else None,
             rate_per_s=verdict.rate_per_s or 1.0,
             burst=verdict.burst or 1,
             reason=reason,
             verdict_id=verdict.id,
+            scope_template=template,
+            pattern=compile_template(template) if template else None,
         )
+        if template:
+            self.edges.setdefault(verdict.subject.cache_key, {})[key] = None
+            self._subject_of[key] = verdict.subject.cache_key
         self.applied += 1
 
+    def _drop(self, key: str) -> bool:
+        if self.entries.pop(key, None) is None:
+            return False
+        subject = self._subject_of.pop(key, None)
+        if subject is not None:
+            self.edges[subject].pop(key, None)
+            if not self.edges[subject]:
+                del self.edges[subject]
+        return True
+
     def remove(self, cache_key: str) -> None:
-        """Lift the verdict of a subject (a tombstone on the compacted topic)."""
-        if self.entries.pop(cache_key, None) is not None:
+        """Lift a verdict (a tombstone on the compacted topic): an edge's by its entry key; a subject's lifts its edges too."""
+        dropped = self._drop(cache_key)
+        for key in list(self.edges.get(cache_key, ())):
+            dropped = self._drop(key) or dropped
+        if dropped:
             self.removed += 1
 
-    def find(self, keys: tuple[str, ...], service: str | None, now: float) -> tuple[str, CachedVerdict] | None:
-        """The first live verdict among ``keys`` whose scope matches the destination service."""
+    def find(self, keys: tuple[str, ...], service: str | None, now: float, path: str | None = None) -> tuple[str, CachedVerdict] | None:
+        """The first live verdict among ``keys`` whose scope matches the destination service (and, for an edge, the path).
+
+        Returns the entry key (the subject key, or the edge's) and the verdict.
+        """
         entries = self.entries
         for key in keys:
             hit = entries.get(key)
             if hit is not None and hit.expires_at > now and (hit.scope_service is None or hit.scope_service == service):
                 return key, hit
+            if self.edges and path is not None:
+                found = self._find_edge(key, service, now, path)
+                if found is not None:
+                    return found
+        return None
+
+    def _find_edge(self, subject: str, service: str | None, now: float, path: str) -> tuple[str, CachedVerdict] | None:
+        for key in self.edges.get(subject, ()):
+            hit = self.entries[key]
+            if hit.expires_at > now and (hit.scope_service is None or hit.scope_service == service):
+                if hit.pattern is not None and _path_matches(hit.pattern, path):
+                    return key, hit
         return None
 
     def purge(self, now: float) -> int:
         """Drop expired entries; returns how many."""
         dead = [k for k, v in self.entries.items() if v.expires_at <= now]
         for k in dead:
-            del self.entries[k]
+            self._drop(k)
         return len(dead)

@@ -117,7 +117,7 @@ def decide(req: RequestView, cache: VerdictCache, buckets: TokenBuckets, inspect
     """Decide one request. Pure apart from the token buckets it updates."""
     observed: Decision | None = None
     if cache.entries:
-        found = cache.find(req.subject_keys(), req.service, now)
+        found = cache.find(req.subject_keys(), req.service, now, req.path)
         if found is not None:
             decided = _from_verdict(found[0], found[1], buckets, now)
             # An enforced redact verdict still lets inline inspection deny the request.

@@ -12,6 +12,7 @@ from enforcement.propertyschema import SchemaValidationSettings
 from enforcement.redaction import RedactionSettings
 from enforcement.signatures import DEFAULT_RULES
 from ingest import Policy
+from ingest.honeytokens import HoneytokenSettings
 from ingest.identitysettings import IdentitySettings
 
 __all__ = ["InspectionSettings", "RedactionSettings", "SchemaValidationSettings", "ShimSettings"]
@@ -68,6 +69,8 @@ class ShimSettings(BaseSettings):
         default=True,
         description="obey x-kubeward-source-workload/-principal/-namespace on checks; safe only when the data plane strips client x-kubeward-* headers, as every shipped configuration does",
     )
+    honeytokens: HoneytokenSettings = Field(default_factory=HoneytokenSettings,
+                                            description="declared honeytokens: any use is denied inline and reported (KUBEWARD_SHIM_HONEYTOKENS__FILE, ...)")
     identity: IdentitySettings = Field(default_factory=lambda: IdentitySettings(trusted_hops=1),
                                        description="how identities are derived (KUBEWARD_SHIM_IDENTITY__*); trusted_hops defaults to 1: the data plane that asks")
     verdict_key: SecretStr = Field(default=SecretStr("kubeward-dev-verdict-key"), description="HMAC key verdicts must carry")

@@ -39,6 +39,7 @@ from enforcement.cache import VerdictCache
 from enforcement.decision import ALLOW, Decision, RequestView, decide
 from enforcement.ratelimit import TokenBuckets
 from enforcement.settings import ShimSettings
+from enforcement.honeytokens import HoneytokenInspector
 from enforcement.inspection import Inspectors, build_inspector
 from enforcement.propertyschema import build_property_validator
 from ingest import Policy, RequestSummary, hash_object_id, row_to_summary, template_path
@@ -98,6 +99,11 @@ class Shim:
         self.schema = build_property_validator(sv.spec_dir, sv, threshold=settings.inspection.threshold) if sv.enabled else None
         if self.schema is not None:
             self.inspector = Inspectors(self.inspector, self.schema)
+        tokens = settings.honeytokens.load()
+        self.honeytokens = None if tokens is None else HoneytokenInspector(
+            tokens, max_body_bytes=settings.inspection.max_body_bytes)
+        if self.honeytokens is not None:
+            self.inspector = Inspectors(self.inspector, self.honeytokens)
         self.policy = settings.policy
         self.counts: dict[str, int] = {}
         self.pending: list[tuple[float, RequestView, Decision]] = []

@@ -207,6 +207,16 @@ class Verdict(_Record):
     evidence_time: float
     signature: str = ""
 
+    @property
+    def entry_key(self) -> str:
+        """The key of this verdict in the shim's cache and on the compacted verdict topic: the subject's
+        (``kind:value``), plus ``@service template`` for a verdict scoped to an edge, so that several edge
+        verdicts of one subject stand side by side."""
+        key = self.subject.cache_key
+        if self.scope is None or not self.scope.path_template:
+            return key
+        return f"{key}@{self.scope.service or '*'} {self.scope.path_template}"
+
 
 class Policy(_Record):
     """Enforcement policy snapshot: modes per namespace and service, TTLs, allow-lists.

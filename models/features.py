@@ -100,6 +100,16 @@ _TABLE: list[Feature] = [  # one entry per feature; a name only once
     Feature("new_objects_long", "decay", "new_objects", half_life_s=HOUR, doc="never-seen objects touched, decayed (1 h)"),
     Feature("own_objects_long", "decay", "own_objects", half_life_s=HOUR, doc="own objects touched, decayed (1 h)"),
     Feature("dense_blocks_long", "decay", "dense_blocks", half_life_s=HOUR, doc="dense-block touches, decayed (1 h)"),
+    # -- lateral movement, function-level authorization, new external hosts (streams.edges: learned call edges)
+    Feature("novel_edges", "sum", "novel_edge", doc="first calls on unlearned edges (caller -> service, method, template), weighted by rarity"),
+    Feature("novel_privileged_edges", "sum", "novel_privileged_edge", doc="first calls on unlearned privileged edges (admin, export, credential, debug, internal)"),
+    Feature("novel_edges_denied", "sum", "novel_edge_denied", doc="first calls on unlearned edges answered 401/403"),
+    Feature("rare_functions", "sum", "rare_function", doc="privileged functions an end user called that the user cohort never calls"),
+    Feature("new_external_hosts", "sum", "new_external_host", doc="first calls to an external host never seen for the workload"),
+    Feature("new_host_bytes_long", "decay", "new_host_bytes", half_life_s=HOUR, doc="bytes sent to external hosts first seen within the hour, decayed (1 h)"),
+    Feature("novel_privileged_edges_long", "decay", "novel_privileged_edge", half_life_s=6 * HOUR, doc="unlearned privileged edges, decayed (6 h)"),
+    # -- deception (streams.honeytokens)
+    Feature("honeytoken_hits", "sum", "honeytoken_hits", doc="calls that used a declared honeytoken (credential, account, object id)"),
     # -- per trusted client address
     Feature("source_dense_blocks_long", "decay", "dense_blocks", half_life_s=HOUR, key="source",
             doc="dense-block touches from the client address, decayed (1 h)"),

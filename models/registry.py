@@ -14,8 +14,7 @@ from models.rules import DEFAULT_RULES, load_rules
 
 __all__ = ["REGISTRY", "build_detectors", "registry"]
 
-# TODO(issue 7, in progress): switch to the whole directory once every rule file's features are in the table
-SHIPPED_RULES = DEFAULT_RULES / "core.yaml"
+SHIPPED_RULES = DEFAULT_RULES
 
 
 def registry(path: Path = SHIPPED_RULES, overrides: Mapping[str, Mapping[str, Any]] | None = None) -> dict[str, Callable[[], Detector]]:

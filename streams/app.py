@@ -214,7 +214,7 @@ def create_app(settings: WorkerSettings) -> faust.App:
             metrics.DETECTIONS.labels(det.attack_class).inc()
             metrics.VERDICTS.labels(verdict.action, verdict.mode).inc()
             log.info("verdict", extra={"actor": det.actor, "attack_class": det.attack_class, "score": round(det.score, 3), "mode": verdict.mode})
-            await verdicts.send(key=verdict.subject.cache_key.encode(), value=verdict.model_dump_json().encode())
+            await verdicts.send(key=verdict.entry_key.encode(), value=verdict.model_dump_json().encode())
             await findings.send(key=finding.finding_info.uid.encode(), value=finding.model_dump_json().encode())
         for finding in out.exposures:
             log.info("excessive data exposure", extra={"finding": finding.finding_info.title})

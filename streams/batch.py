@@ -116,7 +116,7 @@ def _present(values: pa.Array) -> pa.Array:
 
 def _numbers(values: pa.Array, dtype: Any) -> Any:
     if values.null_count:
-        values = values.fill_null(0)
+        values = values.fill_null(False if pa.types.is_boolean(values.type) else 0)
     return np.asarray(values.to_numpy(zero_copy_only=False), dtype=dtype)
 
 

@@ -1,28 +1,47 @@
 """The worker's enrichers by name: the stateful analysers whose per-row signals the feature table folds.
 
-``build_enrichers(names)`` instantiates them in order; ``ENRICHERS`` lists
-them. A rule whose signal comes from an enricher that is switched off reads 0.
+``build_enrichers(names, context)`` instantiates them in order; ``ENRICHERS``
+lists them. A rule whose signal comes from an enricher that is switched off
+(or, for honeytokens, has nothing declared) reads 0.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
+from ingest.honeytokens import Honeytokens
 from streams.batch import Enricher
 from streams.credentials import CredentialTables
+from streams.edges import EdgeConfig, EdgeEnricher
+from streams.honeytokens import HoneytokenEnricher
 from streams.ownership import OwnershipEnricher
 
-__all__ = ["ENRICHERS", "build_enrichers"]
+__all__ = ["ENRICHERS", "EnricherContext", "build_enrichers"]
 
-ENRICHERS: dict[str, Callable[[], Enricher]] = {
-    "credentials": CredentialTables,
-    "ownership": OwnershipEnricher,
+
+@dataclass(frozen=True)
+class EnricherContext:
+    """What enrichers may need from the worker's settings."""
+
+    window_s: int = 60
+    learn_windows: int = 3
+    honeytokens: Honeytokens | None = None
+
+
+#: name -> factory; a factory may return None (nothing to do under these settings)
+ENRICHERS: dict[str, Callable[[EnricherContext], Enricher | None]] = {
+    "credentials": lambda ctx: CredentialTables(),
+    "edges": lambda ctx: EdgeEnricher(EdgeConfig.from_windows(ctx.window_s, ctx.learn_windows)),
+    "honeytokens": lambda ctx: None if ctx.honeytokens is None else HoneytokenEnricher(ctx.honeytokens),
+    "ownership": lambda ctx: OwnershipEnricher(),
 }
 
 
-def build_enrichers(names: Sequence[str]) -> list[Enricher]:
+def build_enrichers(names: Sequence[str], context: EnricherContext | None = None) -> list[Enricher]:
     """Fresh enrichers by name; an unknown name raises ``ValueError`` listing the valid ones."""
     unknown = [n for n in names if n not in ENRICHERS]
     if unknown:
         raise ValueError(f"unknown enrichers {unknown}; valid names: {', '.join(sorted(ENRICHERS))}")
-    return [ENRICHERS[n]() for n in names]
+    ctx = context or EnricherContext()
+    return [e for e in (ENRICHERS[n](ctx) for n in names) if e is not None]

@@ -16,9 +16,10 @@ from dataclasses import dataclass, field
 from ingest import DeadLetter, EndpointRecord, Finding, Verdict
 from ingest.envelope import decode_messages
 from models import build_detectors
+from models.reload import ModelReloader
 from streams.exposure import ExposureTracker
 from streams.inventory import Inventory
-from streams.enrichers import build_enrichers
+from streams.enrichers import EnricherContext, build_enrichers
 from streams.policy import decide, to_finding
 from streams.processor import BatchProcessor, Detection, ProcessorConfig
 from streams.settings import WorkerSettings
@@ -82,11 +83,13 @@ class Pipeline:
         self.processors: dict[int, BatchProcessor] = {}
         self._last_flush: dict[int, float] = {}
         self._last_full_flush: dict[int, float] = {}
+        self._models = ModelReloader(settings.model_path) if settings.model_path is not None else None
+        self._enricher_context = EnricherContext(settings.window_s, settings.learn_windows, settings.honeytokens.load())
 
     def processor(self, partition: int, stored: Iterable[tuple[bytes, bytes]]) -> BatchProcessor:
         """The partition's processor, restored from stored state (changelog keys ``<partition>:<suffix>``) on first use."""
         if partition not in self.processors:
-            proc = BatchProcessor(self.config, build_detectors(self.settings.detectors), build_enrichers(self.settings.enrichers))
+            proc = BatchProcessor(self.config, build_detectors(self.settings.detectors), build_enrichers(self.settings.enrichers, self._enricher_context))
             prefix = f"{partition}:".encode()
             proc.restore((k[len(prefix):].decode(), v) for k, v in stored if k.startswith(prefix))
             self.processors[partition] = proc
@@ -117,6 +120,11 @@ class Pipeline:
         if table is None:
             return out
         proc = self.processor(partition, stored)
+        if self._models is not None:
+            loaded = self._models.current()
+            if loaded is not None and loaded.detector is not proc.model:
+                loaded.detector.mode = self.settings.model_mode  # type: ignore[attr-defined]
+                proc.use_models([loaded.detector])
         out.detections = proc.process(table)
         out.rows, out.newest_time = table.num_rows, proc.newest_time
         self.inventory.update(table)

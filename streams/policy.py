@@ -44,7 +44,7 @@ def decide(detection: Detection, policy: Policy, now: float, key: bytes) -> Verd
         mode=mode,
         expires_at=now + policy.verdict_ttl_s,
         reasons=list(detection.reasons),
-        finding_ids=[str(uuid.uuid5(uuid.NAMESPACE_URL, f"kubeward:{detection.actor}:{detection.evidence_time}"))],
+        finding_ids=[str(uuid.uuid5(uuid.NAMESPACE_URL, f"kubeward:{detection.actor}:{detection.scope}:{detection.evidence_time}"))],
         policy_version=policy.version,
         issued_at=now,
         evidence_time=detection.evidence_time,

@@ -90,6 +90,15 @@ class BatchProcessor:
         self._retired_set = pa.array(sorted(config.retired_endpoints), type=pa.string())
         self.newest_time: float | None = None
         self._seen_ids: dict[str, None] = {}
+        #: the anomaly model scored beside the rules (``use_models``), if any
+        self.model: Detector | None = None
+        #: (key, subject, scope) -> flagged until, for edge-scoped detections
+        self._edge_flags: dict[tuple[str, str, tuple[str, str]], float] = {}
+
+    def use_models(self, models: Sequence[Detector]) -> None:
+        """Score these (fitted) models beside the rules from the next batch on, replacing the previous ones."""
+        self.detectors = [d for d in self.detectors if getattr(d, "rule", None) is not None] + list(models)
+        self.model = models[0] if models else None
 
     @property
     def store(self) -> ActorStore:
@@ -271,10 +280,27 @@ class BatchProcessor:
         last_row = np.full(len(rows), -1, dtype=np.intp)
         mine = np.nonzero(group >= 0)[0]
         last_row[group[mine]] = mine
-        out = [self._detection(key, detectors, b, frame, scores[:, i], labels[i], int(last_row[i]), float(latest[i]), group, int(i), signals)
-               for i in hit]
-        space.store.cols["flagged_until"][rows[hit]] = (latest[hit] + self.config.flag_ttl_s).astype(np.uint32)
+        out = []
+        for i in hit:
+            det = self._detection(key, detectors, b, frame, scores[:, i], labels[i], int(last_row[i]), float(latest[i]), group, int(i), signals)
+            until = float(latest[i]) + self.config.flag_ttl_s
+            if det.scope is None:
+                space.store.cols["flagged_until"][rows[i]] = np.uint32(until)
+            else:  # an edge verdict leaves the key's other edges to be judged
+                edge = (key, det.actor, det.scope)
+                if self._edge_flags.get(edge, 0.0) > latest[i]:
+                    continue
+                self._flag_edge(edge, until, float(latest[i]))
+            out.append(det)
         return out
+
+    def _flag_edge(self, edge: tuple[str, str, tuple[str, str]], until: float, now: float) -> None:
+        """Remember a flagged edge until its verdict expires; expired ones are dropped when the memory fills."""
+        flags = self._edge_flags
+        if len(flags) >= self.config.request_id_memory // 10:
+            for stale in [e for e, t in flags.items() if t <= now]:
+                del flags[stale]
+        flags[edge] = until
 
     def _detection(self, key: str, detectors: list[Detector], b: BatchView, frame: dict[str, _F], scores: _F, label: str,
                    last: int, t: float, group: _I, i: int, signals: dict[str, _F]) -> Detection:
@@ -291,8 +317,9 @@ class BatchProcessor:
             at = int(rows_of_key[-1]) if len(rows_of_key) else last
             scope = (str(b.service[at].as_py()), str(b.template[at].as_py()))
         dest = b.table["destination"][last].as_py()
+        mode = getattr(rule, "mode", None) if rule is not None else getattr(top, "mode", None)
         return Detection(label, top.attack_class, float(scores.max()), reasons, t, dest.get("namespace"), dest.get("service"), row,
-                         subject_kind=_SUBJECT_KIND[key], scope=scope, action=getattr(rule, "action", None), mode=getattr(rule, "mode", None))
+                         subject_kind=_SUBJECT_KIND[key], scope=scope, action=getattr(rule, "action", None), mode=mode)
 
 
 def _signal_of(name: str) -> str | None:

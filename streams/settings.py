@@ -8,6 +8,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ingest import Policy
+from ingest.honeytokens import HoneytokenSettings
 from models import REGISTRY
 from streams.enrichers import ENRICHERS
 
@@ -28,6 +29,9 @@ class WorkerSettings(BaseSettings):
     detectors: list[str] = Field(default_factory=lambda: sorted(REGISTRY))
     enrichers: list[str] = Field(default_factory=lambda: sorted(ENRICHERS), description="stateful analysers whose signals rules read (ownership, ...); a rule whose enricher is off reads 0")
     enricher_flush_s: float = Field(default=60.0, gt=0, description="how often the enrichers' state (ownership table, ...) and cohort histograms are written to the changelog")
+    honeytokens: HoneytokenSettings = Field(default_factory=HoneytokenSettings, description="declared honeytokens (KUBEWARD_WORKER_HONEYTOKENS__FILE, ...): any use is a finding and a block")
+    model_path: Path | None = Field(default=None, description="a per-cohort anomaly model (kubeward train; skops) scored beside the rules and reloaded when the file changes; none by default: on the evaluation no model beat the rules at equal false positives")
+    model_mode: str = Field(default="observe", pattern="^(observe|inherit)$", description="observe: the model's findings never enforce; inherit: the policy's mode")
     batch_max_messages: int = Field(default=500, ge=1, description="messages merged into one processing batch at most")
     batch_within_s: float = Field(default=0.005, gt=0, description="how long the agent gathers messages before processing them")
     fetch_backoff_s: float = Field(default=0.005, gt=0, description="aiokafka's wait before re-fetching while records are being handed over (its default is 0.1)")

@@ -235,7 +235,7 @@ def _publish_verdicts(bootstrap: str, count: int) -> None:
     for i in range(count):
         verdict = Verdict(id=f"bench-{i}", subject=Subject(kind="actor", value=actor_key("shop/frontend", f"blocked-{i}")), action="block", mode="enforce", expires_at=now + 3600, issued_at=now - 60, evidence_time=now - 60)
         signed = sign_verdict(verdict, b"kubeward-dev-verdict-key")
-        producer.send(VERDICTS.name, key=signed.subject.cache_key.encode(), value=signed.model_dump_json().encode())
+        producer.send(VERDICTS.name, key=signed.entry_key.encode(), value=signed.model_dump_json().encode())
     producer.flush()
     producer.close()
 

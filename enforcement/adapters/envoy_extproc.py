@@ -86,7 +86,7 @@ def cache_lookup(cache: VerdictCache, clock: Callable[[], float] = time.time) ->
     def lookup(view: RequestView) -> Decision | None:
         if not cache.entries:
             return None
-        found = cache.find(view.subject_keys(), view.service, clock())
+        found = cache.find(view.subject_keys(), view.service, clock(), view.path)
         if found is None or found[1].action != "redact":
             return None
         hit = found[1]

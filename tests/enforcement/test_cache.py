@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from enforcement.cache import CachedVerdict, VerdictCache
-from ingest import Subject
+from enforcement.cache import CachedVerdict, VerdictCache, compile_template, entry_key
+from ingest import Scope, Subject
 from tests.conftest import T0
 
 
@@ -74,3 +74,90 @@ def test_find_returns_the_first_live_matching_key(verdict_factory: Any) -> None:
     found = cache.find(keys, "orders", T0 - 1)
     assert found is not None and found[0] == "actor:a|b"
     assert cache.find(("workload:x",), "orders", T0) is None
+
+
+# --- edge scopes: a verdict on (service, path template) denies only that edge ---
+
+
+def _edge(verdict_factory: Any, template: str, service: str | None = "ledger", **kw: Any) -> Any:
+    return verdict_factory(scope=Scope(service=service, path_template=template), **kw)
+
+
+def test_an_edge_verdict_denies_only_paths_of_its_template_on_its_service(verdict_factory: Any) -> None:
+    cache = VerdictCache()
+    cache.apply(_edge(verdict_factory, "/admin/export/{id}"))
+    keys = ("actor:shop/web|alice",)
+    assert cache.find(keys, "ledger", T0, "/admin/export/17") is not None
+    assert cache.find(keys, "ledger", T0, "/admin/export/17?format=csv") is not None
+    assert cache.find(keys, "ledger", T0, "/admin/export") is None
+    assert cache.find(keys, "ledger", T0, "/admin/export/17/items") is None
+    assert cache.find(keys, "ledger", T0, "/orders/17") is None
+    assert cache.find(keys, "orders", T0, "/admin/export/17") is None
+    assert cache.find(keys, "ledger", T0) is None  # path unknown: an edge verdict cannot be matched
+
+
+def test_edge_matching_resists_slashes_case_and_percent_encoding(verdict_factory: Any) -> None:
+    cache = VerdictCache()
+    cache.apply(_edge(verdict_factory, "/admin/export/{id}"))
+    keys = ("actor:shop/web|alice",)
+    for path in ("//admin//export/17/", "/ADMIN/Export/17", "/admin/%65xport/17", "/admin/export/a%2Fb"):
+        assert cache.find(keys, "ledger", T0, path) is not None, path
+
+
+def test_several_edge_verdicts_of_one_subject_coexist_with_an_unscoped_one(verdict_factory: Any) -> None:
+    cache = VerdictCache()
+    a = _edge(verdict_factory, "/admin/balances")
+    b = _edge(verdict_factory, "/secrets/{name}", service="secrets-broker")
+    cache.apply(a)
+    cache.apply(b)
+    assert len(cache) == 2
+    keys = ("actor:shop/web|alice",)
+    hit = cache.find(keys, "secrets-broker", T0, "/secrets/db")
+    assert hit is not None and hit[1].verdict_id == b.id and hit[0] == entry_key(b)
+    assert cache.find(keys, "ledger", T0, "/admin/balances") is not None
+    assert cache.find(keys, "ledger", T0, "/ledger/entries") is None
+    whole = verdict_factory(action="throttle")
+    cache.apply(whole)  # an unscoped verdict is stored under the subject key, beside the edges
+    assert len(cache) == 3
+    found = cache.find(keys, "ledger", T0, "/ledger/entries")
+    assert found is not None and found[1].verdict_id == whole.id
+
+
+def test_unscoped_and_service_scoped_verdicts_are_unchanged_by_a_path(verdict_factory: Any) -> None:
+    cache = VerdictCache()
+    cache.apply(verdict_factory(scope="payments"))
+    keys = ("actor:shop/web|alice",)
+    assert list(cache.entries) == ["actor:shop/web|alice"] and cache.edges == {}
+    assert cache.find(keys, "payments", T0, "/anything/at/all") is not None
+    assert cache.find(keys, "orders", T0, "/anything") is None
+
+
+def test_edge_verdicts_expire_are_lifted_and_purged(verdict_factory: Any) -> None:
+    cache = VerdictCache()
+    short = _edge(verdict_factory, "/admin/balances", expires_at=T0 + 10)
+    long = _edge(verdict_factory, "/admin/adjustments", expires_at=T0 + 100)
+    cache.apply(short)
+    cache.apply(long)
+    keys = ("actor:shop/web|alice",)
+    assert cache.find(keys, "ledger", T0 + 20, "/admin/balances") is None
+    assert cache.purge(T0 + 20) == 1 and list(cache.edges["actor:shop/web|alice"]) == [entry_key(long)]
+    cache.remove(entry_key(long))
+    assert len(cache) == 0 and cache.edges == {} and cache.removed == 1
+
+
+def test_lifting_a_subject_lifts_its_edge_verdicts(verdict_factory: Any) -> None:
+    cache = VerdictCache()
+    cache.apply(_edge(verdict_factory, "/admin/balances"))
+    cache.apply(_edge(verdict_factory, "/secrets/{name}", service=None, subject=Subject(kind="principal", value="bob@example.com")))
+    cache.remove("actor:shop/web|alice")
+    assert list(cache.edges) == ["principal:bob@example.com"] and cache.removed == 1
+    hit = cache.find(("principal:bob@example.com",), "any-service", T0, "/secrets/x")
+    assert hit is not None  # a scope without a service matches the template on every service
+
+
+def test_entry_key_and_compiled_template(verdict_factory: Any) -> None:
+    v = _edge(verdict_factory, "/invoices/{id}.json")
+    assert entry_key(v) == "actor:shop/web|alice@ledger /invoices/{id}.json"
+    assert entry_key(verdict_factory(scope="ledger")) == "actor:shop/web|alice"
+    p = compile_template("/invoices/{id}.json")
+    assert p.fullmatch("/invoices/42.json") and not p.fullmatch("/invoices/42xjson")

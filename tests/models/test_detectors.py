@@ -152,11 +152,12 @@ def fit_never_lowers_the_floor(name: str) -> None:
 @check
 def explain_returns_reasons_naming_the_rule(name: str) -> None:
     det = _det(name)
-    row = _context(det) | {det.rule.feature: 1000.0}
+    value = 1000.0 * max(1.0, det.rule.floor)
+    row = _context(det) | {det.rule.feature: value}
     reasons = det.explain(row)
     assert reasons and all(isinstance(r, Reason) for r in reasons) and {r.detector for r in reasons} == {name}
     assert reasons[0].score == round(det.score(row), 4) > 0.5
-    assert det.rule.feature in reasons[0].evidence and "1000" in reasons[0].evidence
+    assert det.rule.feature in reasons[0].evidence and f"{value:.0f}" in reasons[0].evidence
 
 
 @check

@@ -10,6 +10,7 @@ import pytest
 
 from ingest import Policy, RequestSummary, actor_key, encode_envelope, verify_verdict
 from ingest.templating import hash_object_id
+from ingest import summary_to_row
 from streams.pipeline import Outcome, Pipeline, processor_config, state_key
 from streams.policy import severity_for
 from streams.processor import ProcessorConfig
@@ -161,7 +162,7 @@ def test_state_writes_appear_when_the_flush_interval_elapsed(summary_factory: An
 
 
 def test_a_restored_pipeline_has_the_same_actors_and_counters(summary_factory: Any) -> None:
-    settings = _settings(state_flush_s=1.0, state_buckets=8)
+    settings = _settings(state_flush_s=0.001, enricher_flush_s=0.001, state_buckets=8)  # every batch checkpointed
     messages = [
         (0, encode_envelope(_benign(summary_factory, T0 + 1, users=30)), T0 + 1),
         (0, encode_envelope(_attack(summary_factory, T0 + 2)), T0 + 2.5),
@@ -250,3 +251,25 @@ def test_an_envelope_with_only_required_columns_does_not_crash_the_worker(summar
         writer.write_table(minimal)
     out = full.handle(0, sink.getvalue().to_pybytes(), 0, T0 + 2)
     assert out.rows == 1 or out.dead_letter is not None
+
+
+def test_a_model_file_is_scored_beside_the_rules_and_its_findings_only_observe(summary_factory: Any, tmp_path: Any) -> None:
+    import numpy as np
+
+    from models.artifacts import save_model
+    from models.ml import GaussianMixtureDetector
+
+    rng = np.random.default_rng(0)
+    n = 600
+    frame = {"requests": rng.poisson(5, n).astype(float), "denied": rng.poisson(0.2, n).astype(float),
+             "is_service": np.zeros(n), "age_windows": np.full(n, 5.0)}
+    model = GaussianMixtureDetector(features=["requests", "denied"]).fit(frame)
+    path = tmp_path / "model.skops"
+    save_model(model, path, T0 - 3600, T0)
+    replay = Replay(_settings(model_path=path, detectors=[]), None, TOPIC)
+    odd = [summary_factory(principal="odd", time=T0 + i * 0.01, status=404) for i in range(300)]
+    out = replay.feed([summary_to_row(s) for s in odd])
+    proc = replay.processor()
+    assert proc.model is not None and proc.model.name == "gmm" and proc.detectors == [proc.model]
+    assert [d.attack_class for d in out.detections] == ["anomaly"]
+    assert [v.mode for v in out.verdicts] == ["observe"] and out.detections[0].reasons[0].detector == "gmm"

@@ -229,7 +229,8 @@ def test_frame_has_every_feature(summary_factory: Any, table_of: Any) -> None:
     proc = _processor()
     proc.process(table_of([summary_factory()]))
     frame = proc.frame(np.array([_row(proc, ALICE)]))
-    assert set(frame) == {f.name for f in features_for("actor")}
+    assert {k for k in frame if not k.startswith("cohort:")} == {f.name for f in features_for("actor")}
+    assert {k for k in frame if k.startswith("cohort:")} == {f"cohort:{d.rule.feature}" for d in proc.detectors if d.rule.cohort_factor}  # type: ignore[attr-defined]
 
 
 # ------------------------------------------------------------------ the actor key, vectorised
