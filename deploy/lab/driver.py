@@ -128,8 +128,12 @@ class TrafficDriver:
             headers["authorization"] = f"Bearer {self._token(call.principal)}"
         if via_gateway(call):
             headers["x-forwarded-for"] = end_user_ip(call.principal)
-        body: bytes | None = None
-        if call.raw_path == "/login" and call.method == "POST":
+        # sim-B: a call that brings its own body and headers (ingest.simulator.owasp_catalog.OwaspCall) is sent as it is
+        body: bytes | None = getattr(call, "body", None)
+        headers.update(getattr(call, "headers", ()))
+        if body is not None:
+            headers["content-type"] = "application/json"
+        elif call.raw_path == "/login" and call.method == "POST":
             user = call.principal or f"user-{abs(hash(call.time)) % 3000:05d}"
             ok = call.status == 200
             body = json.dumps({"username": user, "password": DemoDb.password(user) if ok else "hunter2"}).encode()

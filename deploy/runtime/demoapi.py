@@ -57,6 +57,8 @@ class Route:
     records: int = 1
     fields: tuple[str, ...] = ()
     status: int = 200
+    admin_only: bool = False  # sim-A: only services (no user token) and ``admin-*`` principals may call it
+    documented: bool = True  # sim-B: False = served but declared in no spec (shadow and debug routes)
 
 
 def _r(service: str, method: str, template: str, kind: str | None = None, shape: str = "object", **kw: Any) -> Route:
@@ -113,6 +115,73 @@ ROUTES: tuple[Route, ...] = (
     _r("api.mailer.example.com", "POST", "/v3/mail/send", shape="ok", status=202),
     _r("paste.example.net", "POST", "/api/pastes", shape="create", status=201),
 )
+# -- sim-A (issue 7 hard variants): a login answering 401 on failure, admin functions (some missing their
+# -- check: BFLA targets), credential changes, a rollout's v2 routes, a new service shop/shipping
+ROUTES += (
+    _r("identity/sso", "POST", "/login", shape="login_401"),
+    _r("identity/accounts", "DELETE", "/admin/users/{id}", "account", admin_only=True),
+    _r("identity/accounts", "GET", "/admin/users/export", "account", "export", records=100, fields=("email", "phone")),
+    _r("identity/accounts", "PUT", "/users/{id}/password", "account"),
+    _r("identity/accounts", "PUT", "/users/{id}/email", "account", checks_owner=False, fields=("email",)),
+    _r("shop/orders", "DELETE", "/admin/orders/{id}", "order", admin_only=True),
+    _r("shop/orders", "GET", "/v2/orders/{id}", "order", fields=("address",)),
+    _r("identity/profiles", "GET", "/v2/profiles/{id}", "profile", fields=(*_PERSON, "dob")),
+    _r("payments/checkout", "POST", "/v2/checkout", shape="ok"),
+    _r("shop/shipping", "GET", "/shipments/{id}", "order", fields=("address",)),
+    _r("shop/shipping", "POST", "/shipments/quote", shape="ok"),
+)
+# -- end of sim-A's routes
+# -- sim-B (issue 7 OWASP variants, ingest/simulator/owasp_catalog.py): product details, reservations, signup,
+# -- URL-taking routes (SSRF targets), shadow routes and debug endpoints (undocumented), zombies (deprecated),
+# -- third-party feeds whose items carry payloads
+ROUTES += (
+    _r("shop/catalog", "GET", "/products/{id}", "product", checks_owner=False),
+    _r("shop/orders", "POST", "/reservations", "reservation", "create", status=201),
+    _r("identity/accounts", "POST", "/accounts", "account", "create", status=201),
+    _r("shop/notifications", "POST", "/webhooks", shape="ok", status=201),
+    _r("data/documents", "POST", "/documents/import", "document", "create", status=201),
+    _r("shop/catalog", "GET", "/images/proxy", shape="ok"),
+    _r("identity/profiles", "GET", "/profiles/{id}/full", "profile", checks_owner=False, documented=False, fields=(*_PERSON, "dob", "ssn")),
+    _r("shop/orders", "POST", "/orders/{id}/refund", "order", documented=False),
+    _r("payments/checkout", "POST", "/checkout/express", shape="ok", documented=False),
+    _r("shop/orders", "GET", "/v1/orders/{id}", "order", deprecated=True, checks_owner=False, fields=("name", "address")),
+    _r("payments/payment-methods", "GET", "/v1/payment-methods/{id}", "payment_method", deprecated=True, checks_owner=False, fields=("name", "card_last4")),
+    _r("shop/catalog", "GET", "/actuator/env", shape="debug", documented=False),
+    _r("ml/recommender", "GET", "/debug/pprof/heap", shape="debug", documented=False),
+    _r("data/warehouse", "GET", "/server-status", shape="debug", documented=False),
+    _r("identity/profiles", "GET", "/swagger.json", shape="debug", documented=False),
+    _r("api.partner-feed.example.com", "GET", "/v2/feed", shape="feed"),
+    _r("api.geo.example.com", "GET", "/v1/geocode", shape="feed"),
+)
+
+
+def _sim_b_answer(route: Route, query: str) -> bytes:
+    """sim-B: a debug endpoint's dump (with the planted honeytoken credentials in it) or a third-party feed item."""
+    from ingest.simulator.owasp_catalog import FEED_ITEMS, HONEYTOKENS
+
+    if route.shape == "debug":
+        env = {f"{c['account'].upper().replace('-', '_')}_{c['kind'].upper()}": c["value"] for c in HONEYTOKENS["credentials"]}
+        return json.dumps({"service": route.service, "profiles": ["prod"], "env": {"LOG_LEVEL": "debug", **env}}).encode()
+    params = dict(p.partition("=")[::2] for p in query.split("&") if p)
+    n = int(params["item"]) if params.get("item", "").isdigit() else 0
+    _, value = FEED_ITEMS[n % len(FEED_ITEMS)]
+    link = value if value.startswith("http://") else None
+    return json.dumps({"items": [{"id": f"it-{n}", "description": None if link else value}], "next": link}).encode()
+
+
+def _sim_b_expose(answer: tuple[int, bytes], query: str) -> tuple[int, bytes]:
+    """sim-B: an object answer leaking extra properties when the query asks for a full view (the API3 bug)."""
+    from ingest.simulator.owasp_catalog import LEAK_FLAGS
+
+    leaked = [f for flag, fields in LEAK_FLAGS.items() if flag in query.split("&") for f in fields]
+    if answer[0] != 200 or not leaked:
+        return answer
+    record = json.loads(answer[1])
+    h = hashlib.sha256(str(record.get("id")).encode()).hexdigest()
+    values = {"password_hash": "$2b$12$" + h[:53], "api_token": "tok_" + h[:32], "ssn": _ssn(int(h[:8], 16)),
+              "mfa_secret": h[:32].upper(), "reset_token": "rst_" + h[32:64]}
+    return 200, json.dumps({**record, **{f: values[f] for f in leaked}}).encode()
+# -- end of sim-B's routes
 
 
 def _b64url(data: bytes) -> str:
@@ -235,6 +304,8 @@ class DemoApi:
         self.routes: dict[str, list[Route]] = {}
         for route in ROUTES:
             self.routes.setdefault(route.service, []).append(route)
+        for routes in self.routes.values():  # sim-A: a static route wins over a parametric one (/orders/export
+            routes.sort(key=lambda r: "{" in r.template)  # was answered by /orders/{id}: 404 "export")
 
     def service_of(self, host: str) -> str:
         """``orders.shop.svc.cluster.local`` -> ``shop/orders``; external hosts stay as they are."""
@@ -264,6 +335,13 @@ class DemoApi:
         if not _SAFE_QUERY.match(query) or ".." in oid or "'" in oid:
             return 400, b'{"error":"invalid_request"}'
         shape = route.shape
+        if shape in ("debug", "feed"):  # sim-B
+            return route.status, _sim_b_answer(route, query)
+        if route.admin_only and caller is not None and not caller.startswith("admin-"):  # sim-A
+            return 403, b'{"error":"forbidden"}'
+        if shape == "login_401":  # sim-A: a login that answers a failure with 401, not 200 + error body
+            answer = self._login(body)
+            return (200, answer) if b'"token"' in answer else (401, b'{"error":"invalid_credentials"}')
         if shape == "login":
             return 200, self._login(body)
         if shape == "create":
@@ -277,7 +355,7 @@ class DemoApi:
             return 200, json.dumps({"items": [_record(i, route.kind, route.fields) for i in ids]}).encode()
         if shape in ("page", "export"):
             return 200, self._page(route, query, oid)
-        return self._object(route, oid, caller)
+        return _sim_b_expose(self._object(route, oid, caller), query)  # sim-B: the leaky full view
 
     def _object(self, route: Route, oid: str, caller: str | None) -> tuple[int, bytes]:
         if route.kind == "secret":
@@ -315,7 +393,7 @@ def openapi_specs(out_dir: Path, base_host: str = "svc.cluster.local") -> list[P
     out_dir.mkdir(parents=True, exist_ok=True)
     by_service: dict[str, list[Route]] = {}
     for route in ROUTES:
-        if "/" in route.service:
+        if "/" in route.service and route.documented:  # sim-B: shadow and debug routes are in no spec
             by_service.setdefault(route.service, []).append(route)
     written = []
     for service, routes in sorted(by_service.items()):
@@ -365,7 +443,24 @@ def seed_db(seed: int, users: int) -> DemoDb:
     for kind, ids in world.pool.items():
         for oid in ids:
             db.add(kind, oid, owner_of.get(oid))
+    for u, heavy in world.heavy.items():  # sim-A: the few users owning many objects (World.heavy)
+        for kind, ids in heavy.items():
+            for oid in ids:
+                db.add(kind, oid, world.principals[u])
+    _sim_b_plant(db)
     return db
+
+
+def _sim_b_plant(db: DemoDb) -> None:
+    """sim-B: the catalog's products, and the honeytoken objects (owned by a decoy account, in no listing or page)."""
+    from ingest.simulator.owasp_catalog import HONEYTOKENS, PRODUCT_COUNT, PRODUCT_FIRST
+
+    for n in range(PRODUCT_FIRST, PRODUCT_FIRST + PRODUCT_COUNT):
+        db.add("product", str(n), None)
+    kinds = {"payments/invoices": "invoice", "data/documents": "document", "shop/orders": "order"}
+    for planted in HONEYTOKENS["object_ids"]:
+        db.kinds[planted["id"]] = kinds[planted["service"]]  # not db.add: pages and exports never return them
+        db.owners[planted["id"]] = HONEYTOKENS["credentials"][1]["account"]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,6 +23,11 @@ One concept per module:
 * ``call``: ``SimCall`` and its conversion to summary rows;
 * ``benign``: users, support agents, services, partners, the reporting job;
 * ``attacks``: one generator per attack kind, ``AttackPlan``, ``plan_attacks``;
+* ``variants``: named scenarios (``VARIANTS``, ``register``, ``variant_simulator``),
+  defined in ``easy`` (the six kinds above), ``attacks_hard`` (low-and-slow and
+  distributed BOLA, paged exfiltration, a compromised exporter, BFLA),
+  ``credentials`` (slow rotating stuffing, brute force, spraying) and
+  ``negatives`` (hard negatives);
 * ``cluster``: ``ClusterSimulator``, the facade merging them in time order;
 * ``writers``: JSON lines and Parquet files.
 """
@@ -31,17 +36,23 @@ from ingest.simulator.attacks import ATTACK_KINDS, AttackPlan, plan_attacks
 from ingest.simulator.call import SERVER_MODEL_FIELDS, SimCall
 from ingest.simulator.catalog import Endpoint, Service
 from ingest.simulator.cluster import ClusterSimulator
+from ingest.simulator.variants import VARIANTS, Variant, VariantRun, register, variant_simulator
 from ingest.simulator.writers import write_jsonl, write_parquet
 
 __all__ = [
     "ATTACK_KINDS",
     "SERVER_MODEL_FIELDS",
+    "VARIANTS",
     "AttackPlan",
     "ClusterSimulator",
     "Endpoint",
     "Service",
     "SimCall",
+    "Variant",
+    "VariantRun",
     "plan_attacks",
+    "register",
+    "variant_simulator",
     "write_jsonl",
     "write_parquet",
 ]

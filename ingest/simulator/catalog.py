@@ -145,6 +145,25 @@ ENDPOINTS: tuple[Endpoint, ...] = (
     _ep("api.psp.example.com", "POST", "/v1/charges", None, 700, 240, req=900),
     _ep("api.mailer.example.com", "POST", "/v3/mail/send", None, 150, 90, ok=202, req=3000),
 )
+# the routes above are the catalog of issue 6; the easy lateral attacker keeps to them (``BASE_ENDPOINTS``)
+BASE_ENDPOINTS = len(ENDPOINTS)
+
+# -- hard variants, sim-A (issue 7): a login answering 401, admin functions, credential changes, a rollout's
+# -- v2 routes and a new service (shop/shipping). No benign share in CALLS: only variants call them.
+ENDPOINTS += (
+    _ep("identity/sso", "POST", "/login", None, 700, 60, req=300),
+    _ep("identity/accounts", "DELETE", "/admin/users/{id}", "account", 120, 30),
+    _ep("identity/accounts", "GET", "/admin/users/export", "account", 900, 200, items=100, email=1, phone=1),
+    _ep("identity/accounts", "PUT", "/users/{id}/password", "account", 120, 40, req=200),
+    _ep("identity/accounts", "PUT", "/users/{id}/email", "account", 300, 30, req=200, email=1),
+    _ep("shop/orders", "DELETE", "/admin/orders/{id}", "order", 120, 25),
+    _ep("shop/orders", "GET", "/v2/orders/{id}", "order", 2000, 15, address=1),
+    _ep("identity/profiles", "GET", "/v2/profiles/{id}", "profile", 1200, 8, email=1, phone=1, address=1),
+    _ep("payments/checkout", "POST", "/v2/checkout", None, 1500, 150, req=1200, card_last4=1),
+    _ep("shop/shipping", "GET", "/shipments/{id}", "order", 700, 10, address=1),
+    _ep("shop/shipping", "POST", "/shipments/quote", None, 300, 20, req=600),
+)
+# -- end of sim-A's block
 # ``namespace/service METHOD /template`` -> endpoint
 BY_KEY: dict[str, Endpoint] = {f"{qualified(e)} {e.method} {e.template}": e for e in ENDPOINTS}
 # the exfiltration's upload target: in no service's catalog, called by no benign workload

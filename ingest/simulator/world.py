@@ -5,6 +5,13 @@ between its benign traffic and its attackers: the principals (about 1% of them
 support agents), each user's own objects, the dense id sequences of every
 object kind, the pod ips of every calling workload, and what each user and
 agent is busy with. All of it is drawn from ``random.Random(f"{seed}:world")``.
+
+Two additions draw from rngs of their own, so the draws above (and every
+stream built on them) are unchanged by them: the pod ips of ``EXTRA_WORKLOADS``
+(workloads only hard variants use, e.g. a nightly batch job) and ``heavy``, a
+few users owning many objects in an id range of their own (``HEAVY_FIRST_ID``;
+kept out of ``pool`` and ``owned``, so benign draws never see them; the demo
+API's database holds them).
 """
 
 from __future__ import annotations
@@ -17,13 +24,18 @@ from typing import Any
 
 from ingest.simulator.catalog import CALLS, TASK_CUM
 
-__all__ = ["FIRST_ID", "MAX_ACTIVITY", "SECRETS", "World", "cumulative"]
+__all__ = ["EXTRA_WORKLOADS", "FIRST_ID", "HEAVY_FIRST_ID", "MAX_ACTIVITY", "SECRETS", "World", "cumulative"]
 
 # the first id of every object kind; each kind's ids grow densely from here
 FIRST_ID = {"profile": 100000, "account": 200000, "order": 310000, "invoice": 520000, "cart": 640000,
             "document": 730000, "payment_method": 850000}
 SECRETS = ["jwt-signing-key", "db-password", "psp-api-key", "smtp-password", "kafka-sasl", "s3-credentials"]
 MAX_ACTIVITY = 10.0  # cap of a user's lognormal activity weight (mean 1.65)
+# workloads that only hard variants run (no benign share in ``CALLS``); pods in 10.244.100+.x
+EXTRA_WORKLOADS = ("data/nightly-batch",)
+# heavy users' objects: an id range per kind far above the dense sequences (and below the demo API's 9,000,000)
+HEAVY_FIRST_ID = {"order": 5_100_000, "invoice": 5_200_000, "document": 5_300_000}
+_HEAVY_USERS, _HEAVY_OBJECTS = (5, 12), (30, 200)
 
 
 def cumulative(weights: Sequence[float]) -> list[float]:
@@ -39,7 +51,7 @@ class World:
     """Mutable state of one run: who owns which object ids, pod ips, agents' tickets."""
 
     __slots__ = ("rng", "principals", "owned", "focus", "task", "logged_in", "pool", "exists", "next_id", "user_cum",
-                 "agents", "tickets", "ips")
+                 "agents", "tickets", "ips", "heavy")
 
     def __init__(self, seed: int, users: int) -> None:
         rng = random.Random(f"{seed}:world")
@@ -59,6 +71,25 @@ class World:
         self.user_cum = cumulative(weights)
         self.ips = {w: [f"10.244.{i + 1}.{rng.randrange(2, 250)}" for _ in range(rng.randint(2, 3))]
                     for i, w in enumerate(sorted(CALLS))}
+        extra = random.Random(f"{seed}:extra-pods")
+        self.ips.update({w: [f"10.244.{100 + i}.{extra.randrange(2, 250)}" for _ in range(2)]
+                         for i, w in enumerate(EXTRA_WORKLOADS)})
+        self.heavy = self._heavy(random.Random(f"{seed}:heavy"), users)
+
+    def _heavy(self, rng: random.Random, users: int) -> dict[int, dict[str, list[str]]]:
+        """A few ordinary users owning many orders, invoices and documents, their ids interleaved."""
+        candidates = [u for u in range(users) if u not in self.agents]
+        chosen = rng.sample(candidates, min(len(candidates), rng.randint(*_HEAVY_USERS)))
+        slots = [(u, kind) for u in chosen for kind in HEAVY_FIRST_ID for _ in range(rng.randint(*_HEAVY_OBJECTS) // 3)]
+        rng.shuffle(slots)  # interleaved: one user's ids are dense but not contiguous
+        heavy: dict[int, dict[str, list[str]]] = {u: {kind: [] for kind in HEAVY_FIRST_ID} for u in chosen}
+        next_id = dict(HEAVY_FIRST_ID)
+        for u, kind in slots:
+            next_id[kind] += 1 + int(rng.random() * 2)
+            oid = str(next_id[kind])
+            heavy[u][kind].append(oid)
+            self.exists.add(oid)
+        return heavy
 
     def new_id(self, kind: str) -> str:
         """Allocate the next id of a kind (dense sequences with small gaps, as databases do)."""
