@@ -66,6 +66,24 @@ def hash64(values: pa.Array) -> _U:
         return np.zeros(0, dtype=np.uint64)
     if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
         values = pc.cast(values, pa.string())
+    if n >= 64:  # columns repeat (services, edges, principals of a busy batch): hash each distinct string once
+        encoded = pc.dictionary_encode(values)
+        if len(encoded.dictionary) == 0:  # every value null
+            return np.zeros(n, dtype=np.uint64)
+        if len(encoded.dictionary) * 2 <= n:
+            hashed = _hash_strings(encoded.dictionary)
+            out = hashed[np.asarray(encoded.indices.fill_null(0), dtype=np.intp)]
+            if values.null_count:
+                out[np.asarray(values.is_null())] = 0
+            return out
+    return _hash_strings(values)
+
+
+def _hash_strings(values: pa.Array) -> _U:
+    """``hash64`` without the dictionary shortcut."""
+    n = len(values)
+    if n == 0:
+        return np.zeros(0, dtype=np.uint64)
     offsets = _offsets(values)
     data_buf = values.buffers()[2]
     data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(0, np.uint8)

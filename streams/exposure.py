@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ingest import Finding, FindingInfo
 
@@ -74,7 +75,10 @@ class ExposureTracker:
         """Fold one batch (Arrow table with the ``RequestSummary`` schema) in; the findings it raised."""
         if "response_properties" not in table.column_names:
             return []
-        rows = table.select(["time", "destination", "method", "path_template", "status", "response_properties"]).to_pylist()
+        has = pc.greater(pc.fill_null(pc.list_value_length(table["response_properties"]), 0), 0)
+        if not pc.any(has).as_py():
+            return []
+        rows = table.filter(has).select(["time", "destination", "method", "path_template", "status", "response_properties"]).to_pylist()
         out: list[Finding] = []
         for row in rows:
             if row["response_properties"]:

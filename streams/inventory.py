@@ -19,13 +19,25 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
-from ingest import EndpointRecord, actor_key
+from ingest import EndpointRecord
 
 __all__ = ["Inventory"]
 
 _TOP_CALLERS = 5
 _CALLER_CAP = 10_000
+
+
+def _present(values: pa.Array) -> pa.Array:
+    """Empty strings count as absent, as in ``ingest.actor_key`` (``x or '-'``)."""
+    return pc.if_else(pc.equal(values, ""), pa.scalar(None, pa.string()), values)
+
+
+def _pairs(table: pa.Table, column: str) -> list[tuple[str, str, int]]:
+    """(endpoint key, value, rows) for every distinct (key, value) of the batch."""
+    grouped = table.group_by(["key", column], use_threads=False).aggregate([([], "count_all")])
+    return list(zip(grouped["key"].to_pylist(), grouped[column].to_pylist(), grouped["count_all"].to_pylist()))
 
 
 @dataclass
@@ -67,29 +79,57 @@ class Inventory:
         return "dormant" if ep.woke_from_dormancy and status != "deprecated" else status
 
     def update(self, table: pa.Table) -> None:
-        """Fold one batch of summaries (Arrow table with the ``RequestSummary`` schema) in."""
-        cols = table.select(["time", "destination", "method", "path_template", "principal", "source", "auth_type", "status", "sensitive"]).to_pylist()
-        for row in cols:
-            dest, src = row["destination"] or {}, row["source"] or {}
-            service = dest.get("service") or "-"
-            key = f"{service} {row['method']} {row['path_template']}"
-            t = float(row["time"])
-            ep = self.endpoints.get(key)
-            if ep is None:
-                ep = self.endpoints[key] = _Endpoint(service, dest.get("namespace"), row["method"], row["path_template"], t, t)
-            elif t - ep.last_seen >= self.dormant_after_s:
-                ep.woke_from_dormancy = True
-            ep.calls += 1
-            ep.first_seen, ep.last_seen = min(ep.first_seen, t), max(ep.last_seen, t)
-            actor = actor_key(src.get("workload") or src.get("ip"), row["principal"])
-            if actor in ep.callers or len(ep.callers) < _CALLER_CAP:
-                ep.callers[actor] = ep.callers.get(actor, 0) + 1
-            if row["auth_type"]:
-                ep.auth_types.add(row["auth_type"])
-            ep.data_types.update(k for k, v in (row["sensitive"] or []) if v)
-            status = str(row["status"]) if row["status"] is not None else "none"
-            ep.statuses[status] = ep.statuses.get(status, 0) + 1
-            self._changed.add(key)
+        """Fold one batch of summaries (Arrow table with the ``RequestSummary`` schema) in.
+
+        Vectorised: Arrow groups the batch by endpoint (and by endpoint and caller,
+        status, auth type, data type); Python touches each group once, not each row.
+        """
+        if table.num_rows == 0:
+            return
+        dest, src = table["destination"].combine_chunks(), table["source"].combine_chunks()
+        service = pc.if_else(pc.equal(pc.fill_null(dest.field("service"), ""), ""), "-", pc.fill_null(dest.field("service"), "-"))
+        key = pc.binary_join_element_wise(service, table["method"].combine_chunks(), table["path_template"].combine_chunks(), " ")
+        who = pc.coalesce(_present(src.field("workload")), _present(src.field("ip")), "-")
+        actor = pc.binary_join_element_wise(who, pc.fill_null(_present(table["principal"].combine_chunks()), "-"), "|")
+        status = pc.fill_null(pc.cast(table["status"].combine_chunks(), pa.string()), "none")
+        flat = pa.table({"key": key, "time": table["time"].combine_chunks(), "namespace": dest.field("namespace"),
+                         "actor": actor, "auth": table["auth_type"].combine_chunks(), "status": status})
+        endpoints = flat.group_by("key", use_threads=False).aggregate([("time", "min"), ("time", "max"), ("time", "count"), ("namespace", "first")])
+        for k, first, last, calls, namespace in zip(*(endpoints[c].to_pylist() for c in ("key", "time_min", "time_max", "time_count", "namespace_first"))):
+            self._touch(k, namespace, float(first), float(last), int(calls))
+        for k, caller, n in _pairs(flat, "actor"):
+            callers = self.endpoints[k].callers
+            if caller in callers or len(callers) < _CALLER_CAP:
+                callers[caller] = callers.get(caller, 0) + n
+        for k, value, n in _pairs(flat, "status"):
+            statuses = self.endpoints[k].statuses
+            statuses[value] = statuses.get(value, 0) + n
+        for k, value, _ in _pairs(flat.filter(pc.is_valid(flat["auth"])), "auth"):
+            if value:
+                self.endpoints[k].auth_types.add(value)
+        self._data_types(table, key)
+
+    def _touch(self, key: str, namespace: str | None, first: float, last: float, calls: int) -> None:
+        service, method, template = key.split(" ", 2)
+        ep = self.endpoints.get(key)
+        if ep is None:
+            ep = self.endpoints[key] = _Endpoint(service, namespace, method, template, first, last)
+        elif first - ep.last_seen >= self.dormant_after_s:
+            ep.woke_from_dormancy = True
+        ep.calls += calls
+        ep.first_seen, ep.last_seen = min(ep.first_seen, first), max(ep.last_seen, last)
+        self._changed.add(key)
+
+    def _data_types(self, table: pa.Table, key: pa.Array) -> None:
+        sensitive = table["sensitive"].combine_chunks()
+        if not len(sensitive) or sensitive.null_count == len(sensitive):
+            return
+        keys = pa.ListArray.from_arrays(sensitive.offsets, sensitive.keys)
+        parents = pc.list_parent_indices(keys)
+        types, counts = pc.list_flatten(keys), pc.list_flatten(pa.ListArray.from_arrays(sensitive.offsets, sensitive.items))
+        pairs = pa.table({"key": pc.take(key, parents), "type": types, "n": counts}).filter(pc.greater(pc.fill_null(counts, 0), 0))
+        for k, value, _ in _pairs(pairs, "type"):
+            self.endpoints[k].data_types.add(value)
 
     def record(self, key: str) -> EndpointRecord:
         """The published record of one endpoint."""

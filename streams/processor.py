@@ -89,7 +89,7 @@ class BatchProcessor:
         self._dest_exported = 0
         self._retired_set = pa.array(sorted(config.retired_endpoints), type=pa.string())
         self.newest_time: float | None = None
-        self._seen_ids: dict[str, None] = {}
+        self._ids_new = self._ids_old = np.zeros(0, dtype=np.uint64)
         #: the anomaly model scored beside the rules (``use_models``), if any
         self.model: Detector | None = None
         #: (key, subject, scope) -> flagged until, for edge-scoped detections
@@ -112,16 +112,19 @@ class BatchProcessor:
         the ext_proc tap its response; both carry Envoy's request id. The call is
         counted once; the fields only one reporter fills (findings; bytes, personal
         data) add up harmlessly, and object ids go into an idempotent sketch.
+        Ids are remembered as 64-bit hashes in two sorted generations of up to
+        ``request_id_memory / 2`` each (the older is dropped when the newer fills).
         """
-        seen, cap = self._seen_ids, self.config.request_id_memory
-        out = np.zeros(len(ids), dtype=bool)
-        for i, rid in enumerate(ids.to_pylist()):
-            if rid in seen:
-                out[i] = True
-            else:
-                seen[rid] = None
-        while len(seen) > cap:
-            del seen[next(iter(seen))]
+        h = hash64(ids)
+        uniq, first = np.unique(h, return_index=True)
+        out = np.ones(len(h), dtype=bool)
+        out[first] = False  # a later copy within the batch is a repeat
+        known = _member(self._ids_new, h) | _member(self._ids_old, h)
+        out |= known & (h != 0)
+        fresh = uniq[~(_member(self._ids_new, uniq) | _member(self._ids_old, uniq)) & (uniq != 0)]
+        self._ids_new = np.union1d(self._ids_new, fresh)
+        if len(self._ids_new) >= self.config.request_id_memory // 2:
+            self._ids_old, self._ids_new = self._ids_new, np.zeros(0, dtype=np.uint64)
         return out
 
     def export_destinations(self) -> bytes:
@@ -320,6 +323,14 @@ class BatchProcessor:
         mode = getattr(rule, "mode", None) if rule is not None else getattr(top, "mode", None)
         return Detection(label, top.attack_class, float(scores.max()), reasons, t, dest.get("namespace"), dest.get("service"), row,
                          subject_kind=_SUBJECT_KIND[key], scope=scope, action=getattr(rule, "action", None), mode=mode)
+
+
+def _member(sorted_keys: npt.NDArray[np.uint64], keys: npt.NDArray[np.uint64]) -> npt.NDArray[np.bool_]:
+    """Which ``keys`` are in the sorted array."""
+    if not len(sorted_keys):
+        return np.zeros(len(keys), dtype=bool)
+    pos = np.minimum(np.searchsorted(sorted_keys, keys), len(sorted_keys) - 1)
+    return np.asarray(sorted_keys[pos] == keys, dtype=bool)
 
 
 def _signal_of(name: str) -> str | None:
