@@ -79,6 +79,8 @@ _TABLE: list[Feature] = [  # one entry per feature; a name only once
     Feature("novel_destinations", "sum", "novel_destination", doc="calls to services the actor had not called once learned"),
     Feature("inline_hits", "sum", "inline", doc="calls an inline signature flagged (injection, traversal)"),
     Feature("retired_hits", "sum", "retired", doc="calls to retired or deprecated endpoints"),
+    Feature("request_bytes_max", "max", "request_bytes", doc="largest request body in the window"),
+    Feature("shadow_hits", "sum", "shadow", doc="calls to endpoints in no spec of a service that has one (shadow APIs)"),
     # -- per actor, its own history
     Feature("baseline_distinct", "ewma", of="distinct_objects", doc="EWMA of distinct_objects over past windows"),
     Feature("baseline_pii", "ewma", of="pii", doc="EWMA of pii over past windows"),
@@ -90,6 +92,7 @@ _TABLE: list[Feature] = [  # one entry per feature; a name only once
     Feature("records_long", "decay", "records", half_life_s=HOUR, doc="records returned, decayed (half-life 1 h)"),
     Feature("bytes_long", "decay", "response_bytes", half_life_s=HOUR, doc="bytes returned, decayed (half-life 1 h)"),
     Feature("denied_long", "decay", "denied", half_life_s=HOUR, doc="403/404 answers, decayed (half-life 1 h)"),
+    Feature("creates_long", "decay", "creates", half_life_s=HOUR, doc="calls that created objects (orders, reservations...), decayed (half-life 1 h)"),
     # -- BOLA by ownership (streams.ownership: who owns which object, learned from traffic)
     Feature("foreign_owners", "sum", "foreign_owners", doc="other principals' objects' owners newly touched in the window"),
     Feature("denied_objects", "sum", "denied_objects", doc="object ids of 403/404 answers in the window"),
@@ -126,6 +129,7 @@ _TABLE: list[Feature] = [  # one entry per feature; a name only once
     Feature("source_denied_objects_long", "decay", "denied_objects", half_life_s=HOUR, key="source",
             doc="object-level 403/404 from the client address, decayed (1 h)"),
     Feature("source_requests", "sum", "request", key="source", doc="calls from the client address in the window"),
+    Feature("source_principals", "distinct", "principals", key="source", doc="distinct principals behind the client address in the window (a NAT or gateway has many)"),
     Feature("source_auth_failures", "sum", "auth_failure", key="source", doc="authentication failures from the client address in the window"),
     Feature("source_auth_failures_long", "decay", "auth_failure", half_life_s=HOUR, key="source",
             doc="authentication failures from the client address, decayed (half-life 1 h)"),

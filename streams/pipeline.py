@@ -28,11 +28,16 @@ __all__ = ["Outcome", "Pipeline", "processor_config", "state_key"]
 
 
 
-def processor_config(settings: WorkerSettings, deprecated: Iterable[str] = ()) -> ProcessorConfig:
+def processor_config(settings: WorkerSettings, deprecated: Iterable[str] = (),
+                     declared: Mapping[str, Mapping[tuple[str, str], bool]] | None = None) -> ProcessorConfig:
     """The processor's configuration from the worker settings (the one place it is built from them).
 
-    ``deprecated`` adds ``service METHOD /template`` keys of endpoints the declared specs mark deprecated.
+    ``deprecated`` adds ``service METHOD /template`` keys of endpoints the declared specs mark deprecated;
+    ``declared`` (service -> {(method, template): deprecated}) says which endpoints the specs list.
     """
+    specs = declared or {}
+    services = frozenset(svc.rpartition("/")[2] for svc in specs)
+    endpoints = frozenset(f"{svc.rpartition('/')[2]} {m} {t}" for svc, spec in specs.items() for m, t in spec)
     return ProcessorConfig(
         window_s=settings.window_s,
         score_threshold=settings.score_threshold,
@@ -40,6 +45,8 @@ def processor_config(settings: WorkerSettings, deprecated: Iterable[str] = ()) -
         buckets=settings.state_buckets,
         learn_windows=settings.learn_windows,
         retired_endpoints=frozenset(settings.policy.retired_endpoints) | frozenset(deprecated),
+        declared_endpoints=endpoints,
+        declared_services=services,
     )
 
 
@@ -78,7 +85,7 @@ class Pipeline:
         self._key = settings.verdict_key.get_secret_value().encode()
         self.inventory = Inventory(declared)
         self.exposure = ExposureTracker()
-        self.config = processor_config(settings, self.inventory.zombie_keys())
+        self.config = processor_config(settings, self.inventory.zombie_keys(), self.inventory.declared)
         self._last_inventory = 0.0
         self.processors: dict[int, BatchProcessor] = {}
         self._last_flush: dict[int, float] = {}

@@ -49,6 +49,9 @@ class ProcessorConfig:
     learn_windows: int = 3
     buckets: int = 256
     retired_endpoints: frozenset[str] = field(default_factory=frozenset)
+    #: ``service METHOD /template`` of every declared endpoint, and the services that have a spec (for shadow calls)
+    declared_endpoints: frozenset[str] = field(default_factory=frozenset)
+    declared_services: frozenset[str] = field(default_factory=frozenset)
     request_id_memory: int = 200_000
 
 
@@ -88,6 +91,8 @@ class BatchProcessor:
         self._dest_index: dict[str, int] = {}
         self._dest_exported = 0
         self._retired_set = pa.array(sorted(config.retired_endpoints), type=pa.string())
+        self._declared_set = pa.array(sorted(config.declared_endpoints), type=pa.string())
+        self._declared_services = pa.array(sorted(config.declared_services), type=pa.string())
         self.newest_time: float | None = None
         self._ids_new = self._ids_old = np.zeros(0, dtype=np.uint64)
         #: the anomaly model scored beside the rules (``use_models``), if any
@@ -191,6 +196,15 @@ class BatchProcessor:
         joined = pc.binary_join_element_wise(b.service, b.method, b.template, " ")
         return np.asarray(pc.is_in(joined, value_set=self._retired_set), dtype=np.float64)
 
+    def _shadow(self, b: BatchView) -> _F:
+        """Per row: a call to an endpoint in no spec of a service that has one (a shadow API)."""
+        if not self.config.declared_services:
+            return np.zeros(b.n)
+        joined = pc.binary_join_element_wise(b.service, b.method, b.template, " ")
+        specced = pc.is_in(b.service, value_set=self._declared_services)
+        listed = pc.is_in(joined, value_set=self._declared_set)
+        return np.asarray(pc.and_(specced, pc.invert(listed)), dtype=np.float64)
+
     def _signals(self, b: BatchView) -> dict[str, _F]:
         """The base per-row signals, then every enricher's."""
         first = b.first.astype(np.float64)
@@ -204,6 +218,9 @@ class BatchProcessor:
             "inline": (b.inline > 0).astype(np.float64),
             "retired": self._retired(b),
             "service": b.is_service.astype(np.float64),
+            "request_bytes": b.request_bytes,
+            "creates": np.bincount(b.created_row, minlength=b.n).clip(0, 1) * first,
+            "shadow": self._shadow(b) * first,
         }
         for enricher in self.enrichers:
             out.update(enricher.enrich(b))
@@ -236,7 +253,9 @@ class BatchProcessor:
             return []
         b = BatchView.decode(table, self._repeats(pc.cast(table["id"].combine_chunks(), pa.string())))
         signals = self._signals(b)
-        elements: dict[str, Elements] = {"objects": (b.object_row, b.object_hash)}
+        with_principal = np.flatnonzero(b.principal_hash != 0)
+        elements: dict[str, Elements] = {"objects": (b.object_row, b.object_hash),
+                                         "principals": (with_principal, b.principal_hash[with_principal])}
         self.newest_time = float(b.time.max())
         out: list[Detection] = []
         for key, space in self.spaces.items():
