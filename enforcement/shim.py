@@ -39,7 +39,7 @@ from enforcement.cache import VerdictCache
 from enforcement.decision import ALLOW, Decision, RequestView, decide
 from enforcement.ratelimit import TokenBuckets
 from enforcement.settings import ShimSettings
-from enforcement.honeytokens import HoneytokenInspector
+from enforcement.inspectors import build_shim_inspectors
 from enforcement.inspection import Inspectors, build_inspector
 from enforcement.propertyschema import build_property_validator
 from ingest import Policy, RequestSummary, hash_object_id, row_to_summary, template_path
@@ -94,16 +94,8 @@ class Shim:
         self.adapter = adapter
         self.cache = VerdictCache()
         self.buckets = TokenBuckets()
-        self.inspector = self.waf = build_inspector(settings.inspection, settings.rules_path)
-        sv = settings.schema_validation
-        self.schema = build_property_validator(sv.spec_dir, sv, threshold=settings.inspection.threshold) if sv.enabled else None
-        if self.schema is not None:
-            self.inspector = Inspectors(self.inspector, self.schema)
-        tokens = settings.honeytokens.load()
-        self.honeytokens = None if tokens is None else HoneytokenInspector(
-            tokens, max_body_bytes=settings.inspection.max_body_bytes)
-        if self.honeytokens is not None:
-            self.inspector = Inspectors(self.inspector, self.honeytokens)
+        parts = build_shim_inspectors(settings)
+        self.inspector, self.waf, self.schema, self.honeytokens = parts.inspector, parts.waf, parts.schema, parts.honeytokens
         self.policy = settings.policy
         self.counts: dict[str, int] = {}
         self.pending: list[tuple[float, RequestView, Decision]] = []

@@ -139,9 +139,9 @@ _TABLE: list[Feature] = [  # one entry per feature; a name only once
 
 def feature(name: str) -> Feature:
     """The declared feature of that name; the error lists the valid names."""
-    for f in _TABLE:
-        if f.name == name:
-            return f
+    found = _BY_NAME.get(name)
+    if found is not None:
+        return found
     raise KeyError(f"unknown feature {name!r}; declared: {', '.join(sorted(f.name for f in _TABLE))}")
 
 
@@ -151,5 +151,9 @@ def features_for(key: Key) -> tuple[Feature, ...]:
 
 
 FEATURE_TABLE: tuple[Feature, ...] = tuple(_TABLE)
+_BY_NAME: dict[str, Feature] = {f.name: f for f in FEATURE_TABLE}
+if len(_BY_NAME) != len(FEATURE_TABLE):
+    _names = [f.name for f in FEATURE_TABLE]
+    raise ValueError(f"features declared twice: {sorted({n for n in _names if _names.count(n) > 1})}")
 #: the names of every declared feature (what a frame holds), in declaration order
 FEATURES: tuple[str, ...] = tuple(f.name for f in FEATURE_TABLE)

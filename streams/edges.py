@@ -31,8 +31,8 @@ news after a few minutes and is never scored again. Signals, one float per row:
 
 The verdict of an edge signal is scoped to the edge (``edge_scope_rows`` picks,
 per actor, the row whose edge raised the strongest signal). State is four
-bounded tables (``KeyTable``: dict probe per distinct key of a batch, numpy
-columns, oldest evicted past a budget and counted); ``export``/``restore``
+bounded tables (``streams.keytable.KeyTable``: vectorised open-addressing index,
+numpy columns, oldest evicted past a budget and counted); ``export``/``restore``
 round-trip it as ``.npz`` bytes (no pickle).
 """
 

@@ -15,9 +15,10 @@ Pure; nothing here is read from the simulator: only summaries and specs.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -34,10 +35,22 @@ def _present(values: pa.Array) -> pa.Array:
     return pc.if_else(pc.equal(values, ""), pa.scalar(None, pa.string()), values)
 
 
-def _pairs(table: pa.Table, column: str) -> list[tuple[str, str, int]]:
-    """(endpoint key, value, rows) for every distinct (key, value) of the batch."""
-    grouped = table.group_by(["key", column], use_threads=False).aggregate([([], "count_all")])
+def _pairs(table: pa.Table, column: str, ordered: bool = False) -> list[tuple[str, str, int]]:
+    """(endpoint key, value, rows) for every distinct (key, value) of the batch; ``ordered``: in the order of their first rows."""
+    if ordered:  # Arrow does not promise the order of its groups
+        grouped = table.group_by(["key", column], use_threads=False).aggregate([([], "count_all"), ("row", "min")]).sort_by("row_min")
+    else:
+        grouped = table.group_by(["key", column], use_threads=False).aggregate([([], "count_all")])
     return list(zip(grouped["key"].to_pylist(), grouped[column].to_pylist(), grouped["count_all"].to_pylist()))
+
+
+def _wakes(times: Iterable[float], last_seen: float, dormant_after_s: float) -> bool:
+    """Whether a call comes ``dormant_after_s`` or more after every earlier one (rows in batch order)."""
+    for t in times:
+        if t - last_seen >= dormant_after_s:
+            return True
+        last_seen = max(last_seen, t)
+    return False
 
 
 @dataclass
@@ -88,16 +101,15 @@ class Inventory:
             return
         dest, src = table["destination"].combine_chunks(), table["source"].combine_chunks()
         service = pc.if_else(pc.equal(pc.fill_null(dest.field("service"), ""), ""), "-", pc.fill_null(dest.field("service"), "-"))
-        key = pc.binary_join_element_wise(service, table["method"].combine_chunks(), table["path_template"].combine_chunks(), " ")
+        method, template = table["method"].combine_chunks(), table["path_template"].combine_chunks()
+        key = pc.binary_join_element_wise(service, method, template, " ")
         who = pc.coalesce(_present(src.field("workload")), _present(src.field("ip")), "-")
         actor = pc.binary_join_element_wise(who, pc.fill_null(_present(table["principal"].combine_chunks()), "-"), "|")
         status = pc.fill_null(pc.cast(table["status"].combine_chunks(), pa.string()), "none")
-        flat = pa.table({"key": key, "time": table["time"].combine_chunks(), "namespace": dest.field("namespace"),
+        flat = pa.table({"key": key, "row": pa.array(np.arange(table.num_rows)), "time": table["time"].combine_chunks(),
                          "actor": actor, "auth": table["auth_type"].combine_chunks(), "status": status})
-        endpoints = flat.group_by("key", use_threads=False).aggregate([("time", "min"), ("time", "max"), ("time", "count"), ("namespace", "first")])
-        for k, first, last, calls, namespace in zip(*(endpoints[c].to_pylist() for c in ("key", "time_min", "time_max", "time_count", "namespace_first"))):
-            self._touch(k, namespace, float(first), float(last), int(calls))
-        for k, caller, n in _pairs(flat, "actor"):
+        self._endpoints(flat, (service, dest.field("namespace"), method, template))
+        for k, caller, n in _pairs(flat, "actor", ordered=True):  # the cap admits callers in order of arrival
             callers = self.endpoints[k].callers
             if caller in callers or len(callers) < _CALLER_CAP:
                 callers[caller] = callers.get(caller, 0) + n
@@ -109,16 +121,27 @@ class Inventory:
                 self.endpoints[k].auth_types.add(value)
         self._data_types(table, key)
 
-    def _touch(self, key: str, namespace: str | None, first: float, last: float, calls: int) -> None:
-        service, method, template = key.split(" ", 2)
-        ep = self.endpoints.get(key)
-        if ep is None:
-            ep = self.endpoints[key] = _Endpoint(service, namespace, method, template, first, last)
-        elif first - ep.last_seen >= self.dormant_after_s:
-            ep.woke_from_dormancy = True
-        ep.calls += calls
-        ep.first_seen, ep.last_seen = min(ep.first_seen, first), max(ep.last_seen, last)
-        self._changed.add(key)
+    def _endpoints(self, flat: pa.Table, names: tuple[pa.Array, ...]) -> None:
+        """Calls, first/last seen and dormancy per endpoint; a new endpoint is named after its first row."""
+        grouped = flat.group_by("key", use_threads=False).aggregate([("time", "min"), ("time", "max"), ("time", "count"), ("row", "min")])
+        first_rows = grouped["row_min"]
+        service, namespace, method, template = (pc.take(col, first_rows).to_pylist() for col in names)
+        columns = (grouped[c].to_pylist() for c in ("key", "time_min", "time_max", "time_count"))
+        for i, (k, first, last, calls) in enumerate(zip(*columns)):
+            ep = self.endpoints.get(k)
+            if ep is None:
+                ep = self.endpoints[k] = _Endpoint(service[i], namespace[i], method[i], template[i], first, last)
+                ep.woke_from_dormancy = last - first >= self.dormant_after_s and self._woke(flat, k, None)
+            elif not ep.woke_from_dormancy and last - ep.last_seen >= self.dormant_after_s:
+                ep.woke_from_dormancy = self._woke(flat, k, ep.last_seen)
+            ep.calls += calls
+            ep.first_seen, ep.last_seen = min(ep.first_seen, first), max(ep.last_seen, last)
+            self._changed.add(k)
+
+    def _woke(self, flat: pa.Table, key: str, last_seen: float | None) -> bool:
+        """The exact dormancy check over one endpoint's rows in batch order (rare: only when the batch could wake it)."""
+        times = flat.filter(pc.equal(flat["key"], key))["time"].to_pylist()
+        return _wakes(times[1:], times[0], self.dormant_after_s) if last_seen is None else _wakes(times, last_seen, self.dormant_after_s)
 
     def _data_types(self, table: pa.Table, key: pa.Array) -> None:
         sensitive = table["sensitive"].combine_chunks()

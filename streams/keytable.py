@@ -1,12 +1,16 @@
-"""A bounded table of 64-bit keys with numpy columns, for the worker's enrichers.
+"""A bounded table of 64-bit keys with numpy columns, shared by the worker's enrichers.
 
-Contract: pure. ``KeyTable.upsert(keys, times)`` maps each row's key to a slot
-(a dictionary probe per *distinct* key of the batch, never per row), inserting
-the missing ones with zeroed columns, and keeps ``last_seen`` per slot; columns
-are numpy arrays indexed by slot (read ``cols`` again after an upsert: growing
-reallocates them). ``evict_oldest()`` keeps the table within its budget by
-dropping the least recently seen tenth, counting what it dropped in
-``evicted``; slots change then, so call it only between batches.
+Contract: pure, vectorised (no Python work per key). ``KeyTable.upsert(keys,
+times)`` maps each row's key to a slot (keys may repeat), inserting the
+missing ones with zeroed columns, and keeps ``last_seen`` per slot (the
+latest of ``times``; without ``times`` the caller keeps it). Slots are dense
+(``0 .. len-1``, in insertion order) and the columns are numpy arrays indexed
+by slot (read ``cols`` again after an upsert: growing reallocates them).
+Keys are found through an open-addressing index (linear probing over an int32
+numpy array of slots, at most a quarter full, so probe runs stay short): a
+lookup is a few numpy passes over the batch, never a dictionary probe per key. ``evict_oldest()`` keeps the table
+within its budget by dropping the least recently seen, counting what it
+dropped in ``evicted``; slots change then, so call it only between batches.
 ``arrays()``/``load()`` carry the whole table as plain arrays (for ``.npz``).
 ``mix`` is the 64-bit finalizer used to combine keys.
 """
@@ -27,6 +31,9 @@ _U = npt.NDArray[np.uint64]
 _F = npt.NDArray[np.float64]
 
 _M1, _M2 = np.uint64(0xFF51AFD7ED558CCD), np.uint64(0xC4CEB9FE1A85EC53)
+_GOLD = np.uint64(0x9E3779B97F4A7C15)
+#: share of the budget ``evict_oldest`` keeps (the rest is headroom, so eviction runs once per many batches)
+KEEP = 0.9
 
 
 def mix(x: _U) -> _U:
@@ -45,7 +52,7 @@ def mix(x: _U) -> _U:
 
 
 class KeyTable:
-    """uint64 key -> slot, with typed numpy columns and ``last_seen``, at most ``budget`` keys after eviction.
+    """uint64 key -> dense slot, with typed numpy columns and ``last_seen``, at most ``budget`` keys after eviction (< 2**31).
 
     >>> t = KeyTable(4, {"calls": np.float64})
     >>> slots, new_first, new_slots = t.upsert(np.array([7, 9, 7], dtype=np.uint64), np.array([1.0, 2.0, 3.0]))
@@ -54,59 +61,99 @@ class KeyTable:
     """
 
     def __init__(self, budget: int, columns: Mapping[str, Any]) -> None:
-        if budget < 1:
-            raise ValueError(f"KeyTable budget={budget!r} must be >= 1")
+        if not 1 <= budget <= 1 << 30:  # slots are int32 in the index, with room for a batch past the budget
+            raise ValueError(f"KeyTable budget={budget!r} must be in [1, 2**30]")
         self.budget = budget
-        self.dtypes: dict[str, Any] = {"last_seen": np.float64, **columns}
-        self.index: dict[int, int] = {}
+        self.dtypes: dict[str, np.dtype[Any]] = {k: np.dtype(d) for k, d in {"last_seen": np.float64, **columns}.items()}
         self.keys: _U = np.zeros(16, dtype=np.uint64)
         self.cols: dict[str, npt.NDArray[Any]] = {k: np.zeros(16, dtype=d) for k, d in self.dtypes.items()}
         self.n = 0
         self.evicted = 0
+        self._index: npt.NDArray[np.int32] = np.full(64, -1, dtype=np.int32)
+        self._shift = np.uint64(64 - 6)
 
     def __len__(self) -> int:
         return self.n
 
-    def _grow(self, need: int) -> None:
-        size = len(self.keys)
-        if need <= size:
-            return
-        while size < need:
-            size *= 2
-        self.keys = np.concatenate([self.keys, np.zeros(size - len(self.keys), dtype=np.uint64)])
-        self.cols = {k: np.concatenate([v, np.zeros(size - len(v), dtype=v.dtype)]) for k, v in self.cols.items()}
+    def _home(self, keys: _U) -> _I:
+        """Each key's first index position (Fibonacci hashing: the top bits of key * 2^64/phi)."""
+        return ((keys * _GOLD) >> self._shift).astype(np.intp)
 
     def find(self, keys: _U) -> _I:
         """The slot of each key, -1 when absent (no insertion)."""
-        uniq, inverse = np.unique(keys, return_inverse=True)
-        get = self.index.get
-        slots = np.fromiter((get(k, -1) for k in uniq.tolist()), dtype=np.intp, count=len(uniq))
-        return slots[inverse.reshape(-1)]
+        keys = np.asarray(keys, dtype=np.uint64)
+        pos = self._home(keys)
+        slot = self._index[pos].astype(np.intp)
+        out = np.where(self.keys[slot] == keys, slot, -1)  # an empty position (-1) stays -1 whatever key it reads
+        todo = np.flatnonzero((out < 0) & (slot >= 0))  # home taken by another key: probe on
+        mask = len(self._index) - 1
+        pos = pos[todo]
+        while len(todo):  # the few keys not at their home position
+            pos = (pos + 1) & mask
+            slot = self._index[pos].astype(np.intp)
+            used = slot >= 0
+            hit = used & (self.keys[slot] == keys[todo])
+            out[todo[hit]] = slot[hit]
+            go = used & ~hit
+            todo, pos = todo[go], pos[go]
+        return out
 
-    def upsert(self, keys: _U, times: _F) -> tuple[_I, _B, _I]:
-        """(slot of each row, rows that first name a key inserted now, the inserted slots); ``last_seen`` = max time."""
-        uniq, first_idx, inverse = np.unique(keys, return_index=True, return_inverse=True)
-        get = self.index.get
-        slots = np.fromiter((get(k, -1) for k in uniq.tolist()), dtype=np.intp, count=len(uniq))
-        missing = np.flatnonzero(slots < 0)
-        new_slots = np.arange(self.n, self.n + len(missing), dtype=np.intp)
-        if len(missing):
-            self._grow(self.n + len(missing))
-            slots[missing] = new_slots
-            self.keys[new_slots] = uniq[missing]
-            self.index.update(zip(uniq[missing].tolist(), new_slots.tolist()))
-            self.n += len(missing)
-        row_slots = slots[inverse.reshape(-1)]
+    def _place(self, keys: _U, slots: _I) -> None:
+        """Enter distinct absent keys (already stored at ``slots``) into the index."""
+        todo, pos, mask = np.arange(len(keys)), self._home(keys), len(self._index) - 1
+        while len(todo):
+            free = self._index[pos] < 0
+            self._index[pos[free]] = slots[todo[free]]  # of keys sharing a free position, one write lands
+            placed = self._index[pos] == slots[todo]
+            todo, pos = todo[~placed], (pos[~placed] + 1) & mask
+
+    def _grow(self, need: int) -> None:
+        """Room for ``need`` keys: dense arrays double, and the index stays at most half full."""
+        size = len(self.keys)
+        if need > size:
+            while size < need:
+                size *= 2
+            self.keys = np.concatenate([self.keys, np.zeros(size - len(self.keys), dtype=np.uint64)])
+            self.cols = {k: np.concatenate([v, np.zeros(size - len(v), dtype=v.dtype)]) for k, v in self.cols.items()}
+        if 4 * need > len(self._index):
+            self._reindex(need)
+
+    def _reindex(self, need: int) -> None:
+        """A fresh index for ``need`` keys (at most half full) holding the current ones."""
+        bits = max(6, (4 * need - 1).bit_length())
+        self._index, self._shift = np.full(1 << bits, -1, dtype=np.int32), np.uint64(64 - bits)
+        self._place(self.keys[: self.n], np.arange(self.n, dtype=np.intp))
+
+    def upsert(self, keys: _U, times: _F | None = None) -> tuple[_I, _B, _I]:
+        """(slot of each row, rows that first name a key inserted now, the inserted slots); ``last_seen`` = max time.
+
+        Without ``times`` ``last_seen`` is left to the caller (new slots start at 0).
+        """
+        keys = np.asarray(keys, dtype=np.uint64)
+        row_slots = self.find(keys)
         new_first = np.zeros(len(keys), dtype=bool)
-        new_first[first_idx[missing]] = True
-        np.maximum.at(self.cols["last_seen"], row_slots, times)
+        miss = np.flatnonzero(row_slots < 0)
+        new_slots = np.arange(self.n, self.n, dtype=np.intp)
+        if len(miss):
+            uniq, first_idx, inverse = np.unique(keys[miss], return_index=True, return_inverse=True)
+            new_slots = np.arange(self.n, self.n + len(uniq), dtype=np.intp)
+            self._grow(self.n + len(uniq))
+            self.keys[new_slots] = uniq
+            for col in self.cols.values():
+                col[new_slots] = 0
+            self._place(uniq, new_slots)
+            self.n += len(uniq)
+            row_slots[miss] = new_slots[inverse.reshape(-1)]
+            new_first[miss[first_idx]] = True
+        if times is not None:
+            np.maximum.at(self.cols["last_seen"], row_slots, times)
         return row_slots, new_first, new_slots
 
     def evict_oldest(self) -> int:
-        """Past the budget, keep the most recently seen 90% of it; returns how many keys were dropped."""
+        """Past the budget, keep the most recently seen ``KEEP`` share of it; returns how many keys were dropped."""
         if self.n <= self.budget:
             return 0
-        keep = max(1, int(self.budget * 0.9))
+        keep = max(1, int(self.budget * KEEP))
         order = np.sort(np.argsort(self.cols["last_seen"][: self.n], kind="stable")[self.n - keep :])
         dropped = self.n - keep
         self.load({"keys": self.keys[order], **{k: v[order] for k, v in self.cols.items()}})
@@ -121,7 +168,9 @@ class KeyTable:
         """Replace the content with ``arrays`` (as ``arrays()`` returns; missing columns start at zero)."""
         keys = np.asarray(arrays["keys"], dtype=np.uint64)
         n = len(keys)
-        self.n, self.keys = n, np.zeros(max(16, n), dtype=np.uint64)
+        if len(np.unique(keys)) != n:
+            raise ValueError(f"KeyTable.load: {n - len(np.unique(keys))} duplicate keys")
+        self.keys = np.zeros(max(16, n), dtype=np.uint64)
         self.keys[:n] = keys
         self.cols = {}
         for name, dtype in self.dtypes.items():
@@ -129,4 +178,5 @@ class KeyTable:
             if name in arrays:
                 col[:n] = np.asarray(arrays[name], dtype=dtype)
             self.cols[name] = col
-        self.index = dict(zip(keys.tolist(), range(n)))
+        self.n = n
+        self._reindex(n)

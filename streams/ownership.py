@@ -32,10 +32,11 @@ Signals, one float per row (names in ``OWNERSHIP_SIGNALS``):
   Like every signal here it is computed with the whole batch folded in (a burst is
   dense from its first row of the batch on), against the state before the batch.
 
-State is three bounded open-addressing tables of 64-bit keys (objects, principal
-pairs, blocks); past ``capacity`` the least recently touched quarter is evicted
-and counted in ``evictions``. ``export``/``restore`` carry it as an ``.npz`` blob
-(no pickle). Everything is vectorised: no Python work per row.
+State is three ``streams.keytable.KeyTable``s of 64-bit keys (objects, principal
+pairs, blocks; ``OwnershipConfig`` gives their budgets); after each batch, a table
+past its budget drops its least recently touched keys (down to 90% of the
+budget), counted in ``evictions``. ``export``/``restore`` carry it as an ``.npz``
+blob (no pickle). Everything is vectorised: no Python work per row.
 """
 
 from __future__ import annotations
@@ -49,8 +50,9 @@ import numpy.typing as npt
 import pyarrow as pa
 
 from streams.batch import BatchView, Signals, column, hash64, list_parts
+from streams.keytable import KeyTable
 
-__all__ = ["OWNERSHIP_SIGNALS", "KeyTable", "OwnershipConfig", "OwnershipEnricher", "hex64", "mix_keys"]
+__all__ = ["OWNERSHIP_SIGNALS", "OwnershipConfig", "OwnershipEnricher", "hex64", "mix_keys"]
 
 OWNERSHIP_SIGNALS: tuple[str, ...] = ("foreign_objects", "own_objects", "new_objects", "denied_objects",
                                       "foreign_owners", "thin_owners", "dense_blocks")
@@ -63,7 +65,6 @@ _B = npt.NDArray[np.bool_]
 PROVISIONAL, CONFIRMED, CREATED = 1, 2, 3
 _TAG_OWNER, _TAG_BLOCK, _TAG_PBLOCK = np.uint64(0x6F776E6572), np.uint64(0x626C6F636B), np.uint64(0x70626C6B)
 _M1, _M2 = np.uint64(0xFF51AFD7ED558CCD), np.uint64(0xC4CEB9FE1A85EC53)
-_MAX_PROBES = 64
 
 
 def mix_keys(a: _U, b: _U, tag: np.uint64 = np.uint64(0)) -> _U:
@@ -74,100 +75,6 @@ def mix_keys(a: _U, b: _U, tag: np.uint64 = np.uint64(0)) -> _U:
     x ^= x >> np.uint64(33)
     x |= x == 0
     return cast(_U, x)
-
-
-class KeyTable:
-    """A bounded open-addressing table (linear probing) of nonzero uint64 keys with numpy columns.
-
-    ``find(keys)`` gives slots (-1 = absent); ``upsert(keys)`` (distinct keys) adds
-    the absent ones, evicting first when full (the rows with the smallest ``last``
-    go, counted in ``evictions``). Load stays <= 1/2, so probes are short.
-    """
-
-    def __init__(self, capacity: int, columns: dict[str, npt.DTypeLike]) -> None:
-        if capacity < 16:
-            raise ValueError(f"KeyTable capacity={capacity} must be >= 16")
-        self.capacity = capacity
-        self.dtypes = {name: np.dtype(t) for name, t in {"last": np.float64, **columns}.items()}
-        slots = 1 << max(10, (2 * capacity - 1).bit_length())
-        self.mask = np.uint64(slots - 1)
-        self.keys: _U = np.zeros(slots, np.uint64)
-        self.cols: dict[str, npt.NDArray[Any]] = {n: np.zeros(slots, t) for n, t in self.dtypes.items()}
-        self.size = 0
-        self.evictions = 0
-
-    def find(self, keys: _U) -> _I:
-        """The slot of each key, -1 where absent."""
-        out = np.full(len(keys), -1, np.intp)
-        todo = np.arange(len(keys))
-        pos = (keys & self.mask).astype(np.intp)
-        for _ in range(_MAX_PROBES):
-            if not len(todo):
-                break
-            held = self.keys[pos]
-            hit, empty = held == keys[todo], held == 0
-            out[todo[hit]] = pos[hit]
-            go = ~(hit | empty)
-            todo, pos = todo[go], (pos[go] + 1) & int(self.mask)
-        return out
-
-    def upsert(self, keys: _U) -> tuple[_I, _B]:
-        """(slot of each distinct key, which were absent): absent keys are added with zeroed columns.
-
-        When the table would pass ``capacity``, the least recently touched rows go
-        first (down to 3/4 of it), never the keys asked for.
-        """
-        slots = self.find(keys)
-        absent = slots < 0
-        fresh = int(absent.sum())
-        if fresh > self.capacity * 3 // 4:
-            raise ValueError(f"KeyTable: {fresh} new keys in one call exceed 3/4 of capacity={self.capacity}")
-        if self.size + fresh > self.capacity:
-            self._evict(max(0, self.capacity * 3 // 4 - fresh), keys[~absent])
-            slots = self.find(keys)
-        slots[absent] = self._insert(keys[absent])
-        return slots, absent
-
-    def _insert(self, keys: _U) -> _I:
-        out = np.full(len(keys), -1, np.intp)
-        todo = np.arange(len(keys))
-        pos = (keys & self.mask).astype(np.intp)
-        while len(todo):
-            free = self.keys[pos] == 0
-            _, first = np.unique(pos[free], return_index=True)
-            won = np.flatnonzero(free)[first]
-            self.keys[pos[won]] = keys[todo[won]]
-            out[todo[won]] = pos[won]
-            go = np.ones(len(todo), bool)
-            go[won] = False
-            todo, pos = todo[go], (pos[go] + 1) & int(self.mask)
-        for col in self.cols.values():
-            col[out] = 0
-        self.size += len(keys)
-        return out
-
-    def _evict(self, keep: int, protect: _U) -> None:
-        """Keep the ``keep`` most recently touched rows (``protect``ed keys first), rebuilt in a cleared table."""
-        keys, cols = self.items()
-        rank = np.where(np.isin(keys, protect), np.inf, cols["last"].astype(np.float64))
-        order = np.argsort(rank, kind="stable")[max(0, len(keys) - max(keep, len(protect))):]
-        self.evictions += len(keys) - len(order)
-        self.load(keys[order], {n: c[order] for n, c in cols.items()})
-
-    def items(self) -> tuple[_U, dict[str, npt.NDArray[Any]]]:
-        """(keys, columns) of the occupied slots."""
-        used = self.keys != 0
-        return self.keys[used], {n: c[used] for n, c in self.cols.items()}
-
-    def load(self, keys: _U, cols: dict[str, npt.NDArray[Any]]) -> None:
-        """Replace the content with these rows (as ``items`` gave them)."""
-        if len(keys) > self.capacity:
-            raise ValueError(f"KeyTable: {len(keys)} rows exceed capacity={self.capacity}")
-        self.keys[:] = 0
-        self.size = 0
-        slots = self._insert(keys)
-        for name, col in cols.items():
-            self.cols[name][slots] = col
 
 
 @dataclass(frozen=True)
@@ -247,23 +154,27 @@ class OwnershipEnricher:
     @property
     def evictions(self) -> dict[str, int]:
         """Rows evicted per table since start (or restore)."""
-        return {"objects": self.objects.evictions, "pairs": self.pairs.evictions, "blocks": self.blocks.evictions}
+        return {"objects": self.objects.evicted, "pairs": self.pairs.evicted, "blocks": self.blocks.evicted}
 
     def enrich(self, batch: BatchView) -> Signals:
-        """Signals of this batch against the state, then learn from it (creations first)."""
-        n = batch.n
-        out = {s: np.zeros(n, np.float64) for s in self.signals}
+        """Signals of this batch against the state, then learn from it (creations first); evict past the budgets."""
+        out = {s: np.zeros(batch.n, np.float64) for s in self.signals}
+        self._fold(batch, out)
+        for table in (self.objects, self.pairs, self.blocks):
+            table.evict_oldest()
+        return out
+
+    def _fold(self, batch: BatchView, out: Signals) -> None:
         self._learn_created(batch)
         denied = ((batch.status == 403) | (batch.status == 404)) & (batch.records > 0)
         out["denied_objects"] = np.where(denied, batch.records, 0.0)
         if not len(batch.object_row):
-            return out
+            return
         keys = mix_keys(batch.service_hash[batch.object_row], batch.object_hash)
         slots = self.objects.find(keys)
         self._score_objects(batch, slots, out)
         self._score_blocks(batch, denied | (out["foreign_objects"] > 0), out)
         self._learn_access(batch, keys, slots)
-        return out
 
     def _learn_created(self, batch: BatchView) -> None:
         rows = batch.created_row
@@ -273,11 +184,11 @@ class OwnershipEnricher:
         rows = rows[ok]
         keys, first = np.unique(mix_keys(batch.service_hash[rows], batch.created_hash[ok]), return_index=True)
         rows = rows[first]
-        slots, _ = self.objects.upsert(keys)
+        slots = self.objects.upsert(keys)[0]
         t = batch.time[rows]
         c = self.objects.cols
         c["owner"][slots], c["state"][slots], c["contested"][slots] = batch.principal_hash[rows], CREATED, False
-        c["first"][slots], c["last"][slots], c["hits"][slots] = t, t, 1
+        c["first"][slots], c["last_seen"][slots], c["hits"][slots] = t, t, 1
 
     def _score_objects(self, batch: BatchView, slots: _I, out: Signals) -> None:
         rows, n = batch.object_row, batch.n
@@ -298,11 +209,11 @@ class OwnershipEnricher:
         """foreign_owners and thin_owners from the (principal, owner) pair table."""
         keys, first, counts = np.unique(mix_keys(principal, owner, _TAG_OWNER), return_index=True, return_counts=True)
         rows, t = rows[first], batch.time[rows[first]]
-        slots, absent = self.pairs.upsert(keys)
+        slots, absent, _ = self.pairs.upsert(keys)  # distinct keys: one row per key
         c = self.pairs.cols
-        before = np.where(absent | (c["last"][slots] < t - self.config.horizon_s), 0, c["count"][slots])
+        before = np.where(absent | (c["last_seen"][slots] < t - self.config.horizon_s), 0, c["count"][slots])
         after = np.minimum(before + counts, 1 << 20)
-        c["count"][slots], c["last"][slots] = after, t
+        c["count"][slots], c["last_seen"][slots] = after, t
         new = before == 0
         out["foreign_owners"] += np.bincount(rows, new, batch.n)
         thin = new.astype(np.float64) - ((before <= 1) & (after >= 2))
@@ -332,7 +243,7 @@ class OwnershipEnricher:
         crowd = self._fold_masks(self.blocks, bkeys, _bits(principal), t, "start")
         obj_bits = np.zeros(batch.n, np.uint64)
         np.bitwise_or.at(obj_bits, batch.object_row, _bits(batch.object_hash))
-        alone = self._fold_masks(self.pairs, mix_keys(principal, bkeys, _TAG_PBLOCK), obj_bits[rows], t, "last")
+        alone = self._fold_masks(self.pairs, mix_keys(principal, bkeys, _TAG_PBLOCK), obj_bits[rows], t, "last_seen")
         dense = (np.bitwise_count(crowd) >= self.config.dense_principals) | (np.bitwise_count(alone) >= self.config.dense_objects)
         out["dense_blocks"] = np.bincount(rows, dense, batch.n).astype(np.float64)
 
@@ -340,12 +251,12 @@ class OwnershipEnricher:
         """OR ``bits`` into each key's mask (restarted when older than the horizon); the mask per entry."""
         uniq, inv, acc = _or_by(keys, bits)
         newest = float(t.max())
-        slots, absent = table.upsert(uniq)
+        slots, absent, _ = table.upsert(uniq)
         c = table.cols
         stale = absent | (c[since][slots] < newest - self.config.horizon_s)
         mask = np.where(stale, np.uint64(0), c["mask"][slots]) | acc
-        c["mask"][slots], c["last"][slots] = mask, newest
-        if since != "last":
+        c["mask"][slots], c["last_seen"][slots] = mask, newest
+        if since != "last_seen":
             c[since][slots] = np.where(stale, newest, c[since][slots])
         return np.asarray(mask[inv], np.uint64)
 
@@ -361,27 +272,24 @@ class OwnershipEnricher:
             return
         keys, slot, rows = keys[ok], slots[ok], rows[ok]
         principal, t = batch.principal_hash[rows], batch.time[rows]
-        c = self.objects.cols
         if (slot < 0).any():
             slot = self._add_objects(keys, slot, principal, t)
+        c = self.objects.cols  # after the insertions: growing reallocates the columns
         other = principal != c["owner"][slot]
         c["contested"][slot[other & (c["state"][slot] == PROVISIONAL)]] = True
         back = slot[~other & (t - c["first"][slot] >= self.config.confirm_gap_s)]
         c["hits"][back] += 1
         c["state"][back[(c["state"][back] == PROVISIONAL) & ~c["contested"][back]]] = CONFIRMED
-        c["last"][slot] = t
+        c["last_seen"][slot] = t
 
     def _add_objects(self, keys: _U, slot: _I, principal: _U, t: _F) -> _I:
         """Insert the objects first seen in this batch (first principal = provisional owner); every slot."""
         new = slot < 0
         uniq, first = np.unique(keys[new], return_index=True)
-        evicted = self.objects.evictions
-        fresh, _ = self.objects.upsert(uniq)
+        fresh = self.objects.upsert(uniq)[0]
         c = self.objects.cols
         c["owner"][fresh], c["state"][fresh] = principal[new][first], PROVISIONAL
         c["first"][fresh], c["hits"][fresh] = t[new][first], 1
-        if self.objects.evictions != evicted:  # the table was rebuilt: earlier slots moved
-            return self.objects.find(keys)
         slot = slot.copy()
         slot[new] = fresh[np.searchsorted(uniq, keys[new])]
         return slot
@@ -390,20 +298,20 @@ class OwnershipEnricher:
         """The three tables as one ``.npz`` blob (no pickle)."""
         arrays: dict[str, npt.NDArray[Any]] = {}
         for name, table in (("objects", self.objects), ("pairs", self.pairs), ("blocks", self.blocks)):
-            keys, cols = table.items()
-            arrays[f"{name}.keys"] = keys
-            arrays[f"{name}.evictions"] = np.array([table.evictions])
-            arrays.update({f"{name}.{k}": v for k, v in cols.items()})
+            arrays.update({f"{name}.{k}": v for k, v in table.arrays().items()})
+            arrays[f"{name}.evictions"] = np.array([table.evicted])
         buf = io.BytesIO()
         np.savez(buf, **arrays)  # type: ignore[arg-type]
         return buf.getvalue()
 
     def restore(self, blob: bytes) -> None:
-        """Load a blob written by ``export`` (budgets stay this enricher's own)."""
+        """Load a blob written by ``export`` (budgets stay this enricher's own; ``last`` is the older name of ``last_seen``)."""
         with np.load(io.BytesIO(blob), allow_pickle=False) as data:
             for name, table in (("objects", self.objects), ("pairs", self.pairs), ("blocks", self.blocks)):
                 if f"{name}.keys" not in data:
                     raise ValueError(f"ownership state blob lacks {name!r} (keys: {sorted(data.files)[:8]})")
-                cols = {k: np.asarray(data[f"{name}.{k}"], table.dtypes[k]) for k in table.dtypes}
-                table.load(np.asarray(data[f"{name}.keys"], np.uint64), cols)
-                table.evictions = int(data[f"{name}.evictions"][0])
+                arrays = {k.split(".", 1)[1]: data[k] for k in data.files if k.startswith(f"{name}.")}
+                if "last" in arrays:
+                    arrays.setdefault("last_seen", arrays.pop("last"))
+                table.load(arrays)
+                table.evicted = int(arrays["evictions"][0]) if "evictions" in arrays else 0

@@ -13,6 +13,8 @@ import base64
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+import pyarrow as pa
+
 from ingest import DeadLetter, EndpointRecord, Finding, Verdict
 from ingest.envelope import decode_messages
 from models import build_detectors
@@ -25,6 +27,9 @@ from streams.processor import BatchProcessor, Detection, ProcessorConfig
 from streams.settings import WorkerSettings
 
 __all__ = ["Outcome", "Pipeline", "processor_config", "state_key"]
+
+#: rows gathered before the inventory and exposure tracker fold them (or ``inventory_interval_s``, whichever first)
+_FOLD_ROWS = 20_000
 
 
 
@@ -90,6 +95,8 @@ class Pipeline:
         self.processors: dict[int, BatchProcessor] = {}
         self._last_flush: dict[int, float] = {}
         self._last_full_flush: dict[int, float] = {}
+        self._pending: list[pa.Table] = []
+        self._pending_rows = 0
         self._models = ModelReloader(settings.model_path) if settings.model_path is not None else None
         self._enricher_context = EnricherContext(settings.window_s, settings.learn_windows, settings.honeytokens.load())
 
@@ -101,6 +108,23 @@ class Pipeline:
             proc.restore((k[len(prefix):].decode(), v) for k, v in stored if k.startswith(prefix))
             self.processors[partition] = proc
         return self.processors[partition]
+
+    def drain(self) -> list[Finding]:
+        """Fold what is still gathered (at the end of a replay); the exposure findings it raised."""
+        return self._fold_pending()
+
+    def _fold_pending(self) -> list[Finding]:
+        """Fold the batches gathered since the last fold into the inventory and the exposure tracker.
+
+        Both change slowly and publish on an interval, so they take the batches of a few
+        seconds at once (their fixed cost per fold is paid once, not per batch of a few rows).
+        """
+        if not self._pending:
+            return []
+        table = pa.concat_tables(self._pending, promote_options="default") if len(self._pending) > 1 else self._pending[0]
+        self._pending, self._pending_rows = [], 0
+        self.inventory.update(table)
+        return self.exposure.update(table)
 
     def forget(self, partition: int) -> None:
         """Drop a revoked partition's state (its new owner restores it from the changelog)."""
@@ -134,8 +158,10 @@ class Pipeline:
                 proc.use_models([loaded.detector])
         out.detections = proc.process(table)
         out.rows, out.newest_time = table.num_rows, proc.newest_time
-        self.inventory.update(table)
-        out.exposures = self.exposure.update(table)
+        self._pending.append(table)
+        self._pending_rows += table.num_rows
+        if self._pending_rows >= _FOLD_ROWS or now - self._last_inventory >= self.settings.inventory_interval_s:
+            out.exposures = self._fold_pending()
         if now - self._last_inventory >= self.settings.inventory_interval_s:
             self._last_inventory = now
             out.inventory = self.inventory.take_changed()

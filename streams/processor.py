@@ -94,11 +94,19 @@ class BatchProcessor:
         self._declared_set = pa.array(sorted(config.declared_endpoints), type=pa.string())
         self._declared_services = pa.array(sorted(config.declared_services), type=pa.string())
         self.newest_time: float | None = None
-        self._ids_new = self._ids_old = np.zeros(0, dtype=np.uint64)
+        self._ids_new: set[int] = set()
+        self._ids_old: set[int] = set()
+        self._by_key: tuple[list[Detector] | None, dict[str, list[Detector]]] = (None, {})
         #: the anomaly model scored beside the rules (``use_models``), if any
         self.model: Detector | None = None
         #: (key, subject, scope) -> flagged until, for edge-scoped detections
         self._edge_flags: dict[tuple[str, str, tuple[str, str]], float] = {}
+
+    def _detectors_of(self, key: str) -> list[Detector]:
+        """The detectors that score one key's frames (cached until the detector list changes)."""
+        if self._by_key[0] is not self.detectors:
+            self._by_key = (self.detectors, {k: [d for d in self.detectors if getattr(d, "key", "actor") == k] for k in self.spaces})
+        return self._by_key[1][key]
 
     def use_models(self, models: Sequence[Detector]) -> None:
         """Score these (fitted) models beside the rules from the next batch on, replacing the previous ones."""
@@ -117,19 +125,18 @@ class BatchProcessor:
         the ext_proc tap its response; both carry Envoy's request id. The call is
         counted once; the fields only one reporter fills (findings; bytes, personal
         data) add up harmlessly, and object ids go into an idempotent sketch.
-        Ids are remembered as 64-bit hashes in two sorted generations of up to
+        Ids are remembered as 64-bit hashes in two generations of up to
         ``request_id_memory / 2`` each (the older is dropped when the newer fills).
         """
-        h = hash64(ids)
-        uniq, first = np.unique(h, return_index=True)
-        out = np.ones(len(h), dtype=bool)
-        out[first] = False  # a later copy within the batch is a repeat
-        known = _member(self._ids_new, h) | _member(self._ids_old, h)
-        out |= known & (h != 0)
-        fresh = uniq[~(_member(self._ids_new, uniq) | _member(self._ids_old, uniq)) & (uniq != 0)]
-        self._ids_new = np.union1d(self._ids_new, fresh)
-        if len(self._ids_new) >= self.config.request_id_memory // 2:
-            self._ids_old, self._ids_new = self._ids_new, np.zeros(0, dtype=np.uint64)
+        new, old = self._ids_new, self._ids_old
+        out = np.zeros(len(ids), dtype=bool)
+        for i, h in enumerate(hash64(ids).tolist()):
+            if h in new or h in old:
+                out[i] = h != 0
+            else:
+                new.add(h)
+        if len(new) >= self.config.request_id_memory // 2:
+            self._ids_old, self._ids_new = new, set()
         return out
 
     def export_destinations(self) -> bytes:
@@ -289,7 +296,7 @@ class BatchProcessor:
 
     def _detect(self, key: str, space: KeySpace, b: BatchView, group: _I, labels: list[str], rows: _I, latest: _F,
                 signals: dict[str, _F]) -> list[Detection]:
-        detectors = [d for d in self.detectors if getattr(d, "key", "actor") == key]
+        detectors = self._detectors_of(key)
         if not detectors:
             return []
         frame = space.frame(rows)
@@ -342,14 +349,6 @@ class BatchProcessor:
         mode = getattr(rule, "mode", None) if rule is not None else getattr(top, "mode", None)
         return Detection(label, top.attack_class, float(scores.max()), reasons, t, dest.get("namespace"), dest.get("service"), row,
                          subject_kind=_SUBJECT_KIND[key], scope=scope, action=getattr(rule, "action", None), mode=mode)
-
-
-def _member(sorted_keys: npt.NDArray[np.uint64], keys: npt.NDArray[np.uint64]) -> npt.NDArray[np.bool_]:
-    """Which ``keys`` are in the sorted array."""
-    if not len(sorted_keys):
-        return np.zeros(len(keys), dtype=bool)
-    pos = np.minimum(np.searchsorted(sorted_keys, keys), len(sorted_keys) - 1)
-    return np.asarray(sorted_keys[pos] == keys, dtype=bool)
 
 
 def _signal_of(name: str) -> str | None:

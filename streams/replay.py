@@ -157,6 +157,7 @@ class Replay:
             dead += [letter for _, letter in out.dead_letters]
             if on_batch is not None:
                 on_batch(batch, out)
+        findings += self.pipeline.drain()
         return ReplayResult(rows, batches, tuple(detections), tuple(verdicts), tuple(findings), tuple(dead))
 
 

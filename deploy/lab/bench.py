@@ -3,9 +3,14 @@
 ``kubeward bench`` measures, on one local stack (fresh broker, worker, shim):
 
 * ``worker.records_per_cpu_second``: summaries per CPU-second of the worker
-  process while it drains a topic pre-filled with Arrow envelopes; and
-  ``worker.records_per_cpu_second_single`` for one JSON summary per message,
-  in the same run, plus their ratio. Broker CPU is reported beside them.
+  process (shipped defaults: every rule, every enricher) while it drains a
+  topic pre-filled with Arrow envelopes of fresh summaries (event time moving
+  forward, new actors appearing: ``deploy.lab.bench_worker``); in the same
+  run, ``..._no_detection`` for a worker with no detector and no enricher
+  and ``..._single`` for one JSON summary per message, plus the ratios.
+  Broker CPU and the load average are reported beside them.
+  ``worker.inprocess_records_per_cpu_second``: the same rows through
+  ``Pipeline.handle_many`` in 20k-row envelopes, without Kafka.
 * ``latency_ms``: from a summary's timestamp to its verdict applied in the
   shim's cache, while simulated traffic flows at ``rate_eps``; probe actors
   that enumerate objects trigger one verdict each.
@@ -32,14 +37,15 @@ from pathlib import Path
 from typing import Any
 
 from deploy.lab.bench_real import bench_real_traffic, real_traffic_summary, say
-from ingest import actor_key, row_to_summary, summary_row
+from deploy.lab.bench_worker import bench_worker, bench_worker_inprocess, cpu_seconds
+from ingest import actor_key, summary_row
 
 __all__ = ["add_cli", "run_bench"]
 
 REPO = Path(__file__).resolve().parents[2]
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 TARGETS = {
     "worker.records_per_cpu_second": ">= 250000",
+    "worker.inprocess_records_per_cpu_second": ">= 250000 (no Kafka)",
     "latency_ms.p50": "<= 10 at 10000 eps",
     "latency_ms.p99": "<= 50 at 10000 eps",
     "shim.decisions_per_second": ">= 100000 on one core, 64 connections",
@@ -60,97 +66,6 @@ TARGETS = {
     "redaction.min_precision": ">= 0.95 (dev)",
     "redaction.min_recall": ">= 0.95 (dev)",
 }
-
-
-def cpu_seconds(pid: int) -> float:
-    """User+system CPU seconds of a process and its threads (from /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def _metric(url: str, name: str) -> float:
-    text = urllib.request.urlopen(url, timeout=5).read().decode()
-    match = re.search(rf"^{re.escape(name)} ([0-9.e+]+)$", text, re.M)
-    return float(match.group(1)) if match else 0.0
-
-
-def _sim_rows(n: int, seed: int = 11) -> list[dict[str, Any]]:
-    from ingest.simulator import ClusterSimulator
-
-    sim = ClusterSimulator(seed=seed, users=3000, start_time=time.time(), benign_rate_eps=5000.0)
-    rows = []
-    for i, call in enumerate(sim.calls(n / 5000.0 * 1.2)):
-        rows.append(call.to_row(f"b{i}", b"bench-key"))
-        if len(rows) >= n:
-            break
-    return rows
-
-
-def _drain_cpu(worker_pid: int, broker_pid: int, metrics_url: str, target: float, timeout: float = 300) -> dict[str, float]:
-    """CPU of worker and broker from the first processed summary until ``target`` summaries."""
-    deadline = time.time() + timeout
-    start_count = _metric(metrics_url, "kubeward_worker_summaries_total")
-    w0, b0, t0 = cpu_seconds(worker_pid), cpu_seconds(broker_pid), time.time()
-    while time.time() < deadline:
-        done = _metric(metrics_url, "kubeward_worker_summaries_total")
-        if done >= target:
-            return {"rows": done - start_count, "worker_cpu_s": cpu_seconds(worker_pid) - w0, "broker_cpu_s": cpu_seconds(broker_pid) - b0, "wall_s": time.time() - t0}
-        time.sleep(0.05)
-    raise TimeoutError(f"worker processed {done} of {target} summaries in {timeout} s")
-
-
-def bench_worker(workdir: Path, envelope_rows_total: int, single_total: int, worker_settings: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Worker throughput per CPU-second, envelopes vs one summary per message, same worker."""
-    from kafka import KafkaProducer
-
-    from deploy.runtime.stack import LocalStack
-    from ingest import SUMMARIES
-    from ingest.envelope import encode_rows
-    from ingest.publish import EnvelopeBuffer
-
-    say(f"worker: building {envelope_rows_total} simulated summaries")
-    rows = _sim_rows(min(envelope_rows_total, 200_000))
-    with LocalStack(workdir / "worker", worker_settings={"window_s": 60, **(worker_settings or {})}, with_worker=False, with_shim=False) as stack:
-        producer = KafkaProducer(bootstrap_servers=stack.bootstrap, acks="all", linger_ms=5, max_request_size=8 << 20)
-        buffer = EnvelopeBuffer(range(SUMMARIES.partitions), envelope_rows=1000, linger_ms=1e9)
-        envelopes = buffer.add(rows) + buffer.drain()
-        payloads = [(e.partition, e.key.encode() if isinstance(e.key, str) else e.key, encode_rows(list(e.rows))) for e in envelopes]
-        sent = 0
-        while sent < envelope_rows_total:
-            for (p, key, value), env in zip(payloads, envelopes):
-                producer.send(SUMMARIES.name, key=key, value=value, partition=p)
-                sent += len(env.rows)
-                if sent >= envelope_rows_total:
-                    break
-        producer.flush()
-        say(f"worker: topic pre-filled with {sent} summaries in {len(payloads)}-envelope cycles; starting the worker")
-        stack.start_worker()
-        metrics_url = f"http://127.0.0.1:{stack.ports['worker_web']}/metrics"
-        broker_pid = stack.broker_handle.pid if stack.broker_handle else 0
-        while _metric(metrics_url, "kubeward_worker_summaries_total") == 0:
-            time.sleep(0.02)
-        env_run = _drain_cpu(stack.worker.pid, broker_pid, metrics_url, sent)
-        say(f"worker: envelopes {env_run['rows'] / env_run['worker_cpu_s']:,.0f} summaries/CPU-s")
-        base = _metric(metrics_url, "kubeward_worker_summaries_total")
-        singles = [row_to_summary(r).model_dump_json().encode() for r in rows[:single_total]]
-        w0 = cpu_seconds(stack.worker.pid)
-        for i, value in enumerate(singles):
-            producer.send(SUMMARIES.name, key=f"s{i % 997}".encode(), value=value)
-        producer.flush()
-        single_run = _drain_cpu(stack.worker.pid, broker_pid, metrics_url, base + len(singles))
-        single_run["worker_cpu_s_incl_wait"] = cpu_seconds(stack.worker.pid) - w0
-        say(f"worker: single {single_run['rows'] / single_run['worker_cpu_s']:,.0f} summaries/CPU-s")
-        producer.close()
-    env_rate = env_run["rows"] / env_run["worker_cpu_s"]
-    single_rate = single_run["rows"] / single_run["worker_cpu_s"]
-    return {
-        "records_per_cpu_second": round(env_rate),
-        "records_per_cpu_second_single": round(single_rate),
-        "envelope_vs_single_ratio": round(env_rate / single_rate, 2),
-        "envelope_run": env_run,
-        "single_run": single_run,
-        "broker_cpu_per_million_records_envelope_s": round(env_run["broker_cpu_s"] / env_run["rows"] * 1e6, 2),
-    }
 
 
 def bench_latency(workdir: Path, rate_eps: float, seconds: float, worker_settings: dict[str, Any] | None = None, publisher_linger_ms: float = 5.0) -> dict[str, Any]:
@@ -393,7 +308,11 @@ def run_bench(out: Path, quick: bool = False) -> dict[str, Any]:
     say("shim: CPU per request in-process (no sockets)")
     results["shim_inprocess"] = bench_shim_inprocess()
     results["shim"] = bench_shim(work, seconds=5 if quick else 10, connections=64)
-    results["worker"] = bench_worker(work, envelope_rows_total=200_000 if quick else 1_000_000, single_total=10_000 if quick else 40_000)
+    # few singles: a one-summary message costs ~14 ms of per-batch work once the state has grown (40k took over 10 min)
+    results["worker"] = bench_worker(work, envelope_rows_total=200_000 if quick else 1_000_000, single_total=2_000 if quick else 5_000)
+    say("worker: in process (Pipeline.handle_many, 20k-row envelopes), shipped defaults then no detection")
+    results["worker_inprocess"] = bench_worker_inprocess(100_000 if quick else 300_000)
+    results["worker_inprocess_no_detection"] = bench_worker_inprocess(100_000 if quick else 300_000, detectors=[], enrichers=[])
     results["latency_ms"] = bench_latency(work, rate_eps=10_000.0, seconds=15 if quick else 40, worker_settings={"batch_within_s": 0.005}, publisher_linger_ms=2.0)
     say("latency at 2,000 events/s, for comparison")
     results["latency_ms_2000eps"] = bench_latency(work, rate_eps=2_000.0, seconds=15 if quick else 30, worker_settings={"batch_within_s": 0.005}, publisher_linger_ms=2.0)
@@ -402,6 +321,12 @@ def run_bench(out: Path, quick: bool = False) -> dict[str, Any]:
         "worker.records_per_cpu_second": results["worker"]["records_per_cpu_second"],
         "worker.records_per_cpu_second_single": results["worker"]["records_per_cpu_second_single"],
         "worker.envelope_vs_single_ratio": results["worker"]["envelope_vs_single_ratio"],
+        "worker.records_per_cpu_second_no_detection": results["worker"]["records_per_cpu_second_no_detection"],
+        "worker.vs_no_detection_ratio": results["worker"]["vs_no_detection_ratio"],
+        "worker.load_average": results["worker"]["envelope_run"]["load_average_end"],
+        "worker.inprocess_records_per_cpu_second": results["worker_inprocess"]["records_per_cpu_second"],
+        "worker.inprocess_records_per_cpu_second_no_detection": results["worker_inprocess_no_detection"]["records_per_cpu_second"],
+        "worker.inprocess_load_average": results["worker_inprocess"]["load_average_end"],
         "latency_ms.p50": results["latency_ms"]["p50"],
         "latency_ms.p99": results["latency_ms"]["p99"],
         "latency_ms.rate_eps": results["latency_ms"]["rate_eps_achieved"],

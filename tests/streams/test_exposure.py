@@ -65,7 +65,8 @@ def test_sensitive_names() -> None:
 
 
 def test_the_pipeline_reports_exposure_findings_apart_from_verdict_findings(summary_factory: Any) -> None:
-    pipeline = Pipeline(WorkerSettings(verdict_key=SecretStr("k")), "l7.summaries.v1")
+    # inventory_interval_s: the pipeline folds gathered batches into the tracker at most this often
+    pipeline = Pipeline(WorkerSettings(verdict_key=SecretStr("k"), inventory_interval_s=1.0), "l7.summaries.v1")
     pipeline.exposure = ExposureTracker(learn_responses=3)
     rows = [summary_factory(time=T0 + i, method="GET", path_template="/users/{id}", status=200, response_properties=PROFILE) for i in range(4)]
     assert pipeline.handle(0, encode_envelope(rows), 1, now=T0 + 5).exposures == []

@@ -10,7 +10,7 @@ import pytest
 
 from ingest.envelope import decode_message, encode_rows, summary_row
 from streams.batch import BatchView, hash64
-from streams.ownership import OWNERSHIP_SIGNALS, KeyTable, OwnershipConfig, OwnershipEnricher, hex64
+from streams.ownership import OWNERSHIP_SIGNALS, OwnershipConfig, OwnershipEnricher, hex64
 
 T0 = 1.8e9
 
@@ -130,7 +130,7 @@ def test_export_restore_gives_the_same_answers(enr: OwnershipEnricher) -> None:
     nxt = [call(10, "carol", ("o1",)), call(11, "p3", ("o5",), 403, blocks=("b1",)), call(12, "bob", ("o2",)),
            call(13, "p4", ("o6",), 404, blocks=("b1",))]
     assert run(copy, *nxt) == run(enr, *nxt)
-    assert copy.objects.size == enr.objects.size and copy.evictions == enr.evictions
+    assert len(copy.objects) == len(enr.objects) and copy.evictions == enr.evictions
 
 
 def test_restore_rejects_a_foreign_blob(enr: OwnershipEnricher) -> None:
@@ -142,30 +142,11 @@ def test_restore_rejects_a_foreign_blob(enr: OwnershipEnricher) -> None:
         enr.restore(buf.getvalue())
 
 
-def test_key_table_evicts_the_least_recently_touched() -> None:
-    table = KeyTable(16, {"v": np.int32})
-    first = np.arange(1, 13, dtype=np.uint64)
-    slots, absent = table.upsert(first)
-    assert absent.all() and table.size == 12
-    table.cols["last"][slots] = np.arange(12, dtype=np.float64)
-    slots, absent = table.upsert(np.array([1, 100, 101, 102, 103, 104], np.uint64))
-    assert absent.tolist() == [False] + [True] * 5 and table.evictions > 0 and table.size <= 16
-    found = table.find(first)
-    assert found[0] >= 0  # asked for again, so kept although it was the oldest
-    assert (found[1:4] < 0).all() and (found[-3:] >= 0).all()  # then the oldest went first
-    assert (table.find(np.array([100, 104], np.uint64)) >= 0).all()
-
-
-def test_key_table_rejects_oversized_inserts() -> None:
-    with pytest.raises(ValueError, match="capacity=16"):
-        KeyTable(16, {}).upsert(np.arange(1, 14, dtype=np.uint64))
-
-
 def test_ownership_table_is_bounded() -> None:
     enr = OwnershipEnricher(OwnershipConfig(objects=64, pairs=64, blocks=64))
     for b in range(20):
         run(enr, *[call(b * 10 + i, f"u{i}", (f"o{b}-{i}",)) for i in range(10)])
-    assert enr.objects.size <= 64 and enr.evictions["objects"] >= 200 - 64
+    assert len(enr.objects) <= 64 and enr.evictions["objects"] >= 200 - 64
 
 
 def test_hex64_reads_hex_digests_and_falls_back_to_hash64() -> None:
