@@ -27,7 +27,7 @@ REGISTRY: dict[str, Callable[[], Detector]] = registry()
 
 def build_detectors(names: list[str], path: Path = SHIPPED_RULES, overrides: Mapping[str, Mapping[str, Any]] | None = None) -> list[Detector]:
     """Instantiate detectors by name (rule ids of ``path``, with ``overrides`` applied)."""
-    known = REGISTRY if path == SHIPPED_RULES and not overrides else registry(path, overrides)
+    known = REGISTRY if Path(path) == SHIPPED_RULES and not overrides else registry(path, overrides)
     out = []
     for name in names:
         if name not in known:

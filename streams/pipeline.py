@@ -17,7 +17,8 @@ import pyarrow as pa
 
 from ingest import DeadLetter, EndpointRecord, Finding, Verdict
 from ingest.envelope import decode_messages
-from models import build_detectors
+from models import Detector, build_detectors
+from models.rules import DEFAULT_RULES
 from models.reload import ModelReloader
 from streams.exposure import ExposureTracker
 from streams.inventory import Inventory
@@ -103,11 +104,15 @@ class Pipeline:
     def processor(self, partition: int, stored: Iterable[tuple[bytes, bytes]]) -> BatchProcessor:
         """The partition's processor, restored from stored state (changelog keys ``<partition>:<suffix>``) on first use."""
         if partition not in self.processors:
-            proc = BatchProcessor(self.config, build_detectors(self.settings.detectors), build_enrichers(self.settings.enrichers, self._enricher_context))
+            proc = BatchProcessor(self.config, self._detectors(), build_enrichers(self.settings.enrichers, self._enricher_context))
             prefix = f"{partition}:".encode()
             proc.restore((k[len(prefix):].decode(), v) for k, v in stored if k.startswith(prefix))
             self.processors[partition] = proc
         return self.processors[partition]
+
+    def _detectors(self) -> list[Detector]:
+        s = self.settings
+        return build_detectors(s.detector_names(), s.rules_dir or DEFAULT_RULES, s.rule_overrides)
 
     def drain(self) -> list[Finding]:
         """Fold what is still gathered (at the end of a replay); the exposure findings it raised."""

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ingest import Policy
 from ingest.honeytokens import HoneytokenSettings
-from models import REGISTRY
+from models import ModelError, registry
+from models.rules import DEFAULT_RULES
 from streams.enrichers import ENRICHERS
 
 __all__ = ["WorkerSettings"]
@@ -26,7 +28,9 @@ class WorkerSettings(BaseSettings):
     window_s: int = Field(default=60, ge=1, description="tumbling window per actor, seconds")
     learn_windows: int = Field(default=3, ge=0, description="windows before an actor's destinations are considered learned")
     score_threshold: float = Field(default=0.5, gt=0, le=1)
-    detectors: list[str] = Field(default_factory=lambda: sorted(REGISTRY))
+    detectors: list[str] | None = Field(default=None, description="rule ids to run; none: every enabled rule of rules_dir")
+    rules_dir: Path | None = Field(default=None, description="detection rule files (YAML) instead of the shipped models/rules/")
+    rule_overrides: dict[str, dict[str, Any]] = Field(default_factory=dict, description='per-deployment tuning of rules, e.g. KUBEWARD_WORKER_RULE_OVERRIDES=\'{"scraping-rate": {"floor": 300}, "shadow-endpoint": {"status": "disabled"}}\'')
     enrichers: list[str] = Field(default_factory=lambda: sorted(ENRICHERS), description="stateful analysers whose signals rules read (ownership, ...); a rule whose enricher is off reads 0")
     enricher_flush_s: float = Field(default=60.0, gt=0, description="how often the enrichers' state (ownership table, ...) and cohort histograms are written to the changelog")
     honeytokens: HoneytokenSettings = Field(default_factory=HoneytokenSettings, description="declared honeytokens (KUBEWARD_WORKER_HONEYTOKENS__FILE, ...): any use is a finding and a block")
@@ -46,13 +50,23 @@ class WorkerSettings(BaseSettings):
     inventory_interval_s: float = Field(default=10.0, gt=0, description="how often changed endpoint records go to api.inventory.v1")
     policy_sync_timeout_s: float = Field(default=10.0, ge=0, description="how long verdicts wait at start for the policy topic to be read (then the policy in force decides)")
 
-    @field_validator("detectors")
-    @classmethod
-    def _known_detectors(cls, names: list[str]) -> list[str]:
-        unknown = [n for n in names if n not in REGISTRY]
+    @model_validator(mode="after")
+    def _rules_load(self) -> WorkerSettings:
+        """The rule files lint clean with the overrides applied, and every named detector is one of their rules."""
+        try:
+            known = registry(self.rules_dir or DEFAULT_RULES, self.rule_overrides)
+        except ModelError as exc:
+            raise ValueError(str(exc)) from None
+        unknown = [n for n in self.detectors or () if n not in known]
         if unknown:
-            raise ValueError(f"unknown detectors {unknown}; valid names: {', '.join(sorted(REGISTRY))}")
-        return names
+            raise ValueError(f"unknown detectors {unknown}; valid names: {', '.join(sorted(known))}")
+        return self
+
+    def detector_names(self) -> list[str]:
+        """The rules to run: ``detectors``, else every enabled rule."""
+        if self.detectors is not None:
+            return list(self.detectors)
+        return sorted(registry(self.rules_dir or DEFAULT_RULES, self.rule_overrides))
 
     @field_validator("enrichers")
     @classmethod

@@ -162,7 +162,7 @@ def evaluate(variants: Sequence[str] | None = None, seeds: Sequence[int] = DEFAU
             for i, future in enumerate(as_completed(futures), 1):
                 note(i, futures[future], future.result())
     out = {name: _summary(name, registry[name], [done[(name, seed)] for seed in seeds]) for name in names}
-    worker = {"window_s": settings.window_s, "learn_windows": settings.learn_windows, "detectors": list(settings.detectors),
+    worker = {"window_s": settings.window_s, "learn_windows": settings.learn_windows, "detectors": settings.detector_names(),
               "batch_within_s": settings.batch_within_s, "score_threshold": settings.score_threshold, "policy_mode": "enforce",
               "verdict_ttl_s": settings.policy.verdict_ttl_s}
     return {"variants": out, "totals": _totals(out),

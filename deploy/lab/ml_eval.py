@@ -91,7 +91,7 @@ def archive(seed: int, path: Path, seconds: float, rate: float, users: int, slow
 
 def _rule_scores(frame: dict[str, npt.NDArray[np.float64]], settings: WorkerSettings) -> npt.NDArray[np.float64]:
     """The best score of the shipped actor-keyed rules (unfitted, as the worker builds them) per window."""
-    rules = [r for r in build_detectors(list(settings.detectors)) if getattr(r, "key", "actor") == "actor"]
+    rules = [r for r in build_detectors(settings.detector_names()) if getattr(r, "key", "actor") == "actor"]
     return np.asarray(np.max(np.vstack([r.score_many(frame) for r in rules]), axis=0), dtype=np.float64)
 
 

@@ -7,6 +7,7 @@ from typing import Any
 
 import pyarrow as pa
 import pytest
+from pydantic import ValidationError
 
 from ingest import Policy, RequestSummary, actor_key, encode_envelope, verify_verdict
 from ingest.templating import hash_object_id
@@ -273,3 +274,15 @@ def test_a_model_file_is_scored_beside_the_rules_and_its_findings_only_observe(s
     assert proc.model is not None and proc.model.name == "gmm" and proc.detectors == [proc.model]
     assert [d.attack_class for d in out.detections] == ["anomaly"]
     assert [v.mode for v in out.verdicts] == ["observe"] and out.detections[0].reasons[0].detector == "gmm"
+
+
+def test_rules_are_tuned_per_deployment_and_bad_tuning_names_the_rule_and_value() -> None:
+    tuned = Pipeline(_settings(rule_overrides={"auth_failures": {"floor": 50}}), TOPIC).processor(0, ())
+    (rule,) = [d for d in tuned.detectors if d.name == "auth_failures"]
+    assert rule.score({"auth_failures": 50.0}) == 0.5  # type: ignore[attr-defined]
+    off = Pipeline(_settings(rule_overrides={"shadow-endpoint": {"status": "disabled"}}), TOPIC).processor(0, ())
+    assert "shadow-endpoint" not in {d.name for d in off.detectors}
+    with pytest.raises(ValidationError, match=r"rule auth_failures \(overridden\): floor='x' must be a number"):
+        _settings(rule_overrides={"auth_failures": {"floor": "x"}})
+    with pytest.raises(ValidationError, match="no rule 'ghost' to override"):
+        _settings(rule_overrides={"ghost": {"floor": 1}})
