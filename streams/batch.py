@@ -66,6 +66,8 @@ def hash64(values: pa.Array) -> _U:
         return np.zeros(0, dtype=np.uint64)
     if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
         values = pc.cast(values, pa.string())
+    if n <= _SMALL:
+        return _hash_few(values)
     if n >= 64:  # columns repeat (services, edges, principals of a busy batch): hash each distinct string once
         encoded = pc.dictionary_encode(values)
         if len(encoded.dictionary) == 0:  # every value null
@@ -77,6 +79,35 @@ def hash64(values: pa.Array) -> _U:
                 out[np.asarray(values.is_null())] = 0
             return out
     return _hash_strings(values)
+
+
+_SMALL = 24
+_M64 = (1 << 64) - 1
+
+
+def _mix_int(x: int) -> int:
+    """``_mix`` on one Python int (the same arithmetic modulo 2**64)."""
+    x ^= x >> 33
+    x = (x * int(_M1)) & _M64
+    x ^= x >> 33
+    x = (x * int(_M2)) & _M64
+    return x ^ (x >> 33)
+
+
+def _hash_few(values: pa.Array) -> _U:
+    """``hash64`` of a few strings in plain Python: the same values, without numpy's fixed cost per call."""
+    out = np.zeros(len(values), dtype=np.uint64)
+    for i, text in enumerate(values.to_pylist()):
+        if text is None:
+            continue
+        data = text.encode()
+        length = len(data)
+        h = (length * int(_GOLD)) & _M64
+        for w in range(max((length + 7) // 8, 1)):
+            word = int.from_bytes(data[w * 8 : w * 8 + 8], "little")
+            h = (_mix_int(h ^ word) + w + 1) & _M64
+        out[i] = _mix_int(h) or 1
+    return out
 
 
 def _hash_strings(values: pa.Array) -> _U:

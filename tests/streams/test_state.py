@@ -225,3 +225,15 @@ def test_hash64_of_a_string_does_not_depend_on_the_rest_of_the_batch() -> None:
     alone = [int(hash64(pa.array([s]))[0]) for s in ("-|-", "shop/web|alice", "x" * 40, "")]
     together = hash64(pa.array(["-|-", "shop/web|alice", "x" * 40, "", "a much longer neighbour string " * 3]))
     assert alone == [int(h) for h in together[:4]]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.none() | st.text(max_size=40), min_size=1, max_size=24))
+def test_hash64_of_a_few_strings_equals_the_vectorised_hash(strings: list[str | None]) -> None:
+    """Small arrays are hashed in plain Python; the values must be those of the numpy path, or state would split."""
+    from streams.batch import _hash_strings
+
+    few = hash64(pa.array(strings, pa.string()))
+    vectorised = _hash_strings(pa.array(strings, pa.string()))
+    vectorised[np.asarray(pa.array(strings, pa.string()).is_null())] = 0
+    assert few.tolist() == vectorised.tolist()
