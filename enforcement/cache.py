@@ -85,6 +85,14 @@ def entry_key(verdict: Verdict) -> str:
     return verdict.entry_key
 
 
+_ACTION_STRENGTH = {"block": 3, "quarantine": 3, "throttle": 2, "redact": 1}
+
+
+def _strength(hit: CachedVerdict) -> int:
+    """Enforced verdicts above observed ones; within each, block over throttle over redact."""
+    return (10 if hit.mode == "enforce" else 0) + _ACTION_STRENGTH.get(hit.action, 0)
+
+
 class VerdictCache:
     """Entry key -> cached verdict, an index of the edge verdicts of each subject, and counts for metrics."""
 
@@ -141,28 +149,33 @@ class VerdictCache:
             self.removed += 1
 
     def find(self, keys: tuple[str, ...], service: str | None, now: float, path: str | None = None) -> tuple[str, CachedVerdict] | None:
-        """The first live verdict among ``keys`` whose scope matches the destination service (and, for an edge, the path).
+        """The strongest live verdict among ``keys`` whose scope matches the destination service (and, for an edge, the path).
 
+        Strongest: enforced before observed, then block, throttle, redact. A weaker verdict on a more
+        specific key (an observe-mode one on the actor) never hides a block on its edge or its address.
         Returns the entry key (the subject key, or the edge's) and the verdict.
         """
-        entries = self.entries
+        entries, best, best_rank = self.entries, None, -1
         for key in keys:
             hit = entries.get(key)
             if hit is not None and hit.expires_at > now and (hit.scope_service is None or hit.scope_service == service):
-                return key, hit
+                rank = _strength(hit)
+                if rank > best_rank:
+                    best, best_rank = (key, hit), rank
             if self.edges and path is not None:
                 found = self._find_edge(key, service, now, path)
-                if found is not None:
-                    return found
-        return None
+                if found is not None and _strength(found[1]) > best_rank:
+                    best, best_rank = found, _strength(found[1])
+        return best
 
     def _find_edge(self, subject: str, service: str | None, now: float, path: str) -> tuple[str, CachedVerdict] | None:
+        best, best_rank = None, -1
         for key in self.edges.get(subject, ()):
             hit = self.entries[key]
             if hit.expires_at > now and (hit.scope_service is None or hit.scope_service == service):
-                if hit.pattern is not None and _path_matches(hit.pattern, path):
-                    return key, hit
-        return None
+                if hit.pattern is not None and _path_matches(hit.pattern, path) and _strength(hit) > best_rank:
+                    best, best_rank = (key, hit), _strength(hit)
+        return best
 
     def purge(self, now: float) -> int:
         """Drop expired entries; returns how many."""

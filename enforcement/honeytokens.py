@@ -86,8 +86,8 @@ class HoneytokenInspector:
         suspects = [v for v in values if hash(v) in probes]
         suspects += [w.decode("utf-8", "replace") for w in words if hash(w) in probes]
         kinds = {kind for kind in (self._confirm(v, req.service) for v in suspects) if kind is not None}
-        if not kinds:
-            return None
+        if not kinds & {"credential", "object"} and not {"account", "password"} <= kinds:
+            return None  # a decoy account name or password alone may be a real user's word: only the pair is a hit
         self.hits += 1
         return Inspection((CATEGORY,), tuple(sorted(f"{CATEGORY}:{k}" for k in kinds)), SCORE)
 

@@ -96,7 +96,7 @@ def hash_credential(value: str, key: bytes) -> str:
 
 
 def _hash_account_name(account: str, key: bytes) -> str:
-    return _keyed(account, key, _ACCOUNT_PERSON)
+    return _keyed(account.strip().casefold(), key, _ACCOUNT_PERSON)
 
 
 def hash_account(account: str, key: bytes) -> str:
@@ -185,6 +185,7 @@ class Honeytokens:
     """Declared honeytokens as keyed hashes only (see the module docstring); empty by default."""
 
     credentials: frozenset[str] = frozenset()
+    passwords: frozenset[str] = frozenset()
     accounts: frozenset[str] = frozenset()
     object_ids: Mapping[str, frozenset[str]] = field(default_factory=dict)
     principals: frozenset[str] = frozenset()
@@ -195,16 +196,22 @@ class Honeytokens:
 
     def __len__(self) -> int:
         """How many distinct honeytokens (credentials, accounts and object ids) are declared."""
-        return len(self.credentials) + len(self.accounts) + sum(len(ids) for ids in self.object_ids.values())
+        return len(self.credentials) + len(self.passwords) + len(self.accounts) + sum(len(ids) for ids in self.object_ids.values())
 
     def probe(self, value: str | bytes) -> bool:
         """Whether ``value`` (text, or its UTF-8 bytes) may be a honeytoken: one set probe (false positives possible, never false negatives)."""
         return hash(value) in self.probes
 
     def credential_of(self, value: str) -> str | None:
-        """``credential`` or ``account`` when ``value`` is a declared credential value or account name, else None."""
-        if hash_credential(value, self.keys.credential_key) in self.credentials:
+        """``credential`` (an API key or token), ``password`` or ``account`` when ``value`` is a declared one, else None.
+
+        A password or an account name alone may be a real user's; only a credential is a hit by itself.
+        """
+        hashed = hash_credential(value, self.keys.credential_key)
+        if hashed in self.credentials:
             return "credential"
+        if hashed in self.passwords:
+            return "password"
         if _hash_account_name(value, self.keys.credential_key) in self.accounts:
             return "account"
         return None
@@ -233,12 +240,13 @@ def _build(declared: HoneytokenFile, keys: HoneytokenKeys) -> Honeytokens:
     ck, subject_key = keys.credential_key, keys.subject_key or keys.object_id_key
     values = [t.value.get_secret_value() for t in declared.credentials]
     accounts = [t.account for t in declared.credentials if t.account]
-    raw = (*values, *accounts, *(o.id for o in declared.object_ids))
+    raw = (*values, *accounts, *(a.strip().casefold() for a in accounts), *(o.id for o in declared.object_ids))
     by_service: dict[str, set[str]] = {}
     for obj in declared.object_ids:
         by_service.setdefault(short_service(obj.service), set()).add(hash_object_id(obj.id, keys.object_id_key))
     return Honeytokens(
-        credentials=frozenset(hash_credential(v, ck) for v in values),
+        credentials=frozenset(hash_credential(t.value.get_secret_value(), ck) for t in declared.credentials if t.kind != "password"),
+        passwords=frozenset(hash_credential(t.value.get_secret_value(), ck) for t in declared.credentials if t.kind == "password"),
         accounts=frozenset(_hash_account_name(a, ck) for a in accounts),
         object_ids={service: frozenset(ids) for service, ids in by_service.items()},
         principals=frozenset(p for t in declared.credentials for p in _principals(t, keys.principal_key)),

@@ -14,6 +14,7 @@ byte of the string), so state written by one worker means the same to the next.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -32,6 +33,8 @@ _B = npt.NDArray[np.bool_]
 
 #: per-row signals: name -> one float per row of the batch
 Signals = dict[str, _F]
+#: what a shim reports when it refused a call itself (the upstream never answered)
+_REFUSALS = pa.array(["deny", "throttle"], pa.string())
 
 _M1, _M2, _GOLD = np.uint64(0xFF51AFD7ED558CCD), np.uint64(0xC4CEB9FE1A85EC53), np.uint64(0x9E3779B97F4A7C15)
 
@@ -82,6 +85,8 @@ def hash64(values: pa.Array) -> _U:
 
 
 _SMALL = 24
+#: strings longer than this (bytes) are hashed with BLAKE2b one by one, not in the batch's byte matrix
+_LONG = 256
 _M64 = (1 << 64) - 1
 
 
@@ -94,6 +99,11 @@ def _mix_int(x: int) -> int:
     return x ^ (x >> 33)
 
 
+def _hash_long(data: bytes) -> int:
+    """The hash of a string longer than ``_LONG`` bytes (BLAKE2b: a long string must not inflate the batch's byte matrix)."""
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8, person=b"kw-hash64").digest(), "little") or 1
+
+
 def _hash_few(values: pa.Array) -> _U:
     """``hash64`` of a few strings in plain Python: the same values, without numpy's fixed cost per call."""
     out = np.zeros(len(values), dtype=np.uint64)
@@ -102,6 +112,9 @@ def _hash_few(values: pa.Array) -> _U:
             continue
         data = text.encode()
         length = len(data)
+        if length > _LONG:
+            out[i] = _hash_long(data)
+            continue
         h = (length * int(_GOLD)) & _M64
         for w in range(max((length + 7) // 8, 1)):
             word = int.from_bytes(data[w * 8 : w * 8 + 8], "little")
@@ -116,9 +129,16 @@ def _hash_strings(values: pa.Array) -> _U:
     if n == 0:
         return np.zeros(0, dtype=np.uint64)
     offsets = _offsets(values)
+    starts, lengths = offsets[:-1], np.diff(offsets)
+    long = lengths > _LONG
+    if long.any():
+        out = np.zeros(n, dtype=np.uint64)
+        mask = pa.array(long)
+        out[~long] = _hash_strings(values.filter(pc.invert(mask)))
+        out[long] = [_hash_long(text.encode()) for text in values.filter(mask).to_pylist()]
+        return out
     data_buf = values.buffers()[2]
     data = np.frombuffer(data_buf, dtype=np.uint8) if data_buf is not None else np.zeros(0, np.uint8)
-    starts, lengths = offsets[:-1], np.diff(offsets)
     words = max(int((lengths.max() + 7) // 8), 1)
     span = np.arange(words * 8)
     idx = starts[:, None] + span[None, :]
@@ -183,6 +203,8 @@ def _optional(table: pa.Table, name: str, n: int, kind: pa.DataType = pa.string(
 class BatchView:
     """Per-row arrays of one decoded batch (see the module docstring). Read-only by convention.
 
+    ``status`` is the upstream's answer: 0 when unknown, and for calls the shim refused itself (its
+    ``decision`` is ``deny`` or ``throttle``), so a refusal never counts as a denial or a failed login.
     Identity: ``actors`` (unique actor keys of the batch), ``actor_of_row``;
     ``principal`` / ``principal_hash`` (0 = none), ``is_service`` (no principal),
     ``source_ip`` / ``source_ip_hash``, ``source_workload``, ``external`` (caller
@@ -248,6 +270,10 @@ class BatchView:
         sens_row, sens_values = list_parts(column(table, "sensitive"))
         inline_row, _ = list_parts(column(table, "inline_findings"))
         status = _numbers(column(table, "status"), np.int64)
+        decision = _optional(table, "decision", n)
+        if decision.null_count < n:  # a shim's own refusal is not the upstream's answer: it must not read as a denial
+            refused = np.asarray(pc.is_in(decision, value_set=_REFUSALS).fill_null(False), dtype=bool)
+            status[refused] = 0
         outcome = _optional(table, "outcome", n)
         failed = np.asarray(pc.equal(outcome, "auth_failure").fill_null(False), dtype=bool)
         external = np.asarray(_numbers(source.field("external"), bool), dtype=bool) if "external" in {f.name for f in source.type} else np.zeros(n, bool)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -94,13 +95,13 @@ class BatchProcessor:
         self._declared_set = pa.array(sorted(config.declared_endpoints), type=pa.string())
         self._declared_services = pa.array(sorted(config.declared_services), type=pa.string())
         self.newest_time: float | None = None
-        self._ids_new: set[int] = set()
-        self._ids_old: set[int] = set()
+        self._ids_new: dict[int, int] = {}
+        self._ids_old: dict[int, int] = {}
         self._by_key: tuple[list[Detector] | None, dict[str, list[Detector]]] = (None, {})
         #: the anomaly model scored beside the rules (``use_models``), if any
         self.model: Detector | None = None
-        #: (key, subject, scope) -> flagged until, for edge-scoped detections
-        self._edge_flags: dict[tuple[str, str, tuple[str, str]], float] = {}
+        #: (key, subject, scope, observe-only) -> flagged until, for every detection but an enforcing actor-wide one
+        self._flags: dict[tuple[str, str, tuple[str, str] | None, bool], float] = {}
 
     def _detectors_of(self, key: str) -> list[Detector]:
         """The detectors that score one key's frames (cached until the detector list changes)."""
@@ -118,25 +119,31 @@ class BatchProcessor:
         """The actor state."""
         return self.spaces["actor"].store
 
-    def _repeats(self, ids: pa.Array) -> npt.NDArray[np.bool_]:
-        """Rows whose request id was seen before: a second reporter's record of a call already counted.
+    def _repeats(self, ids: pa.Array, reporters: pa.Array) -> npt.NDArray[np.bool_]:
+        """Rows that are another reporter's record of a call already counted.
 
         The shim reports a call's decision and inline findings, the access log and
-        the ext_proc tap its response; both carry Envoy's request id. The call is
-        counted once; the fields only one reporter fills (findings; bytes, personal
+        the ext_proc tap its response; each carries the data plane's request id. A
+        row is a repeat when its id was seen from a *different* reporter and not yet
+        from its own: the call is counted once, while a client that sends the same
+        ``x-request-id`` on every call (the id can come from the client) is counted
+        call by call. The fields only one reporter fills (findings; bytes, personal
         data) add up harmlessly, and object ids go into an idempotent sketch.
-        Ids are remembered as 64-bit hashes in two generations of up to
-        ``request_id_memory / 2`` each (the older is dropped when the newer fills).
+        Ids are remembered as 64-bit hashes with a mask of their reporters, in two
+        generations of up to ``request_id_memory / 2`` each (the older is dropped
+        when the newer fills).
         """
         new, old = self._ids_new, self._ids_old
         out = np.zeros(len(ids), dtype=bool)
-        for i, h in enumerate(hash64(ids).tolist()):
-            if h in new or h in old:
-                out[i] = h != 0
-            else:
-                new.add(h)
+        bits = (np.uint64(1) << (hash64(reporters) & np.uint64(15))).tolist()
+        for i, (h, bit) in enumerate(zip(hash64(ids).tolist(), bits)):
+            if h == 0:
+                continue
+            seen = new.get(h, 0) | old.get(h, 0)
+            out[i] = bool(seen) and not seen & bit
+            new[h] = seen | bit
         if len(new) >= self.config.request_id_memory // 2:
-            self._ids_old, self._ids_new = new, set()
+            self._ids_old, self._ids_new = new, {}
         return out
 
     def export_destinations(self) -> bytes:
@@ -258,7 +265,8 @@ class BatchProcessor:
         """Fold one batch into the state; return detections for newly flagged keys."""
         if table.num_rows == 0:
             return []
-        b = BatchView.decode(table, self._repeats(pc.cast(table["id"].combine_chunks(), pa.string())))
+        reporters = table["reporter"].combine_chunks() if "reporter" in table.column_names else pa.nulls(table.num_rows, pa.string())
+        b = BatchView.decode(table, self._repeats(pc.cast(table["id"].combine_chunks(), pa.string()), pc.cast(reporters, pa.string())))
         signals = self._signals(b)
         with_principal = np.flatnonzero(b.principal_hash != 0)
         elements: dict[str, Elements] = {"objects": (b.object_row, b.object_hash),
@@ -309,46 +317,79 @@ class BatchProcessor:
         last_row = np.full(len(rows), -1, dtype=np.intp)
         mine = np.nonzero(group >= 0)[0]
         last_row[group[mine]] = mine
-        out = []
+        out: list[Detection] = []
         for i in hit:
-            det = self._detection(key, detectors, b, frame, scores[:, i], labels[i], int(last_row[i]), float(latest[i]), group, int(i), signals)
-            until = float(latest[i]) + self.config.flag_ttl_s
-            if det.scope is None:
-                space.store.cols["flagged_until"][rows[i]] = np.uint32(until)
-            else:  # an edge verdict leaves the key's other edges to be judged
-                edge = (key, det.actor, det.scope)
-                if self._edge_flags.get(edge, 0.0) > latest[i]:
-                    continue
-                self._flag_edge(edge, until, float(latest[i]))
-            out.append(det)
+            out += self._detections(key, space, detectors, b, frame, scores[:, i], labels[i], int(last_row[i]), float(latest[i]),
+                                    group, int(i), signals, int(rows[i]))
         return out
 
-    def _flag_edge(self, edge: tuple[str, str, tuple[str, str]], until: float, now: float) -> None:
-        """Remember a flagged edge until its verdict expires; expired ones are dropped when the memory fills."""
-        flags = self._edge_flags
-        if len(flags) >= self.config.request_id_memory // 10:
-            for stale in [e for e, t in flags.items() if t <= now]:
-                del flags[stale]
-        flags[edge] = until
+    def _detections(self, key: str, space: KeySpace, detectors: list[Detector], b: BatchView, frame: dict[str, _F], scores: _F,
+                    label: str, last: int, t: float, group: _I, i: int, signals: dict[str, _F], row_index: int) -> list[Detection]:
+        """The detections of one key whose rules fired: one per (scope, enforcing or observe-only) group of rules.
 
-    def _detection(self, key: str, detectors: list[Detector], b: BatchView, frame: dict[str, _F], scores: _F, label: str,
-                   last: int, t: float, group: _I, i: int, signals: dict[str, _F]) -> Detection:
+        An observe-only rule (experimental) never speaks for an enforcing one, and an edge rule never for an
+        actor-wide one: each group gives its own detection, led by its highest score. An enforcing actor-wide
+        detection makes the others redundant (the whole key is blocked). An edge rule names the edge of the
+        rows of this batch that carry its signal; without such a row it waits (never a guessed edge).
+        """
+        groups: dict[tuple[tuple[str, str] | None, bool], list[tuple[Detector, float]]] = {}
+        for d, score in zip(detectors, scores):
+            if score < self.config.score_threshold:
+                continue
+            rule = getattr(d, "rule", None)
+            observe = (rule.mode if rule is not None else getattr(d, "mode", None)) == "observe"
+            scope = self._edge_of(rule, b, group, i, signals) if rule is not None and rule.scope == "edge" else None
+            if rule is not None and rule.scope == "edge" and scope is None:
+                continue
+            groups.setdefault((scope, observe), []).append((d, float(score)))
+        whole = groups.get((None, False))
+        if whole is not None and getattr(getattr(max(whole, key=lambda f: f[1])[0], "rule", None), "action", "block") == "block":
+            groups = {(None, False): whole}  # the whole key is blocked: nothing narrower adds anything
+        else:
+            groups = {k: v for k, v in groups.items() if not (k[1] and (k[0], False) in groups)}
         row = {name: float(col[i]) for name, col in frame.items()}
-        top = detectors[int(np.argmax(scores))]
-        # the scores are already known: build the reasons from them rather than re-scoring with explain()
-        reasons = tuple(Reason(detector=d.name, score=round(float(s), 4), evidence=d.evidence(row))
-                        for d, s in zip(detectors, scores) if s >= self.config.score_threshold)
-        rule = getattr(top, "rule", None)
-        scope = None
-        if rule is not None and rule.scope == "edge":
-            signal = _signal_of(rule.feature)
-            rows_of_key = np.nonzero((group == i) & (signals.get(signal, np.zeros(b.n)) > 0))[0] if signal else np.zeros(0, np.intp)
-            at = int(rows_of_key[-1]) if len(rows_of_key) else last
-            scope = (str(b.service[at].as_py()), str(b.template[at].as_py()))
         dest = b.table["destination"][last].as_py()
-        mode = getattr(rule, "mode", None) if rule is not None else getattr(top, "mode", None)
-        return Detection(label, top.attack_class, float(scores.max()), reasons, t, dest.get("namespace"), dest.get("service"), row,
-                         subject_kind=_SUBJECT_KIND[key], scope=scope, action=getattr(rule, "action", None), mode=mode)
+        out = []
+        for (scope, observe), fired in groups.items():
+            until = t + self.config.flag_ttl_s
+            if scope is None and not observe:
+                space.store.cols["flagged_until"][row_index] = np.uint32(until)
+            else:
+                flag = (key, label, scope, observe)
+                if self._flags.get(flag, 0.0) > t:
+                    continue
+                self._flag(flag, until, t)
+            top, best = max(fired, key=lambda f: f[1])
+            # the scores are already known: build the reasons from them rather than re-scoring with explain()
+            reasons = tuple(Reason(detector=d.name, score=round(s, 4), evidence=d.evidence(row)) for d, s in fired)
+            rule = getattr(top, "rule", None)
+            out.append(Detection(label, top.attack_class, best, reasons, t, dest.get("namespace"), dest.get("service"), row,
+                                 subject_kind=_SUBJECT_KIND[key], scope=scope, action=getattr(rule, "action", None),
+                                 mode="observe" if observe else "inherit"))
+        return out
+
+    def _edge_of(self, rule: Any, b: BatchView, group: _I, i: int, signals: dict[str, _F]) -> tuple[str, str] | None:
+        """(service, template) of the key's last row in this batch carrying the rule's signal, or None."""
+        signal = _signal_of(rule.feature)
+        values = signals.get(signal) if signal else None
+        if values is None:
+            return None
+        rows = np.flatnonzero((group == i) & (values > 0))
+        if not len(rows):
+            return None
+        at = int(rows[-1])
+        return str(b.service[at].as_py()), str(b.template[at].as_py())
+
+    def _flag(self, flag: tuple[str, str, tuple[str, str] | None, bool], until: float, now: float) -> None:
+        """Remember a flagged (key, scope, mode) until its verdict expires; expired ones are dropped as the memory fills,
+        and past twice the cap the oldest go regardless (bounded)."""
+        flags = self._flags
+        if len(flags) >= self.config.request_id_memory // 10:
+            for stale in [e for e, u in flags.items() if u <= now]:
+                del flags[stale]
+            while len(flags) >= self.config.request_id_memory // 5:
+                del flags[next(iter(flags))]
+        flags[flag] = until
 
 
 def _signal_of(name: str) -> str | None:

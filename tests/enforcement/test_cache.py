@@ -161,3 +161,27 @@ def test_entry_key_and_compiled_template(verdict_factory: Any) -> None:
     assert entry_key(verdict_factory(scope="ledger")) == "actor:shop/web|alice"
     p = compile_template("/invoices/{id}.json")
     assert p.fullmatch("/invoices/42.json") and not p.fullmatch("/invoices/42xjson")
+
+
+def test_a_weaker_verdict_on_a_specific_key_never_hides_a_block_on_its_edge_or_address() -> None:
+    from ingest import Reason, Scope, Subject, Verdict
+
+    t0 = 1_700_000_000.0
+
+    def verdict(kind: str, value: str, mode: str, scope: Scope | None = None, action: str = "block") -> Verdict:
+        return Verdict(id=f"{kind}{mode}{scope}{action}", subject=Subject(kind=kind, value=value), scope=scope, action=action,  # type: ignore[arg-type]
+                       mode=mode, expires_at=t0 + 900, reasons=[Reason(detector="x", score=0.9, evidence="e")], issued_at=t0,  # type: ignore[arg-type]
+                       evidence_time=t0)
+
+    cache = VerdictCache()
+    cache.apply(verdict("actor", "203.0.113.9|-", "observe"))
+    keys = ("actor:203.0.113.9|-", "ip:203.0.113.9")
+    assert cache.find(keys, "orders", t0 + 1, "/admin/export/1")[1].mode == "observe"  # type: ignore[index]
+    cache.apply(verdict("actor", "203.0.113.9|-", "enforce", Scope(service="orders", path_template="/admin/export/{id}")))
+    key, hit = cache.find(keys, "orders", t0 + 1, "/admin/export/1")  # type: ignore[misc]
+    assert hit.mode == "enforce" and "@orders /admin/export/{id}" in key
+    assert cache.find(keys, "orders", t0 + 1, "/orders/1")[1].mode == "observe"  # type: ignore[index]
+    cache.apply(verdict("ip", "203.0.113.9", "enforce", action="throttle"))
+    assert cache.find(keys, "orders", t0 + 1, "/orders/1")[0] == "ip:203.0.113.9"  # type: ignore[index]
+    cache.apply(verdict("ip", "203.0.113.9", "enforce"))
+    assert cache.find(keys, "orders", t0 + 1, "/orders/1")[1].action == "block"  # type: ignore[index]

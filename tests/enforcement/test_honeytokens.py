@@ -47,8 +47,7 @@ def _basic(user: str, password: str) -> str:
 
 USES = {
     "bearer": (_req(headers={"authorization": f"Bearer {BEARER}"}), "credential"),
-    "basic password": (_req(headers={"authorization": _basic("someone", PASSWORD)}), "credential"),
-    "basic account": (_req(headers={"authorization": _basic(ACCOUNT, "guess-1234")}), "account"),
+    "basic decoy login": (_req(headers={"authorization": _basic(ACCOUNT, PASSWORD)}), "account+password"),
     "api key header": (_req(headers={"x-api-key": API_KEY}), "credential"),
     "api-key header": (_req(headers={"api-key": f" {API_KEY} "}), "credential"),
     "cookie": (_req(headers={"cookie": f"theme=dark; session={API_KEY}"}), "credential"),
@@ -57,11 +56,10 @@ USES = {
     "encoded path": (_req("/orders/%39%30%30%30%31%37/items"), "object"),
     "query value": (_req("/orders?id=900017&expand=1"), "object"),
     "query credential": (_req("/export?api_key=" + API_KEY.replace("-", "%2D")), "credential"),
-    "json string": (_req("/login", body={"username": ACCOUNT, "password": "x"}), "account"),
-    "json password": (_req("/login", body={"username": "bob", "password": PASSWORD}), "credential"),
+    "json decoy login": (_req("/login", body={"username": ACCOUNT, "password": PASSWORD}), "account+password"),
     "json number": (_req("/carts", body={"items": [{"order": 900017, "qty": 1}]}), "object"),
-    "form field": (_req("/login", body=f"user=bob&password={PASSWORD.replace('!', '%21')}", content_type="application/x-www-form-urlencoded"),
-                   "credential"),
+    "form decoy login": (_req("/login", body=f"user={ACCOUNT}&password={PASSWORD.replace('!', '%21')}",
+                              content_type="application/x-www-form-urlencoded"), "account+password"),
     "unknown service": (_req("/orders/900017", service=None), "object"),
 }  # fmt: skip
 
@@ -71,7 +69,7 @@ def test_each_place_a_honeytoken_can_travel_is_a_finding(inspector: HoneytokenIn
     req, kind = USES[name]
     found = inspector.inspect(req)
     assert found is not None
-    assert (found.categories, found.rules, found.score) == ((CATEGORY,), (f"honeytoken:{kind}",), SCORE)
+    assert (found.categories, found.rules, found.score) == ((CATEGORY,), tuple(f"honeytoken:{k}" for k in kind.split("+")), SCORE)
 
 
 CLEAN = {
@@ -80,6 +78,11 @@ CLEAN = {
     "near miss": _req("/orders/900018", {"x-api-key": API_KEY + "x"}),
     "json body": _req("/orders", body={"items": [{"sku": "A-1", "qty": 2, "price": 9.5, "gift": True}], "note": "9000 17"}),
     "bad basic": _req(headers={"authorization": "Basic ###"}),
+    # a decoy password or account name alone may be a real user's: only the pair (a decoy login) is a hit
+    "decoy password alone": _req(headers={"authorization": _basic("someone", PASSWORD)}),
+    "decoy account alone": _req(headers={"authorization": _basic(ACCOUNT, "guess-1234")}),
+    "decoy account in a path": _req(f"/users/{ACCOUNT}/profile"),
+    "decoy password in a json body": _req("/login", body={"username": "bob", "password": PASSWORD}),
     "binary body": _req("/upload", body="\x00\x01\x02", content_type="application/octet-stream"),
 }  # fmt: skip
 
@@ -126,8 +129,8 @@ def test_json_bodies_are_read_whole_either_way(declared: dict[str, Any]) -> None
 
 def test_a_credential_with_spaces_is_found_in_a_json_body() -> None:
     inspector = HoneytokenInspector(parse_honeytokens(WORDY))
-    assert inspector.inspect(_req("/login", body={"user": "bob", "password": "correct horse battery"})) is not None
-    assert inspector.inspect(_req("/login", body={"user": "bob", "password": "correct horse"})) is None
+    assert inspector.inspect(_req("/login", body={"user": "decoy-1", "password": "correct horse battery"})) is not None
+    assert inspector.inspect(_req("/login", body={"user": "decoy-1", "password": "correct horse"})) is None
 
 
 def test_the_value_cap_bounds_a_walked_body_and_the_byte_cap_every_body() -> None:

@@ -30,7 +30,7 @@ def tokens() -> Honeytokens:
 
 
 def test_the_fixture_loads_every_declared_token(tokens: Honeytokens) -> None:
-    assert (len(tokens.credentials), len(tokens.accounts), len(tokens.probes)) == (3, 2, 7)
+    assert (len(tokens.credentials), len(tokens.passwords), len(tokens.accounts), len(tokens.probes)) == (2, 1, 2, 7)
     assert tokens.object_ids == {"orders": frozenset({hash_object_id("900017", b"obj-key")}),
                                  "users": frozenset({hash_object_id("u-7f3c9a21b4", b"obj-key")})}
     assert len(tokens) == 7
@@ -58,7 +58,7 @@ def test_subjects_use_the_object_key_unless_given_and_ignore_case(tokens: Honeyt
 
 
 @pytest.mark.parametrize("value, expected", [
-    ("kw-honey-3f9c2d1e7a", "credential"), ("Winter2024!honey", "credential"), ("svc-backup", "account"),
+    ("kw-honey-3f9c2d1e7a", "credential"), ("Winter2024!honey", "password"), ("svc-backup", "account"),
     ("ops.admin@example.com", "account"), ("kw-honey-3f9c2d1e7b", None), ("900017", None),
 ])  # fmt: skip
 def test_credential_of_confirms_exact_values(tokens: Honeytokens, value: str, expected: str | None) -> None:

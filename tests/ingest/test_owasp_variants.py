@@ -199,7 +199,7 @@ def test_honeytokens_file_is_the_planted_set_and_loads() -> None:
     assert path.read_text() == honeytokens_yaml()
     tokens = load_honeytokens(path)
     assert sum(len(v) for v in tokens.object_ids.values()) == len(HONEYTOKENS["object_ids"])
-    assert len(tokens.credentials) == len(HONEYTOKENS["credentials"])
+    assert len(tokens.credentials) + len(tokens.passwords) == len(HONEYTOKENS["credentials"])
 
 
 def test_planted_objects_exist_but_no_page_returns_them() -> None:

@@ -391,3 +391,55 @@ def test_age_saturates_instead_of_wrapping(summary_factory: Any, table_of: Any) 
     assert proc.store.cols["age_windows"][_row(proc, WORKER)] >= 3
     found = proc.process(table_of([_service_call(summary_factory, "vault", later + 1)]))
     assert _classes(found) == [(WORKER, "lateral_movement")]
+
+
+def _login_failures(rid: str | None, batches: int = 4) -> list[Any]:
+    from ingest import RequestSummary, decode_message, encode_envelope
+    from ingest.schema import Destination, Source
+
+    def row(i: int) -> RequestSummary:
+        return RequestSummary(id=rid or f"u{i}", time=T0 + 1 + i * 0.5, source=Source(ip="203.0.113.9", external=True),
+                              destination=Destination(service="auth", namespace="shop"), method="POST", path_template="/login",
+                              status=401, response_bytes=50, reporter="shim+access_log", credential_subject=f"acct{i % 40}")
+
+    return [decode_message(encode_envelope([row(b * 30 + i) for i in range(30)]), 1 << 30) for b in range(batches)]
+
+
+@pytest.mark.parametrize("request_id", [None, "the-same-id-every-time"])
+def test_stuffing_from_one_address_is_blocked_whatever_request_id_the_client_sends(request_id: str | None) -> None:
+    from streams.enrichers import build_enrichers
+
+    proc = BatchProcessor(ProcessorConfig(), build_detectors(sorted(REGISTRY)), build_enrichers(["credentials", "edges", "ownership"]))
+    found = [d for table in _login_failures(request_id) for d in proc.process(table)]
+    on_address = [d for d in found if d.subject_kind == "ip"]
+    # an experimental (observe-only) rule scoring higher must not speak for the stable ones that fired too
+    assert on_address and all(d.mode != "observe" for d in on_address) and on_address[0].scope is None
+    assert {"credential-stuffing", "account-enumeration"} <= {r.detector for d in on_address for r in d.reasons}
+
+
+def test_an_edge_rule_never_names_an_edge_its_signal_was_not_seen_on() -> None:
+    from ingest import RequestSummary, decode_message, encode_envelope
+    from ingest.schema import Destination, Source
+    from streams.enrichers import build_enrichers
+
+    n = iter(range(10**6))
+
+    def call(t: float, service: str = "orders", template: str = "/orders", **kw: Any) -> RequestSummary:
+        return RequestSummary(id=f"r{next(n)}", time=t, source=Source(workload="shop/worker", namespace="shop", ip="10.0.0.8"),
+                              destination=Destination(service=service, namespace=kw.pop("namespace", "shop"), **kw.pop("dest", {})),
+                              method=kw.pop("method", "GET"), path_template=template, status=200, response_bytes=512, **kw)
+
+    def table(rows: list[RequestSummary]) -> Any:
+        return decode_message(encode_envelope(rows), 1 << 30)
+
+    proc = BatchProcessor(ProcessorConfig(), build_detectors(sorted(REGISTRY)), build_enrichers(["edges"]))
+    t = T0
+    for _ in range(40):
+        t += 10
+        proc.process(table([call(t), call(t + 1, "billing", "/invoices")]))
+    upload = call(t + 10, "evil.example", "/upload", namespace=None, dest={"host": "evil.example", "external": True}, method="POST",
+                  request_bytes=600_000)
+    first = proc.process(table([upload]))
+    assert ("evil.example", "/upload") in {d.scope for d in first if d.attack_class == "exfiltration"}
+    later = [d for k in range(1, 4) for d in proc.process(table([call(t + 10 + 20 * k), call(t + 11 + 20 * k, "billing", "/invoices")]))]
+    assert [d.scope for d in later if d.scope is not None] == []
