@@ -273,7 +273,7 @@ class BatchView:
         decision = _optional(table, "decision", n)
         if decision.null_count < n:  # a shim's own refusal is not the upstream's answer: it must not read as a denial
             refused = np.asarray(pc.is_in(decision, value_set=_REFUSALS).fill_null(False), dtype=bool)
-            status[refused] = 0
+            status = np.where(refused, 0, status)  # (Arrow's zero-copy view is read-only)
         outcome = _optional(table, "outcome", n)
         failed = np.asarray(pc.equal(outcome, "auth_failure").fill_null(False), dtype=bool)
         external = np.asarray(_numbers(source.field("external"), bool), dtype=bool) if "external" in {f.name for f in source.type} else np.zeros(n, bool)

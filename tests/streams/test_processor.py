@@ -443,3 +443,14 @@ def test_an_edge_rule_never_names_an_edge_its_signal_was_not_seen_on() -> None:
     assert ("evil.example", "/upload") in {d.scope for d in first if d.attack_class == "exfiltration"}
     later = [d for k in range(1, 4) for d in proc.process(table([call(t + 10 + 20 * k), call(t + 11 + 20 * k, "billing", "/invoices")]))]
     assert [d.scope for d in later if d.scope is not None] == []
+
+
+def test_a_call_the_shim_refused_is_no_upstream_denial(summary_factory: Any, table_of: Any) -> None:
+    from streams.batch import BatchView
+
+    rows = [summary_factory(time=T0 + i, status=403, decision=decision) for i, decision in enumerate(["deny", "throttle", "allow", None, "observe:deny"])]
+    view = BatchView.decode(table_of(rows))
+    assert view.status.tolist() == [0, 0, 403, 403, 403]
+    proc = _processor()
+    proc.process(table_of(rows))
+    assert proc.store.cols["denied"][_row(proc, ALICE)] == 3
