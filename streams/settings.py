@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ingest import Policy
@@ -28,9 +28,9 @@ class WorkerSettings(BaseSettings):
     window_s: int = Field(default=60, ge=1, description="tumbling window per actor, seconds")
     learn_windows: int = Field(default=3, ge=0, description="windows before an actor's destinations are considered learned")
     score_threshold: float = Field(default=0.5, gt=0, le=1)
-    detectors: list[str] | None = Field(default=None, description="rule ids to run; none: every enabled rule of rules_dir")
     rules_dir: Path | None = Field(default=None, description="detection rule files (YAML) instead of the shipped models/rules/")
     rule_overrides: dict[str, dict[str, Any]] = Field(default_factory=dict, description='per-deployment tuning of rules, e.g. KUBEWARD_WORKER_RULE_OVERRIDES=\'{"scraping-rate": {"floor": 300}, "shadow-endpoint": {"status": "disabled"}}\'')
+    detectors: list[str] | None = Field(default=None, description="rule ids to run; none: every enabled rule of rules_dir")
     enrichers: list[str] = Field(default_factory=lambda: sorted(ENRICHERS), description="stateful analysers whose signals rules read (ownership, ...); a rule whose enricher is off reads 0")
     enricher_flush_s: float = Field(default=60.0, gt=0, description="how often the enrichers' state (ownership table, ...) and cohort histograms are written to the changelog")
     honeytokens: HoneytokenSettings = Field(default_factory=HoneytokenSettings, description="declared honeytokens (KUBEWARD_WORKER_HONEYTOKENS__FILE, ...): any use is a finding and a block")
@@ -50,17 +50,26 @@ class WorkerSettings(BaseSettings):
     inventory_interval_s: float = Field(default=10.0, gt=0, description="how often changed endpoint records go to api.inventory.v1")
     policy_sync_timeout_s: float = Field(default=10.0, ge=0, description="how long verdicts wait at start for the policy topic to be read (then the policy in force decides)")
 
-    @model_validator(mode="after")
-    def _rules_load(self) -> WorkerSettings:
-        """The rule files lint clean with the overrides applied, and every named detector is one of their rules."""
+    @field_validator("rule_overrides")
+    @classmethod
+    def _rules_load(cls, overrides: dict[str, dict[str, Any]], info: ValidationInfo) -> dict[str, dict[str, Any]]:
+        """The rule files lint clean with the overrides applied."""
         try:
-            known = registry(self.rules_dir or DEFAULT_RULES, self.rule_overrides)
+            registry(info.data.get("rules_dir") or DEFAULT_RULES, overrides)
         except ModelError as exc:
             raise ValueError(str(exc)) from None
-        unknown = [n for n in self.detectors or () if n not in known]
+        return overrides
+
+    @field_validator("detectors")
+    @classmethod
+    def _known_detectors(cls, names: list[str] | None, info: ValidationInfo) -> list[str] | None:
+        if names is None or "rule_overrides" not in info.data:
+            return names
+        known = registry(info.data.get("rules_dir") or DEFAULT_RULES, info.data["rule_overrides"])
+        unknown = [n for n in names if n not in known]
         if unknown:
             raise ValueError(f"unknown detectors {unknown}; valid names: {', '.join(sorted(known))}")
-        return self
+        return names
 
     def detector_names(self) -> list[str]:
         """The rules to run: ``detectors``, else every enabled rule."""

@@ -64,7 +64,7 @@ class VerdictWatcher(threading.Thread):
                     v = Verdict.model_validate_json(rec.value)
                     cls = _CLASS_BY_DETECTOR.get(v.reasons[0].detector, v.reasons[0].detector) if v.reasons else "?"
                     with self.lock:
-                        self.tally.record_verdict(v.subject.value, cls, time.time())
+                        self.tally.record_verdict(v.subject.value, cls, time.time(), v.subject.kind)
         consumer.close()
 
 

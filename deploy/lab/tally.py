@@ -82,14 +82,25 @@ class Tally:
             if att.allowed_before_block is None:
                 att.allowed_before_block = att.requests - 1
 
-    def record_verdict(self, subject_value: str, attack_class: str, t: float) -> None:
-        """A verdict seen on the control topic (first one per subject counts)."""
+    def record_verdict(self, subject_value: str, attack_class: str, t: float, kind: str = "actor") -> None:
+        """A verdict seen on the control topic (first one per subject counts).
+
+        A verdict on a client address (``kind`` ``ip``) is kept as ``ip:<address>`` and covers
+        every actor whose source is that address (the shim matches it on each of their calls).
+        """
+        if kind == "ip":
+            subject_value = f"ip:{subject_value}"
         if subject_value not in self.verdict_times:
             self.verdict_times[subject_value] = t
             if self.started is not None:
                 self.verdict_seconds.append((t - self.started, attack_class))
             self.verdict_classes[subject_value] = attack_class
             self.detections[attack_class] += 1
+
+    def _verdict_of(self, actor: str) -> str | None:
+        """The attack class of the first verdict covering an actor: on the actor itself, else on its client address."""
+        found = self.verdict_classes.get(actor)
+        return found if found is not None else self.verdict_classes.get(f"ip:{actor.split('|', 1)[0]}")
 
     def attacker_actors(self) -> set[str]:
         """Actors that made at least one malicious call."""
@@ -116,10 +127,10 @@ class Tally:
             "events": self.events,
             "attackers": {
                 "total": len(self.attackers),
-                "detected": sum(1 for a in atts if a.actor in self.verdict_times),
+                "detected": sum(1 for a in atts if self._verdict_of(a.actor) is not None),
                 "blocked": sum(1 for a in atts if a.denied),
                 "requests_before_block_median": statistics.median(before) if before else None,
-                "by_attack": {k: {"kind": a.kind, "actor": a.actor, "requests": a.requests, "denied": a.denied, "allowed_before_block": a.allowed_before_block, "detected_as": self.verdict_classes.get(a.actor)} for k, a in sorted(self.attackers.items())},
+                "by_attack": {k: {"kind": a.kind, "actor": a.actor, "requests": a.requests, "denied": a.denied, "allowed_before_block": a.allowed_before_block, "detected_as": self._verdict_of(a.actor)} for k, a in sorted(self.attackers.items())},
             },
             "benign": {"actors": b_actors, "actors_blocked": b_blocked, "requests": b_reqs, "requests_blocked": b_reqs_blocked,
                        "collateral_requests": collateral, "collateral_requests_blocked": collateral_blocked},

@@ -41,3 +41,19 @@ def test_timeline_buckets_calls_per_second_and_the_plot_is_written(tmp_path: Pat
     path = tmp_path / "timeline.png"
     assert plot_timeline(tally, path)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 10_000
+
+
+def test_a_verdict_on_the_client_address_detects_every_actor_from_it() -> None:
+    tally = Tally()
+    for i in range(5):
+        tally.record_check("203.0.113.9|-", True, "credential_stuffing", "stuffing-1", denied=i >= 2, reason="account-enumeration", t=100.0 + i)
+    tally.record_check("203.0.113.10|-", True, "credential_stuffing", "stuffing-2", denied=False, reason=None, t=100.0)
+    tally.record_verdict("203.0.113.9", "credential_abuse", 101.5, kind="ip")
+    tally.record_verdict("203.0.113.10|-", "bola", 101.5)  # an actor verdict whose value merely looks like an address
+    attackers = tally.report([1.0])["attackers"]
+    assert attackers["detected"] == 2
+    assert [attackers["by_attack"][k]["detected_as"] for k in ("stuffing-1", "stuffing-2")] == ["credential_abuse", "bola"]
+    other = Tally()
+    other.record_check("203.0.113.9|-", True, "credential_stuffing", "stuffing-1", denied=False, reason=None, t=100.0)
+    other.record_verdict("203.0.113.99", "credential_abuse", 101.5, kind="ip")
+    assert other.report([1.0])["attackers"]["detected"] == 0
