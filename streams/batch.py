@@ -24,6 +24,8 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from streams.keytable import _GOLD, _M1, _M2, mix
+
 __all__ = ["BatchView", "Enricher", "Signals", "hash64", "list_parts", "column"]
 
 _I = npt.NDArray[np.intp]
@@ -36,17 +38,6 @@ Signals = dict[str, _F]
 #: what a shim reports when it refused a call itself (the upstream never answered)
 _REFUSALS = pa.array(["deny", "throttle"], pa.string())
 
-_M1, _M2, _GOLD = np.uint64(0xFF51AFD7ED558CCD), np.uint64(0xC4CEB9FE1A85EC53), np.uint64(0x9E3779B97F4A7C15)
-
-
-def _mix(x: _U) -> _U:
-    """murmur3's 64-bit finalizer, in place."""
-    x ^= x >> np.uint64(33)
-    x *= _M1
-    x ^= x >> np.uint64(33)
-    x *= _M2
-    x ^= x >> np.uint64(33)
-    return x
 
 
 def _offsets(arr: pa.Array) -> npt.NDArray[np.int64]:
@@ -91,7 +82,7 @@ _M64 = (1 << 64) - 1
 
 
 def _mix_int(x: int) -> int:
-    """``_mix`` on one Python int (the same arithmetic modulo 2**64)."""
+    """``streams.keytable.mix`` on one Python int (the same arithmetic modulo 2**64)."""
     x ^= x >> 33
     x = (x * int(_M1)) & _M64
     x ^= x >> 33
@@ -150,11 +141,11 @@ def _hash_strings(values: pa.Array) -> _U:
         h = lengths.astype(np.uint64) * _GOLD
         for w in range(words):
             if w and (lengths > w * 8).all():
-                h = _mix(h ^ w64[:, w]) + np.uint64(w + 1)
+                h = mix(h ^ w64[:, w]) + np.uint64(w + 1)
                 continue
             active = lengths > w * 8 if w else np.ones(n, dtype=bool)
-            h[active] = _mix(h[active] ^ w64[active, w]) + np.uint64(w + 1)
-        h = _mix(h)
+            h[active] = mix(h[active] ^ w64[active, w]) + np.uint64(w + 1)
+        h = mix(h)
     h[h == 0] = 1  # 0 is "absent"
     if values.null_count:
         h[np.asarray(values.is_null())] = 0
