@@ -24,7 +24,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from streams.keytable import _GOLD, _M1, _M2, mix
+from streams.keytable import GOLD, M1, M2, mix
 
 __all__ = ["BatchView", "Enricher", "Signals", "hash64", "list_parts", "column"]
 
@@ -84,9 +84,9 @@ _M64 = (1 << 64) - 1
 def _mix_int(x: int) -> int:
     """``streams.keytable.mix`` on one Python int (the same arithmetic modulo 2**64)."""
     x ^= x >> 33
-    x = (x * int(_M1)) & _M64
+    x = (x * int(M1)) & _M64
     x ^= x >> 33
-    x = (x * int(_M2)) & _M64
+    x = (x * int(M2)) & _M64
     return x ^ (x >> 33)
 
 
@@ -106,7 +106,7 @@ def _hash_few(values: pa.Array) -> _U:
         if length > _LONG:
             out[i] = _hash_long(data)
             continue
-        h = (length * int(_GOLD)) & _M64
+        h = (length * int(GOLD)) & _M64
         for w in range(max((length + 7) // 8, 1)):
             word = int.from_bytes(data[w * 8 : w * 8 + 8], "little")
             h = (_mix_int(h ^ word) + w + 1) & _M64
@@ -138,7 +138,7 @@ def _hash_strings(values: pa.Array) -> _U:
     matrix[span[None, :] >= lengths[:, None]] = 0
     w64 = matrix.view("<u8").reshape(n, words)
     with np.errstate(over="ignore"):
-        h = lengths.astype(np.uint64) * _GOLD
+        h = lengths.astype(np.uint64) * GOLD
         for w in range(words):
             if w and (lengths > w * 8).all():
                 h = mix(h ^ w64[:, w]) + np.uint64(w + 1)

@@ -49,7 +49,7 @@ import pyarrow.compute as pc
 
 from ingest.privilege import PrivilegeIndex
 from streams.batch import BatchView, Signals, hash64
-from streams.keytable import KeyTable, mix
+from streams.keytable import KeyTable, mix, pair_key
 
 __all__ = ["EdgeConfig", "EdgeEnricher", "edge_scope_rows"]
 
@@ -60,7 +60,7 @@ _B = npt.NDArray[np.bool_]
 
 # Salts that keep the key spaces apart: user cohorts, anonymous cohorts, (principal, edge) pairs, host pairs.
 _COHORT, _ANON = np.uint64(0x5EED_C0_4057), np.uint64(0xA11_0_A11)
-_GOLD, _HOST = np.uint64(0x9E3779B97F4A7C15), np.uint64(0x4057_4057)
+_HOST = np.uint64(0x4057_4057)
 
 SIGNALS: tuple[str, ...] = ("novel_edge", "novel_privileged_edge", "novel_edge_denied", "rare_function", "new_external_host", "new_host_bytes")
 
@@ -254,7 +254,7 @@ class EdgeEnricher:
     def _edges(self, batch: BatchView, caller: _U, learn: _B, out: Signals) -> None:
         """Learn (caller, edge) pairs; score the rows of provisional ones; settle them."""
         t, edge = batch.time, batch.edge_hash
-        slots, new_first, new_slots = self.pairs.upsert(mix(caller * _GOLD ^ edge), t)
+        slots, new_first, new_slots = self.pairs.upsert(pair_key(caller, edge), t)
         cols = self.pairs.cols
         cols["ok_first"][new_slots] = np.inf
         cols["learned"][slots[new_first]] = learn[new_first]

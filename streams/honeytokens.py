@@ -27,6 +27,7 @@ import pyarrow.compute as pc
 
 from ingest.honeytokens import Honeytokens
 from streams.batch import BatchView, Signals, column, hash64, list_parts
+from streams.keytable import pair_key
 
 __all__ = ["SIGNAL", "HoneytokenEnricher"]
 
@@ -35,17 +36,10 @@ SIGNAL = "honeytoken_hits"
 #: the inline finding category the shim reports for a honeytoken hit
 _INLINE = "honeytoken"
 _U = npt.NDArray[np.uint64]
-_PAIR = np.uint64(0x9E3779B97F4A7C15)
 
 
 def _hashes(values: list[str]) -> _U:
     return np.unique(hash64(pa.array(values, pa.string()))) if values else np.zeros(0, np.uint64)
-
-
-def _pairs(objects: _U, services: _U) -> _U:
-    """One 64-bit key per (object, service) pair (wrapping arithmetic)."""
-    with np.errstate(over="ignore"):
-        return objects * _PAIR + services
 
 
 class HoneytokenEnricher:
@@ -58,7 +52,7 @@ class HoneytokenEnricher:
         declared = sorted((service, i) for service, ids in tokens.object_ids.items() for i in ids)
         ids, services = [i for _, i in declared], [service for service, _ in declared]
         self._objects = _hashes(ids)
-        self._object_pairs = np.unique(_pairs(hash64(pa.array(ids, pa.string())), hash64(pa.array(services, pa.string())))) if ids else self._objects
+        self._object_pairs = np.unique(pair_key(hash64(pa.array(ids, pa.string())), hash64(pa.array(services, pa.string())))) if ids else self._objects
         self._principals = _hashes(sorted(tokens.principals))
         self._subjects = _hashes(sorted(tokens.subjects))
         self._empty = len(tokens) == 0
@@ -87,7 +81,7 @@ class HoneytokenEnricher:
         if not maybe.any():
             return
         rows = batch.object_row[maybe]
-        same_service = np.isin(_pairs(batch.object_hash[maybe], batch.service_hash[rows]), self._object_pairs)
+        same_service = np.isin(pair_key(batch.object_hash[maybe], batch.service_hash[rows]), self._object_pairs)
         hit[rows[same_service]] = True
 
     @staticmethod

@@ -23,15 +23,16 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["KeyTable", "mix"]
+__all__ = ["GOLD", "M1", "M2", "KeyTable", "mix", "pair_key"]
 
 _I = npt.NDArray[np.intp]
 _B = npt.NDArray[np.bool_]
 _U = npt.NDArray[np.uint64]
 _F = npt.NDArray[np.float64]
 
-_M1, _M2 = np.uint64(0xFF51AFD7ED558CCD), np.uint64(0xC4CEB9FE1A85EC53)
-_GOLD = np.uint64(0x9E3779B97F4A7C15)
+#: murmur3's finalizer multipliers and the golden-ratio constant: the one set every 64-bit hash of the worker uses
+M1, M2 = np.uint64(0xFF51AFD7ED558CCD), np.uint64(0xC4CEB9FE1A85EC53)
+GOLD = np.uint64(0x9E3779B97F4A7C15)
 #: share of the budget ``evict_oldest`` keeps (the rest is headroom, so eviction runs once per many batches)
 KEEP = 0.9
 
@@ -44,10 +45,22 @@ def mix(x: _U) -> _U:
     """
     x = np.array(x, dtype=np.uint64)  # a copy; array multiplication wraps silently (only scalars warn)
     x ^= x >> np.uint64(33)
-    x *= _M1
+    x *= M1
     x ^= x >> np.uint64(33)
-    x *= _M2
+    x *= M2
     x ^= x >> np.uint64(33)
+    return x
+
+
+def pair_key(a: _U, b: _U, tag: int = 0) -> _U:
+    """One nonzero 64-bit key for each pair of hashes (order matters; ``tag`` keeps kinds of pairs apart).
+
+    >>> a, b = np.array([1, 2], dtype=np.uint64), np.array([2, 1], dtype=np.uint64)
+    >>> bool((pair_key(a, b) != pair_key(b, a)).all()), bool((pair_key(a, b, 1) != pair_key(a, b)).all())
+    (True, True)
+    """
+    x = mix((a * GOLD) ^ (b + np.uint64(tag)))  # uint64 arrays wrap silently
+    x |= x == 0  # 0 marks an empty slot
     return x
 
 
@@ -77,7 +90,7 @@ class KeyTable:
 
     def _home(self, keys: _U) -> _I:
         """Each key's first index position (Fibonacci hashing: the top bits of key * 2^64/phi)."""
-        return ((keys * _GOLD) >> self._shift).astype(np.intp)
+        return ((keys * GOLD) >> self._shift).astype(np.intp)
 
     def find(self, keys: _U) -> _I:
         """The slot of each key, -1 when absent (no insertion)."""

@@ -50,9 +50,9 @@ import numpy.typing as npt
 import pyarrow as pa
 
 from streams.batch import BatchView, Signals, column, hash64, list_parts
-from streams.keytable import KeyTable
+from streams.keytable import KeyTable, pair_key
 
-__all__ = ["OWNERSHIP_SIGNALS", "OwnershipConfig", "OwnershipEnricher", "hex64", "mix_keys"]
+__all__ = ["OWNERSHIP_SIGNALS", "OwnershipConfig", "OwnershipEnricher", "hex64"]
 
 OWNERSHIP_SIGNALS: tuple[str, ...] = ("foreign_objects", "own_objects", "new_objects", "denied_objects",
                                       "foreign_owners", "thin_owners", "dense_blocks")
@@ -63,18 +63,7 @@ _F = npt.NDArray[np.float64]
 _B = npt.NDArray[np.bool_]
 
 PROVISIONAL, CONFIRMED, CREATED = 1, 2, 3
-_TAG_OWNER, _TAG_BLOCK, _TAG_PBLOCK = np.uint64(0x6F776E6572), np.uint64(0x626C6F636B), np.uint64(0x70626C6B)
-_M1, _M2 = np.uint64(0xFF51AFD7ED558CCD), np.uint64(0xC4CEB9FE1A85EC53)
-
-
-def mix_keys(a: _U, b: _U, tag: np.uint64 = np.uint64(0)) -> _U:
-    """A 64-bit key of a pair of hashes (order matters); never 0 (0 marks an empty slot)."""
-    x = (a * _M1) ^ (b + tag)  # uint64 arrays wrap silently (no errstate needed: it costs more than the mix)
-    x ^= x >> np.uint64(33)
-    x *= _M2
-    x ^= x >> np.uint64(33)
-    x |= x == 0
-    return cast(_U, x)
+_TAG_OWNER, _TAG_BLOCK, _TAG_PBLOCK = 0x6F776E6572, 0x626C6F636B, 0x70626C6B
 
 
 @dataclass(frozen=True)
@@ -170,7 +159,7 @@ class OwnershipEnricher:
         out["denied_objects"] = np.where(denied, batch.records, 0.0)
         if not len(batch.object_row):
             return
-        keys = mix_keys(batch.service_hash[batch.object_row], batch.object_hash)
+        keys = pair_key(batch.service_hash[batch.object_row], batch.object_hash)
         slots = self.objects.find(keys)
         self._score_objects(batch, slots, out)
         self._score_blocks(batch, denied | (out["foreign_objects"] > 0), out)
@@ -182,7 +171,7 @@ class OwnershipEnricher:
         if not ok.any():
             return
         rows = rows[ok]
-        keys, first = np.unique(mix_keys(batch.service_hash[rows], batch.created_hash[ok]), return_index=True)
+        keys, first = np.unique(pair_key(batch.service_hash[rows], batch.created_hash[ok]), return_index=True)
         rows = rows[first]
         slots = self.objects.upsert(keys)[0]
         t = batch.time[rows]
@@ -207,7 +196,7 @@ class OwnershipEnricher:
 
     def _score_owners(self, batch: BatchView, rows: _I, principal: _U, owner: _U, out: Signals) -> None:
         """foreign_owners and thin_owners from the (principal, owner) pair table."""
-        keys, first, counts = np.unique(mix_keys(principal, owner, _TAG_OWNER), return_index=True, return_counts=True)
+        keys, first, counts = np.unique(pair_key(principal, owner, _TAG_OWNER), return_index=True, return_counts=True)
         rows, t = rows[first], batch.time[rows[first]]
         slots, absent, _ = self.pairs.upsert(keys)  # distinct keys: one row per key
         c = self.pairs.cols
@@ -239,11 +228,11 @@ class OwnershipEnricher:
             return
         rows, block = found
         principal, t = batch.principal_hash[rows], batch.time[rows]
-        bkeys = mix_keys(batch.service_hash[rows], block, _TAG_BLOCK)
+        bkeys = pair_key(batch.service_hash[rows], block, _TAG_BLOCK)
         crowd = self._fold_masks(self.blocks, bkeys, _bits(principal), t, "start")
         obj_bits = np.zeros(batch.n, np.uint64)
         np.bitwise_or.at(obj_bits, batch.object_row, _bits(batch.object_hash))
-        alone = self._fold_masks(self.pairs, mix_keys(principal, bkeys, _TAG_PBLOCK), obj_bits[rows], t, "last_seen")
+        alone = self._fold_masks(self.pairs, pair_key(principal, bkeys, _TAG_PBLOCK), obj_bits[rows], t, "last_seen")
         dense = (np.bitwise_count(crowd) >= self.config.dense_principals) | (np.bitwise_count(alone) >= self.config.dense_objects)
         out["dense_blocks"] = np.bincount(rows, dense, batch.n).astype(np.float64)
 
