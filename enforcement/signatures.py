@@ -36,7 +36,7 @@ from typing import Any
 import re2
 
 from enforcement.errors import RuleLoadError
-from ingest.yamlfile import read_rule_file
+from ingest.yamlfile import duplicate_ids, read_rule_files, rule_files
 
 __all__ = ["CATEGORIES", "DEFAULT_RULES", "ENGINES", "SCAN_CHUNK", "SCAN_INTRA", "SCAN_OVERLAP", "SEPARATOR", "SEVERITIES", "Signature", "SignatureSet", "TARGETS", "lint", "load_signatures", "unanchored"]
 
@@ -263,35 +263,12 @@ def _rule_errors(rule: Any, where: str) -> list[str]:
     return errors
 
 
-def _read(path: Path) -> tuple[list[Any], list[int], list[str]]:
-    """The rules of one file, the line of each, and the file-level errors."""
-    return read_rule_file(path, _FILE_KEYS)
-
-
-def _files(path: Path) -> list[Path]:
-    return sorted(path.glob("*.yaml")) if path.is_dir() else [path]
-
-
 def lint(path: Path = DEFAULT_RULES) -> list[str]:
     """Every problem in a rule file or directory as ``file:line: message`` (empty when it is valid)."""
-    errors: list[str] = []
-    seen: dict[str, str] = {}
-    files = _files(path)
-    if not files:
-        return [f"{path}: no *.yaml rule files"]
-    for file in files:
-        rules, lines, file_errors = _read(file)
-        errors += file_errors
-        for i, rule in enumerate(rules):
-            rule_id = rule.get("id", "?") if isinstance(rule, dict) else "?"
-            where = f"{file}:{lines[i] if i < len(lines) else 0}"
-            errors += _rule_errors(rule, f"{where}: rule {rule_id}")
-            if isinstance(rule, dict) and "id" in rule:
-                key = str(rule["id"])
-                if key in seen:
-                    errors.append(f"{where}: duplicate rule id {key!r} (first at {seen[key]})")
-                seen.setdefault(key, where)
-    return errors
+    found, errors = read_rule_files(path, _FILE_KEYS)
+    for where, rule in found:
+        errors += _rule_errors(rule, where)
+    return errors + duplicate_ids(found)
 
 
 def _signature(rule: dict[str, Any]) -> Signature:
@@ -313,14 +290,14 @@ def load_signatures(path: Path = DEFAULT_RULES) -> SignatureSet:
     (names, sizes, modification times) have not changed is compiled once per
     process and shared (compiled RE2 objects are safe to share).
     """
-    key = (str(Path(path).resolve()), tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in _files(Path(path)) if f.exists()))
+    key = (str(Path(path).resolve()), tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in rule_files(Path(path)) if f.exists()))
     cached = _LOADED.get(key)
     if cached is not None:
         return cached
     errors = lint(path)
     if errors:
         raise RuleLoadError("; ".join(errors))
-    loaded = SignatureSet([_signature(rule) for file in _files(path) for rule in _read(file)[0]])
+    loaded = SignatureSet([_signature(rule) for _, rule in read_rule_files(Path(path), _FILE_KEYS)[0]])
     if len(_LOADED) >= 8:
         _LOADED.clear()
     _LOADED[key] = loaded

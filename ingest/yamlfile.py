@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-__all__ = ["StrictLoader", "read_rule_file"]
+__all__ = ["StrictLoader", "duplicate_ids", "read_rule_file", "read_rule_files", "rule_files"]
 
 
 class StrictLoader(yaml.SafeLoader):
@@ -61,3 +61,37 @@ def read_rule_file(path: Path, file_keys: frozenset[str], list_key: str = "rules
         return [], [], [f"{path}:1: expected a top-level {list_key!r} list"]
     errors = [f"{path}:1: unknown top-level key {k!r}" for k in doc if k not in file_keys]
     return items, _item_lines(text, list_key), errors
+
+
+def rule_files(path: Path) -> list[Path]:
+    """The ``*.yaml`` files of a directory (sorted), or the file itself."""
+    return sorted(path.glob("*.yaml")) if path.is_dir() else [path]
+
+
+def read_rule_files(path: Path, file_keys: frozenset[str]) -> tuple[list[tuple[str, Any]], list[str]]:
+    """(``file:line: rule <id>``, rule) of every rule in a file or directory, and the file-level errors."""
+    files = rule_files(path)
+    if not files:
+        return [], [f"{path}: no *.yaml rule files"]
+    found: list[tuple[str, Any]] = []
+    errors: list[str] = []
+    for file in files:
+        rules, lines, file_errors = read_rule_file(file, file_keys)
+        errors += file_errors
+        for i, rule in enumerate(rules):
+            rule_id = rule.get("id", "?") if isinstance(rule, dict) else "?"
+            found.append((f"{file}:{lines[i] if i < len(lines) else 0}: rule {rule_id}", rule))
+    return found, errors
+
+
+def duplicate_ids(found: list[tuple[str, Any]]) -> list[str]:
+    """An error for every rule whose id an earlier rule already has (``found`` as ``read_rule_files`` gives it)."""
+    seen: dict[str, str] = {}
+    errors = []
+    for where, rule in found:
+        if isinstance(rule, dict) and "id" in rule:
+            rid = str(rule["id"])
+            if rid in seen:
+                errors.append(f"{where}: duplicate rule id {rid!r} (first at {seen[rid]})")
+            seen.setdefault(rid, where)
+    return errors

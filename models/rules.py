@@ -42,7 +42,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ingest.yamlfile import read_rule_file
+from ingest.yamlfile import duplicate_ids, read_rule_files
 from models.errors import ModelError
 from models.features import FEATURES, feature
 
@@ -186,25 +186,6 @@ def rule_errors(rule: Any, where: str) -> list[str]:
     return errors + _choice_errors(rule, where) + _number_errors(rule, where) + _feature_errors(rule, where) + _sample_errors(rule, where)
 
 
-def _files(path: Path) -> list[Path]:
-    return sorted(path.glob("*.yaml")) if path.is_dir() else [path]
-
-
-def _read_all(path: Path) -> tuple[list[tuple[str, Any]], list[str]]:
-    """(where, rule mapping) of every rule in the files, and the file-level errors."""
-    files = _files(path)
-    if not files:
-        return [], [f"{path}: no *.yaml rule files"]
-    found, errors = [], []
-    for file in files:
-        rules, lines, file_errors = read_rule_file(file, _FILE_KEYS)
-        errors += file_errors
-        for i, rule in enumerate(rules):
-            rule_id = rule.get("id", "?") if isinstance(rule, dict) else "?"
-            found.append((f"{file}:{lines[i] if i < len(lines) else 0}: rule {rule_id}", rule))
-    return found, errors
-
-
 def _override(rules: list[tuple[str, Any]], overrides: Mapping[str, Mapping[str, Any]]) -> tuple[list[tuple[str, Any]], list[str]]:
     by_id = {r.get("id"): i for i, (_, r) in enumerate(rules) if isinstance(r, dict)}
     errors = [f"overrides: no rule {rid!r} to override; rules: {', '.join(sorted(map(str, by_id)))}" for rid in overrides if rid not in by_id]
@@ -218,17 +199,12 @@ def _override(rules: list[tuple[str, Any]], overrides: Mapping[str, Mapping[str,
 
 def lint(path: Path = DEFAULT_RULES, overrides: Mapping[str, Mapping[str, Any]] | None = None) -> list[str]:
     """Every problem in a rule file or directory (and the overrides) as ``file:line: message``."""
-    rules, errors = _read_all(path)
+    rules, errors = read_rule_files(path, _FILE_KEYS)
     rules, override_errors = _override(rules, overrides or {})
     errors += override_errors
-    seen: dict[str, str] = {}
     for where, rule in rules:
         errors += rule_errors(rule, where)
-        rid = str(rule.get("id")) if isinstance(rule, dict) else "?"
-        if rid in seen:
-            errors.append(f"{where}: duplicate rule id {rid!r} (first at {seen[rid]})")
-        seen.setdefault(rid, where)
-    return errors
+    return errors + duplicate_ids(rules)
 
 
 def _rule(data: Mapping[str, Any]) -> Rule:
@@ -249,6 +225,6 @@ def load_rules(path: Path = DEFAULT_RULES, overrides: Mapping[str, Mapping[str, 
     errors = lint(path, overrides)
     if errors:
         raise ModelError("detection rules are invalid: " + "; ".join(errors))
-    rules, _ = _read_all(path)
+    rules, _ = read_rule_files(path, _FILE_KEYS)
     rules, _ = _override(rules, overrides or {})
     return [_rule(r) for _, r in rules]
