@@ -15,7 +15,6 @@ byte of the string), so state written by one worker means the same to the next.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -26,7 +25,7 @@ import pyarrow.compute as pc
 
 from streams.keytable import GOLD, M1, M2, mix
 
-__all__ = ["BatchView", "Enricher", "Signals", "hash64", "list_parts", "column"]
+__all__ = ["BatchView", "Enricher", "Signals", "column", "hash64", "list_parts"]
 
 _I = npt.NDArray[np.intp]
 _F = npt.NDArray[np.float64]
@@ -196,7 +195,7 @@ class BatchView:
 
     ``status`` is the upstream's answer: 0 when unknown, and for calls the shim refused itself (its
     ``decision`` is ``deny`` or ``throttle``), so a refusal never counts as a denial or a failed login.
-    Identity: ``actors`` (unique actor keys of the batch), ``actor_of_row``;
+    Identity: ``actors`` (unique actor keys of the batch; ``actor_keys`` the same as Arrow), ``actor_of_row``;
     ``principal`` / ``principal_hash`` (0 = none), ``is_service`` (no principal),
     ``source_ip`` / ``source_ip_hash``, ``source_workload``, ``external`` (caller
     outside the cluster). Call: ``time``, ``status`` (0 = unknown), ``method``,
@@ -215,6 +214,7 @@ class BatchView:
     table: pa.Table
     n: int
     actors: list[str]
+    actor_keys: pa.Array
     actor_of_row: _I
     time: _F
     status: npt.NDArray[np.int64]
@@ -274,6 +274,7 @@ class BatchView:
             table=table,
             n=n,
             actors=encoded.dictionary.to_pylist(),
+            actor_keys=encoded.dictionary,
             actor_of_row=np.asarray(encoded.indices, dtype=np.intp),
             time=_numbers(column(table, "time"), np.float64),
             status=status,
@@ -331,8 +332,3 @@ class Enricher(Protocol):
     def restore(self, blob: bytes) -> None:
         """Load state written by ``export``."""
         ...
-
-
-def signal_names(enrichers: Mapping[str, Enricher]) -> set[str]:
-    """Every signal the given enrichers produce."""
-    return {s for e in enrichers.values() for s in e.signals}

@@ -29,8 +29,8 @@ news after a few minutes and is never scored again. Signals, one float per row:
   sighting (an upload to a first-seen host is how data leaves). The host is the
   destination service, which the collectors name after the external host.
 
-The verdict of an edge signal is scoped to the edge (``edge_scope_rows`` picks,
-per actor, the row whose edge raised the strongest signal). State is four
+The verdict of an edge signal is scoped to the edge: the processor names the edge of
+the row that raised the signal (``streams.processor``). State is four
 bounded tables (``streams.keytable.KeyTable``: vectorised open-addressing index,
 numpy columns, oldest evicted past a budget and counted); ``export``/``restore``
 round-trip it as ``.npz`` bytes (no pickle).
@@ -51,7 +51,7 @@ from ingest.privilege import PrivilegeIndex
 from streams.batch import BatchView, Signals, hash64
 from streams.keytable import KeyTable, mix, pair_key
 
-__all__ = ["EdgeConfig", "EdgeEnricher", "edge_scope_rows"]
+__all__ = ["EdgeConfig", "EdgeEnricher"]
 
 _I = npt.NDArray[np.intp]
 _F = npt.NDArray[np.float64]
@@ -122,23 +122,6 @@ def _first_in_batch(slots: _I) -> _B:
     """Rows that are the first to name their slot in this batch."""
     out = np.zeros(len(slots), dtype=bool)
     out[np.unique(slots, return_index=True)[1]] = True
-    return out
-
-
-def edge_scope_rows(actor_of_row: _I, weight: _F, n_actors: int) -> _I:
-    """Per actor, the row with the largest ``weight`` (-1 when all its rows weigh 0): the edge a scoped verdict names.
-
-    >>> edge_scope_rows(np.array([0, 1, 0, 1]), np.array([0.2, 0.0, 0.9, 0.0]), 2).tolist()
-    [2, -1]
-    """
-    out = np.full(n_actors, -1, dtype=np.intp)
-    if not len(actor_of_row):
-        return out
-    order = np.lexsort((weight, actor_of_row))
-    actors = actor_of_row[order]
-    ends = order[np.r_[actors[1:] != actors[:-1], True]]
-    best = ends[weight[ends] > 0]
-    out[actor_of_row[best]] = best
     return out
 
 

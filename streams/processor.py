@@ -290,7 +290,7 @@ class BatchProcessor:
     def _group(key: str, b: BatchView) -> tuple[npt.NDArray[np.uint64], _I, list[str]]:
         """(unique key hashes, each row's index among them or -1, each key's label) for one key of the batch."""
         if key == "actor":
-            return hash64(pa.array(b.actors, pa.string())), b.actor_of_row, b.actors
+            return hash64(b.actor_keys), b.actor_of_row, b.actors
         present = b.source_ip_hash != 0
         uniq, first, inverse = np.unique(b.source_ip_hash[present], return_index=True, return_inverse=True)
         group = np.full(b.n, -1, dtype=np.intp)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from streams.batch import BatchView, Signals
-from streams.edges import SIGNALS, EdgeConfig, EdgeEnricher, edge_scope_rows
+from streams.edges import SIGNALS, EdgeConfig, EdgeEnricher
 from tests.conftest import T0
 
 CONFIG = EdgeConfig(learn_s=60.0, learn_calls=3, promote_calls=3, promote_s=30.0, promote_callers=3, promote_callers_privileged=5)
@@ -180,11 +180,6 @@ def test_every_signal_is_one_float_per_row(call: Any) -> None:
     with pytest.raises(ValueError, match="learn_calls=0"):
         EdgeConfig(learn_calls=0)
     assert EdgeConfig.from_windows(10, 2).learn_s == 20.0
-
-
-def test_edge_scope_rows_pick_the_strongest_edge_of_each_actor() -> None:
-    rows = edge_scope_rows(np.array([1, 0, 1, 2, 1]), np.array([0.5, 0.0, 1.0, 0.0, 0.25]), 4)
-    assert rows.tolist() == [-1, 2, -1, -1]
 
 
 def test_a_learned_edge_stays_quiet_when_a_later_batch_carries_a_longer_template(call: Any) -> None:
