@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 
 from streams.keytable import GOLD, M1, M2, mix
 
-__all__ = ["BatchView", "Enricher", "Signals", "column", "hash64", "list_parts"]
+__all__ = ["BatchView", "Enricher", "Signals", "column", "hash64", "list_parts", "present"]
 
 _I = npt.NDArray[np.intp]
 _F = npt.NDArray[np.float64]
@@ -166,7 +166,7 @@ def list_parts(values: pa.Array) -> tuple[_I, pa.Array]:
     return parents, values.values.slice(int(offsets[0]), int(offsets[-1] - offsets[0]))
 
 
-def _present(values: pa.Array) -> pa.Array:
+def present(values: pa.Array) -> pa.Array:
     """Empty strings count as absent, as in ``ingest.actor_key`` (``x or '-'``)."""
     if len(values) and pc.any(pc.equal(values, "")).as_py():
         return pc.if_else(pc.equal(values, ""), pa.scalar(None, pa.string()), values)
@@ -181,7 +181,7 @@ def _numbers(values: pa.Array, dtype: Any) -> Any:
 
 def _field(struct: pa.Array, name: str, n: int) -> pa.Array:
     if name in {struct.type.field(i).name for i in range(struct.type.num_fields)}:
-        return _present(struct.field(name))
+        return present(struct.field(name))
     return pa.nulls(n, pa.string())
 
 
@@ -251,7 +251,7 @@ class BatchView:
         n = table.num_rows
         source, destination = column(table, "source"), column(table, "destination")
         workload, ip = _field(source, "workload", n), _field(source, "ip", n)
-        principal = _present(column(table, "principal"))
+        principal = present(column(table, "principal"))
         source_id = pc.coalesce(workload, ip, "-")
         encoded = pc.dictionary_encode(pc.binary_join_element_wise(source_id, principal.fill_null("-"), "|"))
         service = destination.field("service").fill_null("-")

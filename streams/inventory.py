@@ -23,16 +23,12 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ingest import EndpointRecord
+from streams.batch import present
 
 __all__ = ["Inventory"]
 
 _TOP_CALLERS = 5
 _CALLER_CAP = 10_000
-
-
-def _present(values: pa.Array) -> pa.Array:
-    """Empty strings count as absent, as in ``ingest.actor_key`` (``x or '-'``)."""
-    return pc.if_else(pc.equal(values, ""), pa.scalar(None, pa.string()), values)
 
 
 def _pairs(table: pa.Table, column: str, ordered: bool = False) -> list[tuple[str, str, int]]:
@@ -103,8 +99,8 @@ class Inventory:
         service = pc.if_else(pc.equal(pc.fill_null(dest.field("service"), ""), ""), "-", pc.fill_null(dest.field("service"), "-"))
         method, template = table["method"].combine_chunks(), table["path_template"].combine_chunks()
         key = pc.binary_join_element_wise(service, method, template, " ")
-        who = pc.coalesce(_present(src.field("workload")), _present(src.field("ip")), "-")
-        actor = pc.binary_join_element_wise(who, pc.fill_null(_present(table["principal"].combine_chunks()), "-"), "|")
+        who = pc.coalesce(present(src.field("workload")), present(src.field("ip")), "-")
+        actor = pc.binary_join_element_wise(who, pc.fill_null(present(table["principal"].combine_chunks()), "-"), "|")
         status = pc.fill_null(pc.cast(table["status"].combine_chunks(), pa.string()), "none")
         flat = pa.table({"key": key, "row": pa.array(np.arange(table.num_rows)), "time": table["time"].combine_chunks(),
                          "actor": actor, "auth": table["auth_type"].combine_chunks(), "status": status})
