@@ -19,7 +19,7 @@ in the frame, kept online by the worker; absent means no cohort term).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Self
 
 import numpy as np
@@ -28,7 +28,7 @@ import numpy.typing as npt
 from models.base import Detector, Frame, ratio_score
 from models.rules import Rule
 
-__all__ = ["RuleDetector"]
+__all__ = ["RuleDetector", "score_all"]
 
 _F = npt.NDArray[np.float64]
 _AGE = {"actor": "age_windows", "source": "source_age_windows"}
@@ -103,3 +103,50 @@ class RuleDetector(Detector):
         value, limit = float(_col(frame, self.rule.feature, 1)[0]), float(self.threshold(frame)[0])
         extra = "".join(f", {c}" for c in self.rule.when)
         return f"{self.rule.feature}={value:.0f}, threshold {limit:.1f}{extra}"
+
+
+def score_all(detectors: Sequence[Detector], frame: Frame) -> _F:
+    """Scores of every detector on every row of ``frame`` (detectors x rows), in the detectors' order.
+
+    The rule detectors are scored together, one numpy operation per term for
+    all of them (``RuleDetector.score_many`` is the reference: the same
+    values); any other detector scores itself.
+    """
+    n = _rows(frame)
+    out = np.zeros((len(detectors), n))
+    rules = [i for i, d in enumerate(detectors) if type(d) is RuleDetector]
+    if rules and n:
+        out[rules] = _score_rules([detectors[i] for i in rules], frame, n)  # type: ignore[misc]
+    for i, d in enumerate(detectors):
+        if type(d) is not RuleDetector:
+            out[i] = d.score_many(frame)
+    return out
+
+
+def _score_rules(detectors: list[RuleDetector], frame: Frame, n: int) -> _F:
+    rules = [d.rule for d in detectors]
+    zero = np.zeros(n)
+
+    def stack(names: list[str | None]) -> _F:
+        return np.vstack([frame.get(name, zero) if name is not None else zero for name in names])
+
+    value = stack([r.feature for r in rules])
+    limit = np.array([getattr(d, "floor_", d.rule.floor) for d in detectors], dtype=np.float64)[:, None]
+    if any(r.baseline is not None and r.baseline_factor for r in rules):
+        factor = np.array([r.baseline_factor if r.baseline is not None else 0.0 for r in rules])[:, None]
+        limit = np.maximum(limit, factor * stack([r.baseline for r in rules]))
+    if any(r.cohort_factor for r in rules):
+        factor = np.array([r.cohort_factor for r in rules])[:, None]
+        limit = np.maximum(limit, factor * stack([f"cohort:{r.feature}" if r.cohort_factor else None for r in rules]))
+    service = frame.get("is_service", zero) > 0
+    ok = np.ones((len(rules), n), dtype=bool)
+    users = np.array([r.applies_to == "users" for r in rules])
+    services = np.array([r.applies_to == "services" for r in rules])
+    ok[users] &= ~service
+    ok[services] &= service
+    for i, r in enumerate(rules):
+        if r.learn_windows:
+            ok[i] &= frame.get(_AGE[r.key], zero) >= r.learn_windows
+        for cond in r.when:
+            ok[i] &= np.asarray(cond.holds(frame.get(cond.feature, zero)), dtype=bool)
+    return ratio_score(np.where(ok, value, 0.0), limit)

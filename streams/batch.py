@@ -35,7 +35,8 @@ _B = npt.NDArray[np.bool_]
 #: per-row signals: name -> one float per row of the batch
 Signals = dict[str, _F]
 #: what a shim reports when it refused a call itself (the upstream never answered)
-_REFUSALS = pa.array(["deny", "throttle"], pa.string())
+_REFUSALS = ("deny", "throttle")
+_AUTH_FAILURE = ("auth_failure",)
 
 
 
@@ -45,10 +46,12 @@ def _offsets(arr: pa.Array) -> npt.NDArray[np.int64]:
     return np.frombuffer(buf, dtype=width)[arr.offset : arr.offset + len(arr) + 1].astype(np.int64)
 
 
-def hash64(values: pa.Array) -> _U:
+def hash64(values: pa.Array, memo: bool = True) -> _U:
     """A 64-bit hash of every string (null -> 0), vectorised over 8-byte words of the whole string.
 
     A string's hash depends on its bytes only (not on the other strings of the array).
+    ``memo``: remember the hashes of small arrays' strings (for columns that
+    repeat: actors, services, edges; pass False for unique ones such as request ids).
 
     >>> a = hash64(pa.array(["user-1", "user-2", None, "user-1"]))
     >>> bool(a[0] == a[3]), bool(a[0] != a[1]), int(a[2])
@@ -59,19 +62,44 @@ def hash64(values: pa.Array) -> _U:
         return np.zeros(0, dtype=np.uint64)
     if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
         values = pc.cast(values, pa.string())
-    if n <= _SMALL:
-        return _hash_few(values)
-    if n >= 64:  # columns repeat (services, edges, principals of a busy batch): hash each distinct string once
-        encoded = pc.dictionary_encode(values)
-        if len(encoded.dictionary) == 0:  # every value null
-            return np.zeros(n, dtype=np.uint64)
-        if len(encoded.dictionary) * 2 <= n:
-            hashed = _hash_strings(encoded.dictionary)
-            out = hashed[np.asarray(encoded.indices.fill_null(0), dtype=np.intp)]
-            if values.null_count:
-                out[np.asarray(values.is_null())] = 0
-            return out
-    return _hash_strings(values)
+    if n <= _MEMO_ROWS:
+        if memo:
+            return _hash_memo(values.to_pylist())
+        return _hash_few(values) if n <= _SMALL else _hash_strings(values)
+    encoded = pc.dictionary_encode(values)  # columns repeat (services, edges, principals): hash each distinct string once
+    if len(encoded.dictionary) == 0:  # every value null
+        return np.zeros(n, dtype=np.uint64)
+    if len(encoded.dictionary) * 2 > n:
+        return _hash_strings(values)
+    distinct = encoded.dictionary
+    hashed = _hash_memo(distinct.to_pylist()) if len(distinct) <= _MEMO_ROWS else _hash_strings(distinct)
+    out = hashed[np.asarray(encoded.indices.fill_null(0), dtype=np.intp)]
+    if values.null_count:
+        out[np.asarray(values.is_null())] = 0
+    return out
+
+
+#: arrays up to this many strings are hashed through the memo (plain Python: no numpy cost per call)
+_MEMO_ROWS = 512
+#: strings remembered at most (the memo is emptied when full: live traffic repeats actors, services and edges)
+_MEMO_CAP = 1 << 15
+_MEMO: dict[str | None, int] = {None: 0}
+
+
+def _hash_memo(texts: list[str | None]) -> _U:
+    """``hash64`` of a few strings, remembering each string's hash (a pure function: the memo only saves work)."""
+    memo = _MEMO
+    got = [memo.get(t) for t in texts]
+    if None in got:
+        missing = [t for t in dict.fromkeys(t for t, h in zip(texts, got) if h is None) if t is not None]
+        fresh = _hash_few(pa.array(missing, pa.string())) if len(missing) <= _SMALL else _hash_strings(pa.array(missing, pa.string()))
+        if len(memo) + len(missing) > _MEMO_CAP:
+            memo.clear()
+            memo[None] = 0
+        found = {t: int(h) for t, h in zip(missing, fresh.tolist())}
+        memo.update((t, h) for t, h in found.items() if len(t) <= _LONG)
+        got = [found[t] if h is None and t is not None else h for t, h in zip(texts, got)]
+    return np.array(got, dtype=np.uint64)
 
 
 _SMALL = 24
@@ -168,9 +196,13 @@ def list_parts(values: pa.Array) -> tuple[_I, pa.Array]:
 
 def present(values: pa.Array) -> pa.Array:
     """Empty strings count as absent, as in ``ingest.actor_key`` (``x or '-'``)."""
-    if len(values) and pc.any(pc.equal(values, "")).as_py():
-        return pc.if_else(pc.equal(values, ""), pa.scalar(None, pa.string()), values)
-    return values
+    if not len(values):
+        return values
+    if len(values) <= _MEMO_ROWS:
+        has_empty = "" in values.to_pylist()
+    else:
+        has_empty = bool(pc.any(pc.equal(values, "")).as_py())
+    return pc.if_else(pc.equal(values, ""), pa.scalar(None, pa.string()), values) if has_empty else values
 
 
 def _numbers(values: pa.Array, dtype: Any) -> Any:
@@ -187,6 +219,35 @@ def _field(struct: pa.Array, name: str, n: int) -> pa.Array:
 
 def _optional(table: pa.Table, name: str, n: int, kind: pa.DataType = pa.string()) -> pa.Array:
     return column(table, name) if name in table.column_names else pa.nulls(n, kind)
+
+
+def _is_in(values: pa.Array, choices: tuple[str, ...]) -> _B:
+    """Per row: the string is one of ``choices`` (null: False)."""
+    if values.null_count == len(values):
+        return np.zeros(len(values), dtype=bool)
+    if len(values) <= _MEMO_ROWS:
+        return np.array([v in choices for v in values.to_pylist()], dtype=bool)
+    return np.asarray(pc.is_in(values, value_set=pa.array(choices, pa.string())).fill_null(False), dtype=bool)
+
+
+def _identities(workload: pa.Array, ip: pa.Array, principal: pa.Array, service: pa.Array, method: pa.Array,
+                template: pa.Array) -> tuple[list[str], pa.Array, _I, _U]:
+    """(unique actor keys ``workload or ip | principal``, the same as Arrow, each row's actor, each row's edge hash).
+
+    Small batches are built in plain Python (a dozen Arrow calls cost more than the rows); both ways give the same
+    keys in first-seen order and the same hashes.
+    """
+    if len(workload) <= _MEMO_ROWS:
+        keys = [f"{w or i or '-'}|{p or '-'}" for w, i, p in zip(workload.to_pylist(), ip.to_pylist(), principal.to_pylist())]
+        index: dict[str, int] = {}
+        codes = [index.setdefault(k, len(index)) for k in keys]
+        actors = list(index)
+        edges = [f"{s} {'-' if m is None else m} {'-' if t is None else t}" for s, m, t in zip(service.to_pylist(), method.to_pylist(), template.to_pylist())]
+        return actors, pa.array(actors, pa.string()), np.array(codes, dtype=np.intp), _hash_memo(edges)  # type: ignore[arg-type]
+    source_id = pc.coalesce(workload, ip, "-")
+    encoded = pc.dictionary_encode(pc.binary_join_element_wise(source_id, principal.fill_null("-"), "|"))
+    edge = pc.binary_join_element_wise(service, method.fill_null("-"), template.fill_null("-"), " ")
+    return encoded.dictionary.to_pylist(), encoded.dictionary, np.asarray(encoded.indices, dtype=np.intp), hash64(edge)
 
 
 @dataclass
@@ -252,30 +313,24 @@ class BatchView:
         source, destination = column(table, "source"), column(table, "destination")
         workload, ip = _field(source, "workload", n), _field(source, "ip", n)
         principal = present(column(table, "principal"))
-        source_id = pc.coalesce(workload, ip, "-")
-        encoded = pc.dictionary_encode(pc.binary_join_element_wise(source_id, principal.fill_null("-"), "|"))
         service = destination.field("service").fill_null("-")
         method, template = column(table, "method"), column(table, "path_template")
+        actors, actor_keys, actor_of_row, edge_hash = _identities(workload, ip, principal, service, method, template)
         obj_row, obj_values = list_parts(column(table, "object_ids"))
         made_row, made_values = list_parts(_optional(table, "object_ids_created", n, pa.list_(pa.string())))
         sens_row, sens_values = list_parts(column(table, "sensitive"))
         inline_row, _ = list_parts(column(table, "inline_findings"))
         status = _numbers(column(table, "status"), np.int64)
-        decision = _optional(table, "decision", n)
-        if decision.null_count < n:  # a shim's own refusal is not the upstream's answer: it must not read as a denial
-            refused = np.asarray(pc.is_in(decision, value_set=_REFUSALS).fill_null(False), dtype=bool)
-            status = np.where(refused, 0, status)  # (Arrow's zero-copy view is read-only)
-        outcome = _optional(table, "outcome", n)
-        failed = np.asarray(pc.equal(outcome, "auth_failure").fill_null(False), dtype=bool)
+        status = np.where(_is_in(_optional(table, "decision", n), _REFUSALS), 0, status)  # a shim's own refusal is not the upstream's answer
+        failed = _is_in(_optional(table, "outcome", n), _AUTH_FAILURE)
         external = np.asarray(_numbers(source.field("external"), bool), dtype=bool) if "external" in {f.name for f in source.type} else np.zeros(n, bool)
         dest_external = np.asarray(_numbers(destination.field("external"), bool), dtype=bool) if "external" in {f.name for f in destination.type} else np.zeros(n, bool)
-        edge = pc.binary_join_element_wise(service, method.fill_null("-"), template.fill_null("-"), " ")
         return cls(
             table=table,
             n=n,
-            actors=encoded.dictionary.to_pylist(),
-            actor_keys=encoded.dictionary,
-            actor_of_row=np.asarray(encoded.indices, dtype=np.intp),
+            actors=actors,
+            actor_keys=actor_keys,
+            actor_of_row=actor_of_row,
             time=_numbers(column(table, "time"), np.float64),
             status=status,
             first=np.ones(n, dtype=bool) if repeats is None else ~repeats,
@@ -290,7 +345,7 @@ class BatchView:
             template=template,
             service=service,
             service_hash=hash64(service),
-            edge_hash=hash64(edge),
+            edge_hash=edge_hash,
             dest_external=dest_external,
             dest_host=_field(destination, "host", n),
             auth_failed=(status == 401) | failed,
@@ -301,9 +356,9 @@ class BatchView:
             records=np.bincount(obj_row, minlength=n).astype(np.float64),
             credential_subject_hash=hash64(_optional(table, "credential_subject", n)),
             object_row=obj_row,
-            object_hash=hash64(obj_values),
+            object_hash=hash64(obj_values, memo=False),
             created_row=made_row,
-            created_hash=hash64(made_values),
+            created_hash=hash64(made_values, memo=False),
         )
 
 

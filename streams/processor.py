@@ -25,6 +25,7 @@ import pyarrow.compute as pc
 
 from ingest import Reason
 from models import Detector, feature, features_for
+from models.detectors import score_all
 from models.features import KEYS
 from streams.batch import BatchView, Enricher, hash64
 from streams.keyspace import Elements, KeySpace
@@ -136,7 +137,7 @@ class BatchProcessor:
         new, old = self._ids_new, self._ids_old
         out = np.zeros(len(ids), dtype=bool)
         bits = (np.uint64(1) << (hash64(reporters) & np.uint64(15))).tolist()
-        for i, (h, bit) in enumerate(zip(hash64(ids).tolist(), bits)):
+        for i, (h, bit) in enumerate(zip(hash64(ids, memo=False).tolist(), bits)):
             if h == 0:
                 continue
             seen = new.get(h, 0) | old.get(h, 0)
@@ -308,7 +309,7 @@ class BatchProcessor:
         if not detectors:
             return []
         frame = space.frame(rows)
-        scores = np.vstack([d.score_many(frame) for d in detectors])
+        scores = score_all(detectors, frame)
         best = scores.max(axis=0)
         flagged_until = space.store.cols["flagged_until"][rows]
         hit = np.nonzero((best >= self.config.score_threshold) & (flagged_until <= latest))[0]
