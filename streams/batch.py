@@ -102,7 +102,7 @@ def _hash_memo(texts: list[str | None]) -> _U:
     return np.array(got, dtype=np.uint64)
 
 
-_SMALL = 24
+_SMALL = 64
 #: strings longer than this (bytes) are hashed with BLAKE2b one by one, not in the batch's byte matrix
 _LONG = 256
 _M64 = (1 << 64) - 1

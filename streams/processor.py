@@ -27,13 +27,16 @@ from ingest import Reason
 from models import Detector, feature, features_for
 from models.detectors import score_all
 from models.features import KEYS
-from streams.batch import BatchView, Enricher, hash64
+from streams.batch import BatchView, Enricher, column, hash64
 from streams.keyspace import Elements, KeySpace
+from streams.repeats import RepeatFilter
 from streams.state import DESTINATION_MASKS, ActorStore
 
 __all__ = ["BatchProcessor", "Detection", "ProcessorConfig"]
 
 _I = npt.NDArray[np.intp]
+#: batches up to this many rows take plain-Python paths where numpy's and Arrow's cost per call would dominate
+_SMALL_BATCH = 512
 _F = npt.NDArray[np.float64]
 _SUBJECT_KIND = {"actor": "actor", "source": "ip"}
 #: the changelog suffix of the service -> bit assignment
@@ -92,12 +95,12 @@ class BatchProcessor:
                                      DESTINATION_MASKS if key == "actor" else None, _cohort_features(self.detectors, key)) for key in KEYS}
         self._dest_index: dict[str, int] = {}
         self._dest_exported = 0
-        self._retired_set = pa.array(sorted(config.retired_endpoints), type=pa.string())
-        self._declared_set = pa.array(sorted(config.declared_endpoints), type=pa.string())
-        self._declared_services = pa.array(sorted(config.declared_services), type=pa.string())
+        # endpoints as the batch's edge hashes ("service METHOD template"), services as its service hashes
+        self._retired_set = hash64(pa.array(sorted(config.retired_endpoints), type=pa.string()), memo=False)
+        self._declared_set = hash64(pa.array(sorted(config.declared_endpoints), type=pa.string()), memo=False)
+        self._declared_services = hash64(pa.array(sorted(config.declared_services), type=pa.string()), memo=False)
         self.newest_time: float | None = None
-        self._ids_new: dict[int, int] = {}
-        self._ids_old: dict[int, int] = {}
+        self._ids = RepeatFilter(config.request_id_memory)
         self._by_key: tuple[list[Detector] | None, dict[str, list[Detector]]] = (None, {})
         #: the anomaly model scored beside the rules (``use_models``), if any
         self.model: Detector | None = None
@@ -120,32 +123,12 @@ class BatchProcessor:
         """The actor state."""
         return self.spaces["actor"].store
 
-    def _repeats(self, ids: pa.Array, reporters: pa.Array) -> npt.NDArray[np.bool_]:
-        """Rows that are another reporter's record of a call already counted.
-
-        The shim reports a call's decision and inline findings, the access log and
-        the ext_proc tap its response; each carries the data plane's request id. A
-        row is a repeat when its id was seen from a *different* reporter and not yet
-        from its own: the call is counted once, while a client that sends the same
-        ``x-request-id`` on every call (the id can come from the client) is counted
-        call by call. The fields only one reporter fills (findings; bytes, personal
-        data) add up harmlessly, and object ids go into an idempotent sketch.
-        Ids are remembered as 64-bit hashes with a mask of their reporters, in two
-        generations of up to ``request_id_memory / 2`` each (the older is dropped
-        when the newer fills).
-        """
-        new, old = self._ids_new, self._ids_old
-        out = np.zeros(len(ids), dtype=bool)
-        bits = (np.uint64(1) << (hash64(reporters) & np.uint64(15))).tolist()
-        for i, (h, bit) in enumerate(zip(hash64(ids, memo=False).tolist(), bits)):
-            if h == 0:
-                continue
-            seen = new.get(h, 0) | old.get(h, 0)
-            out[i] = bool(seen) and not seen & bit
-            new[h] = seen | bit
-        if len(new) >= self.config.request_id_memory // 2:
-            self._ids_old, self._ids_new = new, {}
-        return out
+    def _repeats(self, table: pa.Table) -> npt.NDArray[np.bool_]:
+        """Rows that are another reporter's record of a call already counted (``streams.repeats``)."""
+        n = table.num_rows
+        reporters = column(table, "reporter") if "reporter" in table.column_names else pa.nulls(n, pa.string())
+        times = np.asarray(column(table, "time").to_numpy(zero_copy_only=False), dtype=np.float64)
+        return self._ids.repeats(hash64(pc.cast(column(table, "id"), pa.string()), memo=False), hash64(pc.cast(reporters, pa.string())), times)
 
     def export_destinations(self) -> bytes:
         """The service -> bit assignment (part of the state: masks mean nothing without it)."""
@@ -200,6 +183,9 @@ class BatchProcessor:
             self.spaces[key].store.import_buckets(blobs)
 
     def _dest_bits(self, services: pa.Array) -> _I:
+        index = self._dest_index
+        if len(services) <= _SMALL_BATCH:
+            return np.array([index.setdefault(n, len(index)) % 128 for n in services.to_pylist()], dtype=np.intp)
         encoded = pc.dictionary_encode(services)
         names = encoded.dictionary.to_pylist()
         bits = np.array([self._dest_index.setdefault(n, len(self._dest_index)) % 128 for n in names], dtype=np.intp)
@@ -208,17 +194,14 @@ class BatchProcessor:
     def _retired(self, b: BatchView) -> _F:
         if not self.config.retired_endpoints:
             return np.zeros(b.n)
-        joined = pc.binary_join_element_wise(b.service, b.method, b.template, " ")
-        return np.asarray(pc.is_in(joined, value_set=self._retired_set), dtype=np.float64)
+        return np.isin(b.edge_hash, self._retired_set).astype(np.float64)
 
     def _shadow(self, b: BatchView) -> _F:
         """Per row: a call to an endpoint in no spec of a service that has one (a shadow API)."""
         if not self.config.declared_services:
             return np.zeros(b.n)
-        joined = pc.binary_join_element_wise(b.service, b.method, b.template, " ")
-        specced = pc.is_in(b.service, value_set=self._declared_services)
-        listed = pc.is_in(joined, value_set=self._declared_set)
-        return np.asarray(pc.and_(specced, pc.invert(listed)), dtype=np.float64)
+        specced = np.isin(b.service_hash, self._declared_services)
+        return (specced & ~np.isin(b.edge_hash, self._declared_set)).astype(np.float64)
 
     def _signals(self, b: BatchView) -> dict[str, _F]:
         """The base per-row signals, then every enricher's."""
@@ -266,8 +249,7 @@ class BatchProcessor:
         """Fold one batch into the state; return detections for newly flagged keys."""
         if table.num_rows == 0:
             return []
-        reporters = table["reporter"].combine_chunks() if "reporter" in table.column_names else pa.nulls(table.num_rows, pa.string())
-        b = BatchView.decode(table, self._repeats(pc.cast(table["id"].combine_chunks(), pa.string()), pc.cast(reporters, pa.string())))
+        b = BatchView.decode(table, self._repeats(table))
         signals = self._signals(b)
         with_principal = np.flatnonzero(b.principal_hash != 0)
         elements: dict[str, Elements] = {"objects": (b.object_row, b.object_hash),
@@ -292,6 +274,19 @@ class BatchProcessor:
         """(unique key hashes, each row's index among them or -1, each key's label) for one key of the batch."""
         if key == "actor":
             return hash64(b.actor_keys), b.actor_of_row, b.actors
+        if b.n <= _SMALL_BATCH:  # plain Python: cheaper than the numpy and Arrow calls for a few rows
+            index: dict[int, int] = {}
+            labels: list[str] = []
+            rows = []
+            for h, ip in zip(b.source_ip_hash.tolist(), b.source_ip.to_pylist()):
+                if not h:
+                    rows.append(-1)
+                    continue
+                if h not in index:
+                    index[h] = len(index)
+                    labels.append(str(ip))
+                rows.append(index[h])
+            return np.array(list(index), dtype=np.uint64), np.array(rows, dtype=np.intp), labels
         present = b.source_ip_hash != 0
         uniq, first, inverse = np.unique(b.source_ip_hash[present], return_index=True, return_inverse=True)
         group = np.full(b.n, -1, dtype=np.intp)
