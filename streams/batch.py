@@ -37,6 +37,9 @@ Signals = dict[str, _F]
 #: what a shim reports when it refused a call itself (the upstream never answered)
 _REFUSALS = ("deny", "throttle")
 _AUTH_FAILURE = ("auth_failure",)
+#: inline findings that say nothing about the caller: a scan that overran its time budget (the shim's
+#: ``enforcement.inspection.OVER_BUDGET``; a loaded machine makes ordinary requests overrun it)
+_NOT_ATTACKS = ("inspection-budget",)
 
 
 
@@ -265,7 +268,7 @@ class BatchView:
     (not a second reporter's copy of a call already counted), ``auth_failed``
     (401 or a derived ``auth_failure`` outcome), ``response_bytes``,
     ``request_bytes``, ``sensitive`` (values returned, all types), ``inline``
-    (inline findings on the call), ``records`` (object ids the answer carried),
+    (inline findings on the call, but for an inspection that overran its time budget), ``records`` (object ids the answer carried),
     ``credential_subject`` / ``credential_subject_hash`` (the account a login
     named, hashed; 0 = none). Objects: ``object_row`` / ``object_hash`` (one entry
     per object id touched), ``created_row`` / ``created_hash`` (ids a creating call
@@ -319,7 +322,8 @@ class BatchView:
         obj_row, obj_values = list_parts(column(table, "object_ids"))
         made_row, made_values = list_parts(_optional(table, "object_ids_created", n, pa.list_(pa.string())))
         sens_row, sens_values = list_parts(column(table, "sensitive"))
-        inline_row, _ = list_parts(column(table, "inline_findings"))
+        inline_row, inline_values = list_parts(column(table, "inline_findings"))
+        inline_row = inline_row[~_is_in(inline_values, _NOT_ATTACKS)] if len(inline_row) else inline_row
         status = _numbers(column(table, "status"), np.int64)
         status = np.where(_is_in(_optional(table, "decision", n), _REFUSALS), 0, status)  # a shim's own refusal is not the upstream's answer
         failed = _is_in(_optional(table, "outcome", n), _AUTH_FAILURE)

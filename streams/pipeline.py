@@ -10,9 +10,11 @@ due. The Faust app (``streams.app``) only moves these to and from Kafka.
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+import numpy as np
 import pyarrow as pa
 
 from ingest import DeadLetter, EndpointRecord, Finding, Verdict
@@ -31,6 +33,8 @@ __all__ = ["Outcome", "Pipeline", "processor_config", "state_key"]
 
 #: rows gathered before the inventory and exposure tracker fold them (or ``inventory_interval_s``, whichever first)
 _FOLD_ROWS = 20_000
+#: summaries with a time at or past this (Unix seconds, year 5138) are refused: it is a time in milliseconds
+_LATEST_TIME = 1e11
 
 
 
@@ -142,6 +146,23 @@ class Pipeline:
         raw = base64.b64encode(value[: self.settings.dlq_raw_cap]).decode()
         return DeadLetter(error=error, source="worker", time=now, topic=self.topic, partition=partition, offset=offset, raw_bytes=len(value), raw_b64=raw)
 
+    def _drop_bad_times(self, table: pa.Table, partition: int, now: float, out: Outcome) -> pa.Table | None:
+        """The rows whose time is a Unix time in seconds; each other row becomes a dead letter naming its id and time.
+
+        A NaN, an infinity or a time in milliseconds would poison every decayed sum and window of its actor.
+        """
+        times = np.asarray(table["time"].to_numpy(zero_copy_only=False), dtype=np.float64)
+        bad = ~((times >= 0) & (times < _LATEST_TIME))  # NaN compares false
+        if not bad.any():
+            return table
+        for i in np.flatnonzero(bad).tolist():
+            row = table.slice(i, 1).to_pylist()[0]
+            value = json.dumps(row, default=str).encode()
+            error = f"summary id={row['id']!r}: time={row['time']!r} is not a Unix time in seconds (NaN, infinite, negative or in milliseconds)"
+            out.dead_letters.append((None, self.dead_letter(error, value, partition, None, now)))
+        kept = table.filter(pa.array(~bad))
+        return kept if kept.num_rows else None
+
     def handle(self, partition: int, value: bytes, offset: int | None, now: float, stored: Iterable[tuple[bytes, bytes]] = (), key: bytes | None = None) -> Outcome:
         """Process one message of the summaries topic."""
         return self.handle_many(partition, [(key, value, offset)], now, stored)
@@ -153,6 +174,8 @@ class Pipeline:
         for i, error in errors:
             key, value, offset = messages[i]
             out.dead_letters.append((key, self.dead_letter(error, value, partition, offset, now)))
+        if table is not None:
+            table = self._drop_bad_times(table, partition, now, out)
         if table is None:
             return out
         proc = self.processor(partition, stored)

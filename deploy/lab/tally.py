@@ -159,8 +159,9 @@ def plot_timeline(tally: Tally, path: Any) -> bool:
         import matplotlib.pyplot as plt
     except ImportError:
         return False
+    first = min((k[0] for k in tally.actor_seconds), default=0)  # a call answered before the run's first second counts at -1
     last = max((k[0] for k in tally.actor_seconds), default=0)
-    seconds = list(range(last + 1))
+    seconds = list(range(min(first, 0), last + 1))
     attackers = tally.attacker_actors()
     benign = {s: [0, 0] for s in seconds}
     for (second, actor, denied), n in tally.actor_seconds.items():

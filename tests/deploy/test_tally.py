@@ -57,3 +57,9 @@ def test_a_verdict_on_the_client_address_detects_every_actor_from_it() -> None:
     other.record_check("203.0.113.9|-", True, "credential_stuffing", "stuffing-1", denied=False, reason=None, t=100.0)
     other.record_verdict("203.0.113.99", "credential_abuse", 101.5, kind="ip")
     assert other.report([1.0])["attackers"]["detected"] == 0
+
+
+def test_the_plot_takes_calls_answered_before_the_first_second(tmp_path: Path) -> None:
+    tally = _run()
+    tally.actor_seconds[-1, "shop/web|early", False] += 1  # a call timed just before the run's start
+    assert plot_timeline(tally, tmp_path / "early.png")

@@ -76,3 +76,17 @@ def test_present_treats_empty_as_absent() -> None:
     assert present(pa.array(["a", "", None], pa.string())).to_pylist() == ["a", None, None]
     big = pa.array(["a", ""] * 600, pa.string())
     assert present(big).null_count == 600
+
+
+def test_an_inspection_over_budget_is_not_an_inline_hit(summary_factory: object) -> None:
+    """A scan cut off by its time budget says the machine was slow, not that the caller attacked."""
+    from enforcement.inspection import OVER_BUDGET
+    from ingest.envelope import decode_messages, encode_rows
+    from ingest import summary_to_row
+
+    assert OVER_BUDGET in batch._NOT_ATTACKS
+    rows = [summary_to_row(summary_factory(id=f"r{i}", inline_findings=found))  # type: ignore[operator]
+            for i, found in enumerate([[OVER_BUDGET], ["sqli"], ["sqli", OVER_BUDGET], []])]
+    table, _ = decode_messages([encode_rows(rows)], 1 << 20)
+    assert table is not None
+    assert BatchView.decode(table).inline.tolist() == [0.0, 1.0, 1.0, 0.0]

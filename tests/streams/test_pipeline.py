@@ -74,6 +74,20 @@ def test_an_oversized_message_is_a_dead_letter(summary_factory: Any) -> None:
     assert base64.b64decode(out.dead_letter.raw_b64) == value[:8]
 
 
+def test_rows_with_unusable_times_become_dead_letters_and_the_rest_is_kept(summary_factory: Any) -> None:
+    good = summary_factory(id="ok-1", principal="alice", time=T0)
+    rows = [summary_to_row(good), dict(summary_to_row(good), id="nan-1", time=float("nan")),
+            dict(summary_to_row(good), id="ms-1", time=T0 * 1000), dict(summary_to_row(good), id="ok-2", time=T0 + 1)]
+    from ingest.envelope import encode_rows
+
+    out = Pipeline(_settings(), TOPIC).handle(0, encode_rows(rows), 3, T0 + 2)
+    assert out.rows == 2
+    errors = sorted(d.error for _, d in out.dead_letters)
+    assert len(errors) == 2 and "id='ms-1'" in errors[0] and "id='nan-1'" in errors[1]
+    assert all("not a Unix time in seconds" in e for e in errors)
+    assert b"nan-1" in base64.b64decode(sorted((d.error, d.raw_b64) for _, d in out.dead_letters)[1][1])
+
+
 # ------------------------------------------------------------------ verdicts and findings
 
 
