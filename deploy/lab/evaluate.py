@@ -51,7 +51,8 @@ PRINCIPAL_KEY = IdentityConfig().principal_key
 DEMO_HONEYTOKENS = HoneytokenSettings(file=Path(__file__).resolve().parents[1] / "runtime" / "honeytokens.yaml")
 DEFAULT_SEEDS = (101, 102, 103)  # the detectors were tuned on seeds 7 and 8
 TOTAL_KEYS = ("attackers", "detected", "stopped", "benign_actors", "benign_actors_blocked", "benign_requests", "benign_requests_denied",
-              "collateral_requests", "collateral_requests_denied")
+              "collateral_requests", "collateral_requests_denied", "malicious_allowed_after_first_refusal",
+              "sensitive_records_after_first_refusal")
 
 
 def variant_registry() -> tuple[dict[str, Any], Callable[..., Any], str]:
@@ -177,16 +178,16 @@ def _fmt(value: Any) -> str:
 
 def render(report: dict[str, Any]) -> str:
     """The per-variant table of a report."""
-    head = (f"{'variant':<28} {'class':<20} {'kind':<8} {'detected':>9} {'stopped':>8} {'req<verdict':>11} {'sens.rec':>8} "
+    head = (f"{'variant':<28} {'class':<20} {'kind':<8} {'detected':>9} {'stopped':>8} {'req<verdict':>11} {'sens.rec':>8} {'passed after':>12} "
             f"{'benign act. blocked':>20} {'benign req. denied':>22} {'collateral':>12} {'events':>8} {'cpu s':>6}")
     lines = ["policy in enforce mode: what enforcement would stop (worker settings as shipped)", head]
     for name, v in report["variants"].items():
         lines.append(f"{name:<28} {v['class']:<20} {v['kind']:<8} {v['detected']:>4}/{v['attackers']:<4} {v['stopped']:>3}/{v['attackers']:<4} "
-                     f"{_fmt(v['requests_before_verdict_median']):>11} {_fmt(v['sensitive_records_before_verdict_max']):>8} "
+                     f"{_fmt(v['requests_before_verdict_median']):>11} {_fmt(v['sensitive_records_before_verdict_max']):>8} {v['malicious_allowed_after_first_refusal']:>12} "
                      f"{v['benign_actors_blocked']:>9}/{v['benign_actors']:<10} {v['benign_requests_denied']:>9}/{v['benign_requests']:<12} "
                      f"{v['collateral_requests_denied']:>5}/{v['collateral_requests']:<6} {v['events']:>8} {v['cpu_seconds']:>6}")
     t = report["totals"]
-    lines.append(f"{'total':<28} {'':<20} {'':<8} {t['detected']:>4}/{t['attackers']:<4} {t['stopped']:>3}/{t['attackers']:<4} {'':>11} {'':>8} "
+    lines.append(f"{'total':<28} {'':<20} {'':<8} {t['detected']:>4}/{t['attackers']:<4} {t['stopped']:>3}/{t['attackers']:<4} {'':>11} {'':>8} {t['malicious_allowed_after_first_refusal']:>12} "
                  f"{t['benign_actors_blocked']:>9}/{t['benign_actors']:<10} {t['benign_requests_denied']:>9}/{t['benign_requests']:<12} "
                  f"{t['collateral_requests_denied']:>5}/{t['collateral_requests']:<6} {t['events']:>8} {t['cpu_seconds']:>6}")
     return "\n".join(lines)

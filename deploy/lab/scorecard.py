@@ -19,6 +19,9 @@ attacker's malicious calls. ``Scorecard.result(verdicts, covers)`` then counts:
 * **sensitive_records_before_verdict**: over the same calls, the records with
   sensitive data its answers carried (per call the largest count of one
   sensitive type: a page of 50 profiles with an e-mail and a phone each is 50).
+* **malicious_allowed_after_first_refusal** / **sensitive_records_after_first_refusal**:
+  what still got through after that first refusal (a throttle passes some calls,
+  a verdict may expire), so "stopped" is not read as "nothing more left".
 * **benign_actors**: every actor that is not an attacker's (hard negatives
   included); **benign_actors_blocked**: those with any call refused.
 * **benign_requests**: calls not labelled malicious, the compromised actor's
@@ -54,6 +57,8 @@ class AttackerTally:
     before: int = 0
     stopped: bool = False
     sensitive_records: int = 0
+    allowed_after: int = 0
+    sensitive_records_after: int = 0
     probes: dict[tuple[Any, ...], Any] = field(default_factory=dict)
 
 
@@ -108,6 +113,9 @@ class Scorecard:
             if probe is not None and len(tally.probes) < self.max_probes:
                 tally.probes.setdefault(probe_key, probe)
         if tally.stopped:
+            if malicious and not refused:  # a throttle lets some through; a verdict can expire
+                tally.allowed_after += 1
+                tally.sensitive_records_after += sensitive_records
             return
         if refused:
             tally.stopped = True
@@ -146,9 +154,12 @@ class Scorecard:
             "collateral_requests": sum(s.benign for s in collateral),
             "collateral_requests_denied": sum(s.benign_refused for s in collateral),
             "benign_denied_by_reason": dict(sorted(self.benign_refusals.items())),
+            "malicious_allowed_after_first_refusal": sum(t.allowed_after for t in tallies),
+            "sensitive_records_after_first_refusal": sum(t.sensitive_records_after for t in tallies),
             "by_attacker": {t.attack_id: {"scenario": t.scenario, "malicious": t.malicious, "detected": detected[t.attack_id],
                                           "stopped": t.stopped, "requests_before_verdict": t.before if t.stopped else None,
-                                          "sensitive_records_before_verdict": t.sensitive_records} for t in tallies},
+                                          "sensitive_records_before_verdict": t.sensitive_records,
+                                          "malicious_allowed_after_first_refusal": t.allowed_after} for t in tallies},
         }
 
 
@@ -158,6 +169,8 @@ def merge_runs(runs: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     keys = ("attackers", "detected", "stopped", "benign_actors", "benign_actors_blocked", "variant_actors", "variant_actors_blocked",
             "benign_requests", "benign_requests_denied", "collateral_requests", "collateral_requests_denied")
     out: dict[str, Any] = {k: sum(int(r[k]) for r in runs) for k in keys}
+    for k in ("malicious_allowed_after_first_refusal", "sensitive_records_after_first_refusal"):
+        out[k] = sum(int(r.get(k, 0)) for r in runs)
     before = [b for r in runs for b in r["requests_before_verdict"]]
     sensitive = [s for r in runs for s in r["sensitive_records_before_verdict"]]
     out["requests_before_verdict"] = before

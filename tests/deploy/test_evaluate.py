@@ -156,3 +156,15 @@ def test_the_real_pipeline_stops_a_stuffer_exactly_latency_after_its_verdict() -
     result = card.result(loop.verdicts, covers)
     assert result["detected"] == 1 and result["stopped"] == 1
     assert result["requests_before_verdict"] == [sum(c.time < first + 0.05 for c in attacker)]
+
+
+def test_what_gets_through_after_the_first_refusal_is_counted() -> None:
+    card = Scorecard("scraping")
+    for i, refused in enumerate([False, False, True, False, True, False]):  # a throttle: some calls pass after the first refusal
+        card.see("scraping", "scrape-1", True, "1.2.3.4|-", refused, sensitive_records=10)
+    card.see("scraping", "scrape-1", False, "1.2.3.4|-", False)  # the attacker's own ordinary call is not malicious
+    result = card.result()
+    assert result["requests_before_verdict"] == [2]
+    assert result["malicious_allowed_after_first_refusal"] == 2
+    assert result["sensitive_records_after_first_refusal"] == 20
+    assert result["by_attacker"]["scrape-1"]["malicious_allowed_after_first_refusal"] == 2
