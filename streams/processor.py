@@ -127,8 +127,7 @@ class BatchProcessor:
         """Rows that are another reporter's record of a call already counted (``streams.repeats``)."""
         n = table.num_rows
         reporters = column(table, "reporter") if "reporter" in table.column_names else pa.nulls(n, pa.string())
-        times = np.asarray(column(table, "time").to_numpy(zero_copy_only=False), dtype=np.float64)
-        return self._ids.repeats(hash64(pc.cast(column(table, "id"), pa.string()), memo=False), hash64(pc.cast(reporters, pa.string())), times)
+        return self._ids.repeats(hash64(pc.cast(column(table, "id"), pa.string()), memo=False), hash64(pc.cast(reporters, pa.string())))
 
     def export_destinations(self) -> bytes:
         """The service -> bit assignment (part of the state: masks mean nothing without it)."""

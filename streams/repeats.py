@@ -6,8 +6,9 @@ repeat when its id was seen from a *different* reporter and not yet from its
 own: the call is counted once, while a client that sends the same
 ``x-request-id`` on every call (the id can come from the client) is counted call
 by call. Ids are kept as 64-bit hashes with a 16-bit mask of the reporters that
-named them (a reporter is one bit, from its name's hash), in a ``KeyTable`` of
-at most ``budget`` ids (the least recently seen go first).
+named them (a reporter is one bit, from its name's hash), in two generations of
+``KeyTable`` of up to ``budget / 2`` ids each: when the newer fills, the older
+is dropped and the newer takes its place (no sort, no per-id bookkeeping).
 
 Contract: pure and vectorised; rows are judged in order, as if one by one
 (``repeats`` of a batch equals ``repeats`` of its rows fed singly).
@@ -23,7 +24,6 @@ from streams.keytable import KeyTable, pair_key
 __all__ = ["RepeatFilter"]
 
 _U = npt.NDArray[np.uint64]
-_F = npt.NDArray[np.float64]
 _B = npt.NDArray[np.bool_]
 
 
@@ -38,14 +38,30 @@ class RepeatFilter:
     """Remembers request ids and their reporters (see the module docstring)."""
 
     def __init__(self, budget: int) -> None:
-        self.table = KeyTable(budget, {"reporters": np.uint16})
+        self.half = max(1, budget // 2)
+        self.new = KeyTable(self.half, {"reporters": np.uint16})
+        self.old = KeyTable(self.half, {"reporters": np.uint16})
+        #: ids forgotten so far (dropped with an old generation)
+        self.evicted = 0
 
-    def repeats(self, ids: _U, reporters: _U, times: _F) -> _B:
-        """Per row: a repeat (``ids`` hashed, 0 = no id, never a repeat; ``reporters`` hashed; ``times`` for eviction).
+    def __len__(self) -> int:
+        return len(self.new) + len(self.old)
+
+    def _prior(self, keys: _U) -> npt.NDArray[np.uint16]:
+        out = np.zeros(len(keys), dtype=np.uint16)
+        for table in (self.old, self.new):
+            if len(table):
+                slot = table.find(keys)
+                hit = slot >= 0
+                out[hit] |= table.cols["reporters"][slot[hit]]
+        return out
+
+    def repeats(self, ids: _U, reporters: _U) -> _B:
+        """Per row: a repeat (``ids`` hashed, 0 = no id, never a repeat; ``reporters`` hashed).
 
         >>> f = RepeatFilter(100)
         >>> ids, who = np.array([5, 5, 5, 6], np.uint64), np.array([1, 2, 2, 1], np.uint64)
-        >>> f.repeats(ids, who, np.zeros(4)).tolist()
+        >>> f.repeats(ids, who).tolist()
         [False, True, False, False]
         """
         out = np.zeros(len(ids), dtype=bool)
@@ -54,12 +70,15 @@ class RepeatFilter:
             return out
         keys = ids[named]
         bit = (np.uint64(1) << (reporters[named] & np.uint64(15))).astype(np.uint16)
-        known = self.table.find(keys)
-        prior = np.where(known >= 0, self.table.cols["reporters"][np.maximum(known, 0)], 0).astype(np.uint16)
+        prior = self._prior(keys)
         seen = (prior != 0) | ~_firsts(keys)  # named before, by anyone
         mine = ((prior & bit) != 0) | ~_firsts(pair_key(keys, bit.astype(np.uint64)))  # named before by this reporter
         out[named] = seen & ~mine
-        slots, _, _ = self.table.upsert(keys, times[named])
-        np.bitwise_or.at(self.table.cols["reporters"], slots, bit)
-        self.table.evict_oldest()
+        slots, _, fresh = self.new.upsert(keys)
+        carried = self.new.cols["reporters"]
+        carried[fresh] = 0
+        np.bitwise_or.at(carried, slots, prior | bit)  # an id moves to the newer generation with what the older knew
+        if len(self.new) >= self.half:
+            self.evicted += len(self.old)
+            self.old, self.new = self.new, KeyTable(self.half, {"reporters": np.uint16})
         return out
