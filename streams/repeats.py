@@ -71,13 +71,14 @@ class RepeatFilter:
         keys = ids[named]
         bit = (np.uint64(1) << (reporters[named] & np.uint64(15))).astype(np.uint16)
         prior = self._prior(keys)
-        seen = (prior != 0) | ~_firsts(keys)  # named before, by anyone
-        mine = ((prior & bit) != 0) | ~_firsts(pair_key(keys, bit.astype(np.uint64)))  # named before by this reporter
+        slots, first_named, _ = self.new.upsert(keys)  # new keys come zeroed
+        seen = (prior != 0) | ~first_named  # named before, by anyone (first_named: the batch's first row of a key new to the table)
+        mine = (prior & bit) != 0  # named before by this reporter: in the memory, or earlier in this batch
+        repeated = np.flatnonzero(np.bincount(slots, minlength=len(self.new))[slots] > 1)
+        if len(repeated):  # only ids named twice in the batch need the (id, reporter) order; no sort of the whole batch
+            mine[repeated] |= ~_firsts(pair_key(keys[repeated], bit[repeated].astype(np.uint64)))
         out[named] = seen & ~mine
-        slots, _, fresh = self.new.upsert(keys)
-        carried = self.new.cols["reporters"]
-        carried[fresh] = 0
-        np.bitwise_or.at(carried, slots, prior | bit)  # an id moves to the newer generation with what the older knew
+        np.bitwise_or.at(self.new.cols["reporters"], slots, prior | bit)  # an id moves to the newer generation with what the older knew
         if len(self.new) >= self.half:
             self.evicted += len(self.old)
             self.old, self.new = self.new, KeyTable(self.half, {"reporters": np.uint16})
