@@ -30,6 +30,22 @@ _U = npt.NDArray[np.uint64]
 Elements = tuple[_I, _U]
 
 
+def _stack(signals: Mapping[str, _F], features: list[Feature], mine: npt.NDArray[np.bool_]) -> _F:
+    """The features' signals as columns, this key's rows only (rows x features)."""
+    return np.column_stack([signals[str(f.signal)] for f in features])[mine]
+
+
+def _group_sums(group: _I, values: _F, k: int) -> _F:
+    """Per group (0..k-1) the column sums of ``values`` (rows x columns) -> (k x columns)."""
+    width = values.shape[1]
+    if len(group) <= 64:  # a few rows: add them one by one in numpy
+        out = np.zeros((k, width))
+        np.add.at(out, group, values)
+        return out
+    flat = (group[:, None] * width + np.arange(width)).ravel()
+    return np.asarray(np.bincount(flat, weights=values.ravel(), minlength=k * width).reshape(k, width), dtype=np.float64)
+
+
 class KeySpace:
     """The state of one key and its folds (see the module docstring)."""
 
@@ -47,6 +63,13 @@ class KeySpace:
         self._decay = [f for f in self.features if f.fold == "decay"]
         self._flags = [f for f in self.features if f.fold == "flag"]
         self._is_service = next((f.name for f in self._flags if f.name == "is_service"), None)
+        f32 = self.store.f32_col
+        self._sums = [f for f in self._windowed if f.fold == "sum" and f.name in f32]
+        self._sum_at = np.array([f32[f.name] for f in self._sums], dtype=np.intp)
+        self._maxes = [f for f in self._windowed if f not in self._sums]
+        lives = sorted({f.half_life_s for f in self._decay})
+        self._decay_groups = [([f for f in self._decay if f.half_life_s == hl], hl) for hl in lives]
+        self._decay_at = [np.array([f32[f.name] for f in group], dtype=np.intp) for group, _ in self._decay_groups]
 
     def _value_at_close(self, name: str, rows: _I) -> _F:
         if name in self.store.sketches:
@@ -96,15 +119,14 @@ class KeySpace:
         g = group[mine]
         absent = np.zeros(len(group))
         signals = {**{str(f.signal): absent for f in self.features if f.signal and f.signal not in signals}, **signals}
-        for f in self._windowed:
-            values = signals[str(f.signal)][mine]
-            if f.fold == "sum":
-                add = np.bincount(g, weights=values, minlength=k)
-                cols[f.name][rows] = (cols[f.name][rows] + add).astype(cols[f.name].dtype)
-            else:
-                top = np.zeros(k)
-                np.maximum.at(top, g, values)
-                cols[f.name][rows] = np.maximum(cols[f.name][rows], top).astype(cols[f.name].dtype)
+        if self._sums:
+            at = np.ix_(rows, self._sum_at)
+            added = _group_sums(g, _stack(signals, self._sums, mine), k)
+            self.store.f32[at] = (self.store.f32[at] + added).astype(np.float32)
+        for f in self._maxes:
+            top = np.zeros(k)
+            np.maximum.at(top, g, signals[str(f.signal)][mine])
+            cols[f.name][rows] = np.maximum(cols[f.name][rows], top).astype(cols[f.name].dtype)
         for f in self._flags:
             hit = np.bincount(g, weights=signals[str(f.signal)][mine], minlength=k) > 0
             cols[f.name][rows] |= hit.astype(cols[f.name].dtype)
@@ -123,23 +145,27 @@ class KeySpace:
         """Decay each key's sums to its latest event, then add each row decayed from its own time (batching-invariant)."""
         if not self._decay:
             return
-        cols = self.store.cols
+        cols, f32 = self.store.cols, self.store.f32
         now = np.maximum(latest, cols["decay_at"][rows])
         dt = now - cols["decay_at"][rows]
         age = np.maximum(now[g] - time[mine], 0.0)
-        for f in self._decay:
-            factor = np.exp2(-dt / f.half_life_s)
-            add = np.bincount(g, weights=signals[str(f.signal)][mine] * np.exp2(-age / f.half_life_s), minlength=k)
-            cols[f.name][rows] = (cols[f.name][rows] * factor + add).astype(np.float32)
+        for (features, half_life), where in zip(self._decay_groups, self._decay_at):  # one pass per half-life
+            factor = np.exp2(-dt / half_life)[:, None]
+            added = _group_sums(g, _stack(signals, features, mine) * np.exp2(-age / half_life)[:, None], k)
+            at = np.ix_(rows, where)
+            f32[at] = (f32[at] * factor + added).astype(np.float32)
         cols["decay_at"][rows] = now
 
     def frame(self, rows: _I) -> dict[str, _F]:
         """The feature frame (every feature of this key) of these rows."""
-        cols = self.store.cols
+        cols, f32 = self.store.cols, self.store.f32_col
+        block = self.store.f32[rows].astype(np.float64)  # every float32 feature in one copy
         out: dict[str, _F] = {}
         for f in self.features:
             if f.fold == "distinct":
                 out[f.name] = distinct_estimate(self.store.sketches[f.name][rows])
+            elif f.name in f32:
+                out[f.name] = block[:, f32[f.name]]
             else:
                 out[f.name] = cols[f.name][rows].astype(np.float64)
         if self.cohorts.features:

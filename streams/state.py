@@ -85,7 +85,12 @@ class ActorStore:
         self.columns, self.sketch_names = layout(self.features, extra or {})
         self.buckets = buckets
         self.size = 0
-        self.cols: dict[str, npt.NDArray[Any]] = {n: np.zeros(capacity, dtype=t) for n, t in self.columns.items()}
+        #: float32 columns live side by side in one matrix (``cols[name]`` is a view of its column), so folds
+        #: and frames touch every feature of a row in one numpy operation; ``f32_col`` names each column's index
+        self.f32_col = {n: j for j, n in enumerate(n for n, t in self.columns.items() if np.dtype(t) == np.float32)}
+        self.f32 = np.zeros((capacity, len(self.f32_col)), dtype=np.float32)
+        self.cols: dict[str, npt.NDArray[Any]] = {n: np.zeros(capacity, dtype=t) for n, t in self.columns.items() if n not in self.f32_col}
+        self._view_f32()
         self.sketches = {n: np.zeros((capacity, SKETCH_BYTES), dtype=np.uint8) for n in self.sketch_names}
         self._index_keys = np.zeros(0, dtype=np.uint64)
         self._index_rows = np.zeros(0, dtype=np.uint32)
@@ -94,6 +99,10 @@ class ActorStore:
         self._fingerprint = hashlib.blake2b(repr(self._row_dtype.descr).encode(), digest_size=8).digest()
         #: changelog blobs skipped because another column layout wrote them
         self.skipped_blobs = 0
+
+    def _view_f32(self) -> None:
+        for name, j in self.f32_col.items():
+            self.cols[name] = self.f32[:, j]
 
     @property
     def objects(self) -> npt.NDArray[np.uint8]:
@@ -113,8 +122,13 @@ class ActorStore:
             return
         new_capacity = max(needed, capacity * 2)
         for name, col in self.cols.items():
-            self.cols[name] = np.resize(col, new_capacity)
-            self.cols[name][capacity:] = 0
+            if name not in self.f32_col:
+                self.cols[name] = np.resize(col, new_capacity)
+                self.cols[name][capacity:] = 0
+        grown_f32 = np.zeros((new_capacity, self.f32.shape[1]), dtype=np.float32)
+        grown_f32[:capacity] = self.f32
+        self.f32 = grown_f32
+        self._view_f32()
         for name, sketch in self.sketches.items():
             grown = np.zeros((new_capacity, SKETCH_BYTES), dtype=np.uint8)
             grown[:capacity] = sketch
