@@ -11,41 +11,112 @@ deprecated and called: a zombie) or ``dormant`` (not called for
 the records to publish on ``api.inventory.v1``; ``zombie_keys`` the
 ``service METHOD /template`` keys whose calls count as retired-API hits.
 Pure; nothing here is read from the simulator: only summaries and specs.
+
+Callers are actors (``workload or ip | principal``, as ``ingest.actor_key``).
+An endpoint counts at most ``_CALLER_CAP`` of them, admitted in order of
+arrival (batch order, then row order); its top callers are the
+``_TOP_CALLERS`` with the most calls, earlier arrival first among equals.
+Cost: a fold is a fixed number of numpy/Arrow passes over its rows; Python
+touches each endpoint of the batch (its statuses, auth and data types, and the
+callers entering its top) once. The (endpoint, caller) counts live in a
+``KeyTable`` keyed by ``pair_key(endpoint number, caller hash)``; a caller's
+name is kept only while it is in its endpoint's top callers. Statuses are
+published in ascending order of their text.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from ingest import EndpointRecord
-from streams.batch import present
+from streams.batch import column, hash64
+from streams.keytable import KeyTable, pair_key
 
 __all__ = ["Inventory"]
 
 _TOP_CALLERS = 5
 _CALLER_CAP = 10_000
 
-
-def _pairs(table: pa.Table, column: str, ordered: bool = False) -> list[tuple[str, str, int]]:
-    """(endpoint key, value, rows) for every distinct (key, value) of the batch; ``ordered``: in the order of their first rows."""
-    if ordered:  # Arrow does not promise the order of its groups
-        grouped = table.group_by(["key", column], use_threads=False).aggregate([([], "count_all"), ("row", "min")]).sort_by("row_min")
-    else:
-        grouped = table.group_by(["key", column], use_threads=False).aggregate([([], "count_all")])
-    return list(zip(grouped["key"].to_pylist(), grouped[column].to_pylist(), grouped["count_all"].to_pylist()))
+_I = npt.NDArray[np.intp]
+_F = npt.NDArray[np.float64]
+_U = npt.NDArray[np.uint64]
 
 
-def _wakes(times: Iterable[float], last_seen: float, dormant_after_s: float) -> bool:
-    """Whether a call comes ``dormant_after_s`` or more after every earlier one (rows in batch order)."""
-    for t in times:
-        if t - last_seen >= dormant_after_s:
+def _validity(values: pa.Array) -> npt.NDArray[np.bool_] | None:
+    """Which rows are not null (``None``: all of them), read from the validity bitmap."""
+    if not values.null_count:
+        return None
+    bits = np.unpackbits(np.frombuffer(values.buffers()[0], dtype=np.uint8), bitorder="little")
+    return bits[values.offset : values.offset + len(values)].astype(bool)
+
+
+def _ints(values: pa.Array, null: int) -> _I:
+    """An integer Arrow array as numpy, nulls as ``null`` (read from its buffers: cheaper than an Arrow call)."""
+    out = np.frombuffer(values.buffers()[1], dtype=values.type.to_pandas_dtype())[values.offset : values.offset + len(values)].astype(np.intp)
+    valid = _validity(values)
+    if valid is not None:
+        out[~valid] = null
+    return out
+
+
+def _encode(values: pa.Array) -> tuple[_I, list[Any]]:
+    """(each row's index into the distinct values, the distinct values in order of first row); null rows get ``len(distinct)``."""
+    encoded = pc.dictionary_encode(values)
+    names = encoded.dictionary.to_pylist()
+    return _ints(encoded.indices, len(names)), names
+
+
+def _codes(codes: _I, space: int) -> tuple[_I, _I]:
+    """(the distinct codes ascending, each row's rank among them) of integer codes in ``[0, space)``."""
+    if space <= 16 * len(codes) + 65536:  # dense: a mark and a running count, no sort
+        seen = np.zeros(space, dtype=bool)
+        seen[codes] = True
+        uniq = np.flatnonzero(seen)
+        rank = np.empty(space, dtype=np.intp)
+        rank[uniq] = np.arange(len(uniq))
+        return uniq, rank[codes]
+    uniq, inverse = np.unique(codes, return_inverse=True)
+    return uniq, inverse.reshape(-1)
+
+
+def _first_rows(groups: _I, k: int) -> _I:
+    """The first row of each of ``k`` groups (every group has a row)."""
+    first = np.full(k, len(groups), dtype=np.intp)
+    np.minimum.at(first, groups, np.arange(len(groups), dtype=np.intp))
+    return first
+
+
+def _present_pairs(rows: _I, values: _I, k: int, width: int) -> Iterable[tuple[int, int, int]]:
+    """(group, value, rows) of each (group, value) that occurs, over ``k`` groups and values in ``[0, width)``."""
+    found, of_row = _codes(rows * width + values, k * width)
+    return zip((found // width).tolist(), (found % width).tolist(), np.bincount(of_row, minlength=len(found)).tolist())
+
+
+def _rank_in_group(groups: _I) -> _I:
+    """Each element's rank among the earlier elements of its group."""
+    order = np.argsort(groups, kind="stable")
+    ranked = groups[order]
+    starts = np.flatnonzero(np.r_[True, ranked[1:] != ranked[:-1]])
+    rank = np.empty(len(groups), dtype=np.intp)
+    rank[order] = np.arange(len(groups)) - np.repeat(starts, np.diff(np.r_[starts, len(groups)]))
+    return rank
+
+
+def _wakes(times: _F, last_seen: float | None, dormant_after_s: float) -> bool:
+    """Whether a call comes ``dormant_after_s`` or more after every earlier one (rows in batch order; none earlier: the first row)."""
+    listed = times.tolist()
+    last = listed[0] if last_seen is None else last_seen
+    for t in listed[1:] if last_seen is None else listed:
+        if t - last >= dormant_after_s:
             return True
-        last_seen = max(last_seen, t)
+        last = max(last, t)
     return False
 
 
@@ -57,12 +128,87 @@ class _Endpoint:
     template: str
     first_seen: float
     last_seen: float
+    index: int
     calls: int = 0
-    callers: dict[str, int] = field(default_factory=dict)
+    callers: int = 0
+    top: list[tuple[int, str]] = field(default_factory=list)  # (pair slot, caller): best first
     auth_types: set[str] = field(default_factory=set)
     data_types: set[str] = field(default_factory=set)
     statuses: dict[str, int] = field(default_factory=dict)
     woke_from_dormancy: bool = False
+
+
+@dataclass
+class _Actors:
+    """The distinct callers of a batch: each row's caller, each caller's hash, and their texts (``who|principal``)."""
+
+    of_row: _I
+    hashes: _U
+    whos: list[str]
+    principals: pa.Array
+    who_of: _I
+    principal_of: _I
+
+    def labels(self, actors: _I) -> list[str]:
+        """``workload or ip | principal`` of each caller (as ``ingest.actor_key``)."""
+        principals = self.principals.take(pa.array(self.principal_of[actors])).to_pylist()
+        return [f"{self.whos[w]}|{p}" for w, p in zip(self.who_of[actors].tolist(), principals)]
+
+
+def _whos(source: pa.Array) -> tuple[_I, list[str]]:
+    """Each row's source (workload, else ip, else ``-``; empty counts as absent) as an index into distinct texts."""
+    of_row, names = _encode(source.field("workload"))
+    who = [x or None for x in names] + [None]
+    absent = np.flatnonzero(np.array([x is None for x in who], dtype=bool)[of_row])
+    if len(absent):
+        ips, ip_names = _encode(source.field("ip").take(pa.array(absent)))
+        of_row = of_row.copy()
+        of_row[absent] = len(who) + ips
+        who += [x or None for x in ip_names] + [None]
+    texts = [x or "-" for x in who]
+    first: dict[str, int] = {}
+    canonical = np.array([first.setdefault(x, i) for i, x in enumerate(texts)], dtype=np.intp)
+    return canonical[of_row], texts
+
+
+def _principals(values: pa.Array) -> tuple[_I, pa.Array]:
+    """Each row's principal (empty or null: ``-``) as an index into distinct texts (the last one is ``-``)."""
+    encoded = pc.dictionary_encode(values)
+    texts = pa.concat_arrays([encoded.dictionary, pa.array(["-"], encoded.dictionary.type)])
+    dash = len(texts) - 1
+    of_row = _ints(encoded.indices, dash)
+    same = [i for i in (pc.index(encoded.dictionary, "").as_py(), pc.index(encoded.dictionary, "-").as_py()) if i >= 0]
+    if same:  # "", null and "-" are one principal
+        remap = np.arange(len(texts), dtype=np.intp)
+        remap[same] = dash
+        of_row = remap[of_row]
+    return of_row, texts
+
+
+def _actors(table: pa.Table) -> _Actors:
+    """The batch's callers; a caller's hash is that of its text split at the first ``|`` (the text identifies it)."""
+    who_of_row, whos = _whos(column(table, "source"))
+    p_of_row, principals = _principals(column(table, "principal"))
+    width = len(principals)
+    combos, of_row = _codes(who_of_row * width + p_of_row, len(whos) * width)
+    actors = _Actors(of_row, np.zeros(0, np.uint64), whos, principals, combos // width, combos % width)
+    actors.hashes = pair_key(hash64(pa.array(whos, pa.string()))[actors.who_of], hash64(principals)[actors.principal_of])
+    split = np.flatnonzero(np.array(["|" in x for x in whos], dtype=bool)[actors.who_of])
+    if len(split):  # "a|b" + "c" and "a" + "b|c" are the same text "a|b|c": one caller
+        left, _, right = zip(*(text.partition("|") for text in actors.labels(split)))
+        actors.hashes[split] = pair_key(hash64(pa.array(left, pa.string())), hash64(pa.array(right, pa.string())))
+        actors.hashes, first, inverse = np.unique(actors.hashes, return_index=True, return_inverse=True)
+        actors.of_row, actors.who_of, actors.principal_of = inverse.reshape(-1)[of_row], actors.who_of[first], actors.principal_of[first]
+    return actors
+
+
+@dataclass
+class _Fold:
+    """One batch as the inventory reads it: each row's endpoint (0..k-1 in this batch) and their inventory records."""
+
+    table: pa.Table
+    local: _I
+    endpoints: list[_Endpoint]
 
 
 class Inventory:
@@ -73,6 +219,10 @@ class Inventory:
         self.dormant_after_s = dormant_after_s
         self.endpoints: dict[str, _Endpoint] = {}
         self._changed: set[str] = set()
+        self._keys: list[str] = []  # endpoint index -> key
+        self._index: dict[str, int] = {}
+        self._pairs = KeyTable(1 << 30, {"calls": np.int64, "arrival": np.int64})  # (endpoint, caller) -> calls, first row
+        self._arrived = 0  # rows folded so far: the arrival order of callers
 
     def status(self, ep: _Endpoint) -> str:
         """The endpoint's spec status (see module docstring)."""
@@ -90,73 +240,176 @@ class Inventory:
     def update(self, table: pa.Table) -> None:
         """Fold one batch of summaries (Arrow table with the ``RequestSummary`` schema) in.
 
-        Vectorised: Arrow groups the batch by endpoint (and by endpoint and caller,
-        status, auth type, data type); Python touches each group once, not each row.
+        Vectorised: each row gets its endpoint's number in the batch; counts per
+        endpoint and per (endpoint, caller | status | auth type | data type) are numpy
+        passes; Python touches each endpoint and each of its statuses and types once.
         """
         if table.num_rows == 0:
             return
-        dest, src = table["destination"].combine_chunks(), table["source"].combine_chunks()
-        service = pc.if_else(pc.equal(pc.fill_null(dest.field("service"), ""), ""), "-", pc.fill_null(dest.field("service"), "-"))
-        method, template = table["method"].combine_chunks(), table["path_template"].combine_chunks()
-        key = pc.binary_join_element_wise(service, method, template, " ")
-        who = pc.coalesce(present(src.field("workload")), present(src.field("ip")), "-")
-        actor = pc.binary_join_element_wise(who, pc.fill_null(present(table["principal"].combine_chunks()), "-"), "|")
-        status = pc.fill_null(pc.cast(table["status"].combine_chunks(), pa.string()), "none")
-        flat = pa.table({"key": key, "row": pa.array(np.arange(table.num_rows)), "time": table["time"].combine_chunks(),
-                         "actor": actor, "auth": table["auth_type"].combine_chunks(), "status": status})
-        self._endpoints(flat, (service, dest.field("namespace"), method, template))
-        for k, caller, n in _pairs(flat, "actor", ordered=True):  # the cap admits callers in order of arrival
-            callers = self.endpoints[k].callers
-            if caller in callers or len(callers) < _CALLER_CAP:
-                callers[caller] = callers.get(caller, 0) + n
-        for k, value, n in _pairs(flat, "status"):
-            statuses = self.endpoints[k].statuses
-            statuses[value] = statuses.get(value, 0) + n
-        for k, value, _ in _pairs(flat.filter(pc.is_valid(flat["auth"])), "auth"):
-            if value:
-                self.endpoints[k].auth_types.add(value)
-        self._data_types(table, key)
+        fold = self._endpoints(table)
+        self._callers(fold)
+        self._statuses(fold)
+        self._auth_types(fold)
+        self._data_types(fold)
+        self._arrived += table.num_rows
 
-    def _endpoints(self, flat: pa.Table, names: tuple[pa.Array, ...]) -> None:
-        """Calls, first/last seen and dormancy per endpoint; a new endpoint is named after its first row."""
-        grouped = flat.group_by("key", use_threads=False).aggregate([("time", "min"), ("time", "max"), ("time", "count"), ("row", "min")])
-        first_rows = grouped["row_min"]
-        service, namespace, method, template = (pc.take(col, first_rows).to_pylist() for col in names)
-        columns = (grouped[c].to_pylist() for c in ("key", "time_min", "time_max", "time_count"))
-        for i, (k, first, last, calls) in enumerate(zip(*columns)):
-            ep = self.endpoints.get(k)
+    def _endpoints(self, table: pa.Table) -> _Fold:
+        """Each row's endpoint; calls, first/last seen and dormancy per endpoint (a new one is named after its first row)."""
+        local, found, names = self._endpoint_of_rows(table)
+        times = np.asarray(column(table, "time").to_numpy(zero_copy_only=False), dtype=np.float64)
+        k = len(found)
+        low, high = np.full(k, np.inf), np.full(k, -np.inf)
+        np.minimum.at(low, local, times)
+        np.maximum.at(high, local, times)
+        keys, counts, first = [self._keys[i] for i in found.tolist()], np.bincount(local, minlength=k).tolist(), None
+        eps = []
+        for j, (key, lo, hi, calls) in enumerate(zip(keys, low.tolist(), high.tolist(), counts)):
+            ep = self.endpoints.get(key)
             if ep is None:
-                ep = self.endpoints[k] = _Endpoint(service[i], namespace[i], method[i], template[i], first, last)
-                ep.woke_from_dormancy = last - first >= self.dormant_after_s and self._woke(flat, k, None)
-            elif not ep.woke_from_dormancy and last - ep.last_seen >= self.dormant_after_s:
-                ep.woke_from_dormancy = self._woke(flat, k, ep.last_seen)
+                first = _first_rows(local, k) if first is None else first
+                ep = self.endpoints[key] = _Endpoint(*names(int(first[j])), first_seen=lo, last_seen=hi, index=int(found[j]))
+                ep.woke_from_dormancy = hi - lo >= self.dormant_after_s and _wakes(times[local == j], None, self.dormant_after_s)
+            elif not ep.woke_from_dormancy and hi - ep.last_seen >= self.dormant_after_s:
+                ep.woke_from_dormancy = _wakes(times[local == j], ep.last_seen, self.dormant_after_s)
             ep.calls += calls
-            ep.first_seen, ep.last_seen = min(ep.first_seen, first), max(ep.last_seen, last)
-            self._changed.add(k)
+            ep.first_seen, ep.last_seen = min(ep.first_seen, lo), max(ep.last_seen, hi)
+            self._changed.add(key)
+            eps.append(ep)
+        return _Fold(table, local, eps)
 
-    def _woke(self, flat: pa.Table, key: str, last_seen: float | None) -> bool:
-        """The exact dormancy check over one endpoint's rows in batch order (rare: only when the batch could wake it)."""
-        times = flat.filter(pc.equal(flat["key"], key))["time"].to_pylist()
-        return _wakes(times[1:], times[0], self.dormant_after_s) if last_seen is None else _wakes(times, last_seen, self.dormant_after_s)
+    def _endpoint_of_rows(self, table: pa.Table) -> tuple[_I, _I, Callable[[int], tuple[str, str | None, str, str]]]:
+        """(each row's endpoint in the batch, their numbers in the inventory, the (service, namespace, method, template) of a row)."""
+        dest, method, template = column(table, "destination"), column(table, "method"), column(table, "path_template")
+        for name, values in (("method", method), ("path_template", template)):
+            if values.null_count:
+                raise ValueError(f"Inventory.update: required column {name!r} has {values.null_count} nulls")
+        s, s_names = _encode(dest.field("service"))
+        m, methods = _encode(method)
+        t, templates = _encode(template)
+        services = [v or "-" for v in s_names] + ["-"]
+        nm, nt = len(methods), len(templates)
+        combos, local = _codes((s * nm + m) * nt + t, len(services) * nm * nt)
+        keys = [f"{services[c // (nm * nt)]} {methods[c // nt % nm]} {templates[c % nt]}" for c in combos.tolist()]
+        found = np.array([self._index_of(key) for key in keys], dtype=np.intp)
+        if len(np.unique(found)) < len(found):  # two combinations name one endpoint (service "" and null)
+            found, local = _codes(found[local], len(self._keys))
 
-    def _data_types(self, table: pa.Table, key: pa.Array) -> None:
-        sensitive = table["sensitive"].combine_chunks()
-        if not len(sensitive) or sensitive.null_count == len(sensitive):
+        def names(row: int) -> tuple[str, str | None, str, str]:
+            return services[s[row]], dest.field("namespace")[row].as_py(), methods[m[row]], templates[t[row]]
+        return local, found, names
+
+    def _index_of(self, key: str) -> int:
+        """The endpoint's number in this inventory (a new key gets the next one)."""
+        i = self._index.get(key)
+        if i is None:
+            i = self._index[key] = len(self._keys)
+            self._keys.append(key)
+        return i
+
+    def _callers(self, fold: _Fold) -> None:
+        """Calls per (endpoint, caller): known pairs counted, new ones admitted up to the cap in order of arrival."""
+        eps = fold.endpoints
+        actors = _actors(fold.table)
+        width = len(actors.hashes)
+        pairs, pair_of_row = _codes(fold.local * width + actors.of_row, len(eps) * width)
+        calls = np.bincount(pair_of_row, minlength=len(pairs))
+        arrival = self._arrived + _first_rows(pair_of_row, len(pairs))
+        group, actor = pairs // width, pairs % width
+        numbers = np.array([ep.index for ep in eps], dtype=np.uint64)
+        keys = pair_key(numbers[group], actors.hashes[actor])
+        slots = self._pairs.find(keys)
+        admitted = self._admit(slots < 0, group, arrival, eps)
+        slots[admitted] = self._pairs.upsert(keys[admitted])[0]
+        cols = self._pairs.cols  # read after the upsert: growing reallocates
+        cols["arrival"][slots[admitted]] = arrival[admitted]
+        touched = slots >= 0
+        cols["calls"][slots[touched]] += calls[touched]
+        for ep, n in zip(eps, np.bincount(group[admitted], minlength=len(eps)).tolist()):
+            ep.callers += n
+        self._top(eps, slots[touched], group[touched], actor[touched], actors)
+
+    @staticmethod
+    def _admit(new: npt.NDArray[np.bool_], group: _I, arrival: _I, eps: list[_Endpoint]) -> npt.NDArray[np.bool_]:
+        """Which new pairs an endpoint admits: while it has fewer than ``_CALLER_CAP`` callers, in order of arrival."""
+        room = np.array([_CALLER_CAP - ep.callers for ep in eps], dtype=np.intp)
+        if (np.bincount(group[new], minlength=len(eps)) <= room).all():
+            return new
+        order = np.flatnonzero(new)
+        order = order[np.argsort(arrival[order], kind="stable")]
+        admitted = np.zeros(len(new), dtype=bool)
+        admitted[order[_rank_in_group(group[order]) < room[group[order]]]] = True
+        return admitted
+
+    def _top(self, eps: list[_Endpoint], slots: _I, group: _I, actor: _I, actors: _Actors) -> None:
+        """Each endpoint's top callers again, from its old top and the pairs this batch counted (calls only grow)."""
+        calls, arrival = self._pairs.cols["calls"], self._pairs.cols["arrival"]
+        held = [(slot, j, label) for j, ep in enumerate(eps) for slot, label in ep.top]
+        held_slots = np.array([h[0] for h in held], dtype=np.intp)
+        held_group = np.array([h[1] for h in held], dtype=np.intp)
+        floor = np.full(len(eps), np.iinfo(np.int64).max, dtype=np.int64)
+        np.minimum.at(floor, held_group, calls[held_slots])
+        floor[np.bincount(held_group, minlength=len(eps)) < _TOP_CALLERS] = 0  # a pair below all of a full top stays out
+        keep = calls[slots] >= floor[group]
+        slots, group, actor = slots[keep], group[keep], actor[keep]
+        counted = np.zeros(self._pairs.n, dtype=bool)
+        counted[slots] = True
+        kept_held = np.flatnonzero(~counted[held_slots])  # a held caller counted now is a candidate already
+        cand_slots, cand_group = np.concatenate([slots, held_slots[kept_held]]), np.concatenate([group, held_group[kept_held]])
+        order = np.lexsort((arrival[cand_slots], -calls[cand_slots], cand_group))  # best first: most calls, then earliest arrival
+        winners = order[_rank_in_group(cand_group[order]) < _TOP_CALLERS]
+        fresh = winners[winners < len(slots)]
+        labels = dict(zip(fresh.tolist(), actors.labels(actor[fresh])))
+        tops: dict[int, list[tuple[int, str]]] = {}
+        for w, g, slot in zip(winners.tolist(), cand_group[winners].tolist(), cand_slots[winners].tolist()):
+            tops.setdefault(g, []).append((slot, labels[w] if w < len(slots) else held[kept_held[w - len(slots)]][2]))
+        for g, top in tops.items():
+            eps[g].top = top
+
+    def _statuses(self, fold: _Fold) -> None:
+        """Calls per (endpoint, status); a missing status is ``none``."""
+        status = column(fold.table, "status")
+        values, valid = _ints(status, 0), _validity(status)
+        seen = values if valid is None else values[valid]
+        low, high = (int(seen.min()), int(seen.max())) if len(seen) else (0, 0)
+        if high - low < 4096:  # HTTP statuses: each value is its own code, 0 is none
+            codes, labels = values - (low - 1), ["none"] + [str(v) for v in range(low, high + 1)]
+            if valid is not None:
+                codes[~valid] = 0
+        else:
+            codes, names = _encode(status)
+            labels = [str(v) for v in names] + ["none"]
+        for j, v, n in _present_pairs(fold.local, codes, len(fold.endpoints), len(labels)):
+            statuses = fold.endpoints[j].statuses
+            statuses[labels[v]] = statuses.get(labels[v], 0) + n
+
+    def _auth_types(self, fold: _Fold) -> None:
+        """The auth types each endpoint was called with (empty ones are none)."""
+        values, names = _encode(column(fold.table, "auth_type"))
+        for j, v, _ in _present_pairs(fold.local, values, len(fold.endpoints), len(names) + 1):
+            if v < len(names) and names[v]:
+                fold.endpoints[j].auth_types.add(names[v])
+
+    def _data_types(self, fold: _Fold) -> None:
+        """The sensitive-data types each endpoint returned (a count above zero)."""
+        sensitive = column(fold.table, "sensitive")
+        if sensitive.null_count == len(sensitive):
             return
-        keys = pa.ListArray.from_arrays(sensitive.offsets, sensitive.keys)
-        parents = pc.list_parent_indices(keys)
-        types, counts = pc.list_flatten(keys), pc.list_flatten(pa.ListArray.from_arrays(sensitive.offsets, sensitive.items))
-        pairs = pa.table({"key": pc.take(key, parents), "type": types, "n": counts}).filter(pc.greater(pc.fill_null(counts, 0), 0))
-        for k, value, _ in _pairs(pairs, "type"):
-            self.endpoints[k].data_types.add(value)
+        offsets = _ints(sensitive.offsets, 0)
+        start, size = int(offsets[0]), int(offsets[-1] - offsets[0])  # the entries of a slice: absolute offsets into the children
+        positive = _ints(sensitive.items.slice(start, size), 0) > 0
+        if not positive.any():
+            return
+        types, names = _encode(sensitive.keys.slice(start, size))
+        rows = np.repeat(fold.local, np.diff(offsets))
+        for j, v, _ in _present_pairs(rows[positive], types[positive], len(fold.endpoints), len(names) + 1):
+            fold.endpoints[j].data_types.add(names[v])
 
     def record(self, key: str) -> EndpointRecord:
         """The published record of one endpoint."""
         ep = self.endpoints[key]
-        top = sorted(ep.callers.items(), key=lambda kv: -kv[1])[:_TOP_CALLERS]
         return EndpointRecord(service=ep.service, namespace=ep.namespace, method=ep.method, path_template=ep.template,
-                              calls=ep.calls, callers=len(ep.callers), top_callers=[a for a, _ in top],
-                              auth_types=sorted(ep.auth_types), data_types=sorted(ep.data_types), statuses=dict(ep.statuses),
+                              calls=ep.calls, callers=ep.callers, top_callers=[caller for _, caller in ep.top],
+                              auth_types=sorted(ep.auth_types), data_types=sorted(ep.data_types), statuses=dict(sorted(ep.statuses.items())),
                               first_seen=ep.first_seen, last_seen=ep.last_seen, spec_status=self.status(ep))
 
     def take_changed(self) -> list[EndpointRecord]:

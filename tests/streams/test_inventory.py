@@ -57,7 +57,7 @@ def test_pipeline_publishes_inventory_and_counts_deprecated_calls_as_retired(sum
     assert [d.attack_class for d in out.detections] == ["retired_api"]
 
 
-# --- the vectorised update against the per-row algorithm it replaced --------------------------------------------
+# --- the vectorised update against the per-row algorithm ------------------------------------------------------
 
 from typing import Any  # noqa: E402
 
@@ -65,37 +65,44 @@ import pytest  # noqa: E402
 from hypothesis import given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from ingest import actor_key  # noqa: E402
+from ingest import EndpointRecord, actor_key  # noqa: E402
 from streams import inventory as inventory_module  # noqa: E402
 
-_NAMES = st.sampled_from([None, "", "a", "b", "a b", "x|y"])
-_ROW = st.fixed_dictionaries({
-    "time": st.integers(0, 120).map(float),
-    "source": st.fixed_dictionaries({"workload": _NAMES, "ip": _NAMES}),
-    "principal": _NAMES,
-    "destination": st.fixed_dictionaries({"service": st.sampled_from(["", "orders", "carts", "a b"]), "namespace": st.sampled_from([None, "", "shop", "ops"])}),
-    "method": st.sampled_from(["GET", "POST"]),
-    "path_template": st.sampled_from(["/a", "/b c", "/{id}"]),
-    "status": st.sampled_from([None, 200, 404, 500]),
-    "auth_type": st.sampled_from([None, "", "jwt", "mtls"]),
-    "sensitive": st.one_of(st.none(), st.lists(st.tuples(st.sampled_from(["email", "card", "ssn"]), st.sampled_from([0, 1, 3])), max_size=3)),
-})
-#: a batch: its rows, where it is cut into two record batches (chunks), and whether a leading row is sliced off
-_BATCH = st.tuples(st.lists(_ROW, min_size=1, max_size=12), st.integers(0, 12), st.booleans())
-_CAP = 3  # the caller cap, lowered so small batches reach it
+_NAMES = st.sampled_from([None, "", "-", "a", "b", "a b", "x", "x|y", "y|-"])
+
+
+def _rows(narrow: bool) -> st.SearchStrategy[dict[str, Any]]:
+    """Summaries as dicts; ``narrow``: one endpoint and a few callers, so caps, tops and ties are reached often."""
+    services = ["orders"] if narrow else [None, "", "-", "orders", "carts", "a b"]
+    return st.fixed_dictionaries({
+        "time": st.integers(0, 120).map(float),
+        "source": st.fixed_dictionaries({"workload": st.sampled_from(["a", "x", "x|y"]) if narrow else _NAMES, "ip": _NAMES}),
+        "principal": st.sampled_from(["p", "q", "r", "y|-", "-", None]) if narrow else _NAMES,
+        "destination": st.fixed_dictionaries({"service": st.sampled_from(services), "namespace": st.sampled_from([None, "", "shop", "ops"])}),
+        "method": st.sampled_from(["GET"] if narrow else ["GET", "POST", "b GET"]),
+        "path_template": st.sampled_from(["/a"] if narrow else ["/a", "/b c", "/{id}"]),
+        "status": st.sampled_from([None, 200, 404, 500, 70_000, -3]),
+        "auth_type": st.sampled_from([None, "", "jwt", "mtls"]),
+        "sensitive": st.one_of(st.none(), st.lists(st.tuples(st.sampled_from(["email", "card", "ssn"]), st.sampled_from([None, 0, 1, 3])), max_size=3)),
+    })
+
+
+def _batches(narrow: bool) -> st.SearchStrategy[list[tuple[list[dict[str, Any]], int, bool]]]:
+    """Batches: rows, where each is cut into two record batches (chunks), and whether a leading row is sliced off."""
+    return st.lists(st.tuples(st.lists(_rows(narrow), min_size=1, max_size=12), st.integers(0, 12), st.booleans()), min_size=1, max_size=6)
 
 
 def _arrow(rows: list[dict[str, Any]], cut: int, sliced: bool) -> pa.Table:
     """The rows as a table of up to two chunks, optionally a slice (non-zero offsets), as decoded envelopes can be."""
     schema = arrow_schema(RequestSummary)
-    rows = ([dict(rows[0], sensitive=[("lead", 9)], principal="lead")] if sliced else []) + rows
+    rows = ([dict(rows[0], sensitive=[("lead", 9)], principal="lead", status=None)] if sliced else []) + rows
     cut = min(cut, len(rows))
     table = pa.concat_tables([pa.Table.from_pylist(part, schema=schema) for part in (rows[:cut], rows[cut:]) if part])
     return table.slice(1) if sliced else table
 
 
-def _oracle(batches: list[list[dict[str, Any]]], dormant_after_s: float) -> dict[str, dict[str, Any]]:
-    """The per-row algorithm ``Inventory.update`` had before it was vectorised."""
+def _oracle(batches: list[list[dict[str, Any]]], dormant_after_s: float, cap: int) -> dict[str, dict[str, Any]]:
+    """The inventory row by row: callers admitted while fewer than ``cap``, in order of arrival (dicts keep it)."""
     eps: dict[str, dict[str, Any]] = {}
     for rows in batches:
         for row in rows:
@@ -112,33 +119,68 @@ def _oracle(batches: list[list[dict[str, Any]]], dormant_after_s: float) -> dict
             ep["calls"] += 1
             ep["first_seen"], ep["last_seen"] = min(ep["first_seen"], t), max(ep["last_seen"], t)
             actor = actor_key(src.get("workload") or src.get("ip"), row["principal"])
-            if actor in ep["callers"] or len(ep["callers"]) < _CAP:
+            if actor in ep["callers"] or len(ep["callers"]) < cap:
                 ep["callers"][actor] = ep["callers"].get(actor, 0) + 1
             if row["auth_type"]:
                 ep["auth_types"].add(row["auth_type"])
-            ep["data_types"].update(k for k, v in (row["sensitive"] or []) if v > 0)
+            ep["data_types"].update(k for k, v in (row["sensitive"] or []) if v)
             status = str(row["status"]) if row["status"] is not None else "none"
             ep["statuses"][status] = ep["statuses"].get(status, 0) + 1
     return eps
 
 
-def _state(inv: Inventory) -> dict[str, dict[str, Any]]:
-    """The inventory's endpoints as plain dicts; callers as an ordered list (ties in top callers follow insertion order)."""
-    fields = ("service", "namespace", "method", "template", "first_seen", "last_seen", "calls", "auth_types", "data_types", "statuses", "woke_from_dormancy")
-    return {k: {**{f: getattr(ep, f) for f in fields}, "callers": list(ep.callers.items())} for k, ep in inv.endpoints.items()}
+def _oracle_record(ep: dict[str, Any], top: int) -> EndpointRecord:
+    """The published record: the ``top`` callers with the most calls, the earlier arrival first among equals."""
+    spec = DECLARED.get(ep["service"]) or DECLARED.get(f"{ep['namespace']}/{ep['service']}")
+    status = "undeclared" if spec is None else "shadow" if (ep["method"], ep["template"]) not in spec else "deprecated" if spec[(ep["method"], ep["template"])] else "declared"
+    if ep["woke_from_dormancy"] and status != "deprecated":
+        status = "dormant"
+    ranked = sorted(ep["callers"].items(), key=lambda kv: -kv[1])  # stable: arrival order among equals
+    return EndpointRecord(service=ep["service"], namespace=ep["namespace"], method=ep["method"], path_template=ep["template"], calls=ep["calls"],
+                          callers=len(ep["callers"]), top_callers=[a for a, _ in ranked[:top]], auth_types=sorted(ep["auth_types"]),
+                          data_types=sorted(ep["data_types"]), statuses=ep["statuses"], first_seen=ep["first_seen"], last_seen=ep["last_seen"],
+                          spec_status=status)
 
 
-@settings(max_examples=400, deadline=None)
-@given(batches=st.lists(_BATCH, min_size=1, max_size=4), dormant_after_s=st.sampled_from([10.0, 50.0, 1e9]))
-def test_update_equals_the_per_row_algorithm(batches: list[tuple[list[dict[str, Any]], int, bool]], dormant_after_s: float) -> None:
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(inventory_module, "_CALLER_CAP", _CAP)
+@pytest.mark.parametrize("narrow", [False, True], ids=["many-endpoints", "one-endpoint"])
+@settings(max_examples=200, deadline=None)
+@given(data=st.data(), dormant_after_s=st.sampled_from([10.0, 50.0, 1e9]), cap=st.integers(1, 6), top=st.integers(1, 3), publish_every=st.integers(1, 3))
+def test_update_equals_the_per_row_algorithm(narrow: bool, data: st.DataObject, dormant_after_s: float, cap: int, top: int, publish_every: int) -> None:
+    batches = data.draw(_batches(narrow))
+    published: dict[str, EndpointRecord] = {}
+    with pytest.MonkeyPatch.context() as mp:  # the caller cap and the top lowered so small batches reach them
+        mp.setattr(inventory_module, "_CALLER_CAP", cap)
+        mp.setattr(inventory_module, "_TOP_CALLERS", top)
         inv = Inventory(DECLARED, dormant_after_s=dormant_after_s)
-        for rows, cut, sliced in batches:
+        for i, (rows, cut, sliced) in enumerate(batches):
             inv.update(_arrow(rows, cut, sliced))
-    expected = _oracle([rows for rows, _, _ in batches], dormant_after_s)
-    for ep in expected.values():
-        ep["callers"] = list(ep["callers"].items())
-    assert _state(inv) == expected
-    assert {r.key for r in inv.take_changed()} == set(expected)
+            if i % publish_every == 0:
+                published.update((r.key, r) for r in inv.take_changed())
+        published.update((r.key, r) for r in inv.take_changed())
+        assert inv.take_changed() == []
+    expected = _oracle([rows for rows, _, _ in batches], dormant_after_s, cap)
+    assert published == {k: _oracle_record(ep, top) for k, ep in expected.items()}
     assert inv.zombie_keys() == {k for k, ep in expected.items() if ep["woke_from_dormancy"]} | {"orders GET /v1/orders/{id}"}
+
+
+def test_statuses_are_published_in_text_order() -> None:
+    inv = Inventory()
+    inv.update(_table(*[(float(i), "orders", "GET", "/orders/{id}", "a", {}) for i in range(3)]))
+    rows = [dict(r, status=s) for r, s in zip(_table(*[(float(i), "orders", "GET", "/orders/{id}", "a", {}) for i in range(3)]).to_pylist(), (500, None, 404))]
+    inv.update(pa.Table.from_pylist(rows, schema=arrow_schema(RequestSummary)))
+    assert list(inv.take_changed()[0].statuses) == ["200", "404", "500", "none"]
+
+
+def test_a_caller_is_its_text() -> None:
+    """``x|y`` with no principal and ``x`` with principal ``y|-`` are both ``x|y|-``: one caller, in one batch or two."""
+    def rows(*who_principal: tuple[str | None, str | None]) -> pa.Table:
+        table = _table(*[(float(i), "orders", "GET", "/orders/{id}", p, {}) for i, (_, p) in enumerate(who_principal)])
+        source = pa.array([{"workload": w} for w, _ in who_principal], table.schema.field("source").type)
+        return table.set_column(table.schema.get_field_index("source"), "source", source)
+
+    for batches in ([rows(("x|y", None), ("x", "y|-"), ("x", "-"), ("x", ""))], [rows(("x|y", "")), rows(("x", "y|-"), ("x", None))]):
+        inv = Inventory()
+        for batch in batches:
+            inv.update(batch)
+        record = inv.take_changed()[0]
+        assert (record.callers, record.top_callers, record.calls) == (2, ["x|y|-", "x|-"], 4 if len(batches) == 1 else 3)
