@@ -26,6 +26,7 @@ __all__ = [
     "decode_message",
     "decode_messages",
     "encode_envelope",
+    "encode_table",
     "encode_rows",
     "row_to_summary",
     "summaries_from_table",
@@ -125,10 +126,14 @@ def encode_envelope(summaries: Sequence[RequestSummary]) -> bytes:
 
 def encode_rows(rows: list[dict[str, Any]]) -> bytes:
     """Encode plain dict rows (already shaped like ``SUMMARY_SCHEMA``) as an envelope."""
-    batch = pa.RecordBatch.from_pylist(rows, schema=SUMMARY_SCHEMA)
+    return encode_table(pa.Table.from_pylist(rows, schema=SUMMARY_SCHEMA))
+
+
+def encode_table(table: pa.Table) -> bytes:
+    """Encode a table with the ``SUMMARY_SCHEMA`` columns (as ``decode_messages`` returns) as an envelope."""
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, SUMMARY_SCHEMA, options=_WRITE_OPTIONS) as writer:
-        writer.write_batch(batch)
+        writer.write_table(table.select(SUMMARY_SCHEMA.names).cast(SUMMARY_SCHEMA))
     return bytes(sink.getvalue().to_pybytes())
 
 

@@ -132,15 +132,16 @@ def _score_rules(detectors: list[RuleDetector], frame: Frame, n: int) -> _F:
 
     value = stack([r.feature for r in rules])
     limit = np.array([getattr(d, "floor_", d.rule.floor) for d in detectors], dtype=np.float64)[:, None]
-    if any(r.baseline is not None and r.baseline_factor for r in rules):
-        factor = np.array([r.baseline_factor if r.baseline is not None else 0.0 for r in rules])[:, None]
-        limit = np.maximum(limit, factor * stack([r.baseline for r in rules]))
+    active = [r.baseline is not None and bool(r.baseline_factor) for r in rules]  # as RuleDetector.threshold
+    if any(active):
+        factor = np.array([r.baseline_factor if on else 0.0 for r, on in zip(rules, active)])[:, None]
+        limit = np.maximum(limit, factor * stack([r.baseline if on else None for r, on in zip(rules, active)]))
     if any(r.cohort_factor for r in rules):
         factor = np.array([r.cohort_factor for r in rules])[:, None]
         limit = np.maximum(limit, factor * stack([f"cohort:{r.feature}" if r.cohort_factor else None for r in rules]))
     service = frame.get("is_service", zero) > 0
     ok = np.ones((len(rules), n), dtype=bool)
-    users = np.array([r.applies_to == "users" for r in rules])
+    users = np.array([r.applies_to not in ("all", "services") for r in rules])  # as RuleDetector.applies
     services = np.array([r.applies_to == "services" for r in rules])
     ok[users] &= ~service
     ok[services] &= service

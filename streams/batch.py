@@ -25,7 +25,7 @@ import pyarrow.compute as pc
 
 from streams.keytable import GOLD, M1, M2, mix
 
-__all__ = ["BatchView", "Enricher", "Signals", "column", "hash64", "list_parts", "present"]
+__all__ = ["SMALL_BATCH", "BatchView", "Enricher", "Signals", "column", "hash64", "list_parts", "present"]
 
 _I = npt.NDArray[np.intp]
 _F = npt.NDArray[np.float64]
@@ -65,7 +65,7 @@ def hash64(values: pa.Array, memo: bool = True) -> _U:
         return np.zeros(0, dtype=np.uint64)
     if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
         values = pc.cast(values, pa.string())
-    if n <= _MEMO_ROWS:
+    if n <= SMALL_BATCH:
         if memo:
             return _hash_memo(values.to_pylist())
         return _hash_few(values) if n <= _SMALL else _hash_strings(values)
@@ -75,15 +75,16 @@ def hash64(values: pa.Array, memo: bool = True) -> _U:
     if len(encoded.dictionary) * 2 > n:
         return _hash_strings(values)
     distinct = encoded.dictionary
-    hashed = _hash_memo(distinct.to_pylist()) if len(distinct) <= _MEMO_ROWS else _hash_strings(distinct)
+    hashed = _hash_memo(distinct.to_pylist()) if len(distinct) <= SMALL_BATCH else _hash_strings(distinct)
     out = hashed[np.asarray(encoded.indices.fill_null(0), dtype=np.intp)]
     if values.null_count:
         out[np.asarray(values.is_null())] = 0
     return out
 
 
-#: arrays up to this many strings are hashed through the memo (plain Python: no numpy cost per call)
-_MEMO_ROWS = 512
+#: batches (and arrays) up to this many rows take plain-Python paths where numpy's and Arrow's cost per call
+#: would dominate: the memo of string hashes, actor keys, the processor's source keys
+SMALL_BATCH = 512
 #: strings remembered at most (the memo is emptied when full: live traffic repeats actors, services and edges)
 _MEMO_CAP = 1 << 15
 _MEMO: dict[str | None, int] = {None: 0}
@@ -100,7 +101,7 @@ def _hash_memo(texts: list[str | None]) -> _U:
             memo.clear()
             memo[None] = 0
         found = {t: int(h) for t, h in zip(missing, fresh.tolist())}
-        memo.update((t, h) for t, h in found.items() if len(t) <= _LONG)
+        memo.update((t, h) for t, h in found.items() if len(t) * 4 <= _LONG or len(t.encode()) <= _LONG)  # bytes, as _LONG
         got = [found[t] if h is None and t is not None else h for t, h in zip(texts, got)]
     return np.array(got, dtype=np.uint64)
 
@@ -201,7 +202,7 @@ def present(values: pa.Array) -> pa.Array:
     """Empty strings count as absent, as in ``ingest.actor_key`` (``x or '-'``)."""
     if not len(values):
         return values
-    if len(values) <= _MEMO_ROWS:
+    if len(values) <= SMALL_BATCH:
         has_empty = "" in values.to_pylist()
     else:
         has_empty = bool(pc.any(pc.equal(values, "")).as_py())
@@ -228,7 +229,7 @@ def _is_in(values: pa.Array, choices: tuple[str, ...]) -> _B:
     """Per row: the string is one of ``choices`` (null: False)."""
     if values.null_count == len(values):
         return np.zeros(len(values), dtype=bool)
-    if len(values) <= _MEMO_ROWS:
+    if len(values) <= SMALL_BATCH:
         return np.array([v in choices for v in values.to_pylist()], dtype=bool)
     return np.asarray(pc.is_in(values, value_set=pa.array(choices, pa.string())).fill_null(False), dtype=bool)
 
@@ -240,7 +241,7 @@ def _identities(workload: pa.Array, ip: pa.Array, principal: pa.Array, service: 
     Small batches are built in plain Python (a dozen Arrow calls cost more than the rows); both ways give the same
     keys in first-seen order and the same hashes.
     """
-    if len(workload) <= _MEMO_ROWS:
+    if len(workload) <= SMALL_BATCH:
         keys = [f"{w or i or '-'}|{p or '-'}" for w, i, p in zip(workload.to_pylist(), ip.to_pylist(), principal.to_pylist())]
         index: dict[str, int] = {}
         codes = [index.setdefault(k, len(index)) for k in keys]

@@ -18,7 +18,7 @@ import numpy as np
 import pyarrow as pa
 
 from ingest import DeadLetter, EndpointRecord, Finding, Verdict
-from ingest.envelope import decode_messages
+from ingest.envelope import decode_messages, encode_table
 from models import Detector, build_detectors
 from models.rules import DEFAULT_RULES
 from models.reload import ModelReloader
@@ -82,7 +82,7 @@ class Outcome:
 
     @property
     def dead_letter(self) -> DeadLetter | None:
-        """The first dead letter, if any (one message in, at most one dead letter out)."""
+        """The first dead letter, if any (an unusable message, or a batch's rows with unusable times)."""
         return self.dead_letters[0][1] if self.dead_letters else None
 
 
@@ -146,20 +146,24 @@ class Pipeline:
         raw = base64.b64encode(value[: self.settings.dlq_raw_cap]).decode()
         return DeadLetter(error=error, source="worker", time=now, topic=self.topic, partition=partition, offset=offset, raw_bytes=len(value), raw_b64=raw)
 
-    def _drop_bad_times(self, table: pa.Table, partition: int, now: float, out: Outcome) -> pa.Table | None:
-        """The rows whose time is a Unix time in seconds; each other row becomes a dead letter naming its id and time.
+    def _drop_bad_times(self, table: pa.Table, messages: list[tuple[bytes | None, bytes, int | None]], partition: int, now: float,
+                        out: Outcome) -> pa.Table | None:
+        """The rows whose time is a Unix time in seconds; the others become one dead letter (their ids, their rows).
 
         A NaN, an infinity or a time in milliseconds would poison every decayed sum and window of its actor.
+        The dead letter holds the refused rows as an Arrow envelope (replayable once fixed), its error their
+        count and the first ids; with one message in the batch it keeps that message's key and offset.
         """
         times = np.asarray(table["time"].to_numpy(zero_copy_only=False), dtype=np.float64)
         bad = ~((times >= 0) & (times < _LATEST_TIME))  # NaN compares false
         if not bad.any():
             return table
-        for i in np.flatnonzero(bad).tolist():
-            row = table.slice(i, 1).to_pylist()[0]
-            value = json.dumps(row, default=str).encode()
-            error = f"summary id={row['id']!r}: time={row['time']!r} is not a Unix time in seconds (NaN, infinite, negative or in milliseconds)"
-            out.dead_letters.append((None, self.dead_letter(error, value, partition, None, now)))
+        refused = table.filter(pa.array(bad))
+        ids = refused["id"].to_pylist()
+        error = (f"{len(ids)} summaries with a time that is not a Unix time in seconds (NaN, infinite, negative or in "
+                 f"milliseconds), ids {ids[:5]}{' ...' if len(ids) > 5 else ''}, first time {refused['time'][0].as_py()!r}")
+        key, offset = (messages[0][0], messages[0][2]) if len(messages) == 1 else (None, None)
+        out.dead_letters.append((key, self.dead_letter(error, encode_table(refused), partition, offset, now)))
         kept = table.filter(pa.array(~bad))
         return kept if kept.num_rows else None
 
@@ -175,7 +179,7 @@ class Pipeline:
             key, value, offset = messages[i]
             out.dead_letters.append((key, self.dead_letter(error, value, partition, offset, now)))
         if table is not None:
-            table = self._drop_bad_times(table, partition, now, out)
+            table = self._drop_bad_times(table, messages, partition, now, out)
         if table is None:
             return out
         proc = self.processor(partition, stored)

@@ -27,7 +27,7 @@ from ingest import Reason
 from models import Detector, feature, features_for
 from models.detectors import score_all
 from models.features import KEYS
-from streams.batch import BatchView, Enricher, column, hash64
+from streams.batch import SMALL_BATCH, BatchView, Enricher, column, hash64
 from streams.keyspace import Elements, KeySpace
 from streams.repeats import RepeatFilter
 from streams.state import DESTINATION_MASKS, ActorStore
@@ -35,8 +35,6 @@ from streams.state import DESTINATION_MASKS, ActorStore
 __all__ = ["BatchProcessor", "Detection", "ProcessorConfig"]
 
 _I = npt.NDArray[np.intp]
-#: batches up to this many rows take plain-Python paths where numpy's and Arrow's cost per call would dominate
-_SMALL_BATCH = 512
 _F = npt.NDArray[np.float64]
 _SUBJECT_KIND = {"actor": "actor", "source": "ip"}
 #: the changelog suffix of the service -> bit assignment
@@ -183,7 +181,7 @@ class BatchProcessor:
 
     def _dest_bits(self, services: pa.Array) -> _I:
         index = self._dest_index
-        if len(services) <= _SMALL_BATCH:
+        if len(services) <= SMALL_BATCH:
             return np.array([index.setdefault(n, len(index)) % 128 for n in services.to_pylist()], dtype=np.intp)
         encoded = pc.dictionary_encode(services)
         names = encoded.dictionary.to_pylist()
@@ -273,7 +271,7 @@ class BatchProcessor:
         """(unique key hashes, each row's index among them or -1, each key's label) for one key of the batch."""
         if key == "actor":
             return hash64(b.actor_keys), b.actor_of_row, b.actors
-        if b.n <= _SMALL_BATCH:  # plain Python: cheaper than the numpy and Arrow calls for a few rows
+        if b.n <= SMALL_BATCH:  # plain Python: cheaper than the numpy and Arrow calls for a few rows
             index: dict[int, int] = {}
             labels: list[str] = []
             rows = []
@@ -285,7 +283,12 @@ class BatchProcessor:
                     index[h] = len(index)
                     labels.append(str(ip))
                 rows.append(index[h])
-            return np.array(list(index), dtype=np.uint64), np.array(rows, dtype=np.intp), labels
+            keys = np.array(list(index), dtype=np.uint64)
+            order = np.argsort(keys)  # keys in hash order, as np.unique gives them below
+            rank = np.empty(len(order), dtype=np.intp)
+            rank[order] = np.arange(len(order))
+            got = np.array(rows, dtype=np.intp)
+            return keys[order], np.where(got >= 0, rank[np.maximum(got, 0)], -1), [labels[i] for i in order.tolist()]
         present = b.source_ip_hash != 0
         uniq, first, inverse = np.unique(b.source_ip_hash[present], return_index=True, return_inverse=True)
         group = np.full(b.n, -1, dtype=np.intp)

@@ -80,6 +80,6 @@ class RepeatFilter:
         out[named] = seen & ~mine
         np.bitwise_or.at(self.new.cols["reporters"], slots, prior | bit)  # an id moves to the newer generation with what the older knew
         if len(self.new) >= self.half:
-            self.evicted += len(self.old)
+            self.evicted += int((self.new.find(self.old.keys[: len(self.old)]) < 0).sum())  # carried ids are not forgotten
             self.old, self.new = self.new, KeyTable(self.half, {"reporters": np.uint16})
         return out

@@ -244,3 +244,16 @@ def test_score_all_matches_each_rule_scored_alone() -> None:
         assert (expected > 0.5).any()  # the frames reach thresholds: the comparison is not all zeros
     rules[0].floor_ = 1e6  # a fitted floor is honoured
     np.testing.assert_allclose(score_all(rules[:1], frame)[0], rules[0].score_many(frame))
+
+
+def test_score_all_ignores_a_baseline_without_a_factor() -> None:
+    """A rule naming a baseline with factor 0 has no baseline term, even when another rule of the pack has one."""
+    import numpy as np
+
+    from models.detectors import RuleDetector, score_all
+    from models.rules import Rule
+
+    with_term = RuleDetector(Rule("a", "stable", "bola", "distinct_objects", 5.0, "all", "block", "a", baseline="baseline_distinct", baseline_factor=2.0))
+    without = RuleDetector(Rule("b", "stable", "bola", "pii", 5.0, "all", "block", "b", baseline="baseline_pii", baseline_factor=0.0))
+    frame = {"distinct_objects": np.array([8.0]), "baseline_distinct": np.array([1.0]), "pii": np.array([2.0]), "baseline_pii": np.array([np.inf])}
+    np.testing.assert_array_equal(score_all([with_term, without], frame), np.vstack([with_term.score_many(frame), without.score_many(frame)]))

@@ -16,12 +16,12 @@ from streams.batch import BatchView, hash64, present
 @pytest.fixture
 def vectorised_only() -> Iterator[None]:
     """Every array takes the vectorised path (no Python path, no memo)."""
-    old = batch._MEMO_ROWS
-    batch._MEMO_ROWS = 0
+    old = batch.SMALL_BATCH
+    batch.SMALL_BATCH = 0
     try:
         yield
     finally:
-        batch._MEMO_ROWS = old
+        batch.SMALL_BATCH = old
 
 
 def _rows(n: int) -> pa.Table:
@@ -42,7 +42,7 @@ def _fields(view: BatchView) -> dict[str, object]:
 def test_decode_small_path_matches_vectorised(vectorised_only: None) -> None:
     table = _rows(300)
     slow = _fields(BatchView.decode(table))
-    batch._MEMO_ROWS = 512
+    batch.SMALL_BATCH = 512
     fast = _fields(BatchView.decode(table))
     assert len(fast["actors"]) > 20  # type: ignore[arg-type]
     for name, value in slow.items():

@@ -80,12 +80,15 @@ def test_rows_with_unusable_times_become_dead_letters_and_the_rest_is_kept(summa
             dict(summary_to_row(good), id="ms-1", time=T0 * 1000), dict(summary_to_row(good), id="ok-2", time=T0 + 1)]
     from ingest.envelope import encode_rows
 
-    out = Pipeline(_settings(), TOPIC).handle(0, encode_rows(rows), 3, T0 + 2)
-    assert out.rows == 2
-    errors = sorted(d.error for _, d in out.dead_letters)
-    assert len(errors) == 2 and "id='ms-1'" in errors[0] and "id='nan-1'" in errors[1]
-    assert all("not a Unix time in seconds" in e for e in errors)
-    assert b"nan-1" in base64.b64decode(sorted((d.error, d.raw_b64) for _, d in out.dead_letters)[1][1])
+    out = Pipeline(_settings(), TOPIC).handle(0, encode_rows(rows), 3, T0 + 2, key=b"k")
+    assert out.rows == 2 and len(out.dead_letters) == 1  # one dead letter for the batch, not one per row
+    key, letter = out.dead_letters[0]
+    assert (key, letter.offset) == (b"k", 3)
+    assert letter.error.startswith("2 summaries with a time that is not a Unix time in seconds") and "['nan-1', 'ms-1']" in letter.error
+    from ingest.envelope import decode_messages
+
+    refused, errors = decode_messages([base64.b64decode(letter.raw_b64)], 1 << 20)  # the refused rows, replayable once fixed
+    assert not errors and refused is not None and refused["id"].to_pylist() == ["nan-1", "ms-1"]
 
 
 # ------------------------------------------------------------------ verdicts and findings
