@@ -13,8 +13,11 @@ service when the scope names none) whose path matches the template. The
 template is compiled once, when the verdict is cached: each ``{param}`` matches
 one non-empty segment, the rest literally, case-insensitively; the path is
 matched without its query, with repeated and trailing slashes folded, as sent
-and percent-decoded (either form matching is enough, so ``/admin/%65xport/1``
-does not slip past ``/admin/export/{id}``). A request whose path is unknown
+and percent-decoded, and each of those also as a server reads it: dot segments
+resolved (RFC 3986 section 5.2.4) and ``;params`` cut from every segment. Any
+form matching is enough, so ``/admin/%65xport/1``, ``/admin/./export/1``,
+``/admin/x/../export/1`` and ``/admin;v=1/export;x=1/1`` do not slip past
+``/admin/export/{id}``. A request whose path is unknown
 (``path=None``) matches no edge verdict. Subjects without edge verdicts pay
 nothing for this: ``find`` probes the edge index only when it is non-empty.
 """
@@ -72,12 +75,33 @@ def _fold(path: str) -> str:
     return path.rstrip("/") or "/"
 
 
+def _resolved(path: str) -> str:
+    """The path as a server reads it: ``;params`` cut from each segment, then dot segments resolved, slashes folded.
+
+    Cutting first makes ``..;x`` a parent step, as servers that strip parameters treat it.
+
+    >>> _resolved("/admin/./x/../export;v=1/17;jsessionid=2"), _resolved("/../admin/..;/export")
+    ('/admin/export/17', '/export')
+    """
+    out: list[str] = []
+    for segment in path.split("/"):
+        segment = segment.split(";", 1)[0]
+        if segment == "..":
+            if out:
+                out.pop()
+        elif segment and segment != ".":
+            out.append(segment)
+    return "/" + "/".join(out)
+
+
 def _path_matches(pattern: re.Pattern[str], path: str) -> bool:
+    """Whether any reading of ``path`` (as sent, decoded, each resolved) matches the template's pattern."""
     raw = _fold(path.split("?", 1)[0].split("#", 1)[0])
     if pattern.fullmatch(raw):
         return True
-    decoded = _fold(unquote(raw)) if "%" in raw else raw
-    return decoded is not raw and pattern.fullmatch(decoded) is not None
+    forms = [raw, _fold(unquote(raw))] if "%" in raw else [raw]
+    forms += [_resolved(f) for f in forms if "." in f or ";" in f]
+    return any(pattern.fullmatch(f) is not None for f in forms[1:])
 
 
 def entry_key(verdict: Verdict) -> str:

@@ -30,7 +30,11 @@ news after a few minutes and is never scored again. Signals, one float per row:
   destination service, which the collectors name after the external host.
 
 The verdict of an edge signal is scoped to the edge: the processor names the edge of
-the row that raised the signal (``streams.processor``). State is four
+the row that raised the signal (``streams.processor``), so a compromised
+workload is cut off from the privileged edge it abused while its ordinary calls
+go on. Batches of at most ``small_rows`` rows (the live worker's are 5-50) take the
+plain-Python path of ``streams.edgesmall`` (the same state and signals): a
+30-row batch costs 0.10 ms there against 0.51 ms vectorised. State is four
 bounded tables (``streams.keytable.KeyTable``: vectorised open-addressing index,
 numpy columns, oldest evicted past a budget and counted); ``export``/``restore``
 round-trip it as ``.npz`` bytes (no pickle).
@@ -49,6 +53,7 @@ import pyarrow.compute as pc
 
 from ingest.privilege import PrivilegeIndex
 from streams.batch import BatchView, Signals, hash64
+from streams.edgesmall import ANON, COHORT, HOST, SmallPath
 from streams.keytable import KeyTable, mix, pair_key
 
 __all__ = ["EdgeConfig", "EdgeEnricher"]
@@ -59,8 +64,8 @@ _U = npt.NDArray[np.uint64]
 _B = npt.NDArray[np.bool_]
 
 # Salts that keep the key spaces apart: user cohorts, anonymous cohorts, (principal, edge) pairs, host pairs.
-_COHORT, _ANON = np.uint64(0x5EED_C0_4057), np.uint64(0xA11_0_A11)
-_HOST = np.uint64(0x4057_4057)
+_COHORT, _ANON = np.uint64(COHORT), np.uint64(ANON)
+_HOST = np.uint64(HOST)
 
 SIGNALS: tuple[str, ...] = ("novel_edge", "novel_privileged_edge", "novel_edge_denied", "rare_function", "new_external_host", "new_host_bytes")
 
@@ -107,15 +112,21 @@ class _StringHashes:
 
     def __call__(self, values: pa.Array) -> _U:
         """One hash per value (0 for null) of an array of distinct values (a dictionary)."""
-        names = values.to_pylist()
+        return np.array(self.each(values.to_pylist()), dtype=np.uint64)
+
+    def each(self, names: list[str | None]) -> list[int]:
+        """One hash per name (0 for None), as Python ints."""
         memo = self.memo
-        missing = [v for v in names if v not in memo]
-        if missing:
-            if len(memo) + len(missing) > self.limit:
-                memo.clear()
-                memo[None] = 0
-            memo.update(zip(missing, hash64(pa.array(missing, pa.string())).tolist()))
-        return np.fromiter((memo[v] for v in names), dtype=np.uint64, count=len(names))
+        got = [memo.get(v) for v in names]
+        if None not in got:
+            return got  # type: ignore[return-value]
+        missing = list(dict.fromkeys(v for v, h in zip(names, got) if h is None))
+        if len(memo) + len(missing) > self.limit:
+            memo.clear()
+            memo[None] = 0
+        fresh = dict(zip(missing, hash64(pa.array(missing, pa.string())).tolist()))
+        memo.update(fresh)
+        return [fresh[v] if h is None else h for v, h in zip(names, got)]
 
 
 def _first_in_batch(slots: _I) -> _B:
@@ -149,6 +160,10 @@ class EdgeEnricher:
 
     name = "edges"
     signals = SIGNALS
+    #: batches of at most this many rows take the plain-Python path (``streams.edgesmall``: same state, same signals);
+    #: measured per call, Python against numpy: 64 rows 0.21/0.59 ms, 128 0.33/0.66, 256 0.62/0.73, 512 1.51/0.80
+    #: (so not ``streams.batch.SMALL_BATCH``, 512)
+    small_rows = 128
 
     def __init__(self, config: EdgeConfig | None = None) -> None:
         self.config = config or EdgeConfig()
@@ -161,6 +176,7 @@ class EdgeEnricher:
         self.privilege = PrivilegeIndex()
         self._priv: dict[int, float] = {}
         self._names = _StringHashes()
+        self._small = SmallPath(self)
 
     @property
     def evicted(self) -> int:
@@ -172,11 +188,15 @@ class EdgeEnricher:
         out = {name: np.zeros(batch.n) for name in SIGNALS}
         if batch.n == 0:
             return out
-        caller, workload, learn, source_learn = self._callers(batch)
-        self._edges(batch, caller, learn, out)
-        self._hosts(batch, workload, source_learn, out)
-        for table in (self.callers, self.pairs, self.edges, self.hosts):
-            table.evict_oldest()
+        if batch.n <= self.small_rows:
+            self._small.enrich(batch, out)
+        else:
+            caller, workload, learn, source_learn = self._callers(batch)
+            self._edges(batch, caller, learn, out)
+            self._hosts(batch, workload, source_learn, out)
+        if self.callers.evict_oldest() + self.pairs.evict_oldest() + self.hosts.evict_oldest():
+            self._small.clear()  # slots moved
+        self.edges.evict_oldest()
         return out
 
     def _callers(self, batch: BatchView) -> tuple[_U, _U, _B, _B]:
@@ -244,8 +264,12 @@ class EdgeEnricher:
         cols["edge"][slots[new_first]] = edge[new_first]
         self._popularity(edge[new_first & learn])
         rows = np.flatnonzero(batch.first & (cols["learned"][slots] == 0))
-        if not len(rows):
-            return
+        if len(rows):
+            self._score(batch, rows, slots, new_first, learn, out)
+
+    def _score(self, batch: BatchView, rows: _I, slots: _I, new_first: _B, learn: _B, out: Signals) -> None:
+        """Score the given rows (first calls on provisional pairs) and settle their pairs; the arrays are per batch row."""
+        edge = batch.edge_hash
         p = self._provisional(batch, rows, slots, new_first, learn)
         rarity = 1.0 / (1.0 + self._popularity_of(edge[rows]))
         out["novel_edge"][rows] = p.novel * rarity
@@ -254,7 +278,7 @@ class EdgeEnricher:
         fresh = p.denied & ~learn[rows] & (cols["denied"][p.subject] == 0)
         fresh &= _first_in_batch(np.where(fresh, p.subject, -1 - np.arange(len(rows))))
         out["novel_edge_denied"][rows[fresh]] = 1.0
-        self._settle(p, t[rows], out)
+        self._settle(p, batch.time[rows], out)
 
     def _provisional(self, batch: BatchView, rows: _I, allow: _I, allow_new: _B, learn: _B) -> _Rows:
         """What the provisional rows know; users' (principal, edge) pairs are upserted here."""
@@ -344,3 +368,4 @@ class EdgeEnricher:
             for name in ("callers", "pairs", "edges", "hosts"):
                 prefix = f"{name}."
                 getattr(self, name).load({k[len(prefix):]: data[k] for k in data.files if k.startswith(prefix)})
+        self._small.clear()

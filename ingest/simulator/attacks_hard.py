@@ -48,8 +48,10 @@ def _browse(run: VariantRun, actor: Actor, attack_id: str, rate: float, start: f
 def _low_slow(run: VariantRun) -> list[SimCall]:
     """1-3 users each reading a foreign object every 30-90 s (rate uniform in [1/90, 1/30]) to the end of the run.
 
-    Targets: 1-2 of ``BOLA_TARGETS``; ids walked upward from a random one or drawn at
-    random (per attacker); plus catalog browsing at [1/40, 1/8] calls/s.
+    The first read is at the attacker's start (so even a short run has one), the
+    rest Poisson. Targets: 1-2 of ``BOLA_TARGETS``; ids walked upward from a
+    random one or drawn at random (per attacker); plus catalog browsing at
+    [1/40, 1/8] calls/s.
     """
     out: list[SimCall] = []
     for k in range(1, 1 + run.rng.randint(1, 3)):
@@ -57,7 +59,7 @@ def _low_slow(run: VariantRun) -> list[SimCall]:
         start, end = run.start + run.rng.uniform(0.0, 60.0), run.t1 - run.rng.uniform(1.0, 30.0)
         keys = run.rng.sample(sorted(BOLA_TARGETS), run.rng.randint(1, 2))
         walk, cursor = run.rng.random() < 0.5, {key: int(run.pick(BY_KEY[key].kind or "")) for key in keys}
-        for t in run.ticks(run.rng.uniform(1 / 90, 1 / 30), start, end):
+        for t in [start, *run.ticks(run.rng.uniform(1 / 90, 1 / 30), start, end)]:
             key = keys[int(run.rng.random() * len(keys))]
             ep = BY_KEY[key]
             cursor[key] += 1
@@ -144,25 +146,34 @@ def _privileged_ids(run: VariantRun, ep: Endpoint) -> tuple[list[str], str]:
     return ([run.pick(ep.kind)] if ep.kind else []), ""
 
 
-def _compromised_export(run: VariantRun) -> list[SimCall]:
-    """1-2 compromised workloads calling 1-2 privileged export/admin endpoints every 1-5 min (mean), to the end.
+def _now_and_then(run: VariantRun, start: float, end: float) -> list[float]:
+    """3-8 times in ``[start, end)``, at most one per 30 s on average (never fewer than 3), one in each equal slice."""
+    n = run.rng.randint(3, max(3, min(8, int((end - start) / 30.0))))
+    step = (end - start) / n
+    return [start + (i + run.rng.random()) * step for i in range(n)]
 
-    The workload keeps its ordinary calls (the benign stream's, tagged with the
-    attack id from its first privileged call).
+
+def _compromised_export(run: VariantRun) -> list[SimCall]:
+    """1-2 compromised workloads each calling 1-2 privileged export/admin endpoints now and then, to the end of the run.
+
+    Each starts in the first 30% of the time after the warmup and ends 1-10 s
+    before the end of the run; it makes 3-8 privileged calls (at most one per
+    30 s of its attack period on average), one at a random point of each equal
+    slice of the period: 3-7 calls in a 540 s run, one every few minutes in a
+    45 min run. The workload keeps its ordinary calls (the benign stream's,
+    tagged with the attack id from its first privileged call).
     """
     out: list[SimCall] = []
     workloads = run.rng.sample(_COMPROMISABLE, run.rng.randint(1, 2))
     for k, workload in enumerate(workloads, 1):
         aid, targets, actor = run.attack_id(k), _privileged_targets(run, workload), run.service(workload, k)
         start = run.start + run.rng.uniform(0.0, 0.3 * (run.t1 - run.start))
-        first = None
-        for t in run.ticks(1.0 / run.rng.uniform(60.0, 300.0), start, run.t1 - 1.0):
+        times = _now_and_then(run, start, run.t1 - run.rng.uniform(1.0, 10.0))
+        for t in times:
             ep = targets[int(run.rng.random() * len(targets))]
             ids, query = _privileged_ids(run, ep)
             out.append(run.emit(t, actor, ep, ids, ep.ok_status, aid, True, query=query))
-            first = t if first is None else first
-        if first is not None:
-            run.compromise(workload, aid, first)
+        run.compromise(workload, aid, times[0])
     return out
 
 
@@ -185,13 +196,14 @@ def _admin_call(run: VariantRun, own: str) -> tuple[Endpoint, list[str], int, st
 def _bfla(run: VariantRun) -> list[SimCall]:
     """1-3 users calling admin-only functions (delete, export, someone else's credentials) for 5-15 min.
 
-    Admin calls at [1/60, 1/10] per second, ordinary browsing at [1/30, 1/5].
+    Admin calls at [1/60, 1/10] per second (the first at the attacker's start, so
+    even a short run has one), ordinary browsing at [1/30, 1/5].
     """
     out: list[SimCall] = []
     for k in range(1, 1 + run.rng.randint(1, 3)):
         actor, aid = run.attacker(k), run.attack_id(k)
         start, end = run.window(300.0, 900.0)
-        for t in run.ticks(run.rng.uniform(1 / 60, 1 / 10), start, end):
+        for t in [start, *run.ticks(run.rng.uniform(1 / 60, 1 / 10), start, end)]:
             ep, ids, status, query = _admin_call(run, "")
             out.append(run.emit(t, actor, ep, ids, status, aid, True, query=query))
         out += _browse(run, actor, aid, run.rng.uniform(1 / 30, 1 / 5), start, end)
@@ -206,7 +218,7 @@ for _variant in (
     Variant("exfiltration-paged", "exfiltration", "attack", "API3:2023",
             "small pages of a PII collection, slowly, 400-3,000 records over the run", _paged),
     Variant("lateral-compromised-export", "lateral_movement", "attack", "API5:2023",
-            "a compromised workload calling a privileged export now and then, its normal calls continuing",
+            "a compromised workload calling a privileged export now and then (3-8 calls), its normal calls continuing",
             _compromised_export),
     Variant("bfla", "bfla", "attack", "API5:2023",
             "an end user calling admin-only functions: delete, export, another user's credentials", _bfla),

@@ -185,3 +185,27 @@ def test_a_weaker_verdict_on_a_specific_key_never_hides_a_block_on_its_edge_or_a
     assert cache.find(keys, "orders", t0 + 1, "/orders/1")[0] == "ip:203.0.113.9"  # type: ignore[index]
     cache.apply(verdict("ip", "203.0.113.9", "enforce"))
     assert cache.find(keys, "orders", t0 + 1, "/orders/1")[1].action == "block"  # type: ignore[index]
+
+
+# --- a path the server reads differently from how it was written must still meet its edge verdict ---
+
+
+def test_edge_matching_resolves_dot_segments_and_cuts_params(verdict_factory: Any) -> None:
+    cache = VerdictCache()
+    cache.apply(_edge(verdict_factory, "/admin/export"))
+    cache.apply(_edge(verdict_factory, "/admin/users/{id}"))
+    keys = ("actor:shop/web|alice",)
+    for path in ("/admin/./export", "/admin/export;x=1", "/admin;v=2/export", "/admin/x/../export", "/./admin/export/.",
+                 "/../admin/export", "/admin/export/", "/admin/%2e/export", "/admin/export%3bx=1", "/admin/x/..;/export",
+                 "/admin/x/%2e%2e/export?a=1", "/admin/users/./7", "/admin/users/7;jsessionid=9", "//admin/./users//7/"):
+        assert cache.find(keys, "ledger", T0, path) is not None, path
+
+
+def test_resolving_a_path_never_widens_an_edge_verdict(verdict_factory: Any) -> None:
+    cache = VerdictCache()
+    cache.apply(_edge(verdict_factory, "/admin/export"))
+    cache.apply(_edge(verdict_factory, "/admin/users/{id}"))
+    keys = ("actor:shop/web|alice",)
+    for path in ("/admin/export/../orders", "/admin/export/x", "/admin/exports;x", "/admin/users", "/admin/users/7/..",
+                 "/admin/x/export", "/admin/users/7/../../orders/7", "/orders/export;admin"):
+        assert cache.find(keys, "ledger", T0, path) is None, path
