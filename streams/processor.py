@@ -284,6 +284,8 @@ class BatchProcessor:
                     labels.append(str(ip))
                 rows.append(index[h])
             keys = np.array(list(index), dtype=np.uint64)
+            if not len(keys):  # no row names a client address
+                return keys, np.full(b.n, -1, dtype=np.intp), []
             order = np.argsort(keys)  # keys in hash order, as np.unique gives them below
             rank = np.empty(len(order), dtype=np.intp)
             rank[order] = np.arange(len(order))
