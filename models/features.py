@@ -134,6 +134,10 @@ _TABLE: list[Feature] = [  # one entry per feature; a name only once
     Feature("source_auth_failures_long", "decay", "auth_failure", half_life_s=HOUR, key="source",
             doc="authentication failures from the client address, decayed (half-life 1 h)"),
     Feature("source_age_windows", "age", key="source", doc="windows since the client address was first seen"),
+    Feature("source_stuffing_accounts", "max", "stuffing_accounts", key="source",
+            doc="accounts the address failed on and never then logged in to, while it logs in to (almost) none"),
+    Feature("source_stuffing_campaign", "max", "stuffing_campaign", key="source",
+            doc="other addresses doing the same lately (decayed, half-life 1 h): a stuffing campaign under way"),
 ]
 
 

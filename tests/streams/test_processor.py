@@ -412,8 +412,10 @@ def test_stuffing_from_one_address_is_blocked_whatever_request_id_the_client_sen
     proc = BatchProcessor(ProcessorConfig(), build_detectors(sorted(REGISTRY)), build_enrichers(["credentials", "edges", "ownership"]))
     found = [d for table in _login_failures(request_id) for d in proc.process(table)]
     on_address = [d for d in found if d.subject_kind == "ip"]
-    # an experimental (observe-only) rule scoring higher must not speak for the stable ones that fired too
-    assert on_address and all(d.mode != "observe" for d in on_address) and on_address[0].scope is None
+    # an experimental (observe-only) rule scoring higher must not speak for the stable ones that fired too;
+    # the block is scoped to the login edge: other users behind the same address keep the rest of the API
+    assert on_address and all(d.mode != "observe" for d in on_address)
+    assert {d.scope for d in on_address} == {("auth", "/login")}
     assert {"credential-stuffing", "account-enumeration"} <= {r.detector for d in on_address for r in d.reasons}
 
 
