@@ -127,6 +127,22 @@ def test_a_short_run_gives_the_report_shape() -> None:
     assert report["settings"]["worker"]["window_s"] == 60 and report["settings"]["worker"]["policy_mode"] == "enforce"
 
 
+def test_a_changed_batch_window_is_recorded_and_named_in_the_table() -> None:
+    from deploy.lab.evaluate import render
+
+    registry, _, _ = variant_registry()
+    name = next(n for n, v in sorted(registry.items()) if v.kind == "attack")
+    shipped = evaluate([name], seeds=[3], seconds=250.0, rate=2.0, users=USERS, warmup_s=0.0)
+    wide = evaluate([name], seeds=[3], seconds=250.0, rate=2.0, users=USERS, warmup_s=0.0, batch_s=0.25)
+    assert shipped["settings"]["worker"]["batch_within_s"] == shipped["settings"]["worker"]["batch_within_s_shipped"]
+    assert wide["settings"]["worker"]["batch_within_s"] == 0.25
+    assert "(worker settings as shipped)" in render(shipped)
+    assert "batches of 0.25 s of events" in render(wide) and "(worker settings as shipped)" not in render(wide)
+    assert wide["variants"][name]["runs"][0]["batches"] < shipped["variants"][name]["runs"][0]["batches"]
+    with pytest.raises(ValueError, match="batch_s=0"):
+        evaluate([name], seeds=[3], seconds=250.0, batch_s=0.0)
+
+
 def test_the_real_pipeline_stops_a_stuffer_exactly_latency_after_its_verdict() -> None:
     # a reference run whose verdicts never reach the shim gives the rows, hence the verdict, of the enforced run up to its
     # first refusal; the enforced run must let through exactly the stuffer's calls before that verdict's time + latency
