@@ -138,6 +138,12 @@ _TABLE: list[Feature] = [  # one entry per feature; a name only once
             doc="accounts the address failed on and never then logged in to, while it logs in to (almost) none"),
     Feature("source_stuffing_campaign", "max", "stuffing_campaign", key="source",
             doc="other addresses doing the same lately (decayed, half-life 1 h): a stuffing campaign under way"),
+    # -- BOLA probes (streams.ownership): objects not its own a principal was refused, or read in an id block others were refused in
+    Feature("probes_long", "decay", "probes", half_life_s=HOUR,
+            doc="objects not its own the principal probed (refused, or read in an id block others were refused in), each once "
+                "(a lone 404 counts 0.5), decayed (1 h)"),
+    Feature("source_repeat_probes_long", "decay", "repeat_probes", half_life_s=HOUR, key="source",
+            doc="whole probes by principals past their first, from the client address, decayed (1 h): probers behind one address"),
 ]
 
 

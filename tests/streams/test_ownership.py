@@ -37,9 +37,10 @@ def run(enricher: OwnershipEnricher, *rows: dict[str, Any]) -> dict[str, list[fl
     return {k: v.tolist() for k, v in out.items()}
 
 
-@pytest.fixture
-def enr() -> OwnershipEnricher:
-    return OwnershipEnricher(OwnershipConfig(objects=64, pairs=64, blocks=64, confirm_gap_s=100.0))
+@pytest.fixture(params=[0, 48], ids=["vectorised", "small"])
+def enr(request: pytest.FixtureRequest) -> OwnershipEnricher:
+    """An enricher taking the vectorised path (``small_objects=0``) or the plain-Python one (``streams.ownsmall``)."""
+    return OwnershipEnricher(OwnershipConfig(objects=64, pairs=64, blocks=64, confirm_gap_s=100.0, small_objects=request.param))
 
 
 def test_created_objects_are_owned_and_foreign_to_others(enr: OwnershipEnricher) -> None:
@@ -156,7 +157,81 @@ def test_hex64_reads_hex_digests_and_falls_back_to_hash64() -> None:
     assert hex64(other).tolist() == hash64(other).tolist()
 
 
-@pytest.mark.parametrize("field,value", [("horizon_s", 0.0), ("list_max", 0), ("dense_principals", 0)])
+def test_probes_count_refused_objects_not_ones_own_once_each(enr: OwnershipEnricher) -> None:
+    run(enr, call(0, "alice", status=201, created=("a1",), method="POST"))
+    s = run(enr, call(1, "mallory", ("a1",), 403), call(2, "mallory", ("o2",), 404), call(3, "mallory", ("o2",), 404),
+            call(4, "alice", ("a1",), 404), call(5, None, ("o3",), 404), call(6, "mallory", ("o4",), 500))
+    # a 403 is 1, a lone 404 0.5 (a dead link looks the same); its retry is no new probe; one's own object, a service, a 5xx: none
+    assert s["probes"] == [1, 0.5, 0, 0, 0, 0]
+    assert run(enr, call(8, "mallory", ("o2",), 404), call(9, "bob", ("o2",), 404))["probes"] == [0, 0.5]
+
+
+def test_a_404_in_a_walked_block_is_a_whole_probe(enr: OwnershipEnricher) -> None:
+    assert run(enr, call(0, "mallory", ("x1",), 404, blocks=("b1",)))["probes"] == [0.5]
+    assert run(enr, call(1, "mallory", ("x2",), 404, blocks=("b1",)))["probes"] == [1]  # her second id of the block: a walk
+    assert run(enr, call(2, "bob", ("y1",), 404, blocks=("b2",)))["probes"] == [0.5]
+    assert run(enr, call(3, "carol", ("y2",), 404, blocks=("b2",)))["probes"] == [1]  # another prober's block: a crowd
+
+
+def test_repeat_probes_count_what_a_prober_adds(enr: OwnershipEnricher) -> None:
+    s = run(enr, call(0, "mallory", ("o1",), 403), call(1, "bob", ("o9",), 403), call(2, "mallory", ("o2",), 403),
+            call(3, "mallory", ("o3",), 403), call(4, "mallory", ("o3",), 403), call(5, "mallory", ("o4",), 404))
+    assert s["repeat_probes"] == [2, 0, 0, 0, 0, 0]  # her 2nd and 3rd strong probes, on her first; bob's one, a lone 404: 0
+    s = run(enr, call(10, "bob", ("o9",), 403), call(11, "bob", ("o8",), 403), call(12, "mallory", ("o5",), 403))
+    assert s["repeat_probes"] == [0, 1, 1]
+
+
+def test_probes_start_over_after_the_horizon() -> None:
+    enr = OwnershipEnricher(OwnershipConfig(objects=64, pairs=64, blocks=64, horizon_s=1000.0))
+    assert run(enr, call(0, "mallory", ("o1",), 403))["probes"] == [1]
+    assert run(enr, call(900, "mallory", ("o1",), 403))["probes"] == [0]
+    assert run(enr, call(1901, "mallory", ("o1",), 403))["probes"] == [1]
+
+
+def test_a_read_in_a_crowded_block_is_a_probe_unless_own_or_a_page(enr: OwnershipEnricher) -> None:
+    run(enr, call(0, "alice", ("mine",)), call(200, "alice", ("mine",)))  # alice's own object, confirmed
+    s = run(enr, call(300, "bob", ("leak1",), blocks=("b1",)))
+    assert s["probes"] == [0]  # no block is crowded yet: an answered read of a new object is nothing
+    run(enr, call(301, "p1", ("x1",), 403, blocks=("b1",)), call(302, "p2", ("x2",), 404, blocks=("b1",)))
+    s = run(enr, call(303, "p3", ("leak2",), blocks=("b1",)), call(304, "alice", ("mine",), blocks=("b1",)),
+            call(305, "p3", ("leak3", "leak4"), blocks=("b1",)), call(306, "p3", ("leak5",), blocks=("b2",)),
+            call(307, "p3", ("leak2",), blocks=("b1",)))
+    assert s["probes"] == [1, 0, 0, 0, 0]  # own object, a page, an uncrowded block, a repeat: none
+
+
+def test_a_crowd_needs_distinct_principals() -> None:
+    enr = OwnershipEnricher(OwnershipConfig(objects=64, pairs=64, blocks=64, crowd_principals=3))
+    run(enr, *[call(i, "p1", (f"x{i}",), 404, blocks=("b1",)) for i in range(5)], call(6, "p2", ("y",), 403, blocks=("b1",)))
+    assert run(enr, call(7, "p4", ("z",), blocks=("b1",)))["probes"] == [0]
+    run(enr, call(8, "p3", ("w",), 403, blocks=("b1",)))
+    assert run(enr, call(9, "p4", ("z2",), blocks=("b1",)))["probes"] == [1]
+
+
+def test_only_refusals_crowd_a_block(enr: OwnershipEnricher) -> None:
+    run(enr, call(0, "alice", status=201, created=("a1", "a2"), method="POST"))
+    run(enr, call(1, "agent1", ("a1",), blocks=("b1",)), call(2, "agent2", ("a2",), blocks=("b1",)))  # foreign reads: support work
+    assert run(enr, call(3, "bob", ("n1",), blocks=("b1",)))["probes"] == [0]
+
+
+def test_a_dead_link_to_ones_own_object_crowds_no_block(enr: OwnershipEnricher) -> None:
+    run(enr, call(0, "alice", ("a1",), blocks=("b1",)), call(1, "bob", ("b1x",), blocks=("b1",)))  # each reads its own
+    run(enr, call(2, "alice", ("a1",), 404, blocks=("b1",)), call(3, "bob", ("b1x",), 404, blocks=("b1",)))
+    assert run(enr, call(4, "carol", ("c9",), blocks=("b1",)))["probes"] == [0]
+    run(enr, call(5, "mallory", ("m1",), 404, blocks=("b1",)), call(6, "trudy", ("a1",), 403, blocks=("b1",)))
+    assert run(enr, call(7, "carol", ("c8",), blocks=("b1",)))["probes"] == [1]  # two refused objects not their own
+
+
+def test_crowd_bound_survives_restore(enr: OwnershipEnricher) -> None:
+    run(enr, call(0, "p1", ("x1",), 403, blocks=("b1",)), call(1, "p2", ("x2",), 403, blocks=("b1",)))
+    assert enr.crowd_until == T0 + 1 + enr.config.horizon_s
+    copy = OwnershipEnricher(enr.config)
+    copy.restore(enr.export())
+    assert copy.crowd_until == enr.crowd_until
+    assert run(copy, call(5, "p3", ("x3",), blocks=("b1",)))["probes"] == [1]
+
+
+@pytest.mark.parametrize("field,value", [("horizon_s", 0.0), ("list_max", 0), ("dense_principals", 0), ("crowd_principals", 0),
+                                         ("small_objects", -1)])
 def test_config_rejects_bad_values(field: str, value: float) -> None:
     with pytest.raises(ValueError, match=field):
         OwnershipConfig(**{field: value})
