@@ -135,9 +135,9 @@ _TABLE: list[Feature] = [  # one entry per feature; a name only once
             doc="authentication failures from the client address, decayed (half-life 1 h)"),
     Feature("source_age_windows", "age", key="source", doc="windows since the client address was first seen"),
     Feature("source_stuffing_accounts", "max", "stuffing_accounts", key="source",
-            doc="accounts the address failed on and never then logged in to, while it logs in to (almost) none"),
+            doc="accounts the address failed on and has not logged in to, while it logged in to at most half as many"),
     Feature("source_stuffing_campaign", "max", "stuffing_campaign", key="source",
-            doc="other addresses doing the same lately (decayed, half-life 1 h): a stuffing campaign under way"),
+            doc="other addresses doing the same, still 45 s later (decayed, half-life 1 h): a stuffing campaign"),
     # -- BOLA probes (streams.ownership): objects not its own a principal was refused, or read in an id block others were refused in
     Feature("probes_long", "decay", "probes", half_life_s=HOUR,
             doc="objects not its own the principal probed (refused, or read in an id block others were refused in), each once "

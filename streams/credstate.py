@@ -14,20 +14,23 @@ fixed cost per call dominates). Both evaluate decays against one time per batch
 at ``t`` is its state at ``now`` moved back to ``t``.
 
 Memory: at most ``capacity`` keys; past that the least recently updated keys
-are evicted in blocks of 1/16 and counted (``evicted``). ``export``/``restore``
-carry a table as plain arrays (no pickle).
+(ties by key, so never by row position) are evicted in blocks of 1/16 and
+counted (``evicted``). ``export``/``restore`` carry a table as plain arrays (no
+pickle). ``Campaign``: a partition's decayed gauge of stuffing-like addresses
+that join only after a grace period (see the class).
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["SLOTS", "Groups", "LoginTable", "grouped_cumsum", "linear_count", "slot_of"]
+__all__ = ["SLOTS", "Campaign", "Groups", "LoginTable", "grouped_cumsum", "linear_count", "linear_count_one", "slot_of"]
 
 #: distinct slots per key
 SLOTS = 32
@@ -93,6 +96,11 @@ def linear_count(live: _F, slots: int = SLOTS) -> _F:
     return np.asarray(-slots * np.log(np.maximum(slots - live, 0.5) / slots), dtype=np.float64)
 
 
+def linear_count_one(live: float, slots: int = SLOTS) -> float:
+    """``linear_count`` of one value, in plain Python."""
+    return -slots * math.log(max(slots - live, 0.5) / slots)
+
+
 def slot_of(elements: _U, slots: int = SLOTS) -> _I:
     """The distinct slot of each element hash."""
     return np.asarray((elements >> _SHIFT) % np.uint64(slots), dtype=np.intp)
@@ -119,7 +127,7 @@ class LoginTable:
         self.mark = np.full(capacity, -np.inf)
         # scalar access for the small-batch folds (the arrays are only ever written in place, never reallocated)
         self._counts, self._last, self._slots = _floats(self.counts), _floats(self.last), _floats(self.slots.reshape(-1))
-        self._keys, self.ok_bits, self.marks = self.keys.data, self.ok_mask.data, _floats(self.mark)
+        self._keys, self._bits, self._marks = self.keys.data, self.ok_mask.data, _floats(self.mark)
         self._free = np.arange(capacity - 1, -1, -1, dtype=np.intp)  # a stack: rows popped from the end
         self._nfree = capacity
         self.evicted = 0
@@ -137,7 +145,11 @@ class LoginTable:
         if missing:
             count = len(missing)
             if count > self._nfree:
-                self._evict(count - self._nfree, np.array([r for r in rows if r >= 0] + (keep or []), np.intp))
+                held = [r for r in rows if r >= 0] + (keep or [])
+                if count + len(set(held)) > self.capacity:
+                    raise ValueError(f"credential table capacity={self.capacity}: one batch needs "
+                                     f"{count + len(set(held))} keys")
+                self._evict(count - self._nfree, np.array(held, np.intp))
             self._nfree -= count
             index, keys_mv = self.index, self._keys
             for i, row in zip(missing, self._free[self._nfree : self._nfree + count].tolist()):
@@ -150,13 +162,15 @@ class LoginTable:
         return np.array(self.rows_of(keys.tolist()), dtype=np.intp)
 
     def _evict(self, count: int, keep: _I) -> None:
-        room = self.capacity - len(keep)
-        if count > room - self._nfree:
-            raise ValueError(f"credential table capacity={self.capacity}: one batch needs {count + len(keep)} keys")
-        ages = np.where(self.keys != 0, self.last, np.inf)
-        ages[keep] = np.inf
-        k = min(max(count, self.capacity // 16), room - self._nfree)
-        victims = np.argpartition(ages, k - 1)[:k]
+        """Free at least ``count`` rows (1/16 of the table when there is room): the least recently updated keys first,
+        ties by key, so the victims never depend on which row a key happened to get (folds and restores agree)."""
+        held = self.keys != 0
+        held[keep] = False
+        ages = np.where(held, self.last, np.inf)
+        k = min(max(count, self.capacity // 16), int(np.count_nonzero(held)))
+        cut = np.partition(ages, k - 1)[k - 1]
+        below, tied = np.flatnonzero(ages < cut), np.flatnonzero(ages == cut)
+        victims = np.concatenate([below, tied[np.argsort(self.keys[tied], kind="stable")[: k - len(below)]]])
         for key in self.keys[victims].tolist():
             del self.index[key]
         self.evicted += k
@@ -248,7 +262,43 @@ class LoginTable:
         live += float(failed) - float(prev)
         state[row], touched[pair] = live, failed
         slots[pair] = t_rel if failed else -math.inf
-        return float(-m * math.log(max(m - live, 0.5) / m))
+        return linear_count_one(live, m)
+
+    def bits_at(self, row: int) -> int:
+        """The row's success mask (``ok_mask``) as an int."""
+        return int(self._bits[row])
+
+    def set_bits(self, row: int, bits: int) -> None:
+        """Overwrite the row's success mask."""
+        self._bits[row] = bits
+
+    def mark_at(self, row: int) -> float:
+        """The row's mark (``-inf`` when unset)."""
+        return self._marks[row]
+
+    def set_mark(self, row: int, t: float) -> None:
+        """Overwrite the row's mark."""
+        self._marks[row] = t
+
+    def live_at(self, row: int, alive_after: float) -> int:
+        """Distinct slots of the row stamped at or after ``alive_after`` (unresolved failures still within the horizon)."""
+        m = self.nslots
+        return sum(1 for x in self._slots[row * m : row * m + m].tolist() if x >= alive_after)
+
+    def union_bits(self, groups: Groups, rows: _I, slots: _I, ok: _B) -> _F:
+        """Set each ``ok`` event's slot bit in its row's success mask (``groups``: the events grouped by row); returns
+        the bits set in the row just after each event (``popcount``: the first success of an element counts once)."""
+        before = self.ok_mask[rows]
+        count = np.bitwise_count(before).astype(np.float64)
+        if not ok.any():
+            return count
+        bits = (np.uint32(1) << slots.astype(np.uint32)).astype(np.uint32)
+        fresh = (ok & ((before & bits) == 0)).astype(np.float64)
+        if fresh.any():
+            pairs = Groups.of(rows * 32 + slots)
+            count += groups.cumsum(fresh * (pairs.cumsum(fresh) == 1))  # the first success of an element in the batch
+        np.bitwise_or.at(self.ok_mask, rows[ok], bits[ok])
+        return count
 
     # -- state
 
@@ -273,3 +323,87 @@ class LoginTable:
         self.index = {k: i for i, k in enumerate(self.keys[:n].tolist())}
         self._free = np.concatenate([np.arange(self.capacity - 1, n - 1, -1, dtype=np.intp), np.zeros(n, np.intp)])
         self._nfree = self.capacity - n
+
+
+class Campaign:
+    """A partition's gauge of stuffing-like client addresses, decayed (half-life ``half_life_s``), joined late.
+
+    An address ``enlist``-ed at ``t`` (it failed on a few accounts and logged in to
+    almost none) joins the gauge at ``t + grace_s`` only if it still qualifies then:
+    a user who mistyped or tried their e-mail after their user name logs in within
+    the grace and never joins. ``begin(now, table, qualifies)`` opens a batch: every
+    pending address whose join time is at most ``now`` is judged on the table's
+    state before the batch (so both folds see the same joins) and joins or is
+    dropped (its mark cleared); ``at``/``at_many`` give the gauge at an event
+    without the address's own share (its mark: its join time). At most
+    ``max_pending`` addresses wait at once; more are counted (``dropped``).
+    """
+
+    def __init__(self, half_life_s: float, grace_s: float, max_pending: int) -> None:
+        self.half_life_s, self.grace_s, self.max_pending = half_life_s, grace_s, max_pending
+        self.value, self.last = 0.0, -math.inf  # the gauge at its time, this batch's joins included
+        self.pending: dict[int, float] = {}  # address key -> join time, in enlisting order
+        self.dropped = 0
+        self._now, self._prior, self._joins, self._cum = 0.0, 0.0, list[float](), np.zeros(0)
+
+    def begin(self, now: float, table: LoginTable, qualifies: Callable[[int], bool]) -> None:
+        """Open a batch whose newest login is at ``now``: judge the pending addresses whose time has come."""
+        h = self.half_life_s
+        self._now, self._prior, self._joins = now, self.value * math.exp2(-max(now - self.last, 0.0) / h), []
+        due = [(key, t) for key, t in self.pending.items() if t <= now] if self.pending else []
+        for key, t_join in due:
+            del self.pending[key]
+            row = table.index.get(key)
+            if row is None or table.mark_at(row) != t_join:
+                continue  # evicted meanwhile
+            if qualifies(row):
+                self._joins.append(t_join)
+            else:
+                table.set_mark(row, -math.inf)
+        self._joins.sort()
+        self._cum = np.cumsum(np.exp2((np.array(self._joins) - now) / h))  # joins up to each, at ``now``
+        self.value = self._prior + (float(self._cum[-1]) if self._joins else 0.0)
+        self.last = max(self.last, now)
+
+    def at(self, t: float, mark: float) -> float:
+        """The gauge at ``t`` without the share of an address whose mark is ``mark``."""
+        h = self.half_life_s
+        g = self._prior * math.exp2((self._now - t) / h)
+        for t_join in self._joins:
+            if t_join <= t:
+                g += math.exp2(-(t - t_join) / h)
+        if mark <= t:
+            g -= math.exp2(-(t - mark) / h)
+        return g if g > 1e-9 else 0.0
+
+    def at_many(self, t: _F, mark: _F) -> _F:
+        """``at`` for arrays of events."""
+        h = self.half_life_s
+        g = self._prior * np.exp2((self._now - t) / h)
+        if self._joins:
+            k = np.searchsorted(self._joins, t, side="right")
+            g += np.where(k > 0, self._cum[np.maximum(k - 1, 0)], 0.0) * np.exp2((self._now - t) / h)
+        g -= np.where(mark <= t, np.exp2(-np.maximum(t - mark, 0.0) / h), 0.0)
+        return np.where(g > 1e-9, g, 0.0)
+
+    def enlist(self, t: float, key: int, row: int, table: LoginTable) -> None:
+        """An address qualified at ``t``: it joins at ``t + grace_s`` if it still does then (its mark says when)."""
+        if len(self.pending) >= self.max_pending:
+            self.dropped += 1
+            return
+        self.pending[key] = t_join = t + self.grace_s
+        table.set_mark(row, t_join)
+
+    def export(self) -> dict[str, npt.NDArray[np.generic]]:
+        """The gauge, the pending addresses and the dropped count as named arrays."""
+        return {"campaign": np.array([self.value, self.last]), "campaign.dropped": np.array([self.dropped], np.int64),
+                "campaign.pending_keys": np.array(list(self.pending), np.uint64),
+                "campaign.pending_times": np.array(list(self.pending.values()), np.float64)}
+
+    def restore(self, arrays: Mapping[str, npt.NDArray[np.generic]]) -> None:
+        """Load what ``export`` gave (a blob without pending addresses restores none)."""
+        self.value, self.last = (float(x) for x in arrays["campaign"])
+        keys, times = arrays.get("campaign.pending_keys"), arrays.get("campaign.pending_times")
+        self.pending = {} if keys is None or times is None else dict(zip(keys.tolist(), times.tolist()))
+        dropped = arrays.get("campaign.dropped")
+        self.dropped = 0 if dropped is None else int(dropped[0])

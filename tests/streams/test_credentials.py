@@ -20,10 +20,11 @@ from streams.credentials import SIGNALS, CredentialConfig, CredentialTables
 T0 = 1.8e9
 
 
-def _login(t: float, ip: str | None, account: str | None, *, fail: bool = False, status: int = 200, **kw: Any) -> dict[str, Any]:
+def _login(t: float, ip: str | None, account: str | None, *, fail: bool = False, status: int = 200,
+           path_template: str = "/login", **kw: Any) -> dict[str, Any]:
     """A login the way the summarizer reports it: the demo API answers 200 with an error body, derived as auth_failure."""
-    return summary_row(id=f"{t}-{ip}-{account}", time=T0 + t, source={"ip": ip, "external": True},
-                       destination={"service": "auth", "namespace": "identity"}, method="POST", path_template="/login",
+    return summary_row(id=f"{t}-{ip}-{account}-{path_template}", time=T0 + t, source={"ip": ip, "external": True},
+                       destination={"service": "auth", "namespace": "identity"}, method="POST", path_template=path_template,
                        status=status, outcome="auth_failure" if fail else None, credential_subject=account, **kw)
 
 
@@ -197,13 +198,49 @@ def test_a_lucky_guess_does_not_hide_a_stuffing_address(make: Make) -> None:
 
 
 def test_the_campaign_counts_other_addresses_never_the_address_itself(make: Make) -> None:
-    tables = make()
+    tables = make(campaign_grace_s=120.0)
     first = _run([_login(i, "203.0.113.30", f"x{i}", fail=True) for i in range(3)], tables)
     assert first["stuffing_campaign"].tolist() == [0.0, 0.0, 0.0]
+    assert list(tables.campaign.pending.values()) == [T0 + 1 + 120.0]  # enlisted at its second account, joins after the grace
     second = _run([_login(600, "203.0.113.31", "y1", fail=True), _login(601, "203.0.113.31", "y2", fail=True)], tables)
-    assert second["stuffing_campaign"][1] == pytest.approx(2 ** (-600 / 3600), rel=1e-3)  # the first address, 10 min ago
-    again = _run([_login(602, "203.0.113.30", "x9", fail=True)], tables)
-    assert again["stuffing_campaign"][0] == pytest.approx(1.0, abs=0.01)  # the second one; its own share is left out
+    assert second["stuffing_campaign"][1] == pytest.approx(2 ** (-480 / 3600), rel=1e-6)  # joined at 121 s
+    again = _run([_login(722, "203.0.113.30", "x9", fail=True)], tables)
+    assert again["stuffing_campaign"][0] == pytest.approx(2 ** (-1 / 3600), rel=1e-6)  # the second one; not its own share
+
+
+def test_an_address_joins_only_if_it_has_not_logged_in_by_the_end_of_the_grace(make: Make) -> None:
+    tables = make(campaign_grace_s=60.0)
+    _run([_login(0, "198.51.100.1", "carol", fail=True), _login(4, "198.51.100.1", "carol@example.com", fail=True)], tables)
+    _run([_login(20, "198.51.100.1", "carol")], tables)  # user name, then e-mail, then the right password
+    _run([_login(i, "203.0.113.40", f"leak-{i}", fail=True) for i in (30, 35)], tables)
+    assert len(tables.campaign.pending) == 2
+    out = _run([_login(200, "203.0.113.41", "z1", fail=True), _login(201, "203.0.113.41", "z2", fail=True)], tables)
+    assert out["stuffing_campaign"][1] == pytest.approx(2 ** (-(201 - 95) / 3600), rel=1e-6)  # the stuffer only
+    assert tables.campaign.value == pytest.approx(2 ** (-(201 - 95) / 3600), rel=1e-6)  # carol never joined
+    assert sorted(np.isfinite(tables.sources.mark[list(tables.sources.index.values())]).tolist()) == [False, True, True]
+
+
+def test_an_office_where_three_people_mistype_then_log_in_never_counts(make: Make) -> None:
+    tables = make()
+    ip = "192.0.2.77"
+    out = _run([_login(0, ip, "emp-a", fail=True), _login(2, ip, "emp-b", fail=True), _login(4, ip, "emp-c", fail=True),
+                _login(8, ip, "emp-a"), _login(9, ip, "emp-b"), _login(10, ip, "emp-c")], tables)
+    assert out["stuffing_accounts"][-1] == 0.0 and out["source_accounts_failed"][-1] == 0.0
+    _run([_login(300, "203.0.113.50", "q", fail=True)], tables)
+    assert not tables.campaign.pending and tables.campaign.value == 0.0
+
+
+def test_logins_to_one_own_account_count_once_and_resets_prove_nothing(make: Make) -> None:
+    ip = "203.0.113.60"
+    own = [_login(i, ip, "attacker-own") for i in range(3)]
+    resets = [_login(3 + i, ip, f"decoy-{i}", path_template="/auth/password/forgot") for i in range(4)]
+    leaked = [_login(10 + i, ip, name, fail=True) for i, name in enumerate(["ann", "bob", "cid"])]
+    out = _run(own + resets + leaked, make())
+    assert out["stuffing_accounts"][-3:].round(2).tolist() == [0.0, 2.07, 3.15]  # one account logged in to: 1.02 <= 0.5 x 2.07
+    reset_then_fail = [_login(0, ip, "ann", fail=True), _login(1, ip, "ann", path_template="/auth/reset")]
+    out = _run(reset_then_fail, make())
+    assert out["source_accounts_failed"].round(2).tolist() == [1.02, 0.0]  # a reset is judged by nothing
+    assert out["source_accounts_failed"][1] == 0.0 and out["login_attempt"][1] == 1.0
 
 
 def test_mistyping_users_and_one_account_addresses_never_join_the_campaign(make: Make) -> None:
@@ -214,7 +251,7 @@ def test_mistyping_users_and_one_account_addresses_never_join_the_campaign(make:
         rows += [_login(10 * u + d, ip, f"user-{u}", fail=d < 6) for d in (0, 3, 6)]
         rows.append(_login(10 * u + 1, f"203.0.113.{u}", f"leak-{u}", fail=True))  # a rotating address tries one account
     out = _run(sorted(rows, key=lambda r: r["time"]), tables)
-    assert out["stuffing_accounts"].max() < 1.1 and not out["stuffing_campaign"].any() and tables.campaign[0] == 0.0
+    assert out["stuffing_accounts"].max() < 1.1 and not out["stuffing_campaign"].any() and tables.campaign.value == 0.0
 
 
 def _traffic(seed: int, n: int) -> list[dict[str, Any]]:
@@ -244,4 +281,54 @@ def test_row_by_row_and_vectorised_folds_agree(seed: int) -> None:
         for name in SIGNALS:
             assert np.allclose(a[name], b[name], rtol=1e-9, atol=1e-9), (name, lo, hi)
     marks = [{int(k): float(m) for k, m in zip(t.sources.keys, t.sources.mark) if k} for t in (small, large)]
-    assert marks[0] == marks[1] and any(np.isfinite(list(marks[0].values()))) and small.campaign == pytest.approx(large.campaign)
+    assert marks[0] == marks[1] and any(np.isfinite(list(marks[0].values())))
+    assert (small.campaign.value, small.campaign.last) == pytest.approx((large.campaign.value, large.campaign.last))
+    assert small.campaign.pending == large.campaign.pending
+
+
+def _agree(a: dict[str, np.ndarray], b: dict[str, np.ndarray], where: object) -> None:
+    for name in SIGNALS:
+        assert np.allclose(a[name], b[name], rtol=1e-9, atol=1e-9), (name, where)
+
+
+@pytest.mark.parametrize("seed", [4, 5])
+def test_folds_agree_and_restores_answer_alike_when_the_tables_are_full(seed: int) -> None:
+    budgets = {"max_sources": 16, "max_targets": 16, "max_endpoints": 2}
+    rows = _traffic(seed, 300)
+    small, large = (CredentialTables(CredentialConfig(small_batch=s, **budgets)) for s in (10**6, 0))
+    cuts = np.cumsum(np.random.default_rng(seed).integers(1, 12, size=60))
+    batches = [_view(rows[lo:hi]) for lo, hi in zip(np.concatenate([[0], cuts]), cuts) if lo < len(rows)]
+    for b, view in enumerate(batches[:30]):
+        _agree(small.enrich(view), large.enrich(view), b)
+    assert small.evicted == large.evicted and small.evicted["sources"] > 0 and small.evicted["targets"] > 0
+    copies = []
+    for tables in (small, large):
+        copy = CredentialTables(tables.config)
+        copy.restore(tables.export())
+        copies.append(copy)
+    for b, view in enumerate(batches[30:], 30):
+        outs = [t.enrich(view) for t in (small, large, *copies)]
+        for other in outs[1:]:
+            _agree(outs[0], other, b)
+    assert small.sources.index.keys() == large.sources.index.keys() == copies[0].sources.index.keys()
+
+
+def test_eviction_ties_are_broken_by_key_whatever_the_rows() -> None:
+    outs = []
+    for small_batch in (10**6, 0):
+        tables = CredentialTables(CredentialConfig(max_sources=16, small_batch=small_batch))
+        tables.enrich(_view([_login(0, f"10.0.0.{i}", None, fail=True) for i in range(16)]))  # one batch: equal ages
+        tables.enrich(_view([_login(1, "10.0.1.1", None, fail=True)]))  # one more address: one of the 16 goes
+        outs.append(tables.enrich(_view([_login(2, f"10.0.0.{i}", None, fail=True) for i in range(16)]))["source_failures"])
+    assert outs[0].tolist() == outs[1].tolist() and sorted(outs[0].round(2).tolist()) == [1.0] + [2.0] * 15
+
+
+def test_pending_addresses_survive_export_and_restore(make: Make) -> None:
+    tables = make(campaign_grace_s=120.0)
+    _run([_login(0, "203.0.113.70", "a", fail=True), _login(1, "203.0.113.70", "b", fail=True)], tables)
+    copy = make(campaign_grace_s=120.0)
+    copy.restore(tables.export())
+    assert copy.campaign.pending == tables.campaign.pending and len(copy.campaign.pending) == 1
+    later = [_login(200, "203.0.113.71", "c", fail=True), _login(201, "203.0.113.71", "d", fail=True)]
+    a, b = _run(later, tables), _run(later, copy)
+    assert a["stuffing_campaign"][1] == b["stuffing_campaign"][1] == pytest.approx(2 ** (-80 / 3600), rel=1e-6)

@@ -75,3 +75,20 @@ def test_a_table_never_evicts_a_key_of_the_batch_and_restores_only_its_own_shape
     copy = LoginTable(4, 2, (60.0,))
     copy.restore(table.export())
     assert copy.index.keys() == table.index.keys() and copy.evicted == table.evicted == 1
+
+
+def test_a_batch_that_cannot_fit_is_refused_with_the_keys_it_needs() -> None:
+    table = LoginTable(4, 2, (60.0,))
+    table.rows_of([1, 2, 3])
+    with pytest.raises(ValueError, match=r"capacity=4: one batch needs 6 keys"):
+        table.rows_of([1, 2, 10, 11, 12, 13])
+    assert table.size == 3
+
+
+def test_union_bits_counts_the_first_success_of_each_element_once() -> None:
+    table = LoginTable(8, 32, (60.0,))
+    rows = np.array(table.rows_of([7, 8]), dtype=np.intp)
+    slots = np.array([3, 3, 5, 3, 9], dtype=np.intp)
+    events = rows[[0, 0, 0, 1, 0]]
+    got = table.union_bits(Groups.of(events), events, slots, np.array([True, True, False, True, True]))
+    assert got.tolist() == [1, 1, 1, 1, 2] and table.bits_at(int(rows[0])) == (1 << 3) | (1 << 9)
