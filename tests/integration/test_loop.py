@@ -93,13 +93,15 @@ def _check(stack: LocalStack, principal: str) -> int:
 
 
 def _verdict_subjects(bootstrap: str, wait_for: str | None = None, timeout: float = 30.0) -> set[str]:
+    """Subjects of the enforcing verdicts on the control topic (observe-only ones are left out)."""
     consumer = KafkaConsumer(VERDICTS.name, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None, consumer_timeout_ms=1000)
     seen: set[str] = set()
     deadline = time.time() + timeout
     try:
         while time.time() < deadline:
             for records in consumer.poll(timeout_ms=500).values():
-                seen |= {Verdict.model_validate_json(r.value).subject.value for r in records if r.value}
+                verdicts = [Verdict.model_validate_json(r.value) for r in records if r.value]
+                seen |= {v.subject.value for v in verdicts if v.mode != "observe"}  # observe-only findings enforce nothing
             if wait_for is None or wait_for in seen:
                 break
     finally:
