@@ -137,7 +137,7 @@ def evaluate(variants: Sequence[str] | None = None, seeds: Sequence[int] = DEFAU
 
     ``jobs`` > 1 runs that many (variant, seed) runs at once in worker processes (each run is independent).
     ``batch_s`` replaces the worker's batch window (event seconds gathered per batch; shipped 0.005 s): larger batches
-    cost less CPU and only delay verdicts (seeds 7, bola and credential-stuffing: 0.25 s costs 4.3x less CPU and
+    cost less CPU and only delay verdicts (seeds 7, bola and credential-stuffing: 0.25 s costs 4.1x less CPU and
     the median verdict comes 2 requests later), so a figure measured with them is conservative.
     """
     if batch_s is not None and not batch_s > 0:
