@@ -36,6 +36,7 @@ from deploy.lab.driver import expected_actor
 from deploy.lab.enforcer import EnforcedRun, OfflineShim, covers
 from deploy.lab.offline import OfflineDataPlane
 from deploy.lab.scorecard import Scorecard, merge_runs
+from ingest.errors import SettingsError
 from enforcement.settings import InspectionSettings, ShimSettings
 from ingest import actor_key
 from ingest.honeytokens import HoneytokenSettings
@@ -141,7 +142,7 @@ def evaluate(variants: Sequence[str] | None = None, seeds: Sequence[int] = DEFAU
     the median verdict comes 2 requests later), so a figure measured with them is conservative.
     """
     if batch_s is not None and not batch_s > 0:
-        raise ValueError(f"batch_s={batch_s!r}: must be a positive number of seconds")
+        raise SettingsError(f"batch_s={batch_s!r}: must be a positive number of seconds")
     registry, simulator, source = variant_registry()
     names = list(variants) if variants else sorted(registry)
     unknown = [n for n in names if n not in registry]

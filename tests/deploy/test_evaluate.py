@@ -12,6 +12,7 @@ from deploy.lab.evaluate import enforcing, evaluate, variant_registry
 from deploy.lab.offline import OfflineDataPlane
 from deploy.lab.scorecard import Scorecard
 from ingest import Subject, Verdict, actor_key
+from ingest.errors import SettingsError
 from ingest.simulator.call import SimCall, new_call
 from ingest.simulator.catalog import BY_KEY
 from ingest.simulator.world import World
@@ -139,7 +140,7 @@ def test_a_changed_batch_window_is_recorded_and_named_in_the_table() -> None:
     assert "(worker settings as shipped)" in render(shipped)
     assert "batches of 0.25 s of events" in render(wide) and "(worker settings as shipped)" not in render(wide)
     assert wide["variants"][name]["runs"][0]["batches"] < shipped["variants"][name]["runs"][0]["batches"]
-    with pytest.raises(ValueError, match="batch_s=0"):
+    with pytest.raises(SettingsError, match="batch_s=0"):
         evaluate([name], seeds=[3], seconds=250.0, batch_s=0.0)
 
 
