@@ -25,10 +25,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+
+from streams.keytable import column_view
 
 __all__ = ["SLOTS", "Campaign", "Groups", "LoginTable", "grouped_cumsum", "linear_count", "linear_count_one", "slot_of"]
 
@@ -106,11 +108,6 @@ def slot_of(elements: _U, slots: int = SLOTS) -> _I:
     return np.asarray((elements >> _SHIFT) % np.uint64(slots), dtype=np.intp)
 
 
-def _floats(array: npt.NDArray[np.floating[Any]]) -> memoryview[float]:
-    """The array's buffer for scalar access (reads give Python floats, writes round as numpy's casts do)."""
-    return cast("memoryview[float]", array.data)
-
-
 class LoginTable:
     """Keys -> rows of decayed counters, time-stamped slots, a success mask and a mark (see the module docstring)."""
 
@@ -126,8 +123,8 @@ class LoginTable:
         self.ok_mask = np.zeros(capacity, np.uint32)
         self.mark = np.full(capacity, -np.inf)
         # scalar access for the small-batch folds (the arrays are only ever written in place, never reallocated)
-        self._counts, self._last, self._slots = _floats(self.counts), _floats(self.last), _floats(self.slots.reshape(-1))
-        self._keys, self._bits, self._marks = self.keys.data, self.ok_mask.data, _floats(self.mark)
+        self._counts, self._last, self._slots = column_view(self.counts), column_view(self.last), column_view(self.slots.reshape(-1))
+        self._keys, self._bits, self._marks = self.keys.data, self.ok_mask.data, column_view(self.mark)
         self._free = np.arange(capacity - 1, -1, -1, dtype=np.intp)  # a stack: rows popped from the end
         self._nfree = capacity
         self.evicted = 0
@@ -274,7 +271,7 @@ class LoginTable:
 
     def mark_at(self, row: int) -> float:
         """The row's mark (``-inf`` when unset)."""
-        return self._marks[row]
+        return float(self._marks[row])
 
     def set_mark(self, row: int, t: float) -> None:
         """Overwrite the row's mark."""

@@ -22,44 +22,24 @@ import math
 from collections import Counter
 from collections.abc import Callable, Hashable, Sequence
 from itertools import compress
-from typing import TYPE_CHECKING, cast
+from typing import TYPE_CHECKING
 
 import numpy as np
 import numpy.typing as npt
 
 from streams.batch import BatchView, Signals
-from streams.keytable import KeyTable, pair_key
+from streams.keytable import KeyTable, column_view, mix1, pair_key
 
 if TYPE_CHECKING:
     from streams.edges import EdgeEnricher
 
-__all__ = ["ANON", "COHORT", "HOST", "SlotMemo", "SmallPath", "mix1", "view"]
+__all__ = ["ANON", "COHORT", "HOST", "SlotMemo", "SmallPath"]
 
-_M64 = (1 << 64) - 1
 #: salts of the callers that are not one workload: a workload's user cohort, the anonymous cohorts (inside, outside)
 COHORT, ANON = 0x5EED_C0_4057, 0xA11_0_A11
 #: salt of (source, external host) pairs and of anonymous sources calling out
 HOST = 0x4057_4057
 _U = npt.NDArray[np.uint64]
-
-
-def view(values: npt.NDArray[np.float64]) -> memoryview[float]:
-    """A float64 column as a memoryview: item reads and writes in Python floats, without numpy's per-item cost."""
-    return cast("memoryview[float]", values.data)
-
-
-def mix1(x: int) -> int:
-    """``streams.keytable.mix`` of one Python int (the same arithmetic modulo 2**64).
-
-    >>> from streams.keytable import mix
-    >>> mix1(12345) == int(mix(np.array([12345], dtype=np.uint64))[0])
-    True
-    """
-    x ^= x >> 33
-    x = (x * 0xFF51AFD7ED558CCD) & _M64
-    x ^= x >> 33
-    x = (x * 0xC4CEB9FE1A85EC53) & _M64
-    return x ^ (x >> 33)
 
 
 class SlotMemo:
@@ -95,7 +75,7 @@ class SlotMemo:
                 slots[i] = s
                 memo[memo_keys[i]] = s
             new_rows = [miss[j] for j in np.flatnonzero(new_first).tolist()]
-        last = view(self.table.cols["last_seen"])
+        last = column_view(self.table.cols["last_seen"])
         for i, s in enumerate(slots):
             if times[i] > last[s]:
                 last[s] = times[i]
@@ -161,7 +141,7 @@ class SmallPath:
         """``EdgeEnricher._learning`` over a few keys (they may repeat)."""
         c, table = self.owner.config, self.owner.callers
         slots, new_rows = self.callers.upsert(keys, [newest] * len(keys), lambda rows: np.array([keys[i] for i in rows], dtype=np.uint64))
-        seen, calls = view(table.cols["first_seen"]), view(table.cols["calls"])
+        seen, calls = column_view(table.cols["first_seen"]), column_view(table.cols["calls"])
         for i in new_rows:
             seen[slots[i]] = math.inf
         before = [calls[s] for s in slots]

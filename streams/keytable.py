@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["GOLD", "M1", "M2", "KeyTable", "mix", "pair_key"]
+__all__ = ["GOLD", "M1", "M2", "KeyTable", "column_view", "mix", "mix1", "pair_key", "pair_key1"]
 
 _I = npt.NDArray[np.intp]
 _B = npt.NDArray[np.bool_]
@@ -62,6 +62,39 @@ def pair_key(a: _U, b: _U, tag: int = 0) -> _U:
     x = mix((a * GOLD) ^ (b + np.uint64(tag)))  # uint64 arrays wrap silently
     x |= x == 0  # 0 marks an empty slot
     return x
+
+
+_M64 = (1 << 64) - 1
+_M1, _M2, _GOLD = int(M1), int(M2), int(GOLD)
+
+
+def mix1(x: int) -> int:
+    """``mix`` of one Python int (the same arithmetic modulo 2**64), for plain-Python paths of small batches.
+
+    >>> mix1(12345) == int(mix(np.array([12345], dtype=np.uint64))[0])
+    True
+    """
+    x ^= x >> 33
+    x = (x * _M1) & _M64
+    x ^= x >> 33
+    x = (x * _M2) & _M64
+    return x ^ (x >> 33)
+
+
+def pair_key1(a: int, b: int, tag: int = 0) -> int:
+    """``pair_key`` of one pair of Python ints.
+
+    >>> a, b = np.array([7], np.uint64), np.array([2**64 - 1], np.uint64)
+    >>> pair_key1(7, 2**64 - 1, 5) == int(pair_key(a, b, 5)[0])
+    True
+    """
+    return mix1(((a * _GOLD) & _M64) ^ ((b + tag) & _M64)) or 1
+
+
+def column_view(values: npt.NDArray[Any]) -> memoryview[Any]:
+    """A 1-d column as a memoryview: item reads and writes in Python numbers, without numpy's cost per item
+    (valid until the column is replaced: a table that grows or loads makes new ones)."""
+    return values.data
 
 
 class KeyTable:
@@ -136,6 +169,39 @@ class KeyTable:
         bits = max(6, (4 * need - 1).bit_length())
         self._index, self._shift = np.full(1 << bits, -1, dtype=np.int32), np.uint64(64 - bits)
         self._place(self.keys[: self.n], np.arange(self.n, dtype=np.intp))
+
+    def find_few(self, keys: list[int]) -> list[int]:
+        """``find`` of a few Python-int keys in plain Python (-1 = absent): the same index walk, no numpy call."""
+        index, stored = column_view(self._index), column_view(self.keys)
+        mask, shift, out = len(index) - 1, int(self._shift), []
+        for key in keys:
+            pos = ((key * _GOLD) & _M64) >> shift
+            slot = index[pos]
+            while slot >= 0 and stored[slot] != key:
+                pos = (pos + 1) & mask
+                slot = index[pos]
+            out.append(slot)
+        return out
+
+    def insert_few(self, keys: list[int]) -> list[int]:
+        """Insert distinct absent Python-int ``keys`` in their order (zeroed columns) as ``upsert`` would; their slots.
+
+        A table that must grow (its arrays or its index) goes through ``upsert`` itself.
+        """
+        n, index = self.n, self._index
+        if n + len(keys) > len(self.keys) or 4 * (n + len(keys)) > len(index):
+            return [int(s) for s in self.upsert(np.array(keys, dtype=np.uint64))[0]]
+        for col in self.cols.values():
+            col[n : n + len(keys)] = 0
+        mask, shift, stored, where = len(index) - 1, int(self._shift), column_view(self.keys), column_view(index)
+        for slot, key in enumerate(keys, n):
+            stored[slot] = key
+            pos = ((key * _GOLD) & _M64) >> shift
+            while where[pos] >= 0:
+                pos = (pos + 1) & mask
+            where[pos] = slot
+        self.n = n + len(keys)
+        return list(range(n, n + len(keys)))
 
     def upsert(self, keys: _U, times: _F | None = None) -> tuple[_I, _B, _I]:
         """(slot of each row, rows that first name a key inserted now, the inserted slots); ``last_seen`` = max time.

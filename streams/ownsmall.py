@@ -5,9 +5,8 @@ rows (a 5 ms gathering window). On such a batch the vectorised path pays
 numpy's fixed cost per call some two hundred times (0.44 ms for 30 rows on the
 loaded machine), while the work is a few table probes per object id. This path
 reads the batch's columns once as Python lists, keys them with Python ints
-(``pair1``: ``streams.keytable.pair_key`` of one pair) and probes the enricher's
-``KeyTable``s through their open-addressing index directly (``find_slots``,
-``insert_keys``); a table that must grow goes through ``KeyTable.upsert``.
+(``streams.keytable.pair_key1``) and probes the enricher's ``KeyTable``s with
+their plain-Python ``find_few`` / ``insert_few``.
 
 Contract: for any batch, ``enrich_small`` leaves the tables as the vectorised
 path would (the same keys and columns, the same slot of each key) and returns
@@ -29,13 +28,13 @@ import numpy.typing as npt
 import pyarrow as pa
 
 from streams.batch import BatchView, Signals, column, hash64
-from streams.keytable import GOLD, M1, M2, KeyTable
+from streams.keytable import GOLD, M1, M2, KeyTable, column_view, pair_key1
 
 if TYPE_CHECKING:
     from streams.ownership import OwnershipEnricher
 
 __all__ = ["CONFIRMED", "CREATED", "PROVISIONAL", "TAG_BLOCK", "TAG_OWNER", "TAG_PBLOCK", "TAG_PROBE", "TAG_PROBER",
-           "enrich_small", "find_slots", "insert_keys", "pair1", "pairs1"]
+           "enrich_small", "pairs1"]
 
 #: object states: first principal answered (provisional), its return confirmed it, a creating call's principal
 PROVISIONAL, CONFIRMED, CREATED = 1, 2, 3
@@ -47,27 +46,8 @@ _GOLD, _M1, _M2 = int(GOLD), int(M1), int(M2)
 _HEX = "0123456789abcdef"
 
 
-def _mix1(x: int) -> int:
-    x ^= x >> 33
-    x = (x * _M1) & _M64
-    x ^= x >> 33
-    x = (x * _M2) & _M64
-    return x ^ (x >> 33)
-
-
-def pair1(a: int, b: int, tag: int = 0) -> int:
-    """``streams.keytable.pair_key`` of one pair of Python ints.
-
-    >>> from streams.keytable import pair_key
-    >>> a, b = np.array([7], np.uint64), np.array([2**64 - 1], np.uint64)
-    >>> pair1(7, 2**64 - 1, 5) == int(pair_key(a, b, 5)[0])
-    True
-    """
-    return _mix1(((a * _GOLD) & _M64) ^ ((b + tag) & _M64)) or 1
-
-
 def pairs1(a: Sequence[int], b: Sequence[int], tag: int = 0) -> list[int]:
-    """``pair1`` of each (a, b) (one loop, no call per pair)."""
+    """``pair_key1`` of each (a, b) (one loop, no call per pair)."""
     out = []
     for x, y in zip(a, b):
         x = ((x * _GOLD) & _M64) ^ ((y + tag) & _M64)
@@ -79,60 +59,18 @@ def pairs1(a: Sequence[int], b: Sequence[int], tag: int = 0) -> list[int]:
     return out
 
 
-def find_slots(table: KeyTable, keys: Sequence[int]) -> list[int]:
-    """``KeyTable.find`` of a few keys in plain Python (-1 = absent), walking the table's index the same way."""
-    # KeyTable's private index: test_find_and_insert_walk_the_keytable_index pins it
-    index, stored = _view(table._index), _view(table.keys)
-    mask, shift = len(index) - 1, int(table._shift)
-    out = []
-    for key in keys:
-        pos = ((key * _GOLD) & _M64) >> shift
-        slot = index[pos]
-        while slot >= 0 and stored[slot] != key:
-            pos = (pos + 1) & mask
-            slot = index[pos]
-        out.append(slot)
-    return out
-
-
-def insert_keys(table: KeyTable, keys: Sequence[int]) -> list[int]:
-    """Insert distinct absent ``keys`` in their order (zeroed columns) as ``KeyTable.upsert`` would; their slots.
-
-    A table that must grow (its arrays or its index) goes through ``KeyTable.upsert`` itself.
-    """
-    n, index = table.n, table._index
-    if n + len(keys) > len(table.keys) or 4 * (n + len(keys)) > len(index):
-        return [int(s) for s in table.upsert(np.array(keys, dtype=np.uint64))[0]]
-    for col in table.cols.values():
-        col[n : n + len(keys)] = 0
-    mask, shift, stored, where = len(index) - 1, int(table._shift), _view(table.keys), _view(index)
-    for slot, key in enumerate(keys, n):
-        stored[slot] = key
-        pos = ((key * _GOLD) & _M64) >> shift
-        while where[pos] >= 0:
-            pos = (pos + 1) & mask
-        where[pos] = slot
-    table.n = n + len(keys)
-    return list(range(n, n + len(keys)))
-
-
 def _upsert(table: KeyTable, keys: list[int]) -> tuple[list[int], list[bool]]:
     """(slot, absent before) of distinct sorted keys, inserting the absent ones."""
-    slots = find_slots(table, keys)
+    slots = table.find_few(keys)
     absent = [s < 0 for s in slots]
     if any(absent):
-        fresh = iter(insert_keys(table, [k for k, a in zip(keys, absent) if a]))
+        fresh = iter(table.insert_few([k for k, a in zip(keys, absent) if a]))
         slots = [next(fresh) if a else s for s, a in zip(slots, absent)]
     return slots, absent
 
 
 def _popcount(x: int) -> int:
     return x.bit_count()
-
-
-def _view(values: npt.NDArray[Any]) -> memoryview[Any]:
-    """A 1-d column as a memoryview: item reads and writes in Python numbers, without numpy's cost per item."""
-    return values.data
 
 
 def _views(table: KeyTable) -> dict[str, memoryview[Any]]:
@@ -181,7 +119,7 @@ def enrich_small(enr: OwnershipEnricher, batch: BatchView) -> Signals:
     if b.object_row:
         cfg, objects = enr.config, enr.objects
         keys = pairs1([b.service[r] for r in b.object_row], b.object_hash)
-        slots = find_slots(objects, keys)
+        slots = objects.find_few(keys)
         owners = _score_objects(enr, b, slots, sig)
         suspect = [f or g > 0 for f, g in zip(b.refused, sig["foreign_objects"])]
         candidate, crowding = _candidates(b, owners)
@@ -202,7 +140,7 @@ def _learn_created(enr: OwnershipEnricher, batch: BatchView, b: _Rows) -> None:
     first: dict[int, int] = {}
     for r, h in zip(rows, batch.created_hash.tolist()):
         if b.principal[r] and b.status[r] // 100 == 2:
-            first.setdefault(pair1(b.service[r], h), r)
+            first.setdefault(pair_key1(b.service[r], h), r)
     if not first:
         return
     keys = sorted(first)
@@ -243,7 +181,7 @@ def _score_objects(enr: OwnershipEnricher, b: _Rows, slots: list[int], sig: dict
 def _score_owners(enr: OwnershipEnricher, b: _Rows, foreign: list[tuple[int, int, int]], sig: dict[str, list[float]]) -> None:
     first: dict[int, list[int]] = {}
     for r, p, owner in foreign:
-        entry = first.setdefault(pair1(p, owner, TAG_OWNER), [r, 0])
+        entry = first.setdefault(pair_key1(p, owner, TAG_OWNER), [r, 0])
         entry[1] += 1
     keys = sorted(first)
     slots, absent = _upsert(enr.pairs, keys)
@@ -311,7 +249,7 @@ def _score_blocks(enr: OwnershipEnricher, batch: BatchView, b: _Rows, suspect: l
     single = [i for i, (r, _) in enumerate(found) if candidate[r]] if enr.crowd_until >= max(b.time) else []
     if single:
         c, limit, least = _views(enr.blocks), max(b.time) - enr.config.horizon_s, enr.config.crowd_principals
-        for i, s in zip(single, find_slots(enr.blocks, [bkeys[i] for i in single])):
+        for i, s in zip(single, enr.blocks.find_few([bkeys[i] for i in single])):
             if s >= 0 and c["start"][s] >= limit and _popcount(c["refusers"][s]) >= least:
                 walked[found[i][0]] = True
     return walked
@@ -325,7 +263,7 @@ def _fold_blocks(enr: OwnershipEnricher, b: _Rows, rows: list[int], bkeys: list[
     newest = max(b.time[r] for r in rows)
     crowd, slots = _fold_masks(enr, enr.blocks, bkeys, [1 << (b.principal[r] & 63) for r in rows], newest, "start",
                                [crowding[r] for r in rows])
-    refusers = _view(enr.blocks.cols["refusers"])
+    refusers = column_view(enr.blocks.cols["refusers"])
     crowd_s = [_popcount(refusers[s]) >= cfg.crowd_principals for s in slots]
     hot = [s for s, h in zip(slots, crowd_s) if h]
     if hot:
@@ -348,12 +286,12 @@ def _score_probes(enr: OwnershipEnricher, b: _Rows, keys: list[int], owners: lis
     for r, key, owner in zip(b.object_row, keys, owners):
         p = b.principal[r]
         if p and owner != p and probing[r]:
-            first.setdefault(pair1(p, key, TAG_PROBE), r)
+            first.setdefault(pair_key1(p, key, TAG_PROBE), r)
     if not first:
         return
     uniq = sorted(first)
     slots, absent = _upsert(enr.pairs, uniq)
-    last, horizon, probes = _view(enr.pairs.cols["last_seen"]), enr.config.horizon_s, sig["probes"]
+    last, horizon, probes = column_view(enr.pairs.cols["last_seen"]), enr.config.horizon_s, sig["probes"]
     fresh: list[int] = []
     for key, s, new_key in zip(uniq, slots, absent):
         r = first[key]
@@ -374,7 +312,7 @@ def _score_probers(enr: OwnershipEnricher, b: _Rows, rows: list[int], sig: dict[
         entry = first.setdefault(b.principal[r], [r, 0])
         entry[1] += 1
     principals = sorted(first)
-    keys = [pair1(p, 0, TAG_PROBER) for p in principals]
+    keys = [pair_key1(p, 0, TAG_PROBER) for p in principals]
     order = sorted(range(len(keys)), key=keys.__getitem__)
     slots, absent = _upsert(enr.pairs, [keys[i] for i in order])
     c, horizon, repeat = _views(enr.pairs), enr.config.horizon_s, sig["repeat_probes"]
@@ -423,7 +361,7 @@ def _add_objects(enr: OwnershipEnricher, b: _Rows, entries: list[tuple[int, int,
         if s < 0:
             first.setdefault(k, r)
     uniq = sorted(first)
-    fresh = dict(zip(uniq, insert_keys(enr.objects, uniq)))
+    fresh = dict(zip(uniq, enr.objects.insert_few(uniq)))
     c = _views(enr.objects)
     for key, s in fresh.items():
         r = first[key]

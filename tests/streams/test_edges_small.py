@@ -12,8 +12,8 @@ from ingest.envelope import decode_message, encode_rows
 from ingest.simulator import variant_simulator
 from streams.batch import BatchView
 from streams.edges import SIGNALS, EdgeConfig, EdgeEnricher
-from streams.edgesmall import SlotMemo, mix1
-from streams.keytable import KeyTable, mix
+from streams.edgesmall import SlotMemo
+from streams.keytable import KeyTable, mix, mix1
 
 
 @cache

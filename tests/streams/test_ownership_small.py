@@ -13,7 +13,8 @@ from ingest.idblocks import object_blocks
 from streams.batch import BatchView
 from streams.keytable import KeyTable, pair_key
 from streams.ownership import OwnershipConfig, OwnershipEnricher
-from streams.ownsmall import find_slots, insert_keys, pair1, pairs1
+from streams.keytable import pair_key1
+from streams.ownsmall import pairs1
 
 T0 = 1.8e9
 KEY = b"test-key"
@@ -87,24 +88,24 @@ def test_small_path_without_blocks_and_without_objects() -> None:
 
 
 def test_find_and_insert_walk_the_keytable_index() -> None:
-    """``find_slots``/``insert_keys`` read KeyTable's index as KeyTable does: a change of its layout fails here."""
+    """``KeyTable.find_few``/``insert_few`` read KeyTable's index as KeyTable does: a change of its layout fails here."""
     table = KeyTable(10_000, {"v": np.int32})
     rng = np.random.default_rng(5)
     keys = [int(k) for k in rng.integers(1, 2**64 - 1, 3000, dtype=np.uint64)]
     for start in range(0, 3000, 7):  # small inserts, growing the arrays and the index on the way
         chunk = sorted(set(keys[start : start + 7]) - set(keys[:start]))
-        absent = [k for k, s in zip(chunk, find_slots(table, chunk)) if s < 0]
-        insert_keys(table, absent)
+        absent = [k for k, s in zip(chunk, table.find_few(chunk)) if s < 0]
+        table.insert_few(absent)
     stored = np.array(keys, dtype=np.uint64)
-    assert find_slots(table, keys) == table.find(stored).tolist()
-    assert len(table) == len(set(keys)) and find_slots(table, [12345]) == [-1]
+    assert table.find_few(keys) == table.find(stored).tolist()
+    assert len(table) == len(set(keys)) and table.find_few([12345]) == [-1]
 
 
 def test_pair1_is_pair_key() -> None:
     rng = np.random.default_rng(7)
     a, b = rng.integers(0, 2**64 - 1, 50, dtype=np.uint64), rng.integers(0, 2**64 - 1, 50, dtype=np.uint64)
     want = pair_key(a, b, 0x70726F6265).tolist()
-    assert [pair1(int(x), int(y), 0x70726F6265) for x, y in zip(a, b)] == want
+    assert [pair_key1(int(x), int(y), 0x70726F6265) for x, y in zip(a, b)] == want
 
 
 @pytest.mark.parametrize("blocks", [["00000000000000ff", "0123456789abcdef"], ["0123456789abcde", "0123456789abcdef0"],
@@ -124,7 +125,7 @@ def test_block_hashes_read_as_hex64_reads_them(blocks: list[str]) -> None:
 
 def test_pairs1_is_pair1_of_each() -> None:
     a, b = [1, 2**64 - 1, 12345], [7, 0, 2**63]
-    assert pairs1(a, b, 3) == [pair1(x, y, 3) for x, y in zip(a, b)]
+    assert pairs1(a, b, 3) == [pair_key1(x, y, 3) for x, y in zip(a, b)]
 
 
 def test_small_batches_take_the_small_path(monkeypatch: pytest.MonkeyPatch) -> None:
