@@ -38,6 +38,7 @@ from pydantic import ValidationError
 
 from ingest.errors import SettingsError
 from ingest.schema import Mode, Policy
+from ingest.yamlfile import SafeLoader as _SafeLoader
 from ingest.yamlfile import StrictLoader as _StrictLoader
 
 __all__ = [
@@ -137,7 +138,7 @@ def parse_policy(doc: Any, where: str = "", lines: Mapping[str, int] | None = No
 
 def _key_lines(text: str) -> dict[str, int]:
     """1-based line of each top-level key and of each key one level down (``modes.shop``)."""
-    root = yaml.compose(text, Loader=yaml.SafeLoader)
+    root = yaml.compose(text, Loader=_SafeLoader)
     found: dict[str, int] = {}
     for key, value in root.value if isinstance(root, yaml.MappingNode) else []:
         found[str(key.value)] = key.start_mark.line + 1

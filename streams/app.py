@@ -252,6 +252,11 @@ def create_app(settings: WorkerSettings) -> faust.App:
             metrics.MESSAGES.inc(len(events))
             metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
 
+    @app.on_partitions_assigned.connect
+    async def on_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
+        # during the rebalance, before the worker is ready: the first messages must not pay for building processors
+        pipeline.prepare(tp.partition for tp in assigned if tp.topic == SUMMARIES.name)
+
     @app.on_partitions_revoked.connect
     async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
         for tp in revoked:

@@ -19,7 +19,7 @@ import pyarrow as pa
 
 from ingest import DeadLetter, EndpointRecord, Finding, Verdict
 from ingest.envelope import decode_messages, encode_table
-from models import Detector, build_detectors
+from models.registry import detector_factories
 from models.rules import DEFAULT_RULES
 from models.reload import ModelReloader
 from streams.exposure import ExposureTracker
@@ -104,19 +104,28 @@ class Pipeline:
         self._pending_rows = 0
         self._models = ModelReloader(settings.model_path) if settings.model_path is not None else None
         self._enricher_context = EnricherContext(settings.window_s, settings.learn_windows, settings.honeytokens.load())
+        self._detector_factories = detector_factories(settings.detectors, settings.rules_dir or DEFAULT_RULES, settings.rule_overrides)
+        self._blanks: dict[int, BatchProcessor] = {}  # built ahead of a partition's first message (``prepare``)
+
+    def prepare(self, partitions: Iterable[int]) -> None:
+        """Build the processors of newly assigned partitions now (their detectors and preallocated tables cost
+        a fraction of a second each), so that the first messages do not wait for it; state is restored on first use."""
+        for partition in partitions:
+            if partition not in self.processors and partition not in self._blanks:
+                self._blanks[partition] = self._new_processor()
+
+    def _new_processor(self) -> BatchProcessor:
+        return BatchProcessor(self.config, [make() for make in self._detector_factories],
+                              build_enrichers(self.settings.enrichers, self._enricher_context))
 
     def processor(self, partition: int, stored: Iterable[tuple[bytes, bytes]]) -> BatchProcessor:
         """The partition's processor, restored from stored state (changelog keys ``<partition>:<suffix>``) on first use."""
         if partition not in self.processors:
-            proc = BatchProcessor(self.config, self._detectors(), build_enrichers(self.settings.enrichers, self._enricher_context))
+            proc = self._blanks.pop(partition, None) or self._new_processor()
             prefix = f"{partition}:".encode()
             proc.restore((k[len(prefix):].decode(), v) for k, v in stored if k.startswith(prefix))
             self.processors[partition] = proc
         return self.processors[partition]
-
-    def _detectors(self) -> list[Detector]:
-        s = self.settings
-        return build_detectors(s.detector_names(), s.rules_dir or DEFAULT_RULES, s.rule_overrides)
 
     def drain(self) -> list[Finding]:
         """Fold what is still gathered (at the end of a replay); the exposure findings it raised."""
@@ -138,6 +147,7 @@ class Pipeline:
     def forget(self, partition: int) -> None:
         """Drop a revoked partition's state (its new owner restores it from the changelog)."""
         self.processors.pop(partition, None)
+        self._blanks.pop(partition, None)
         self._last_flush.pop(partition, None)
         self._last_full_flush.pop(partition, None)
 
