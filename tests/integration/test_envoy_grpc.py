@@ -79,9 +79,9 @@ def authz_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, A
     authz = Authz()
     server = GrpcAuthzServer(authz.decide)
     upstream = Upstream().start()
-    listener, admin = free_ports(2)
     try:
         port = server.start("127.0.0.1", 0)
+        listener, admin = free_ports(2)  # after the server has its port, so that neither can be it
         config = retarget("ext_authz-grpc.yaml", listener, admin, {"app": upstream.port, "kubeward_authz": port})
         envoy = Envoy(config, tmp_path_factory.mktemp("envoy-authz"), admin).start()
         try:
@@ -196,9 +196,9 @@ def als_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, lis
     seen: list[HttpObservation] = []
     source = AccessLogServiceSource(port=0)
     upstream = Upstream(lambda path: (404, b'{"error": "none"}') if path.startswith("/missing") else (200, json.dumps({"path": path}).encode())).start()
-    listener, admin = free_ports(2)
     try:
         port = source.start(seen.extend)
+        listener, admin = free_ports(2)  # after the source has its port, so that neither can be it
         config = retarget("access-log-service.yaml", listener, admin, {"app": upstream.port, "kubeward_als": port})
         hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
         hcm["access_log"][0]["typed_config"]["common_config"]["buffer_flush_interval"] = "0.05s"  # fast tests; shipped: 1 s
@@ -277,9 +277,9 @@ def tap_env(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFac
     }
     source = ExtProcTapSource(port=0, max_body_bytes=CAP)
     upstream = Upstream(lambda path: (200, bodies.get(path, b"{}"))).start()
-    listener, admin = free_ports(2)
     try:
         port = source.start(seen.extend)
+        listener, admin = free_ports(2)  # after the source has its port, so that neither can be it
         config = retarget("ext_proc-tap.yaml", listener, admin, {"app": upstream.port, "kubeward_tap": port})
         assert http_filter(config, "envoy.filters.http.ext_proc")["observability_mode"] is True
         if request.param == "buffered":

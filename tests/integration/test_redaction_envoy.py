@@ -82,10 +82,10 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     cache = VerdictCache()
     settings = RedactionSettings(max_body_bytes=CAP, offload_bytes=1024)
     server = ExtProcRedactionServer(settings, IdentityResolver(), cache_lookup(cache), lambda *r: reports.append(r))
-    listener, admin, echo_listener, echo_admin = free_ports(4)
     envoys: list[Envoy] = []
     try:
         port = server.start()
+        listener, admin, echo_listener, echo_admin = free_ports(4)  # after the server has its port, so that none can be it
         for lport, aport, app in ((listener, admin, fixed.server_address[1]), (echo_listener, echo_admin, echo.port)):
             config = retarget("ext_proc-redact.yaml", lport, aport, {"app": int(app), "kubeward_redact": port})
             assert http_filter(config, "envoy.filters.http.ext_proc")["failure_mode_allow"] is True
