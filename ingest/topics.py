@@ -23,7 +23,12 @@ class TopicSpec:
 
 _COMPACT = {"cleanup.policy": "compact", "min.cleanable.dirty.ratio": "0.1", "segment.ms": "60000"}
 
-SUMMARIES = TopicSpec("l7.summaries.v1", partitions=4)
+# One partition: summaries are keyed by actor, and the worker's state that is not per actor (object owners,
+# credential tables per client address and per account, per-address features, dense id blocks, cohorts) lives
+# per partition, so with several partitions each would see only its share of the other actors (the thief's
+# reads and the owners' creations land apart 3 times in 4 with four partitions). Scaling out needs a stage keyed
+# by what that state is keyed by (issue 9); until then one worker reads everything, like the replay path.
+SUMMARIES = TopicSpec("l7.summaries.v1", partitions=1)
 DLQ = TopicSpec("l7.summaries.dlq.v1", partitions=1)
 VERDICTS = TopicSpec("enforcement.verdicts.v1", partitions=1, config=dict(_COMPACT))
 POLICY = TopicSpec("enforcement.policy.v1", partitions=1, config=dict(_COMPACT))

@@ -144,6 +144,10 @@ _TABLE: list[Feature] = [  # one entry per feature; a name only once
                 "(a lone 404 counts 0.5), decayed (1 h)"),
     Feature("source_repeat_probes_long", "decay", "repeat_probes", half_life_s=HOUR, key="source",
             doc="whole probes by principals past their first, from the client address, decayed (1 h): probers behind one address"),
+    # -- shape and history of volume (models/rules/core.yaml, abuse.yaml: volume alone never blocks a hard negative)
+    Feature("records_max", "max", "records", doc="most records one answer carried in the window (1 for single-object reads, a page's size)"),
+    Feature("source_baseline_requests", "ewma", of="source_requests", key="source",
+            doc="EWMA of source_requests over the client address's past windows (its own usual rate)"),
 ]
 
 

@@ -85,6 +85,22 @@ def summary_factory() -> SummaryFactory:
     return make
 
 
+def stolen_objects(summary_factory: SummaryFactory, thief: str = "mallory", owners: int = 100, t: float = T0 + 1,
+                   step: float = 0.01, key: bytes = b"k") -> tuple[list[RequestSummary], list[RequestSummary]]:
+    """BOLA as it looks in traffic: ``owners`` users each create an order (POST, 201, its id in the answer,
+    so ``streams.ownership`` learns the owner) at ``t - 1``, then from ``t`` on ``thief`` reads every one of them (200).
+
+    Returns (creations, thefts); a volume of reads of nobody's objects is no BOLA (issue 7), this is.
+    """
+    from ingest import hash_object_id
+
+    ids = [hash_object_id(f"{thief}-{u}", key) for u in range(owners)]
+    made = [summary_factory(principal=f"owner-{u}", time=t - 1, method="POST", path_template="/orders", status=201, object_ids_created=[oid])
+            for u, oid in enumerate(ids)]
+    read = [summary_factory(principal=thief, time=t + i * step, object_ids=[oid]) for i, oid in enumerate(ids)]
+    return made, read
+
+
 VerdictFactory = Callable[..., Verdict]
 
 

@@ -56,7 +56,7 @@ async def drive(sim: Any, seconds: float, client: CheckClient, publisher: Any, t
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
-    worker = {"window_s": 30, "learn_windows": 3, "state_flush_s": 0.5, "max_message_bytes": 256 * 1024, "policy": POLICY.model_dump()}
+    worker = {"window_s": 30, "learn_windows": 3, "state_flush_s": 0.5, "enricher_flush_s": 0.5, "max_message_bytes": 256 * 1024, "policy": POLICY.model_dump()}
     shim = {"report": "denied", "policy": POLICY.model_dump()}
     with LocalStack(tmp_path_factory.mktemp("loop"), worker_settings=worker, shim_settings=shim) as running:
         yield running
@@ -67,17 +67,29 @@ def _actor(principal: str) -> str:
     return actor_key("shop/frontend", principal)
 
 
-def _row(principal: str, object_id: str, status: int = 200, t: float | None = None) -> dict[str, Any]:
+def _row(principal: str, object_id: str, status: int = 200, t: float | None = None, created: bool = False) -> dict[str, Any]:
+    """A read of ``object_id`` by ``principal`` (or, ``created``, the POST that created it and got its id back)."""
+    shape: dict[str, Any] = ({"method": "POST", "path_template": "/orders", "status": 201, "object_ids_created": [object_id]} if created
+                             else {"method": "GET", "path_template": "/orders/{id}", "status": status, "object_ids": [object_id]})
     return summary_row(
         id=uuid.uuid4().hex, time=t or time.time(), reporter="test", principal=principal, auth_type="jwt",
         source={"workload": "shop/frontend", "namespace": "shop", "ip": "10.0.0.7"},
-        destination={"service": "orders", "namespace": "shop"},
-        method="GET", path_template="/orders/{id}", status=status, object_ids=[object_id],
+        destination={"service": "orders", "namespace": "shop"}, **shape,
     )
 
 
-def _enumeration(principal: str, count: int, start: int = 0, t: float | None = None) -> list[dict[str, Any]]:
-    return [_row(principal, f"{principal}-{i:06d}", status=404, t=t) for i in range(start, start + count)]
+def _orders(thief: str, count: int, start: int = 0) -> list[str]:
+    return [f"{thief}-{i:06d}" for i in range(start, start + count)]
+
+
+def _created(thief: str, count: int, t: float | None = None) -> list[dict[str, Any]]:
+    """Each of ``count`` customers creates an order (the worker learns its owner)."""
+    return [_row(f"customer-{oid}", oid, t=t, created=True) for oid in _orders(thief, count)]
+
+
+def _theft(thief: str, count: int, start: int = 0, t: float | None = None) -> list[dict[str, Any]]:
+    """``thief`` reads customers' orders (BOLA by ownership; a volume of reads of nobody's objects is no attack)."""
+    return [_row(thief, oid, t=t) for oid in _orders(thief, count, start)]
 
 
 def _check(stack: LocalStack, principal: str) -> int:
@@ -157,7 +169,7 @@ def test_bad_records_go_to_the_dead_letter_topic_and_the_worker_keeps_going(stac
     producer.send("l7.summaries.v1", key=b"bad-3", value=b"{" + b" " * (300 * 1024) + b"}")
     producer.flush()
     producer.close()
-    _publish(stack, _enumeration("after-garbage", 40))
+    _publish(stack, _created("after-garbage", 40) + _theft("after-garbage", 40))
     consumer = KafkaConsumer(DLQ.name, bootstrap_servers=stack.bootstrap, auto_offset_reset="earliest", group_id=None, consumer_timeout_ms=15000)
     letters = {}
     for rec in consumer:
@@ -174,7 +186,7 @@ def test_bad_records_go_to_the_dead_letter_topic_and_the_worker_keeps_going(stac
 
 
 def test_restarted_shim_rebuilds_its_cache_and_keeps_denying(stack: LocalStack) -> None:
-    _publish(stack, _enumeration("before-shim-restart", 40))
+    _publish(stack, _created("before-shim-restart", 40) + _theft("before-shim-restart", 40))
     assert _wait_status(stack, "before-shim-restart", 403) == 403
     from deploy.runtime.process import stop_process
 
@@ -191,17 +203,20 @@ def test_restarted_worker_recovers_state_from_its_changelog(stack: LocalStack) -
     # Event times, not wall-clock times, place calls in windows: keep both halves in one 30 s window
     # however long the restart takes.
     t = time.time() // 30 * 30 + 3
-    _publish(stack, _enumeration("split-attacker", 15, t=t) + _enumeration("half-only", 15, t=t))
-    time.sleep(1.0)  # past state_flush_s, so the next message on the partition checkpoints the buckets
+    # 8 foreign owners in a window is quiet, 16 is BOLA (bola-foreign-owners-burst, floor 12): only the recovered
+    # window counts and the recovered ownership table (customers' orders created before the restart) tell them apart.
+    owned = _created("split-attacker", 16, t=t - 1) + _created("half-only", 8, t=t - 1) + _created("fresh-after-restart", 8, t=t - 1)
+    _publish(stack, owned + _theft("split-attacker", 8, t=t) + _theft("half-only", 8, t=t))
+    time.sleep(1.0)  # past state_flush_s and enricher_flush_s, so the next message on the partition checkpoints them
     _publish(stack, [_row("split-attacker", "nudge-1", t=t + 1), _row("half-only", "nudge-2", t=t + 1)])
     time.sleep(2.0)
     assert _actor("split-attacker") not in _verdict_subjects(stack.bootstrap, timeout=3)
     stop_process(stack.worker)
     stack.start_worker()
-    _publish(stack, _enumeration("split-attacker", 15, start=100, t=t + 2))
+    _publish(stack, _theft("split-attacker", 8, start=8, t=t + 2))
     subjects = _verdict_subjects(stack.bootstrap, wait_for=_actor("split-attacker"))
     assert _actor("split-attacker") in subjects, "state of the first half was not recovered"
-    _publish(stack, _enumeration("fresh-after-restart", 15, t=t + 2))
+    _publish(stack, _theft("fresh-after-restart", 8, t=t + 2))
     time.sleep(3.0)
     assert _actor("fresh-after-restart") not in _verdict_subjects(stack.bootstrap, timeout=3)
     assert urllib.request.urlopen(metrics, timeout=5).status == 200

@@ -108,23 +108,24 @@ def _metric(port: int, name: str, labels: dict[str, str]) -> float | None:
     return None
 
 
-def _enumeration(principal: str, count: int = 40) -> list[dict[str, Any]]:
+def _theft(principal: str, count: int = 40) -> list[dict[str, Any]]:
+    """``count`` customers create an order each, then ``principal`` reads all of them (BOLA by ownership)."""
     now = time.time()
-    return [
-        summary_row(
-            id=uuid.uuid4().hex, time=now, reporter="test", principal=principal, auth_type="jwt",
-            source={"workload": f"{NS}/frontend", "namespace": NS, "ip": "10.0.0.7"},
-            destination={"service": "orders", "namespace": NS},
-            method="GET", path_template="/orders/{id}", status=404, object_ids=[f"{principal}-{i:06d}"],
-        )
-        for i in range(count)
-    ]
+    ids = [f"{principal}-{i:06d}" for i in range(count)]
+
+    def row(who: str, **shape: Any) -> dict[str, Any]:
+        return summary_row(id=uuid.uuid4().hex, time=now, reporter="test", principal=who, auth_type="jwt",
+                           source={"workload": f"{NS}/frontend", "namespace": NS, "ip": "10.0.0.7"},
+                           destination={"service": "orders", "namespace": NS}, **shape)
+
+    made = [row(f"customer-{oid}", method="POST", path_template="/orders", status=201, object_ids_created=[oid]) for oid in ids]
+    return made + [row(principal, method="GET", path_template="/orders/{id}", status=200, object_ids=[oid]) for oid in ids]
 
 
 def _verdict_for(parts: Parts, principal: str, timeout: float = 40.0) -> Verdict | None:
-    """Publish an enumeration by ``principal`` into NS and return the worker's verdict for it."""
+    """Publish a theft of objects by ``principal`` into NS and return the worker's verdict for it."""
     with SummaryPublisher(parts.bootstrap, envelope_rows=500, linger_ms=1.0) as pub:
-        pub.publish_rows(_enumeration(principal))
+        pub.publish_rows(_theft(principal))
         pub.flush()
     subject = f"{NS}/frontend|{principal}"
     consumer = KafkaConsumer(VERDICTS.name, bootstrap_servers=parts.bootstrap, auto_offset_reset="earliest", group_id=None, consumer_timeout_ms=1000)

@@ -22,10 +22,10 @@ from prometheus_client import REGISTRY
 
 import streams.app as app_module
 from ingest import DLQ, FINDINGS, POLICY, SUMMARIES, VERDICTS, DeadLetter, Finding, Policy, Verdict, encode_envelope, verify_verdict
-from ingest.templating import hash_object_id
 from streams.app import PolicyFollower, create_app
 from streams.settings import WorkerSettings
 from streams.state import ActorStore
+from tests.conftest import stolen_objects
 
 KEY = "app-test-key"
 
@@ -56,9 +56,9 @@ def _agent(app: faust.App) -> Any:
 
 
 def _attack(summary_factory: Any, principal: str = "mallory") -> bytes:
-    now = time.time()  # the app stamps verdicts with the wall clock
-    rows = [summary_factory(principal=principal, time=now + i * 0.001, object_ids=[hash_object_id(str(i), b"k")]) for i in range(100)]
-    return encode_envelope(rows)
+    """Owners create 100 orders, then ``principal`` reads them all (the app stamps verdicts with the wall clock)."""
+    made, read = stolen_objects(summary_factory, principal, t=time.time(), step=0.001)
+    return encode_envelope(made + read)
 
 
 async def _put_all(app: faust.App, values: list[tuple[bytes | None, bytes]]) -> None:
@@ -79,7 +79,7 @@ def test_an_enumerating_attacker_yields_a_verdict_and_a_finding(app: faust.App, 
     asyncio.run(_put_all(app, [(b"shop/web|mallory", _attack(summary_factory))]))
     pipeline = app.kubeward_pipeline  # type: ignore[attr-defined]
     (proc,) = pipeline.processors.values()
-    assert len(proc.store) == 1 and int(proc.store.cols["requests"][0]) == 100
+    assert len(proc.store) == 101 and sorted(proc.store.cols["requests"][:101].tolist()) == [1] * 100 + [100]
     (verdict_key, verdict_value), = sent[VERDICTS.name]
     verdict = Verdict.model_validate_json(verdict_value)
     assert verdict_key == b"actor:shop/web|mallory"
@@ -105,7 +105,7 @@ def test_state_buckets_are_written_to_the_table(app: faust.App, sent: dict[str, 
     items = list(table.items())
     assert items and all(k.startswith(b"0:") for k, _ in items)
     restored = ActorStore()
-    assert restored.import_buckets(v for k, v in items if not k.endswith(b":destinations")) == 1
+    assert restored.import_buckets(v for k, v in items if not k.endswith(b":destinations")) == 101  # the thief and the 100 owners
     assert dict(items)[b"0:destinations"] == b'{"orders": 0}'
 
 

@@ -17,7 +17,7 @@ from streams.policy import severity_for
 from streams.processor import ProcessorConfig
 from streams.replay import Replay
 from streams.settings import WorkerSettings
-from tests.conftest import T0
+from tests.conftest import T0, stolen_objects
 
 TOPIC = "l7.summaries.v1"
 KEY = "pipeline-test-key"
@@ -30,7 +30,9 @@ def _settings(**overrides: Any) -> WorkerSettings:
 
 
 def _attack(summary_factory: Any, t: float = T0 + 1, principal: str = "mallory", n: int = 100) -> list[RequestSummary]:
-    return [summary_factory(principal=principal, time=t + i * 0.01, object_ids=[hash_object_id(f"{principal}-{i}", b"k")]) for i in range(n)]
+    """``n`` owners create an order each (at ``t - 1``), then ``principal`` reads them all: BOLA by ownership."""
+    made, read = stolen_objects(summary_factory, principal, owners=n, t=t)
+    return made + read
 
 
 def _benign(summary_factory: Any, t: float, users: int = 20) -> list[RequestSummary]:
@@ -97,7 +99,7 @@ def test_rows_with_unusable_times_become_dead_letters_and_the_rest_is_kept(summa
 def test_an_attack_envelope_gives_a_signed_verdict_and_an_ocsf_finding(summary_factory: Any) -> None:
     pipeline = Pipeline(_settings(), TOPIC)
     out = pipeline.handle(0, encode_envelope(_benign(summary_factory, T0 + 1) + _attack(summary_factory)), 5, now=T0 + 3)
-    assert out.dead_letter is None and out.rows == 120
+    assert out.dead_letter is None and out.rows == 220  # 20 users, 100 owners, 100 thefts
     assert [d.attack_class for d in out.detections] == ["bola"]
     (verdict,), (finding,) = out.verdicts, out.findings
     assert verify_verdict(verdict, KEY.encode())
@@ -106,14 +108,14 @@ def test_an_attack_envelope_gives_a_signed_verdict_and_an_ocsf_finding(summary_f
     assert verdict.mode == "observe" and verdict.policy_version == Policy().version
     assert (verdict.issued_at, verdict.expires_at) == (T0 + 3, T0 + 3 + Policy().verdict_ttl_s)
     assert verdict.evidence_time == out.detections[0].evidence_time == pytest.approx(T0 + 1.99)
-    assert verdict.reasons and verdict.reasons[0].detector == "bola_breadth"
+    assert verdict.reasons and verdict.reasons[0].detector == "bola-foreign-owners-burst"  # the strongest reason first
     assert (finding.class_uid, finding.type_uid, finding.category_uid, finding.activity_id) == (2004, 200401, 2, 1)
     assert finding.finding_info.uid == verdict.finding_ids[0]
     assert finding.time == int((T0 + 3) * 1000)
     assert finding.unmapped == {"actor": MALLORY, "verdict_id": verdict.id, "mode": "observe"}
     assert (finding.action_id, finding.disposition_id) == (0, 15)
     assert finding.severity_id == severity_for(out.detections[0].score) >= 2
-    assert finding.finding_info.types == ["bola"] and finding.finding_info.analytic["name"] == "bola_breadth"
+    assert finding.finding_info.types == ["bola"] and finding.finding_info.analytic["name"] == "bola-foreign-owners-burst"
     assert f"bola by {MALLORY}" in finding.message
 
 
@@ -199,7 +201,7 @@ def test_a_restored_pipeline_has_the_same_actors_and_counters(summary_factory: A
             assert len(restored.processor(partition).spaces[key].store) == len(original.processor(partition).spaces[key].store)
         for mine, theirs in zip(restored.processor(partition).enrichers, original.processor(partition).enrichers):
             assert mine.export() == theirs.export(), mine.name
-    assert len(original.processor(0).store) == 32 and len(original.processor(1).store) == 5
+    assert len(original.processor(0).store) == 132 and len(original.processor(1).store) == 5  # 30 users, 100 owners, thief, late
 
 
 def test_restored_state_keeps_a_flagged_actor_flagged(summary_factory: Any) -> None:

@@ -52,15 +52,17 @@ def _classes(detections: Sequence[Detection]) -> list[tuple[str, str]]:
 # ------------------------------------------------------------------ attack classes
 
 
-def test_enumerating_100_objects_is_bola_once(summary_factory: Any, table_of: Any) -> None:
+def test_enumerating_100_objects_of_unknown_owners_is_one_breadth_finding(summary_factory: Any, table_of: Any) -> None:
+    """No ownership enricher here: breadth alone is no BOLA (issue 7); it is a scraping finding (throttle)."""
     proc = _processor()
     rows = [summary_factory(principal="mallory", time=T0 + i * 0.2, object_ids=[_oid(i)]) for i in range(100)]
     first = proc.process(table_of(rows[:40]))
     later = [proc.process(table_of(rows[i : i + 20])) for i in range(40, 100, 20)]
     found = first + [d for batch in later for d in batch]
-    assert _classes(found) == [(MALLORY, "bola")]
+    assert _classes(found) == [(MALLORY, "business_flow")]
     det = found[0]
-    assert det.score >= 0.5 and "bola_breadth" in {r.detector for r in det.reasons}
+    assert det.score >= 0.5 and "scraping-breadth" in {r.detector for r in det.reasons}
+    assert det.action == "throttle"
     assert (det.destination_namespace, det.destination_service) == ("shop", "orders")
     assert det.evidence_time == rows[39].time
     assert det.features["distinct_objects"] >= 25
@@ -83,7 +85,7 @@ def test_continuing_enumeration_is_detected_again_after_the_flag_expires(summary
         found += proc.process(table_of(rows))
     # flagged in window 0 until T0+121, again in window 2 (T0+121) until T0+241, again in window 4 (T0+241);
     # flagged windows never become the baseline, so the 4x-baseline threshold cannot drift up with the attack
-    assert _classes(found) == [(MALLORY, "bola")] * 3
+    assert _classes(found) == [(MALLORY, "business_flow")] * 3
     assert proc.store.cols["baseline_distinct"][0] == 0
 
 
@@ -102,7 +104,7 @@ def test_enumeration_among_benign_traffic_flags_only_the_enumerator(summary_fact
     proc = _processor()
     benign = [summary_factory(principal=f"user-{u}", object_ids=[_oid(f"{u}-{j}")]) for u in range(200) for j in range(5)]
     attack = [summary_factory(principal="mallory", object_ids=[_oid(i)]) for i in range(100)]
-    assert _classes(proc.process(table_of(benign + attack))) == [(MALLORY, "bola")]
+    assert _classes(proc.process(table_of(benign + attack))) == [(MALLORY, "business_flow")]
 
 
 def test_a_burst_of_401s_is_credential_abuse(summary_factory: Any, table_of: Any) -> None:
@@ -355,7 +357,7 @@ def test_raw_object_ids_sharing_a_prefix_or_suffix_are_counted(summary_factory: 
     """Raw ids (publishing them is configurable) are not uniform like keyed hashes; enumeration must still show."""
     proc = _processor()
     found = proc.process(table_of([summary_factory(principal="mallory", object_ids=[make_id(i)]) for i in range(100)]))
-    assert _classes(found) == [(MALLORY, "bola")]
+    assert _classes(found) == [(MALLORY, "business_flow")]
     assert found[0].features["distinct_objects"] == pytest.approx(100, rel=0.25)
 
 

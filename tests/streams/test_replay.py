@@ -16,7 +16,7 @@ from ingest.templating import hash_object_id
 from streams.pipeline import Outcome
 from streams.replay import Batch, Replay, ReplayResult, replay
 from streams.settings import WorkerSettings
-from tests.conftest import T0
+from tests.conftest import T0, stolen_objects
 
 KEY = "replay-test-key"
 OBJECT_KEY = b"replay-object-key"
@@ -28,10 +28,10 @@ def _settings(**overrides: Any) -> WorkerSettings:
 
 
 def _traffic(summary_factory: Any, users: int = 40, attack: int = 60) -> list[RequestSummary]:
-    """Benign users reading one object each, then one user enumerating ``attack`` objects."""
+    """Benign users reading one object each, ``attack`` owners creating one order each, then one user reading all of those."""
     benign = [summary_factory(principal=f"user-{u}", time=T0 + 1, object_ids=[hash_object_id(str(u), b"k")]) for u in range(users)]
-    enum = [summary_factory(principal="mallory", time=T0 + 2 + i * 0.01, object_ids=[hash_object_id(f"m{i}", b"k")]) for i in range(attack)]
-    return benign + enum
+    made, read = stolen_objects(summary_factory, owners=attack, t=T0 + 2)
+    return benign + made + read
 
 
 @cache
@@ -50,7 +50,7 @@ def test_an_enumerator_gives_one_signed_verdict_stamped_on_the_replayed_clock(su
     seen: list[tuple[float, Outcome]] = []
     rows = _traffic(summary_factory)
     result = replay(rows, _settings(), batch_rows=25, on_batch=lambda batch, out: seen.append((max(r["time"] for r in batch), out)))
-    assert (result.rows, result.batches) == (100, 4)
+    assert (result.rows, result.batches) == (160, 7)  # 40 users, 60 owners, 60 thefts in batches of 25
     (det,), (verdict,), (finding,) = result.detections, result.verdicts, result.findings
     assert (det.actor, det.attack_class) == (actor_key("shop/web", "mallory"), "bola")
     assert verify_verdict(verdict, KEY.encode()) and verdict.subject.value == det.actor
@@ -104,13 +104,13 @@ def test_a_replay_restored_from_its_changelog_goes_on_as_one_replay() -> None:
 def test_without_a_changelog_nothing_is_restored(summary_factory: Any) -> None:
     run = Replay(_settings(state_flush_s=1e-6))
     run.run(_traffic(summary_factory))
-    assert run.changelog is None and len(run.processor().store) == 41
+    assert run.changelog is None and len(run.processor().store) == 101  # 40 users, 60 owners, the thief
     assert len(Replay(_settings()).processor().store) == 0
 
 
 def test_a_batch_the_worker_would_refuse_is_a_dead_letter(summary_factory: Any) -> None:
     result = replay(_traffic(summary_factory), _settings(max_message_bytes=1024), batch_rows=50)
-    assert len(result.dead_letters) == 2 and result.detections == ()
+    assert len(result.dead_letters) == 4 and result.detections == ()  # 160 rows in batches of 50
     assert all("exceeds max_message_bytes=1024" in d.error for d in result.dead_letters)
 
 
