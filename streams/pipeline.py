@@ -121,7 +121,9 @@ class Pipeline:
     def processor(self, partition: int, stored: Iterable[tuple[bytes, bytes]]) -> BatchProcessor:
         """The partition's processor, restored from stored state (changelog keys ``<partition>:<suffix>``) on first use."""
         if partition not in self.processors:
-            proc = self._blanks.pop(partition, None) or self._new_processor()
+            proc = self._blanks.pop(partition, None)
+            if proc is None:
+                proc = self._new_processor()
             prefix = f"{partition}:".encode()
             proc.restore((k[len(prefix):].decode(), v) for k, v in stored if k.startswith(prefix))
             self.processors[partition] = proc

@@ -181,6 +181,19 @@ def test_state_writes_appear_when_the_flush_interval_elapsed(summary_factory: An
     assert pipeline.handle(0, b"junk", 3, now=T0 + 9).state_writes == []
 
 
+def test_processors_prepared_on_assignment_serve_the_first_message_and_still_restore_state(summary_factory: Any) -> None:
+    settings = _settings(state_flush_s=0.001)
+    stored: dict[bytes, bytes] = {}
+    _feed(Replay(settings, stored, TOPIC), [(0, encode_envelope(_attack(summary_factory)), T0 + 2)])
+    pipeline = Pipeline(settings, TOPIC)
+    pipeline.prepare([0, 1])
+    blank = pipeline._blanks[0]
+    assert pipeline.processors == {} and set(pipeline._blanks) == {0, 1}
+    assert pipeline.processor(0, stored.items()) is blank and len(blank.store) == 101  # the thief and the 100 owners
+    pipeline.forget(1)
+    assert pipeline._blanks == {}
+
+
 def test_a_restored_pipeline_has_the_same_actors_and_counters(summary_factory: Any) -> None:
     settings = _settings(state_flush_s=0.001, enricher_flush_s=0.001, state_buckets=8)  # every batch checkpointed
     messages = [
