@@ -140,14 +140,17 @@ _TABLE: list[Feature] = [  # one entry per feature; a name only once
             doc="other addresses doing the same, still 45 s later (decayed, half-life 1 h): a stuffing campaign"),
     # -- BOLA probes (streams.ownership): objects not its own a principal was refused, or read in an id block others were refused in
     Feature("probes_long", "decay", "probes", half_life_s=HOUR,
-            doc="objects not its own the principal probed (refused, or read in an id block others were refused in), each once "
-                "(a lone 404 counts 0.5), decayed (1 h)"),
+            doc="objects not its own and never answered to it that the principal probed (refused, or read in a crowded block "
+                "where it was refused), at most one per call; 0.5 for a lone 404, a link others were refused too, or a further "
+                "object of an owner already touched; decayed (1 h)"),
     Feature("source_repeat_probes_long", "decay", "repeat_probes", half_life_s=HOUR, key="source",
             doc="whole probes by principals past their first, from the client address, decayed (1 h): probers behind one address"),
     # -- shape and history of volume (models/rules/core.yaml, abuse.yaml: volume alone never blocks a hard negative)
     Feature("records_max", "max", "records", doc="most records one answer carried in the window (1 for single-object reads, a page's size)"),
     Feature("source_baseline_requests", "ewma", of="source_requests", key="source",
             doc="EWMA of source_requests over the client address's past windows (its own usual rate)"),
+    Feature("source_repeat_probers_long", "decay", "repeat_probers", half_life_s=HOUR, key="source",
+            doc="principals reaching their second whole probe, from the client address, decayed (1 h): distinct probers behind it"),
 ]
 
 

@@ -31,25 +31,29 @@ Signals, one float per row (names in ``OWNERSHIP_SIGNALS``):
   that are themselves denied or foreign count. 0 when summaries carry no blocks.
   Like every signal here it is computed with the whole batch folded in (a burst is
   dense from its first row of the batch on), against the state before the batch.
-* ``probes`` -- objects of the row the principal does not own (another's, or nobody's
-  yet) that it *probed*: the call was refused (403/404), or it named one object whose
-  id block is *crowded* (at least ``crowd_principals`` distinct principals were refused
-  there an object not their own within ``horizon_s``: ids walked by many principals at once, where a leaking
-  endpoint's 200 is one more step of the walk). Each (principal, object) counts once
-  per ``horizon_s``, so retrying one dead link is one probe and an enumerator's every
-  new id is another: 1 for a 403 (the object exists and is not yours) or a probe in a
-  *walked* block (crowded, or where the principal had two denied or foreign objects),
-  0.5 for a lone 404 (a dead link of a benign user looks the same). Summed per principal over hours it
-  separates a prober (every access a first-seen object that is not its own) from a
-  user who hit one stale link: it is the signal of low-and-slow and distributed
+* ``probes`` -- at most one per row: 1 or 0.5 when the row *probed* an object it could
+  not know (``streams.probes``). Probing rows are refused (403/404) or answered reads
+  (2xx, one object) of another owner's object in a *crowded* id block (at least
+  ``crowd_principals`` distinct principals refused objects not their own there within
+  ``horizon_s``) where the reader itself was refused: a walk of a leaking endpoint.
+  An object counts only if it is not the principal's own, was never answered 2xx to
+  it (the ``readers`` bits of the objects table: lost access, a viewer pressing Edit
+  after reading), and each (principal, object) once per ``horizon_s``. A whole probe
+  (1) is a 403, a 404 in a crowded block, or such a read; a lone 404 (a dead link
+  looks the same), a refusal of objects others were refused too (following one dead or
+  forbidden link is no walk), or a further object of a known owner the principal
+  already touched (a colleague's documents) is half (0.5). Summed per principal over
+  hours it separates a prober (every access a first-seen object of someone else) from
+  a user who hit a few stale links: the signal of low-and-slow and distributed
   enumeration, where each principal makes only a handful of calls.
-* ``repeat_probes`` -- the row principal's strong (weight 1) probes past its first within
-  ``horizon_s`` (on its first such row of the batch): what a *prober* adds. Summed per client
-  address it counts what probers behind one address do, while a gateway of many
-  users who each hit one dead link adds nothing.
+* ``repeat_probes`` -- 1 on each row with a whole probe past its principal's first
+  within ``horizon_s``, and ``repeat_probers`` -- 1 on the row of its second: summed
+  per client address, what probers behind it do and how many distinct ones there are
+  (one user who lost access to many objects is one prober; a gateway of users who
+  each hit one dead link adds nothing).
 
-State is three ``streams.keytable.KeyTable``s of 64-bit keys (objects, principal
-pairs -- owners, probes and per-principal blocks -- and blocks; ``OwnershipConfig``
+State is three ``streams.keytable.KeyTable``s of 64-bit keys (objects, pairs --
+owners, probes, probers, per-principal blocks, refused objects -- and blocks; ``OwnershipConfig``
 gives their budgets); after each batch, a table past its budget drops its least
 recently touched keys (down to 90% of the budget), counted in ``evictions``.
 ``export``/``restore`` carry it as an ``.npz`` blob (no pickle). A batch is
@@ -75,13 +79,13 @@ from streams.ownsmall import CONFIRMED, CREATED, PROVISIONAL, enrich_small
 from streams.ownsmall import TAG_BLOCK as _TAG_BLOCK
 from streams.ownsmall import TAG_OWNER as _TAG_OWNER
 from streams.ownsmall import TAG_PBLOCK as _TAG_PBLOCK
-from streams.ownsmall import TAG_PROBE as _TAG_PROBE
-from streams.ownsmall import TAG_PROBER as _TAG_PROBER
+from streams.probes import bit64, followed, or_by, score_probes
 
 __all__ = ["OWNERSHIP_SIGNALS", "OwnershipConfig", "OwnershipEnricher", "hex64"]
 
 OWNERSHIP_SIGNALS: tuple[str, ...] = ("foreign_objects", "own_objects", "new_objects", "denied_objects",
-                                      "foreign_owners", "thin_owners", "dense_blocks", "probes", "repeat_probes")
+                                      "foreign_owners", "thin_owners", "dense_blocks", "probes", "repeat_probes",
+                                      "repeat_probers")
 
 _U = npt.NDArray[np.uint64]
 _I = npt.NDArray[np.intp]
@@ -144,18 +148,6 @@ def hex64(values: pa.Array) -> _U:
     return cast(_U, out)
 
 
-def _bits(h: _U) -> _U:
-    return cast(_U, np.left_shift(np.uint64(1), h & np.uint64(63)))
-
-
-def _or_by(keys: _U, values: _U) -> tuple[_U, _I, _U]:
-    """Distinct keys, the index of each key in them, and the OR of the values per distinct key."""
-    uniq, inv = np.unique(keys, return_inverse=True)
-    acc = np.zeros(len(uniq), np.uint64)
-    np.bitwise_or.at(acc, inv, values)
-    return uniq, inv.astype(np.intp), acc
-
-
 class OwnershipEnricher:
     """Learns object owners per service and scores each row against them (see the module docstring)."""
 
@@ -165,11 +157,9 @@ class OwnershipEnricher:
     def __init__(self, config: OwnershipConfig | None = None) -> None:
         self.config = c = config or OwnershipConfig()
         self.objects = KeyTable(c.objects, {"owner": np.uint64, "first": np.float64, "state": np.int8,
-                                            "contested": np.bool_, "hits": np.int32})
+                                            "contested": np.bool_, "hits": np.int32, "readers": np.uint64})
         self.pairs = KeyTable(c.pairs, {"count": np.int32, "mask": np.uint64})
         self.blocks = KeyTable(c.blocks, {"start": np.float64, "mask": np.uint64, "refusers": np.uint64})
-        #: no block is crowded after this time (a bound kept as blocks fill; it spares the crowd lookups)
-        self.crowd_until = -np.inf
 
     @property
     def evictions(self) -> dict[str, int]:
@@ -199,13 +189,14 @@ class OwnershipEnricher:
             return
         keys = pair_key(batch.service_hash[batch.object_row], batch.object_hash)
         slots = self.objects.find(keys)
-        owner = self._score_objects(batch, slots, out)
-        rows = batch.object_row
-        notown = np.bincount(rows, owner != batch.principal_hash[rows], batch.n) > 0  # names an object not its own
-        candidate = notown & (batch.records == 1) & ~refused & (batch.principal_hash != 0)  # one object, not refused
-        strong = self._score_blocks(batch, refused, out["foreign_objects"] > 0, candidate, refused & notown, out)
-        strong |= batch.status == 403
-        self._score_probes(batch, keys, owner, refused | (strong & candidate), strong, out)
+        owner, eligible, half = self._score_objects(batch, slots, out)
+        rows, p = batch.object_row, batch.principal_hash
+        eligible &= refused[rows] | ~half  # a further object of an owner already touched: refusals only, as half
+        notown = np.bincount(rows, owner != p[rows], batch.n) > 0  # names an object not its own
+        crowded, self_refused = self._score_blocks(batch, refused | (out["foreign_objects"] > 0), refused & notown, out)
+        read = self_refused & ~refused & (batch.records == 1) & (batch.status // 100 == 2)
+        strong = ((crowded & refused) | (batch.status == 403) | read) & ~followed(self, batch, keys, owner != p[rows], refused)
+        score_probes(self, batch, keys, eligible, half, refused | read, strong, out)
         self._learn_access(batch, keys, slots)
 
     def _learn_created(self, batch: BatchView) -> None:
@@ -222,26 +213,34 @@ class OwnershipEnricher:
         c["owner"][slots], c["state"][slots], c["contested"][slots] = batch.principal_hash[rows], CREATED, False
         c["first"][slots], c["last_seen"][slots], c["hits"][slots] = t, t, 1
 
-    def _score_objects(self, batch: BatchView, slots: _I, out: Signals) -> _U:
-        """own, foreign and new objects per row (and the owners' pairs); each object's owner (0 = unknown)."""
+    def _score_objects(self, batch: BatchView, slots: _I, out: Signals) -> tuple[_U, _B, _B]:
+        """own, foreign and new objects per row (and the owners' pairs); per entry, its owner (0 = unknown), whether
+        it may be a probe (not the principal's own, never answered 2xx to it) and whether only half of one (a known
+        other owner the principal touched before within the horizon)."""
         rows, n = batch.object_row, batch.n
         principal = batch.principal_hash[rows]
         known = slots >= 0
         owner = np.where(known, self.objects.cols["owner"][slots], np.uint64(0))
         state = np.where(known, self.objects.cols["state"][slots], 0)
+        readers = np.where(known, self.objects.cols["readers"][slots], np.uint64(0))
         person = principal != 0
         own = known & person & (owner == principal)
         foreign = known & person & (owner != principal) & (state >= CONFIRMED)
         out["own_objects"] = np.bincount(rows, own, n).astype(np.float64)
         out["foreign_objects"] = np.bincount(rows, foreign, n).astype(np.float64)
         out["new_objects"] = np.bincount(rows, ~known, n).astype(np.float64)
+        eligible = person & (owner != principal) & ((readers & bit64(principal)) == 0)
+        half = np.zeros(len(rows), np.bool_)
         if foreign.any():
-            self._score_owners(batch, rows[foreign], principal[foreign], owner[foreign], out)
-        return cast(_U, owner)
+            at = np.flatnonzero(foreign)
+            half[at[self._score_owners(batch, rows[at], principal[at], owner[at], out)]] = True
+        return cast(_U, owner), eligible, half
 
-    def _score_owners(self, batch: BatchView, rows: _I, principal: _U, owner: _U, out: Signals) -> None:
-        """foreign_owners and thin_owners from the (principal, owner) pair table."""
-        keys, first, counts = np.unique(pair_key(principal, owner, _TAG_OWNER), return_index=True, return_counts=True)
+    def _score_owners(self, batch: BatchView, rows: _I, principal: _U, owner: _U, out: Signals) -> _B:
+        """foreign_owners and thin_owners from the (principal, owner) pair table; per entry, whether its owner was
+        touched by the principal before (within the horizon, or by an earlier entry of the batch)."""
+        every = pair_key(principal, owner, _TAG_OWNER)
+        keys, first, inv, counts = np.unique(every, return_index=True, return_inverse=True, return_counts=True)
         rows, t = rows[first], batch.time[rows[first]]
         slots, absent, _ = self.pairs.upsert(keys)  # distinct keys: one row per key
         c = self.pairs.cols
@@ -252,6 +251,8 @@ class OwnershipEnricher:
         out["foreign_owners"] += np.bincount(rows, new, batch.n)
         thin = new.astype(np.float64) - ((before <= 1) & (after >= 2))
         out["thin_owners"] += np.bincount(rows, thin, batch.n)
+        inv = inv.reshape(-1)
+        return cast(_B, (before[inv] > 0) | (np.arange(len(every)) != first[inv]))
 
     def _blocks_of(self, batch: BatchView) -> tuple[_I, _U] | None:
         """(row, block hash) of the rows with a principal; ``None`` when there are none."""
@@ -267,101 +268,55 @@ class OwnershipEnricher:
         keep = batch.principal_hash[rows] != 0
         return (rows[keep], hashes[keep]) if keep.any() else None
 
-    def _score_blocks(self, batch: BatchView, refused: _B, foreign: _B, candidate: _B, crowding: _B, out: Signals) -> _B:
-        """dense_blocks of the suspect (refused or foreign) rows; the rows in a walked block: candidates in a block
-        crowded by refusals, refused rows in such a block or in one where their principal had two suspect objects.
+    def _score_blocks(self, batch: BatchView, suspect: _B, crowding: _B, out: Signals) -> tuple[_B, _B]:
+        """dense_blocks of the suspect (refused or foreign) rows; (the suspect rows in a crowded block, those of them
+        whose principal was itself refused an object not its own there within the horizon).
 
         Only ``crowding`` rows (refused on an object not the principal's own) crowd a block: a dead link to one's own
         object is no step of a walk.
         """
-        walked, suspect = np.zeros(batch.n, np.bool_), refused | foreign
-        person = batch.principal_hash != 0
-        if not ((suspect & person).any() or (candidate.any() and self.crowd_until >= batch.time.max())):
-            return walked
-        found = self._blocks_of(batch)
-        if found is None:
-            return walked
-        rows, block = found
-        bkeys = pair_key(batch.service_hash[rows], block, _TAG_BLOCK)
-        sus = suspect[rows]
-        if sus.any():
-            rows_s, bkeys_s = rows[sus], bkeys[sus]
-            principal, t = batch.principal_hash[rows_s], batch.time[rows_s]
-            crowd = self._fold_masks(self.blocks, bkeys_s, _bits(principal), t, "start", crowding[rows_s])
-            hot = self.blocks.find(bkeys_s)
-            crowd_s = np.bitwise_count(self.blocks.cols["refusers"][hot]) >= self.config.crowd_principals
-            self.note_crowds(hot[crowd_s])
-            obj_bits = np.zeros(batch.n, np.uint64)
-            np.bitwise_or.at(obj_bits, batch.object_row, _bits(batch.object_hash))
-            alone = self._fold_masks(self.pairs, pair_key(principal, bkeys_s, _TAG_PBLOCK), obj_bits[rows_s], t, "last_seen")
-            dense = (np.bitwise_count(crowd) >= self.config.dense_principals) | (np.bitwise_count(alone) >= self.config.dense_objects)
-            out["dense_blocks"] = np.bincount(rows_s, dense, batch.n).astype(np.float64)
-            walked[rows_s[(crowd_s | (np.bitwise_count(alone) >= 2)) & refused[rows_s]]] = True
-        single = candidate[rows]
-        if single.any() and self.crowd_until >= batch.time.max():
-            slot = self.blocks.find(bkeys[single])
-            c = self.blocks.cols
-            live = (slot >= 0) & (c["start"][slot] >= float(batch.time.max()) - self.config.horizon_s)
-            mask = np.where(live, c["refusers"][slot], np.uint64(0))
-            walked[rows[single][np.bitwise_count(mask) >= self.config.crowd_principals]] = True
-        return walked
+        crowded, self_refused = np.zeros(batch.n, np.bool_), np.zeros(batch.n, np.bool_)
+        found = self._blocks_of(batch) if (suspect & (batch.principal_hash != 0)).any() else None
+        if found is None or not suspect[found[0]].any():
+            return crowded, self_refused
+        sus = suspect[found[0]]
+        rows, bkeys = found[0][sus], pair_key(batch.service_hash[found[0][sus]], found[1][sus], _TAG_BLOCK)
+        principal, t, flagged = batch.principal_hash[rows], batch.time[rows], crowding[rows]
+        crowd, refusers = self._fold_masks(self.blocks, bkeys, bit64(principal), t, "start", flagged)
+        obj_bits = np.zeros(batch.n, np.uint64)
+        np.bitwise_or.at(obj_bits, batch.object_row, bit64(batch.object_hash))
+        pkeys = pair_key(principal, bkeys, _TAG_PBLOCK)
+        alone, mine = self._fold_masks(self.pairs, pkeys, obj_bits[rows], t, "last_seen", flagged)
+        dense = (np.bitwise_count(crowd) >= self.config.dense_principals) | (np.bitwise_count(alone) >= self.config.dense_objects)
+        out["dense_blocks"] = np.bincount(rows, dense, batch.n).astype(np.float64)
+        hot = np.bitwise_count(refusers) >= self.config.crowd_principals
+        crowded[rows[hot]] = True
+        self_refused[rows[hot & (mine > 0)]] = True
+        return crowded, self_refused
 
-    def _score_probes(self, batch: BatchView, keys: _U, owner: _U, probing: _B, strong: _B, out: Signals) -> None:
-        """probes: first touches (per principal and object, within the horizon) of objects not its own on probing rows,
-        1 each on strong rows (a 403, a walked block), 0.5 for a lone 404 (a dead link looks the same)."""
-        rows = batch.object_row
-        principal = batch.principal_hash[rows]
-        cand = (principal != 0) & (owner != principal) & probing[rows]
-        if not cand.any():
-            return
-        uniq, first = np.unique(pair_key(principal[cand], keys[cand], _TAG_PROBE), return_index=True)
-        rows = rows[cand][first]
-        t = batch.time[rows]
-        slots, absent, _ = self.pairs.upsert(uniq)
-        last = self.pairs.cols["last_seen"]
-        fresh = absent | (last[slots] < t - self.config.horizon_s)
-        last[slots] = t
-        weight = np.where(strong[rows], 1.0, 0.5)
-        out["probes"] = np.bincount(rows, fresh * weight, batch.n).astype(np.float64)
-        if (fresh & strong[rows]).any():
-            self._score_probers(batch, rows[fresh & strong[rows]], out)
-
-    def _score_probers(self, batch: BatchView, rows: _I, out: Signals) -> None:
-        """repeat_probes: a principal's fresh strong probes past its first within the horizon, on its first such row."""
-        order = np.argsort(rows, kind="stable")
-        rows = rows[order]
-        principal, first, counts = np.unique(batch.principal_hash[rows], return_index=True, return_counts=True)
-        rows, t = rows[first], batch.time[rows[first]]
-        slots, absent, _ = self.pairs.upsert(pair_key(principal, np.zeros_like(principal), _TAG_PROBER))
-        c = self.pairs.cols
-        before = np.where(absent | (c["last_seen"][slots] < t - self.config.horizon_s), 0, c["count"][slots])
-        c["count"][slots], c["last_seen"][slots] = np.minimum(before + counts, 1 << 20), t
-        out["repeat_probes"] = np.bincount(rows, counts - (before == 0), batch.n).astype(np.float64)
-
-    def note_crowds(self, slots: _I | list[int]) -> None:
-        """Blocks at these slots are crowded: none is after the latest of their starts plus the horizon."""
-        if len(slots):
-            self.crowd_until = max(self.crowd_until, float(self.blocks.cols["start"][slots].max()) + self.config.horizon_s)
-
-    def _fold_masks(self, table: KeyTable, keys: _U, bits: _U, t: _F, since: str, refused: _B | None = None) -> _U:
-        """OR ``bits`` into each key's mask (restarted when older than the horizon); the mask per entry.
-
-        With ``refused``, the bits of the refused entries go into ``refusers`` as well.
+    def _fold_masks(self, table: KeyTable, keys: _U, bits: _U, t: _F, since: str, flagged: _B) -> tuple[_U, _U]:
+        """OR ``bits`` into each key's mask (restarted when older than the horizon); per entry, the mask and the flags
+        of its key: the blocks' ``refusers`` (OR of the flagged entries' bits) or the pairs' ``count`` of flagged entries.
         """
-        uniq, inv, acc = _or_by(keys, bits)
+        uniq, inv, acc = or_by(keys, bits)
         newest = float(t.max())
         slots, absent, _ = table.upsert(uniq)
         c = table.cols
         stale = absent | (c[since][slots] < newest - self.config.horizon_s)
         mask = np.where(stale, np.uint64(0), c["mask"][slots]) | acc
         c["mask"][slots], c["last_seen"][slots] = mask, newest
-        if refused is not None:
+        if "refusers" in c:
             racc = np.zeros(len(uniq), np.uint64)
-            np.bitwise_or.at(racc, inv[refused], bits[refused])
-            c["refusers"][slots] = np.where(stale, np.uint64(0), c["refusers"][slots]) | racc
+            np.bitwise_or.at(racc, inv[flagged], bits[flagged])
+            flags = np.where(stale, np.uint64(0), c["refusers"][slots]) | racc
+            c["refusers"][slots] = flags
+        else:
+            counts = np.where(stale, 0, c["count"][slots]) + np.bincount(inv, flagged, len(uniq)).astype(np.int64)
+            c["count"][slots] = np.minimum(counts, 1 << 20)
+            flags = c["count"][slots].astype(np.uint64)
         if since != "last_seen":
             c[since][slots] = np.where(stale, newest, c[since][slots])
-        return np.asarray(mask[inv], np.uint64)
+        return np.asarray(mask[inv], np.uint64), np.asarray(flags[inv], np.uint64)
 
     def _learn_access(self, batch: BatchView, keys: _U, slots: _I) -> None:
         """First successful access: provisional owner; its return after the gap confirms; others contest.
@@ -380,6 +335,7 @@ class OwnershipEnricher:
         c = self.objects.cols  # after the insertions: growing reallocates the columns
         other = principal != c["owner"][slot]
         c["contested"][slot[other & (c["state"][slot] == PROVISIONAL)]] = True
+        np.bitwise_or.at(c["readers"], slot[other], bit64(principal[other]))  # answered, not its owner
         back = slot[~other & (t - c["first"][slot] >= self.config.confirm_gap_s)]
         c["hits"][back] += 1
         c["state"][back[(c["state"][back] == PROVISIONAL) & ~c["contested"][back]]] = CONFIRMED
@@ -418,6 +374,3 @@ class OwnershipEnricher:
                     arrays.setdefault("last_seen", arrays.pop("last"))
                 table.load(arrays)
                 table.evicted = int(arrays["evictions"][0]) if "evictions" in arrays else 0
-        crowded = np.bitwise_count(self.blocks.cols["refusers"][: len(self.blocks)]) >= self.config.crowd_principals
-        self.crowd_until = -np.inf
-        self.note_crowds(np.flatnonzero(crowded))

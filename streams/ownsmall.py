@@ -13,8 +13,9 @@ path would (the same keys and columns, the same slot of each key) and returns
 the same signals: every step reads the state as the vectorised step reads it
 (all of a step's reads before its writes; of several writes to one slot the
 last wins, as numpy's fancy assignment), keys are inserted in the same
-(sorted) order. ``tests/streams/test_ownership_small.py`` feeds one random
-stream both ways and compares. The state codes and pair tags the two paths
+(sorted) order. ``_followed``, ``_score_probes`` and ``_score_probers`` are the
+twins of ``streams.probes``. ``tests/streams/test_ownership_small.py`` feeds
+random streams both ways (with eviction and restore) and compares. The state codes and pair tags the two paths
 share are defined here. Pure: no I/O.
 """
 
@@ -33,13 +34,15 @@ from streams.keytable import GOLD, M1, M2, KeyTable, column_view, pair_key1
 if TYPE_CHECKING:
     from streams.ownership import OwnershipEnricher
 
-__all__ = ["CONFIRMED", "CREATED", "PROVISIONAL", "TAG_BLOCK", "TAG_OWNER", "TAG_PBLOCK", "TAG_PROBE", "TAG_PROBER",
+__all__ = ["CONFIRMED", "CREATED", "PROVISIONAL", "TAG_BLOCK", "TAG_OWNER", "TAG_PBLOCK", "TAG_PROBE", "TAG_PROBER", "TAG_REFUSED",
            "enrich_small", "pairs1"]
 
 #: object states: first principal answered (provisional), its return confirmed it, a creating call's principal
 PROVISIONAL, CONFIRMED, CREATED = 1, 2, 3
 #: kinds of pair keys: (principal, owner), (service, block), (principal, block), (principal, object) probes, (principal, 0)
 TAG_OWNER, TAG_BLOCK, TAG_PBLOCK, TAG_PROBE, TAG_PROBER = 0x6F776E6572, 0x626C6F636B, 0x70626C6B, 0x70726F6265, 0x70726F6272
+#: (service and object, 0): the principals a refused object was refused to
+TAG_REFUSED = 0x72656675736564
 
 _M64 = (1 << 64) - 1
 _GOLD, _M1, _M2 = int(GOLD), int(M1), int(M2)
@@ -120,13 +123,19 @@ def enrich_small(enr: OwnershipEnricher, batch: BatchView) -> Signals:
         cfg, objects = enr.config, enr.objects
         keys = pairs1([b.service[r] for r in b.object_row], b.object_hash)
         slots = objects.find_few(keys)
-        owners = _score_objects(enr, b, slots, sig)
+        owners, eligible, half = _score_objects(enr, b, slots, sig)
+        eligible = [e and (b.refused[r] or not h) for e, h, r in zip(eligible, half, b.object_row)]
+        notown = [False] * b.n
+        for r, owner in zip(b.object_row, owners):
+            notown[r] = notown[r] or owner != b.principal[r]
         suspect = [f or g > 0 for f, g in zip(b.refused, sig["foreign_objects"])]
-        candidate, crowding = _candidates(b, owners)
-        strong = _score_blocks(enr, batch, b, suspect, candidate, crowding, sig)
-        strong = [w or s == 403 for w, s in zip(strong, b.status)]
-        probing = [f or (w and c) for f, w, c in zip(b.refused, strong, candidate)]
-        _score_probes(enr, b, keys, owners, probing, strong, sig)
+        crowding = [x and f for x, f in zip(notown, b.refused)]
+        crowded, mine = _score_blocks(enr, batch, b, suspect, crowding, sig)
+        read = [m and not f and n == 1 and s // 100 == 2 for m, f, n, s in zip(mine, b.refused, b.records, b.status)]
+        strong = [((c and f) or s == 403 or d) and not w
+                  for c, f, s, d, w in zip(crowded, b.refused, b.status, read, _followed(enr, b, keys, owners))]
+        probing = [f or d for f, d in zip(b.refused, read)]
+        _score_probes(enr, b, keys, eligible, half, probing, strong, sig)
         _learn_access(enr, b, keys, slots, cfg.list_max, cfg.confirm_gap_s)
     names = list(sig)
     stacked = np.array([sig[name] for name in names], dtype=np.float64)
@@ -153,39 +162,51 @@ def _learn_created(enr: OwnershipEnricher, batch: BatchView, b: _Rows) -> None:
         c["first"][s], c["last_seen"][s], c["hits"][s] = t, t, 1
 
 
-def _score_objects(enr: OwnershipEnricher, b: _Rows, slots: list[int], sig: dict[str, list[float]]) -> list[int]:
-    """own / foreign / new objects per row, the owners' pairs; each object's owner (0 = unknown)."""
+def _score_objects(enr: OwnershipEnricher, b: _Rows, slots: list[int],
+                   sig: dict[str, list[float]]) -> tuple[list[int], list[bool], list[bool]]:
+    """own / foreign / new objects per row, the owners' pairs; per entry, its owner (0 = unknown), whether it may be a
+    probe and whether only half of one (``OwnershipEnricher._score_objects``)."""
     c = _views(enr.objects)
-    owner_col, state_col = c["owner"], c["state"]
-    owners, foreign = [], []
+    owner_col, state_col, readers = c["owner"], c["state"], c["readers"]
+    owners, eligible, foreign = [], [], []
     own_s, foreign_s, new_s = sig["own_objects"], sig["foreign_objects"], sig["new_objects"]
-    for r, s in zip(b.object_row, slots):
+    for i, (r, s) in enumerate(zip(b.object_row, slots)):
+        p = b.principal[r]
         if s < 0:
             owners.append(0)
+            eligible.append(bool(p))
             new_s[r] += 1
             continue
-        owner, p = owner_col[s], b.principal[r]
+        owner = owner_col[s]
         owners.append(owner)
+        eligible.append(bool(p) and owner != p and not readers[s] >> (p & 63) & 1)
         if not p:
             continue
         if owner == p:
             own_s[r] += 1
         elif state_col[s] >= CONFIRMED:
             foreign_s[r] += 1
-            foreign.append((r, p, owner))
+            foreign.append((i, r, p, owner))
+    half = [False] * len(owners)
     if foreign:
-        _score_owners(enr, b, foreign, sig)
-    return owners
+        for i, old in zip([f[0] for f in foreign], _score_owners(enr, b, foreign, sig)):
+            half[i] = old
+    return owners, eligible, half
 
 
-def _score_owners(enr: OwnershipEnricher, b: _Rows, foreign: list[tuple[int, int, int]], sig: dict[str, list[float]]) -> None:
+def _score_owners(enr: OwnershipEnricher, b: _Rows, foreign: list[tuple[int, int, int, int]], sig: dict[str, list[float]]) -> list[bool]:
+    """foreign_owners, thin_owners; per entry, whether its owner was touched before (``OwnershipEnricher._score_owners``)."""
     first: dict[int, list[int]] = {}
-    for r, p, owner in foreign:
-        entry = first.setdefault(pair_key1(p, owner, TAG_OWNER), [r, 0])
+    every = []
+    for _, r, p, owner in foreign:
+        key = pair_key1(p, owner, TAG_OWNER)
+        every.append(key)
+        entry = first.setdefault(key, [r, 0])
         entry[1] += 1
     keys = sorted(first)
     slots, absent = _upsert(enr.pairs, keys)
     c, horizon = _views(enr.pairs), enr.config.horizon_s
+    seen: dict[int, bool] = {}
     for key, s, new_key in zip(keys, slots, absent):
         r, count = first[key]
         t = b.time[r]
@@ -194,134 +215,136 @@ def _score_owners(enr: OwnershipEnricher, b: _Rows, foreign: list[tuple[int, int
         c["count"][s], c["last_seen"][s] = after, t
         sig["foreign_owners"][r] += before == 0
         sig["thin_owners"][r] += (before == 0) - (before <= 1 and after >= 2)
+        seen[key] = before > 0
+    old = []
+    for key in every:
+        old.append(seen[key])
+        seen[key] = True
+    return old
 
 
 def _fold_masks(enr: OwnershipEnricher, table: KeyTable, keys: list[int], bits: list[int], newest: float, since: str,
-                refused: list[bool] | None = None) -> tuple[list[int], list[int]]:
-    """``OwnershipEnricher._fold_masks`` of a few entries: (the mask of each entry's key after the fold, its slot)."""
+                flagged: list[bool]) -> tuple[list[int], list[int]]:
+    """``OwnershipEnricher._fold_masks`` of a few entries: per entry, the mask and the flags of its key after the fold."""
+    blocks = "refusers" in table.cols  # else pairs: a count of flagged entries
     acc: dict[int, int] = {}
     racc: dict[int, int] = {}
-    for i, (key, bit) in enumerate(zip(keys, bits)):
+    for key, bit, flag in zip(keys, bits, flagged):
         acc[key] = acc.get(key, 0) | bit
-        if refused is not None:
-            racc[key] = racc.get(key, 0) | (bit if refused[i] else 0)
+        racc[key] = (racc.get(key, 0) | (bit if flag else 0)) if blocks else racc.get(key, 0) + flag
     uniq = sorted(acc)
     slots, absent = _upsert(table, uniq)
     c, limit = _views(table), newest - enr.config.horizon_s
+    flag_col = "refusers" if blocks else "count"
     after: dict[int, tuple[int, int]] = {}
     for key, s, new_key in zip(uniq, slots, absent):
         stale = new_key or c[since][s] < limit
         mask = (0 if stale else c["mask"][s]) | acc[key]
         c["mask"][s], c["last_seen"][s] = mask, newest
-        if refused is not None:
+        if blocks:
             c["refusers"][s] = (0 if stale else c["refusers"][s]) | racc[key]
+        else:
+            c["count"][s] = min((0 if stale else c["count"][s]) + racc[key], 1 << 20)
         if since != "last_seen" and stale:
             c[since][s] = newest
-        after[key] = (mask, s)
+        after[key] = (mask, c[flag_col][s])
     return [after[k][0] for k in keys], [after[k][1] for k in keys]
 
 
-def _candidates(b: _Rows, owners: list[int]) -> tuple[list[bool], list[bool]]:
-    """(rows a crowded block would make probes: one object, not refused, naming an object not the principal's own;
-    rows that crowd a block: refused, naming an object not the principal's own)."""
-    notown = [False] * b.n
-    for r, owner in zip(b.object_row, owners):
-        if owner != b.principal[r]:
-            notown[r] = True
-    candidate = [bool(p) and x and n == 1 and not f for p, x, n, f in zip(b.principal, notown, b.records, b.refused)]
-    return candidate, [x and f for x, f in zip(notown, b.refused)]
-
-
-def _score_blocks(enr: OwnershipEnricher, batch: BatchView, b: _Rows, suspect: list[bool], candidate: list[bool],
-                  crowding: list[bool], sig: dict[str, list[float]]) -> list[bool]:
-    """dense_blocks of the suspect rows; the rows in a walked block (``OwnershipEnricher._score_blocks``)."""
-    walked = [False] * b.n
-    hot = enr.crowd_until >= max(b.time)  # else no block is crowded before this batch's refusals
-    if not (any(f and p for f, p in zip(suspect, b.principal)) or (hot and any(candidate))):
-        return walked
-    found = _blocks(batch, [bool(p) and (f or c) for p, f, c in zip(b.principal, suspect, candidate)])
+def _score_blocks(enr: OwnershipEnricher, batch: BatchView, b: _Rows, suspect: list[bool], crowding: list[bool],
+                  sig: dict[str, list[float]]) -> tuple[list[bool], list[bool]]:
+    """dense_blocks of the suspect rows; (suspect rows in a crowded block, those whose principal was refused there)
+    (``OwnershipEnricher._score_blocks``)."""
+    crowded, mine = [False] * b.n, [False] * b.n
+    if not any(f and p for f, p in zip(suspect, b.principal)):
+        return crowded, mine
+    found = _blocks(batch, [bool(p) and f for p, f in zip(b.principal, suspect)])
     if not found:
-        return walked
-    bkeys = pairs1([b.service[r] for r, _ in found], [h for _, h in found], TAG_BLOCK)
-    sus = [i for i, (r, _) in enumerate(found) if suspect[r]]
-    if sus:
-        _fold_blocks(enr, b, [found[i][0] for i in sus], [bkeys[i] for i in sus], crowding, walked, sig)
-    single = [i for i, (r, _) in enumerate(found) if candidate[r]] if enr.crowd_until >= max(b.time) else []
-    if single:
-        c, limit, least = _views(enr.blocks), max(b.time) - enr.config.horizon_s, enr.config.crowd_principals
-        for i, s in zip(single, enr.blocks.find_few([bkeys[i] for i in single])):
-            if s >= 0 and c["start"][s] >= limit and _popcount(c["refusers"][s]) >= least:
-                walked[found[i][0]] = True
-    return walked
-
-
-def _fold_blocks(enr: OwnershipEnricher, b: _Rows, rows: list[int], bkeys: list[int], crowding: list[bool],
-                 walked: list[bool], sig: dict[str, list[float]]) -> None:
-    """The suspect rows' touches folded into the blocks (crowds) and the (principal, block) pairs; dense_blocks,
-    and ``walked`` set for the refused rows in a crowded block or where their principal had two suspect objects."""
+        return crowded, mine
     cfg = enr.config
-    newest = max(b.time[r] for r in rows)
-    crowd, slots = _fold_masks(enr, enr.blocks, bkeys, [1 << (b.principal[r] & 63) for r in rows], newest, "start",
-                               [crowding[r] for r in rows])
-    refusers = column_view(enr.blocks.cols["refusers"])
-    crowd_s = [_popcount(refusers[s]) >= cfg.crowd_principals for s in slots]
-    hot = [s for s, h in zip(slots, crowd_s) if h]
-    if hot:
-        enr.note_crowds(hot)
+    rows = [r for r, _ in found]
+    bkeys = pairs1([b.service[r] for r in rows], [h for _, h in found], TAG_BLOCK)
+    newest, flagged = max(b.time[r] for r in rows), [crowding[r] for r in rows]
+    crowd, refusers = _fold_masks(enr, enr.blocks, bkeys, [1 << (b.principal[r] & 63) for r in rows], newest, "start", flagged)
     obj_bits = [0] * b.n
     for r, h in zip(b.object_row, b.object_hash):
         obj_bits[r] |= 1 << (h & 63)
     pkeys = pairs1([b.principal[r] for r in rows], bkeys, TAG_PBLOCK)
-    alone, _ = _fold_masks(enr, enr.pairs, pkeys, [obj_bits[r] for r in rows], newest, "last_seen")
+    alone, refused = _fold_masks(enr, enr.pairs, pkeys, [obj_bits[r] for r in rows], newest, "last_seen", flagged)
     dense = sig["dense_blocks"]
-    for r, m, a, h in zip(rows, crowd, alone, crowd_s):
+    for r, m, a, h, k in zip(rows, crowd, alone, refusers, refused):
         dense[r] += _popcount(m) >= cfg.dense_principals or _popcount(a) >= cfg.dense_objects
-        if b.refused[r] and (h or _popcount(a) >= 2):
-            walked[r] = True
+        if _popcount(h) >= cfg.crowd_principals:
+            crowded[r] = True
+            mine[r] = mine[r] or k > 0
+    return crowded, mine
 
 
-def _score_probes(enr: OwnershipEnricher, b: _Rows, keys: list[int], owners: list[int], probing: list[bool], strong: list[bool],
-                  sig: dict[str, list[float]]) -> None:
-    first: dict[int, int] = {}
-    for r, key, owner in zip(b.object_row, keys, owners):
-        p = b.principal[r]
-        if p and owner != p and probing[r]:
-            first.setdefault(pair_key1(p, key, TAG_PROBE), r)
+def _followed(enr: OwnershipEnricher, b: _Rows, keys: list[int], owners: list[int]) -> list[bool]:
+    """``streams.probes.followed``."""
+    acc: dict[int, int] = {}
+    entries = []
+    for r, k, owner in zip(b.object_row, keys, owners):
+        if b.refused[r] and b.principal[r] and owner != b.principal[r]:
+            key, bit = pair_key1(k, 0, TAG_REFUSED), 1 << (b.principal[r] & 63)
+            acc[key] = acc.get(key, 0) | bit
+            entries.append((r, key, bit))
+    out = [False] * b.n
+    if not entries:
+        return out
+    newest = max(b.time[r] for r, _, _ in entries)
+    uniq = sorted(acc)
+    slots, absent = _upsert(enr.pairs, uniq)
+    c, limit = _views(enr.pairs), newest - enr.config.horizon_s
+    for key, s, new_key in zip(uniq, slots, absent):
+        acc[key] |= 0 if new_key or c["last_seen"][s] < limit else c["mask"][s]
+        c["mask"][s], c["last_seen"][s] = acc[key], newest
+    alone = [False] * b.n
+    for r, key, bit in entries:
+        out[r] = True
+        alone[r] = alone[r] or not acc[key] & ~bit
+    return [o and not a for o, a in zip(out, alone)]
+
+
+def _score_probes(enr: OwnershipEnricher, b: _Rows, keys: list[int], eligible: list[bool], half: list[bool],
+                  probing: list[bool], strong: list[bool], sig: dict[str, list[float]]) -> None:
+    """``streams.probes.score_probes``."""
+    first: dict[int, tuple[int, bool]] = {}
+    for r, key, ok, h in zip(b.object_row, keys, eligible, half):
+        if ok and probing[r]:
+            first.setdefault(pair_key1(b.principal[r], key, TAG_PROBE), (r, h))
     if not first:
         return
     uniq = sorted(first)
     slots, absent = _upsert(enr.pairs, uniq)
     last, horizon, probes = column_view(enr.pairs.cols["last_seen"]), enr.config.horizon_s, sig["probes"]
-    fresh: list[int] = []
     for key, s, new_key in zip(uniq, slots, absent):
-        r = first[key]
+        r, h = first[key]
         t = b.time[r]
         if new_key or last[s] < t - horizon:
-            probes[r] += 1.0 if strong[r] else 0.5
-            if strong[r]:
-                fresh.append(r)
+            probes[r] = 1.0 if probes[r] == 1.0 or (strong[r] and not h) else 0.5
         last[s] = t
-    if fresh:
-        _score_probers(enr, b, sorted(fresh), sig)
+    whole = [r for r in range(b.n) if probes[r] == 1.0]
+    if whole:
+        _score_probers(enr, b, whole, sig)
 
 
 def _score_probers(enr: OwnershipEnricher, b: _Rows, rows: list[int], sig: dict[str, list[float]]) -> None:
-    """``OwnershipEnricher._score_probers`` (``rows``: the rows of the fresh probes, sorted)."""
-    first: dict[int, list[int]] = {}
+    """``streams.probes._score_probers`` (``rows``: the rows with a fresh strong probe, ascending)."""
+    group: dict[int, list[int]] = {}
     for r in rows:
-        entry = first.setdefault(b.principal[r], [r, 0])
-        entry[1] += 1
-    principals = sorted(first)
-    keys = [pair_key1(p, 0, TAG_PROBER) for p in principals]
-    order = sorted(range(len(keys)), key=keys.__getitem__)
-    slots, absent = _upsert(enr.pairs, [keys[i] for i in order])
-    c, horizon, repeat = _views(enr.pairs), enr.config.horizon_s, sig["repeat_probes"]
-    for i, s, new_key in zip(order, slots, absent):
-        r, count = first[principals[i]]
-        t = b.time[r]
-        before = 0 if new_key or c["last_seen"][s] < t - horizon else c["count"][s]
-        c["count"][s], c["last_seen"][s] = min(before + count, 1 << 20), t
-        repeat[r] += count - (before == 0)
+        group.setdefault(b.principal[r], []).append(r)
+    keys = {pair_key1(p, 0, TAG_PROBER): p for p in group}
+    uniq = sorted(keys)
+    slots, absent = _upsert(enr.pairs, uniq)
+    c, horizon = _views(enr.pairs), enr.config.horizon_s
+    for key, s, new_key in zip(uniq, slots, absent):
+        mine = group[keys[key]]
+        before = 0 if new_key or c["last_seen"][s] < b.time[mine[0]] - horizon else c["count"][s]
+        c["count"][s], c["last_seen"][s] = min(before + len(mine), 1 << 20), b.time[mine[-1]]
+        for nth, r in enumerate(mine, before + 1):
+            sig["repeat_probes"][r] = float(nth >= 2)
+            sig["repeat_probers"][r] = float(nth == 2)
 
 
 def _learn_access(enr: OwnershipEnricher, b: _Rows, keys: list[int], slots: list[int], list_max: int, gap: float) -> None:
@@ -338,12 +361,14 @@ def _learn_access(enr: OwnershipEnricher, b: _Rows, keys: list[int], slots: list
         entries = _add_objects(enr, b, entries)
     c = _views(enr.objects)  # after the insertions: growing reallocates the columns
     owner, state, first, contested, last = c["owner"], c["state"], c["first"], c["contested"], c["last_seen"]
+    readers = c["readers"]
     back: dict[int, None] = {}
     for _, s, r in entries:
         t = b.time[r]
         if b.principal[r] != owner[s]:
             if state[s] == PROVISIONAL:
                 contested[s] = True
+            readers[s] |= 1 << (b.principal[r] & 63)  # answered, not its owner
         elif t - first[s] >= gap:
             back[s] = None
         last[s] = t

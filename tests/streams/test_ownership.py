@@ -166,19 +166,20 @@ def test_probes_count_refused_objects_not_ones_own_once_each(enr: OwnershipEnric
     assert run(enr, call(8, "mallory", ("o2",), 404), call(9, "bob", ("o2",), 404))["probes"] == [0, 0.5]
 
 
-def test_a_404_in_a_walked_block_is_a_whole_probe(enr: OwnershipEnricher) -> None:
-    assert run(enr, call(0, "mallory", ("x1",), 404, blocks=("b1",)))["probes"] == [0.5]
-    assert run(enr, call(1, "mallory", ("x2",), 404, blocks=("b1",)))["probes"] == [1]  # her second id of the block: a walk
-    assert run(enr, call(2, "bob", ("y1",), 404, blocks=("b2",)))["probes"] == [0.5]
-    assert run(enr, call(3, "carol", ("y2",), 404, blocks=("b2",)))["probes"] == [1]  # another prober's block: a crowd
+def test_a_404_is_a_whole_probe_only_in_a_block_others_were_refused_in(enr: OwnershipEnricher) -> None:
+    s = run(enr, *[call(i, "alice", (f"x{i}",), 404, blocks=("b1",)) for i in range(4)])
+    assert s["probes"] == [0.5] * 4  # her own dead links in one block stay lone 404s: five are needed to reach 2.4
+    assert run(enr, call(10, "bob", ("y1",), 404, blocks=("b2",)))["probes"] == [0.5]
+    assert run(enr, call(11, "carol", ("y2",), 404, blocks=("b2",)))["probes"] == [1]  # another prober's block: a crowd
 
 
-def test_repeat_probes_count_what_a_prober_adds(enr: OwnershipEnricher) -> None:
+def test_repeat_probes_count_what_a_prober_adds_on_the_row_that_adds_it(enr: OwnershipEnricher) -> None:
     s = run(enr, call(0, "mallory", ("o1",), 403), call(1, "bob", ("o9",), 403), call(2, "mallory", ("o2",), 403),
             call(3, "mallory", ("o3",), 403), call(4, "mallory", ("o3",), 403), call(5, "mallory", ("o4",), 404))
-    assert s["repeat_probes"] == [2, 0, 0, 0, 0, 0]  # her 2nd and 3rd strong probes, on her first; bob's one, a lone 404: 0
+    # her 2nd and 3rd whole probes, each on its own row; her first, bob's one, a retry, a lone 404: 0
+    assert s["repeat_probes"] == [0, 0, 1, 1, 0, 0] and s["repeat_probers"] == [0, 0, 1, 0, 0, 0]
     s = run(enr, call(10, "bob", ("o9",), 403), call(11, "bob", ("o8",), 403), call(12, "mallory", ("o5",), 403))
-    assert s["repeat_probes"] == [0, 1, 1]
+    assert s["repeat_probes"] == [0, 1, 1] and s["repeat_probers"] == [0, 1, 0]  # bob becomes a prober; mallory was one
 
 
 def test_probes_start_over_after_the_horizon() -> None:
@@ -188,46 +189,84 @@ def test_probes_start_over_after_the_horizon() -> None:
     assert run(enr, call(1901, "mallory", ("o1",), 403))["probes"] == [1]
 
 
-def test_a_read_in_a_crowded_block_is_a_probe_unless_own_or_a_page(enr: OwnershipEnricher) -> None:
-    run(enr, call(0, "alice", ("mine",)), call(200, "alice", ("mine",)))  # alice's own object, confirmed
-    s = run(enr, call(300, "bob", ("leak1",), blocks=("b1",)))
-    assert s["probes"] == [0]  # no block is crowded yet: an answered read of a new object is nothing
+def test_following_a_link_others_were_refused_is_half_a_probe(enr: OwnershipEnricher) -> None:
+    run(enr, call(0, "p1", ("x1",), 404, blocks=("b1",)), call(1, "p2", ("x2",), 404, blocks=("b1",)))  # b1 crowded
+    s = run(enr, call(2, "carol", ("x1",), 404, blocks=("b1",)), call(3, "carol", ("x3",), 404, blocks=("b1",)),
+            call(4, "dave", ("x2",), 403, blocks=("b1",)))
+    assert s["probes"] == [0.5, 1, 0.5]  # the same dead (or forbidden) link as another: no step of a walk
+
+
+def test_a_refused_call_naming_many_ids_is_one_probe(enr: OwnershipEnricher) -> None:
+    run(enr, call(0, "alice", status=201, created=("a1", "a2"), method="POST"))
+    s = run(enr, call(1, "alice", ("a1", "a2", "x1", "x2", "x3"), 403), call(2, "bob", ("y1", "y2", "y3"), 404))
+    assert s["probes"] == [1, 0.5] and s["repeat_probes"] == [0, 0] and s["denied_objects"] == [5, 3]
+
+
+def test_objects_answered_to_the_principal_before_are_no_probes(enr: OwnershipEnricher) -> None:
+    run(enr, call(0, "ann", ("d1",)), call(1, "ann", ("d2",)))  # ann reads first: provisional owner
+    run(enr, call(2, "carol", ("d1",)), call(3, "carol", ("d2", "d3")))  # carol answered d1, d2 (and d3 on a short list)
+    s = run(enr, call(4000, "carol", ("d1",), 403), call(4001, "carol", ("d2",), 403), call(4002, "carol", ("d3",), 403),
+            call(4003, "carol", ("d4",), 403), call(4004, "dave", ("d1",), 403))
+    assert s["probes"] == [0, 0, 0, 1, 0.5]  # lost access: only an object she never saw; dave never saw d1 (but
+    # it was refused to carol too: following a link, no walk, so it counts as a lone 404 would)
+    assert run(enr, call(4005, "dave", ("d5",), 403))["probes"] == [1]
+
+
+def test_of_a_known_owner_only_the_first_object_touched_is_a_whole_probe(enr: OwnershipEnricher) -> None:
+    run(enr, call(0, "bob", status=201, created=("b1", "b2", "b3"), method="POST"),
+        call(0, "eve", status=201, created=("e1",), method="POST"))
+    s = run(enr, *[call(10 + i, "viewer", (o,), 403, method="PUT") for i, o in enumerate(("b1", "b2", "b3", "e1"))])
+    assert s["probes"] == [1, 0.5, 0.5, 1]  # a viewer pressing Edit on one colleague's documents: one owner, then halves
+    assert s["repeat_probes"] == [0, 0, 0, 1]
+    assert run(enr, call(20, "carol", ("b1",)), call(21, "carol", ("b2",), 404))["probes"] == [0, 0.5]  # bob touched
+
+
+def test_a_read_in_a_crowded_block_is_a_probe_only_for_a_refused_reader_of_another_owner(enr: OwnershipEnricher) -> None:
+    run(enr, call(0, "owner", status=201, created=tuple(f"o{i}" for i in range(6)), method="POST"),
+        *[call(0, f"u{i}", status=201, created=(f"u{i}-doc",), method="POST") for i in range(4)])
     run(enr, call(301, "p1", ("x1",), 403, blocks=("b1",)), call(302, "p2", ("x2",), 404, blocks=("b1",)))
-    s = run(enr, call(303, "p3", ("leak2",), blocks=("b1",)), call(304, "alice", ("mine",), blocks=("b1",)),
-            call(305, "p3", ("leak3", "leak4"), blocks=("b1",)), call(306, "p3", ("leak5",), blocks=("b2",)),
-            call(307, "p3", ("leak2",), blocks=("b1",)))
-    assert s["probes"] == [1, 0, 0, 0, 0]  # own object, a page, an uncrowded block, a repeat: none
+    s = run(enr, call(303, "reader", ("u0-doc",), blocks=("b1",)), call(304, "p1", ("u1-doc",), blocks=("b1",)),
+            call(305, "p1", ("u2-doc", "u3-doc"), blocks=("b1",)), call(306, "p1", ("fresh",), blocks=("b1",)),
+            call(307, "p2", ("u3-doc",), blocks=("b2",)), call(308, "p1", ("u1-doc",), blocks=("b1",)))
+    # a reader never refused there, a page, an object of no known owner, an uncrowded block, a repeat: none
+    assert s["probes"] == [0, 1, 0, 0, 0, 0]
 
 
 def test_a_crowd_needs_distinct_principals() -> None:
     enr = OwnershipEnricher(OwnershipConfig(objects=64, pairs=64, blocks=64, crowd_principals=3))
     run(enr, *[call(i, "p1", (f"x{i}",), 404, blocks=("b1",)) for i in range(5)], call(6, "p2", ("y",), 403, blocks=("b1",)))
-    assert run(enr, call(7, "p4", ("z",), blocks=("b1",)))["probes"] == [0]
-    run(enr, call(8, "p3", ("w",), 403, blocks=("b1",)))
-    assert run(enr, call(9, "p4", ("z2",), blocks=("b1",)))["probes"] == [1]
+    assert run(enr, call(7, "p4", ("z",), 404, blocks=("b1",)))["probes"] == [1]  # p4 is the third refused there
+    assert run(enr, call(8, "p5", ("z5",), 404, blocks=("b2",)), call(9, "p6", ("z6",), 404, blocks=("b2",)))["probes"] == [0.5, 0.5]
 
 
 def test_only_refusals_crowd_a_block(enr: OwnershipEnricher) -> None:
     run(enr, call(0, "alice", status=201, created=("a1", "a2"), method="POST"))
     run(enr, call(1, "agent1", ("a1",), blocks=("b1",)), call(2, "agent2", ("a2",), blocks=("b1",)))  # foreign reads: support work
-    assert run(enr, call(3, "bob", ("n1",), blocks=("b1",)))["probes"] == [0]
+    assert run(enr, call(3, "bob", ("n1",), 404, blocks=("b1",)))["probes"] == [0.5]
 
 
 def test_a_dead_link_to_ones_own_object_crowds_no_block(enr: OwnershipEnricher) -> None:
     run(enr, call(0, "alice", ("a1",), blocks=("b1",)), call(1, "bob", ("b1x",), blocks=("b1",)))  # each reads its own
     run(enr, call(2, "alice", ("a1",), 404, blocks=("b1",)), call(3, "bob", ("b1x",), 404, blocks=("b1",)))
-    assert run(enr, call(4, "carol", ("c9",), blocks=("b1",)))["probes"] == [0]
+    assert run(enr, call(4, "carol", ("c9",), 404, blocks=("b1",)))["probes"] == [0.5]
     run(enr, call(5, "mallory", ("m1",), 404, blocks=("b1",)), call(6, "trudy", ("a1",), 403, blocks=("b1",)))
-    assert run(enr, call(7, "carol", ("c8",), blocks=("b1",)))["probes"] == [1]  # two refused objects not their own
+    assert run(enr, call(7, "carol", ("c8",), 404, blocks=("b1",)))["probes"] == [1]  # two refused objects not their own
 
 
-def test_crowd_bound_survives_restore(enr: OwnershipEnricher) -> None:
-    run(enr, call(0, "p1", ("x1",), 403, blocks=("b1",)), call(1, "p2", ("x2",), 403, blocks=("b1",)))
-    assert enr.crowd_until == T0 + 1 + enr.config.horizon_s
+def test_readers_survive_restore_and_old_blobs_load(enr: OwnershipEnricher) -> None:
+    run(enr, call(0, "ann", ("d1",)), call(1, "carol", ("d1",)))
     copy = OwnershipEnricher(enr.config)
     copy.restore(enr.export())
-    assert copy.crowd_until == enr.crowd_until
-    assert run(copy, call(5, "p3", ("x3",), blocks=("b1",)))["probes"] == [1]
+    assert run(copy, call(2, "carol", ("d1",), 403))["probes"] == [0]  # answered to carol before the restore
+    import io
+
+    with np.load(io.BytesIO(enr.export())) as data:
+        arrays = {k: data[k] for k in data.files if k != "objects.readers"}
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    old = OwnershipEnricher(enr.config)
+    old.restore(buf.getvalue())  # a blob from before the readers column: nobody was answered yet
+    assert run(old, call(3, "carol", ("d1",), 403))["probes"] == [1]
 
 
 @pytest.mark.parametrize("field,value", [("horizon_s", 0.0), ("list_max", 0), ("dense_principals", 0), ("crowd_principals", 0),
