@@ -23,7 +23,7 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from streams.keytable import GOLD, M1, M2, mix
+from streams.keytable import GOLD, mix, mix1
 
 __all__ = ["SMALL_BATCH", "BatchView", "Enricher", "Signals", "column", "hash64", "list_parts", "present"]
 
@@ -110,15 +110,7 @@ _SMALL = 64
 #: strings longer than this (bytes) are hashed with BLAKE2b one by one, not in the batch's byte matrix
 _LONG = 256
 _M64 = (1 << 64) - 1
-
-
-def _mix_int(x: int) -> int:
-    """``streams.keytable.mix`` on one Python int (the same arithmetic modulo 2**64)."""
-    x ^= x >> 33
-    x = (x * int(M1)) & _M64
-    x ^= x >> 33
-    x = (x * int(M2)) & _M64
-    return x ^ (x >> 33)
+_GOLD = int(GOLD)
 
 
 def _hash_long(data: bytes) -> int:
@@ -137,11 +129,11 @@ def _hash_few(values: pa.Array) -> _U:
         if length > _LONG:
             out[i] = _hash_long(data)
             continue
-        h = (length * int(GOLD)) & _M64
+        h = (length * _GOLD) & _M64
         for w in range(max((length + 7) // 8, 1)):
             word = int.from_bytes(data[w * 8 : w * 8 + 8], "little")
-            h = (_mix_int(h ^ word) + w + 1) & _M64
-        out[i] = _mix_int(h) or 1
+            h = (mix1(h ^ word) + w + 1) & _M64
+        out[i] = mix1(h) or 1
     return out
 
 
