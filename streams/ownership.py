@@ -35,25 +35,35 @@ Signals, one float per row (names in ``OWNERSHIP_SIGNALS``):
   not know (``streams.probes``). Probing rows are refused (403/404) or answered reads
   (2xx, one object) of another owner's object in a *crowded* id block (at least
   ``crowd_principals`` distinct principals refused objects not their own there within
-  ``horizon_s``) where the reader itself was refused: a walk of a leaking endpoint.
-  An object counts only if it is not the principal's own, was never answered 2xx to
-  it (the ``readers`` bits of the objects table: lost access, a viewer pressing Edit
-  after reading), and each (principal, object) once per ``horizon_s``. A whole probe
-  (1) is a 403, a 404 in a crowded block, or such a read; a lone 404 (a dead link
-  looks the same), a refusal of objects others were refused too (following one dead or
-  forbidden link is no walk), or a further object of a known owner the principal
-  already touched (a colleague's documents) is half (0.5). Summed per principal over
-  hours it separates a prober (every access a first-seen object of someone else) from
-  a user who hit a few stale links: the signal of low-and-slow and distributed
-  enumeration, where each principal makes only a handful of calls.
+  ``horizon_s``) where the reader itself was refused two distinct objects not its own:
+  a walk of a leaking endpoint (one 404 before reading, a support agent meeting a
+  deleted order, is not). An object counts only if it is not the principal's own, was
+  never answered 2xx to it (the ``readers`` bits of the objects table: lost access, a
+  viewer pressing Edit after reading), and each (principal, object) once per
+  ``horizon_s``. A whole probe (1) is a refusal in a *walked* block (crowded, and one
+  of its refusals a 403: objects of others exist there, so its 404s are gaps of a
+  walk, not documents deleted under several people's bookmarks) or such a read, by a
+  principal without *standing* in the service (no more answered object calls than
+  refusals of objects not its own there within ``horizon_s``: support staff and
+  employees meet restricted objects among many answered ones, the accounts of a
+  distributed enumeration are refused more than answered);
+  anything else refused is half (0.5): a lone 403 (a restricted link), a lone 404 (a
+  dead link), a refusal of objects others were refused too (following one dead or
+  forbidden link is no walk), a further object of a known owner the principal
+  already touched (a colleague's documents). Summed per principal over hours it
+  separates a prober (every access a first-seen object of someone else) from a user
+  who hit a few stale or restricted links: the signal of low-and-slow and
+  distributed enumeration, where each principal makes only a handful of calls.
 * ``repeat_probes`` -- 1 on each row with a whole probe past its principal's first
   within ``horizon_s``, and ``repeat_probers`` -- 1 on the row of its second: summed
   per client address, what probers behind it do and how many distinct ones there are
   (one user who lost access to many objects is one prober; a gateway of users who
-  each hit one dead link adds nothing).
+  each hit one dead link or open two restricted ones adds nothing: whole probes are
+  steps of a walk).
 
 State is three ``streams.keytable.KeyTable``s of 64-bit keys (objects, pairs --
-owners, probes, probers, per-principal blocks, refused objects -- and blocks; ``OwnershipConfig``
+owners, probes, probers, per-principal blocks, refused objects, answered and refused
+calls per principal and service -- and blocks; ``OwnershipConfig``
 gives their budgets); after each batch, a table past its budget drops its least
 recently touched keys (down to 90% of the budget), counted in ``evictions``.
 ``export``/``restore`` carry it as an ``.npz`` blob (no pickle). A batch is
@@ -76,7 +86,9 @@ import pyarrow as pa
 from streams.batch import BatchView, Signals, column, hash64, list_parts
 from streams.keytable import KeyTable, pair_key
 from streams.ownsmall import CONFIRMED, CREATED, PROVISIONAL, enrich_small
+from streams.ownsmall import TAG_ANSWERED as _TAG_ANSWERED
 from streams.ownsmall import TAG_BLOCK as _TAG_BLOCK
+from streams.ownsmall import TAG_DENIED as _TAG_DENIED
 from streams.ownsmall import TAG_OWNER as _TAG_OWNER
 from streams.ownsmall import TAG_PBLOCK as _TAG_PBLOCK
 from streams.probes import bit64, followed, or_by, score_probes
@@ -159,7 +171,8 @@ class OwnershipEnricher:
         self.objects = KeyTable(c.objects, {"owner": np.uint64, "first": np.float64, "state": np.int8,
                                             "contested": np.bool_, "hits": np.int32, "readers": np.uint64})
         self.pairs = KeyTable(c.pairs, {"count": np.int32, "mask": np.uint64})
-        self.blocks = KeyTable(c.blocks, {"start": np.float64, "mask": np.uint64, "refusers": np.uint64})
+        self.blocks = KeyTable(c.blocks, {"start": np.float64, "mask": np.uint64, "refusers": np.uint64,
+                                          "forbidden": np.uint64})
 
     @property
     def evictions(self) -> dict[str, int]:
@@ -193,11 +206,41 @@ class OwnershipEnricher:
         rows, p = batch.object_row, batch.principal_hash
         eligible &= refused[rows] | ~half  # a further object of an owner already touched: refusals only, as half
         notown = np.bincount(rows, owner != p[rows], batch.n) > 0  # names an object not its own
-        crowded, self_refused = self._score_blocks(batch, refused | (out["foreign_objects"] > 0), refused & notown, out)
+        crowding = refused & notown
+        walked, self_refused = self._score_blocks(batch, refused | (out["foreign_objects"] > 0), crowding,
+                                                  crowding & (batch.status == 403), out)
         read = self_refused & ~refused & (batch.records == 1) & (batch.status // 100 == 2)
-        strong = ((crowded & refused) | (batch.status == 403) | read) & ~followed(self, batch, keys, owner != p[rows], refused)
+        strong = ((walked & refused) | read) & ~self._standing(batch, crowding, read) & ~followed(self, batch, keys, owner != p[rows], refused)
         score_probes(self, batch, keys, eligible, half, refused | read, strong, out)
         self._learn_access(batch, keys, slots)
+
+    def _standing(self, batch: BatchView, refusing: _B, read: _B) -> _B:
+        """Rows whose principal has standing in the row's service: more answered object calls (no probe reads) than
+        refusals on objects not its own there within the horizon, this batch folded in. A support agent or an
+        employee with a working history meets restricted objects among hundreds of answered ones; the accounts of a
+        distributed enumeration are refused more than they are answered. Only rows with objects and a principal count.
+        """
+        has = np.bincount(batch.object_row, minlength=batch.n) > 0
+        rows = np.flatnonzero(has & (batch.principal_hash != 0))
+        if not len(rows):
+            return np.zeros(batch.n, np.bool_)
+        answered = (batch.status[rows] // 100 == 2) & (batch.records[rows] <= self.config.list_max) & ~read[rows]
+        principal, service = batch.principal_hash[rows], batch.service_hash[rows]
+        ka, kd = pair_key(principal, service, _TAG_ANSWERED), pair_key(principal, service, _TAG_DENIED)
+        every = np.concatenate([ka, kd])
+        uniq, inv = np.unique(every, return_inverse=True)
+        inv = inv.reshape(-1)
+        add = np.bincount(inv, np.concatenate([answered, refusing[rows]]), len(uniq)).astype(np.int64)
+        newest = float(batch.time[rows].max())
+        slots, absent, _ = self.pairs.upsert(uniq)
+        c = self.pairs.cols
+        stale = absent | (c["last_seen"][slots] < newest - self.config.horizon_s)
+        c["count"][slots] = np.minimum(np.where(stale, 0, c["count"][slots]) + add, 1 << 20)
+        c["last_seen"][slots] = newest
+        counts = c["count"][slots][inv]
+        out = np.zeros(batch.n, np.bool_)
+        out[rows] = counts[: len(rows)] > counts[len(rows):]
+        return out
 
     def _learn_created(self, batch: BatchView) -> None:
         rows = batch.created_row
@@ -268,55 +311,69 @@ class OwnershipEnricher:
         keep = batch.principal_hash[rows] != 0
         return (rows[keep], hashes[keep]) if keep.any() else None
 
-    def _score_blocks(self, batch: BatchView, suspect: _B, crowding: _B, out: Signals) -> tuple[_B, _B]:
-        """dense_blocks of the suspect (refused or foreign) rows; (the suspect rows in a crowded block, those of them
-        whose principal was itself refused an object not its own there within the horizon).
+    def _score_blocks(self, batch: BatchView, suspect: _B, crowding: _B, forbidding: _B, out: Signals) -> tuple[_B, _B]:
+        """dense_blocks of the suspect (refused or foreign) rows; (the suspect rows in a *walked* block, those in a
+        crowded block whose principal was itself refused two objects not its own there), within the horizon.
 
         Only ``crowding`` rows (refused on an object not the principal's own) crowd a block: a dead link to one's own
-        object is no step of a walk.
+        object is no step of a walk. A block is crowded when ``crowd_principals`` principals were refused there, and
+        walked when, besides, one of them was refused with a 403 (``forbidding``): objects of others exist there, so
+        its 404s are gaps of a walk rather than deleted objects that several people had bookmarked.
         """
-        crowded, self_refused = np.zeros(batch.n, np.bool_), np.zeros(batch.n, np.bool_)
+        walked, self_refused = np.zeros(batch.n, np.bool_), np.zeros(batch.n, np.bool_)
         found = self._blocks_of(batch) if (suspect & (batch.principal_hash != 0)).any() else None
         if found is None or not suspect[found[0]].any():
-            return crowded, self_refused
+            return walked, self_refused
         sus = suspect[found[0]]
         rows, bkeys = found[0][sus], pair_key(batch.service_hash[found[0][sus]], found[1][sus], _TAG_BLOCK)
         principal, t, flagged = batch.principal_hash[rows], batch.time[rows], crowding[rows]
-        crowd, refusers = self._fold_masks(self.blocks, bkeys, bit64(principal), t, "start", flagged)
+        crowd, refusers, forbidden = self._fold_blocks(bkeys, bit64(principal), t, flagged, forbidding[rows])
         obj_bits = np.zeros(batch.n, np.uint64)
         np.bitwise_or.at(obj_bits, batch.object_row, bit64(batch.object_hash))
-        pkeys = pair_key(principal, bkeys, _TAG_PBLOCK)
-        alone, mine = self._fold_masks(self.pairs, pkeys, obj_bits[rows], t, "last_seen", flagged)
+        alone, mine = self._fold_pblocks(pair_key(principal, bkeys, _TAG_PBLOCK), obj_bits[rows], t, flagged)
         dense = (np.bitwise_count(crowd) >= self.config.dense_principals) | (np.bitwise_count(alone) >= self.config.dense_objects)
         out["dense_blocks"] = np.bincount(rows, dense, batch.n).astype(np.float64)
         hot = np.bitwise_count(refusers) >= self.config.crowd_principals
-        crowded[rows[hot]] = True
-        self_refused[rows[hot & (mine > 0)]] = True
-        return crowded, self_refused
+        walked[rows[hot & (forbidden != 0)]] = True
+        self_refused[rows[hot & (mine >= 2)]] = True
+        return walked, self_refused
 
-    def _fold_masks(self, table: KeyTable, keys: _U, bits: _U, t: _F, since: str, flagged: _B) -> tuple[_U, _U]:
-        """OR ``bits`` into each key's mask (restarted when older than the horizon); per entry, the mask and the flags
-        of its key: the blocks' ``refusers`` (OR of the flagged entries' bits) or the pairs' ``count`` of flagged entries.
-        """
+    def _fold_blocks(self, keys: _U, bits: _U, t: _F, flagged: _B, forbidding: _B) -> tuple[_U, _U, _U]:
+        """OR the principals' ``bits`` into each block's mask, the flagged ones into its refusers and the forbidding
+        ones into its forbidden mask (all restarted when the block is older than the horizon); per entry, the three."""
         uniq, inv, acc = or_by(keys, bits)
         newest = float(t.max())
-        slots, absent, _ = table.upsert(uniq)
-        c = table.cols
-        stale = absent | (c[since][slots] < newest - self.config.horizon_s)
-        mask = np.where(stale, np.uint64(0), c["mask"][slots]) | acc
-        c["mask"][slots], c["last_seen"][slots] = mask, newest
-        if "refusers" in c:
-            racc = np.zeros(len(uniq), np.uint64)
-            np.bitwise_or.at(racc, inv[flagged], bits[flagged])
-            flags = np.where(stale, np.uint64(0), c["refusers"][slots]) | racc
-            c["refusers"][slots] = flags
-        else:
-            counts = np.where(stale, 0, c["count"][slots]) + np.bincount(inv, flagged, len(uniq)).astype(np.int64)
-            c["count"][slots] = np.minimum(counts, 1 << 20)
-            flags = c["count"][slots].astype(np.uint64)
-        if since != "last_seen":
-            c[since][slots] = np.where(stale, newest, c[since][slots])
-        return np.asarray(mask[inv], np.uint64), np.asarray(flags[inv], np.uint64)
+        slots, absent, _ = self.blocks.upsert(uniq)
+        c = self.blocks.cols
+        stale = absent | (c["start"][slots] < newest - self.config.horizon_s)
+        got = []
+        for name, sel in (("mask", None), ("refusers", flagged), ("forbidden", forbidding)):
+            add = acc
+            if sel is not None:
+                add = np.zeros(len(uniq), np.uint64)
+                np.bitwise_or.at(add, inv[sel], bits[sel])
+            c[name][slots] = np.where(stale, np.uint64(0), c[name][slots]) | add
+            got.append(np.asarray(c[name][slots][inv], np.uint64))
+        c["last_seen"][slots] = newest
+        c["start"][slots] = np.where(stale, newest, c["start"][slots])
+        return got[0], got[1], got[2]
+
+    def _fold_pblocks(self, keys: _U, bits: _U, t: _F, flagged: _B) -> tuple[_U, _U]:
+        """OR the objects' ``bits`` into each (principal, block) pair's mask (restarted when not seen within the
+        horizon) and count the flagged entries that bring bits the mask lacked (distinct refused objects, one per
+        call); per entry, the mask and the count."""
+        uniq, inv, acc = or_by(keys, bits)
+        newest = float(t.max())
+        slots, absent, _ = self.pairs.upsert(uniq)
+        c = self.pairs.cols
+        stale = absent | (c["last_seen"][slots] < newest - self.config.horizon_s)
+        old = np.where(stale, np.uint64(0), c["mask"][slots])
+        fresh = np.flatnonzero(flagged & ((bits & ~old[inv]) != 0))
+        _, first = np.unique(pair_key(inv[fresh].astype(np.uint64), bits[fresh]), return_index=True)
+        counts = np.where(stale, 0, c["count"][slots]) + np.bincount(inv[fresh[first]], minlength=len(uniq))
+        c["count"][slots] = np.minimum(counts, 1 << 20)
+        c["mask"][slots], c["last_seen"][slots] = old | acc, newest
+        return np.asarray(c["mask"][slots][inv], np.uint64), np.asarray(c["count"][slots][inv], np.uint64)
 
     def _learn_access(self, batch: BatchView, keys: _U, slots: _I) -> None:
         """First successful access: provisional owner; its return after the gap confirms; others contest.

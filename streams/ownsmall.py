@@ -35,6 +35,7 @@ if TYPE_CHECKING:
     from streams.ownership import OwnershipEnricher
 
 __all__ = ["CONFIRMED", "CREATED", "PROVISIONAL", "TAG_BLOCK", "TAG_OWNER", "TAG_PBLOCK", "TAG_PROBE", "TAG_PROBER", "TAG_REFUSED",
+           "TAG_ANSWERED", "TAG_DENIED",
            "enrich_small", "pairs1"]
 
 #: object states: first principal answered (provisional), its return confirmed it, a creating call's principal
@@ -43,6 +44,8 @@ PROVISIONAL, CONFIRMED, CREATED = 1, 2, 3
 TAG_OWNER, TAG_BLOCK, TAG_PBLOCK, TAG_PROBE, TAG_PROBER = 0x6F776E6572, 0x626C6F636B, 0x70626C6B, 0x70726F6265, 0x70726F6272
 #: (service and object, 0): the principals a refused object was refused to
 TAG_REFUSED = 0x72656675736564
+#: (principal, service): its answered object calls that were no probe, and its refusals on objects not its own
+TAG_ANSWERED, TAG_DENIED = 0x616E73776572, 0x64656E696564
 
 _M64 = (1 << 64) - 1
 _GOLD, _M1, _M2 = int(GOLD), int(M1), int(M2)
@@ -130,10 +133,11 @@ def enrich_small(enr: OwnershipEnricher, batch: BatchView) -> Signals:
             notown[r] = notown[r] or owner != b.principal[r]
         suspect = [f or g > 0 for f, g in zip(b.refused, sig["foreign_objects"])]
         crowding = [x and f for x, f in zip(notown, b.refused)]
-        crowded, mine = _score_blocks(enr, batch, b, suspect, crowding, sig)
+        walked, mine = _score_blocks(enr, batch, b, suspect, crowding, sig)
         read = [m and not f and n == 1 and s // 100 == 2 for m, f, n, s in zip(mine, b.refused, b.records, b.status)]
-        strong = [((c and f) or s == 403 or d) and not w
-                  for c, f, s, d, w in zip(crowded, b.refused, b.status, read, _followed(enr, b, keys, owners))]
+        standing = _standing(enr, b, crowding, read)
+        strong = [((c and f) or d) and not g and not w
+                  for c, f, d, g, w in zip(walked, b.refused, read, standing, _followed(enr, b, keys, owners))]
         probing = [f or d for f, d in zip(b.refused, read)]
         _score_probes(enr, b, keys, eligible, half, probing, strong, sig)
         _learn_access(enr, b, keys, slots, cfg.list_max, cfg.confirm_gap_s)
@@ -223,61 +227,115 @@ def _score_owners(enr: OwnershipEnricher, b: _Rows, foreign: list[tuple[int, int
     return old
 
 
-def _fold_masks(enr: OwnershipEnricher, table: KeyTable, keys: list[int], bits: list[int], newest: float, since: str,
-                flagged: list[bool]) -> tuple[list[int], list[int]]:
-    """``OwnershipEnricher._fold_masks`` of a few entries: per entry, the mask and the flags of its key after the fold."""
-    blocks = "refusers" in table.cols  # else pairs: a count of flagged entries
-    acc: dict[int, int] = {}
-    racc: dict[int, int] = {}
-    for key, bit, flag in zip(keys, bits, flagged):
-        acc[key] = acc.get(key, 0) | bit
-        racc[key] = (racc.get(key, 0) | (bit if flag else 0)) if blocks else racc.get(key, 0) + flag
+def _fold_blocks(enr: OwnershipEnricher, keys: list[int], bits: list[int], newest: float, flagged: list[bool],
+                 forbidding: list[bool]) -> list[tuple[int, int, int]]:
+    """``OwnershipEnricher._fold_blocks`` of a few entries: per entry, its block's (mask, refusers, forbidden)."""
+    acc: dict[int, list[int]] = {}
+    for key, bit, flag, forbid in zip(keys, bits, flagged, forbidding):
+        got = acc.setdefault(key, [0, 0, 0])
+        got[0] |= bit
+        got[1] |= bit if flag else 0
+        got[2] |= bit if forbid else 0
     uniq = sorted(acc)
-    slots, absent = _upsert(table, uniq)
-    c, limit = _views(table), newest - enr.config.horizon_s
-    flag_col = "refusers" if blocks else "count"
+    slots, absent = _upsert(enr.blocks, uniq)
+    c, limit = _views(enr.blocks), newest - enr.config.horizon_s
+    after: dict[int, tuple[int, int, int]] = {}
+    for key, s, new_key in zip(uniq, slots, absent):
+        stale = new_key or c["start"][s] < limit
+        got = acc[key]
+        for name, add in zip(("mask", "refusers", "forbidden"), got):
+            c[name][s] = (0 if stale else c[name][s]) | add
+        c["last_seen"][s] = newest
+        if stale:
+            c["start"][s] = newest
+        after[key] = (c["mask"][s], c["refusers"][s], c["forbidden"][s])
+    return [after[k] for k in keys]
+
+
+def _fold_pblocks(enr: OwnershipEnricher, keys: list[int], bits: list[int], newest: float,
+                  flagged: list[bool]) -> list[tuple[int, int]]:
+    """``OwnershipEnricher._fold_pblocks`` of a few entries: per entry, its pair's (mask, count of distinct refusals)."""
+    acc: dict[int, int] = {}
+    for key, bit in zip(keys, bits):
+        acc[key] = acc.get(key, 0) | bit
+    uniq = sorted(acc)
+    slots, absent = _upsert(enr.pairs, uniq)
+    c, limit = _views(enr.pairs), newest - enr.config.horizon_s
+    old = {key: (0 if new_key or c["last_seen"][s] < limit else c["mask"][s]) for key, s, new_key in zip(uniq, slots, absent)}
+    fresh = {(key, bit) for key, bit, flag in zip(keys, bits, flagged) if flag and bit & ~old[key]}
+    added = dict.fromkeys(uniq, 0)
+    for key, _ in fresh:
+        added[key] += 1
     after: dict[int, tuple[int, int]] = {}
     for key, s, new_key in zip(uniq, slots, absent):
-        stale = new_key or c[since][s] < limit
-        mask = (0 if stale else c["mask"][s]) | acc[key]
-        c["mask"][s], c["last_seen"][s] = mask, newest
-        if blocks:
-            c["refusers"][s] = (0 if stale else c["refusers"][s]) | racc[key]
-        else:
-            c["count"][s] = min((0 if stale else c["count"][s]) + racc[key], 1 << 20)
-        if since != "last_seen" and stale:
-            c[since][s] = newest
-        after[key] = (mask, c[flag_col][s])
-    return [after[k][0] for k in keys], [after[k][1] for k in keys]
+        stale = new_key or c["last_seen"][s] < limit
+        c["count"][s] = min((0 if stale else c["count"][s]) + added[key], 1 << 20)
+        c["mask"][s], c["last_seen"][s] = old[key] | acc[key], newest
+        after[key] = (c["mask"][s], c["count"][s])
+    return [after[k] for k in keys]
 
 
 def _score_blocks(enr: OwnershipEnricher, batch: BatchView, b: _Rows, suspect: list[bool], crowding: list[bool],
                   sig: dict[str, list[float]]) -> tuple[list[bool], list[bool]]:
-    """dense_blocks of the suspect rows; (suspect rows in a crowded block, those whose principal was refused there)
-    (``OwnershipEnricher._score_blocks``)."""
-    crowded, mine = [False] * b.n, [False] * b.n
+    """dense_blocks of the suspect rows; (suspect rows in a walked block, those in a crowded block whose principal was
+    refused two objects there) (``OwnershipEnricher._score_blocks``)."""
+    walked, mine = [False] * b.n, [False] * b.n
     if not any(f and p for f, p in zip(suspect, b.principal)):
-        return crowded, mine
+        return walked, mine
     found = _blocks(batch, [bool(p) and f for p, f in zip(b.principal, suspect)])
     if not found:
-        return crowded, mine
+        return walked, mine
     cfg = enr.config
     rows = [r for r, _ in found]
     bkeys = pairs1([b.service[r] for r in rows], [h for _, h in found], TAG_BLOCK)
     newest, flagged = max(b.time[r] for r in rows), [crowding[r] for r in rows]
-    crowd, refusers = _fold_masks(enr, enr.blocks, bkeys, [1 << (b.principal[r] & 63) for r in rows], newest, "start", flagged)
+    forbidding = [crowding[r] and b.status[r] == 403 for r in rows]
+    blocks = _fold_blocks(enr, bkeys, [1 << (b.principal[r] & 63) for r in rows], newest, flagged, forbidding)
     obj_bits = [0] * b.n
     for r, h in zip(b.object_row, b.object_hash):
         obj_bits[r] |= 1 << (h & 63)
     pkeys = pairs1([b.principal[r] for r in rows], bkeys, TAG_PBLOCK)
-    alone, refused = _fold_masks(enr, enr.pairs, pkeys, [obj_bits[r] for r in rows], newest, "last_seen", flagged)
+    pblocks = _fold_pblocks(enr, pkeys, [obj_bits[r] for r in rows], newest, flagged)
     dense = sig["dense_blocks"]
-    for r, m, a, h, k in zip(rows, crowd, alone, refusers, refused):
-        dense[r] += _popcount(m) >= cfg.dense_principals or _popcount(a) >= cfg.dense_objects
-        if _popcount(h) >= cfg.crowd_principals:
-            crowded[r] = True
-            mine[r] = mine[r] or k > 0
-    return crowded, mine
+    for r, (crowd, refusers, forbidden), (alone, refused) in zip(rows, blocks, pblocks):
+        dense[r] += _popcount(crowd) >= cfg.dense_principals or _popcount(alone) >= cfg.dense_objects
+        if _popcount(refusers) >= cfg.crowd_principals:
+            walked[r] = walked[r] or forbidden != 0
+            mine[r] = mine[r] or refused >= 2
+    return walked, mine
+
+
+def _standing(enr: OwnershipEnricher, b: _Rows, refusing: list[bool], read: list[bool]) -> list[bool]:
+    """``OwnershipEnricher._standing``."""
+    has = [False] * b.n
+    for r in b.object_row:
+        has[r] = True
+    counted: dict[int, int] = {}
+    entries: list[tuple[int, int, int]] = []
+    for r in range(b.n):
+        p = b.principal[r]
+        if not p or not has[r]:
+            continue
+        answered = b.status[r] // 100 == 2 and b.records[r] <= enr.config.list_max and not read[r]
+        ka, kd = pair_key1(p, b.service[r], TAG_ANSWERED), pair_key1(p, b.service[r], TAG_DENIED)
+        counted[ka] = counted.get(ka, 0) + answered
+        counted[kd] = counted.get(kd, 0) + refusing[r]
+        entries.append((r, ka, kd))
+    out = [False] * b.n
+    if not entries:
+        return out
+    newest = max(b.time[r] for r, _, _ in entries)
+    uniq = sorted(counted)
+    slots, absent = _upsert(enr.pairs, uniq)
+    c, limit = _views(enr.pairs), newest - enr.config.horizon_s
+    after = {}
+    for key, s, new_key in zip(uniq, slots, absent):
+        c["count"][s] = min((0 if new_key or c["last_seen"][s] < limit else c["count"][s]) + counted[key], 1 << 20)
+        c["last_seen"][s] = newest
+        after[key] = c["count"][s]
+    for r, ka, kd in entries:
+        out[r] = after[ka] > after[kd]
+    return out
 
 
 def _followed(enr: OwnershipEnricher, b: _Rows, keys: list[int], owners: list[int]) -> list[bool]:

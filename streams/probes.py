@@ -4,10 +4,11 @@
 (not the principal's own, never answered 2xx to it, and, for an object of a
 known other owner, the first object of that owner the principal touched within
 the horizon) and which rows are *probing* (refused, or an answered read in a
-crowded id block where the principal itself was refused) and *strong* (a 403,
-a 404 in a crowded block, such a read). This module turns them into signals:
+crowded id block where the principal itself was refused two objects) and
+*strong* (a refusal in a walked block, such a read). This module turns them
+into signals:
 
-* ``probes`` -- per row, 1 (strong) or 0.5 (a lone 404) when the row names at
+* ``probes`` -- per row, 1 (strong) or 0.5 (any other refusal) when the row names at
   least one eligible object the principal has not probed within ``horizon_s``
   (one (principal, object) pair per probe), else 0: at most one probe per row,
   however many ids a refused bulk call names;

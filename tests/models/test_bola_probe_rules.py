@@ -161,7 +161,83 @@ def shared_dead_links() -> list[RequestSummary]:
     return [ev(100 * j + 5 * i, f"emp{j}", [7001 + 2 * i], 404, ip="198.51.100.9", service="wiki") for j in range(5) for i in range(3)]
 
 
+# -- the second review's benign shapes (2026-12-02 08:30)
+
+def _orders_block() -> list[RequestSummary]:
+    """Twelve customers' orders 20000-20011; 20012-20015 (same id block) were never seen: deleted or never made."""
+    return [e for c in range(12) for e in create(c, f"cust{c}", [20_000 + c], service="orders")]
+
+
+def r1_support_agent_one_404() -> list[RequestSummary]:
+    """Two people meet 404s in a block of orders (crowded), one is refused an order there (403: walked); a support
+    agent meets one 404 there too, then reads six customers' orders in it."""
+    out = _orders_block() + [ev(500, "x1", [20_012], 404, service="orders"), ev(510, "x2", [20_013], 404, service="orders"),
+                             ev(520, "x2", [20_005], 403, service="orders")]
+    return out + [ev(600, "agent", [20_014], 404, service="orders")] + [
+        ev(620 + 30 * i, "agent", [20_001 + i], service="orders") for i in range(6)]
+
+
+def r2_dead_bookmarks_in_a_404_block() -> list[RequestSummary]:
+    """A project's documents were deleted; three colleagues each meet a 404 on one of them, alice on four of her
+    bookmarks in the same id block within ten minutes (no 403 anywhere: nothing of anyone's exists there)."""
+    out = [ev(100 + 20 * j, f"col{j}", [31_000 + j], 404) for j in range(3)]
+    return out + [ev(300 + 150 * i, "alice", [31_004 + i], 404) for i in range(4)]
+
+
+def r3_office_nat_restricted_links() -> list[RequestSummary]:
+    """Eight people behind one office address each open two restricted documents of different owners (403)."""
+    nat, out = "198.51.100.20", [e for k in range(16) for e in create(k, f"own{k}", [32_000 + 40 * k])]
+    return out + [ev(200 + 60 * j + 30 * i, f"emp{j}", [32_000 + 40 * (2 * j + i)], 403, ip=nat) for j in range(8) for i in range(2)]
+
+
+def r3b_office_nat_same_restricted_links() -> list[RequestSummary]:
+    """Eight people behind one office address open the same two restricted documents of one block, posted in chat."""
+    nat, out = "198.51.100.21", [e for k in range(2) for e in create(k, f"own{k}", [33_000 + k])]
+    return out + [ev(200 + 60 * j + 5 * i, f"emp{j}", [33_000 + i], 403, ip=nat) for j in range(8) for i in range(2)]
+
+
+def r4_four_restricted_links() -> list[RequestSummary]:
+    """Four restricted links of four owners opened within twenty minutes (a newcomer going through a chat's history)."""
+    out = [e for k in range(4) for e in create(k, f"own{k}", [34_000 + 50 * k])]
+    return out + [ev(300 + 400 * i, "newcomer", [34_000 + 50 * i], 403) for i in range(4)]
+
+
+def _history(who: str, first: int, *, service: str = "docs", ip: str = "10.9.9.9", t: float = 0.0) -> list[RequestSummary]:
+    """A working history in the service: ``who`` creates four objects and reads each back, an hour before the scenario."""
+    made = [first + 97 * k for k in range(4)]
+    return create(t, who, made, service=service, ip=ip) + [ev(t + 60 + k, who, [o], service=service, ip=ip) for k, o in enumerate(made)]
+
+
+def r5_colleagues_restricted_project() -> list[RequestSummary]:
+    """(Third review) Four colleagues behind one office address each open three restricted documents of a project
+    (twelve documents of twelve members, one id block) over twenty minutes; each has a working history in the service."""
+    nat, out = "198.51.100.31", [e for k in range(12) for e in create(k, f"member{k}", [5100 + k])]
+    for j in range(4):
+        out += _history(f"emp{j}", 60_000 + 1000 * j, ip=nat)
+        out += [ev(3900 + 60 * j + 200 * i + 7 * j, f"emp{j}", [5100 + 3 * j + i], 403, ip=nat) for i in range(3)]
+    return out
+
+
+def r6_support_agent_of_one_region() -> list[RequestSummary]:
+    """(Third review) Tier-1 agents work a queue sorted by order id: agent2 is refused one order of another region,
+    agent1 two, and reads the orders of its region between them; both read a dozen orders earlier that day."""
+    out = [e for c in range(16) for e in create(c, f"cust{c}", [20_000 + c], service="orders")]
+    out += [e for c in range(16, 40) for e in create(c, f"cust{c}", [21_000 + 40 * c], service="orders")]
+    out += [ev(300 + 30 * k, a, [21_000 + 40 * (16 + k + 12 * i)], service="orders", ip=f"10.7.0.{i + 1}")
+            for i, a in enumerate(("agent1", "agent2")) for k in range(12)]
+    out += [ev(4000, "agent2", [20_010], 403, service="orders", ip="10.7.0.2")]
+    seq = [(20_001, 200), (20_002, 403), (20_003, 200), (20_004, 200), (20_005, 403), (20_006, 200)]
+    return out + [ev(4100 + 120 * i, "agent1", [o], st, service="orders", ip="10.7.0.1") for i, (o, st) in enumerate(seq)]
+
+
 QUIET: dict[str, Callable[[], list[RequestSummary]]] = {
+    "R5 colleagues behind a NAT open restricted documents of one project": r5_colleagues_restricted_project,
+    "R6 support agents refused orders of another region": r6_support_agent_of_one_region,
+    "R1 support agent meets one 404 in a walked block, then reads orders": r1_support_agent_one_404,
+    "R2 four dead bookmarks in a block of 404s": r2_dead_bookmarks_in_a_404_block,
+    "R3 office NAT, eight people open two restricted documents each": r3_office_nat_restricted_links,
+    "R3b office NAT, eight people open the same two restricted documents": r3b_office_nat_same_restricted_links,
+    "R4 four restricted links in twenty minutes": r4_four_restricted_links,
     "S1c three dead bookmarks in one id block": s1c, "S1 four scattered dead links": s1_four_dead_links,
     "S2b own objects deleted, ownership never learned": s2b, "S3 team folder after two deleted docs": s3,
     "S4 support agent reads orders near cancelled ones": s4, "S6b prefetching neighbours of a 404-hiding API": s6b,
@@ -243,15 +319,16 @@ def test_low_and_slow_walk_of_a_leaking_endpoint_fires_within_the_hour(small_obj
 
 @pytest.mark.parametrize("small_objects", [48, 0], ids=["small", "vectorised"])
 def test_probers_source_needs_two_principals_behind_the_address(small_objects: int) -> None:
-    """One genuine prober behind an address is blocked as an actor, not the address; a second one makes it the address."""
-    events = [e for c in range(40) for e in create(c, f"cust{c}", [40_000 + 37 * c], service="proj")]
+    """One genuine prober behind an address (twelve consecutive orders of twelve customers, all refused) is blocked
+    as an actor, not the address; a second one walking the same blocks between its steps makes it the address."""
+    events = [e for c in range(24) for e in create(c, f"cust{c}", [40_000 + c], service="proj")]
 
     def probe(who: str, c: int, t: float) -> RequestSummary:
-        return ev(t, who, [40_000 + 37 * c], 403, ip="198.51.100.50", service="proj")
+        return ev(t, who, [40_000 + c], 403, ip="198.51.100.50", service="proj")
 
-    one = events + [probe("mallory", c, 100 + 20 * c) for c in range(12)]
+    one = events + [probe("mallory", c, 100 + 20 * c) for c in range(0, 24, 2)]
     found = detections(one, small_objects)
     assert not any(r == "bola-probers-source" for r, _ in found), found
     assert any(r == "bola-probes-long" and "mallory" in s for r, s in found), found
-    two = one + [probe("trudy", c, 400 + 20 * c) for c in range(12, 24)]
+    two = one + [probe("trudy", c, 100 + 20 * c) for c in range(1, 24, 2)]
     assert any(r == "bola-probers-source" for r, _ in detections(two, small_objects))

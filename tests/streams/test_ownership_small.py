@@ -95,7 +95,8 @@ def _walk_row(rng: random.Random, t: float, i: int) -> dict[str, Any]:
                        object_ids=ids, object_ids_created=created, object_blocks=blocks)
 
 
-@pytest.mark.parametrize("seed", [11, 12, 13, 14])
+# seed 13 (5 blocks, 50 s horizon, three refusers to crowd a block) walks no block: no whole probe, no repeat_probes
+@pytest.mark.parametrize("seed", [11, 12, 14, 15, 16, 17, 18])
 def test_small_path_equals_vectorised_path_under_eviction_and_restore(seed: int) -> None:
     """Tiny budgets (eviction every batch), crowded blocks, equal and late times; both restored from their exports
     mid-stream (the blob of each equals the other's)."""
