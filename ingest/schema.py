@@ -29,6 +29,7 @@ __all__ = [
     "GroundTruth",
     "LlmExtras",
     "McpExtras",
+    "McpTool",
     "Policy",
     "Reason",
     "RequestSummary",
@@ -70,12 +71,31 @@ class Destination(_Record):
     external: bool = False
 
 
+class McpTool(_Record):
+    """One tool a ``tools/list`` answer defined: its name and the hash of its definition (``ingest.mcp``)."""
+
+    name: str
+    hash: str
+
+
 class McpExtras(_Record):
-    """Model Context Protocol details of a call (JSON-RPC method, tool, tool-definition hash)."""
+    """Model Context Protocol details of a call, derived by ``ingest.mcp`` from its JSON-RPC bodies.
+
+    ``tool_name`` is the tool a ``tools/call`` called (``tool_hash`` its pinned definition hash where the reporter
+    knows it); ``session`` a keyed hash of the ``Mcp-Session-Id``; ``server`` the name the server gave in its
+    ``initialize`` answer; ``tools`` what a ``tools/list`` answer defined; ``target`` the prompt asked for or a keyed
+    hash of the resource read; ``error_code`` a JSON-RPC error, ``tool_error`` a tool result's ``isError``.
+    """
 
     jsonrpc_method: str | None = None
     tool_name: str | None = None
     tool_hash: str | None = None
+    session: str | None = None
+    server: str | None = None
+    tools: list[McpTool] = Field(default_factory=list)
+    target: str | None = None
+    error_code: int | None = None
+    tool_error: bool | None = None
 
 
 class LlmExtras(_Record):

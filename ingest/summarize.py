@@ -17,6 +17,10 @@
   at most ``MAX_PROPERTIES``), so an endpoint that starts returning a new
   property can be noticed (``streams.exposure``);
 * the account a login names (``credential_subject``: ``ingest.loginsubject``, a keyed hash);
+* for a Model Context Protocol call (JSON-RPC 2.0 over streamable HTTP, ``ingest.mcp``) the
+  ``mcp`` extras: method, tool called, session (keyed hash), server name, the tools a
+  ``tools/list`` defined with their definition hashes, prompt or resource (keyed hash), errors;
+  its sensitive counts are those of the text the tool, resource or prompt returned;
 * the outcome where the status does not tell it (``OutcomeRule``: a login that
   answers 200 with an error body is an authentication failure).
 
@@ -37,6 +41,7 @@ from ingest.bodies import BodyFeatures, Leaf, body_features, query_object_ids, w
 from ingest.envelope import summary_row
 from ingest.identity import IdentityConfig, IdentityResolver
 from ingest.loginsubject import LOGIN_PATH, login_subject
+from ingest.mcp import McpCall, parse_exchange
 from ingest.idblocks import object_blocks
 from ingest.observation import HttpObservation
 from ingest.templating import STRONG, hash_object_id, id_kind, template_path
@@ -93,6 +98,11 @@ class SummarizerConfig:
     learn_login_outcomes: bool = True
     basic_auth_anywhere: bool = False  # the Basic user names an account on every endpoint, not only login-like ones
     max_body_bytes: int = 262_144
+
+
+def _text_type(text: str) -> str:
+    """The content type to read a tool result's text as: JSON when it looks like JSON, else plain text."""
+    return "application/json" if text.lstrip()[:1] in ("{", "[") else "text/plain"
 
 
 def property_path(path: str) -> str:
@@ -187,10 +197,17 @@ class Summarizer:
         template, ids = self._template(f"{where.namespace}/{service}" if where.namespace else service, obs.method, path)
         if query:
             ids += query_object_ids(query)
-        response = self._body(obs, obs.response_headers, obs.response_body)
+        mcp = parse_exchange(obs.headers, obs.request_body, obs.response_headers, obs.response_body) \
+            if obs.method == "POST" and obs.request_body else None
+        if mcp is not None:  # what flows to the model, not the JSON-RPC envelope; no object ids of its own
+            response = self._body(obs, {"content-type": _text_type(mcp.result_text)}, mcp.result_text.encode())
+        else:
+            response = self._body(obs, obs.response_headers, obs.response_body)
         created: list[str] = []
         sensitive: dict[str, int] = {}
-        if response is not None:
+        if response is not None and mcp is not None:
+            sensitive = response.sensitive
+        elif response is not None:
             sensitive = response.sensitive
             if obs.method == "POST" and obs.status is not None and 200 <= obs.status < 300:
                 created = response.object_ids[:16]
@@ -223,8 +240,18 @@ class Summarizer:
             credential_subject=hash_object_id(subject, key) if subject is not None else None,
             inline_findings=list(obs.inline_findings),
             decision=obs.decision,
+            mcp=self._mcp(mcp) if mcp is not None else None,
             trace_id=obs.trace_id,
         )
+
+    def _mcp(self, call: McpCall) -> dict[str, Any]:
+        """The summary's ``mcp`` extras of a parsed call (session and resource as keyed hashes)."""
+        key = self._key
+        target = call.prompt if call.prompt is not None else (hash_object_id(call.resource, key) if call.resource else None)
+        return {"jsonrpc_method": call.method, "tool_name": call.tool, "tool_hash": None,
+                "session": hash_object_id(call.session, key) if call.session else None, "server": call.server,
+                "tools": [{"name": t.name, "hash": t.hash} for t in call.tools], "target": target,
+                "error_code": call.error_code, "tool_error": call.tool_error}
 
     def summarize_many(self, observations: Iterable[HttpObservation]) -> list[dict[str, Any]]:
         """Rows of many observations, in order."""

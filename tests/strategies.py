@@ -11,7 +11,7 @@ import base64
 from hypothesis import strategies as st
 
 from ingest import DeadLetter, Destination, Finding, FindingInfo, GroundTruth, Reason, RequestSummary, Scope, Source, Subject, Verdict
-from ingest.schema import LlmExtras, McpExtras
+from ingest.schema import LlmExtras, McpExtras, McpTool
 
 texts = st.text(max_size=12)
 opt_texts = st.none() | texts
@@ -21,7 +21,9 @@ opt_int64 = st.none() | int64
 
 sources = st.builds(Source, workload=opt_texts, namespace=opt_texts, pod=opt_texts, ip=opt_texts, external=st.booleans())
 destinations = st.builds(Destination, service=texts, namespace=opt_texts, host=opt_texts, port=opt_int64, external=st.booleans())
-mcp_extras = st.builds(McpExtras, jsonrpc_method=opt_texts, tool_name=opt_texts, tool_hash=opt_texts)
+mcp_extras = st.builds(McpExtras, jsonrpc_method=opt_texts, tool_name=opt_texts, tool_hash=opt_texts, session=opt_texts,
+                       server=opt_texts, tools=st.lists(st.builds(McpTool, name=texts, hash=texts), max_size=3), target=opt_texts,
+                       error_code=opt_int64, tool_error=st.none() | st.booleans())
 llm_extras = st.builds(LlmExtras, model=opt_texts, input_tokens=opt_int64, output_tokens=opt_int64)
 ground_truths = st.builds(GroundTruth, scenario=texts, attack_id=opt_texts, malicious=st.booleans())
 
