@@ -113,11 +113,40 @@ def _from_verdict(key: str, hit: CachedVerdict, buckets: TokenBuckets, now: floa
     return Decision(403 if enforce else 200, "deny", enforce, hit.reason, None, (), hit.verdict_id)
 
 
+def called_tools(req: RequestView) -> tuple[str, ...]:
+    """The MCP tools a request calls: the ``params.name`` of each JSON-RPC 2.0 ``tools/call`` in its body (an
+    object or a batch), at most 16; () for anything else. The body is parsed once per request (``json_document``)."""
+    from enforcement.requestparts import json_document  # (requestparts imports this module)
+
+    if req.method != "POST" or not req.body:
+        return ()
+    parsed, doc = json_document(req)
+    if not parsed:
+        return ()
+    names = []
+    for message in (doc if isinstance(doc, list) else [doc])[:16]:
+        if isinstance(message, dict) and message.get("jsonrpc") == "2.0" and message.get("method") == "tools/call":
+            params = message.get("params")
+            name = params.get("name") if isinstance(params, dict) else None
+            if isinstance(name, str):
+                names.append(name)
+    return tuple(names)
+
+
+def lookup_keys(req: RequestView, cache: VerdictCache) -> tuple[str, ...]:
+    """The request's subject keys, plus ``tool:<service>/<tool>`` for each MCP tool it calls while any tool verdict
+    is cached (a rug-pulled or unapproved tool is denied to every agent)."""
+    keys = req.subject_keys()
+    if cache.tools:
+        keys += tuple(f"tool:{req.service or '-'}/{name}" for name in called_tools(req))
+    return keys
+
+
 def decide(req: RequestView, cache: VerdictCache, buckets: TokenBuckets, inspector: Inspector, policy: Policy, now: float) -> Decision:
     """Decide one request. Pure apart from the token buckets it updates."""
     observed: Decision | None = None
     if cache.entries:
-        found = cache.find(req.subject_keys(), req.service, now, req.path)
+        found = cache.find(lookup_keys(req, cache), req.service, now, req.path)
         if found is not None:
             decided = _from_verdict(found[0], found[1], buckets, now)
             # An enforced redact verdict still lets inline inspection deny the request.

@@ -28,11 +28,14 @@ from streams.enrichers import EnricherContext, build_enrichers
 from streams.policy import decide, to_finding
 from streams.processor import BatchProcessor, Detection, ProcessorConfig
 from streams.settings import WorkerSettings
+from streams.toolpins import ToolPinConfig, ToolPins
 
 __all__ = ["Outcome", "Pipeline", "processor_config", "state_key"]
 
 #: rows gathered before the inventory and exposure tracker fold them (or ``inventory_interval_s``, whichever first)
 _FOLD_ROWS = 20_000
+#: the changelog suffix of the MCP tool pins (``streams.toolpins``)
+_TOOL_PINS = "toolpins"
 #: summaries with a time at or past this (Unix seconds, year 5138) are refused: it is a time in milliseconds
 _LATEST_TIME = 1e11
 
@@ -106,6 +109,7 @@ class Pipeline:
         self._enricher_context = EnricherContext(settings.window_s, settings.learn_windows, settings.honeytokens.load())
         self._detector_factories = detector_factories(settings.detectors, settings.rules_dir or DEFAULT_RULES, settings.rule_overrides)
         self._blanks: dict[int, BatchProcessor] = {}  # built ahead of a partition's first message (``prepare``)
+        self.tools = ToolPins(ToolPinConfig(learn_s=settings.mcp_learn_s))
 
     def prepare(self, partitions: Iterable[int]) -> None:
         """Build the processors of newly assigned partitions now (their detectors and preallocated tables cost
@@ -125,7 +129,11 @@ class Pipeline:
             if proc is None:
                 proc = self._new_processor()
             prefix = f"{partition}:".encode()
+            stored = list(stored)
             proc.restore((k[len(prefix):].decode(), v) for k, v in stored if k.startswith(prefix))
+            for k, v in stored:
+                if k == state_key(partition, _TOOL_PINS):
+                    self.tools.restore(v)
             self.processors[partition] = proc
         return self.processors[partition]
 
@@ -200,7 +208,7 @@ class Pipeline:
             if loaded is not None and loaded.detector is not proc.model:
                 loaded.detector.mode = self.settings.model_mode  # type: ignore[attr-defined]
                 proc.use_models([loaded.detector])
-        out.detections = proc.process(table)
+        out.detections = proc.process(table) + self.tools.update(table)
         out.rows, out.newest_time = table.num_rows, proc.newest_time
         self._pending.append(table)
         self._pending_rows += table.num_rows
@@ -219,4 +227,6 @@ class Pipeline:
             if everything:
                 self._last_full_flush[partition] = now
             out.state_writes = [(state_key(partition, suffix), blob) for suffix, blob in proc.checkpoint(everything)]
+            if everything:
+                out.state_writes.append((state_key(partition, _TOOL_PINS), self.tools.export()))
         return out

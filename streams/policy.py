@@ -42,7 +42,7 @@ def decide(detection: Detection, policy: Policy, now: float, key: bytes) -> Verd
         rate_per_s=policy.throttle_rate_per_s if throttled else None,
         burst=policy.throttle_burst if throttled else None,
         mode=mode,
-        expires_at=now + policy.verdict_ttl_s,
+        expires_at=now + (detection.ttl_s if detection.ttl_s is not None else policy.verdict_ttl_s),
         reasons=list(detection.reasons),
         finding_ids=[str(uuid.uuid5(uuid.NAMESPACE_URL, f"kubeward:{detection.actor}:{detection.scope}:{detection.evidence_time}"))],
         policy_version=policy.version,

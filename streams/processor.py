@@ -65,7 +65,8 @@ class Detection:
     ``actor`` is the subject's value (the actor key, or the address when
     ``subject_kind`` is ``ip``); ``scope`` is ``(service, path template)`` when the
     rule that fired scopes its verdict to the edge; ``action`` and ``mode`` are the
-    rule's (``mode`` ``observe`` caps the policy's), ``None`` for models.
+    rule's (``mode`` ``observe`` caps the policy's), ``None`` for models;
+    ``ttl_s`` is how long the verdict lasts when not the policy's ``verdict_ttl_s``.
     """
 
     actor: str
@@ -80,6 +81,7 @@ class Detection:
     scope: tuple[str, str] | None = None
     action: str | None = None
     mode: str | None = None
+    ttl_s: float | None = None
 
 
 class BatchProcessor:

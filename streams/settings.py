@@ -48,6 +48,7 @@ class WorkerSettings(BaseSettings):
     follow_policy: bool = Field(default=True, description="follow enforcement.policy.v1: the newest valid snapshot named policy.name replaces policy")
     specs_dir: Path | None = Field(default=None, description="declared OpenAPI specs (<namespace>.<service>.json|yaml); deprecated endpoints count as retired-API hits, others shadow/declared in the inventory")
     inventory_interval_s: float = Field(default=10.0, gt=0, description="how often changed endpoint records go to api.inventory.v1")
+    mcp_learn_s: float = Field(default=300.0, ge=0, description="an MCP server's tools seen within this many seconds of its first tools/list are pinned as they are (trust on first use); later changes are rug-pulls, later tools new (streams.toolpins)")
     policy_sync_timeout_s: float = Field(default=10.0, ge=0, description="how long verdicts wait at start for the policy topic to be read (then the policy in force decides)")
 
     @field_validator("rule_overrides")

@@ -3,11 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
-import threading
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,43 +10,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ingest.mcp import MAX_BODY, McpCall, jsonrpc_messages, parse_exchange, tool_definition_hash
-
-ACCEPT = "application/json, text/event-stream"
-
-
-class Exchange:
-    """Raw HTTP exchanges with a streamable-HTTP MCP endpoint, as a data plane would see them."""
-
-    def __init__(self, url: str) -> None:
-        self.url, self.session, self.seen = url, None, 0
-
-    def post(self, message: dict[str, Any]) -> tuple[dict[str, str], bytes, dict[str, str], bytes]:
-        self.seen += 1
-        headers = {"content-type": "application/json", "accept": ACCEPT, "mcp-protocol-version": "2025-06-18"}
-        if self.session:
-            headers["mcp-session-id"] = self.session
-        body = json.dumps(message).encode()
-        request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
-        try:
-            with urllib.request.urlopen(request, timeout=10) as r:
-                answer_headers, answer = dict(r.headers), r.read()
-        except urllib.error.HTTPError as e:
-            answer_headers, answer = dict(e.headers), e.read()
-        self.session = self.session or answer_headers.get("mcp-session-id")
-        return headers, body, answer_headers, answer
-
-    def call(self, method: str, params: dict[str, Any] | None = None) -> McpCall | None:
-        message: dict[str, Any] = {"jsonrpc": "2.0", "id": self.seen + 1, "method": method}
-        if params is not None:
-            message["params"] = params
-        return parse_exchange(*self.post(message))
-
+from ingest.mcp import MAX_BODY, jsonrpc_messages, parse_exchange, tool_definition_hash
+from tests.mcpserver import Exchange, serving
 
 @pytest.fixture(scope="module")
 def mcp_server() -> Iterator[str]:
-    """A real MCP server (the official SDK's ``MCPServer``, streamable HTTP under uvicorn) on 127.0.0.1."""
-    uvicorn = pytest.importorskip("uvicorn")
+    """A real MCP server (the official SDK's ``MCPServer``) with two tools, a resource and a prompt."""
     from mcp.server.mcpserver import MCPServer
 
     server = MCPServer("orders-tools")
@@ -74,24 +38,13 @@ def mcp_server() -> Iterator[str]:
     def summarise(topic: str) -> str:
         return f"Summarise the {topic} policy."
 
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    web = uvicorn.Server(uvicorn.Config(server.streamable_http_app(), log_level="warning"))
-    thread = threading.Thread(target=web.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 20
-    while not web.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert web.started, "the MCP server did not start"
-    yield f"http://127.0.0.1:{port}/mcp"
-    web.should_exit = True
-    thread.join(timeout=10)
+    with serving(server) as url:
+        yield url
 
 
 def test_a_real_sdk_session_is_parsed_call_by_call(mcp_server: str) -> None:
     x = Exchange(mcp_server)
-    init = x.call("initialize", {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "agent", "version": "1"}})
+    init = x.initialize()
     assert init is not None and init.method == "initialize" and init.server == "orders-tools" and init.session
     note = parse_exchange(*x.post({"jsonrpc": "2.0", "method": "notifications/initialized"}))
     assert note is not None and note.method == "notifications/initialized" and note.session == init.session
@@ -169,15 +122,13 @@ def test_the_summariser_derives_mcp_extras_and_counts_what_flows_to_the_model(mc
     from ingest.summarize import Summarizer
 
     x = Exchange(mcp_server)
-    x.post({"jsonrpc": "2.0", "id": 1, "method": "initialize",
-            "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "agent", "version": "1"}}})
+    x.initialize()
     summarizer = Summarizer()
 
     def summary(message: dict[str, Any]) -> Any:
         headers, body, answer_headers, answer = x.post(message)
         obs = HttpObservation(time=1.0, method="POST", path="/mcp", reporter="ext_proc", authority="orders-tools", status=200,
-                              headers={k.lower(): v for k, v in headers.items()}, request_body=body,
-                              response_headers={k.lower(): v for k, v in answer_headers.items()}, response_body=answer)
+                              headers=headers, request_body=body, response_headers=answer_headers, response_body=answer)
         return row_to_summary(summarizer.summarize(obs))
 
     listed = summary({"jsonrpc": "2.0", "id": 2, "method": "tools/list"})

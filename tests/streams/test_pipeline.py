@@ -176,7 +176,7 @@ def test_state_writes_appear_when_the_flush_interval_elapsed(summary_factory: An
     suffixes = [k.split(b":", 1)[1].decode() for k, _ in first.state_writes]
     buckets = {int(s.rsplit(":", 1)[-1]) for s in suffixes if s.rsplit(":", 1)[-1].isdigit()}
     assert buckets and buckets <= set(range(16))
-    assert {s.split(":")[0] for s in suffixes if not s.isdigit()} <= {"source", "destinations", "enricher", "cohorts"}
+    assert {s.split(":")[0] for s in suffixes if not s.isdigit()} <= {"source", "destinations", "enricher", "cohorts", "toolpins"}
     assert any(s.startswith("enricher:") for s in suffixes), "the first flush writes the enrichers' state too"
     assert pipeline.handle(0, b"junk", 3, now=T0 + 9).state_writes == []
 

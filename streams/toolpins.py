@@ -1,0 +1,166 @@
+"""MCP tool pinning in the stream: each server's tool definitions pinned, rug-pulls and new tools detected at once.
+
+``ToolPins.update(table)`` reads the summaries of ``tools/list`` answers (the
+``mcp.tools`` extras ``ingest.mcp`` derives: each tool's name and definition
+hash) and keeps, per MCP server (the destination service) and tool name, the
+*pinned* definition hash:
+
+* a server's tools are pinned as first seen during its first ``learn_s``
+  seconds (trust on first use), or from a declared allow-list
+  (``ToolPinConfig.allowed``: service -> tool -> hash), which is never learned
+  over: with one, every undeclared tool is new;
+* a pinned tool listed with another hash is a **rug-pull** (``tool_rug_pull``),
+  a tool not pinned after the learning is a **new tool** (``tool_new``): each a
+  ``Detection`` whose subject is the tool itself (kind ``tool``, value
+  ``<service>/<tool>``), so the verdict denies every agent's ``tools/call`` of
+  it (``enforcement.decision``) until someone approves the definition
+  (``approve``: it becomes the pin); the verdict lasts ``verdict_ttl_s`` and
+  is issued again when the unapproved definition is listed again after half
+  of that.
+
+State: pins, first-seen times and the detections already issued, bounded by
+``max_tools`` (oldest server dropped first, counted in ``evicted``);
+``export``/``restore`` carry it as JSON. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from ingest import Reason
+from streams.processor import Detection
+
+__all__ = ["ToolPinConfig", "ToolPins"]
+
+
+@dataclass(frozen=True)
+class ToolPinConfig:
+    """Learning period per server, allow-list, verdict lifetime and memory budget of ``ToolPins``."""
+
+    learn_s: float = 300.0
+    allowed: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    verdict_ttl_s: float = 30 * 86_400.0
+    max_tools: int = 100_000
+
+    def __post_init__(self) -> None:
+        for name in ("learn_s", "verdict_ttl_s"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"ToolPinConfig.{name}={getattr(self, name)} must be >= 0")
+        if self.max_tools < 1:
+            raise ValueError(f"ToolPinConfig.max_tools={self.max_tools} must be >= 1")
+
+
+def _listed(table: pa.Table) -> list[tuple[float, str, str | None, str, str]]:
+    """(time, service, namespace, tool, hash) of every tool a successful tools/list answer in the table defined."""
+    if "mcp" not in table.column_names or table.column("mcp").null_count == table.num_rows:
+        return []
+    listing = pc.equal(pc.struct_field(table.column("mcp"), "jsonrpc_method"), "tools/list")
+    if not pc.any(listing).as_py():
+        return []
+    table = table.filter(pc.fill_null(listing, False))
+    out = []
+    mcp, status = table.column("mcp").to_pylist(), table.column("status").to_pylist()
+    times, dest = table.column("time").to_pylist(), table.column("destination").to_pylist()
+    for extras, code, t, where in zip(mcp, status, times, dest):
+        if not extras or extras.get("jsonrpc_method") != "tools/list" or not extras.get("tools"):
+            continue
+        if code is not None and not 200 <= code < 300:
+            continue
+        service = (where or {}).get("service") or "-"
+        for tool in extras["tools"]:
+            if tool and tool.get("name") and tool.get("hash"):
+                out.append((float(t), service, (where or {}).get("namespace"), str(tool["name"]), str(tool["hash"])))
+    return out
+
+
+class ToolPins:
+    """Pinned tool definitions per MCP server (see the module docstring)."""
+
+    def __init__(self, config: ToolPinConfig | None = None) -> None:
+        self.config = config or ToolPinConfig()
+        self.pins: dict[tuple[str, str], str] = {}
+        self.servers: dict[str, float] = {}  # service -> first tools/list seen
+        self.issued: dict[tuple[str, str], tuple[str, float]] = {}  # (service, tool) -> (hash flagged, when)
+        self.evicted = 0
+        for service, tools in self.config.allowed.items():
+            for tool, digest in tools.items():
+                self.pins[(service, tool)] = digest
+
+    def approve(self, service: str, tool: str, digest: str) -> None:
+        """Accept a definition: it becomes the tool's pin and its detection is forgotten."""
+        self.pins[(service, tool)] = digest
+        self.issued.pop((service, tool), None)
+
+    def update(self, table: pa.Table) -> list[Detection]:
+        """Fold a batch of summaries; the detections of tools listed with a definition that is not their pin."""
+        out: list[Detection] = []
+        for t, service, namespace, tool, digest in _listed(table):
+            detection = self._check(t, service, namespace, tool, digest)
+            if detection is not None:
+                out.append(detection)
+        self._evict()
+        return out
+
+    def _check(self, t: float, service: str, namespace: str | None, tool: str, digest: str) -> Detection | None:
+        key = (service, tool)
+        first = self.servers.setdefault(service, t)
+        pinned = self.pins.get(key)
+        if pinned == digest:
+            return None
+        declared = service in self.config.allowed
+        if pinned is None and not declared and t - first <= self.config.learn_s:
+            self.pins[key] = digest  # trust on first use, within the server's learning period
+            return None
+        flagged = self.issued.get(key)
+        if flagged is not None and flagged[0] == digest and t - flagged[1] < self.config.verdict_ttl_s / 2:
+            return None
+        self.issued[key] = (digest, t)
+        if pinned is None:
+            kind, score, evidence = "tool_new", 0.8, (f"tool {tool!r} of MCP server {service!r} first listed "
+                                                       f"{t - first:.0f} s after the server's first tools/list"
+                                                       f"{' and not in its allow-list' if declared else ''} (definition {digest[:12]})")
+        else:
+            kind, score, evidence = "tool_rug_pull", 1.0, (f"definition of tool {tool!r} of MCP server {service!r} changed: "
+                                                           f"pinned {pinned[:12]}, listed {digest[:12]}")
+        return Detection(actor=f"{service}/{tool}", attack_class=kind, score=score,
+                         reasons=(Reason(detector=f"mcp-{kind.replace('_', '-')}", score=score, evidence=evidence),),
+                         evidence_time=t, destination_namespace=namespace, destination_service=service, features={},
+                         subject_kind="tool", action="block", ttl_s=self.config.verdict_ttl_s)
+
+    def _evict(self) -> None:
+        """Drop the oldest servers' pins past ``max_tools`` (allow-listed servers are kept)."""
+        if len(self.pins) <= self.config.max_tools:
+            return
+        for service in sorted(self.servers, key=self.servers.__getitem__):
+            if len(self.pins) <= self.config.max_tools:
+                break
+            if service in self.config.allowed:
+                continue
+            gone = [k for k in self.pins if k[0] == service]
+            for k in gone:
+                del self.pins[k]
+                self.issued.pop(k, None)
+            del self.servers[service]
+            self.evicted += len(gone)
+
+    def export(self) -> bytes:
+        """Pins, servers and issued detections as JSON."""
+        doc: dict[str, Any] = {"pins": [[s, t, h] for (s, t), h in self.pins.items()], "servers": self.servers,
+                               "issued": [[s, t, h, w] for (s, t), (h, w) in self.issued.items()], "evicted": self.evicted}
+        return json.dumps(doc, sort_keys=True).encode()
+
+    def restore(self, blob: bytes) -> None:
+        """Load what ``export`` wrote (declared pins stay as configured)."""
+        doc = json.loads(blob)
+        self.pins.update({(s, t): h for s, t, h in doc.get("pins", [])})
+        for service, tools in self.config.allowed.items():
+            self.pins.update({(service, tool): digest for tool, digest in tools.items()})
+        self.servers = {str(k): float(v) for k, v in doc.get("servers", {}).items()}
+        self.issued = {(s, t): (h, float(w)) for s, t, h, w in doc.get("issued", [])}
+        self.evicted = int(doc.get("evicted", 0))
