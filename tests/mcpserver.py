@@ -20,13 +20,16 @@ ACCEPT = "application/json, text/event-stream"
 
 @contextmanager
 def serving(server: Any) -> Iterator[str]:
-    """Serve ``server`` (an ``MCPServer``) on a free port; yields its endpoint URL."""
+    """Serve ``server`` (an ``MCPServer``) on a free port; yields its endpoint URL. It accepts any 127.0.0.1 Host
+    (the SDK's DNS-rebinding protection refuses others), so a local proxy in front keeps working."""
     import uvicorn
+    from mcp.server.transport_security import TransportSecuritySettings
 
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    web = uvicorn.Server(uvicorn.Config(server.streamable_http_app(), log_level="warning"))
+    security = TransportSecuritySettings(allowed_hosts=["127.0.0.1:*"])
+    web = uvicorn.Server(uvicorn.Config(server.streamable_http_app(transport_security=security), log_level="warning"))
     thread = threading.Thread(target=web.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20
@@ -45,6 +48,7 @@ class Exchange:
 
     def __init__(self, url: str) -> None:
         self.url, self.session, self.seen = url, None, 0
+        self.status = 0  # of the last answer
 
     def post(self, message: Any) -> tuple[dict[str, str], bytes, dict[str, str], bytes]:
         """POST one JSON-RPC message (or batch); (request headers, body, answer headers, answer body)."""
@@ -56,9 +60,9 @@ class Exchange:
         request = urllib.request.Request(self.url, data=body, headers=headers, method="POST")
         try:
             with urllib.request.urlopen(request, timeout=10) as r:
-                answer_headers, answer = dict(r.headers), r.read()
+                self.status, answer_headers, answer = r.status, dict(r.headers), r.read()
         except urllib.error.HTTPError as e:
-            answer_headers, answer = dict(e.headers), e.read()
+            self.status, answer_headers, answer = e.code, dict(e.headers), e.read()
         self.session = self.session or answer_headers.get("mcp-session-id")
         return headers, body, {k.lower(): v for k, v in answer_headers.items()}, answer
 
