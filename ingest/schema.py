@@ -99,11 +99,19 @@ class McpExtras(_Record):
 
 
 class LlmExtras(_Record):
-    """Calls to a language model API: model name and token counts."""
+    """Calls to a language model API (OpenAI-compatible), derived by ``ingest.llm``: the operation (``chat``,
+    ``completions``, ``embeddings``, ``responses``), model, token counts, how many tools the request offered and the
+    tool calls the model asked for, and the sensitive values found in the text sent to the model (``sent_sensitive``
+    values of the types in ``sent_types``: what leaves for a model, never the values)."""
 
     model: str | None = None
     input_tokens: int | None = None
     output_tokens: int | None = None
+    operation: str | None = None
+    tools_offered: int | None = None
+    tool_calls: list[str] = Field(default_factory=list)
+    sent_sensitive: int | None = None
+    sent_types: list[str] = Field(default_factory=list)
 
 
 class GroundTruth(_Record):

@@ -21,6 +21,9 @@
   ``mcp`` extras: method, tool called, session (keyed hash), server name, the tools a
   ``tools/list`` defined with their definition hashes, prompt or resource (keyed hash), errors;
   its sensitive counts are those of the text the tool, resource or prompt returned;
+* for a call to an OpenAI-compatible model API (``ingest.llm``) the ``llm`` extras: operation,
+  model, token counts, tools offered and tool calls the model asked for, and the sensitive
+  values in the text sent to the model (lineage: what leaves for a model);
 * the outcome where the status does not tell it (``OutcomeRule``: a login that
   answers 200 with an error body is an authentication failure).
 
@@ -41,6 +44,7 @@ from ingest.bodies import BodyFeatures, Leaf, body_features, query_object_ids, w
 from ingest.envelope import summary_row
 from ingest.identity import IdentityConfig, IdentityResolver
 from ingest.loginsubject import LOGIN_PATH, login_subject
+from ingest.llm import LlmCall, parse_llm
 from ingest.mcp import McpCall, parse_exchange
 from ingest.idblocks import object_blocks
 from ingest.observation import HttpObservation
@@ -98,6 +102,14 @@ class SummarizerConfig:
     learn_login_outcomes: bool = True
     basic_auth_anywhere: bool = False  # the Basic user names an account on every endpoint, not only login-like ones
     max_body_bytes: int = 262_144
+
+
+def _llm(call: LlmCall) -> dict[str, Any]:
+    """The summary's ``llm`` extras of a parsed model call (sensitive values sent counted by type, never kept)."""
+    sent = body_features(call.prompt_text.encode(), _text_type(call.prompt_text)).sensitive if call.prompt_text else {}
+    return {"model": call.model, "input_tokens": call.input_tokens, "output_tokens": call.output_tokens,
+            "operation": call.operation, "tools_offered": call.tools_offered, "tool_calls": list(call.tool_calls),
+            "sent_sensitive": sum(sent.values()), "sent_types": sorted(sent)}
 
 
 def _text_type(text: str) -> str:
@@ -199,13 +211,15 @@ class Summarizer:
             ids += query_object_ids(query)
         mcp = parse_exchange(obs.headers, obs.request_body, obs.response_headers, obs.response_body) \
             if obs.method == "POST" and obs.request_body else None
+        llm = parse_llm(obs.method, path, obs.request_body, obs.response_headers, obs.response_body) \
+            if mcp is None and obs.method == "POST" and obs.request_body else None
         if mcp is not None:  # what flows to the model, not the JSON-RPC envelope; no object ids of its own
             response = self._body(obs, {"content-type": _text_type(mcp.result_text)}, mcp.result_text.encode())
         else:
             response = self._body(obs, obs.response_headers, obs.response_body)
         created: list[str] = []
         sensitive: dict[str, int] = {}
-        if response is not None and mcp is not None:
+        if response is not None and (mcp is not None or llm is not None):  # ids in tool or model text are not objects read
             sensitive = response.sensitive
         elif response is not None:
             sensitive = response.sensitive
@@ -241,6 +255,7 @@ class Summarizer:
             inline_findings=list(obs.inline_findings),
             decision=obs.decision,
             mcp=self._mcp(mcp) if mcp is not None else None,
+            llm=_llm(llm) if llm is not None else None,
             trace_id=obs.trace_id,
         )
 

@@ -24,7 +24,9 @@ destinations = st.builds(Destination, service=texts, namespace=opt_texts, host=o
 mcp_extras = st.builds(McpExtras, jsonrpc_method=opt_texts, tool_name=opt_texts, tool_hash=opt_texts, session=opt_texts,
                        server=opt_texts, tools=st.lists(st.builds(McpTool, name=texts, hash=texts), max_size=3), target=opt_texts,
                        error_code=opt_int64, tool_error=st.none() | st.booleans())
-llm_extras = st.builds(LlmExtras, model=opt_texts, input_tokens=opt_int64, output_tokens=opt_int64)
+llm_extras = st.builds(LlmExtras, model=opt_texts, input_tokens=opt_int64, output_tokens=opt_int64, operation=opt_texts,
+                       tools_offered=opt_int64, tool_calls=st.lists(texts, max_size=3), sent_sensitive=opt_int64,
+                       sent_types=st.lists(texts, max_size=3))
 ground_truths = st.builds(GroundTruth, scenario=texts, attack_id=opt_texts, malicious=st.booleans())
 
 summaries = st.builds(

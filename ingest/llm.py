@@ -1,0 +1,161 @@
+"""Calls to OpenAI-compatible model APIs as the data plane carries them: what was asked of which model, and what came back.
+
+``parse_llm(method, path, request_body, response_headers, response_body)``
+reads one exchange with an API that speaks the OpenAI wire format (OpenAI,
+Azure OpenAI, vLLM, Ollama, LiteLLM, most gateways) into an ``LlmCall``:
+
+* the operation, from the path's last segments: ``chat`` (``/chat/completions``),
+  ``completions``, ``embeddings``, ``responses``;
+* the model asked for (the answer's ``model`` when the request names none);
+* token counts from the answer's ``usage`` (``prompt_tokens`` /
+  ``completion_tokens``, or ``input_tokens`` / ``output_tokens``), also from
+  the last chunk of a streamed answer (``text/event-stream`` of ``data:``
+  chunks ending in ``[DONE]``);
+* the tools the request offered and the tool calls the model asked for (by
+  name, streamed deltas included): what an agent is about to do;
+* ``prompt_text``: the text sent to the model (message contents, ``input``,
+  ``prompt``), capped at ``MAX_TEXT`` characters, so the summariser can count
+  the sensitive data that leaves for a model (lineage) without keeping it.
+
+``None`` when the path is not such an operation or the request body is not a
+JSON object. Pure, stdlib only.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["MAX_TEXT", "LlmCall", "operation_of", "parse_llm"]
+
+MAX_TEXT = 65_536
+_MAX_BODY = 4 << 20
+_OPERATIONS = (("/chat/completions", "chat"), ("/completions", "completions"), ("/embeddings", "embeddings"),
+               ("/responses", "responses"))
+
+
+@dataclass(frozen=True)
+class LlmCall:
+    """What one model API exchange was about (see the module docstring)."""
+
+    operation: str
+    model: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    tools_offered: int = 0
+    tool_calls: tuple[str, ...] = ()
+    stream: bool = False
+    prompt_text: str = ""
+
+
+def operation_of(path: str) -> str | None:
+    """The model API operation a path names, or None.
+
+    >>> operation_of("/v1/chat/completions?api-version=2024-02-01"), operation_of("/openai/deployments/gpt/embeddings")
+    ('chat', 'embeddings')
+    >>> operation_of("/v1/orders") is None
+    True
+    """
+    bare = path.split("?", 1)[0].rstrip("/").lower()
+    return next((op for suffix, op in _OPERATIONS if bare.endswith(suffix)), None)
+
+
+def _json(body: bytes | None) -> Any:
+    if not body or len(body) > _MAX_BODY:
+        return None
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        return None
+
+
+def _chunks(body: bytes | None) -> list[dict[str, Any]]:
+    """The JSON chunks of a streamed answer (``data:`` lines; ``[DONE]`` and anything else skipped)."""
+    if not body or len(body) > _MAX_BODY:
+        return []
+    out = []
+    for line in body.decode("utf-8", "replace").splitlines():
+        if line.startswith("data:"):
+            try:
+                value = json.loads(line[5:].strip())
+            except ValueError:
+                continue
+            if isinstance(value, dict):
+                out.append(value)
+    return out
+
+
+def _texts(value: Any, out: list[str], budget: int) -> int:
+    """Append the strings of message contents (strings, or parts with ``text``) to ``out``; characters left."""
+    if budget <= 0:
+        return budget
+    if isinstance(value, str):
+        out.append(value[:budget])
+        return budget - len(out[-1])
+    if isinstance(value, list):
+        for item in value:
+            budget = _texts(item, out, budget)
+    elif isinstance(value, dict):
+        for key in ("content", "text", "input_text"):
+            if key in value:
+                budget = _texts(value[key], out, budget)
+    return budget
+
+
+def _prompt_text(request: dict[str, Any]) -> str:
+    out: list[str] = []
+    budget = MAX_TEXT
+    for key in ("messages", "input", "prompt", "instructions"):
+        if key in request:
+            budget = _texts(request[key], out, budget)
+    return "\n".join(out)
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+
+def _usage(answers: list[dict[str, Any]]) -> tuple[int | None, int | None]:
+    for answer in reversed(answers):
+        usage = answer.get("usage") or (answer.get("response") or {}).get("usage") if isinstance(answer, dict) else None
+        if isinstance(usage, dict):
+            return (_int(usage.get("prompt_tokens", usage.get("input_tokens"))),
+                    _int(usage.get("completion_tokens", usage.get("output_tokens"))))
+    return None, None
+
+
+def _tool_calls(answers: list[dict[str, Any]]) -> tuple[str, ...]:
+    names: dict[str, None] = {}
+    for answer in answers:
+        for choice in answer.get("choices") or ():
+            if not isinstance(choice, dict):
+                continue
+            message = choice.get("message") or choice.get("delta") or {}
+            for call in (message.get("tool_calls") or ()) if isinstance(message, dict) else ():
+                function = call.get("function") if isinstance(call, dict) else None
+                if isinstance(function, dict) and isinstance(function.get("name"), str):
+                    names.setdefault(function["name"], None)
+        for item in answer.get("output") or ():  # the responses API
+            if isinstance(item, dict) and item.get("type") == "function_call" and isinstance(item.get("name"), str):
+                names.setdefault(item["name"], None)
+    return tuple(names)
+
+
+def parse_llm(method: str, path: str, request_body: bytes | None, response_headers: dict[str, str] | None = None,
+              response_body: bytes | None = None) -> LlmCall | None:
+    """The ``LlmCall`` of one exchange, or None (see the module docstring)."""
+    operation = operation_of(path) if method == "POST" else None
+    request = _json(request_body) if operation else None
+    if not isinstance(request, dict):
+        return None
+    content_type = ((response_headers or {}).get("content-type") or "").lower()
+    streamed = content_type.startswith("text/event-stream") or (response_body or b"").lstrip().startswith(b"data:")
+    answers = _chunks(response_body) if streamed else [a for a in [_json(response_body)] if isinstance(a, dict)]
+    model = request.get("model") if isinstance(request.get("model"), str) else next(
+        (a["model"] for a in answers if isinstance(a.get("model"), str)), None)
+    tokens_in, tokens_out = _usage(answers)
+    tools = request.get("tools")
+    return LlmCall(operation=operation or "", model=model, input_tokens=tokens_in, output_tokens=tokens_out,
+                   tools_offered=len(tools) if isinstance(tools, list) else 0, tool_calls=_tool_calls(answers),
+                   stream=bool(request.get("stream")) or streamed, prompt_text=_prompt_text(request))
