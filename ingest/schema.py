@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 __all__ = [
     "DeadLetter",
     "Destination",
+    "AgentRecord",
     "EndpointRecord",
     "Finding",
     "FindingInfo",
@@ -30,6 +31,7 @@ __all__ = [
     "LlmExtras",
     "McpExtras",
     "McpTool",
+    "McpToolRecord",
     "Policy",
     "Reason",
     "RequestSummary",
@@ -327,6 +329,7 @@ class EndpointRecord(_Record):
     """
 
     schema_version: int = SCHEMA_VERSION
+    kind: Literal["endpoint"] = "endpoint"
     service: str
     namespace: str | None = None
     method: str
@@ -345,6 +348,53 @@ class EndpointRecord(_Record):
     def key(self) -> str:
         """The compacted topic's key: ``service METHOD /template``."""
         return f"{self.service} {self.method} {self.path_template}"
+
+
+class AgentRecord(_Record):
+    """An AI agent as traffic revealed it (``api.inventory.v1``, keyed ``agent <agent>``): a caller (the actor key,
+    workload or address and principal) of MCP servers or model APIs, what it used and how much, and the sensitive data
+    it sent to models (counted by type, never kept)."""
+
+    schema_version: int = SCHEMA_VERSION
+    kind: Literal["agent"] = "agent"
+    agent: str
+    namespace: str | None = None
+    mcp_servers: list[str] = Field(default_factory=list)
+    tools_called: dict[str, int] = Field(default_factory=dict, description="'<server>/<tool>' -> tools/call count")
+    models: dict[str, int] = Field(default_factory=dict, description="model -> calls")
+    input_tokens: int = 0
+    output_tokens: int = 0
+    sent_sensitive: int = 0
+    sent_types: list[str] = Field(default_factory=list)
+    first_seen: float
+    last_seen: float
+
+    @property
+    def key(self) -> str:
+        """The compacted topic's key."""
+        return f"agent {self.agent}"
+
+
+class McpToolRecord(_Record):
+    """A tool of an MCP server as traffic revealed it (``api.inventory.v1``, keyed ``mcp-tool <server>/<tool>``): the
+    definition hash last listed, how many distinct definitions were seen, who called it and how often."""
+
+    schema_version: int = SCHEMA_VERSION
+    kind: Literal["mcp_tool"] = "mcp_tool"
+    server: str
+    namespace: str | None = None
+    name: str
+    definition_hash: str | None = None
+    definitions_seen: int = 0
+    calls: int = 0
+    callers: int = 0
+    first_seen: float
+    last_seen: float
+
+    @property
+    def key(self) -> str:
+        """The compacted topic's key."""
+        return f"mcp-tool {self.server}/{self.name}"
 
 
 class DeadLetter(_Record):

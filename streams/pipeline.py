@@ -18,11 +18,13 @@ import numpy as np
 import pyarrow as pa
 
 from ingest import DeadLetter, EndpointRecord, Finding, Verdict
+from ingest.schema import AgentRecord, McpToolRecord
 from ingest.envelope import decode_messages, encode_table
 from models.registry import detector_factories
 from models.rules import DEFAULT_RULES
 from models.reload import ModelReloader
 from streams.exposure import ExposureTracker
+from streams.agents import AgentInventory
 from streams.inventory import Inventory
 from streams.enrichers import EnricherContext, build_enrichers
 from streams.policy import decide, to_finding
@@ -79,7 +81,7 @@ class Outcome:
     findings: list[Finding] = field(default_factory=list)
     dead_letters: list[tuple[bytes | None, DeadLetter]] = field(default_factory=list)
     state_writes: list[tuple[bytes, bytes]] = field(default_factory=list)
-    inventory: list[EndpointRecord] = field(default_factory=list)
+    inventory: list[EndpointRecord | AgentRecord | McpToolRecord] = field(default_factory=list)
     #: findings about endpoints, not actors (no verdict): ``streams.exposure``; kept apart so findings[i] stays verdicts[i]'s
     exposures: list[Finding] = field(default_factory=list)
 
@@ -97,6 +99,7 @@ class Pipeline:
         self.topic = topic
         self._key = settings.verdict_key.get_secret_value().encode()
         self.inventory = Inventory(declared)
+        self.agents = AgentInventory()
         self.exposure = ExposureTracker()
         self.config = processor_config(settings, self.inventory.zombie_keys(), self.inventory.declared)
         self._last_inventory = 0.0
@@ -152,6 +155,7 @@ class Pipeline:
         table = pa.concat_tables(self._pending, promote_options="default") if len(self._pending) > 1 else self._pending[0]
         self._pending, self._pending_rows = [], 0
         self.inventory.update(table)
+        self.agents.update(table)
         return self.exposure.update(table)
 
     def forget(self, partition: int) -> None:
@@ -216,7 +220,7 @@ class Pipeline:
             out.exposures = self._fold_pending()
         if now - self._last_inventory >= self.settings.inventory_interval_s:
             self._last_inventory = now
-            out.inventory = self.inventory.take_changed()
+            out.inventory = [*self.inventory.take_changed(), *self.agents.take_changed()]
         for det in out.detections:
             verdict = decide(det, self.settings.policy, now, self._key)
             out.verdicts.append(verdict)
