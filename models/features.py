@@ -111,6 +111,11 @@ _TABLE: list[Feature] = [  # one entry per feature; a name only once
     Feature("new_external_hosts", "sum", "new_external_host", doc="first calls to an external host never seen for the workload"),
     Feature("new_host_bytes_long", "decay", "new_host_bytes", half_life_s=HOUR, doc="bytes sent to external hosts first seen within the hour, decayed (1 h)"),
     Feature("novel_privileged_edges_long", "decay", "novel_privileged_edge", half_life_s=6 * HOUR, doc="unlearned privileged edges, decayed (6 h)"),
+    # -- agents and models (streams.agentsignals): lineage of sensitive data from tools to external models
+    Feature("tool_sensitive_recent", "decay", "tool_sensitive", half_life_s=HOUR / 2,
+            doc="sensitive values MCP tools, resources and prompts returned to the actor, decayed (30 min)"),
+    Feature("llm_sensitive_external", "sum", "llm_sensitive_external", doc="sensitive values sent to external model APIs in the window"),
+    Feature("llm_external_calls", "sum", "llm_external", doc="calls to external model APIs in the window"),
     # -- deception (streams.honeytokens)
     Feature("honeytoken_hits", "sum", "honeytoken_hits", doc="calls that used a declared honeytoken (credential, account, object id)"),
     # -- per trusted client address

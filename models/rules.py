@@ -54,6 +54,8 @@ ATTACK_CLASSES = frozenset({
     "bola", "credential_abuse", "exfiltration", "injection", "retired_api", "lateral_movement", "bfla",
     "resource_consumption", "business_flow", "ssrf", "misconfiguration", "inventory", "unsafe_consumption",
     "honeytoken", "mass_assignment", "data_exposure", "anomaly",
+    # AI agents and MCP (issue 8): data from tools to external models; tool supply chain (streams.toolpins)
+    "agent_exfiltration", "tool_rug_pull", "tool_new", "tool_poisoning",
 })
 _STATUSES = ("stable", "experimental", "disabled")
 _APPLIES = ("users", "services", "all")

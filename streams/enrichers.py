@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ingest.honeytokens import Honeytokens
+from streams.agentsignals import AgentSignals
 from streams.batch import Enricher
 from streams.credentials import CredentialTables
 from streams.edges import EdgeConfig, EdgeEnricher
@@ -31,6 +32,7 @@ class EnricherContext:
 
 #: name -> factory; a factory may return None (nothing to do under these settings)
 ENRICHERS: dict[str, Callable[[EnricherContext], Enricher | None]] = {
+    "agents": lambda ctx: AgentSignals(),
     "credentials": lambda ctx: CredentialTables(),
     "edges": lambda ctx: EdgeEnricher(EdgeConfig.from_windows(ctx.window_s, ctx.learn_windows)),
     "honeytokens": lambda ctx: None if ctx.honeytokens is None else HoneytokenEnricher(ctx.honeytokens),

@@ -1,0 +1,112 @@
+"""Lineage (streams/agentsignals.py + models/rules/agents.yaml): personal data a tool returned to an agent, then sent
+by that agent to an external model, through the real MCP SDK server, the stub model and the collector's Summarizer."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+
+from deploy.runtime.stubmodel import StubModel
+from ingest.envelope import decode_messages, encode_rows
+from ingest.observation import HttpObservation
+from ingest.summarize import Summarizer
+from models import REGISTRY, build_detectors
+from streams.agentsignals import AgentSignals
+from streams.enrichers import build_enrichers
+from streams.processor import BatchProcessor, ProcessorConfig
+from tests.mcpserver import Exchange, serving
+
+T0 = 1_800_000_000.0
+
+
+@pytest.fixture(scope="module")
+def tools_url() -> Any:
+    from mcp.server.mcpserver import MCPServer
+
+    server = MCPServer("crm")
+
+    @server.tool()
+    def customer(customer_id: int) -> str:
+        """A customer's record."""
+        return json.dumps({"id": customer_id, "name": "Ann Lee", "email": "ann.lee@example.com", "phone": "+1 415 555 0134"})
+
+    @server.tool()
+    def weather(city: str) -> str:
+        """Today's weather."""
+        return f"Sunny in {city}."
+
+    with serving(server) as url:
+        yield url
+
+
+class Agent:
+    """One agent (a pod address): its MCP calls and model calls, as the collector summarises them."""
+
+    def __init__(self, address: str, tools_url: str, model: StubModel, summarizer: Summarizer) -> None:
+        self.address, self.model, self.summarizer, self.rows = address, model, summarizer, []
+        self.mcp = Exchange(tools_url)
+        self.mcp.initialize()
+
+    def _observe(self, t: float, authority: str, path: str, headers: dict[str, str], body: bytes, answer_headers: dict[str, str],
+                 answer: bytes) -> None:
+        obs = HttpObservation(time=T0 + t, method="POST", path=path, reporter="ext_proc", authority=authority, status=200,
+                              headers=headers, peer_ip=self.address, request_body=body,
+                              response_headers=answer_headers, response_body=answer)
+        self.rows.append(self.summarizer.summarize(obs))
+
+    def tool(self, t: float, name: str, arguments: dict[str, Any]) -> None:
+        headers, body, answer_headers, answer = self.mcp.post(self.mcp.message("tools/call", {"name": name, "arguments": arguments}))
+        self._observe(t, "crm.tools.svc.cluster.local", "/mcp", headers, body, answer_headers, answer)
+
+    def ask(self, t: float, text: str, authority: str = "api.openai.com") -> None:
+        import openai
+
+        openai.OpenAI(base_url=self.model.url, api_key="sk-test", max_retries=0).chat.completions.create(
+            model="gpt-stub", messages=[{"role": "user", "content": text}])
+        _, path, body, answer_headers, answer = self.model.exchanges[-1]
+        self._observe(t, authority, path, {"content-type": "application/json"}, body, answer_headers, answer)
+
+
+def detections(rows: list[dict[str, Any]]) -> list[tuple[str, str, tuple[str, str] | None]]:
+    proc = BatchProcessor(ProcessorConfig(), build_detectors(sorted(REGISTRY)), build_enrichers(["agents"]))
+    found = []
+    for row in sorted(rows, key=lambda r: r["time"]):
+        table, errors = decode_messages([encode_rows([row])], 1 << 30)
+        assert table is not None and not errors
+        found += [(r.detector, d.actor, d.scope) for d in proc.process(table) for r in d.reasons
+                  if r.detector == "agent-sensitive-data-to-external-model"]
+    return found
+
+
+def test_personal_data_from_a_tool_sent_to_an_external_model_is_stopped_at_that_egress(tools_url: str) -> None:
+    pytest.importorskip("openai")
+    summarizer = Summarizer()
+    with StubModel() as model:
+        leaky = Agent("10.1.0.11", tools_url, model, summarizer)
+        leaky.tool(0, "customer", {"customer_id": 7})
+        leaky.ask(30, "Write to ann.lee@example.com (phone +1 415 555 0134) about her refund")
+        careful = Agent("10.1.0.12", tools_url, model, summarizer)  # the same tool, then no personal data out
+        careful.tool(0, "customer", {"customer_id": 8})
+        careful.ask(30, "Write a polite refund reply for customer 8")
+        internal = Agent("10.1.0.13", tools_url, model, summarizer)  # personal data to a model in the cluster
+        internal.tool(0, "customer", {"customer_id": 9})
+        internal.ask(30, "Summarise ann.lee@example.com", authority="llm.models.svc.cluster.local")
+        user_given = Agent("10.1.0.14", tools_url, model, summarizer)  # no tool handed it personal data
+        user_given.tool(0, "weather", {"city": "Lisbon"})
+        user_given.ask(30, "My email is bob@example.org, draft a note")
+    assert [r for r in leaky.rows if r.get("mcp")][0]["sensitive"], "the tool result's personal data was not counted"
+    found = detections(leaky.rows + careful.rows + internal.rows + user_given.rows)
+    assert [(actor.split("|")[0], scope) for _, actor, scope in found] == [("10.1.0.11", ("api.openai.com", "/v1/chat/completions"))]
+
+
+def test_rows_without_agent_extras_give_zeros() -> None:
+    from ingest.envelope import summary_row
+    from streams.batch import BatchView
+
+    table, _ = decode_messages([encode_rows([summary_row(id="x", time=T0, source={"ip": "10.0.0.1"}, destination={"service": "orders"},
+                                                           method="GET", path_template="/orders")])], 1 << 30)
+    assert table is not None
+    signals = AgentSignals().enrich(BatchView.decode(table))
+    assert all(not v.any() for v in signals.values()) and set(signals) == set(AgentSignals.signals)
