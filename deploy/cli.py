@@ -8,7 +8,8 @@
     kubeward eval-sensitive         DEV precision/recall of sensitive-data detection (--bench: us per 2 KB body)
     kubeward eval-waf               DEV recall/false positives of inline inspection per category, offline
     kubeward eval-redaction         DEV precision/recall and cost of inline redaction per type
-    kubeward rules lint [FILE...]   check inline signature and detection rule files (every error as file:line)
+    kubeward eval-agents            DEV recall/false positives of MCP tool-poisoning and rug-pull detection
+    kubeward rules lint [FILE...]   check inline signature, detection and MCP tool rule files (every error as file:line)
     kubeward policy set|show|apply  observe or enforce per namespace/service, for shims and workers at once
     kubeward simulate               simulated cluster traffic to Kafka, Parquet or JSONL
     kubeward demo                   everything together, with live progress and a report
@@ -99,13 +100,17 @@ def _cmd_rules_lint(args: argparse.Namespace) -> int:
 
     from enforcement.signatures import DEFAULT_RULES as INLINE
     from enforcement.signatures import lint as lint_inline
+    from enforcement.toolrules import DEFAULT_TOOL_RULES as TOOLS
+    from enforcement.toolrules import lint as lint_tools
     from models.rules import DEFAULT_RULES as DETECTION
     from models.rules import lint as lint_detection
 
     if args.paths:
-        jobs = [(Path(p), lint_detection if args.detection else lint_inline) for p in args.paths]
+        jobs = [(Path(p), lint_detection if args.detection else lint_tools if args.tools else lint_inline) for p in args.paths]
     else:
-        jobs = ([] if args.detection else [(INLINE, lint_inline)]) + ([] if args.inline else [(DETECTION, lint_detection)])
+        packs = [(INLINE, lint_inline, args.inline), (DETECTION, lint_detection, args.detection), (TOOLS, lint_tools, args.tools)]
+        chosen = [(path, lint) for path, lint, only in packs if only]
+        jobs = chosen or [(path, lint) for path, lint, _ in packs]
     problems = [problem for path, lint in jobs for problem in lint(path)]
     for problem in problems:
         print(problem)
@@ -114,14 +119,15 @@ def _cmd_rules_lint(args: argparse.Namespace) -> int:
 
 
 def _add_rules(sub: Any) -> None:
-    p = sub.add_parser("rules", help="inline signatures and detection rules: lint",
-                       description="Check rule files: inline signatures (enforcement/rules/inline/) and detection rules (models/rules/); every error as file:line.")
+    p = sub.add_parser("rules", help="inline signatures, detection rules and MCP tool rules: lint",
+                       description="Check rule files: inline signatures (enforcement/rules/inline/), detection rules (models/rules/) and MCP tool-poisoning rules (enforcement/rules/tools/); every error as file:line.")
     rules = p.add_subparsers(dest="rules_command", metavar="ACTION", required=True)
-    lint = rules.add_parser("lint", help="report every problem in the rule files or directories (default: both shipped packs)")
-    lint.add_argument("paths", nargs="*", help="rule files (YAML) or directories of them (inline signatures unless --detection)")
+    lint = rules.add_parser("lint", help="report every problem in the rule files or directories (default: all three shipped packs)")
+    lint.add_argument("paths", nargs="*", help="rule files (YAML) or directories of them (inline signatures unless --detection or --tools)")
     kind = lint.add_mutually_exclusive_group()
     kind.add_argument("--inline", action="store_true", help="only inline signature rules")
     kind.add_argument("--detection", action="store_true", help="only detection rules (threshold detectors over the feature table)")
+    kind.add_argument("--tools", action="store_true", help="only MCP tool-poisoning rules (enforcement/rules/tools/)")
     lint.set_defaults(func=_cmd_rules_lint)
 
 
@@ -135,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_worker(sub)
     _add_shim(sub)
     _add_rules(sub)
-    for module in ("deploy.policy", "deploy.lab.simulate", "deploy.lab.demo", "deploy.lab.bench", "deploy.lab.evaluate", "deploy.lab.sensitive_eval", "deploy.lab.templating_eval", "deploy.lab.waf_eval", "deploy.lab.redaction_eval", "deploy.collect", "deploy.train"):
+    for module in ("deploy.policy", "deploy.lab.simulate", "deploy.lab.demo", "deploy.lab.bench", "deploy.lab.evaluate", "deploy.lab.sensitive_eval", "deploy.lab.templating_eval", "deploy.lab.waf_eval", "deploy.lab.redaction_eval", "deploy.lab.agents_eval", "deploy.collect", "deploy.train"):
         try:
             __import__(module, fromlist=["add_cli"]).add_cli(sub)
         except ModuleNotFoundError as exc:
