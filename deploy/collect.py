@@ -88,7 +88,23 @@ def build_summarizer(settings: Any) -> Any:
     identity, pods, _watcher = build_identity(ident)
     templater = PathTemplater(specs=load_spec_dir(settings.specs_dir) if settings.specs_dir else None)
     return Summarizer(SummarizerConfig(identity=identity, object_id_key=ident.object_id_key.get_secret_value().encode(),
-                                       keep_raw_path=ident.keep_raw_path, max_body_bytes=settings.max_body_bytes), templater=templater, pods=pods)
+                                       keep_raw_path=ident.keep_raw_path, max_body_bytes=settings.max_body_bytes), templater=templater, pods=pods,
+                      tool_scanner=tool_scanner())
+
+
+def tool_scanner() -> Any:
+    """The scanner of MCP tool definitions the collector runs on every tools/list answer it sees (``enforcement.toolscan``:
+    the shipped rule pack and text model, loaded once)."""
+    from enforcement.toolmodel import load_tool_model
+    from enforcement.toolscan import scan_tool
+
+    model = load_tool_model()
+
+    def scan(tool: Any) -> tuple[bool, float, tuple[str, ...]]:
+        found = scan_tool(tool.name, tool.description, tool.input_schema, model=model)
+        return found.poisoned, found.score, tuple(dict.fromkeys(trait for trait, _ in found.findings))
+
+    return scan
 
 
 def build_sources(settings: Any) -> list[Any]:

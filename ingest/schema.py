@@ -74,10 +74,15 @@ class Destination(_Record):
 
 
 class McpTool(_Record):
-    """One tool a ``tools/list`` answer defined: its name and the hash of its definition (``ingest.mcp``)."""
+    """One tool a ``tools/list`` answer defined: its name, the hash of its definition (``ingest.mcp``) and, where the
+    collector scans definitions (``enforcement.toolscan``), whether it reads as poisoned, its score and the traits
+    found (hidden instructions, secrets, exfiltration, shadowing, obfuscation...)."""
 
     name: str
     hash: str
+    poisoned: bool | None = None
+    score: float | None = None
+    traits: list[str] = Field(default_factory=list)
 
 
 class McpExtras(_Record):

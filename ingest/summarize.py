@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -45,7 +45,7 @@ from ingest.envelope import summary_row
 from ingest.identity import IdentityConfig, IdentityResolver
 from ingest.loginsubject import LOGIN_PATH, login_subject
 from ingest.llm import LlmCall, parse_llm
-from ingest.mcp import McpCall, parse_exchange
+from ingest.mcp import McpCall, ToolDefinition, parse_exchange
 from ingest.idblocks import object_blocks
 from ingest.observation import HttpObservation
 from ingest.templating import STRONG, hash_object_id, id_kind, template_path
@@ -165,12 +165,23 @@ def _login_failed(method: str, template: str, status: int | None, body: bytes | 
     return bool(_FAILURE_FLAGS.search(head) or any(k in head for k in _FAILURE_KEYS))
 
 
+#: a tool-definition scanner: (poisoned, score in [0, 1], traits) of one definition (``enforcement.toolscan`` in a collector)
+ToolScanner = Callable[[ToolDefinition], tuple[bool, float, tuple[str, ...]]]
+_SCANNED_MAX = 4096
+
+
 class Summarizer:
-    """Derives summary rows from observations; keeps only memo state and the templater's learning."""
+    """Derives summary rows from observations; keeps only memo state and the templater's learning.
+
+    ``tool_scanner``, when given, scans each tool definition a ``tools/list`` answer carries (once per definition
+    hash: listings repeat), so summaries say which tools read as poisoned without carrying their text.
+    """
 
     def __init__(self, config: SummarizerConfig | None = None, templater: Templater | None = None,
-                 pods: Any = None):
+                 pods: Any = None, tool_scanner: ToolScanner | None = None):
         self.config = config or SummarizerConfig()
+        self.tool_scanner = tool_scanner
+        self._scanned: dict[str, tuple[bool, float, tuple[str, ...]]] = {}
         self.identities = IdentityResolver(self.config.identity, pods)
         self.templater = templater
         self._rules = {(r.service, r.method, r.path_template): r for r in self.config.outcome_rules}
@@ -259,13 +270,25 @@ class Summarizer:
             trace_id=obs.trace_id,
         )
 
+    def _tool(self, tool: ToolDefinition) -> dict[str, Any]:
+        """A listed tool of the ``mcp`` extras, scanned when a scanner is configured (memoised by definition hash)."""
+        if self.tool_scanner is None:
+            return {"name": tool.name, "hash": tool.hash}
+        found = self._scanned.get(tool.hash)
+        if found is None:
+            if len(self._scanned) >= _SCANNED_MAX:
+                self._scanned.clear()
+            found = self._scanned[tool.hash] = self.tool_scanner(tool)
+        poisoned, score, traits = found
+        return {"name": tool.name, "hash": tool.hash, "poisoned": poisoned, "score": score, "traits": list(traits)}
+
     def _mcp(self, call: McpCall) -> dict[str, Any]:
         """The summary's ``mcp`` extras of a parsed call (session and resource as keyed hashes)."""
         key = self._key
         target = call.prompt if call.prompt is not None else (hash_object_id(call.resource, key) if call.resource else None)
         return {"jsonrpc_method": call.method, "tool_name": call.tool, "tool_hash": None,
                 "session": hash_object_id(call.session, key) if call.session else None, "server": call.server,
-                "tools": [{"name": t.name, "hash": t.hash} for t in call.tools], "target": target,
+                "tools": [self._tool(t) for t in call.tools], "target": target,
                 "error_code": call.error_code, "tool_error": call.tool_error}
 
     def summarize_many(self, observations: Iterable[HttpObservation]) -> list[dict[str, Any]]:

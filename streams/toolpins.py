@@ -10,7 +10,10 @@ hash) and keeps, per MCP server (the destination service) and tool name, the
   (``ToolPinConfig.allowed``: service -> tool -> hash), which is never learned
   over: with one, every undeclared tool is new;
 * a pinned tool listed with another hash is a **rug-pull** (``tool_rug_pull``),
-  a tool not pinned after the learning is a **new tool** (``tool_new``): each a
+  a tool not pinned after the learning is a **new tool** (``tool_new``), and a
+  definition the collector's scanner found poisoned (``McpTool.poisoned``,
+  ``enforcement.toolscan``) is **tool poisoning** (``tool_poisoning``) at once,
+  learning or not, unless that very definition was approved: each a
   ``Detection`` whose subject is the tool itself (kind ``tool``, value
   ``<service>/<tool>``), so the verdict denies every agent's ``tools/call`` of
   it (``enforcement.decision``) until someone approves the definition
@@ -56,8 +59,20 @@ class ToolPinConfig:
             raise ValueError(f"ToolPinConfig.max_tools={self.max_tools} must be >= 1")
 
 
-def _listed(table: pa.Table) -> list[tuple[float, str, str | None, str, str]]:
-    """(time, service, namespace, tool, hash) of every tool a successful tools/list answer in the table defined."""
+@dataclass(frozen=True)
+class _Listed:
+    t: float
+    service: str
+    namespace: str | None
+    tool: str
+    digest: str
+    poisoned: bool = False
+    score: float = 0.0
+    traits: tuple[str, ...] = ()
+
+
+def _listed(table: pa.Table) -> list[_Listed]:
+    """Every tool a successful tools/list answer in the table defined, with the collector's scan of it."""
     if "mcp" not in table.column_names or table.column("mcp").null_count == table.num_rows:
         return []
     listing = pc.equal(pc.struct_field(table.column("mcp"), "jsonrpc_method"), "tools/list")
@@ -75,7 +90,8 @@ def _listed(table: pa.Table) -> list[tuple[float, str, str | None, str, str]]:
         service = (where or {}).get("service") or "-"
         for tool in extras["tools"]:
             if tool and tool.get("name") and tool.get("hash"):
-                out.append((float(t), service, (where or {}).get("namespace"), str(tool["name"]), str(tool["hash"])))
+                out.append(_Listed(float(t), service, (where or {}).get("namespace"), str(tool["name"]), str(tool["hash"]),
+                                   bool(tool.get("poisoned")), float(tool.get("score") or 0.0), tuple(tool.get("traits") or ())))
     return out
 
 
@@ -87,6 +103,7 @@ class ToolPins:
         self.pins: dict[tuple[str, str], str] = {}
         self.servers: dict[str, float] = {}  # service -> first tools/list seen
         self.issued: dict[tuple[str, str], tuple[str, float]] = {}  # (service, tool) -> (hash flagged, when)
+        self.approved: set[tuple[str, str, str]] = set()  # (service, tool, hash) accepted as they are, poisoned or not
         self.evicted = 0
         for service, tools in self.config.allowed.items():
             for tool, digest in tools.items():
@@ -96,41 +113,49 @@ class ToolPins:
         """Accept a definition: it becomes the tool's pin and its detection is forgotten."""
         self.pins[(service, tool)] = digest
         self.issued.pop((service, tool), None)
+        self.approved.add((service, tool, digest))
 
     def update(self, table: pa.Table) -> list[Detection]:
         """Fold a batch of summaries; the detections of tools listed with a definition that is not their pin."""
         out: list[Detection] = []
-        for t, service, namespace, tool, digest in _listed(table):
-            detection = self._check(t, service, namespace, tool, digest)
+        for listed in _listed(table):
+            detection = self._check(listed)
             if detection is not None:
                 out.append(detection)
         self._evict()
         return out
 
-    def _check(self, t: float, service: str, namespace: str | None, tool: str, digest: str) -> Detection | None:
-        key = (service, tool)
-        first = self.servers.setdefault(service, t)
+    def _check(self, x: _Listed) -> Detection | None:
+        key, digest = (x.service, x.tool), x.digest
+        first = self.servers.setdefault(x.service, x.t)
         pinned = self.pins.get(key)
-        if pinned == digest:
+        poisoned = x.poisoned and (x.service, x.tool, digest) not in self.approved
+        if pinned == digest and not poisoned:
             return None
-        declared = service in self.config.allowed
-        if pinned is None and not declared and t - first <= self.config.learn_s:
-            self.pins[key] = digest  # trust on first use, within the server's learning period
-            return None
+        declared = x.service in self.config.allowed
+        if pinned is None and not declared and x.t - first <= self.config.learn_s:
+            self.pins[key] = digest  # trust on first use, within the server's learning period (poisoned: pinned, flagged)
+            if not poisoned:
+                return None
+            pinned = digest
         flagged = self.issued.get(key)
-        if flagged is not None and flagged[0] == digest and t - flagged[1] < self.config.verdict_ttl_s / 2:
+        if flagged is not None and flagged[0] == digest and x.t - flagged[1] < self.config.verdict_ttl_s / 2:
             return None
-        self.issued[key] = (digest, t)
-        if pinned is None:
-            kind, score, evidence = "tool_new", 0.8, (f"tool {tool!r} of MCP server {service!r} first listed "
-                                                       f"{t - first:.0f} s after the server's first tools/list"
-                                                       f"{' and not in its allow-list' if declared else ''} (definition {digest[:12]})")
+        self.issued[key] = (digest, x.t)
+        scanned = f"; reads as poisoned (score {x.score:.2f}: {', '.join(x.traits) or 'model'})" if poisoned else ""
+        if pinned == digest:
+            kind, score = "tool_poisoning", max(0.9, x.score)
+            evidence = f"definition of tool {x.tool!r} of MCP server {x.service!r} ({digest[:12]}){scanned}"
+        elif pinned is None:
+            kind, score = "tool_new", 0.9 if poisoned else 0.8
+            evidence = (f"tool {x.tool!r} of MCP server {x.service!r} first listed {x.t - first:.0f} s after the server's first "
+                        f"tools/list{' and not in its allow-list' if declared else ''} (definition {digest[:12]}){scanned}")
         else:
-            kind, score, evidence = "tool_rug_pull", 1.0, (f"definition of tool {tool!r} of MCP server {service!r} changed: "
-                                                           f"pinned {pinned[:12]}, listed {digest[:12]}")
-        return Detection(actor=f"{service}/{tool}", attack_class=kind, score=score,
+            kind, score = "tool_rug_pull", 1.0
+            evidence = f"definition of tool {x.tool!r} of MCP server {x.service!r} changed: pinned {pinned[:12]}, listed {digest[:12]}{scanned}"
+        return Detection(actor=f"{x.service}/{x.tool}", attack_class=kind, score=score,
                          reasons=(Reason(detector=f"mcp-{kind.replace('_', '-')}", score=score, evidence=evidence),),
-                         evidence_time=t, destination_namespace=namespace, destination_service=service, features={},
+                         evidence_time=x.t, destination_namespace=x.namespace, destination_service=x.service, features={},
                          subject_kind="tool", action="block", ttl_s=self.config.verdict_ttl_s)
 
     def _evict(self) -> None:
@@ -146,13 +171,15 @@ class ToolPins:
             for k in gone:
                 del self.pins[k]
                 self.issued.pop(k, None)
+            self.approved = {a for a in self.approved if a[0] != service}
             del self.servers[service]
             self.evicted += len(gone)
 
     def export(self) -> bytes:
         """Pins, servers and issued detections as JSON."""
         doc: dict[str, Any] = {"pins": [[s, t, h] for (s, t), h in self.pins.items()], "servers": self.servers,
-                               "issued": [[s, t, h, w] for (s, t), (h, w) in self.issued.items()], "evicted": self.evicted}
+                               "issued": [[s, t, h, w] for (s, t), (h, w) in self.issued.items()], "evicted": self.evicted,
+                               "approved": sorted(self.approved)}
         return json.dumps(doc, sort_keys=True).encode()
 
     def restore(self, blob: bytes) -> None:
@@ -164,3 +191,4 @@ class ToolPins:
         self.servers = {str(k): float(v) for k, v in doc.get("servers", {}).items()}
         self.issued = {(s, t): (h, float(w)) for s, t, h, w in doc.get("issued", [])}
         self.evicted = int(doc.get("evicted", 0))
+        self.approved = {(s, t, h) for s, t, h in doc.get("approved", [])}

@@ -22,7 +22,7 @@ opt_int64 = st.none() | int64
 sources = st.builds(Source, workload=opt_texts, namespace=opt_texts, pod=opt_texts, ip=opt_texts, external=st.booleans())
 destinations = st.builds(Destination, service=texts, namespace=opt_texts, host=opt_texts, port=opt_int64, external=st.booleans())
 mcp_extras = st.builds(McpExtras, jsonrpc_method=opt_texts, tool_name=opt_texts, tool_hash=opt_texts, session=opt_texts,
-                       server=opt_texts, tools=st.lists(st.builds(McpTool, name=texts, hash=texts), max_size=3), target=opt_texts,
+                       server=opt_texts, tools=st.lists(st.builds(McpTool, name=texts, hash=texts, poisoned=st.none() | st.booleans(), score=st.none() | floats, traits=st.lists(texts, max_size=2)), max_size=3), target=opt_texts,
                        error_code=opt_int64, tool_error=st.none() | st.booleans())
 llm_extras = st.builds(LlmExtras, model=opt_texts, input_tokens=opt_int64, output_tokens=opt_int64, operation=opt_texts,
                        tools_offered=opt_int64, tool_calls=st.lists(texts, max_size=3), sent_sensitive=opt_int64,
