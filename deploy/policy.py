@@ -31,7 +31,7 @@ from kafka.errors import KafkaError
 
 from ingest import POLICY, Policy
 from ingest.errors import SettingsError
-from ingest.policyfile import DEFAULT_POLICY_NAME, PolicyTracker, encode_snapshot, load_policy_file, next_snapshot, with_mode
+from ingest.policyfile import DEFAULT_POLICY_NAME, PolicyTracker, encode_snapshot, load_policy_file, next_snapshot, with_mode, with_tool_approved
 from ingest.schema import Mode
 
 __all__ = ["DEFAULT_BOOTSTRAP", "add_cli", "apply_file", "main", "publish_policy", "read_policy", "set_mode"]
@@ -147,6 +147,23 @@ def apply_file(bootstrap: str, path: Path, *, dry_run: bool = False, timeout_s: 
     return snapshot
 
 
+def approve_tool(bootstrap: str, tool: str, digest: str, name: str = DEFAULT_POLICY_NAME, *, dry_run: bool = False,
+                 timeout_s: float = 10.0) -> Policy:
+    """Approve one MCP tool definition: publish the next snapshot with it in ``approved_tools`` (workers pin it and
+    stop flagging it), then lift the tool's verdict on the verdict topic so shims allow its calls again."""
+    snapshot = with_tool_approved(read_policy(bootstrap, name, timeout_s) or Policy(name=name), tool, digest)
+    if not dry_run:
+        _publish_checked(bootstrap, snapshot, timeout_s)
+        from ingest import VERDICTS
+
+        producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", client_id=_CLIENT_ID, bootstrap_timeout_ms=int(timeout_s * 1000))
+        try:
+            producer.send(VERDICTS.name, key=f"tool:{tool}".encode(), value=None).get(timeout=timeout_s)
+        finally:
+            producer.close()
+    return snapshot
+
+
 def _target(args: argparse.Namespace) -> str | None:
     if args.service is not None and "/" not in args.service:
         raise SettingsError(f"--service={args.service!r}: expected namespace/service, e.g. shop/orders")
@@ -185,6 +202,14 @@ def _cmd_set(args: argparse.Namespace) -> int:
 def _cmd_apply(args: argparse.Namespace) -> int:
     snapshot = apply_file(args.bootstrap, args.file, dry_run=args.dry_run, timeout_s=args.timeout)
     _print(snapshot, f"{'would publish' if args.dry_run else 'published'} policy {snapshot.name!r} version {snapshot.version} from {args.file} on {POLICY.name}")
+    return 0
+
+
+@_kafka_errors
+def _cmd_approve_tool(args: argparse.Namespace) -> int:
+    snapshot = approve_tool(args.bootstrap, args.tool, args.hash, args.name, dry_run=args.dry_run, timeout_s=args.timeout)
+    _print(snapshot, f"{'would publish' if args.dry_run else 'published'} policy {snapshot.name!r} version {snapshot.version} "
+                     f"(tool {args.tool} approved at {args.hash[:12]}) on {POLICY.name}{'' if args.dry_run else ' and lifted its verdict'}")
     return 0
 
 
@@ -234,6 +259,20 @@ def _add_show(sub: Any) -> None:
     p.set_defaults(func=_cmd_show)
 
 
+def _add_approve_tool(sub: Any) -> None:
+    p = sub.add_parser("approve-tool", help="accept an MCP tool's definition (after a rug-pull, new-tool or poisoning verdict)",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Add <service>/<tool> -> definition hash to the policy's approved_tools and publish the next\n"
+                                   "snapshot: workers pin that definition and stop flagging it; then lift the tool's verdict on\n"
+                                   "the verdict topic so shims allow its calls again. The hash is the 64-hex definition hash of the\n"
+                                   "api.inventory.v1 record 'mcp-tool <service>/<tool>' (its first 12 digits are in the finding).")
+    p.add_argument("tool", metavar="SERVICE/TOOL", help="the tool, as the verdict names it, e.g. mcp-orders/send_invoice")
+    p.add_argument("hash", metavar="HASH", help="the definition hash to approve (sha256, 64 hex digits)")
+    p.add_argument("--dry-run", action="store_true", help="print the snapshot that would be published; publish nothing")
+    _common(p)
+    p.set_defaults(func=_cmd_approve_tool)
+
+
 def add_cli(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``policy set|show|apply`` on an ``ArgumentParser.add_subparsers()`` object."""
     policy: argparse.ArgumentParser = subparsers.add_parser(
@@ -245,10 +284,11 @@ def add_cli(subparsers: Any) -> argparse.ArgumentParser:
         return 2
 
     policy.set_defaults(func=show_help)
-    sub = policy.add_subparsers(title="commands", metavar="{set,show,apply}")
+    sub = policy.add_subparsers(title="commands", metavar="{set,show,apply,approve-tool}")
     _add_set(sub)
     _add_show(sub)
     _add_apply(sub)
+    _add_approve_tool(sub)
     return policy
 
 

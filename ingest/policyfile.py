@@ -227,6 +227,17 @@ def next_snapshot(current: Policy | None, loaded: LoadedPolicy) -> Policy:
     return check_policy(proposed.model_copy(update={"version": str(base + 1)}))
 
 
+def with_tool_approved(current: Policy, tool: str, digest: str) -> Policy:
+    """``current`` with an MCP tool's definition approved (``<service>/<tool>`` -> sha256 hex) and its version bumped."""
+    service, _, name = tool.partition("/")
+    if not service or not name:
+        raise SettingsError(f"tool={tool!r}: expected <service>/<tool>, e.g. mcp-orders/send_invoice")
+    if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+        raise SettingsError(f"hash={digest!r}: expected the 64 hex digits of the definition hash (the inventory's mcp-tool record)")
+    approved = {**current.approved_tools, tool: digest}
+    return check_policy(current.model_copy(update={"approved_tools": approved, "version": str(version_of(current) + 1)}))
+
+
 @dataclass(frozen=True)
 class PolicyUpdate:
     """What one record of the policy topic did: the result, the policy in force after it, and why."""

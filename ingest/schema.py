@@ -274,6 +274,9 @@ class Policy(_Record):
         description="attack class -> verdict action; unnamed classes are blocked (e.g. exfiltration: redact, credential_abuse: throttle)",
     )
     user_expected_principals: list[str] = Field(default_factory=list)
+    approved_tools: dict[str, str] = Field(default_factory=dict, description=(
+        "'<service>/<tool>' -> the sha256 definition hash approved for that MCP tool: the workers pin it and never flag "
+        "it (kubeward policy approve-tool)"))
 
     def mode_for(self, namespace: str | None, service: str | None) -> Mode:
         """The mode that applies to a destination: service entry, then namespace entry, then default."""

@@ -212,6 +212,7 @@ class Pipeline:
             if loaded is not None and loaded.detector is not proc.model:
                 loaded.detector.mode = self.settings.model_mode  # type: ignore[attr-defined]
                 proc.use_models([loaded.detector])
+        self.tools.apply_approvals(self.settings.policy.approved_tools)
         out.detections = proc.process(table) + self.tools.update(table)
         out.rows, out.newest_time = table.num_rows, proc.newest_time
         self._pending.append(table)

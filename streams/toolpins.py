@@ -115,6 +115,13 @@ class ToolPins:
         self.issued.pop((service, tool), None)
         self.approved.add((service, tool, digest))
 
+    def apply_approvals(self, approved: Mapping[str, str]) -> None:
+        """Approve the policy's ``approved_tools`` (``<service>/<tool>`` -> definition hash) not approved yet."""
+        for tool, digest in approved.items():
+            service, _, name = tool.partition("/")
+            if name and (service, name, digest) not in self.approved:
+                self.approve(service, name, digest)
+
     def update(self, table: pa.Table) -> list[Detection]:
         """Fold a batch of summaries; the detections of tools listed with a definition that is not their pin."""
         out: list[Detection] = []

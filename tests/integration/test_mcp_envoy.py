@@ -15,7 +15,7 @@ import pytest
 
 from deploy.lab.waf_bench import start_kubeward_envoy
 from deploy.runtime.process import free_port, start_shim, stop_process
-from ingest import VERDICTS, Reason, Subject, Verdict, sign_verdict
+from ingest import VERDICTS, Policy, Reason, Subject, Verdict, sign_verdict
 from tests.mcpserver import Exchange, serving
 
 pytestmark = pytest.mark.integration
@@ -109,3 +109,14 @@ def test_a_tool_verdict_denies_that_tool_to_every_agent_through_envoy(plane: tup
     status, added = _call(agent, "add", {"a": 2, "b": 3})
     assert status == 200 and added is not None and added.result_text == "5" and tools.calls["add"] == 1
     assert agent.call("tools/list") is not None
+
+    # an operator approves the definition: the policy snapshot names it and the tool's verdict is lifted
+    from deploy.policy import approve_tool, read_policy
+
+    digest = next(t.hash for t in listed.tools if t.name == "send_invoice")
+    approve_tool(kafka_bootstrap, "orders/send_invoice", digest)
+    assert (read_policy(kafka_bootstrap) or Policy()).approved_tools["orders/send_invoice"] == digest
+    deadline = time.time() + 20
+    while _call(agent, "send_invoice", {"order_id": 11})[0] != 200 and time.time() < deadline:
+        time.sleep(0.2)
+    assert _call(agent, "send_invoice", {"order_id": 12})[0] == 200, "the approval did not lift the verdict within 20 s"

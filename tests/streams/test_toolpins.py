@@ -212,3 +212,22 @@ def test_the_collectors_scanner_marks_poisoned_definitions_of_a_real_server() ->
     assert tools["note"].poisoned and tools["note"].traits and not tools["add"].poisoned
     pins = ToolPins(ToolPinConfig(learn_s=600))
     assert run(pins, summarizer.summarize(obs)) == [("tool_poisoning", "mcp-notes/note")]
+
+
+def test_approvals_in_the_policy_reach_the_pins() -> None:
+    from ingest.policyfile import with_tool_approved
+    from ingest.errors import SettingsError
+
+    digest = "ab" * 32
+    policy = with_tool_approved(Policy(), "mcp-orders/add", digest)
+    assert policy.approved_tools == {"mcp-orders/add": digest} and policy.version == "2"
+    for tool, bad in (("add", digest), ("mcp-orders/add", "abc"), ("mcp-orders/add", "zz" * 32)):
+        with pytest.raises(SettingsError):
+            with_tool_approved(Policy(), tool, bad)
+    settings = WorkerSettings(verdict_key="toolpin-test-key", mcp_learn_s=0.0, policy=policy)
+    pipeline = Pipeline(settings, "l7.summaries.v1")
+    pipeline.handle(0, encode_rows([listing(0, {"sub": "h0"})]), 0, T0 + 1)
+    out = pipeline.handle(0, encode_rows([poisoned_listing(10, {"add": (digest, True), "sub": ("h0", False)})]), 1, T0 + 11)
+    assert out.verdicts == []  # new and poisoned, but that very definition is approved
+    out = pipeline.handle(0, encode_rows([listing(20, {"add": "cd" * 32})]), 2, T0 + 21)
+    assert [v.subject.value for v in out.verdicts] == ["mcp-orders/add"]  # a different definition is not
