@@ -11,6 +11,7 @@ happened (``would``) and the status stays 200. No model runs here.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -113,32 +114,60 @@ def _from_verdict(key: str, hit: CachedVerdict, buckets: TokenBuckets, now: floa
     return Decision(403 if enforce else 200, "deny", enforce, hit.reason, None, (), hit.verdict_id)
 
 
-def called_tools(req: RequestView) -> tuple[str, ...]:
-    """The MCP tools a request calls: the ``params.name`` of each JSON-RPC 2.0 ``tools/call`` in its body (an
-    object or a batch), at most 16; () for anything else. The body is parsed once per request (``json_document``)."""
-    from enforcement.requestparts import json_document  # (requestparts imports this module)
+#: JSON-RPC messages read per request body for the tools it calls; a longer batch is read as "any tool"
+MAX_MESSAGES = 256
 
+
+def _pairs(items: list[tuple[str, Any]]) -> list[tuple[str, Any]]:
+    return items  # every (key, value) of a JSON object, duplicates and order kept
+
+
+def called_tools(req: RequestView) -> tuple[str, ...] | None:
+    """The MCP tools a request may call: every ``params.name`` of each JSON-RPC ``tools/call`` in its body (an object
+    or a batch); () for a request that calls none; ``None`` when the body cannot be read for it (not JSON as a lenient
+    parser reads it, cut at the data plane's body limit, or a batch of more than ``MAX_MESSAGES``), which the caller
+    takes as "any tool".
+
+    Servers differ in how they read JSON: some match keys regardless of case or take the first of duplicate keys,
+    some accept ``NaN``; so every key spelled ``method``, ``params`` or ``name`` in any case counts, duplicates
+    included, and the body is parsed by Python's lenient parser with every key kept.
+    """
     if req.method != "POST" or not req.body:
         return ()
-    parsed, doc = json_document(req)
-    if not parsed:
-        return ()
-    names = []
-    for message in (doc if isinstance(doc, list) else [doc])[:16]:
-        if isinstance(message, dict) and message.get("jsonrpc") == "2.0" and message.get("method") == "tools/call":
-            params = message.get("params")
-            name = params.get("name") if isinstance(params, dict) else None
-            if isinstance(name, str):
-                names.append(name)
+    if req.body_truncated:
+        return None
+    try:
+        doc = json.loads(req.body, object_pairs_hook=_pairs)
+    except (ValueError, UnicodeDecodeError, RecursionError):
+        return None
+    messages = doc if isinstance(doc, list) and (not doc or isinstance(doc[0], list)) else [doc]
+    if len(messages) > MAX_MESSAGES:
+        return None
+    names: dict[str, None] = {}
+    for message in messages:
+        if not isinstance(message, list):
+            continue
+        fields = [(k.lower(), v) for k, v in message if isinstance(k, str)]
+        if not any(k == "method" and isinstance(v, str) and v.strip().lower() == "tools/call" for k, v in fields):
+            continue
+        for key, params in fields:
+            if key == "params" and isinstance(params, list):
+                for item in params:
+                    if isinstance(item, tuple) and isinstance(item[0], str) and item[0].lower() == "name" and isinstance(item[1], str):
+                        names.setdefault(item[1], None)
     return tuple(names)
 
 
 def lookup_keys(req: RequestView, cache: VerdictCache) -> tuple[str, ...]:
-    """The request's subject keys, plus ``tool:<service>/<tool>`` for each MCP tool it calls while any tool verdict
-    is cached (a rug-pulled or unapproved tool is denied to every agent)."""
+    """The request's subject keys, plus ``tool:<service>/<tool>`` for each MCP tool it calls when its service has a
+    tool verdict (a rug-pulled or unapproved tool is denied to every agent); every tool verdict of the service when
+    the body cannot be read for the tools it calls. Other requests pay one dictionary probe."""
     keys = req.subject_keys()
-    if cache.tools:
-        keys += tuple(f"tool:{req.service or '-'}/{name}" for name in called_tools(req))
+    if cache.tools and req.method == "POST":
+        tools = cache.tools.get(req.service or "-")
+        if tools:
+            names = called_tools(req)
+            keys += tuple(tools) if names is None else tuple(f"tool:{req.service or '-'}/{name}" for name in names)
     return keys
 
 

@@ -118,25 +118,30 @@ def _int(value: Any) -> int | None:
 
 def _usage(answers: list[dict[str, Any]]) -> tuple[int | None, int | None]:
     for answer in reversed(answers):
-        usage = answer.get("usage") or (answer.get("response") or {}).get("usage") if isinstance(answer, dict) else None
+        response = answer.get("response")
+        usage = answer.get("usage") or (response.get("usage") if isinstance(response, dict) else None)
         if isinstance(usage, dict):
             return (_int(usage.get("prompt_tokens", usage.get("input_tokens"))),
                     _int(usage.get("completion_tokens", usage.get("output_tokens"))))
     return None, None
 
 
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
 def _tool_calls(answers: list[dict[str, Any]]) -> tuple[str, ...]:
     names: dict[str, None] = {}
     for answer in answers:
-        for choice in answer.get("choices") or ():
+        for choice in _list(answer.get("choices")):
             if not isinstance(choice, dict):
                 continue
             message = choice.get("message") or choice.get("delta") or {}
-            for call in (message.get("tool_calls") or ()) if isinstance(message, dict) else ():
+            for call in _list(message.get("tool_calls")) if isinstance(message, dict) else ():
                 function = call.get("function") if isinstance(call, dict) else None
                 if isinstance(function, dict) and isinstance(function.get("name"), str):
                     names.setdefault(function["name"], None)
-        for item in answer.get("output") or ():  # the responses API
+        for item in _list(answer.get("output")):  # the responses API
             if isinstance(item, dict) and item.get("type") == "function_call" and isinstance(item.get("name"), str):
                 names.setdefault(item["name"], None)
     return tuple(names)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -40,6 +41,11 @@ MAX_TEXT = 65_536
 MAX_TOOLS = 512
 #: events read per SSE stream
 _MAX_EVENTS = 256
+_LINES = re.compile(r"\r\n|\r|\n")
+#: JSON-RPC methods of MCP (by prefix): a body with another method is not taken for MCP (a JSON-RPC field added to a
+#: REST body must not hide its answer from the other detectors)
+MCP_METHODS = ("initialize", "ping", "tools/", "resources/", "prompts/", "notifications/", "completion/", "logging/",
+               "sampling/", "roots/", "elicitation/", "tasks/")
 
 
 @dataclass(frozen=True)
@@ -92,7 +98,7 @@ def _sse_payloads(text: str) -> list[str]:
     """The data of each event of an SSE stream (multi-line data joined with newlines)."""
     out: list[str] = []
     data: list[str] = []
-    for line in text.splitlines():
+    for line in _LINES.split(text):  # SSE ends lines with CR, LF or CRLF only (not U+2028, NEL...: str.splitlines)
         if not line:
             if data:
                 out.append("\n".join(data))
@@ -139,22 +145,26 @@ def jsonrpc_messages(body: bytes | None, content_type: str | None = None) -> lis
 def _text_of(result: Mapping[str, Any]) -> list[str]:
     """The text a tools/call, resources/read or prompts/get result carries to the model."""
     parts: list[str] = []
-    for item in result.get("content") or ():  # tools/call
+    for item in _list(result.get("content")):  # tools/call
         if isinstance(item, dict) and isinstance(item.get("text"), str):
             parts.append(item["text"])
-    for item in result.get("contents") or ():  # resources/read
+    for item in _list(result.get("contents")):  # resources/read
         if isinstance(item, dict) and isinstance(item.get("text"), str):
             parts.append(item["text"])
-    for message in result.get("messages") or ():  # prompts/get
+    for message in _list(result.get("messages")):  # prompts/get
         content = message.get("content") if isinstance(message, dict) else None
         if isinstance(content, dict) and isinstance(content.get("text"), str):
             parts.append(content["text"])
     return parts
 
 
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
 def _tools_of(result: Mapping[str, Any]) -> tuple[ToolDefinition, ...]:
     tools = []
-    for item in (result.get("tools") or ())[:MAX_TOOLS]:
+    for item in _list(result.get("tools"))[:MAX_TOOLS]:
         if not isinstance(item, dict) or not isinstance(item.get("name"), str):
             continue
         description = item["description"] if isinstance(item.get("description"), str) else ""
@@ -173,7 +183,7 @@ def parse_exchange(request_headers: Mapping[str, str], request_body: bytes | Non
     """The ``McpCall`` of one HTTP exchange, or ``None`` when its request is not JSON-RPC 2.0 (see the module docstring)."""
     requests = jsonrpc_messages(request_body, _header(request_headers, "content-type"))
     first = next((m for m in requests if isinstance(m.get("method"), str)), None)
-    if first is None:
+    if first is None or not first["method"].startswith(MCP_METHODS):
         return None
     method, params = first["method"], first.get("params")
     response_headers = response_headers or {}

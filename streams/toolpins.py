@@ -49,7 +49,9 @@ class ToolPinConfig:
     learn_s: float = 300.0
     allowed: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
     verdict_ttl_s: float = 30 * 86_400.0
-    max_tools: int = 100_000
+    #: pins (and flagged definitions) kept; the checkpoint is one changelog record of ~100 B per pin, under Kafka's
+    #: 1 MiB default message size at this budget
+    max_tools: int = 5_000
 
     def __post_init__(self) -> None:
         for name in ("learn_s", "verdict_ttl_s"):
@@ -166,7 +168,13 @@ class ToolPins:
                          subject_kind="tool", action="block", ttl_s=self.config.verdict_ttl_s)
 
     def _evict(self) -> None:
-        """Drop the oldest servers' pins past ``max_tools`` (allow-listed servers are kept)."""
+        """Drop the oldest flagged definitions past ``max_tools``, and the oldest servers' pins past it (allow-listed
+        servers are kept)."""
+        if len(self.issued) > self.config.max_tools:
+            oldest = sorted(self.issued, key=lambda k: self.issued[k][1])[: len(self.issued) - self.config.max_tools]
+            for key in oldest:
+                del self.issued[key]
+            self.evicted += len(oldest)
         if len(self.pins) <= self.config.max_tools:
             return
         for service in sorted(self.servers, key=self.servers.__getitem__):

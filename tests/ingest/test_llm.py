@@ -86,3 +86,11 @@ def test_the_summariser_counts_sensitive_data_sent_to_a_model(model: StubModel) 
     assert summary.llm is not None and summary.llm.operation == "chat" and summary.llm.model == "gpt-stub"
     assert summary.llm.sent_sensitive == 2 and set(summary.llm.sent_types) == {"email", "ssn"}
     assert summary.mcp is None and summary.object_ids == []
+
+
+@pytest.mark.parametrize("answer", [{"choices": 1}, {"output": 3}, {"response": "x"}, {"choices": [{"message": {"tool_calls": 5}}]},
+                                    {"usage": {"prompt_tokens": "many"}}])
+def test_answers_of_the_wrong_shape_never_raise(answer: dict[str, object]) -> None:
+    call = parse_llm("POST", "/v1/chat/completions", b'{"model": "m", "messages": [{"role": "user", "content": 1}]}', {},
+                     json.dumps(answer).encode())
+    assert call is not None and call.tool_calls == ()

@@ -66,8 +66,9 @@ def test_a_real_sdk_session_is_parsed_call_by_call(mcp_server: str) -> None:
     assert read is not None and read.resource == "docs://handbook" and "five days" in read.result_text
     prompt = x.call("prompts/get", {"name": "summarise", "arguments": {"topic": "refund"}})
     assert prompt is not None and prompt.prompt == "summarise" and "refund policy" in prompt.result_text
-    unknown = x.call("no/such/method")
+    unknown = x.call("tools/no-such-method")
     assert unknown is not None and unknown.error_code == -32601
+    assert x.call("no/such/method") is None  # not an MCP method: the call stays an HTTP call
 
 
 def test_batches_notifications_and_sse_events_are_read() -> None:
@@ -141,3 +142,26 @@ def test_the_summariser_derives_mcp_extras_and_counts_what_flows_to_the_model(mc
     plain = Summarizer().summarize(HttpObservation(time=1.0, method="POST", path="/orders", reporter="ext_proc",
                                                    request_body=b'{"item": 3}', headers={"content-type": "application/json"}))
     assert plain["mcp"] is None
+
+
+def test_a_jsonrpc_field_in_a_rest_body_does_not_make_it_mcp() -> None:
+    """(Review) A REST search answering 50 e-mails keeps its answer for the other detectors."""
+    body = b'{"jsonrpc": "2.0", "method": "search", "q": "ann"}'
+    assert parse_exchange({"content-type": "application/json"}, body, {"content-type": "application/json"}, b'{"hits": []}') is None
+
+
+def test_sse_lines_end_only_at_cr_or_lf() -> None:
+    """(Review) A description with U+2028 or NEL stays one line: the listing is still read."""
+    tool = {"name": "t", "description": "line one\u2028line two\x85three", "inputSchema": {"type": "object"}}
+    answer = ("event: message\r\ndata: " + json.dumps({"jsonrpc": "2.0", "id": 1, "result": {"tools": [tool]}}, ensure_ascii=False)
+              + "\r\n\r\n").encode()
+    got = parse_exchange({}, b'{"jsonrpc":"2.0","id":1,"method":"tools/list"}', {"content-type": "text/event-stream"}, answer)
+    assert got is not None and [t.description for t in got.tools] == ["line one\u2028line two\x85three"]
+
+
+@pytest.mark.parametrize("result", [{"content": 1}, {"contents": "x"}, {"messages": 7}, {"tools": {"a": 1}}, {"content": [1, None, {"text": 3}]}])
+def test_answers_of_the_wrong_shape_are_read_as_empty(result: dict[str, Any]) -> None:
+    answer = json.dumps({"jsonrpc": "2.0", "id": 1, "result": result}).encode()
+    for method in ("tools/call", "resources/read", "prompts/get", "tools/list"):
+        got = parse_exchange({}, json.dumps({"jsonrpc": "2.0", "id": 1, "method": method}).encode(), {}, answer)
+        assert got is not None and got.result_text == "" and got.tools == ()

@@ -89,7 +89,40 @@ def test_called_tools_reads_jsonrpc_bodies_only() -> None:
     assert called_tools(req(call)) == ("send",)
     assert called_tools(req([call, {**call, "params": {"name": "add"}}])) == ("send", "add")
     assert called_tools(req({**call, "method": "tools/list"})) == () and called_tools(req(call, "GET")) == ()
-    assert called_tools(req({"params": {"name": "send"}, "method": "tools/call"})) == () and called_tools(req(None)) == ()
+    assert called_tools(req({"params": {"name": "send"}, "method": "tools/call"})) == ("send",)  # servers may not check "jsonrpc"
+    assert called_tools(req(None)) == () and called_tools(req({"method": "tools/call", "params": ["send"]})) == ()
+
+    def raw(body: bytes, truncated: bool = False) -> RequestView:
+        return RequestView(method="POST", path="/mcp", body=body, body_truncated=truncated)
+
+    # what lenient or case-insensitive servers accept (the third review): every candidate counts
+    assert called_tools(raw(b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"send"},"x":NaN}')) == ("send",)
+    assert called_tools(raw(b'{"jsonrpc":"2.0","id":1,"Method":"tools/call","Params":{"Name":"send"}}')) == ("send",)
+    assert called_tools(raw(b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"add","NAME":"send"}}')) == ("add", "send")
+    assert called_tools(raw(b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"send","name":"add"}}')) == ("send", "add")
+    # unreadable: any tool of the service
+    assert called_tools(raw(b'{"jsonrpc":"2.0","method":"tools/call"', truncated=True)) is None
+    assert called_tools(raw(b'{"jsonrpc":"2.0", oops')) is None
+    assert called_tools(raw(json.dumps([{"jsonrpc": "2.0", "method": "notifications/x"}] * 300).encode())) is None
+
+
+def test_an_unreadable_call_to_a_service_with_tool_verdicts_meets_all_of_them(verdict_factory: Any) -> None:
+    from ingest import Subject
+
+    cache = VerdictCache()
+    cache.apply(verdict_factory(subject=Subject(kind="tool", value="mcp-orders/send"), expires_at=T0 + 900))
+    policy, buckets = Policy(default_mode="enforce"), TokenBuckets()
+
+    def status(service: str, body: bytes, method: str = "POST") -> int:
+        req = RequestView(method=method, path="/mcp", service=service, source_workload="ai/agent", body=body)
+        return decide(req, cache, buckets, _NoInspection(), policy, T0).status
+
+    call = b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"%s"}}'
+    assert status("mcp-orders", call % b"send") == 403 and status("mcp-orders", call % b"add") == 200
+    assert status("mcp-orders", b'{"jsonrpc": "2.0", garbage') == 403  # cannot tell which tool: the service's verdicts
+    assert status("mcp-files", call % b"send") == 200 and status("mcp-files", b"garbage") == 200  # another service
+    cache.remove("tool:mcp-orders/send")
+    assert cache.tools == {} and status("mcp-orders", b"garbage") == 200
 
 
 def test_a_rug_pull_on_a_real_server_is_denied_to_every_agent_before_its_next_call() -> None:
@@ -231,3 +264,16 @@ def test_approvals_in_the_policy_reach_the_pins() -> None:
     assert out.verdicts == []  # new and poisoned, but that very definition is approved
     out = pipeline.handle(0, encode_rows([listing(20, {"add": "cd" * 32})]), 2, T0 + 21)
     assert [v.subject.value for v in out.verdicts] == ["mcp-orders/add"]  # a different definition is not
+
+
+def test_state_stays_within_its_budget_and_one_changelog_record() -> None:
+    """(Review) A server listing a new tool name every time cannot grow the flagged definitions without bound."""
+    pins = ToolPins(ToolPinConfig(learn_s=0, max_tools=50))
+    run(pins, listing(0, {"seed": "h"}))
+    for k in range(300):
+        run(pins, listing(10 + k, {f"tool{k}": f"h{k}"}))
+    assert len(pins.issued) <= 50 and len(pins.pins) <= 50
+    big = ToolPins()
+    for k in range(big.config.max_tools):
+        big.pins[("mcp-orders", f"tool-{k:05d}")] = "ab" * 32
+    assert len(big.export()) < 1 << 20
