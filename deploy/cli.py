@@ -8,8 +8,8 @@
     kubeward eval-sensitive         DEV precision/recall of sensitive-data detection (--bench: us per 2 KB body)
     kubeward eval-waf               DEV recall/false positives of inline inspection per category, offline
     kubeward eval-redaction         DEV precision/recall and cost of inline redaction per type
-    kubeward eval-agents            DEV recall/false positives of MCP tool-poisoning and rug-pull detection
-    kubeward rules lint [FILE...]   check inline signature, detection and MCP tool rule files (every error as file:line)
+    kubeward eval-agents            DEV recall/false positives of MCP tool poisoning, rug pulls and prompt injection
+    kubeward rules lint [FILE...]   check inline signature, detection, MCP tool and prompt rule files (every error as file:line)
     kubeward policy set|show|apply  observe or enforce per namespace/service, for shims and workers at once
     kubeward simulate               simulated cluster traffic to Kafka, Parquet or JSONL
     kubeward demo                   everything together, with live progress and a report
@@ -98,6 +98,8 @@ def _add_shim(sub: Any) -> None:
 def _cmd_rules_lint(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from enforcement.promptrules import DEFAULT_PROMPT_RULES as PROMPT
+    from enforcement.promptrules import lint as lint_prompt
     from enforcement.signatures import DEFAULT_RULES as INLINE
     from enforcement.signatures import lint as lint_inline
     from enforcement.toolrules import DEFAULT_TOOL_RULES as TOOLS
@@ -106,9 +108,11 @@ def _cmd_rules_lint(args: argparse.Namespace) -> int:
     from models.rules import lint as lint_detection
 
     if args.paths:
-        jobs = [(Path(p), lint_detection if args.detection else lint_tools if args.tools else lint_inline) for p in args.paths]
+        chosen_lint = lint_detection if args.detection else lint_tools if args.tools else lint_prompt if args.prompt else lint_inline
+        jobs = [(Path(p), chosen_lint) for p in args.paths]
     else:
-        packs = [(INLINE, lint_inline, args.inline), (DETECTION, lint_detection, args.detection), (TOOLS, lint_tools, args.tools)]
+        packs = [(INLINE, lint_inline, args.inline), (DETECTION, lint_detection, args.detection), (TOOLS, lint_tools, args.tools),
+                 (PROMPT, lint_prompt, args.prompt)]
         chosen = [(path, lint) for path, lint, only in packs if only]
         jobs = chosen or [(path, lint) for path, lint, _ in packs]
     problems = [problem for path, lint in jobs for problem in lint(path)]
@@ -119,15 +123,16 @@ def _cmd_rules_lint(args: argparse.Namespace) -> int:
 
 
 def _add_rules(sub: Any) -> None:
-    p = sub.add_parser("rules", help="inline signatures, detection rules and MCP tool rules: lint",
-                       description="Check rule files: inline signatures (enforcement/rules/inline/), detection rules (models/rules/) and MCP tool-poisoning rules (enforcement/rules/tools/); every error as file:line.")
+    p = sub.add_parser("rules", help="inline signatures, detection rules, MCP tool and prompt rules: lint",
+                       description="Check rule files: inline signatures (enforcement/rules/inline/), detection rules (models/rules/) and MCP tool-poisoning rules (enforcement/rules/tools/) and prompt-injection rules (enforcement/rules/prompt/); every error as file:line.")
     rules = p.add_subparsers(dest="rules_command", metavar="ACTION", required=True)
-    lint = rules.add_parser("lint", help="report every problem in the rule files or directories (default: all three shipped packs)")
-    lint.add_argument("paths", nargs="*", help="rule files (YAML) or directories of them (inline signatures unless --detection or --tools)")
+    lint = rules.add_parser("lint", help="report every problem in the rule files or directories (default: all four shipped packs)")
+    lint.add_argument("paths", nargs="*", help="rule files (YAML) or directories of them (inline signatures unless --detection, --tools or --prompt)")
     kind = lint.add_mutually_exclusive_group()
     kind.add_argument("--inline", action="store_true", help="only inline signature rules")
     kind.add_argument("--detection", action="store_true", help="only detection rules (threshold detectors over the feature table)")
     kind.add_argument("--tools", action="store_true", help="only MCP tool-poisoning rules (enforcement/rules/tools/)")
+    kind.add_argument("--prompt", action="store_true", help="only prompt-injection rules (enforcement/rules/prompt/)")
     lint.set_defaults(func=_cmd_rules_lint)
 
 

@@ -131,8 +131,8 @@ def _compile_error(rule: dict[str, Any], key: str, where: str) -> list[str]:
     return []
 
 
-def _value_errors(rule: dict[str, Any], where: str) -> list[str]:
-    checks = [("status", _STATUSES), ("trait", TRAITS), ("severity", tuple(SEVERITIES))]
+def _value_errors(rule: dict[str, Any], where: str, traits: tuple[str, ...] = TRAITS) -> list[str]:
+    checks = [("status", _STATUSES), ("trait", traits), ("severity", tuple(SEVERITIES))]
     errors = [f"{where}: {k}={rule.get(k)!r}, expected one of {list(valid)}" for k, valid in checks if k in rule and rule[k] not in valid]
     repeat = rule.get("repeat", 1)
     if isinstance(repeat, bool) or repeat not in (1, 2, 3, 4, 5):
@@ -164,23 +164,26 @@ def _behaviour_errors(rule: dict[str, Any], where: str) -> list[str]:
     return errors + [f"{where}: sample miss matches: {s!r}" for s in rule["samples"]["miss"] if compiled.matches(s)]
 
 
-def _rule_errors(rule: Any, where: str) -> list[str]:
+def _rule_errors(rule: Any, where: str, traits: tuple[str, ...] = TRAITS) -> list[str]:
     if not isinstance(rule, dict):
         return [f"{where}: a rule must be a mapping, got {type(rule).__name__}"]
     errors = [f"{where}: unknown key {k!r}" for k in rule if k not in _RULE_KEYS]
     errors += [f"{where}: missing key {k!r}" for k in sorted(_REQUIRED - rule.keys())]
-    errors += _value_errors(rule, where)
+    errors += _value_errors(rule, where, traits)
     errors += _compile_error(rule, "pattern", where) if "pattern" in rule else []
     errors += _compile_error(rule, "unless", where) if "unless" in rule else []
     errors += _sample_errors(rule, where) if "samples" in rule else []
     return errors or _behaviour_errors(rule, where)
 
 
-def lint(path: Path = DEFAULT_TOOL_RULES) -> list[str]:
-    """Every problem in a tool rule file or directory as ``file:line: message`` (empty when it is valid)."""
+def lint(path: Path = DEFAULT_TOOL_RULES, traits: tuple[str, ...] = TRAITS) -> list[str]:
+    """Every problem in a tool rule file or directory as ``file:line: message`` (empty when it is valid).
+
+    ``traits`` are the valid ``trait`` values (another pack over the same format, such as
+    ``enforcement.promptrules``, passes its own)."""
     found, errors = read_rule_files(Path(path), _FILE_KEYS)
     for where, rule in found:
-        errors += _rule_errors(rule, where)
+        errors += _rule_errors(rule, where, traits)
     return errors + duplicate_ids(found)
 
 
@@ -195,9 +198,9 @@ def _rule(rule: dict[str, Any]) -> ToolRule:
     )  # fmt: skip
 
 
-def load_tool_rules(path: Path = DEFAULT_TOOL_RULES) -> ToolRuleSet:
-    """Load and compile a tool rule file or directory; raises ``RuleLoadError`` listing every problem."""
-    errors = lint(path)
+def load_tool_rules(path: Path = DEFAULT_TOOL_RULES, traits: tuple[str, ...] = TRAITS) -> ToolRuleSet:
+    """Load and compile a tool rule file or directory (``traits`` as in ``lint``); raises ``RuleLoadError`` listing every problem."""
+    errors = lint(path, traits)
     if errors:
         raise RuleLoadError("; ".join(errors))
     return ToolRuleSet(tuple(_rule(rule) for _, rule in read_rule_files(Path(path), _FILE_KEYS)[0]))

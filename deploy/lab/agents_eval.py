@@ -1,4 +1,5 @@
-"""``kubeward eval-agents``: DEV figures of MCP tool-poisoning and rug-pull detection (issue 8, item 2).
+"""``kubeward eval-agents``: DEV figures of MCP tool-poisoning and rug-pull detection (issue 8, item 2)
+and of prompt-injection scanning (item 3, section ``prompt_injection``: ``deploy.lab.prompt_eval``).
 
 Reads the labeled tool definitions of ``../shared/datasets/mcp-tools/tools_dev.jsonl``
 (``--dataset``) and runs ``enforcement.toolscan`` on what a detector may see
@@ -241,7 +242,7 @@ def _write(result: dict[str, Any], out: Path) -> None:
     out.write_text(json.dumps(merged, indent=2, sort_keys=True) + "\n")
 
 
-def _cmd(args: argparse.Namespace) -> int:
+def _tools(args: argparse.Namespace) -> dict[str, Any]:
     dataset, rules = Path(args.dataset), load_tool_rules(Path(args.rules))
     rows = read_rows(dataset)
     model: ToolTextModel | None = None
@@ -253,6 +254,15 @@ def _cmd(args: argparse.Namespace) -> int:
     print(f"[eval-agents] {len(rows)} rows of {dataset} (DEV data)", file=sys.stderr, flush=True)
     result = evaluate(rows, rules, model)
     print(format_table(result))
+    return result
+
+
+def _cmd(args: argparse.Namespace) -> int:
+    from deploy.lab import prompt_eval
+
+    result = _tools(args) if args.only in (None, "tools") else {}
+    if args.only in (None, "prompt"):
+        result.update(prompt_eval.run(args))
     _write(result, Path(args.out))
     print(f"[eval-agents] wrote {args.out}", file=sys.stderr)
     return 0
@@ -260,7 +270,7 @@ def _cmd(args: argparse.Namespace) -> int:
 
 def add_cli(sub: Any) -> None:
     """Register ``kubeward eval-agents``."""
-    p = sub.add_parser("eval-agents", help="DEV recall/false positives of MCP tool-poisoning and rug-pull detection",
+    p = sub.add_parser("eval-agents", help="DEV recall/false positives of MCP tool poisoning, rug pulls and prompt injection",
                        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("--dataset", default=str(DATASET), help=f"labeled tool definitions, JSONL (default {DATASET})")
     p.add_argument("--rules", default=str(DEFAULT_TOOL_RULES), help="tool rule file or directory (default: the shipped pack)")
@@ -269,4 +279,8 @@ def add_cli(sub: Any) -> None:
     kind.add_argument("--no-model", action="store_true", help="rules only: do not load the text model")
     kind.add_argument("--fit-model", action="store_true", help="refit the text model on the tune half and write it to --model first")
     p.add_argument("--out", default=str(OUT), help=f"JSON file to merge the sections into (default {OUT})")
+    p.add_argument("--only", choices=["tools", "prompt"], help="only the tool sections (poisoning, rugpull, cost) or only prompt_injection")
+    from deploy.lab.prompt_eval import add_arguments
+
+    add_arguments(p)
     p.set_defaults(func=_cmd)

@@ -1,0 +1,161 @@
+"""Prompt injection in what flows to a model: tool results, retrieved resources and prompts (issue 8, item 3).
+
+Contract: pure; the only I/O is loading the rule pack (``enforcement.promptrules``,
+once per process). Two functions:
+
+- ``scan_text(text, budget_chars=INLINE_CHARS, model=None)``: a ``PromptScan``
+  of the first ``budget_chars`` characters (the inline limit; ``truncated`` says
+  more was there). The text is normalised as tool definitions are
+  (``enforcement.tooltext``: tag characters decoded, zero-width and bidi
+  controls stripped and flagged, NFKC, look-alike letters mapped, base64 and
+  hex runs decoded and scanned as texts of their own). The RE2 pack runs over
+  every text once, CRS-style: each rule that matches adds its points, each
+  obfuscation flag ``toolscan.FLAG_POINTS`` and a word repeated ``REPEAT_RUN``
+  times in a row ``REPEAT_POINTS``. An optional ``model`` (``WindowScorer``,
+  ``enforcement.promptmodel``) scores the text sentence by sentence: sentences
+  are packed into windows of at most ``WINDOW_CHARS`` (a longer sentence is
+  cut), consecutive windows share their boundary sentence, and the model takes
+  the highest window plus a small bonus when several windows look injected.
+  ``score`` in [0, 1] is the larger of ``points / (2 * THRESHOLD)`` and the
+  model's score, both placed so that 0.5 is the decision threshold;
+  ``injected`` is ``score >= 0.5``.
+- ``scan_stream(text, ...)``: the whole text (up to ``STREAM_CHARS``) in chunks
+  of ``INLINE_CHARS`` overlapping by ``STREAM_OVERLAP``, for the stream worker,
+  which raises findings where the shim could only see the first chunk.
+
+Inline the shim blocks or redacts on ``injected``; in the stream a scan raises a
+finding. Measured with ``kubeward eval-agents`` (``prompt_injection.cost``):
+the inline limit of 8 KB keeps a scan with the model to a few milliseconds.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from enforcement.promptrules import load_prompt_rules
+from enforcement.toolrules import ToolRuleSet
+from enforcement.toolscan import THRESHOLD, scan_segments
+from enforcement.tooltext import MAX_TEXT, Segments
+
+__all__ = ["INLINE_CHARS", "REPEAT_POINTS", "REPEAT_RUN", "STREAM_CHARS", "STREAM_OVERLAP", "THRESHOLD", "WINDOW_CHARS",
+           "PromptScan", "WindowScorer", "scan_stream", "scan_text", "sentences", "text_windows", "windows"]  # fmt: skip
+
+#: characters scanned inline (the shim's limit; ``tooltext.MAX_TEXT`` is the hard cap of one scan)
+INLINE_CHARS = 8192
+WINDOW_CHARS = 512
+STREAM_CHARS, STREAM_OVERLAP = 1 << 20, 512
+REPEAT_RUN, REPEAT_POINTS = 8, 3
+_MAX_FINDINGS = 32
+# a stop counts when whitespace follows (so "a@b.example" and "3.14" stay whole)
+_BOUNDARY = re.compile(r"(?<=[.!?。！？])\s+|\n\s*")  # measured: 90 us per 8 KB, three times less than lookbehinds for quotes and CJK
+
+
+class WindowScorer(Protocol):
+    """A second signal over windows of one text: ``score_windows(windows, points)`` in [0, 1], 0.5 its threshold."""
+
+    def score_windows(self, windows: Sequence[str], points: int) -> float:
+        """How injected the text of ``windows`` reads, given the rule ``points`` of the same text."""
+        ...
+
+
+@dataclass(frozen=True)
+class PromptScan:
+    """The verdict on one text: ``findings`` are ``(trait, evidence)``; ``sentences`` how many were scanned."""
+
+    score: float
+    injected: bool
+    findings: tuple[tuple[str, str], ...]
+    sentences: int
+    truncated: bool
+    points: int = 0
+    rule_ids: tuple[str, ...] = ()
+    model_score: float | None = None
+    scanned_chars: int = 0
+
+
+def sentences(text: str) -> list[str]:
+    """The sentences (or lines) of ``text``, stripped, empty ones dropped."""
+    return [s for s in (p.strip() for p in _BOUNDARY.split(text)) if s]
+
+
+def windows(parts: Sequence[str], size: int = WINDOW_CHARS) -> list[str]:
+    """Sentences packed into windows of at most ``size`` characters; consecutive windows share a sentence."""
+    pieces = [p[i : i + size] for p in parts for i in range(0, len(p), size)]
+    out: list[str] = []
+    current: list[str] = []
+    for piece in pieces:
+        if current and sum(len(c) + 1 for c in current) + len(piece) > size:
+            out.append(" ".join(current))
+            current = [current[-1]] if len(current) > 1 and len(current[-1]) + len(piece) < size else []
+        current.append(piece)
+    return out + [" ".join(current)] if current else out
+
+
+def _repeat_run(text: str) -> tuple[str, int] | None:
+    """The word repeated most times in a row when that is at least ``REPEAT_RUN`` (a repeated-token attack)."""
+    best, run, last = ("", 0), 0, ""
+    for word in text.split():
+        run = run + 1 if word == last else 1
+        last = word
+        if run > best[1]:
+            best = (word, run)
+    return best if best[1] >= REPEAT_RUN else None
+
+
+_DEFAULT: ToolRuleSet | None = None
+
+
+def _rules() -> ToolRuleSet:
+    global _DEFAULT
+    if _DEFAULT is None:
+        _DEFAULT = load_prompt_rules()
+    return _DEFAULT
+
+
+def text_windows(text: str, budget_chars: int = INLINE_CHARS) -> list[str]:
+    """The windows ``scan_text`` gives the model for ``text`` (normalised, decoded runs included)."""
+    segs = Segments()
+    segs.add_text("text", text[: max(1, min(budget_chars, MAX_TEXT))])
+    return windows([s for _, _, t in segs.items for s in sentences(t)])
+
+
+def scan_text(text: str, *, budget_chars: int = INLINE_CHARS, model: WindowScorer | None = None,
+              rules: ToolRuleSet | None = None) -> PromptScan:  # fmt: skip
+    """Scan the first ``budget_chars`` characters of ``text`` (at most ``tooltext.MAX_TEXT``); see the module docstring."""
+    budget = max(1, min(budget_chars, MAX_TEXT))
+    segs = Segments()
+    segs.add_text("text", text[:budget])
+    ruled = scan_segments(segs, rules or _rules())
+    findings, points = list(ruled.findings), ruled.points
+    texts = [t for _, _, t in segs.items]
+    repeated = [r for r in map(_repeat_run, texts) if r is not None]
+    if repeated:
+        points += REPEAT_POINTS
+        findings.append(("smuggling", f"text: {repeated[0][0][:40]!r} repeated {repeated[0][1]} times"))
+    parts = [s for t in texts for s in sentences(t)]
+    model_score = model.score_windows(windows(parts), points) if model is not None and parts else None
+    score = max(min(1.0, points / (2 * THRESHOLD)), model_score or 0.0)
+    return PromptScan(score=round(score, 4), injected=score >= 0.5, findings=tuple(findings), sentences=len(parts),
+                      truncated=len(text) > budget or segs.truncated, points=points, rule_ids=ruled.rule_ids,
+                      model_score=model_score, scanned_chars=min(len(text), budget))  # fmt: skip
+
+
+def _chunks(text: str, size: int, overlap: int) -> list[str]:
+    step = max(1, size - overlap)
+    return [text[i : i + size] for i in range(0, max(1, len(text) - overlap), step)]
+
+
+def scan_stream(text: str, *, chunk_chars: int = INLINE_CHARS, overlap: int = STREAM_OVERLAP, max_chars: int = STREAM_CHARS,
+                model: WindowScorer | None = None, rules: ToolRuleSet | None = None) -> PromptScan:  # fmt: skip
+    """Scan up to ``max_chars`` of ``text`` in overlapping chunks (``truncated`` when more was there): the worker's scan."""
+    scans = [scan_text(c, budget_chars=chunk_chars, model=model, rules=rules) for c in _chunks(text[:max_chars], chunk_chars, overlap)]
+    findings = tuple(dict.fromkeys(f for s in scans for f in s.findings))[:_MAX_FINDINGS]
+    scores = [s.model_score for s in scans if s.model_score is not None]
+    best = max(s.score for s in scans)
+    return PromptScan(score=best, injected=best >= 0.5, findings=findings, sentences=sum(s.sentences for s in scans),
+                      truncated=len(text) > max_chars, points=max(s.points for s in scans),
+                      rule_ids=tuple(dict.fromkeys(r for s in scans for r in s.rule_ids)),
+                      model_score=max(scores) if scores else None, scanned_chars=min(len(text), max_chars))  # fmt: skip
