@@ -89,7 +89,22 @@ def build_summarizer(settings: Any) -> Any:
     templater = PathTemplater(specs=load_spec_dir(settings.specs_dir) if settings.specs_dir else None)
     return Summarizer(SummarizerConfig(identity=identity, object_id_key=ident.object_id_key.get_secret_value().encode(),
                                        keep_raw_path=ident.keep_raw_path, max_body_bytes=settings.max_body_bytes), templater=templater, pods=pods,
-                      tool_scanner=tool_scanner())
+                      tool_scanner=tool_scanner(), text_scanner=text_scanner())
+
+
+def text_scanner() -> Any:
+    """The prompt-injection scanner of what MCP tools, resources and prompts return (``enforcement.promptscan``, the
+    shipped rules and model, loaded once): the collector reads the whole text (``scan_stream``, up to 1 MB)."""
+    from enforcement.promptmodel import load_prompt_model
+    from enforcement.promptscan import scan_stream
+
+    model = load_prompt_model()
+
+    def scan(text: str) -> tuple[float, tuple[str, ...]]:
+        found = scan_stream(text, model=model)
+        return found.score, tuple(dict.fromkeys(trait for trait, _ in found.findings))
+
+    return scan
 
 
 def tool_scanner() -> Any:

@@ -103,6 +103,8 @@ class McpExtras(_Record):
     target: str | None = None
     error_code: int | None = None
     tool_error: bool | None = None
+    injection: float | None = Field(default=None, description="prompt-injection score of the text a tool, resource or prompt returned (enforcement.promptscan, where the collector scans)")
+    injection_traits: list[str] = Field(default_factory=list)
 
 
 class LlmExtras(_Record):

@@ -167,6 +167,8 @@ def _login_failed(method: str, template: str, status: int | None, body: bytes | 
 
 #: a tool-definition scanner: (poisoned, score in [0, 1], traits) of one definition (``enforcement.toolscan`` in a collector)
 ToolScanner = Callable[[ToolDefinition], tuple[bool, float, tuple[str, ...]]]
+#: a prompt-injection scanner of text flowing to a model: (score in [0, 1], traits) (``enforcement.promptscan``)
+TextScanner = Callable[[str], tuple[float, tuple[str, ...]]]
 _SCANNED_MAX = 4096
 
 
@@ -174,13 +176,15 @@ class Summarizer:
     """Derives summary rows from observations; keeps only memo state and the templater's learning.
 
     ``tool_scanner``, when given, scans each tool definition a ``tools/list`` answer carries (once per definition
-    hash: listings repeat), so summaries say which tools read as poisoned without carrying their text.
+    hash: listings repeat), so summaries say which tools read as poisoned without carrying their text;
+    ``text_scanner`` scans the text a tool, resource or prompt returned for prompt injection.
     """
 
     def __init__(self, config: SummarizerConfig | None = None, templater: Templater | None = None,
-                 pods: Any = None, tool_scanner: ToolScanner | None = None):
+                 pods: Any = None, tool_scanner: ToolScanner | None = None, text_scanner: TextScanner | None = None):
         self.config = config or SummarizerConfig()
         self.tool_scanner = tool_scanner
+        self.text_scanner = text_scanner
         self._scanned: dict[str, tuple[bool, float, tuple[str, ...]]] = {}
         self.identities = IdentityResolver(self.config.identity, pods)
         self.templater = templater
@@ -286,7 +290,9 @@ class Summarizer:
         """The summary's ``mcp`` extras of a parsed call (session and resource as keyed hashes)."""
         key = self._key
         target = call.prompt if call.prompt is not None else (hash_object_id(call.resource, key) if call.resource else None)
+        injection, traits = self.text_scanner(call.result_text) if self.text_scanner is not None and call.result_text else (None, ())
         return {"jsonrpc_method": call.method, "tool_name": call.tool, "tool_hash": None,
+                "injection": injection, "injection_traits": list(traits),
                 "session": hash_object_id(call.session, key) if call.session else None, "server": call.server,
                 "tools": [self._tool(t) for t in call.tools], "target": target,
                 "error_code": call.error_code, "tool_error": call.tool_error}

@@ -116,6 +116,7 @@ _TABLE: list[Feature] = [  # one entry per feature; a name only once
             doc="sensitive values MCP tools, resources and prompts returned to the actor, decayed (30 min)"),
     Feature("llm_sensitive_external", "sum", "llm_sensitive_external", doc="sensitive values sent to external model APIs in the window"),
     Feature("llm_external_calls", "sum", "llm_external", doc="calls to external model APIs in the window"),
+    Feature("tool_injections", "sum", "tool_injection", doc="MCP answers (tool results, resources, prompts) scored as prompt injection in the window"),
     # -- deception (streams.honeytokens)
     Feature("honeytoken_hits", "sum", "honeytoken_hits", doc="calls that used a declared honeytoken (credential, account, object id)"),
     # -- per trusted client address

@@ -55,7 +55,7 @@ ATTACK_CLASSES = frozenset({
     "resource_consumption", "business_flow", "ssrf", "misconfiguration", "inventory", "unsafe_consumption",
     "honeytoken", "mass_assignment", "data_exposure", "anomaly",
     # AI agents and MCP (issue 8): data from tools to external models; tool supply chain (streams.toolpins)
-    "agent_exfiltration", "tool_rug_pull", "tool_new", "tool_poisoning",
+    "agent_exfiltration", "tool_rug_pull", "tool_new", "tool_poisoning", "prompt_injection",
 })
 _STATUSES = ("stable", "experimental", "disabled")
 _APPLIES = ("users", "services", "all")

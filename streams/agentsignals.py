@@ -6,7 +6,9 @@ Contract: pure, stateless, vectorised. ``AgentSignals().enrich(batch)`` returns 
   MCP ``tools/call``, ``resources/read`` or ``prompts/get`` answer: what a tool handed the agent;
 * ``llm_sensitive_external`` -- the sensitive values the call sent to a model API
   (``llm.sent_sensitive``) when the model's destination is outside the cluster;
-* ``llm_external`` -- 1 for a call to an external model API.
+* ``llm_external`` -- 1 for a call to an external model API;
+* ``tool_injection`` -- 1 for an MCP answer whose text the collector scored as a prompt
+  injection (``mcp.injection`` >= 0.5, ``enforcement.promptscan``).
 
 Folded per actor (``models.features``: ``tool_sensitive_recent`` decayed over 30 min,
 ``llm_sensitive_external`` per window), they give **lineage**: personal data a tool
@@ -44,7 +46,7 @@ class AgentSignals:
     """Stateless enricher of the agent signals (see the module docstring)."""
 
     name = "agents"
-    signals: tuple[str, ...] = ("tool_sensitive", "llm_sensitive_external", "llm_external")
+    signals: tuple[str, ...] = ("tool_sensitive", "llm_sensitive_external", "llm_external", "tool_injection")
 
     def enrich(self, batch: BatchView) -> Signals:
         n, table = batch.n, batch.table
@@ -53,6 +55,9 @@ class AgentSignals:
         if method is not None:
             result = _floats(pc.is_in(method, value_set=_RESULTS))
             out["tool_sensitive"] = result * batch.sensitive
+            injection = _struct_field(table, "mcp", "injection")
+            if injection is not None:
+                out["tool_injection"] = (_floats(injection) >= 0.5).astype(np.float64)
         sent = _struct_field(table, "llm", "sent_sensitive")
         if sent is not None:
             is_llm = _floats(pc.is_valid(table.column("llm")))
