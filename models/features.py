@@ -112,8 +112,9 @@ _TABLE: list[Feature] = [  # one entry per feature; a name only once
     Feature("new_host_bytes_long", "decay", "new_host_bytes", half_life_s=HOUR, doc="bytes sent to external hosts first seen within the hour, decayed (1 h)"),
     Feature("novel_privileged_edges_long", "decay", "novel_privileged_edge", half_life_s=6 * HOUR, doc="unlearned privileged edges, decayed (6 h)"),
     # -- agents and models (streams.agentsignals): lineage of sensitive data from tools to external models
-    Feature("tool_sensitive_recent", "decay", "tool_sensitive", half_life_s=HOUR / 2,
-            doc="sensitive values MCP tools, resources and prompts returned to the actor, decayed (30 min)"),
+    Feature("tool_sensitive_recent", "decay", "tool_sensitive", half_life_s=HOUR,
+            doc="sensitive values MCP tools, resources and prompts returned to the actor, decayed (1 h; the actor key's other "
+                "decays share this half-life, so it costs no pass of its own)"),
     Feature("llm_sensitive_external", "sum", "llm_sensitive_external", doc="sensitive values sent to external model APIs in the window"),
     Feature("llm_external_calls", "sum", "llm_external", doc="calls to external model APIs in the window"),
     Feature("tool_injections", "sum", "tool_injection", doc="MCP answers (tool results, resources, prompts) scored as prompt injection in the window"),

@@ -10,7 +10,7 @@ Contract: pure, stateless, vectorised. ``AgentSignals().enrich(batch)`` returns 
 * ``tool_injection`` -- 1 for an MCP answer whose text the collector scored as a prompt
   injection (``mcp.injection`` >= 0.5, ``enforcement.promptscan``).
 
-Folded per actor (``models.features``: ``tool_sensitive_recent`` decayed over 30 min,
+Folded per actor (``models.features``: ``tool_sensitive_recent`` decayed, half-life 1 h,
 ``llm_sensitive_external`` per window), they give **lineage**: personal data a tool
 returned to an agent, followed by the same agent sending personal data to an external
 model (``models/rules/agents.yaml``). The verdict is scoped to the model endpoint: the
