@@ -60,16 +60,17 @@ _STATUSES = ("experimental", "test", "stable")
 _FILE_KEYS = frozenset({"version", "rules"})
 
 
-def _options() -> Any:
+def re2_options(max_mem: int) -> Any:
+    """RE2 options for a rule pack: errors not logged (they are reported as lint problems), ``max_mem`` bytes of DFA."""
     options = re2.Options()
     options.log_errors = False
-    # RE2's default 8 MB budget is too small for the whole pack in one set (Compile fails), and a set
-    # that runs out of DFA memory while searching reports nothing: give it room.
-    options.max_mem = 256 << 20
+    options.max_mem = max_mem
     return options
 
 
-_OPTIONS = _options()
+# RE2's default 8 MB budget is too small for the whole pack in one set (Compile fails), and a set
+# that runs out of DFA memory while searching reports nothing: give it room.
+_OPTIONS = re2_options(256 << 20)
 
 
 @dataclass(frozen=True)

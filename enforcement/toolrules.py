@@ -31,6 +31,7 @@ from typing import Any
 import re2
 
 from enforcement.errors import RuleLoadError
+from enforcement.signatures import re2_options
 from enforcement.tooltext import TARGETS
 from ingest.yamlfile import duplicate_ids, read_rule_files
 
@@ -48,16 +49,9 @@ _STATUSES = ("experimental", "test", "stable")
 _FILE_KEYS = frozenset({"version", "rules"})
 
 
-def _options() -> Any:
-    options = re2.Options()
-    options.log_errors = False
-    # bounded gaps such as {0,160} make large DFAs; with RE2's default 8 MB a set falls back to slow
-    # matching (measured on the dev set: 250 us per tool; 15 us once the DFA is built)
-    options.max_mem = 64 << 20
-    return options
-
-
-_OPTIONS = _options()
+# bounded gaps such as {0,160} make large DFAs; with RE2's default 8 MB a set falls back to slow
+# matching (measured on the dev set: 250 us per tool; 15 us once the DFA is built)
+_OPTIONS = re2_options(64 << 20)
 
 
 @dataclass(frozen=True)

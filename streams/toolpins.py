@@ -106,6 +106,7 @@ class ToolPins:
         self.servers: dict[str, float] = {}  # service -> first tools/list seen
         self.issued: dict[tuple[str, str], tuple[str, float]] = {}  # (service, tool) -> (hash flagged, when)
         self.approved: set[tuple[str, str, str]] = set()  # (service, tool, hash) accepted as they are, poisoned or not
+        self._approvals_applied: Mapping[str, str] | None = None
         self.evicted = 0
         for service, tools in self.config.allowed.items():
             for tool, digest in tools.items():
@@ -118,7 +119,11 @@ class ToolPins:
         self.approved.add((service, tool, digest))
 
     def apply_approvals(self, approved: Mapping[str, str]) -> None:
-        """Approve the policy's ``approved_tools`` (``<service>/<tool>`` -> definition hash) not approved yet."""
+        """Approve the policy's ``approved_tools`` (``<service>/<tool>`` -> definition hash) not approved yet; called per
+        batch, it returns at once while the policy's mapping is the one last applied."""
+        if approved is self._approvals_applied:
+            return
+        self._approvals_applied = approved
         for tool, digest in approved.items():
             service, _, name = tool.partition("/")
             if name and (service, name, digest) not in self.approved:
@@ -207,3 +212,4 @@ class ToolPins:
         self.issued = {(s, t): (h, float(w)) for s, t, h, w in doc.get("issued", [])}
         self.evicted = int(doc.get("evicted", 0))
         self.approved = {(s, t, h) for s, t, h in doc.get("approved", [])}
+        self._approvals_applied = None  # the policy's approvals are applied again on the next batch
