@@ -181,6 +181,8 @@ def _string(params: Any, key: str) -> str | None:
 def parse_exchange(request_headers: Mapping[str, str], request_body: bytes | None,
                    response_headers: Mapping[str, str] | None = None, response_body: bytes | None = None) -> McpCall | None:
     """The ``McpCall`` of one HTTP exchange, or ``None`` when its request is not JSON-RPC 2.0 (see the module docstring)."""
+    if not request_body or b"jsonrpc" not in request_body:  # most POSTs: no second parse of their body
+        return None
     requests = jsonrpc_messages(request_body, _header(request_headers, "content-type"))
     first = next((m for m in requests if isinstance(m.get("method"), str)), None)
     if first is None or not first["method"].startswith(MCP_METHODS):

@@ -234,10 +234,9 @@ class Summarizer:
             response = self._body(obs, obs.response_headers, obs.response_body)
         created: list[str] = []
         sensitive: dict[str, int] = {}
-        if response is not None and (mcp is not None or llm is not None):  # ids in tool or model text are not objects read
+        if response is not None:
             sensitive = response.sensitive
-        elif response is not None:
-            sensitive = response.sensitive
+        if response is not None and mcp is None and llm is None:  # ids in tool or model text are not objects read
             if obs.method == "POST" and obs.status is not None and 200 <= obs.status < 300:
                 created = response.object_ids[:16]
             else:
