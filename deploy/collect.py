@@ -94,14 +94,17 @@ def build_summarizer(settings: Any) -> Any:
 
 def text_scanner() -> Any:
     """The prompt-injection scanner of what MCP tools, resources and prompts return (``enforcement.promptscan``, the
-    shipped rules and model, loaded once): the collector reads the whole text (``scan_stream``, up to 1 MB)."""
-    from enforcement.promptmodel import load_prompt_model
-    from enforcement.promptscan import scan_stream
-
-    model = load_prompt_model()
+    shipped rules and model, loaded at the first text): the collector reads the whole text (``scan_stream``, up to 1 MB)."""
+    loaded: list[Any] = []
 
     def scan(text: str) -> tuple[float, tuple[str, ...]]:
-        found = scan_stream(text, model=model)
+        from enforcement.promptscan import scan_stream
+
+        if not loaded:
+            from enforcement.promptmodel import load_prompt_model
+
+            loaded.append(load_prompt_model())
+        found = scan_stream(text, model=loaded[0])
         return found.score, tuple(dict.fromkeys(trait for trait, _ in found.findings))
 
     return scan
@@ -109,14 +112,18 @@ def text_scanner() -> Any:
 
 def tool_scanner() -> Any:
     """The scanner of MCP tool definitions the collector runs on every tools/list answer it sees (``enforcement.toolscan``:
-    the shipped rule pack and text model, loaded once)."""
-    from enforcement.toolmodel import load_tool_model
-    from enforcement.toolscan import scan_tool
-
-    model = load_tool_model()
+    the shipped rule pack and text model, loaded at the first definition: a collector that sees no MCP traffic never
+    pays the ~2 s of loading scikit-learn and the model)."""
+    loaded: list[Any] = []
 
     def scan(tool: Any) -> tuple[bool, float, tuple[str, ...]]:
-        found = scan_tool(tool.name, tool.description, tool.input_schema, model=model)
+        from enforcement.toolscan import scan_tool
+
+        if not loaded:
+            from enforcement.toolmodel import load_tool_model
+
+            loaded.append(load_tool_model())
+        found = scan_tool(tool.name, tool.description, tool.input_schema, model=loaded[0])
         return found.poisoned, found.score, tuple(dict.fromkeys(trait for trait, _ in found.findings))
 
     return scan
