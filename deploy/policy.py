@@ -262,11 +262,11 @@ def _add_show(sub: Any) -> None:
 def _add_approve_tool(sub: Any) -> None:
     p = sub.add_parser("approve-tool", help="accept an MCP tool's definition (after a rug-pull, new-tool or poisoning verdict)",
                        formatter_class=argparse.RawDescriptionHelpFormatter,
-                       description="Add <service>/<tool> -> definition hash to the policy's approved_tools and publish the next\n"
+                       description="Add <server>/<tool> -> definition hash to the policy's approved_tools and publish the next\n"
                                    "snapshot: workers pin that definition and stop flagging it; then lift the tool's verdict on\n"
                                    "the verdict topic so shims allow its calls again. The hash is the 64-hex definition hash of the\n"
-                                   "api.inventory.v1 record 'mcp-tool <service>/<tool>' (its first 12 digits are in the finding).")
-    p.add_argument("tool", metavar="SERVICE/TOOL", help="the tool, as the verdict names it, e.g. mcp-orders/send_invoice")
+                                   "api.inventory.v1 record of the tool (its first 12 digits are in the finding).")
+    p.add_argument("tool", metavar="SERVER/TOOL", help="the tool, as its verdict names it: <namespace>/<service>/<tool>, e.g. shop/mcp/send_invoice (<service>/<tool> where no namespace is known)")
     p.add_argument("hash", metavar="HASH", help="the definition hash to approve (sha256, 64 hex digits)")
     p.add_argument("--dry-run", action="store_true", help="print the snapshot that would be published; publish nothing")
     _common(p)

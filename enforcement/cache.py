@@ -125,8 +125,8 @@ class VerdictCache:
         #: subject key -> entry keys of its edge verdicts (insertion ordered)
         self.edges: dict[str, dict[str, None]] = {}
         self._subject_of: dict[str, str] = {}  # edge entry key -> subject key (a subject may contain '@')
-        #: service -> entry keys of the verdicts on its MCP tools (``tool:<service>/<tool>``): requests to a service
-        #: are read for the tools they call only while it has one
+        #: MCP server (``[<namespace>/]<service>``) -> entry keys of the verdicts on its tools (``tool:<server>/<tool>``):
+        #: requests to a server are read for the tools they call only while it has one
         self.tools: dict[str, set[str]] = {}
         self.applied = 0
         self.removed = 0
@@ -156,14 +156,14 @@ class VerdictCache:
             self.edges.setdefault(verdict.subject.cache_key, {})[key] = None
             self._subject_of[key] = verdict.subject.cache_key
         if verdict.subject.kind == "tool":
-            self.tools.setdefault(verdict.subject.value.partition("/")[0], set()).add(key)
+            self.tools.setdefault(verdict.subject.value.rpartition("/")[0], set()).add(key)
         self.applied += 1
 
     def _drop(self, key: str) -> bool:
         if self.entries.pop(key, None) is None:
             return False
         if key.startswith("tool:"):
-            service = key[5:].partition("/")[0]
+            service = key[5:].rpartition("/")[0]
             keys = self.tools.get(service)
             if keys is not None:
                 keys.discard(key)

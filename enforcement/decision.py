@@ -159,15 +159,17 @@ def called_tools(req: RequestView) -> tuple[str, ...] | None:
 
 
 def lookup_keys(req: RequestView, cache: VerdictCache) -> tuple[str, ...]:
-    """The request's subject keys, plus ``tool:<service>/<tool>`` for each MCP tool it calls when its service has a
-    tool verdict (a rug-pulled or unapproved tool is denied to every agent); every tool verdict of the service when
+    """The request's subject keys, plus ``tool:<server>/<tool>`` for each MCP tool it calls when its server (the
+    destination, ``<namespace>/<service>`` or the service alone, as ``streams.toolpins.server_of`` names it) has a
+    tool verdict (a rug-pulled or unapproved tool is denied to every agent); every tool verdict of the server when
     the body cannot be read for the tools it calls. Other requests pay one dictionary probe."""
     keys = req.subject_keys()
     if cache.tools and req.method == "POST":
-        tools = cache.tools.get(req.service or "-")
+        server = f"{req.namespace}/{req.service or '-'}" if req.namespace else (req.service or "-")
+        tools = cache.tools.get(server)
         if tools:
             names = called_tools(req)
-            keys += tuple(tools) if names is None else tuple(f"tool:{req.service or '-'}/{name}" for name in names)
+            keys += tuple(tools) if names is None else tuple(f"tool:{server}/{name}" for name in names)
     return keys
 
 

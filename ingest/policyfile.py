@@ -228,10 +228,11 @@ def next_snapshot(current: Policy | None, loaded: LoadedPolicy) -> Policy:
 
 
 def with_tool_approved(current: Policy, tool: str, digest: str) -> Policy:
-    """``current`` with an MCP tool's definition approved (``<service>/<tool>`` -> sha256 hex) and its version bumped."""
-    service, _, name = tool.partition("/")
-    if not service or not name:
-        raise SettingsError(f"tool={tool!r}: expected <service>/<tool>, e.g. mcp-orders/send_invoice")
+    """``current`` with an MCP tool's definition approved (``<server>/<tool>`` -> sha256 hex, the server being
+    ``<namespace>/<service>`` or the service alone, as the tool's verdict names it) and its version bumped."""
+    server, _, name = tool.rpartition("/")
+    if not server or not name:
+        raise SettingsError(f"tool={tool!r}: expected <namespace>/<service>/<tool> (or <service>/<tool>), as the verdict names it, e.g. shop/mcp/send_invoice")
     if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
         raise SettingsError(f"hash={digest!r}: expected the 64 hex digits of the definition hash (the inventory's mcp-tool record)")
     approved = {**current.approved_tools, tool: digest}

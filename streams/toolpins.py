@@ -15,7 +15,9 @@ hash) and keeps, per MCP server (the destination service) and tool name, the
   ``enforcement.toolscan``) is **tool poisoning** (``tool_poisoning``) at once,
   learning or not, unless that very definition was approved: each a
   ``Detection`` whose subject is the tool itself (kind ``tool``, value
-  ``<service>/<tool>``), so the verdict denies every agent's ``tools/call`` of
+  ``<server>/<tool>``, the server being ``<namespace>/<service>`` when the
+  namespace is known: two namespaces' ``mcp`` services are two servers), so the
+  verdict denies every agent's ``tools/call`` of
   it (``enforcement.decision``) until someone approves the definition
   (``approve``: it becomes the pin); the verdict lasts ``verdict_ttl_s`` and
   is issued again when the unapproved definition is listed again after half
@@ -39,7 +41,7 @@ import pyarrow.compute as pc
 from ingest import Reason
 from streams.processor import Detection
 
-__all__ = ["ToolPinConfig", "ToolPins"]
+__all__ = ["ToolPinConfig", "ToolPins", "server_of"]
 
 
 @dataclass(frozen=True)
@@ -62,7 +64,7 @@ class ToolPinConfig:
 
 
 @dataclass(frozen=True)
-class _Listed:
+class _Listed:  # ``service``: the server, ``server_of(namespace, service)``
     t: float
     service: str
     namespace: str | None
@@ -71,6 +73,16 @@ class _Listed:
     poisoned: bool = False
     score: float = 0.0
     traits: tuple[str, ...] = ()
+
+
+def server_of(namespace: str | None, service: str | None) -> str:
+    """An MCP server's name in tool subjects, pins and approvals: ``<namespace>/<service>``, or the service alone when
+    no namespace is known (the shim builds the same from its request view).
+
+    >>> server_of("shop", "orders"), server_of(None, "mcp-orders"), server_of(None, None)
+    ('shop/orders', 'mcp-orders', '-')
+    """
+    return f"{namespace}/{service or '-'}" if namespace else (service or "-")
 
 
 def _listed(table: pa.Table) -> list[_Listed]:
@@ -89,7 +101,7 @@ def _listed(table: pa.Table) -> list[_Listed]:
             continue
         if code is not None and not 200 <= code < 300:
             continue
-        service = (where or {}).get("service") or "-"
+        service = server_of((where or {}).get("namespace"), (where or {}).get("service"))
         for tool in extras["tools"]:
             if tool and tool.get("name") and tool.get("hash"):
                 out.append(_Listed(float(t), service, (where or {}).get("namespace"), str(tool["name"]), str(tool["hash"]),
@@ -119,14 +131,14 @@ class ToolPins:
         self.approved.add((service, tool, digest))
 
     def apply_approvals(self, approved: Mapping[str, str]) -> None:
-        """Approve the policy's ``approved_tools`` (``<service>/<tool>`` -> definition hash) not approved yet; called per
+        """Approve the policy's ``approved_tools`` (``<server>/<tool>`` -> definition hash) not approved yet; called per
         batch, it returns at once while the policy's mapping is the one last applied."""
         if approved is self._approvals_applied:
             return
         self._approvals_applied = approved
         for tool, digest in approved.items():
-            service, _, name = tool.partition("/")
-            if name and (service, name, digest) not in self.approved:
+            service, _, name = tool.rpartition("/")
+            if service and name and (service, name, digest) not in self.approved:
                 self.approve(service, name, digest)
 
     def update(self, table: pa.Table) -> list[Detection]:

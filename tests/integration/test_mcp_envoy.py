@@ -96,8 +96,8 @@ def test_a_tool_verdict_denies_that_tool_to_every_agent_through_envoy(plane: tup
     status, called = _call(agent, "send_invoice", {"order_id": 7})
     assert status == 200 and called is not None and called.result_text == "sent" and tools.calls["send_invoice"] == 1
 
-    # the shipped Envoy configuration names the route's destination service (x-kubeward-destination: shop/orders)
-    _publish(kafka_bootstrap, _tool_verdict("orders", "send_invoice"))
+    # the shipped Envoy configuration names the route's destination (x-kubeward-destination: shop/orders): the server
+    _publish(kafka_bootstrap, _tool_verdict("shop/orders", "send_invoice"))
     other = Exchange(url)
     other.initialize()
     deadline = time.time() + 20
@@ -114,8 +114,8 @@ def test_a_tool_verdict_denies_that_tool_to_every_agent_through_envoy(plane: tup
     from deploy.policy import approve_tool, read_policy
 
     digest = next(t.hash for t in listed.tools if t.name == "send_invoice")
-    approve_tool(kafka_bootstrap, "orders/send_invoice", digest)
-    assert (read_policy(kafka_bootstrap) or Policy()).approved_tools["orders/send_invoice"] == digest
+    approve_tool(kafka_bootstrap, "shop/orders/send_invoice", digest)
+    assert (read_policy(kafka_bootstrap) or Policy()).approved_tools["shop/orders/send_invoice"] == digest
     deadline = time.time() + 20
     while _call(agent, "send_invoice", {"order_id": 11})[0] != 200 and time.time() < deadline:
         time.sleep(0.2)

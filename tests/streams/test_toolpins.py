@@ -23,8 +23,8 @@ from tests.mcpserver import Exchange, serving
 T0 = 1_800_000_000.0
 
 
-def listing(t: float, tools: dict[str, str], service: str = "mcp-orders", status: int = 200) -> dict[str, Any]:
-    return summary_row(id=f"l{t}", time=T0 + t, source={"workload": "ai/agent"}, destination={"service": service, "namespace": "ai"},
+def listing(t: float, tools: dict[str, str], service: str = "mcp-orders", status: int = 200, namespace: str | None = None) -> dict[str, Any]:
+    return summary_row(id=f"l{t}{namespace}", time=T0 + t, source={"workload": "ai/agent"}, destination={"service": service, "namespace": namespace},
                        method="POST", path_template="/mcp", status=status,
                        mcp={"jsonrpc_method": "tools/list", "tools": [{"name": n, "hash": h} for n, h in tools.items()]})
 
@@ -277,3 +277,21 @@ def test_state_stays_within_its_budget_and_one_changelog_record() -> None:
     for k in range(big.config.max_tools):
         big.pins[("mcp-orders", f"tool-{k:05d}")] = "ab" * 32
     assert len(big.export()) < 1 << 20
+
+
+def test_servers_of_two_namespaces_are_two_servers(verdict_factory: Any) -> None:
+    """(Review) team-a/mcp and team-b/mcp: a rug-pull on one is a verdict on that namespace's tool only."""
+    pins = ToolPins(ToolPinConfig(learn_s=60))
+    run(pins, listing(0, {"query": "h1"}, service="mcp", namespace="team-a"), listing(0, {"query": "h1"}, service="mcp", namespace="team-b"))
+    assert run(pins, listing(120, {"query": "h2"}, service="mcp", namespace="team-a")) == [("tool_rug_pull", "team-a/mcp/query")]
+    from ingest import Subject
+
+    cache = VerdictCache()
+    cache.apply(verdict_factory(subject=Subject(kind="tool", value="team-a/mcp/query"), expires_at=T0 + 900))
+    call = b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"query"}}'
+
+    def status(namespace: str) -> int:
+        req = RequestView(method="POST", path="/mcp", service="mcp", namespace=namespace, source_workload="ai/agent", body=call)
+        return decide(req, cache, TokenBuckets(), _NoInspection(), Policy(default_mode="enforce"), T0).status
+
+    assert status("team-a") == 403 and status("team-b") == 200
