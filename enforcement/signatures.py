@@ -231,9 +231,16 @@ def _value_errors(rule: dict[str, Any], where: str) -> list[str]:
     for key, ok, valid in checks:
         if key in rule and not ok:
             errors.append(f"{where}: {key}={rule.get(key)!r}, expected one of {valid}")
-    targets = rule.get("targets", list(TARGETS))
-    if not (isinstance(targets, list) and targets and all(t in TARGETS for t in targets)):
-        errors.append(f"{where}: targets={targets!r}, expected a non-empty subset of {list(TARGETS)}")
+    return errors + targets_and_id_errors(rule, where, TARGETS, list(TARGETS))
+
+
+def targets_and_id_errors(rule: dict[str, Any], where: str, valid: tuple[str, ...], default: list[str]) -> list[str]:
+    """A rule's ``targets`` (a non-empty subset of ``valid``; ``default`` when absent) and its ``id`` (a UUID): the
+    checks every RE2 rule pack shares (inline signatures, MCP tool and prompt rules)."""
+    errors = []
+    targets = rule.get("targets", default)
+    if not (isinstance(targets, list) and targets and all(t in valid for t in targets)):
+        errors.append(f"{where}: targets={targets!r}, expected a non-empty subset of {list(valid)}")
     try:
         uuid.UUID(str(rule.get("id")))
     except ValueError:
@@ -241,7 +248,8 @@ def _value_errors(rule: dict[str, Any], where: str) -> list[str]:
     return errors
 
 
-def _sample_errors(rule: dict[str, Any], where: str) -> list[str]:
+def sample_errors(rule: dict[str, Any], where: str) -> list[str]:
+    """A rule's ``samples``: at least one ``hit`` and one ``miss``, lists of strings (every RE2 rule pack)."""
     samples = rule.get("samples")
     if not (isinstance(samples, dict) and samples.get("hit") and samples.get("miss")):
         return [f"{where}: samples needs at least one 'hit' and one 'miss'"]
@@ -260,7 +268,7 @@ def _rule_errors(rule: Any, where: str) -> list[str]:
     errors += _value_errors(rule, where)
     errors += _pattern_errors(rule, where)
     if "samples" in rule:
-        errors += _sample_errors(rule, where)
+        errors += sample_errors(rule, where)
     return errors
 
 

@@ -23,7 +23,6 @@ and ``unless`` together, so a sample documents the filter too.
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +30,7 @@ from typing import Any
 import re2
 
 from enforcement.errors import RuleLoadError
-from enforcement.signatures import re2_options
+from enforcement.signatures import re2_options, sample_errors, targets_and_id_errors
 from enforcement.tooltext import TARGETS
 from ingest.yamlfile import duplicate_ids, read_rule_files
 
@@ -131,24 +130,7 @@ def _value_errors(rule: dict[str, Any], where: str, traits: tuple[str, ...] = TR
     repeat = rule.get("repeat", 1)
     if isinstance(repeat, bool) or repeat not in (1, 2, 3, 4, 5):
         errors.append(f"{where}: repeat={rule.get('repeat')!r}, expected an integer 1-5")
-    targets = rule.get("targets", ["text"])
-    if not (isinstance(targets, list) and targets and all(t in TARGETS for t in targets)):
-        errors.append(f"{where}: targets={targets!r}, expected a non-empty subset of {list(TARGETS)}")
-    try:
-        uuid.UUID(str(rule.get("id")))
-    except ValueError:
-        errors.append(f"{where}: id={rule.get('id')!r} is not a UUID")
-    return errors
-
-
-def _sample_errors(rule: dict[str, Any], where: str) -> list[str]:
-    samples = rule.get("samples")
-    if not (isinstance(samples, dict) and samples.get("hit") and samples.get("miss")):
-        return [f"{where}: samples needs at least one 'hit' and one 'miss'"]
-    errors = [f"{where}: samples has unknown key {k!r}" for k in samples if k not in ("hit", "miss")]
-    if not all(isinstance(v, list) and all(isinstance(s, str) for s in v) for v in (samples["hit"], samples["miss"])):
-        errors.append(f"{where}: samples hit and miss must be lists of strings")
-    return errors
+    return errors + targets_and_id_errors(rule, where, TARGETS, ["text"])
 
 
 def _behaviour_errors(rule: dict[str, Any], where: str) -> list[str]:
@@ -166,7 +148,7 @@ def _rule_errors(rule: Any, where: str, traits: tuple[str, ...] = TRAITS) -> lis
     errors += _value_errors(rule, where, traits)
     errors += _compile_error(rule, "pattern", where) if "pattern" in rule else []
     errors += _compile_error(rule, "unless", where) if "unless" in rule else []
-    errors += _sample_errors(rule, where) if "samples" in rule else []
+    errors += sample_errors(rule, where) if "samples" in rule else []
     return errors or _behaviour_errors(rule, where)
 
 
