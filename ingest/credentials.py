@@ -3,17 +3,22 @@
 Contract: pure. ``vendor_tokens(text)`` yields ``(start, end)`` of tokens whose
 format is published by the issuer and starts with a high-signal literal
 (``ghp_``, ``xoxb-``, ``sk_live_``, ``AKIA``, ``AIza``, ...), plus a few keyed by a
-fixed infix (Slack and Teams webhooks, Telegram bot tokens, Mailchimp keys).
+fixed infix (Slack and Teams webhooks, Telegram bot tokens, Mailchimp keys, the
+``Jenkins-Crumb`` header, ThingsBoard device paths, Entra ID ``?Q~`` secrets).
 Random hex or base64 without such a marker is never reported here: that is
-left to secret-named assignments in ``ingest.sensitive``.
+left to secret-named assignments, and to keys naming a vendor whose tokens have
+no prefix (``postmark: <uuid>``, ``sonar.login=<40 hex>``, Okta's ``00`` + 40).
 ``plausible_secret(value, key)`` rejects what is syntax rather than a literal
 secret (``$VAR``, ``${{ x }}``, ``<your key>``, ``os.getenv(...)``, masks, ``null``).
 
 ``secret_spans(text)`` adds private keys (PEM, base64 PEM), crypt password
 hashes, credentials in URLs, Authorization headers, ``-u user -p pass`` style
-command lines, .netrc entries and secret-named assignments (``password=...``,
-``"api_key": "..."``, ``PGPASSWORD: x``, ``if password == "..."``), keyed by
-``is_secret_name``.
+command lines, .NET ``DirectoryEntry``/``NetworkCredential`` and PowerShell
+``ConvertTo-SecureString -AsPlainText`` literals, .netrc entries and
+secret-named assignments (``password=...``, ``"api_key": "..."``, ``PGPASSWORD: x``,
+``if password == "..."``), keyed by ``is_secret_name``. Every finder sits behind
+one gate of ``SECRET_GATES`` (a single RE2 set pass), so a body without a
+candidate costs that pass only.
 
 Speed: long words are cut out of the text with ``str.translate`` and
 ``str.split`` (C), checked with one ``str.startswith`` against every known
@@ -105,6 +110,45 @@ _FORMATS: tuple[tuple[tuple[str, ...], str], ...] = (
     (("aio_",), r"aio_[A-Za-z0-9]{28}"),
     (("dt0c01.",), r"dt0c01\.[A-Z0-9]{24}\.[A-Z0-9]{64}"),
     (("django-insecure-",), r"django-insecure-[^\s'\"`]{30,}"),
+    (("gloas-", "glffct-"), r"gl[a-z]{2,6}-[\w\-]{20,}"),
+    (("dckr_oat_",), r"dckr_oat_[\w\-]{27,}"),
+    (("squ_", "sqp_", "sqa_"), r"sq[upa]_[a-f0-9]{40}"),            # SonarQube 9.5+ user / project / global tokens
+    (("lsv2_pt_", "lsv2_sk_"), r"lsv2_(?:pt|sk)_[a-f0-9]{32}_[a-f0-9]{10}"),  # LangSmith
+    (("pplx-",), r"pplx-[A-Za-z0-9]{48}"),                             # Perplexity
+    (("sbp_",), r"sbp_[a-f0-9]{40}"),                                  # Supabase personal access token
+    (("sb_secret_",), r"sb_secret_[\w\-]{20,}"),                       # Supabase secret API key
+    (("EAAA",), r"EAAA[\w\-]{60}"),                                    # Square access token (64 characters)
+    (("CFPAT-",), r"CFPAT-[\w\-]{43}"),                                # Contentful personal access token
+    (("duffel_test_", "duffel_live_"), r"duffel_(?:test|live)_[\w\-]{43}"),
+    (("EZAK", "EZTK"), r"EZ[AT]K[A-Za-z0-9]{54}"),                    # EasyPost
+    (("FLWSECK-", "FLWSECK_TEST-"), r"FLWSECK(?:_TEST)?-[a-f0-9]{32}-X"),  # Flutterwave secret key
+    (("pscale_tkn_", "pscale_pw_", "pscale_oauth_"), r"pscale_(?:tkn|pw|oauth)_[\w\-.]{32,64}"),  # PlanetScale
+    (("pnu_",), r"pnu_[A-Za-z0-9]{36}"),                               # Prefect
+    (("rdme_",), r"rdme_[a-z0-9]{70}"),                                # ReadMe
+    (("shippo_live_", "shippo_test_"), r"shippo_(?:live|test)_[a-f0-9]{40}"),
+    (("tfp_",), r"tfp_[\w\-.=]{40,}"),                                 # Typeform
+    (("sntryu_",), r"sntryu_[a-f0-9]{64}"),                            # Sentry user auth token
+    (("bkua_",), r"bkua_[a-f0-9]{40}"),                                # Buildkite
+    (("CCIPAT_", "CCIPRJ_"), r"CCIP(?:AT|RJ)_[A-Za-z0-9_]{40,}"),      # CircleCI
+    (("pcsk_",), r"pcsk_[A-Za-z0-9_]{50,}"),                           # Pinecone
+    (("xai-",), r"xai-[A-Za-z0-9]{80}"),                               # xAI
+    (("1//0",), r"1//0[\w\-]{40,}"),                                   # Google OAuth refresh token
+    (("access-sandbox-", "access-development-", "access-production-"),
+     r"access-(?:sandbox|development|production)-[a-f0-9]{8}-[a-f0-9]{4}-[a-f0-9]{4}-[a-f0-9]{4}-[a-f0-9]{12}"),  # Plaid
+    (("tskey-",), r"tskey-(?:api|auth|client|scim|webhook)-[\w\-]{10,}"),  # Tailscale
+    (("ops_eyJ",), r"ops_eyJ[\w\-+/=]{100,}"),                         # 1Password service account
+    (("ntn_",), r"ntn_[A-Za-z0-9]{40,}"),                              # Notion (2024 format)
+    (("secret_",), r"secret_[A-Za-z0-9]{43}"),                         # Notion (integration secret)
+    (("pat",), r"pat[A-Za-z0-9]{14}\.[a-f0-9]{64}"),                   # Airtable personal access token
+    (("pat-na1-", "pat-eu1-"), r"pat-(?:na|eu)1-[a-f0-9]{8}-[a-f0-9]{4}-[a-f0-9]{4}-[a-f0-9]{4}-[a-f0-9]{12}"),  # HubSpot
+    (("IQoJb3JpZ2luX2Vj", "FwoGZXIvYXdzE"), r"(?:IQoJb3JpZ2luX2Vj|FwoGZXIvYXdzE)[A-Za-z0-9+/]{100,}={0,2}"),  # AWS STS session
+    (("cmVmdGtuOjAxOj",), r"cmVmdGtuOjAxOj[A-Za-z0-9]{40,}"),         # JFrog reference token (base64 "reftkn:01:")
+    (("dG9rOj",), r"dG9rOj[A-Za-z0-9+/]{40,}={0,2}"),                 # Intercom access token (base64 "tok:")
+    (("CLOJARS_",), r"CLOJARS_[a-z0-9]{60}"),
+    (("HRKU-",), r"HRKU-[\w\-]{30,}"),                                 # Heroku (2024 format)
+    (("sk_",), r"sk_[a-f0-9]{48}"),                                    # ElevenLabs
+    (("p8e-",), r"p8e-[\w\-]{32}"),                                    # Adobe client secret
+    (("ddp_", "ddw_"), r"dd[pw]_[A-Za-z0-9]{36}"),                     # Deno Deploy
 )
 _BY_PREFIX: dict[str, re.Pattern[str]] = {p: re.compile(rx + _END) for prefixes, rx in _FORMATS for p in prefixes}
 _PREFIXES = tuple(sorted(_BY_PREFIX, key=len, reverse=True))
@@ -123,6 +167,16 @@ _INFIXED: tuple[tuple[str, re.Pattern[str]], ...] = (
     ("AZDO", re.compile(r"[A-Za-z0-9](?<![A-Za-z0-9]{2})[A-Za-z0-9]{75}AZDO[A-Za-z0-9]{4}(?![A-Za-z0-9])")),
     ("NRAL", re.compile(r"[a-f0-9](?<![A-Za-z0-9]{2})(?:u01xx[a-f0-9]{30}|[a-f0-9]{35})NRAL(?![A-Za-z0-9])")),
     ("00D", re.compile(r"0(?<!\w0)0D[A-Za-z0-9]{12,15}![A-Za-z0-9._]{60,}")),
+    # formats below report their first group when they have one (the value, not the header or path around it)
+    ("Jenkins-Crumb", re.compile(r"Jenkins-Crumb[\"']?[ \t]*[:=][ \t]*[\"']?([a-f0-9]{32,64})(?![\w\-])")),
+    # ThingsBoard device API: the access token is a path segment (/api/v1/<token>/telemetry)
+    ("/api/v1/", re.compile(r"/api/v1/((?=[A-Za-z]{0,19}\d)(?=\d{0,19}[A-Za-z])[A-Za-z0-9]{20})/(?:telemetry|attributes|rpc|claim)"
+                            r"(?![\w\-])")),
+    ("access_token$", re.compile(r"access_token\$(?:production|sandbox)\$[a-z0-9]{16}\$[a-f0-9]{32}")),  # Braintree
+    (".atlasv1.", re.compile(r"[A-Za-z0-9](?<![A-Za-z0-9]{2})[A-Za-z0-9]{13}\.atlasv1\.[\w\-=]{60,70}")),  # Terraform Cloud
+    (":APA91b", re.compile(r"AAAA[\w\-]{7}:APA91b[\w\-]{100,}")),  # Firebase Cloud Messaging server key (not device tokens)
+    # Microsoft Entra ID client secrets: 3 characters, a digit, "Q~", 31-34 more
+    ("Q~", re.compile(r"[\w.\-](?<![\w.~\-][\w.\-])[\w.\-]{2}\dQ~[\w.~\-]{31,34}(?![\w.~\-])")),
 )
 #: TrueNAS API keys: "<key id>-<64 mixed-case letters and digits>", matched on whole words
 _NUMBERED_KEY = re.compile(r"\d{1,4}-(?=[a-z0-9]*[A-Z])(?=[A-Z0-9]*[a-z])[A-Za-z0-9]{64}")
@@ -178,7 +232,7 @@ def vendor_tokens(text: str) -> Iterator[tuple[int, int]]:
                     break
     for needle, rx in _INFIXED:
         if needle in text:
-            yield from (m.span() for m in rx.finditer(text))
+            yield from (m.span(1 if rx.groups else 0) for m in rx.finditer(text))
 
 
 def is_private_pem(b64: str) -> bool:
@@ -203,10 +257,16 @@ def _norm(text: str) -> str:
 
 
 def _code_reference(v: str) -> bool:
-    """``env.DB_PASSWORD``, ``self.password``: dotted identifiers without a long random segment."""
-    parts = v.removesuffix(";").split(".")
+    """``env.DB_PASSWORD``, ``self.password``, ``request.form[`` (a subscript): dotted identifiers without a long
+    random segment."""
+    parts = v.removesuffix(";").removesuffix("[").split(".")
     identifiers = all(p and not p[0].isdigit() and p.replace("_", "a").isalnum() and p.isascii() for p in parts)
     return len(parts) > 1 and identifiers and not any(len(p) >= 16 and any(c.isdigit() for c in p) for p in parts)
+
+
+def _filler(v: str) -> bool:
+    """``****``, ``xxxx``, ``0000``, or one character making up 70 % of the value."""
+    return not v.strip("*xX\u2022#.-_0 ") or "****" in v or max(v.count(c) for c in set(v)) * 10 >= len(v) * 7
 
 
 def _mask_like(v: str) -> bool:
@@ -214,7 +274,7 @@ def _mask_like(v: str) -> bool:
 
     Runs shorter than 9 are kept: ``abuser123456`` is a real (weak) password.
     """
-    if not v.strip("*xX\u2022#.-_0 ") or "****" in v or max(v.count(c) for c in set(v)) * 10 >= len(v) * 7:
+    if _filler(v):
         return True
     low = v.lower()
     if "a1b2c3" in low or "1a2b3c" in low:
@@ -231,6 +291,32 @@ def _mask_like(v: str) -> bool:
 _NAMED_FORMATS: tuple[tuple[tuple[str, ...], re.Pattern[str]], ...] = (
     (("aws", "secret"), re.compile(r"[A-Za-z0-9/+]{40}")),  # AWS secret access keys: 40 base64 characters
 )
+
+
+_UUID = r"[a-f0-9]{8}-[a-f0-9]{4}-[a-f0-9]{4}-[a-f0-9]{4}-[a-f0-9]{12}"
+_OKTA = re.compile(r"00[\w\-]{40}")
+#: vendors whose tokens carry no prefix, found under a key naming the vendor (``postmark: "<uuid>"``,
+#: ``sonar.login=<40 hex>``, ``OKTA_TOKEN``): vendor word -> the issuer's token format
+_VENDOR_KEYED: dict[str, re.Pattern[str]] = {
+    "postmark": re.compile(_UUID + r"(?![\w\-])"),      # Postmark server and account tokens
+    "sonar": re.compile(r"[a-f0-9]{40}(?![\w\-])"),      # SonarQube tokens before 9.5 (newer ones have a prefix)
+    "okta": re.compile(_OKTA.pattern + r"(?![\w\-])"),  # Okta API tokens
+    "jenkins": re.compile(r"11[a-f0-9]{32}(?![\w\-])"),  # Jenkins API tokens
+}
+_VENDOR_KEY_GATE = r"(?i:postmark|sonar|okta|jenkins)[\w.\-]{0,40}[\"'`]?[ \t]*[:=,]"
+_VENDOR_KEY = re.compile(r"(postmark|sonar|okta|jenkins)([\w.\-]{0,40})[\"'`]?[ \t]{0,40}[:=,][ \t]{0,40}[\"'`]?")  # lower-cased text
+_KEY_ROLES = ("token", "key", "login", "auth", "secret", "pass", "api")
+
+
+def _vendor_keyed(text: str, low: str) -> Iterator[tuple[int, int]]:
+    """Values in a vendor's token format under a key that names the vendor and a credential role (or nothing else)."""
+    for m in _VENDOR_KEY.finditer(low):
+        rest = m.group(2)
+        if rest and (rest.endswith("id") or not any(role in rest for role in _KEY_ROLES)):
+            continue
+        value = _VENDOR_KEYED[m.group(1)].match(text, m.end())
+        if value and not _filler(value.group()):
+            yield value.span()
 
 
 def _off_format(value: str, key: str) -> bool:
@@ -297,6 +383,8 @@ _CLI = (
     re.compile(r"\blogin\s+\S+\s+password\s+(\S+)"),                            # .netrc
     re.compile(r"(?i)unseal(?: key \d{1,2}:)?\s+([A-Za-z0-9+/]{40,}={0,2})"),  # Vault unseal keys
     re.compile(r"Credential\(\s*\"[^\"\n]{1,100}\"\s*,\s*\"([^\"\n]{1,100})\""),  # .NET NetworkCredential(user, pass)
+    re.compile(r"DirectoryEntry\(\s*\"[^\"\n]{0,200}\"\s*,\s*\"[^\"\n]{1,100}\"\s*,\s*\"([^\"\n]{1,100})\""),  # (path, user, pass)
+    re.compile(r"ConvertTo-SecureString\s+(?:-String\s+)?[\"']([^\"'\n]{1,100})[\"']\s+-AsPlainText"),  # PowerShell
 )
 _SAID_PASSWORD = re.compile(r"password\b[^\n]{0,60}?\bis\s+([\"'`])([^\"'`\n]{3,64})\1")  # lower-cased text
 _XML_SETTING = re.compile(r"key=\"([\w.\-:]{1,80})\"\s+value=\"([^\"]{1,200})\"")
@@ -309,17 +397,22 @@ _ASSIGN = re.compile(r"[\"'`]?\\?[\"'`]?([ \t]{0,40})(===|!==|==|!=|:=|=>|=|:)?(
 _TOKEN_CHAR = r"[^\s\"'`=:,;(){}\[\]<>|\\&?!*#@$%^~]"
 _KEY_RUN = r"[A-Za-z0-9_.\-]*"
 _SECRET_KEY = r"(?i:pass|pwd|secret|token|key|credential|pat)"
+#: gate shapes of prefixes that common words start with ("pat" in "path", "sk_" in "task_id"): the gate needs more
+_GATE_SHAPES = {"pat": r"pat[A-Za-z0-9]{14}\.", "sk_": r"sk_[a-f0-9]{12}", "secret_": r"secret_[A-Za-z0-9]{12}"}
 #: RE2 patterns, one per finder of ``secret_spans``, each matching a superset of what that finder reports
 #: (lookarounds dropped, long repeats shortened); ``ingest.sensitive`` adds them to its one pre-pass
 SECRET_GATES: tuple[tuple[str, str], ...] = (
-    ("vendor", "(?:" + "|".join(re.escape(p) for p in _PREFIXES) + ")" + _TOKEN_CHAR + r"{4}|\d-[A-Za-z0-9]{64}"
-     r"|hooks\.slack\.com/|/IncomingWebhook/|/api/webhooks/|\d{8}:AA|[a-f0-9]{32}-us\d|AZDO|(?:u01xx[a-f0-9]{30}|[a-f0-9]{35})NRAL|00D\w{12}"),
+    ("vendor", "(?:" + "|".join(re.escape(p) for p in _PREFIXES if p not in _GATE_SHAPES) + ")" + _TOKEN_CHAR + r"{4}|"
+     + "|".join(_GATE_SHAPES.values()) + r"|\d-[A-Za-z0-9]{64}"
+     r"|hooks\.slack\.com/|/IncomingWebhook/|/api/webhooks/|\d{8}:AA|[a-f0-9]{32}-us\d|AZDO|(?:u01xx[a-f0-9]{30}|[a-f0-9]{35})NRAL|00D\w{12}"
+     r"|Jenkins-Crumb|/api/v1/[A-Za-z0-9]{20}/|access_token\$|\.atlasv1\.|:APA91b|\dQ~"),
+    ("named", _VENDOR_KEY_GATE),
     ("pem", r"-----BEGIN"),
     ("crypt", r"\$(?:1|2[abxy]|5|6|7|8|9|y|gy|argon2(?:id|i|d)|pbkdf2(?:-sha\d+)?|krb5(?:asrep|tgs)\$\d\d)\$[A-Za-z0-9./+=$,:@\-]{16}"),
     ("b64pem", r"LS0tLS1CRUdJTi"),
     ("url", r"://[^\s:/@\"'<>]{1,64}:[^\s:/@\"'<>]{1,128}@"),
     ("auth", r"(?i:bearer|basic|ssws|token)[ :]+[A-Za-z0-9._~+/=\-]{8}"),
-    ("cli", r"(?:^|\s)(?:-u|--user)\s|login\s|(?i:unseal)|Credential\("),
+    ("cli", r"(?:^|\s)(?:-u|--user)\s|login\s|(?i:unseal)|Credential\(|DirectoryEntry\(|ConvertTo-SecureString\s"),
     ("said", r"(?i:password)[^\n]{0,60}(?i:is)\s+[\"'`]"),
     ("xml", r"value=\""),
     ("assign", _SECRET_KEY + _KEY_RUN + r"[\"'`]?\\?[\"'`]?[ \t]*(?:[=:!]|\\?[\"'`])|-" + _KEY_RUN + _SECRET_KEY + _KEY_RUN
@@ -388,6 +481,8 @@ def secret_spans(text: str, low: str | None = None) -> Iterator[tuple[int, int]]
         yield from (m.span(2) for m in _SAID_PASSWORD.finditer(low))
     if "xml" in gates:
         yield from (m.span(2) for m in _XML_SETTING.finditer(text) if is_secret_name(m.group(1)) and plausible_secret(m.group(2)))
+    if "named" in gates:
+        yield from _vendor_keyed(text, low)
     if "assign" in gates:
         yield from _assignments(text, low)
 
@@ -413,6 +508,8 @@ def _auth_value_ok(scheme: str, value: str) -> bool:
             return b":" in base64.b64decode(value + "=" * (-len(value) % 4), validate=True)
         except (binascii.Error, ValueError):
             return False
+    if scheme == "ssws" and _OKTA.fullmatch(value):
+        return not _filler(value)  # Okta's own format: only an outright mask is not a token
     return any(c.isdigit() for c in value) and plausible_secret(value) and not value.isdigit()
 
 

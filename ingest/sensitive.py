@@ -23,7 +23,8 @@ Types (``SENSITIVE_TYPES``; a value is one of these or not sensitive):
 ``jwt``         ``eyJ<header>.eyJ<payload>.<signature>``
 ``secret``      vendor key formats with high-signal prefixes, PEM private keys,
                 crypt password hashes, credentials in URLs, secret-named
-                assignments (``password=...``, ``"api_key": "..."``), Authorization
+                assignments (``password=...``, ``"api_key": "..."``), prefix-less
+                vendor tokens under a key naming the vendor, Authorization
                 headers and ``-u user -p pass`` command lines
 ``dob``         field name only (``dob``, ``date_of_birth``, ``birthdate``)
 ==============  ============================================================

@@ -181,6 +181,13 @@ def test_count_sensitive_uses_field_names_as_context(leaves: list[tuple[str, obj
     assert count_sensitive(leaves) == expected  # type: ignore[arg-type]
 
 
+def test_issuer_formats_in_json_leaves_count_as_secrets() -> None:
+    """Prefixed issuer formats need no field name; their near misses (one character short) count nothing."""
+    sonar, langsmith = "sq" + "p_" + "3e9a" * 10, "lsv2_" + "sk_" + "0f1e" * 8 + "_" + "a1b2c3d4e5"
+    assert count_sensitive([("ci.analysis", sonar), ("tracing.note", langsmith)]) == {SECRET: 2}
+    assert count_sensitive([("ci.analysis", sonar[:-1]), ("tracing.note", langsmith[:-1])]) == {}
+
+
 def test_counts_are_by_type_only() -> None:
     counts = count_sensitive([("email", "a@example.org"), ("password", "hunter22"), ("msg", "card 4111111111111111")])
     assert counts == {EMAIL: 1, SECRET: 1, CARD: 1}
@@ -190,7 +197,8 @@ def test_counts_are_by_type_only() -> None:
 @pytest.mark.parametrize(
     "text",
     ["a" * 100_000 + "@", "1 " * 50_000, "-" * 100_000, "password=" * 20_000, "+1" * 50_000, "eyJ" * 30_000,
-     "::" * 50_000, "x.y." * 25_000, ("AB 12 " * 20_000)],
+     "::" * 50_000, "x.y." * 25_000, ("AB 12 " * 20_000), "okta: " * 20_000, "Jenkins-Crumb:" * 10_000,
+     "/api/v1/" * 20_000, "a1Q~" * 30_000, "sonar.login=" * 10_000],
 )
 def test_adversarial_inputs_scan_in_linear_time(text: str) -> None:
     start = time.process_time()
