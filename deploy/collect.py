@@ -94,12 +94,16 @@ def build_summarizer(settings: Any) -> Any:
 
 def text_scanner() -> Any:
     """The prompt-injection scanner of what MCP tools, resources and prompts return (``enforcement.promptscan``, the
-    shipped rules and model, loaded at the first text): the collector reads the whole text (``scan_stream``, up to 1 MB)."""
+    shipped rules and model, loaded at the first text): the collector reads the whole text (``scan_stream``, up to 1 MB);
+    of a JSON answer, its prose (``prose_of``)."""
     loaded: list[Any] = []
 
     def scan(text: str) -> tuple[float, tuple[str, ...]]:
-        from enforcement.promptscan import scan_stream
+        from enforcement.promptscan import prose_of, scan_stream
 
+        text = prose_of(text)
+        if not text:
+            return 0.0, ()
         if not loaded:
             from enforcement.promptmodel import load_prompt_model
 

@@ -72,6 +72,7 @@ from enforcement.schemacheck import (
     path_steps,
     request_values,
 )
+from ingest.llm import operation_of
 from ingest.openapi import DeclaredEndpoint, SpecIndex, load_spec_dir
 from ingest.templating import template_path
 
@@ -126,6 +127,12 @@ class _Parsed:
     def assigns_query(self) -> bool:
         """Whether query names may assign properties (not on GET, HEAD, OPTIONS, DELETE)."""
         return self.endpoint[1] not in _SAFE_QUERY
+
+
+def _jsonrpc(body: bytes | None) -> bool:
+    """A JSON-RPC 2.0 request (its ``params`` are checked against no resource schema; other top-level names still are)."""
+    head = (body or b"")[:256]
+    return head.lstrip()[:1] == b"{" and b'"jsonrpc"' in head and b'"method"' in head
 
 
 def _principal(req: RequestView) -> str:
@@ -264,7 +271,11 @@ class PropertySchemaValidator:
     def _parse_new(self, req: RequestView) -> _Parsed | None:
         if not req.body and "?" not in req.path:
             return None
+        if req.body and req.method.upper() == "POST" and operation_of(req.path) is not None:
+            return None  # a model API call: the OpenAI wire format fixes the body (``messages[].role`` is a chat turn)
         body, query = request_values(req)
+        if body and _jsonrpc(req.body):  # MCP: a tool's arguments follow the tool's own input schema, not a resource's
+            body = [v for v in body if not v.key.startswith("params.")]
         if not body and not query:
             return None
         method, path = req.method.upper(), req.path.partition("?")[0]

@@ -45,7 +45,10 @@ _LINES = re.compile(r"\r\n|\r|\n")
 #: JSON-RPC methods of MCP (by prefix): a body with another method is not taken for MCP (a JSON-RPC field added to a
 #: REST body must not hide its answer from the other detectors)
 MCP_METHODS = ("initialize", "ping", "tools/", "resources/", "prompts/", "notifications/", "completion/", "logging/",
-               "sampling/", "roots/", "elicitation/", "tasks/")
+               "sampling/", "roots/", "elicitation/", "tasks/", "server/")
+#: methods whose answer names the server (``server/discover`` opens a session of the 2026-07-28 protocol, which has no
+#: ``initialize``)
+_HANDSHAKES = ("initialize", "server/discover")
 
 
 @dataclass(frozen=True)
@@ -199,7 +202,7 @@ def parse_exchange(request_headers: Mapping[str, str], request_body: bytes | Non
         result = answer["result"]
     if answer is not None and isinstance(answer.get("error"), dict):
         error = answer["error"]
-    server = result.get("serverInfo") if method == "initialize" else None
+    server = result.get("serverInfo") if method in _HANDSHAKES else None
     text = "\n".join(_text_of(result))[:MAX_TEXT]
     is_error = result.get("isError") if method == "tools/call" else None
     return McpCall(

@@ -337,3 +337,17 @@ def test_a_full_endpoint_table_leaves_new_endpoints_unvalidated_rather_than_deni
     assert validator.inspect(_req("POST", "/api/c/signup", {"email": "a@b.c", "role": "admin"})) is None
     assert validator.stats()["endpoints_dropped"] >= 1
     assert validator.inspect(_req("POST", "/api/a", {"name": "x", "role": "admin"})) is not None  # held endpoints still are
+
+
+def test_protocol_bodies_are_not_read_as_resources_but_a_jsonrpc_wrapper_hides_nothing() -> None:
+    """A model API call's ``messages[].role`` is a chat turn and an MCP tool's ``params.arguments`` follow the tool's
+    own schema: neither is mass assignment, even on an endpoint's first request (the demo's agents were denied for it).
+    Names outside ``params`` of a JSON-RPC body are still checked, so wrapping a REST body in JSON-RPC evades nothing."""
+    v = _validator(learn_requests=1000)
+    chat = {"model": "m", "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "hi"}]}
+    assert v.inspect(_req("POST", "/v1/chat/completions", chat, service="llm")) is None
+    call = {"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "set_role", "arguments": {"role": "admin"}}}
+    assert v.inspect(_req("POST", "/mcp", call, service="mcp")) is None
+    assert "mass-assignment" in _categories(v, _req("POST", "/mcp", {**call, "role": "admin"}, service="mcp"))
+    _teach(v, "PATCH", "/users/81231", [{"name": "Ann"}, {"name": "Bo"}])
+    assert "mass-assignment" in _categories(v, _req("PATCH", "/users/81232", {"messages": [{"role": "admin"}]}))  # REST path: checked

@@ -71,6 +71,40 @@ def test_a_real_sdk_session_is_parsed_call_by_call(mcp_server: str) -> None:
     assert x.call("no/such/method") is None  # not an MCP method: the call stays an HTTP call
 
 
+@pytest.mark.parametrize("mode", ["auto", "legacy"])
+def test_the_sdk_client_of_either_protocol_is_parsed(mcp_server: str, mode: str) -> None:
+    """The official client: ``auto`` opens with ``server/discover`` (the 2026-07-28 protocol, no session), ``legacy``
+    with ``initialize``; both list and call tools as the collector reads them."""
+    import asyncio
+
+    import httpx2
+    from mcp import Client
+    from mcp.client.streamable_http import streamable_http_client
+
+    seen: list[Any] = []
+
+    async def keep(response: Any) -> None:
+        await response.aread()
+        if response.request.method == "POST":
+            seen.append(parse_exchange(dict(response.request.headers), response.request.content, dict(response.headers), response.content))
+
+    async def session() -> None:
+        async with httpx2.AsyncClient(event_hooks={"response": [keep]}, timeout=10) as http:
+            async with Client(streamable_http_client(mcp_server, http_client=http), mode=mode) as client:  # type: ignore[arg-type]
+                await client.list_tools()
+                await client.call_tool("get_order", {"order_id": 3})
+
+    asyncio.run(session())
+    calls = [c for c in seen if c is not None]
+    assert len(calls) == len(seen)  # every POST of the session is MCP
+    first = calls[0]
+    assert first.method == ("server/discover" if mode == "auto" else "initialize")
+    listed = next(c for c in calls if c.method == "tools/list")
+    assert [t.name for t in listed.tools] == ["get_order", "fail"]
+    called = next(c for c in calls if c.method == "tools/call")
+    assert called.tool == "get_order" and "ann@example.com" in called.result_text
+
+
 def test_batches_notifications_and_sse_events_are_read() -> None:
     batch = json.dumps([{"jsonrpc": "2.0", "method": "notifications/progress"},
                         {"jsonrpc": "2.0", "id": "a", "method": "tools/call", "params": {"name": "t"}}]).encode()
