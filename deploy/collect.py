@@ -208,7 +208,7 @@ def _publisher(settings: Any, dry_run: bool) -> tuple[Any, Any]:
 
 def _cmd(args: argparse.Namespace) -> int:
     from deploy.logs import setup_logging
-    from ingest.collectors.runner import Collector
+    from ingest.collectors.runner import Collector, tune_gc
     from ingest.collectors.settings import CollectorSettings
     from ingest.config import build_settings
 
@@ -220,6 +220,7 @@ def _cmd(args: argparse.Namespace) -> int:
         return 2
     publisher, dlq = _publisher(settings, args.dry_run)
     collector = Collector(settings, sources, build_summarizer(settings), publisher, dlq[1] if dlq else None)
+    tune_gc()
     stop = threading.Event()
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())

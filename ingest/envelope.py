@@ -9,6 +9,7 @@ returns an Arrow table; ``EnvelopeError`` says why a message could not be read.
 
 from __future__ import annotations
 
+import operator
 import types
 import typing
 from collections.abc import Sequence
@@ -84,6 +85,7 @@ _ROW_DEFAULTS = _field_defaults(RequestSummary)
 _MAP_FIELDS = tuple(f.name for f in SUMMARY_SCHEMA if pa.types.is_map(f.type))
 _LIST_DEFAULTS: dict[str, list[Any]] = {f.name: [] for f in SUMMARY_SCHEMA if pa.types.is_map(f.type) or pa.types.is_list(f.type)}
 _NESTED_DEFAULTS = {"source": _field_defaults(Source), "destination": _field_defaults(Destination)}
+_ALL_COLUMNS = operator.itemgetter(*SUMMARY_SCHEMA.names)
 
 
 def summary_row(**fields: Any) -> dict[str, Any]:
@@ -125,15 +127,33 @@ def encode_envelope(summaries: Sequence[RequestSummary]) -> bytes:
 
 
 def encode_rows(rows: list[dict[str, Any]]) -> bytes:
-    """Encode plain dict rows (already shaped like ``SUMMARY_SCHEMA``) as an envelope."""
-    return encode_table(pa.Table.from_pylist(rows, schema=SUMMARY_SCHEMA))
+    """Encode plain dict rows (already shaped like ``SUMMARY_SCHEMA``) as an envelope.
+
+    The same conversion as ``pa.Table.from_pylist`` (one ``pa.array`` per column), with the columns taken
+    out of the rows by one ``itemgetter`` per row and transposed by ``zip``, both in C: ``from_pylist``'s
+    one Python comprehension per column cost more than the Arrow conversion itself. Rows lacking a
+    column (other producers' rows) take ``from_pylist``, where a missing key is a null.
+    """
+    try:
+        columns = list(zip(*map(_ALL_COLUMNS, rows)))
+    except KeyError:
+        return encode_table(pa.Table.from_pylist(rows, schema=SUMMARY_SCHEMA))
+    if not columns:
+        return encode_table(pa.Table.from_pylist(rows, schema=SUMMARY_SCHEMA))
+    arrays = [pa.array(column, type=f.type) for column, f in zip(columns, SUMMARY_SCHEMA)]
+    return _write(pa.Table.from_arrays(arrays, schema=SUMMARY_SCHEMA))
 
 
 def encode_table(table: pa.Table) -> bytes:
     """Encode a table with the ``SUMMARY_SCHEMA`` columns (as ``decode_messages`` returns) as an envelope."""
+    return _write(table.select(SUMMARY_SCHEMA.names).cast(SUMMARY_SCHEMA))
+
+
+def _write(table: pa.Table) -> bytes:
+    """The envelope of a table whose schema is ``SUMMARY_SCHEMA``."""
     sink = pa.BufferOutputStream()
     with pa.ipc.new_stream(sink, SUMMARY_SCHEMA, options=_WRITE_OPTIONS) as writer:
-        writer.write_table(table.select(SUMMARY_SCHEMA.names).cast(SUMMARY_SCHEMA))
+        writer.write_table(table)
     return bytes(sink.getvalue().to_pybytes())
 
 

@@ -276,11 +276,14 @@ def destination_from(header_value: str | None, route: str | None, authority: str
         if "/" in candidate and not _is_ip(candidate):
             namespace, _, name = candidate.partition("/")
             return Target(name, namespace or None)
-        found = _from_service_host(candidate.split(":", 1)[0], config.cluster_domain)
+        host = candidate.split(":", 1)[0]
+        found = _from_service_host(host, config.cluster_domain)
         if found is not None:
             return found
-        if candidate and not _is_ip(candidate.split(":", 1)[0]):
-            return Target(candidate.split(":", 1)[0])
+        if host and not _is_ip(host):
+            # a route or cluster named after a host outside the cluster (Istio's ``outbound|443||api.example.com``, an
+            # egress cluster ``api.example.com``) is external; a bare name (``orders``) is a service of the mesh
+            return Target(host, None, host, True) if "." in host else Target(host)
     if authority:
         host = _strip_port(authority)
         if not _is_ip(host):
@@ -311,6 +314,8 @@ class IdentityResolver:
         self._classes: dict[str, tuple[bool, bool]] = {}
         self._destinations: dict[tuple[str | None, str | None, str | None], Target] = {}
         self._memo: dict[tuple[str | None, ...], Identity] = {}
+        #: the headers an identity is derived from (the memo's key, with the peer)
+        self._key_headers = ("authorization", "x-forwarded-client-cert", "x-forwarded-for", "cookie", *self.config.api_key_headers)
 
     def _classify(self, ip: str) -> tuple[bool, bool]:
         """(is a trusted proxy, is external) of an address, memoised (``ipaddress`` costs microseconds)."""
@@ -340,8 +345,7 @@ class IdentityResolver:
         distinct set of identity headers; the pod directory is asked on every call,
         because pod addresses are reused.
         """
-        get = headers.get
-        key = (get("authorization"), get("x-forwarded-client-cert"), get("x-forwarded-for"), get("cookie"), *(get(h) for h in self.config.api_key_headers), peer_ip)
+        key = (*map(headers.get, self._key_headers), peer_ip)
         found = self._memo.get(key)
         if found is None:
             if len(self._memo) >= _MEMO_MAX:

@@ -15,24 +15,48 @@ Azure OpenAI, vLLM, Ollama, LiteLLM, most gateways) into an ``LlmCall``:
   name, streamed deltas included): what an agent is about to do;
 * ``prompt_text``: the text sent to the model (message contents, ``input``,
   ``prompt``), capped at ``MAX_TEXT`` characters, so the summariser can count
-  the sensitive data that leaves for a model (lineage) without keeping it.
+  the sensitive data that leaves for a model (lineage) without keeping it;
+* ``prompt``: what was asked this time: the last user message of a chat (an
+  agent's tool loop repeats it until the next question), the last user item or
+  the text of ``input`` (responses, embeddings), ``prompt`` (completions).
+
+``prompt_hash(text, key)`` and ``shape_hash(text, key)`` turn a prompt into the
+keyed hashes a summary carries (``ingest.templating.hash_object_id``, the key of
+object ids; the text is never kept): the hash of the normalised prompt
+(``normalise``: lower case, whitespace collapsed) and the hash of its *shape*
+(``shape_of``: numbers, quoted strings and long tokens masked, then the opening
+words up to the first line break or colon, at most ``SHAPE_WORDS``), so a
+templated probe (``Classify the sentiment: <text>`` with a different text each
+time) is one shape and many prompts. A template whose variable part comes first
+reads as many shapes; the volume rule covers it (``models/rules/agents.yaml``,
+model extraction).
 
 ``None`` when the path is not such an operation or the request body is not a
-JSON object. Pure, stdlib only.
+JSON object. Pure, stdlib only (with ``ingest.templating``'s keyed hash).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["MAX_TEXT", "LlmCall", "operation_of", "parse_llm"]
+from ingest.templating import hash_object_id
+
+__all__ = ["MAX_TEXT", "SHAPE_WORDS", "LlmCall", "normalise", "operation_of", "parse_llm", "prompt_hash", "shape_hash", "shape_of"]
 
 MAX_TEXT = 65_536
 _MAX_BODY = 4 << 20
 _OPERATIONS = (("/chat/completions", "chat"), ("/completions", "completions"), ("/embeddings", "embeddings"),
                ("/responses", "responses"))
+#: words of the masked prompt its shape keeps (an instruction's opening: "classify the sentiment of this review:")
+SHAPE_WORDS = 6
+_SHAPE_SCAN = 512  # characters of a prompt's first line the shape reads: its first words, and room to close a quote
+_QUOTED = re.compile(r"\"[^\"\n]*\"|(?<!\w)'[^'\n]*'(?!\w)|`[^`]*`|\u201c[^\u201d\n]*\u201d|\u00ab[^\u00bb\n]*\u00bb")
+_LONG = re.compile(r"\S{24,}")  # ids, hashes, base64, URLs: values, not words of a template
+_NUMBER = re.compile(r"[-+]?\d+(?:[.,:/-]\d+)*")
+_COLON = re.compile(r"(?<=:)\s")  # with a line break, where a template's instruction usually hands over to its data
 
 
 @dataclass(frozen=True)
@@ -47,6 +71,7 @@ class LlmCall:
     tool_calls: tuple[str, ...] = ()
     stream: bool = False
     prompt_text: str = ""
+    prompt: str = ""
 
 
 def operation_of(path: str) -> str | None:
@@ -112,6 +137,56 @@ def _prompt_text(request: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def _user_prompt(request: dict[str, Any]) -> str:
+    """The text asked this time: the last user message (chat, responses), else all of ``input`` or ``prompt``."""
+    for key in ("messages", "input", "prompt"):
+        value = request.get(key)
+        if isinstance(value, list) and any(isinstance(m, dict) and "role" in m for m in value):
+            value = next((m for m in reversed(value) if isinstance(m, dict) and m.get("role") == "user"), None)
+        if value is not None:
+            out: list[str] = []
+            _texts(value, out, MAX_TEXT)
+            return "\n".join(out)
+    return ""
+
+
+def normalise(text: str) -> str:
+    """The prompt as hashed: lower case, runs of whitespace made one space.
+
+    >>> normalise("  Hello,\\n  World ")
+    'hello, world'
+    """
+    return " ".join(text.lower().split())
+
+
+def shape_of(text: str) -> str:
+    """The template a prompt follows: quoted strings, long tokens and numbers masked, then its opening: the words
+    before the first line break or ``:`` (where instructions usually hand over to data), at most ``SHAPE_WORDS``.
+
+    >>> shape_of('Classify the sentiment of this review: "Great phone, 5 stars"')
+    'classify the sentiment of this review:'
+    >>> shape_of("Translate to French: good morning"), shape_of("Summarise this.\\n\\nThe meeting moved to Monday.")
+    ('translate to french:', 'summarise this.')
+    >>> shape_of("What is 17 * 23?") == shape_of("what is 4096 * 7?")
+    True
+    """
+    head = text.lstrip()[:_SHAPE_SCAN].split("\n", 1)[0]  # a 2 kB one-line prompt: 136 us masking 4 kB, 36 us now
+    masked = _NUMBER.sub("<n>", _LONG.sub("<t>", _QUOTED.sub("<q>", head)))
+    return " ".join(_COLON.split(masked, 1)[0].lower().split()[:SHAPE_WORDS])
+
+
+def prompt_hash(text: str, key: bytes) -> str | None:
+    """Keyed hash of the normalised prompt (None for an empty one); the text is not kept."""
+    norm = normalise(text)
+    return hash_object_id("llm-prompt\0" + norm, key) if norm else None
+
+
+def shape_hash(text: str, key: bytes) -> str | None:
+    """Keyed hash of the prompt's shape (``shape_of``; None for an empty prompt)."""
+    shape = shape_of(text)
+    return hash_object_id("llm-shape\0" + shape, key) if shape else None
+
+
 def _int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
@@ -163,4 +238,5 @@ def parse_llm(method: str, path: str, request_body: bytes | None, response_heade
     tools = request.get("tools")
     return LlmCall(operation=operation or "", model=model, input_tokens=tokens_in, output_tokens=tokens_out,
                    tools_offered=len(tools) if isinstance(tools, list) else 0, tool_calls=_tool_calls(answers),
-                   stream=bool(request.get("stream")) or streamed, prompt_text=_prompt_text(request))
+                   stream=bool(request.get("stream")) or streamed, prompt_text=_prompt_text(request),
+                   prompt=_user_prompt(request))

@@ -111,7 +111,10 @@ class LlmExtras(_Record):
     """Calls to a language model API (OpenAI-compatible), derived by ``ingest.llm``: the operation (``chat``,
     ``completions``, ``embeddings``, ``responses``), model, token counts, how many tools the request offered and the
     tool calls the model asked for, and the sensitive values found in the text sent to the model (``sent_sensitive``
-    values of the types in ``sent_types``: what leaves for a model, never the values)."""
+    values of the types in ``sent_types``: what leaves for a model, never the values). ``prompt_hash`` is a keyed hash
+    of the prompt asked (the last user message or the input, normalised) and ``prompt_shape`` a keyed hash of its
+    template (numbers, quoted strings and long tokens masked, first words kept): many prompts of few shapes is
+    systematic probing (``ingest.llm``; the text is never kept)."""
 
     model: str | None = None
     input_tokens: int | None = None
@@ -121,6 +124,8 @@ class LlmExtras(_Record):
     tool_calls: list[str] = Field(default_factory=list)
     sent_sensitive: int | None = None
     sent_types: list[str] = Field(default_factory=list)
+    prompt_hash: str | None = None
+    prompt_shape: str | None = None
 
 
 class GroundTruth(_Record):

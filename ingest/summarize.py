@@ -23,7 +23,8 @@
   its sensitive counts are those of the text the tool, resource or prompt returned;
 * for a call to an OpenAI-compatible model API (``ingest.llm``) the ``llm`` extras: operation,
   model, token counts, tools offered and tool calls the model asked for, and the sensitive
-  values in the text sent to the model (lineage: what leaves for a model);
+  values in the text sent to the model (lineage: what leaves for a model), the prompt asked and
+  its shape as keyed hashes (model extraction: many prompts of few shapes);
 * the outcome where the status does not tell it (``OutcomeRule``: a login that
   answers 200 with an error body is an authentication failure).
 
@@ -42,13 +43,13 @@ from typing import Any, Protocol
 
 from ingest.bodies import BodyFeatures, Leaf, body_features, query_object_ids, walk_body
 from ingest.envelope import summary_row
-from ingest.identity import IdentityConfig, IdentityResolver
+from ingest.identity import Identity, IdentityConfig, IdentityResolver, Target
 from ingest.loginsubject import LOGIN_PATH, login_subject
-from ingest.llm import LlmCall, parse_llm
+from ingest.llm import LlmCall, parse_llm, prompt_hash, shape_hash
 from ingest.mcp import McpCall, ToolDefinition, parse_exchange
 from ingest.idblocks import object_blocks
 from ingest.observation import HttpObservation
-from ingest.templating import STRONG, hash_object_id, id_kind, template_path
+from ingest.templating import STRONG, hash_object_id, id_kind, keyed_hasher, template_path
 
 __all__ = ["MAX_PROPERTIES", "OutcomeRule", "Summarizer", "SummarizerConfig", "Templater", "property_path", "property_paths"]
 
@@ -104,12 +105,14 @@ class SummarizerConfig:
     max_body_bytes: int = 262_144
 
 
-def _llm(call: LlmCall) -> dict[str, Any]:
-    """The summary's ``llm`` extras of a parsed model call (sensitive values sent counted by type, never kept)."""
+def _llm(call: LlmCall, key: bytes) -> dict[str, Any]:
+    """The summary's ``llm`` extras of a parsed model call (sensitive values sent counted by type, the prompt and its
+    shape as keyed hashes: never the text)."""
     sent = body_features(call.prompt_text.encode(), _text_type(call.prompt_text)).sensitive if call.prompt_text else {}
     return {"model": call.model, "input_tokens": call.input_tokens, "output_tokens": call.output_tokens,
             "operation": call.operation, "tools_offered": call.tools_offered, "tool_calls": list(call.tool_calls),
-            "sent_sensitive": sum(sent.values()), "sent_types": sorted(sent)}
+            "sent_sensitive": sum(sent.values()), "sent_types": sorted(sent),
+            "prompt_hash": prompt_hash(call.prompt, key), "prompt_shape": shape_hash(call.prompt, key)}
 
 
 def _text_type(text: str) -> str:
@@ -170,6 +173,7 @@ ToolScanner = Callable[[ToolDefinition], tuple[bool, float, tuple[str, ...]]]
 #: a prompt-injection scanner of text flowing to a model: (score in [0, 1], traits) (``enforcement.promptscan``)
 TextScanner = Callable[[str], tuple[float, tuple[str, ...]]]
 _SCANNED_MAX = 4096
+_ROW_MEMO_MAX = 65536
 
 
 class Summarizer:
@@ -190,6 +194,11 @@ class Summarizer:
         self.templater = templater
         self._rules = {(r.service, r.method, r.path_template): r for r in self.config.outcome_rules}
         self._key = self.config.object_id_key
+        self._hasher = keyed_hasher(self._key)
+        self._row = summary_row(id=None, time=None, source=None, destination=None, method=None, path_template=None)
+        self._sources: dict[int, tuple[Identity, dict[str, Any]]] = {}
+        self._destinations: dict[int, tuple[Target, dict[str, Any]]] = {}
+        self._queries: dict[str, tuple[str, ...]] = {}
 
     def _template(self, service: str, method: str, path: str) -> tuple[str, list[str]]:
         if self.templater is not None:
@@ -208,6 +217,8 @@ class Summarizer:
         return property_paths(walk_body(body[: self.config.max_body_bytes], headers.get("content-type")).leaves)
 
     def _outcome(self, service: str, method: str, template: str, status: int | None, body: bytes | None) -> str | None:
+        if not self._rules and (method != "POST" or not self.config.learn_login_outcomes):
+            return None  # neither a declared rule nor the login rule (POST only) can apply
         rule = self._rules.get((service, method, template))
         if rule is not None:
             return rule.outcome if rule.matches(status, body) else "ok"
@@ -216,62 +227,121 @@ class Summarizer:
         return None
 
     def summarize(self, obs: HttpObservation) -> dict[str, Any]:
-        """The envelope row of one observation."""
-        who = self.identities.resolve(obs.headers, obs.peer_ip)
-        where = self.identities.destination(obs.headers, obs.route, obs.authority)
+        """The envelope row of one observation.
+
+        This is the collector's hot path (one call per access-log entry). What repeats from call to
+        call is memoised per distinct value, each memo bounded: identities and destinations (by the
+        resolver), their row dicts (``_source_row``, ``_destination_row``), the ids of a query string,
+        whether an endpoint can have an outcome. The row equals ``summary_row`` of the same fields.
+        """
+        headers, method = obs.headers, obs.method
+        who = self.identities.resolve(headers, obs.peer_ip)
+        where = self.identities.destination(headers, obs.route, obs.authority)
         service = where.service or "-"
         path, _, query = obs.path.partition("?")
-        template, ids = self._template(f"{where.namespace}/{service}" if where.namespace else service, obs.method, path)
+        template, ids = self._template(f"{where.namespace}/{service}" if where.namespace else service, method, path)
         if query:
-            ids += query_object_ids(query)
-        mcp = parse_exchange(obs.headers, obs.request_body, obs.response_headers, obs.response_body) \
-            if obs.method == "POST" and obs.request_body else None
-        llm = parse_llm(obs.method, path, obs.request_body, obs.response_headers, obs.response_body) \
-            if mcp is None and obs.method == "POST" and obs.request_body else None
+            ids += self._query_ids(query)
+        request_body, response_body = obs.request_body, obs.response_body
+        mcp = llm = None
+        if method == "POST" and request_body:
+            mcp = parse_exchange(headers, request_body, obs.response_headers, response_body)
+            if mcp is None:
+                llm = parse_llm(method, path, request_body, obs.response_headers, response_body)
         if mcp is not None:  # what flows to the model, not the JSON-RPC envelope; no object ids of its own
             response = self._body(obs, {"content-type": _text_type(mcp.result_text)}, mcp.result_text.encode())
+        elif response_body:
+            response = self._body(obs, obs.response_headers, response_body)
         else:
-            response = self._body(obs, obs.response_headers, obs.response_body)
+            response = None
         created: list[str] = []
-        sensitive: dict[str, int] = {}
+        sensitive: list[tuple[str, int]] = []
+        properties: list[str] = []
         if response is not None:
-            sensitive = response.sensitive
-        if response is not None and mcp is None and llm is None:  # ids in tool or model text are not objects read
-            if obs.method == "POST" and obs.status is not None and 200 <= obs.status < 300:
-                created = response.object_ids[:16]
-            else:
-                ids += response.object_ids
-        key = self._key
-        ids = list(dict.fromkeys(ids))
-        subject = login_subject(obs.method, path, obs.headers, obs.request_body, basic_anywhere=self.config.basic_auth_anywhere)
-        return summary_row(
-            id=obs.request_id or uuid.uuid4().hex,
-            time=obs.time,
-            duration_ms=obs.duration_ms,
-            reporter=obs.reporter,
-            source={"workload": who.workload, "namespace": who.namespace, "pod": who.pod, "ip": who.ip, "external": who.external},
-            principal=who.principal,
-            auth_type=who.auth_type,
-            destination={"service": service, "namespace": where.namespace, "host": where.host, "external": where.external},
-            method=obs.method,
-            path_template=template,
-            raw_path=obs.path if self.config.keep_raw_path else None,
-            status=obs.status,
-            request_bytes=obs.request_bytes,
-            response_bytes=obs.response_bytes,
-            object_ids=[hash_object_id(i, key) for i in ids],
-            object_blocks=object_blocks(template, ids, key),
-            object_ids_created=[hash_object_id(i, key) for i in created],
-            sensitive=sensitive,
-            response_properties=self._properties(obs.response_headers, obs.response_body, response),
-            outcome=self._outcome(service, obs.method, template, obs.status, obs.response_body),
-            credential_subject=hash_object_id(subject, key) if subject is not None else None,
-            inline_findings=list(obs.inline_findings),
-            decision=obs.decision,
-            mcp=self._mcp(mcp) if mcp is not None else None,
-            llm=_llm(llm) if llm is not None else None,
-            trace_id=obs.trace_id,
-        )
+            sensitive = list(response.sensitive.items())
+            properties = self._properties(obs.response_headers, response_body, response)
+            if mcp is None and llm is None:  # ids in tool or model text are not objects read
+                if method == "POST" and obs.status is not None and 200 <= obs.status < 300:
+                    created = response.object_ids[:16]
+                else:
+                    ids += response.object_ids
+        hashed = self._hash
+        if len(ids) > 1:
+            ids = list(dict.fromkeys(ids))
+        subject = self._login_subject(method, path, headers, request_body)
+        return {
+            **self._row,
+            "id": obs.request_id or uuid.uuid4().hex,
+            "time": obs.time,
+            "duration_ms": obs.duration_ms,
+            "reporter": obs.reporter,
+            "source": self._source_row(who),
+            "principal": who.principal,
+            "auth_type": who.auth_type,
+            "destination": self._destination_row(where, service),
+            "method": method,
+            "path_template": template,
+            "raw_path": obs.path if self.config.keep_raw_path else None,
+            "status": obs.status,
+            "request_bytes": obs.request_bytes,
+            "response_bytes": obs.response_bytes,
+            "object_ids": [hashed(i) for i in ids],
+            "object_blocks": object_blocks(template, ids, self._key) if ids else [],
+            "object_ids_created": [hashed(i) for i in created],
+            "sensitive": sensitive,
+            "response_properties": properties,
+            "outcome": self._outcome(service, method, template, obs.status, response_body),
+            "credential_subject": hashed(subject) if subject is not None else None,
+            "inline_findings": list(obs.inline_findings),
+            "decision": obs.decision,
+            "mcp": self._mcp(mcp) if mcp is not None else None,
+            "llm": _llm(llm, self._key) if llm is not None else None,
+            "trace_id": obs.trace_id,
+        }
+
+    def _hash(self, value: str) -> str:
+        """``hash_object_id`` with the object-id key, from a hasher that has taken the key once."""
+        h = self._hasher.copy()
+        h.update(value.encode())
+        return h.hexdigest()
+
+    def _source_row(self, who: Identity) -> dict[str, Any]:
+        """The row's ``source`` of an identity: built once per ``Identity`` object (the resolver memoises them)."""
+        found = self._sources.get(id(who))
+        if found is None or found[0] is not who:  # the id of an identity no longer held may be reused
+            if len(self._sources) >= _ROW_MEMO_MAX:
+                self._sources.clear()
+            found = self._sources[id(who)] = (who, summary_row(source={
+                "workload": who.workload, "namespace": who.namespace, "pod": who.pod, "ip": who.ip,
+                "external": who.external})["source"])
+        return found[1].copy()
+
+    def _destination_row(self, where: Target, service: str) -> dict[str, Any]:
+        """The row's ``destination`` of a target (``service`` is its name or ``-``), built once per ``Target`` object."""
+        found = self._destinations.get(id(where))
+        if found is None or found[0] is not where:
+            if len(self._destinations) >= _ROW_MEMO_MAX:
+                self._destinations.clear()
+            found = self._destinations[id(where)] = (where, summary_row(destination={
+                "service": service, "namespace": where.namespace, "host": where.host, "external": where.external})["destination"])
+        return found[1].copy()
+
+    def _query_ids(self, query: str) -> list[str]:
+        """``query_object_ids`` of a query string, memoised (queries repeat: ``page=2&limit=50``)."""
+        found = self._queries.get(query)
+        if found is None:
+            if len(self._queries) >= _ROW_MEMO_MAX:
+                self._queries.clear()
+            found = self._queries[query] = tuple(query_object_ids(query))
+        return list(found)
+
+    def _login_subject(self, method: str, path: str, headers: Mapping[str, str], body: bytes | None) -> str | None:
+        """``login_subject``, skipped where it must answer None: no body, no Basic credentials, not ``basic_anywhere``."""
+        if not body and not self.config.basic_auth_anywhere:
+            auth = headers.get("authorization")
+            if not auth or auth.lstrip()[:5].lower() != "basic":  # _basic_user reads nothing else
+                return None
+        return login_subject(method, path, headers, body, basic_anywhere=self.config.basic_auth_anywhere)
 
     def _tool(self, tool: ToolDefinition) -> dict[str, Any]:
         """A listed tool of the ``mcp`` extras, scanned when a scanner is configured (memoised by definition hash)."""

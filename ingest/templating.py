@@ -91,23 +91,52 @@ def _segments(path: str) -> list[str]:
     return path.split("/")[1:] if path.startswith("/") else path.split("/")
 
 
+#: template_path's answer per literal segment: (template piece, id or None). Ids are not kept (they rarely repeat).
+_PIECES: dict[str, tuple[str, str | None]] = {}
+_PIECES_MAX = 16384
+
+
+def _piece(seg: str) -> tuple[str, str | None]:
+    """(template piece, id) of one path segment for ``template_path`` (literal segments memoised)."""
+    found = _PIECES.get(seg)
+    if found is not None:
+        return found
+    split = _split_id(seg, WEAK) if seg else None
+    if split is not None:
+        return "{id}" + split[1], split[0]
+    if len(_PIECES) >= _PIECES_MAX:  # literals repeat (an API's words); the memo stays small unless attacked
+        _PIECES.clear()
+    found = _PIECES[seg] = (seg, None)
+    return found
+
+
 def template_path(path: str) -> tuple[str, list[str]]:
     """Split the query off, replace id-like segments by ``{id}``; return template and ids.
+
+    The answer for a literal segment is memoised (``_piece``) and an all-digit segment is an id without
+    asking the patterns (the collector calls this once per access-log entry).
 
     >>> template_path("/orders/81231/items?expand=1")
     ('/orders/{id}/items', ['81231'])
     >>> template_path("/Accounts/AC0123456789abcdef0123456789abcdef.json")
     ('/Accounts/{id}.json', ['AC0123456789abcdef0123456789abcdef'])
     """
-    segments, ids = [], []
+    segments: list[str] = []
+    ids: list[str] = []
     for seg in path.split("?", 1)[0].split("/"):
-        found = _split_id(seg, WEAK) if seg else None
-        if found is None:
-            segments.append(seg)
-        else:
-            ids.append(found[0])
-            segments.append("{id}" + found[1])
+        if seg.isdigit():  # id_kind's first test: STRONG
+            segments.append("{id}")
+            ids.append(seg)
+            continue
+        piece, found = _piece(seg)
+        segments.append(piece)
+        if found is not None:
+            ids.append(found)
     return "/".join(segments) or "/", ids
+
+
+#: a keyed BLAKE2b that has taken its key, per key: copying it is a third cheaper than keying a new one
+_HASHERS: dict[bytes, hashlib.blake2b] = {}
 
 
 def hash_object_id(object_id: str, key: bytes) -> str:
@@ -115,9 +144,19 @@ def hash_object_id(object_id: str, key: bytes) -> str:
 
     Keys longer than BLAKE2b's 64 bytes are first reduced with an unkeyed BLAKE2b.
     """
-    if len(key) > 64:
-        key = hashlib.blake2b(key).digest()
-    return hashlib.blake2b(object_id.encode(), key=key, digest_size=8).hexdigest()
+    h = keyed_hasher(key).copy()
+    h.update(object_id.encode())
+    return h.hexdigest()
+
+
+def keyed_hasher(key: bytes) -> hashlib.blake2b:
+    """The BLAKE2b of ``hash_object_id`` having taken ``key``: ``copy()`` it, ``update`` the id, ``hexdigest``. Do not update it."""
+    hasher = _HASHERS.get(key)
+    if hasher is None:
+        if len(_HASHERS) >= 64:  # a process uses one or two keys
+            _HASHERS.clear()
+        hasher = _HASHERS[key] = hashlib.blake2b(key=hashlib.blake2b(key).digest() if len(key) > 64 else key, digest_size=8)
+    return hasher
 
 
 class _Raw:

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import gc
 import hashlib
 import hmac
 import json
@@ -196,7 +197,7 @@ def _write_logs(root: Path, lines: list[bytes], files: int, copies: int) -> int:
 def bench_collectors(seconds: float = 10.0, bootstrap: str | None = None, *, identities: int = 3000,
                      expected_rate: float = 150_000.0, workdir: Path | None = None) -> dict[str, Any]:
     """Entries parsed, summarised and published per CPU-second of the collector process (module docstring)."""
-    from ingest.collectors.runner import Collector
+    from ingest.collectors.runner import Collector, tune_gc
     from ingest.collectors.settings import CollectorSettings
     from ingest.publish import SummaryPublisher
     from ingest.summarize import Summarizer
@@ -217,6 +218,8 @@ def bench_collectors(seconds: float = 10.0, bootstrap: str | None = None, *, ide
         publisher = SummaryPublisher(bootstrap or "null", envelope_rows=settings.publish.envelope_rows,
                                      linger_ms=settings.publish.linger_ms, client_id="bench-collectors", producer=producer)
         collector = Collector(settings, [source], Summarizer(), publisher)
+        thresholds = gc.get_threshold()
+        tune_gc()  # as ``kubeward collect`` does (undone below: other benchmarks may run in this process)
         cpu0, wall0 = time.process_time(), time.monotonic()
         collector.start()
         deadline = wall0 + seconds
@@ -227,6 +230,8 @@ def bench_collectors(seconds: float = 10.0, bootstrap: str | None = None, *, ide
         cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
         stats = publisher.stats()
         publisher.close()
+        gc.unfreeze()
+        gc.set_threshold(*thresholds)
     finally:
         shutil.rmtree(root, ignore_errors=True)
     entries = stats["rows_sent"]

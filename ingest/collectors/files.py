@@ -341,6 +341,7 @@ class AccessLogFileSource:
     def _parse(self, tracked: _File, lines: list[bytes], pos: int) -> list[HttpObservation]:
         out: list[HttpObservation] = []
         append, loads, convert, reporter = out.append, orjson.loads, observation_from_envoy, self.reporter
+        partial = tracked.partial
         for line in lines:
             start = pos
             pos += len(line) + 1
@@ -350,10 +351,14 @@ class AccessLogFileSource:
             if line[0] == 123:  # "{": a plain JSON line
                 message = line
             else:
-                cri = self._cri(tracked, line, start)
-                if cri is None:
-                    continue
-                message, line_time = cri
+                parts = line.split(b" ", 3)
+                if len(parts) == 4 and parts[2] == b"F" and parts[3][:1] == b"{" and not partial:
+                    message, line_time = parts[3], parts[0]  # the common CRI line: what _cri answers, inline
+                else:
+                    cri = self._cri(tracked, line, start)
+                    if cri is None:
+                        continue
+                    message, line_time = cri
             try:
                 doc = loads(message)
                 if type(doc) is not dict:

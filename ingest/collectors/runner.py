@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import gc
 import logging
 import threading
 import time
@@ -49,7 +50,21 @@ from ingest.errors import PublishError
 from ingest.observation import HttpObservation
 from ingest.schema import DeadLetter
 
-__all__ = ["Checkpointed", "Collector", "DeadLetterSink", "PublisherLike", "SummarizerLike"]
+__all__ = ["Checkpointed", "Collector", "DeadLetterSink", "PublisherLike", "SummarizerLike", "tune_gc"]
+
+#: the collector process's garbage-collector thresholds (``tune_gc``)
+GC_THRESHOLDS = (50_000, 20, 20)
+
+
+def tune_gc() -> None:
+    """Tune the garbage collector for a collector process: what was loaded at start is frozen (never scanned again),
+    and young collections run every 50,000 allocations instead of 700. Summaries wait in the publisher's buffer long
+    enough to reach the oldest generation, so with the defaults full collections kept re-scanning them: a third of the
+    collector's CPU (``deploy.lab.bench_collectors``: 13,500 entries per CPU-second with the defaults, 18,600 with the
+    collector off). The rows hold no reference cycles; memory is still returned by reference counting."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 log = logging.getLogger("kubeward.collector")
 

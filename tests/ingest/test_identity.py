@@ -106,6 +106,16 @@ def test_destination_sources_in_order() -> None:
     assert destination_from(None, None, "[::1]:80", c).service is None
 
 
+def test_route_naming_an_outside_host_is_external() -> None:
+    """An egress route or cluster named after a host outside the cluster is an external destination, like the Host."""
+    c = IdentityConfig()
+    for route in ("api.model-provider.example", "outbound|443||api.model-provider.example"):
+        out = destination_from(None, route, "llm.ai.svc.cluster.local", c)
+        assert (out.service, out.host, out.external) == ("api.model-provider.example", "api.model-provider.example", True)
+    assert destination_from(None, "orders", None, c).external is False
+    assert destination_from(None, "outbound|80||orders.shop.svc.cluster.local", None, c).external is False
+
+
 def test_resolver_uses_pod_directory_and_marks_external_clients() -> None:
     pods = {"10.244.1.5": ("shop/orders", "shop", "orders-7d9f-abc")}
     r = IdentityResolver(IdentityConfig(principal_key=KEY), pods=pods.get)
