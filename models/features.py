@@ -111,13 +111,22 @@ _TABLE: list[Feature] = [  # one entry per feature; a name only once
     Feature("new_external_hosts", "sum", "new_external_host", doc="first calls to an external host never seen for the workload"),
     Feature("new_host_bytes_long", "decay", "new_host_bytes", half_life_s=HOUR, doc="bytes sent to external hosts first seen within the hour, decayed (1 h)"),
     Feature("novel_privileged_edges_long", "decay", "novel_privileged_edge", half_life_s=6 * HOUR, doc="unlearned privileged edges, decayed (6 h)"),
-    # -- agents and models (streams.agentsignals): lineage of sensitive data from tools to external models
-    Feature("tool_sensitive_recent", "decay", "tool_sensitive", half_life_s=HOUR,
-            doc="sensitive values MCP tools, resources and prompts returned to the actor, decayed (1 h; the actor key's other "
-                "decays share this half-life, so it costs no pass of its own)"),
-    Feature("llm_sensitive_external", "sum", "llm_sensitive_external", doc="sensitive values sent to external model APIs in the window"),
-    Feature("llm_external_calls", "sum", "llm_external", doc="calls to external model APIs in the window"),
+    # -- agents (streams.agentbehaviour, per agent workload whatever principal a call carries): tools new to the agent
+    # -- after its learning, personal data read through them, lineage from tools to external models
+    Feature("agent_new_tools", "sum", "agent_new_tool", doc="first calls of MCP tools the agent (workload) never called once learned"),
+    Feature("agent_novel_tool_sensitive", "sum", "agent_novel_tool_sensitive",
+            doc="sensitive values returned by tools the agent started using after its learning (within 10 min of the first call)"),
+    Feature("llm_sensitive_after_tools", "sum", "agent_lineage_external",
+            doc="sensitive values sent to external model APIs by an agent that MCP tools had handed sensitive values (decayed, 1 h)"),
     Feature("tool_injections", "sum", "tool_injection", doc="MCP answers (tool results, resources, prompts) scored as prompt injection in the window"),
+    # -- model extraction (streams.agentsignals): volume x prompt diversity x systematic probing of inference endpoints
+    Feature("llm_calls", "sum", "llm_call", doc="calls to model APIs (chat, completions, responses, embeddings) in the window"),
+    Feature("llm_distinct_prompts", "sum", "llm_new_prompt",
+            doc="distinct prompts (keyed hashes of the last user message or input) sent to model APIs in the window; exact, "
+                "counted by streams.agentsignals (first row of each prompt in the window), not a sketch"),
+    Feature("llm_distinct_shapes", "sum", "llm_new_shape",
+            doc="distinct prompt shapes (templates: numbers, quoted strings, long tokens masked; opening words) in the window"),
+    Feature("baseline_llm_calls", "ewma", of="llm_calls", doc="EWMA of llm_calls over past windows (the actor's usual rate of model calls)"),
     # -- deception (streams.honeytokens)
     Feature("honeytoken_hits", "sum", "honeytoken_hits", doc="calls that used a declared honeytoken (credential, account, object id)"),
     # -- per trusted client address

@@ -55,7 +55,9 @@ ATTACK_CLASSES = frozenset({
     "resource_consumption", "business_flow", "ssrf", "misconfiguration", "inventory", "unsafe_consumption",
     "honeytoken", "mass_assignment", "data_exposure", "anomaly",
     # AI agents and MCP (issue 8): data from tools to external models; tool supply chain (streams.toolpins)
-    "agent_exfiltration", "tool_rug_pull", "tool_new", "tool_poisoning", "prompt_injection",
+    "agent_exfiltration", "agent_hijack", "tool_rug_pull", "tool_new", "tool_poisoning", "prompt_injection",
+    # model APIs: systematic querying to copy a model (OWASP Top 10 for LLM applications 2025, LLM10 unbounded consumption)
+    "model_extraction",
 })
 _STATUSES = ("stable", "experimental", "disabled")
 _APPLIES = ("users", "services", "all")

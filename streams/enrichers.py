@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from ingest.honeytokens import Honeytokens
+from streams.agentbehaviour import AgentBehaviour, AgentBehaviourConfig
 from streams.agentsignals import AgentSignals
 from streams.batch import Enricher
 from streams.credentials import CredentialTables
@@ -32,7 +33,8 @@ class EnricherContext:
 
 #: name -> factory; a factory may return None (nothing to do under these settings)
 ENRICHERS: dict[str, Callable[[EnricherContext], Enricher | None]] = {
-    "agents": lambda ctx: AgentSignals(),
+    "agents": lambda ctx: AgentSignals(window_s=int(ctx.window_s)),
+    "agentbehaviour": lambda ctx: AgentBehaviour(AgentBehaviourConfig.from_windows(ctx.window_s, ctx.learn_windows)),
     "credentials": lambda ctx: CredentialTables(),
     "edges": lambda ctx: EdgeEnricher(EdgeConfig.from_windows(ctx.window_s, ctx.learn_windows)),
     "honeytokens": lambda ctx: None if ctx.honeytokens is None else HoneytokenEnricher(ctx.honeytokens),

@@ -76,8 +76,8 @@ def fit_returns_self_and_learns_only_underscored_state(name: str) -> None:
 def scores_in_unit_interval(name: str) -> None:
     det = _det(name)
 
-    @SETTINGS
-    @given(st.integers(min_value=1, max_value=20).flatmap(lambda n: st.fixed_dictionaries(
+    @SETTINGS  # rows x every feature: 20 rows of 67 features overran Hypothesis's buffer too often (data_too_large)
+    @given(st.integers(min_value=1, max_value=8).flatmap(lambda n: st.fixed_dictionaries(
         {f: arrays(np.float64, n, elements=st.floats(min_value=-1e6, max_value=1e12)) for f in FEATURES})))
     def run(frame: dict[str, np.ndarray]) -> None:
         for fitted in (False, True):

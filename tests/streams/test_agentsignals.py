@@ -1,5 +1,6 @@
-"""Lineage (streams/agentsignals.py + models/rules/agents.yaml): personal data a tool returned to an agent, then sent
-by that agent to an external model, through the real MCP SDK server, the stub model and the collector's Summarizer."""
+"""Lineage (streams/agentbehaviour.py + models/rules/agents.yaml): personal data a tool returned to an agent, then sent
+by that agent to an external model (the tool call without a principal, the model call with the agent's API key: two
+actors, one agent), through the real MCP SDK server, the stub model and the collector's Summarizer."""
 
 from __future__ import annotations
 
@@ -70,7 +71,7 @@ class Agent:
 
 
 def detections(rows: list[dict[str, Any]]) -> list[tuple[str, str, tuple[str, str] | None]]:
-    proc = BatchProcessor(ProcessorConfig(), build_detectors(sorted(REGISTRY)), build_enrichers(["agents"]))
+    proc = BatchProcessor(ProcessorConfig(), build_detectors(sorted(REGISTRY)), build_enrichers(["agents", "agentbehaviour"]))
     found = []
     for row in sorted(rows, key=lambda r: r["time"]):
         table, errors = decode_messages([encode_rows([row])], 1 << 30)
@@ -147,3 +148,59 @@ def test_an_injected_document_from_an_mcp_resource_closes_that_endpoint_to_the_a
     assert table is not None
     found = [(d.actor.split("|")[0], d.scope) for d in proc.process(table) for r in d.reasons if r.detector == "agent-injected-tool-result"]
     assert found == [("10.1.0.21", ("docs", "/mcp"))]
+
+
+# -- model calls: llm_call, and prompts / shapes new to the actor in the window (model extraction)
+
+def _llm_row(k: int, t: float, actor: str, prompt: str | None, shape: str | None) -> dict[str, Any]:
+    from ingest.envelope import summary_row
+
+    return summary_row(id=f"m{k}", time=T0 + t, source={"ip": actor}, principal="bearer:key", method="POST",
+                       destination={"service": "llm-gateway", "namespace": "ai"}, path_template="/v1/chat/completions", status=200,
+                       llm={"operation": "chat", "model": "m", "sent_sensitive": 0, "prompt_hash": prompt, "prompt_shape": shape})
+
+
+def _signals(agent: AgentSignals, rows: list[dict[str, Any]]) -> dict[str, list[float]]:
+    from streams.batch import BatchView
+
+    table, _ = decode_messages([encode_rows(rows)], 1 << 30)
+    assert table is not None
+    got = agent.enrich(BatchView.decode(table))
+    return {k: v.tolist() for k, v in got.items() if k.startswith("llm_") and k not in ("llm_external", "llm_sensitive_external")}
+
+
+LLM_ROWS = [  # (time, actor, prompt, shape)
+    (1, "10.0.0.1", "p1", "s1"), (2, "10.0.0.1", "p2", "s1"), (3, "10.0.0.1", "p1", "s1"),  # p1 again: not new
+    (4, "10.0.0.2", "p1", "s1"),  # another actor's prompt is its own
+    (5, "10.0.0.1", None, None),  # a model call without a prompt (token ids): a call, nothing new
+    (61, "10.0.0.1", "p1", "s1"),  # the next window: new again
+    (62, "10.0.0.1", "p3", "s1"),
+]
+EXPECTED: dict[str, list[float]] = {"llm_call": [1.0] * 7, "llm_new_prompt": [1, 1, 0, 1, 0, 1, 1], "llm_new_shape": [1, 0, 0, 1, 0, 1, 0]}
+
+
+def test_model_calls_and_the_prompts_and_shapes_new_to_the_actor_in_the_window() -> None:
+    rows = [_llm_row(k, *r) for k, r in enumerate(LLM_ROWS)]
+    assert _signals(AgentSignals(), rows) == {k: [float(x) for x in v] for k, v in EXPECTED.items()}
+
+
+def test_batching_does_not_change_what_is_new_and_the_state_survives_a_restore() -> None:
+    rows = [_llm_row(k, *r) for k, r in enumerate(LLM_ROWS)]
+    agent = AgentSignals()
+    singly = [_signals(agent, [row]) for row in rows]
+    assert {k: [s[k][0] for s in singly] for k in EXPECTED} == {k: [float(x) for x in v] for k, v in EXPECTED.items()}
+    first, second = AgentSignals(), AgentSignals()
+    _signals(first, rows[:2])
+    second.restore(first.export())
+    assert _signals(second, rows[2:]) == {k: [float(x) for x in v[2:]] for k, v in EXPECTED.items()}
+    AgentSignals().restore(b"")  # a changelog written before the table existed
+
+
+def test_the_memory_is_bounded_and_counts_what_it_dropped() -> None:
+    agent = AgentSignals(budget=64)
+    rows = [_llm_row(k, k / 100, "10.0.0.9", f"p{k}", "s") for k in range(300)]
+    got = _signals(agent, rows)
+    assert sum(got["llm_new_prompt"]) == 300 and sum(got["llm_new_shape"]) == 1
+    assert len(agent.seen) <= 64 and agent.seen.evicted > 0
+    with pytest.raises(ValueError, match="window_s"):
+        AgentSignals(window_s=0)

@@ -1,0 +1,204 @@
+"""Per-agent behaviour in the stream: the tools an agent uses, the order it uses them in, and where its data goes.
+
+``AgentBehaviour`` is an ``Enricher`` (``streams.batch``). An *agent* is the calling
+workload (its address when no workload is known), whatever principal a call
+carries: one agent calls its tools with a user's token and the model API with
+its own key, and both are the agent. For its first ``learn_s`` seconds and
+``learn_calls`` tool calls an agent's tools and call chains (tool A, then tool B)
+are learned; afterwards, per row:
+
+* ``agent_new_tool``: 1 for the first call of a tool (``<server>/<tool>``) the
+  agent never called;
+* ``agent_new_chain``: 1 for the first time the agent calls tool B right after
+  tool A when it never did (a hijacked agent strings its tools together anew);
+* ``agent_novel_tool_sensitive``: the sensitive values (``RequestSummary.sensitive``)
+  a tool first used after learning returned, for ``novel_s`` after that first
+  call: an agent that starts reading personal data through a tool it never used;
+* ``agent_lineage_external``: on a call to a model API outside the cluster, the
+  sensitive values it sent (``llm.sent_sensitive``) when MCP tools, resources or
+  prompts had handed the *agent* sensitive values (decayed, half-life
+  ``half_life_s``) of at least ``lineage_floor``: personal data from internal
+  tools leaving for an external model. Keyed by the agent, so the model call's
+  API key and the tool call's user token do not split the trail.
+
+Only MCP and model-API rows are walked, in event order (a few dictionary probes each; the
+other rows cost two Arrow null counts). State is bounded: ``max_agents`` agents (least
+recently seen evicted first, counted in ``evicted``), ``max_tools`` tools and chains each.
+``export``/``restore`` round-trip it as JSON bytes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from streams.batch import BatchView, Signals
+
+__all__ = ["AgentBehaviour", "AgentBehaviourConfig"]
+
+_RESULTS = frozenset({"tools/call", "resources/read", "prompts/get"})
+
+
+@dataclass(frozen=True)
+class AgentBehaviourConfig:
+    """Learning and memory bounds (see the module docstring)."""
+
+    learn_s: float = 180.0
+    learn_calls: int = 3
+    novel_s: float = 600.0
+    half_life_s: float = 3600.0
+    lineage_floor: float = 1.0
+    max_agents: int = 20_000
+    max_tools: int = 256
+
+    def __post_init__(self) -> None:
+        for name in ("learn_s", "novel_s", "half_life_s", "lineage_floor"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"AgentBehaviourConfig.{name} must be >= 0, got {getattr(self, name)!r}")
+
+    @classmethod
+    def from_windows(cls, window_s: float, learn_windows: int, **overrides: Any) -> AgentBehaviourConfig:
+        """The worker's learning period (``learn_windows`` windows of ``window_s``), other settings as given."""
+        return cls(learn_s=float(window_s * learn_windows), **overrides)
+
+
+@dataclass
+class _Agent:
+    first: float
+    last: float
+    calls: int = 0
+    tools: dict[str, float] = field(default_factory=dict)  # tool -> first call (learned ones: first <= learned_at)
+    chains: set[str] = field(default_factory=set)
+    previous: str | None = None
+    received: float = 0.0  # sensitive values from tools, decayed to ``received_t``
+    received_t: float = 0.0
+
+
+def _column(table: pa.Table, name: str) -> pa.ChunkedArray | None:
+    if name not in table.column_names or table.column(name).null_count == table.num_rows:
+        return None
+    return table.column(name)
+
+
+def _field(values: pa.ChunkedArray, name: str) -> list[Any]:
+    return list(pc.struct_field(values, name).to_pylist()) if name in {f.name for f in values.type} else [None] * len(values)
+
+
+class AgentBehaviour:
+    """The stateful enricher of per-agent behaviour (see the module docstring)."""
+
+    name = "agentbehaviour"
+    signals: tuple[str, ...] = ("agent_new_tool", "agent_new_chain", "agent_novel_tool_sensitive", "agent_lineage_external")
+
+    def __init__(self, config: AgentBehaviourConfig | None = None) -> None:
+        self.config = config or AgentBehaviourConfig()
+        self.agents: dict[str, _Agent] = {}
+        self.evicted = 0
+
+    def enrich(self, batch: BatchView) -> Signals:
+        n, table = batch.n, batch.table
+        out = {name: np.zeros(n, np.float64) for name in self.signals}
+        mcp, llm = _column(table, "mcp"), _column(table, "llm")
+        if mcp is None and llm is None:
+            return out
+        rows = np.zeros(n, bool)
+        if mcp is not None:
+            rows |= np.asarray(mcp.is_valid(), dtype=bool)
+        if llm is not None:
+            rows |= np.asarray(llm.is_valid(), dtype=bool)
+        index = np.flatnonzero(rows & batch.first)
+        if not len(index):
+            return out
+        index = index[np.argsort(batch.time[index], kind="stable")]
+        take = pa.array(index)
+        workload = batch.source_workload.take(take).to_pylist()
+        ip = batch.source_ip.take(take).to_pylist()
+        methods = _field(mcp.take(take), "jsonrpc_method") if mcp is not None else [None] * len(index)
+        tools = _field(mcp.take(take), "tool_name") if mcp is not None else [None] * len(index)
+        sent = _field(llm.take(take), "sent_sensitive") if llm is not None else [None] * len(index)
+        is_llm = np.asarray(llm.is_valid(), dtype=bool)[index] if llm is not None else np.zeros(len(index), bool)
+        namespace = pc.struct_field(batch.table.column("destination"), "namespace").take(take).to_pylist() \
+            if "namespace" in {f.name for f in batch.table.column("destination").type} else [None] * len(index)
+        service = batch.service.take(take).to_pylist()
+        for j, row in enumerate(index.tolist()):
+            key = workload[j] or ip[j]
+            if not key:
+                continue
+            t = float(batch.time[row])
+            agent = self._agent(key, t)
+            if methods[j] in _RESULTS:
+                self._receive(agent, t, float(batch.sensitive[row]))
+            if methods[j] == "tools/call" and tools[j]:
+                server = f"{namespace[j]}/{service[j]}" if namespace[j] else service[j]
+                self._call(agent, f"{server}/{tools[j]}", t, float(batch.sensitive[row]), row, out)
+            elif is_llm[j] and batch.dest_external[row]:
+                amount = sent[j]
+                if amount and self._decayed(agent, t) >= self.config.lineage_floor:
+                    out["agent_lineage_external"][row] = float(amount)
+        return out
+
+    def _agent(self, key: str, t: float) -> _Agent:
+        agent = self.agents.get(key)
+        if agent is None:
+            if len(self.agents) >= self.config.max_agents:
+                oldest = min(self.agents, key=lambda k: self.agents[k].last)
+                del self.agents[oldest]
+                self.evicted += 1
+            agent = self.agents[key] = _Agent(first=t, last=t)
+        agent.last = max(agent.last, t)
+        return agent
+
+    def _decayed(self, agent: _Agent, t: float) -> float:
+        if agent.received <= 0:
+            return 0.0
+        return agent.received * math.exp2(-max(0.0, t - agent.received_t) / self.config.half_life_s)
+
+    def _receive(self, agent: _Agent, t: float, sensitive: float) -> None:
+        if sensitive > 0:
+            agent.received, agent.received_t = self._decayed(agent, t) + sensitive, t
+
+    def _learning(self, agent: _Agent, t: float) -> bool:
+        return t - agent.first < self.config.learn_s or agent.calls < self.config.learn_calls
+
+    def _call(self, agent: _Agent, tool: str, t: float, sensitive: float, row: int, out: dict[str, np.ndarray]) -> None:
+        learning = self._learning(agent, t)
+        agent.calls += 1
+        first = agent.tools.get(tool)
+        if first is None:
+            if len(agent.tools) < self.config.max_tools:
+                agent.tools[tool] = t if not learning else -math.inf  # learned tools are never novel
+            if not learning:
+                out["agent_new_tool"][row] = 1.0
+                first = t
+        if first is not None and first != -math.inf and t - first <= self.config.novel_s:
+            out["agent_novel_tool_sensitive"][row] = sensitive
+        if agent.previous is not None:
+            chain = f"{agent.previous} -> {tool}"
+            if chain not in agent.chains:
+                if len(agent.chains) < self.config.max_tools:
+                    agent.chains.add(chain)
+                if not learning:
+                    out["agent_new_chain"][row] = 1.0
+        agent.previous = tool
+
+    def export(self) -> bytes:
+        """The state as JSON bytes (the changelog value)."""
+        return json.dumps({"evicted": self.evicted, "agents": {
+            k: {"first": a.first, "last": a.last, "calls": a.calls, "tools": {t: (None if f == -math.inf else f) for t, f in a.tools.items()},
+                "chains": sorted(a.chains), "previous": a.previous, "received": a.received, "received_t": a.received_t}
+            for k, a in self.agents.items()}}).encode()
+
+    def restore(self, blob: bytes) -> None:
+        """Load state written by ``export`` (replaces the current state)."""
+        data = json.loads(blob) if blob else {}
+        self.evicted = int(data.get("evicted", 0))
+        self.agents = {k: _Agent(first=a["first"], last=a["last"], calls=a["calls"],
+                                 tools={t: (-math.inf if f is None else f) for t, f in a["tools"].items()},
+                                 chains=set(a["chains"]), previous=a["previous"], received=a["received"], received_t=a["received_t"])
+                       for k, a in data.get("agents", {}).items()}

@@ -1,0 +1,97 @@
+"""Per-agent behaviour (streams/agentbehaviour.py): tools and chains new to an agent after learning, personal data read
+through a tool it never used, and lineage kept per agent when its calls carry different principals."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from ingest.envelope import decode_messages, encode_rows, summary_row
+from streams.agentbehaviour import AgentBehaviour, AgentBehaviourConfig
+from streams.batch import BatchView
+
+T0 = 1_800_000_000.0
+
+
+def _tool(k: int, t: float, agent: str, tool: str, sensitive: int = 0, principal: str | None = None) -> dict[str, Any]:
+    return summary_row(id=f"t{k}", time=T0 + t, source={"workload": agent, "namespace": "agents"}, principal=principal,
+                       method="POST", destination={"service": "mcp-shop", "namespace": "agents"}, path_template="/mcp", status=200,
+                       sensitive={"email": sensitive} if sensitive else {}, mcp={"jsonrpc_method": "tools/call", "tool_name": tool})
+
+
+def _model(k: int, t: float, agent: str, sent: int, external: bool = True, principal: str | None = "bearer:key") -> dict[str, Any]:
+    dest = {"service": "api.model.example", "host": "api.model.example", "external": True} if external else {"service": "llm", "namespace": "ai"}
+    return summary_row(id=f"m{k}", time=T0 + t, source={"workload": agent, "namespace": "agents"}, principal=principal, method="POST",
+                       destination=dest, path_template="/v1/chat/completions", status=200,
+                       llm={"operation": "chat", "model": "m", "sent_sensitive": sent})
+
+
+def _run(enricher: AgentBehaviour, rows: list[dict[str, Any]]) -> dict[str, list[float]]:
+    table, errors = decode_messages([encode_rows(rows)], 1 << 30)
+    assert table is not None and not errors
+    return {k: v.tolist() for k, v in enricher.enrich(BatchView.decode(table)).items()}
+
+
+CONFIG = AgentBehaviourConfig(learn_s=30.0, learn_calls=3, novel_s=60.0)
+
+
+def test_after_learning_a_new_tool_and_a_new_chain_are_marked_once() -> None:
+    rows = [_tool(0, 0, "agents/bot", "search"), _tool(1, 5, "agents/bot", "get_order"), _tool(2, 10, "agents/bot", "search"),
+            _tool(3, 20, "agents/bot", "get_order"),  # learning: nothing is new
+            _tool(4, 40, "agents/bot", "search"),  # known tool, known chain (get_order -> search)
+            _tool(5, 41, "agents/bot", "customer_profile", sensitive=4),  # new tool, new chain, personal data
+            _tool(6, 42, "agents/bot", "customer_profile", sensitive=3),  # novel still, chain profile -> profile new
+            _tool(7, 43, "agents/bot", "customer_profile", sensitive=3),
+            _tool(8, 200, "agents/bot", "customer_profile", sensitive=3)]  # past novel_s: no longer novel
+    got = _run(AgentBehaviour(CONFIG), rows)
+    assert got["agent_new_tool"] == [0, 0, 0, 0, 0, 1, 0, 0, 0]
+    assert got["agent_new_chain"] == [0, 0, 0, 0, 0, 1, 1, 0, 0]
+    assert got["agent_novel_tool_sensitive"] == [0, 0, 0, 0, 0, 4, 3, 3, 0]
+
+
+def test_lineage_follows_the_agent_across_principals_and_only_to_external_models() -> None:
+    rows = [_tool(0, 0, "agents/crm", "customer_profile", sensitive=3, principal="jwt:user-1"),  # read for a user
+            _model(1, 5, "agents/crm", sent=2),  # sent with the model key: another actor, the same agent
+            _model(2, 6, "agents/crm", sent=2, external=False),  # in-cluster model: not lineage
+            _model(3, 7, "agents/other", sent=2),  # an agent no tool gave personal data
+            _model(4, 8, "agents/crm", sent=0)]  # nothing sensitive sent
+    got = _run(AgentBehaviour(CONFIG), rows)
+    assert got["agent_lineage_external"] == [0, 2, 0, 0, 0]
+
+
+def test_what_a_tool_handed_over_decays() -> None:
+    config = AgentBehaviourConfig(learn_s=0, learn_calls=0, half_life_s=60.0, lineage_floor=1.0)
+    rows = [_tool(0, 0, "agents/crm", "customer_profile", sensitive=2), _model(1, 30, "agents/crm", sent=1),
+            _model(2, 600, "agents/crm", sent=1)]  # 2 * 2^-10 long after: below the floor
+    assert _run(AgentBehaviour(config), rows)["agent_lineage_external"] == [0, 1, 0]
+
+
+def test_batching_and_a_restore_give_the_same_signals() -> None:
+    rows = [_tool(k, t, "agents/bot", tool, s) for k, (t, tool, s) in enumerate(
+        [(0, "a", 0), (5, "b", 0), (10, "a", 0), (40, "c", 2), (41, "a", 0), (42, "c", 1)])] + [_model(9, 43, "agents/bot", sent=1)]
+    whole = _run(AgentBehaviour(CONFIG), rows)
+    one = AgentBehaviour(CONFIG)
+    singly = [_run(one, [r]) for r in rows]
+    assert {k: [s[k][0] for s in singly] for k in whole} == whole
+    first, second = AgentBehaviour(CONFIG), AgentBehaviour(CONFIG)
+    head = _run(first, rows[:4])
+    second.restore(first.export())
+    tail = _run(second, rows[4:])
+    assert {k: head[k] + tail[k] for k in whole} == whole
+    AgentBehaviour().restore(b"")
+
+
+def test_rows_without_agent_extras_cost_nothing_and_memory_is_bounded() -> None:
+    plain = summary_row(id="x", time=T0, source={"ip": "10.0.0.1"}, destination={"service": "orders"}, method="GET", path_template="/orders")
+    assert all(not any(v) for v in _run(AgentBehaviour(), [plain]).values())
+    enricher = AgentBehaviour(AgentBehaviourConfig(max_agents=10, max_tools=4))
+    _run(enricher, [_tool(k, k, f"agents/a{k}", f"t{k % 7}") for k in range(50)])
+    _run(enricher, [_tool(100 + k, 100 + k, "agents/a49", f"tool{k}") for k in range(20)])
+    assert len(enricher.agents) == 10 and enricher.evicted == 40
+    assert len(enricher.agents["agents/a49"].tools) <= 4
+
+
+def test_a_bad_config_names_the_key() -> None:
+    with pytest.raises(ValueError, match="novel_s"):
+        AgentBehaviourConfig(novel_s=-1)
