@@ -10,6 +10,12 @@ ext_proc tap and logs every exchange to its access-log service; the collector
 derives the summaries (identity, templates, object ids, personal data) and the
 worker sees nothing else. Verdicts come back to the shim and the attackers'
 next calls are denied. The simulator's ground truth stays here, with the tally.
+AI agents run beside the shop (``deploy.lab.agents``): real MCP clients and model-API
+clients, through the same Envoy, to two MCP servers built with the official SDK and
+a model API; their attacks (a poisoned tool, a rug-pull mid-run, an injected
+document, personal data to an external model, model extraction) and benign work
+are counted apart, in the report's ``agents`` section. Every verdict is written to
+``<workdir>/verdicts.jsonl`` and every denied agent call to ``agent-denials.jsonl``.
 Progress is printed every two seconds; the end prints a summary table and
 writes ``build/demo-report.json`` and a timeline plot, ``build/demo-timeline.png``.
 """
@@ -26,12 +32,14 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from deploy.lab.agents import AGENT_IPS, AGENT_SERVICES, AgentPlan, AgentRecorder, run_agents
 from deploy.lab.driver import GATEWAY, TrafficDriver, expected_actor, loopback_for, pace, pod_map
 from deploy.lab.tally import Tally, plot_timeline
 from deploy.runtime.demoapi import ROUTES, openapi_specs
 from deploy.runtime.demostack import DemoDataPlane, envoy_version
 from deploy.runtime.stack import LocalStack
 from ingest import VERDICTS, Policy, Verdict
+from ingest.identity import IdentityConfig
 from ingest.simulator import ClusterSimulator, plan_attacks
 from ingest.simulator.world import World
 from models import REGISTRY
@@ -45,27 +53,34 @@ _CLASS_BY_DETECTOR = {name: make().attack_class for name, make in REGISTRY.items
 
 
 class VerdictWatcher(threading.Thread):
-    """Follows the verdict topic and records each subject's first verdict in the tally."""
+    """Follows the verdict topic and records each subject's first verdict in the tallies (the shop's, the agents')."""
 
-    def __init__(self, bootstrap: str, tally: Tally, lock: threading.Lock):
+    def __init__(self, bootstrap: str, tallies: list[Tally], lock: threading.Lock, log: Path | None = None):
         super().__init__(daemon=True, name="verdict-watcher")
-        self.bootstrap, self.tally, self.lock = bootstrap, tally, lock
+        self.bootstrap, self.tallies, self.lock, self.log = bootstrap, tallies, lock, log
         self.stop_event = threading.Event()
 
     def run(self) -> None:
         from kafka import KafkaConsumer
 
         consumer = KafkaConsumer(VERDICTS.name, bootstrap_servers=self.bootstrap, auto_offset_reset="earliest", group_id=None, fetch_max_wait_ms=20)
+        log = self.log.open("a") if self.log is not None else None
         while not self.stop_event.is_set():
             for records in consumer.poll(timeout_ms=100).values():
                 for rec in records:
                     if rec.value is None:
                         continue
                     v = Verdict.model_validate_json(rec.value)
+                    if log is not None:  # every verdict as it came, for a person reading the run afterwards
+                        log.write(rec.value.decode() + "\n")
+                        log.flush()
                     cls = _CLASS_BY_DETECTOR.get(v.reasons[0].detector, v.reasons[0].detector) if v.reasons else "?"
                     with self.lock:
-                        self.tally.record_verdict(v.subject.value, cls, time.time(), v.subject.kind)
+                        for tally in self.tallies:
+                            tally.record_verdict(v.subject.value, cls, time.time(), v.subject.kind)
         consumer.close()
+        if log is not None:
+            log.close()
 
 
 async def drive(sim: ClusterSimulator, seconds: float, driver: TrafficDriver, tally: Tally, lock: threading.Lock, progress: Any = None,
@@ -135,6 +150,17 @@ def summary_table(report: dict[str, Any]) -> str:
     lines.append(f"{'attack':<24} {'kind':<20} {'calls':>6} {'denied':>6} {'before block':>12}  detected as")
     for attack_id, d in a["by_attack"].items():
         lines.append(f"{attack_id:<24} {d['kind']:<20} {d['requests']:>6} {d['denied']:>6} {str(d['allowed_before_block']):>12}  {d['detected_as']}")
+    agents = report.get("agents")
+    if agents:
+        aa, ab = agents["attackers"], agents["benign"]
+        lines += ["", "AI agents (MCP servers and model APIs through the same Envoy)",
+                  f"{'agent attacks detected':<54} {aa['detected']}/{aa['total']}",
+                  f"{'agent attacks blocked':<54} {aa['blocked']}/{aa['total']}",
+                  f"{'benign agent actors blocked':<54} {ab['actors_blocked']}/{ab['actors']}",
+                  f"{'benign agent calls blocked':<54} {ab['requests_blocked']}/{ab['requests']}",
+                  f"{'agent denials by cause':<54} {agents['denied_by_reason']}"]
+        for attack_id, d in aa["by_attack"].items():
+            lines.append(f"{attack_id:<24} {d['actor'][:40]:<40} {d['requests']:>6} {d['denied']:>6} {str(d['allowed_before_block']):>12}  {d['detected_as']}")
     return "\n".join(lines)
 
 
@@ -146,30 +172,43 @@ def run_demo(seconds: float, rate: float, seed: int, workdir: Path, report_path:
     specs_dir = workdir / "specs"
     openapi_specs(specs_dir)
     pods_file = workdir / "pods.json"
-    world_ips = World(seed, users).ips
-    pods_file.write_text(json.dumps(pod_map(world_ips)))
+    (workdir / "rug-pull").unlink(missing_ok=True)
+    world = World(seed, users)
+    world_ips = world.ips
+    pods_file.write_text(json.dumps(pod_map({**world_ips, **AGENT_IPS})))
     gateways = [f"{loopback_for(ip)}/32" for ip in world_ips[GATEWAY]]
     policy = Policy(default_mode="enforce", verdict_ttl_s=max(600.0, 2 * seconds))
     worker = {"window_s": 10, "learn_windows": 3, "policy": policy.model_dump(), "specs_dir": str(specs_dir)}
     identity = {"jwt_hs256_secret": JWT_SECRET, "pods_file": str(pods_file), "trusted_proxies": gateways, "internal_networks": ["127.244.0.0/16"]}
     shim = {"report": "denied", "policy": policy.model_dump(), "adapter": "envoy", "identity": {**identity, "trusted_hops": 1}}
-    tally, lock = Tally(), threading.Lock()
+    tally, agent_tally, lock = Tally(), Tally(), threading.Lock()
     services = sorted({r.service for r in ROUTES})
     data_plane = envoy_version()
     print(f"kubeward demo: {seconds:.0f} s, {rate:.0f} benign calls/s through {data_plane}, {len(attacks)} attacks after a {warmup:.0f} s learning period; logs in {workdir}", flush=True)
     with LocalStack(workdir, worker_settings=worker, shim_settings=shim) as stack:
         plane = DemoDataPlane(workdir, stack.bootstrap, stack.ports["shim"], seed, users, JWT_SECRET, pods_file, specs_dir,
-                              collector_settings={"identity": identity}).start(services)
+                              collector_settings={"identity": identity},
+                              agents={"services": AGENT_SERVICES, "source": loopback_for(AGENT_IPS["agents/mcp-shop"][0]),
+                                      "rug_pull_when": workdir / "rug-pull"}).start(services)
         try:
             print(f"broker {stack.bootstrap}; worker, shim, collector, demo API and Envoy (port {plane.ports['envoy']}) are up", flush=True)
-            watcher = VerdictWatcher(stack.bootstrap, tally, lock)
+            (workdir / "verdicts.jsonl").unlink(missing_ok=True)
+            watcher = VerdictWatcher(stack.bootstrap, [tally, agent_tally], lock, workdir / "verdicts.jsonl")
             watcher.start()
-            sim = ClusterSimulator(seed=seed, users=users, start_time=time.time(), attacks=attacks, benign_rate_eps=rate)
+            start = time.time()
+            sim = ClusterSimulator(seed=seed, users=users, start_time=start, attacks=attacks, benign_rate_eps=rate)
+            agent_errors: dict[str, int] = {}
 
             async def main() -> None:
                 driver = TrafficDriver("127.0.0.1", plane.ports["envoy"], JWT_SECRET.encode())
+                recorder = AgentRecorder(agent_tally, lock, IdentityConfig(principal_key=PRINCIPAL_KEY, jwt_hs256_secret=JWT_SECRET.encode()),
+                                         denials=workdir / "agent-denials.jsonl")
+                agents = run_agents(f"http://127.0.0.1:{plane.ports['envoy']}", JWT_SECRET.encode(), recorder,
+                                    AgentPlan.for_run(start, seconds, warmup, workdir / "rug-pull"), world.principals[:400],
+                                    world.pool["order"][:2000], world.pool["profile"][:2000], seed)
                 try:
-                    await drive(sim, seconds, driver, tally, lock, Progress(tally, lock, seconds))
+                    _, errors = await asyncio.gather(drive(sim, seconds, driver, tally, lock, Progress(tally, lock, seconds)), agents)
+                    agent_errors.update(errors)
                 finally:
                     await driver.close()
 
@@ -184,6 +223,9 @@ def run_demo(seconds: float, rate: float, seed: int, workdir: Path, report_path:
         with lock:
             report = tally.report(stats["latency_ms"], {"seconds": seconds, "benign_rate_eps": rate, "seed": seed, "data_plane": data_plane,
                                                         "shim_decisions": stats["decisions"]})
+            agents = agent_tally.report([])
+            report["agents"] = {"attackers": agents["attackers"], "benign": agents["benign"], "events": agents["events"],
+                                "denied_by_reason": agents["denied_by_reason"], "client_errors": agent_errors}
     report_path.parent.mkdir(parents=True, exist_ok=True)
     report_path.write_text(json.dumps(report, indent=2))
     plot = report_path.with_name("demo-timeline.png")

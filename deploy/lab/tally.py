@@ -86,10 +86,12 @@ class Tally:
         """A verdict seen on the control topic (first one per subject counts).
 
         A verdict on a client address (``kind`` ``ip``) is kept as ``ip:<address>`` and covers
-        every actor whose source is that address (the shim matches it on each of their calls).
+        every actor whose source is that address (the shim matches it on each of their calls);
+        one on an MCP tool (``kind`` ``tool``) as ``tool:<server>/<tool>``, the actor a tool
+        attack's calls are counted under.
         """
-        if kind == "ip":
-            subject_value = f"ip:{subject_value}"
+        if kind in ("ip", "tool"):
+            subject_value = f"{kind}:{subject_value}"
         if subject_value not in self.verdict_times:
             self.verdict_times[subject_value] = t
             if self.started is not None:

@@ -11,6 +11,11 @@ tap in observability mode copying bodies to the collector, and the gRPC access
 log service sending every exchange (including the ones ext_authz denied) to the
 collector. ``DemoDataPlane`` starts the demo API, the collector and Envoy as
 processes and stops them; the broker, worker and shim come from ``LocalStack``.
+With ``agents`` it also starts the agents' upstreams (``deploy.runtime.demomcp``:
+two MCP servers and a model API) and routes to them: ``mcp-shop.agents.svc.cluster.local``,
+``mcp-community.agents.svc.cluster.local``, ``llm.ai.svc.cluster.local`` and the
+external ``api.model-provider.example`` (a route named after an outside host, as an
+egress gateway's would be).
 """
 
 from __future__ import annotations
@@ -59,8 +64,10 @@ def _virtual_hosts(services: list[str]) -> list[dict[str, Any]]:
 
 
 def envoy_demo_config(listen_port: int, admin_port: int, api_port: int, shim_port: int, als_port: int, tap_port: int,
-                      services: list[str]) -> dict[str, Any]:
-    """The Envoy bootstrap of the demo (see the module docstring)."""
+                      services: list[str], upstreams: dict[str, int] | None = None) -> dict[str, Any]:
+    """The Envoy bootstrap of the demo (see the module docstring); ``upstreams`` names the port of a service that the demo
+    API does not serve (the agents' MCP servers and model API)."""
+    upstreams = upstreams or {}
     authz = {
         "name": "envoy.filters.http.ext_authz",
         "typed_config": {
@@ -104,7 +111,8 @@ def envoy_demo_config(listen_port: int, admin_port: int, api_port: int, shim_por
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "ingress", "use_remote_address": True, "xff_num_trusted_hops": 0, "generate_request_id": True,
         "preserve_external_request_id": False, "access_log": [access_log],
-        "route_config": {"name": "services", "request_headers_to_remove": list(KUBEWARD_HEADERS[3:]), "virtual_hosts": _virtual_hosts(services)},
+        "route_config": {"name": "services", "request_headers_to_remove": list(KUBEWARD_HEADERS[3:]),
+                         "virtual_hosts": _virtual_hosts([*services, *upstreams])},
         "http_filters": [authz, tap, {"name": "envoy.filters.http.router", "typed_config": {"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}],
     }
     return {
@@ -112,7 +120,7 @@ def envoy_demo_config(listen_port: int, admin_port: int, api_port: int, shim_por
         "static_resources": {
             "listeners": [{"name": "ingress", "address": {"socket_address": {"address": "127.0.0.1", "port_value": listen_port}},
                            "filter_chains": [{"filters": [{"name": "envoy.filters.network.http_connection_manager", "typed_config": hcm}]}]}],
-            "clusters": [*(_cluster(s, api_port) for s in services), _cluster("kubeward_shim", shim_port, timeout="0.25s"),
+            "clusters": [*(_cluster(s, upstreams.get(s, api_port)) for s in [*services, *upstreams]), _cluster("kubeward_shim", shim_port, timeout="0.25s"),
                          _cluster("kubeward_als", als_port, http2=True), _cluster("kubeward_tap", tap_port, http2=True)],
         },
     }
@@ -152,6 +160,8 @@ class DemoDataPlane:
     pods_file: Path
     specs_dir: Path
     collector_settings: dict[str, Any] = field(default_factory=dict)
+    #: with agents: ``{"services": {route name: upstream}, "source": pod address, "rug_pull_when": path}`` (``deploy.lab.agents``)
+    agents: dict[str, Any] | None = None
     ports: dict[str, int] = field(default_factory=dict)
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
@@ -165,8 +175,9 @@ class DemoDataPlane:
             self.procs.append(api)
             _wait_port(self.ports["api"], 60, api, self.workdir / "demo-api.log")
             self._start_collector()
+            upstreams = self._start_agent_upstreams() if self.agents else {}
             config = envoy_demo_config(self.ports["envoy"], self.ports["envoy_admin"], self.ports["api"], self.shim_port,
-                                       self.ports["als"], self.ports["tap"], services)
+                                       self.ports["als"], self.ports["tap"], services, upstreams)
             path = self.workdir / "envoy.json"
             path.write_text(json.dumps(config, indent=1))
             envoy = _spawn([str(envoy_binary()), "-c", str(path), "--base-id", str(self.ports["envoy"]), "--log-level", "warn",
@@ -193,6 +204,21 @@ class DemoDataPlane:
         self.procs.append(proc)
         _wait_port(self.ports["tap"], 60, proc, log)
         _wait_port(self.ports["als"], 60, proc, log)
+
+    def _start_agent_upstreams(self) -> dict[str, int]:
+        """The MCP servers and the model API (``deploy.runtime.demomcp``); their Envoy services and ports."""
+        assert self.agents is not None
+        for name in ("shop", "community", "model"):
+            self.ports.setdefault(name, free_port())
+        log = self.workdir / "agent-upstreams.log"
+        proc = _spawn([sys.executable, "-m", "deploy.runtime.demomcp", "--shop-port", str(self.ports["shop"]),
+                       "--community-port", str(self.ports["community"]), "--model-port", str(self.ports["model"]),
+                       "--api", f"http://127.0.0.1:{self.ports['envoy']}", "--source", self.agents["source"],
+                       "--rug-pull-when", str(self.agents["rug_pull_when"])], log)
+        self.procs.append(proc)
+        for name in ("shop", "community", "model"):
+            _wait_port(self.ports[name], 60, proc, log)
+        return {service: self.ports[upstream] for service, upstream in self.agents["services"].items()}
 
     def stop(self) -> None:
         """Stop Envoy, the collector (it flushes) and the API."""

@@ -63,3 +63,37 @@ def test_the_plot_takes_calls_answered_before_the_first_second(tmp_path: Path) -
     tally = _run()
     tally.actor_seconds[-1, "shop/web|early", False] += 1  # a call timed just before the run's start
     assert plot_timeline(tally, tmp_path / "early.png")
+
+
+def test_a_tool_verdict_covers_the_calls_counted_under_the_tool() -> None:
+    """A tool attack's calls are counted under ``tool:<server>/<tool>`` (not the agent that made them), and the verdict
+    on the tool subject (kind ``tool``) is what detects it; the agent's other calls stay benign."""
+    tally = Tally()
+    for i in range(4):
+        tally.record_check("tool:agents/mcp/weather", True, "poisoned-tool", "poisoned-tool", denied=i >= 1,
+                           reason="mcp-tool-poisoning" if i >= 1 else None, t=100.0 + i)
+        tally.record_check("agents/travel|jwt:1", False, "agent", None, denied=False, reason=None, t=100.0 + i)
+    tally.record_verdict("agents/mcp/weather", "mcp-tool-poisoning", 100.5, "tool")
+    report = tally.report([])
+    assert report["attackers"]["detected"] == 1 and report["attackers"]["by_attack"]["poisoned-tool"]["allowed_before_block"] == 1
+    assert (report["benign"]["actors"], report["benign"]["actors_blocked"]) == (1, 0)
+
+
+def test_the_agents_ground_truth_names_tool_attacks_by_tool_and_time() -> None:
+    from threading import Lock
+
+    from deploy.lab.agents import COMMUNITY, SHOP, AgentPlan, AgentRecorder
+    from ingest.identity import IdentityConfig
+
+    recorder = AgentRecorder(Tally(), Lock(), IdentityConfig())
+    call = {"method": "tools/call", "params": {"name": "currency_rates", "arguments": {}}}
+    assert recorder.tool_attack("a", SHOP, call) is None  # before the rug-pull: an ordinary call
+    recorder.rug_pull_at = 0.0
+    assert recorder.tool_attack("a", SHOP, call) == ("rug-pull", "tool:agents/mcp-shop/currency_rates")
+    weather = {"method": "tools/call", "params": {"name": "weather"}}
+    assert recorder.tool_attack("a", COMMUNITY, weather) == ("poisoned-tool", "tool:agents/mcp-community/weather")
+    assert recorder.tool_attack("a", COMMUNITY, {"method": "tools/list"}) is None
+    plan = AgentPlan.for_run(1000.0, 120.0, 36.0)
+    assert 1036.0 < plan.injected_document_at < plan.rug_pull_at < plan.pii_exfiltration_at < plan.extraction_at < plan.end == 1120.0
+    assert recorder.actor("agents/crm", {"Authorization": "Bearer opaque-key"}).startswith("agents/crm|bearer:")
+    assert recorder.actor("agents/crm", {}) == "agents/crm|-"

@@ -1,4 +1,5 @@
-"""The README's main job, shortened: the demo runs end to end through a real Envoy and meets its detection targets."""
+"""The README's main job, shortened: the demo runs end to end through a real Envoy and meets its detection targets, for
+the shop's attackers and for the AI agents' (MCP servers built with the official SDK, the official clients, a model API)."""
 
 from __future__ import annotations
 
@@ -26,3 +27,12 @@ def test_short_demo_detects_and_blocks_attackers_without_hurting_benign_users(tm
     assert benign["actors_blocked"] / benign["actors"] <= 0.001, report["denied_by_reason"]
     assert report["latency_ms"]["detect_to_enforce_p50"] is not None
     assert report["events"] > 8_000
+
+    agents = report["agents"]
+    by_attack = agents["attackers"]["by_attack"]
+    assert sorted(by_attack) == ["injected-document", "model-extraction", "pii-to-external-model", "poisoned-tool", "rug-pull"]
+    for attack in ("poisoned-tool", "rug-pull", "injected-document"):  # caught from one listing or one tool result
+        assert by_attack[attack]["detected_as"] is not None and by_attack[attack]["denied"] > 0, (attack, by_attack[attack])
+    assert by_attack["poisoned-tool"]["detected_as"] == "mcp-tool-poisoning" and by_attack["rug-pull"]["detected_as"] == "mcp-tool-rug-pull"
+    assert agents["attackers"]["detected"] >= 4, by_attack  # lineage and extraction need a few windows of a loaded machine
+    assert agents["benign"]["actors"] >= 50 and agents["benign"]["actors_blocked"] == 0, agents["denied_by_reason"]
