@@ -94,21 +94,18 @@ def build_summarizer(settings: Any) -> Any:
 
 def text_scanner() -> Any:
     """The prompt-injection scanner of what MCP tools, resources and prompts return (``enforcement.promptscan``, the
-    shipped rules and model, loaded at the first text): the collector reads the whole text (``scan_stream``, up to 1 MB);
-    of a JSON answer, its prose (``prose_of``)."""
+    shipped rules and model, loaded at the first text): ``scan_result`` over the text the MCP parser kept (up to
+    ``ingest.mcp.MAX_TEXT``); of a JSON answer the rules read every string and the model its prose."""
     loaded: list[Any] = []
 
     def scan(text: str) -> tuple[float, tuple[str, ...]]:
-        from enforcement.promptscan import prose_of, scan_stream
+        from enforcement.promptscan import scan_result
 
-        text = prose_of(text)
-        if not text:
-            return 0.0, ()
         if not loaded:
             from enforcement.promptmodel import load_prompt_model
 
             loaded.append(load_prompt_model())
-        found = scan_stream(text, model=loaded[0])
+        found = scan_result(text, model=loaded[0])
         return found.score, tuple(dict.fromkeys(trait for trait, _ in found.findings))
 
     return scan
