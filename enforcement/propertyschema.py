@@ -56,6 +56,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from enforcement.decision import Inspection, RequestView
+from enforcement.requestparts import json_document
 from enforcement.schemacheck import (
     CRITICAL,
     NOTICE,
@@ -73,6 +74,7 @@ from enforcement.schemacheck import (
     request_values,
 )
 from ingest.llm import operation_of
+from ingest.mcp import MCP_METHODS
 from ingest.openapi import DeclaredEndpoint, SpecIndex, load_spec_dir
 from ingest.templating import template_path
 
@@ -129,10 +131,32 @@ class _Parsed:
         return self.endpoint[1] not in _SAFE_QUERY
 
 
-def _jsonrpc(body: bytes | None) -> bool:
-    """A JSON-RPC 2.0 request (its ``params`` are checked against no resource schema; other top-level names still are)."""
-    head = (body or b"")[:256]
-    return head.lstrip()[:1] == b"{" and b'"jsonrpc"' in head and b'"method"' in head
+#: leaves of an OpenAI-compatible model call's body that the wire format defines (chat turns, tools offered, input)
+_MODEL_API_LEAVES = ("messages[].", "input", "prompt", "tools[].", "functions[].", "tool_choice", "response_format.")
+_MCP_LEAVES = ("params.", "[].params.")
+
+
+def _protocol_prefixes(req: RequestView) -> tuple[str, ...]:
+    """The leaf prefixes of a request body that a protocol, not a resource, defines: of a model API call (a model-API
+    path, and a body naming ``model`` with ``messages``, ``input`` or ``prompt``), its chat turns and tools; of an MCP
+    message (JSON-RPC 2.0 whose method is an MCP one; a batch when every message is), its ``params``. Other names of
+    such bodies, and every other body, are still checked (review F5-F7: a path ending in ``/responses`` or a body with
+    ``"jsonrpc"`` somewhere is not enough)."""
+    head = (req.body or b"")[:256]
+    looks_rpc = b'"jsonrpc"' in (req.body or b"")
+    model_path = req.method.upper() == "POST" and operation_of(req.path) is not None
+    if not (model_path or looks_rpc) or head.lstrip()[:1] not in (b"{", b"["):
+        return ()
+    ok, document = json_document(req)
+    if not ok:
+        return ()
+    if model_path and isinstance(document, dict) and "model" in document and any(k in document for k in ("messages", "input", "prompt")):
+        return _MODEL_API_LEAVES
+    messages = document if isinstance(document, list) else [document]
+    if messages and all(isinstance(m, dict) and m.get("jsonrpc") == "2.0" and isinstance(m.get("method"), str)
+                        and m["method"].startswith(MCP_METHODS) for m in messages):
+        return _MCP_LEAVES
+    return ()
 
 
 def _principal(req: RequestView) -> str:
@@ -271,11 +295,10 @@ class PropertySchemaValidator:
     def _parse_new(self, req: RequestView) -> _Parsed | None:
         if not req.body and "?" not in req.path:
             return None
-        if req.body and req.method.upper() == "POST" and operation_of(req.path) is not None:
-            return None  # a model API call: the OpenAI wire format fixes the body (``messages[].role`` is a chat turn)
         body, query = request_values(req)
-        if body and _jsonrpc(req.body):  # MCP: a tool's arguments follow the tool's own input schema, not a resource's
-            body = [v for v in body if not v.key.startswith("params.")]
+        protocol = _protocol_prefixes(req) if body else ()
+        if protocol:  # a model API call or an MCP message: the protocol's own fields are no resource's properties
+            body = [v for v in body if not v.key.startswith(protocol)]
         if not body and not query:
             return None
         method, path = req.method.upper(), req.path.partition("?")[0]

@@ -351,3 +351,23 @@ def test_protocol_bodies_are_not_read_as_resources_but_a_jsonrpc_wrapper_hides_n
     assert "mass-assignment" in _categories(v, _req("POST", "/mcp", {**call, "role": "admin"}, service="mcp"))
     _teach(v, "PATCH", "/users/81231", [{"name": "Ann"}, {"name": "Bo"}])
     assert "mass-assignment" in _categories(v, _req("PATCH", "/users/81232", {"messages": [{"role": "admin"}]}))  # REST path: checked
+
+
+@pytest.mark.parametrize("method,path,body", [
+    ("POST", "/forms/7/responses", {"answer": "yes", "role": "admin"}),  # a REST resource that a model API path resembles
+    ("POST", "/courses/7/completions", {"grade": 1, "is_admin": True}),
+    ("POST", "/rpc", {"jsonrpc": "2.0", "id": 1, "method": "users.update", "params": {"id": 5, "role": "admin"}}),  # not MCP
+    ("POST", "/jobs", {"note": '"jsonrpc" "method"', "params": {"role": "admin"}}),  # the markers as values
+    ("POST", "/users/5", {"jsonrpc": 1, "method": 1, "params": {"role": "admin"}}),
+])
+def test_only_real_protocol_bodies_lose_the_check(method: str, path: str, body: Any) -> None:
+    """Review F5-F7: a path ending like a model API, or a body mentioning "jsonrpc", is not enough to skip the check."""
+    assert "mass-assignment" in _categories(_validator(learn_requests=1000), _req(method, path, body, who="eve"))
+
+
+def test_mcp_batches_and_late_jsonrpc_keys_are_protocol_bodies() -> None:
+    v = _validator(learn_requests=1000)
+    batch = [{"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": {"name": "set", "arguments": {"role": "viewer"}}}]
+    assert v.inspect(_req("POST", "/mcp", batch, service="mcp")) is None
+    late = {"params": {"name": "set", "arguments": {"role": "viewer", "text": "x" * 400}}, "id": 2, "method": "tools/call", "jsonrpc": "2.0"}
+    assert v.inspect(_req("POST", "/mcp", late, service="mcp")) is None
