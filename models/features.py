@@ -113,9 +113,10 @@ _TABLE: list[Feature] = [  # one entry per feature; a name only once
     Feature("novel_privileged_edges_long", "decay", "novel_privileged_edge", half_life_s=6 * HOUR, doc="unlearned privileged edges, decayed (6 h)"),
     # -- agents (streams.agentbehaviour, per agent workload whatever principal a call carries): tools new to the agent
     # -- after its learning, personal data read through them, lineage from tools to external models
-    Feature("agent_new_tools", "sum", "agent_new_tool", doc="first calls of MCP tools the agent (workload) never called once learned"),
-    Feature("agent_novel_tool_sensitive", "sum", "agent_novel_tool_sensitive",
-            doc="sensitive values returned by tools the agent started using after its learning (within 10 min of the first call)"),
+    Feature("agent_new_behaviour", "sum", "agent_new_behaviour",
+            doc="first calls of MCP tools, and first tool A -> tool B chains, the agent (workload) never made once learned"),
+    Feature("agent_hijack_sensitive", "sum", "agent_hijack_sensitive",
+            doc="sensitive values returned by tools the agent first called after an injected tool result (within 10 min of it)"),
     Feature("llm_sensitive_after_tools", "sum", "agent_lineage_external",
             doc="sensitive values sent to external model APIs by an agent that MCP tools had handed sensitive values (decayed, 1 h)"),
     Feature("tool_injections", "sum", "tool_injection", doc="MCP answers (tool results, resources, prompts) scored as prompt injection in the window"),

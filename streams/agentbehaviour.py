@@ -11,9 +11,12 @@ are learned; afterwards, per row:
   agent never called;
 * ``agent_new_chain``: 1 for the first time the agent calls tool B right after
   tool A when it never did (a hijacked agent strings its tools together anew);
-* ``agent_novel_tool_sensitive``: the sensitive values (``RequestSummary.sensitive``)
-  a tool first used after learning returned, for ``novel_s`` after that first
-  call: an agent that starts reading personal data through a tool it never used;
+* ``agent_new_behaviour``: the two above added (what the worker folds: one column for both);
+* ``agent_hijack_sensitive``: the sensitive values (``RequestSummary.sensitive``) returned
+  by a tool the agent first called after a tool, resource or prompt had handed it an
+  injected instruction (``mcp.injection`` >= 0.5), within ``novel_s`` of that answer:
+  an agent sent after customer records by a document it read. Tools it used before the
+  injection, and new tools without one, do not count (agents gain tools legitimately);
 * ``agent_lineage_external``: on a call to a model API outside the cluster, the
   sensitive values it sent (``llm.sent_sensitive``) when MCP tools, resources or
   prompts had handed the *agent* sensitive values (decayed, half-life
@@ -22,15 +25,18 @@ are learned; afterwards, per row:
   API key and the tool call's user token do not split the trail.
 
 Only MCP and model-API rows are walked, in event order (a few dictionary probes each; the
-other rows cost two Arrow null counts). State is bounded: ``max_agents`` agents (least
-recently seen evicted first, counted in ``evicted``), ``max_tools`` tools and chains each.
-``export``/``restore`` round-trip it as JSON bytes.
+other rows cost two Arrow null counts). A tool is named by its server's service and its
+name (at most ``MAX_NAME`` characters). State is bounded: ``max_agents`` agents (least
+recently seen evicted first, in constant time, counted in ``evicted``), ``max_tools`` tools
+and chains each (past that, an unknown tool or chain is taken as known: a full table never
+makes every call new). ``export``/``restore`` round-trip it as JSON bytes.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,7 +46,10 @@ import pyarrow.compute as pc
 
 from streams.batch import BatchView, Signals
 
-__all__ = ["AgentBehaviour", "AgentBehaviourConfig"]
+__all__ = ["MAX_NAME", "AgentBehaviour", "AgentBehaviourConfig"]
+
+#: characters of a tool name kept (names come from the client's request)
+MAX_NAME = 128
 
 _RESULTS = frozenset({"tools/call", "resources/read", "prompts/get"})
 
@@ -53,7 +62,7 @@ class AgentBehaviourConfig:
     learn_calls: int = 3
     novel_s: float = 600.0
     half_life_s: float = 3600.0
-    lineage_floor: float = 1.0
+    lineage_floor: float = 0.5
     max_agents: int = 20_000
     max_tools: int = 256
 
@@ -78,6 +87,7 @@ class _Agent:
     previous: str | None = None
     received: float = 0.0  # sensitive values from tools, decayed to ``received_t``
     received_t: float = 0.0
+    injected_t: float = -math.inf  # the last answer that carried an injected instruction
 
 
 def _column(table: pa.Table, name: str) -> pa.ChunkedArray | None:
@@ -94,11 +104,12 @@ class AgentBehaviour:
     """The stateful enricher of per-agent behaviour (see the module docstring)."""
 
     name = "agentbehaviour"
-    signals: tuple[str, ...] = ("agent_new_tool", "agent_new_chain", "agent_novel_tool_sensitive", "agent_lineage_external")
+    signals: tuple[str, ...] = ("agent_new_tool", "agent_new_chain", "agent_new_behaviour", "agent_hijack_sensitive",
+                                "agent_lineage_external")
 
     def __init__(self, config: AgentBehaviourConfig | None = None) -> None:
         self.config = config or AgentBehaviourConfig()
-        self.agents: dict[str, _Agent] = {}
+        self.agents: OrderedDict[str, _Agent] = OrderedDict()  # least recently seen first
         self.evicted = 0
 
     def enrich(self, batch: BatchView) -> Signals:
@@ -121,10 +132,9 @@ class AgentBehaviour:
         ip = batch.source_ip.take(take).to_pylist()
         methods = _field(mcp.take(take), "jsonrpc_method") if mcp is not None else [None] * len(index)
         tools = _field(mcp.take(take), "tool_name") if mcp is not None else [None] * len(index)
+        injected = _field(mcp.take(take), "injection") if mcp is not None else [None] * len(index)
         sent = _field(llm.take(take), "sent_sensitive") if llm is not None else [None] * len(index)
         is_llm = np.asarray(llm.is_valid(), dtype=bool)[index] if llm is not None else np.zeros(len(index), bool)
-        namespace = pc.struct_field(batch.table.column("destination"), "namespace").take(take).to_pylist() \
-            if "namespace" in {f.name for f in batch.table.column("destination").type} else [None] * len(index)
         service = batch.service.take(take).to_pylist()
         for j, row in enumerate(index.tolist()):
             key = workload[j] or ip[j]
@@ -135,22 +145,25 @@ class AgentBehaviour:
             if methods[j] in _RESULTS:
                 self._receive(agent, t, float(batch.sensitive[row]))
             if methods[j] == "tools/call" and tools[j]:
-                server = f"{namespace[j]}/{service[j]}" if namespace[j] else service[j]
-                self._call(agent, f"{server}/{tools[j]}", t, float(batch.sensitive[row]), row, out)
+                self._call(agent, f"{service[j]}/{str(tools[j])[:MAX_NAME]}", t, float(batch.sensitive[row]), row, out)
+            if methods[j] in _RESULTS and (injected[j] or 0.0) >= 0.5:
+                agent.injected_t = max(agent.injected_t, t)
             elif is_llm[j] and batch.dest_external[row]:
                 amount = sent[j]
                 if amount and self._decayed(agent, t) >= self.config.lineage_floor:
                     out["agent_lineage_external"][row] = float(amount)
+        out["agent_new_behaviour"] = out["agent_new_tool"] + out["agent_new_chain"]
         return out
 
     def _agent(self, key: str, t: float) -> _Agent:
         agent = self.agents.get(key)
         if agent is None:
             if len(self.agents) >= self.config.max_agents:
-                oldest = min(self.agents, key=lambda k: self.agents[k].last)
-                del self.agents[oldest]
+                self.agents.popitem(last=False)
                 self.evicted += 1
             agent = self.agents[key] = _Agent(first=t, last=t)
+        else:
+            self.agents.move_to_end(key)
         agent.last = max(agent.last, t)
         return agent
 
@@ -160,8 +173,9 @@ class AgentBehaviour:
         return agent.received * math.exp2(-max(0.0, t - agent.received_t) / self.config.half_life_s)
 
     def _receive(self, agent: _Agent, t: float, sensitive: float) -> None:
-        if sensitive > 0:
-            agent.received, agent.received_t = self._decayed(agent, t) + sensitive, t
+        if sensitive > 0:  # a late row adds its values without moving the clock back
+            now = max(agent.received_t, t)
+            agent.received, agent.received_t = self._decayed(agent, now) + sensitive, now
 
     def _learning(self, agent: _Agent, t: float) -> bool:
         return t - agent.first < self.config.learn_s or agent.calls < self.config.learn_calls
@@ -170,19 +184,16 @@ class AgentBehaviour:
         learning = self._learning(agent, t)
         agent.calls += 1
         first = agent.tools.get(tool)
-        if first is None:
-            if len(agent.tools) < self.config.max_tools:
-                agent.tools[tool] = t if not learning else -math.inf  # learned tools are never novel
+        if first is None and len(agent.tools) < self.config.max_tools:  # a full table takes an unknown tool as known
+            first = agent.tools[tool] = t
             if not learning:
                 out["agent_new_tool"][row] = 1.0
-                first = t
-        if first is not None and first != -math.inf and t - first <= self.config.novel_s:
-            out["agent_novel_tool_sensitive"][row] = sensitive
+        if first is not None and first >= agent.injected_t and t - agent.injected_t <= self.config.novel_s:
+            out["agent_hijack_sensitive"][row] = sensitive
         if agent.previous is not None:
             chain = f"{agent.previous} -> {tool}"
-            if chain not in agent.chains:
-                if len(agent.chains) < self.config.max_tools:
-                    agent.chains.add(chain)
+            if chain not in agent.chains and len(agent.chains) < self.config.max_tools:
+                agent.chains.add(chain)
                 if not learning:
                     out["agent_new_chain"][row] = 1.0
         agent.previous = tool
@@ -190,15 +201,16 @@ class AgentBehaviour:
     def export(self) -> bytes:
         """The state as JSON bytes (the changelog value)."""
         return json.dumps({"evicted": self.evicted, "agents": {
-            k: {"first": a.first, "last": a.last, "calls": a.calls, "tools": {t: (None if f == -math.inf else f) for t, f in a.tools.items()},
-                "chains": sorted(a.chains), "previous": a.previous, "received": a.received, "received_t": a.received_t}
+            k: {"first": a.first, "last": a.last, "calls": a.calls, "tools": a.tools, "chains": sorted(a.chains), "previous": a.previous,
+                "received": a.received, "received_t": a.received_t, "injected_t": None if a.injected_t == -math.inf else a.injected_t}
             for k, a in self.agents.items()}}).encode()
 
     def restore(self, blob: bytes) -> None:
         """Load state written by ``export`` (replaces the current state)."""
         data = json.loads(blob) if blob else {}
         self.evicted = int(data.get("evicted", 0))
-        self.agents = {k: _Agent(first=a["first"], last=a["last"], calls=a["calls"],
-                                 tools={t: (-math.inf if f is None else f) for t, f in a["tools"].items()},
-                                 chains=set(a["chains"]), previous=a["previous"], received=a["received"], received_t=a["received_t"])
-                       for k, a in data.get("agents", {}).items()}
+        self.agents = OrderedDict(
+            (k, _Agent(first=a["first"], last=a["last"], calls=a["calls"], tools=dict(a["tools"]), chains=set(a["chains"]),
+                       previous=a["previous"], received=a["received"], received_t=a["received_t"],
+                       injected_t=-math.inf if a.get("injected_t") is None else a["injected_t"]))
+            for k, a in data.get("agents", {}).items())

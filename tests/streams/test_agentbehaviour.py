@@ -14,10 +14,12 @@ from streams.batch import BatchView
 T0 = 1_800_000_000.0
 
 
-def _tool(k: int, t: float, agent: str, tool: str, sensitive: int = 0, principal: str | None = None) -> dict[str, Any]:
+def _tool(k: int, t: float, agent: str, tool: str, sensitive: int = 0, principal: str | None = None, injected: float | None = None,
+          namespace: str | None = "agents") -> dict[str, Any]:
     return summary_row(id=f"t{k}", time=T0 + t, source={"workload": agent, "namespace": "agents"}, principal=principal,
-                       method="POST", destination={"service": "mcp-shop", "namespace": "agents"}, path_template="/mcp", status=200,
-                       sensitive={"email": sensitive} if sensitive else {}, mcp={"jsonrpc_method": "tools/call", "tool_name": tool})
+                       method="POST", destination={"service": "mcp-shop", "namespace": namespace}, path_template="/mcp", status=200,
+                       sensitive={"email": sensitive} if sensitive else {},
+                       mcp={"jsonrpc_method": "tools/call", "tool_name": tool, "injection": injected})
 
 
 def _model(k: int, t: float, agent: str, sent: int, external: bool = True, principal: str | None = "bearer:key") -> dict[str, Any]:
@@ -40,14 +42,24 @@ def test_after_learning_a_new_tool_and_a_new_chain_are_marked_once() -> None:
     rows = [_tool(0, 0, "agents/bot", "search"), _tool(1, 5, "agents/bot", "get_order"), _tool(2, 10, "agents/bot", "search"),
             _tool(3, 20, "agents/bot", "get_order"),  # learning: nothing is new
             _tool(4, 40, "agents/bot", "search"),  # known tool, known chain (get_order -> search)
-            _tool(5, 41, "agents/bot", "customer_profile", sensitive=4),  # new tool, new chain, personal data
-            _tool(6, 42, "agents/bot", "customer_profile", sensitive=3),  # novel still, chain profile -> profile new
-            _tool(7, 43, "agents/bot", "customer_profile", sensitive=3),
-            _tool(8, 200, "agents/bot", "customer_profile", sensitive=3)]  # past novel_s: no longer novel
+            _tool(5, 41, "agents/bot", "customer_profile", sensitive=4),  # new tool, new chain, personal data: no injection
+            _tool(6, 42, "agents/bot", "customer_profile", sensitive=3),  # chain profile -> profile new
+            _tool(7, 43, "agents/bot", "customer_profile", sensitive=3, namespace=None)]  # the server without its namespace
     got = _run(AgentBehaviour(CONFIG), rows)
-    assert got["agent_new_tool"] == [0, 0, 0, 0, 0, 1, 0, 0, 0]
-    assert got["agent_new_chain"] == [0, 0, 0, 0, 0, 1, 1, 0, 0]
-    assert got["agent_novel_tool_sensitive"] == [0, 0, 0, 0, 0, 4, 3, 3, 0]
+    assert got["agent_new_tool"] == [0, 0, 0, 0, 0, 1, 0, 0]
+    assert got["agent_new_chain"] == [0, 0, 0, 0, 0, 1, 1, 0]
+    assert got["agent_new_behaviour"] == [0, 0, 0, 0, 0, 2, 1, 0]
+    assert not any(got["agent_hijack_sensitive"])  # a benign agent reading personal data through a new tool is no hijack
+
+
+def test_personal_data_read_through_a_tool_first_called_after_an_injection_is_a_hijack() -> None:
+    rows = [_tool(0, 0, "agents/bot", "customer_profile", sensitive=2),  # used before: never counts
+            _tool(1, 10, "agents/bot", "search", injected=0.9),  # the injected answer
+            _tool(2, 11, "agents/bot", "customer_profile", sensitive=2),  # a known tool
+            _tool(3, 12, "agents/bot", "export_customers", sensitive=5, principal="jwt:u1"),  # first called since: hijack
+            _tool(4, 13, "agents/bot", "export_customers", sensitive=1, principal="jwt:u2"),
+            _tool(5, 700, "agents/bot", "export_customers", sensitive=5)]  # ten minutes on
+    assert _run(AgentBehaviour(CONFIG), rows)["agent_hijack_sensitive"] == [0, 0, 0, 5, 1, 0]
 
 
 def test_lineage_follows_the_agent_across_principals_and_only_to_external_models() -> None:
@@ -61,15 +73,22 @@ def test_lineage_follows_the_agent_across_principals_and_only_to_external_models
 
 
 def test_what_a_tool_handed_over_decays() -> None:
-    config = AgentBehaviourConfig(learn_s=0, learn_calls=0, half_life_s=60.0, lineage_floor=1.0)
+    config = AgentBehaviourConfig(learn_s=0, learn_calls=0, half_life_s=60.0)
     rows = [_tool(0, 0, "agents/crm", "customer_profile", sensitive=2), _model(1, 30, "agents/crm", sent=1),
             _model(2, 600, "agents/crm", sent=1)]  # 2 * 2^-10 long after: below the floor
     assert _run(AgentBehaviour(config), rows)["agent_lineage_external"] == [0, 1, 0]
+    one = [_tool(0, 0, "agents/crm", "get_secret", sensitive=1), _model(1, 2, "agents/crm", sent=1)]  # one value, sent 2 s on
+    assert _run(AgentBehaviour(), one)["agent_lineage_external"] == [0, 1]
+    late = AgentBehaviour()
+    _run(late, [_tool(0, 1000, "agents/crm", "customer_profile", sensitive=4)])
+    _run(late, [_tool(1, 0, "agents/crm", "search")])  # a row from long before arrives late: the clock stays
+    assert _run(late, [_model(2, 1030, "agents/crm", sent=2)])["agent_lineage_external"] == [2]
 
 
 def test_batching_and_a_restore_give_the_same_signals() -> None:
-    rows = [_tool(k, t, "agents/bot", tool, s) for k, (t, tool, s) in enumerate(
-        [(0, "a", 0), (5, "b", 0), (10, "a", 0), (40, "c", 2), (41, "a", 0), (42, "c", 1)])] + [_model(9, 43, "agents/bot", sent=1)]
+    rows = [_tool(k, t, "agents/bot", tool, s, injected=j) for k, (t, tool, s, j) in enumerate(
+        [(0, "a", 0, None), (5, "b", 0, None), (10, "a", 0, 0.8), (40, "c", 2, None), (41, "a", 0, None), (42, "c", 1, None)])]
+    rows.append(_model(9, 43, "agents/bot", sent=1))
     whole = _run(AgentBehaviour(CONFIG), rows)
     one = AgentBehaviour(CONFIG)
     singly = [_run(one, [r]) for r in rows]
@@ -85,11 +104,14 @@ def test_batching_and_a_restore_give_the_same_signals() -> None:
 def test_rows_without_agent_extras_cost_nothing_and_memory_is_bounded() -> None:
     plain = summary_row(id="x", time=T0, source={"ip": "10.0.0.1"}, destination={"service": "orders"}, method="GET", path_template="/orders")
     assert all(not any(v) for v in _run(AgentBehaviour(), [plain]).values())
-    enricher = AgentBehaviour(AgentBehaviourConfig(max_agents=10, max_tools=4))
+    enricher = AgentBehaviour(AgentBehaviourConfig(max_agents=10, max_tools=4, learn_s=0, learn_calls=0))
     _run(enricher, [_tool(k, k, f"agents/a{k}", f"t{k % 7}") for k in range(50)])
-    _run(enricher, [_tool(100 + k, 100 + k, "agents/a49", f"tool{k}") for k in range(20)])
+    got = _run(enricher, [_tool(100 + k, 100 + k, "agents/a49", f"tool{k}" + "x" * 500) for k in range(20)])
     assert len(enricher.agents) == 10 and enricher.evicted == 40
-    assert len(enricher.agents["agents/a49"].tools) <= 4
+    assert len(enricher.agents["agents/a49"].tools) <= 4 and all(len(t) < 160 for t in enricher.agents["agents/a49"].tools)
+    assert sum(got["agent_new_tool"]) == 3  # a full table takes unknown tools as known: not every call is new
+    again = _run(enricher, [_tool(200 + k, 200 + k, "agents/a49", f"tool{k}" + "x" * 500) for k in range(20)])
+    assert not any(again["agent_new_tool"]) and not any(again["agent_new_chain"])
 
 
 def test_a_bad_config_names_the_key() -> None:
