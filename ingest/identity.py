@@ -252,15 +252,25 @@ def _strip_port(authority: str) -> str:
 
 
 def _from_service_host(host: str, cluster_domain: str) -> Target | None:
-    """``name.ns.svc[.cluster.local]`` -> service ``name`` in ``ns``."""
-    labels = host.rstrip(".").split(".")
-    if len(labels) >= 3 and labels[2] == "svc" and ".".join(labels[3:]) in ("", cluster_domain):
+    """``name.ns.svc[.cluster.local]`` (or a multi-cluster ``.svc.clusterset.local``) -> service ``name`` in ``ns``."""
+    labels = host.rstrip(".").lower().split(".")
+    if len(labels) >= 3 and labels[2] == "svc" and ".".join(labels[3:]) in ("", cluster_domain.lower(), "clusterset.local"):
         return Target(labels[0], labels[1])
     return None
 
 
+#: Envoy/Istio cluster names that say nothing of the destination (the authority does)
+_NO_INFORMATION = ("passthroughcluster", "inboundpassthroughcluster", "blackholecluster", "allow_any")
+
+
 def destination_from(header_value: str | None, route: str | None, authority: str | None, config: IdentityConfig) -> Target:
     """Destination of a call: configured header, route/cluster name, service host name, external host.
+
+    An Istio cluster name (``outbound|443||api.example.com``) names its host: a service
+    host is that service, any other dotted host is outside the cluster (a ServiceEntry's).
+    A plain dotted route name (``default.route``, ``orders.shop``) and Istio's passthrough
+    clusters say nothing sure, so the authority decides; there a dotted host that is no
+    service host is external.
 
     >>> destination_from(None, "outbound|80||orders.shop.svc.cluster.local", "10.1.2.3:80", IdentityConfig())
     Target(service='orders', namespace='shop', host=None, external=False)
@@ -271,7 +281,10 @@ def destination_from(header_value: str | None, route: str | None, authority: str
         if not candidate:
             continue
         candidate = candidate.strip()
-        if "|" in candidate:  # Istio cluster names: direction|port|subset|host
+        if candidate.lower().startswith(_NO_INFORMATION):
+            continue
+        istio = "|" in candidate
+        if istio:  # Istio cluster names: direction|port|subset|host
             candidate = candidate.rsplit("|", 1)[-1]
         if "/" in candidate and not _is_ip(candidate):
             namespace, _, name = candidate.partition("/")
@@ -281,9 +294,13 @@ def destination_from(header_value: str | None, route: str | None, authority: str
         if found is not None:
             return found
         if host and not _is_ip(host):
-            # a route or cluster named after a host outside the cluster (Istio's ``outbound|443||api.example.com``, an
-            # egress cluster ``api.example.com``) is external; a bare name (``orders``) is a service of the mesh
-            return Target(host, None, host, True) if "." in host else Target(host)
+            if "." not in host:
+                return Target(host)  # a bare name (``orders``): a service of the mesh
+            if istio:
+                return Target(host.lower(), None, host.lower(), True)
+            if not authority:
+                return Target(host)
+            break  # a dotted route name: the authority decides
     if authority:
         host = _strip_port(authority)
         if not _is_ip(host):

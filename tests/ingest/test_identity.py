@@ -107,13 +107,21 @@ def test_destination_sources_in_order() -> None:
 
 
 def test_route_naming_an_outside_host_is_external() -> None:
-    """An egress route or cluster named after a host outside the cluster is an external destination, like the Host."""
+    """Istio's egress cluster names its host; a plain dotted route name and the passthrough clusters defer to the
+    authority (review F14-F15: ``orders.shop`` or ``default.route`` as a route name is no outside host)."""
     c = IdentityConfig()
-    for route in ("api.model-provider.example", "outbound|443||api.model-provider.example"):
-        out = destination_from(None, route, "llm.ai.svc.cluster.local", c)
-        assert (out.service, out.host, out.external) == ("api.model-provider.example", "api.model-provider.example", True)
+    istio = destination_from(None, "outbound|443||api.model-provider.example", "x", c)
+    assert (istio.service, istio.host, istio.external) == ("api.model-provider.example", "api.model-provider.example", True)
+    egress = destination_from(None, "api.model-provider.example", "api.model-provider.example", c)
+    assert (egress.service, egress.external) == ("api.model-provider.example", True)
+    for route in ("orders.shop", "default.route"):
+        inside = destination_from(None, route, "orders.shop.svc.cluster.local", c)
+        assert (inside.service, inside.namespace, inside.external) == ("orders", "shop", False)
+    passthrough = destination_from(None, "PassthroughCluster", "api.openai.com", c)
+    assert (passthrough.service, passthrough.external) == ("api.openai.com", True)
+    for host in ("Orders.Shop.SVC.cluster.local", "orders.shop.svc.clusterset.local"):
+        assert destination_from(None, f"outbound|80||{host}", None, c) == destination_from(None, None, "orders.shop.svc", c)
     assert destination_from(None, "orders", None, c).external is False
-    assert destination_from(None, "outbound|80||orders.shop.svc.cluster.local", None, c).external is False
 
 
 def test_resolver_uses_pod_directory_and_marks_external_clients() -> None:
