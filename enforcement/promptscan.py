@@ -46,7 +46,7 @@ from enforcement.toolscan import THRESHOLD, scan_segments
 from enforcement.tooltext import MAX_TEXT, Segments
 
 __all__ = ["INLINE_CHARS", "REPEAT_POINTS", "REPEAT_RUN", "STREAM_CHARS", "STREAM_OVERLAP", "THRESHOLD", "WINDOW_CHARS",
-           "PromptScan", "WindowScorer", "json_strings", "prose_of", "scan_result", "scan_stream", "scan_text", "sentences",
+           "PromptScan", "WindowScorer", "json_fragments", "json_strings", "prose_of", "scan_result", "scan_stream", "scan_text", "sentences",
            "text_windows", "windows"]  # fmt: skip
 
 #: characters scanned inline (the shim's limit; ``tooltext.MAX_TEXT`` is the hard cap of one scan)
@@ -197,18 +197,79 @@ def prose_of(text: str, min_words: int = 3) -> str:
     return "\n".join(s for s in strings if len(_GLUE.sub(" ", s).split(None, min_words - 1)) >= min_words)
 
 
+_FRAGMENT_START = re.compile(r'[\[{]\s*[{"]')
+
+
+def json_fragments(text: str) -> list[tuple[int, int]]:
+    """(start, end) of the JSON objects and arrays embedded in a text (``using: {"id": 7, ...}``), outermost only, a
+    fragment cut by the end of the text running to the end. One pass, strings and escapes respected.
+
+    >>> t = 'see {"a": "b}"} and [{"c": 1}] then {"cut": "x'
+    >>> [t[a:b] for a, b in json_fragments(t)]
+    ['{"a": "b}"}', '[{"c": 1}]', '{"cut": "x']
+    """
+    out: list[tuple[int, int]] = []
+    pos, n = 0, len(text)
+    while True:
+        found = _FRAGMENT_START.search(text, pos)
+        if found is None:
+            return out
+        start, depth, i, in_string = found.start(), 0, found.start(), False
+        while i < n:
+            ch = text[i]
+            if in_string:
+                if ch == "\\":
+                    i += 1
+                elif ch == '"':
+                    in_string = False
+            elif ch == '"':
+                in_string = True
+            elif ch in "{[":
+                depth += 1
+            elif ch in "}]":
+                depth -= 1
+                if depth == 0:
+                    break
+            i += 1
+        out.append((start, min(i + 1, n)))
+        pos = i + 1
+        if pos >= n:
+            return out
+
+
+def _views(text: str) -> tuple[str, str]:
+    """(what the rules read, what the model reads) of a text: every JSON document or fragment in it replaced by all its
+    strings joined in order (rules) and by its prose (model); plain text the same in both."""
+    if text.lstrip()[:1] in ("{", "["):
+        strings = json_strings(text) or []
+        return " ".join(strings), prose_of(text)
+    fragments = json_fragments(text)
+    if not fragments:
+        return text, text
+    ruled, modeled, last = [], [], 0
+    for a, b in fragments:
+        ruled.append(text[last:a])
+        modeled.append(text[last:a])
+        piece = text[a:b]
+        ruled.append(" ".join(json_strings(piece) or []))
+        modeled.append(prose_of(piece))
+        last = b
+    ruled.append(text[last:])
+    modeled.append(text[last:])
+    return " ".join(p for p in ruled if p), " ".join(p for p in modeled if p)
+
+
 def scan_result(text: str, *, model: WindowScorer | None = None, rules: ToolRuleSet | None = None) -> PromptScan:
-    """The stream's scan of what a tool, resource or prompt returned: any text as ``scan_stream`` reads it; a JSON
-    result with the rules over all its strings joined in document order and the model over its prose (``prose_of``),
-    the higher score and both findings."""
-    strings = json_strings(text)
-    if strings is None:
-        return scan_stream(text, model=model, rules=rules)
-    ruled = scan_stream(" ".join(strings), rules=rules)
-    prose = prose_of(text)
-    if not prose or model is None:
+    """The scan of what a tool, resource or prompt returned, or of what an agent sends to a model: plain text as
+    ``scan_stream`` reads it; JSON (a whole document, or objects embedded in the text) with the rules over all its
+    strings joined in document order and the model over its prose (``prose_of``); the higher score, both findings."""
+    ruled_text, model_text = _views(text)
+    if ruled_text == model_text:
+        return scan_stream(text if ruled_text == text else ruled_text, model=model, rules=rules)
+    ruled = scan_stream(ruled_text, rules=rules)
+    if not model_text.strip() or model is None:
         return ruled
-    modeled = scan_stream(prose, model=model, rules=rules)
+    modeled = scan_stream(model_text, model=model, rules=rules)
     best = ruled if ruled.score >= modeled.score else modeled
     return dataclasses.replace(best, findings=tuple(dict.fromkeys((*ruled.findings, *modeled.findings)))[:_MAX_FINDINGS],
                                rule_ids=tuple(dict.fromkeys((*ruled.rule_ids, *modeled.rule_ids))), model_score=modeled.model_score)

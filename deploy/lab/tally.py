@@ -30,6 +30,8 @@ class _Attacker:
     allowed_before_block: int | None = None
     denied: int = 0
     first_time: float = 0.0
+    #: every actor the attack's calls came from (the first is ``actor``)
+    actors: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -56,6 +58,9 @@ class Tally:
     #: calls the data plane could not complete, by error, and checks the shim could not parse
     errors: Counter[str] = field(default_factory=Counter)
     unparsed: int = 0
+    #: every actor that made a malicious call (an attack can span actors: an agent's tool calls carry a user's token,
+    #: its model calls its own key)
+    malicious_actors: set[str] = field(default_factory=set)
 
     def record_check(self, actor: str, malicious: bool, kind: str, attack_id: str | None, denied: bool, reason: str | None, t: float) -> None:
         """One call and the shim's answer to it."""
@@ -67,6 +72,7 @@ class Tally:
         self.actor_seconds[second, actor, denied] += 1
         if malicious:
             self.timeline.setdefault(second, [0, 0])[1 if denied else 0] += 1
+            self.malicious_actors.add(actor)
         if denied:
             self.actor_denied[actor] += 1
             self.denied_reasons[reason or "?"] += 1
@@ -76,6 +82,7 @@ class Tally:
         if attack_id is None or not malicious:
             return
         att = self.attackers.setdefault(attack_id, _Attacker(kind, actor, first_time=t))
+        att.actors.add(actor)
         att.requests += 1
         if denied:
             att.denied += 1
@@ -104,9 +111,13 @@ class Tally:
         found = self.verdict_classes.get(actor)
         return found if found is not None else self.verdict_classes.get(f"ip:{actor.split('|', 1)[0]}")
 
+    def _attack_verdict(self, att: _Attacker) -> str | None:
+        """The class of the first verdict covering the attack's first actor, else any of its other actors."""
+        return next((v for v in map(self._verdict_of, [att.actor, *sorted(att.actors - {att.actor})]) if v is not None), None)
+
     def attacker_actors(self) -> set[str]:
         """Actors that made at least one malicious call."""
-        return {a.actor for a in self.attackers.values()}
+        return {a.actor for a in self.attackers.values()} | self.malicious_actors
 
     def benign_counts(self) -> tuple[int, int, int, int]:
         """(actors, actors blocked, requests, requests blocked) over actors that never attacked."""
@@ -129,10 +140,10 @@ class Tally:
             "events": self.events,
             "attackers": {
                 "total": len(self.attackers),
-                "detected": sum(1 for a in atts if self._verdict_of(a.actor) is not None),
+                "detected": sum(1 for a in atts if self._attack_verdict(a) is not None),
                 "blocked": sum(1 for a in atts if a.denied),
                 "requests_before_block_median": statistics.median(before) if before else None,
-                "by_attack": {k: {"kind": a.kind, "actor": a.actor, "requests": a.requests, "denied": a.denied, "allowed_before_block": a.allowed_before_block, "detected_as": self._verdict_of(a.actor)} for k, a in sorted(self.attackers.items())},
+                "by_attack": {k: {"kind": a.kind, "actor": a.actor, "requests": a.requests, "denied": a.denied, "allowed_before_block": a.allowed_before_block, "detected_as": self._attack_verdict(a)} for k, a in sorted(self.attackers.items())},
             },
             "benign": {"actors": b_actors, "actors_blocked": b_blocked, "requests": b_reqs, "requests_blocked": b_reqs_blocked,
                        "collateral_requests": collateral, "collateral_requests_blocked": collateral_blocked},

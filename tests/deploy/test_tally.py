@@ -97,3 +97,15 @@ def test_the_agents_ground_truth_names_tool_attacks_by_tool_and_time() -> None:
     assert 1036.0 < plan.injected_document_at < plan.rug_pull_at < plan.pii_exfiltration_at < plan.extraction_at < plan.end == 1120.0
     assert recorder.actor("agents/crm", {"Authorization": "Bearer opaque-key"}).startswith("agents/crm|bearer:")
     assert recorder.actor("agents/crm", {}) == "agents/crm|-"
+
+
+def test_an_attack_spanning_two_actors_of_one_agent_counts_neither_as_benign() -> None:
+    """A hijacked agent's model call carries its API key, its tool calls none: two actors, one attack."""
+    tally = Tally()
+    tally.record_check("agents/bot|-", False, "agent", None, denied=False, reason=None, t=1.0)  # before the hijack
+    tally.record_check("agents/bot|bearer:k", True, "injected-document", "injected-document", denied=True, reason="inline", t=2.0)
+    tally.record_check("agents/bot|-", True, "injected-document", "injected-document", denied=True, reason="agent-injected", t=3.0)
+    tally.record_verdict("agents/bot|-", "prompt_injection", 2.5)
+    report = tally.report([])
+    assert report["benign"]["actors"] == 0 and report["benign"]["collateral_requests"] == 1
+    assert report["attackers"]["by_attack"]["injected-document"]["detected_as"] == "prompt_injection"
