@@ -117,6 +117,8 @@ _TABLE: list[Feature] = [  # one entry per feature; a name only once
             doc="first calls of MCP tools, and first tool A -> tool B chains, the agent (workload) never made once learned"),
     Feature("agent_hijack_sensitive", "sum", "agent_hijack_sensitive",
             doc="sensitive values returned by tools the agent first called after an injected tool result (within 10 min of it)"),
+    Feature("agent_tool_bursts", "sum", "agent_tool_burst",
+            doc="windows in which the agent's tool calls reached 10x its own baseline (3x at an hour it is normally quiet)"),
     Feature("llm_sensitive_after_tools", "sum", "agent_lineage_external",
             doc="sensitive values sent to external model APIs by an agent that MCP tools had handed sensitive values (decayed, 1 h)"),
     Feature("tool_injections", "sum", "tool_injection", doc="MCP answers (tool results, resources, prompts) scored as prompt injection in the window"),

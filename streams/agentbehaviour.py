@@ -17,6 +17,12 @@ are learned; afterwards, per row:
   injected instruction (``mcp.injection`` >= 0.5), within ``novel_s`` of that answer:
   an agent sent after customer records by a document it read. Tools it used before the
   injection, and new tools without one, do not count (agents gain tools legitimately);
+* ``agent_tool_burst``: 1 on the tool call that takes the agent's calls in the current
+  window (``window_s``) to ``burst_factor`` times its own baseline (an EWMA of past
+  windows, empty ones included) and at least ``burst_floor``, once per window, after
+  learning; at an *off hour* (an hour of the day that has had under ``off_hours_share``
+  of the agent's calls, once it has ``off_hours_after_s`` of history) the factor is
+  ``off_hours_factor`` and the floor a third: a support bot scraping at 3 a.m.;
 * ``agent_lineage_external``: on a call to a model API outside the cluster, the
   sensitive values it sent (``llm.sent_sensitive``) when MCP tools, resources or
   prompts had handed the *agent* sensitive values (decayed, half-life
@@ -65,16 +71,26 @@ class AgentBehaviourConfig:
     lineage_floor: float = 0.5
     max_agents: int = 20_000
     max_tools: int = 256
+    window_s: float = 60.0
+    burst_factor: float = 10.0
+    burst_floor: float = 30.0
+    burst_alpha: float = 0.2
+    off_hours_factor: float = 3.0
+    off_hours_share: float = 0.02
+    off_hours_after_s: float = 86_400.0
 
     def __post_init__(self) -> None:
-        for name in ("learn_s", "novel_s", "half_life_s", "lineage_floor"):
+        if self.window_s <= 0 or not 0 < self.burst_alpha <= 1:
+            raise ValueError(f"AgentBehaviourConfig: window_s must be > 0 and burst_alpha in (0, 1], got {self.window_s!r}, {self.burst_alpha!r}")
+        for name in ("learn_s", "novel_s", "half_life_s", "lineage_floor", "burst_factor", "burst_floor", "off_hours_factor",
+                     "off_hours_share", "off_hours_after_s"):
             if getattr(self, name) < 0:
                 raise ValueError(f"AgentBehaviourConfig.{name} must be >= 0, got {getattr(self, name)!r}")
 
     @classmethod
     def from_windows(cls, window_s: float, learn_windows: int, **overrides: Any) -> AgentBehaviourConfig:
         """The worker's learning period (``learn_windows`` windows of ``window_s``), other settings as given."""
-        return cls(learn_s=float(window_s * learn_windows), **overrides)
+        return cls(learn_s=float(window_s * learn_windows), window_s=float(window_s), **overrides)
 
 
 @dataclass
@@ -88,6 +104,11 @@ class _Agent:
     received: float = 0.0  # sensitive values from tools, decayed to ``received_t``
     received_t: float = 0.0
     injected_t: float = -math.inf  # the last answer that carried an injected instruction
+    window: int | None = None  # the current window of tool calls, its count, the EWMA of past windows' counts
+    count: int = 0
+    baseline: float = 0.0
+    burst_window: int | None = None
+    hours: list[int] = field(default_factory=lambda: [0] * 24)  # tool calls per hour of the day (UTC)
 
 
 def _column(table: pa.Table, name: str) -> pa.ChunkedArray | None:
@@ -105,7 +126,7 @@ class AgentBehaviour:
 
     name = "agentbehaviour"
     signals: tuple[str, ...] = ("agent_new_tool", "agent_new_chain", "agent_new_behaviour", "agent_hijack_sensitive",
-                                "agent_lineage_external")
+                                "agent_tool_burst", "agent_lineage_external")
 
     def __init__(self, config: AgentBehaviourConfig | None = None) -> None:
         self.config = config or AgentBehaviourConfig()
@@ -182,6 +203,8 @@ class AgentBehaviour:
 
     def _call(self, agent: _Agent, tool: str, t: float, sensitive: float, row: int, out: dict[str, np.ndarray]) -> None:
         learning = self._learning(agent, t)
+        if self._burst(agent, t, learning):
+            out["agent_tool_burst"][row] = 1.0
         agent.calls += 1
         first = agent.tools.get(tool)
         if first is None and len(agent.tools) < self.config.max_tools:  # a full table takes an unknown tool as known
@@ -198,11 +221,35 @@ class AgentBehaviour:
                     out["agent_new_chain"][row] = 1.0
         agent.previous = tool
 
+    def _burst(self, agent: _Agent, t: float, learning: bool) -> bool:
+        """Count a tool call in the agent's window; whether it makes the window a burst (see the module docstring)."""
+        c = self.config
+        window = int(t // c.window_s)
+        if agent.window is None:
+            agent.window = window
+        elif window > agent.window:  # close the window, and the empty ones since, into the baseline
+            gap = window - agent.window
+            agent.baseline = (1 - c.burst_alpha) ** (gap - 1) * ((1 - c.burst_alpha) * agent.baseline + c.burst_alpha * agent.count)
+            agent.window, agent.count = window, 0
+        agent.count += 1
+        hour = int(t // 3600) % 24
+        seen = sum(agent.hours)
+        off = t - agent.first >= c.off_hours_after_s and seen > 0 and agent.hours[hour] < c.off_hours_share * seen
+        agent.hours[hour] += 1
+        if learning or agent.burst_window == agent.window:
+            return False
+        factor, floor = (c.off_hours_factor, c.burst_floor / 3) if off else (c.burst_factor, c.burst_floor)
+        if agent.count >= max(floor, factor * agent.baseline):
+            agent.burst_window = agent.window
+            return True
+        return False
+
     def export(self) -> bytes:
         """The state as JSON bytes (the changelog value)."""
         return json.dumps({"evicted": self.evicted, "agents": {
             k: {"first": a.first, "last": a.last, "calls": a.calls, "tools": a.tools, "chains": sorted(a.chains), "previous": a.previous,
-                "received": a.received, "received_t": a.received_t, "injected_t": None if a.injected_t == -math.inf else a.injected_t}
+                "received": a.received, "received_t": a.received_t, "injected_t": None if a.injected_t == -math.inf else a.injected_t,
+                "window": a.window, "count": a.count, "baseline": a.baseline, "burst_window": a.burst_window, "hours": a.hours}
             for k, a in self.agents.items()}}).encode()
 
     def restore(self, blob: bytes) -> None:
@@ -212,5 +259,7 @@ class AgentBehaviour:
         self.agents = OrderedDict(
             (k, _Agent(first=a["first"], last=a["last"], calls=a["calls"], tools=dict(a["tools"]), chains=set(a["chains"]),
                        previous=a["previous"], received=a["received"], received_t=a["received_t"],
-                       injected_t=-math.inf if a.get("injected_t") is None else a["injected_t"]))
+                       injected_t=-math.inf if a.get("injected_t") is None else a["injected_t"], window=a.get("window"),
+                       count=a.get("count", 0), baseline=a.get("baseline", 0.0), burst_window=a.get("burst_window"),
+                       hours=list(a.get("hours") or [0] * 24)))
             for k, a in data.get("agents", {}).items())

@@ -117,3 +117,45 @@ def test_rows_without_agent_extras_cost_nothing_and_memory_is_bounded() -> None:
 def test_a_bad_config_names_the_key() -> None:
     with pytest.raises(ValueError, match="novel_s"):
         AgentBehaviourConfig(novel_s=-1)
+
+
+BURSTS = AgentBehaviourConfig(learn_s=600.0, learn_calls=3, window_s=60.0, burst_factor=10.0, burst_floor=30.0, off_hours_after_s=86_400.0)
+
+
+def _steady(agent: str, start: float, hours: float, per_window: int = 2, every: float = 60.0, hour_range: range = range(24)) -> list[dict[str, Any]]:
+    """An agent's ordinary tool calls: ``per_window`` calls a window for ``hours`` hours, only at ``hour_range`` hours of the day."""
+    rows, t, k = [], start, 0
+    while t < start + hours * 3600:
+        if int(t // 3600) % 24 in hour_range:
+            rows += [_tool(k + i, t + i, agent, "get_order") for i in range(per_window)]
+            k += per_window
+        t += every
+    return rows
+
+
+def test_a_burst_of_tool_calls_is_marked_once_per_window_and_only_well_above_the_agents_own_rate() -> None:
+    enricher = AgentBehaviour(BURSTS)
+    _run(enricher, _steady("agents/bot", 0.0, 2.0))  # two calls a minute for two hours
+    ordinary = _run(enricher, [_tool(i, 7200 + i, "agents/bot", "get_order") for i in range(12)])  # busy, not a burst
+    assert not any(ordinary["agent_tool_burst"])
+    burst = _run(enricher, [_tool(i, 7260 + i * 0.5, "agents/bot", "get_order") for i in range(60)])
+    # the busy minute lifted the baseline to 0.8 * 2 + 0.2 * 12 = 4: the 40th call of the next window is ten times that
+    assert sum(burst["agent_tool_burst"]) == 1 and burst["agent_tool_burst"].index(1.0) == 39
+    busy = AgentBehaviour(BURSTS)  # an agent that always runs 40 a minute: 60 is no burst for it
+    _run(busy, _steady("agents/indexer", 0.0, 2.0, per_window=40))
+    assert not any(_run(busy, [_tool(i, 7260 + i * 0.5, "agents/indexer", "get_order") for i in range(60)])["agent_tool_burst"])
+
+
+def test_at_an_hour_the_agent_is_quiet_a_smaller_burst_counts() -> None:
+    day = range(8, 20)  # an office-hours agent, three days of history
+    enricher = AgentBehaviour(BURSTS)
+    _run(enricher, _steady("agents/bot", 0.0, 72.0, hour_range=day))
+    night = 3 * 86_400 + 3 * 3600  # 3 a.m. on the fourth day
+    got = _run(enricher, [_tool(i, night + i, "agents/bot", "customer_profile") for i in range(12)])
+    assert sum(got["agent_tool_burst"]) == 1 and got["agent_tool_burst"].index(1.0) == 9  # a third of the floor
+    noon = AgentBehaviour(BURSTS)
+    _run(noon, _steady("agents/bot", 0.0, 72.0, hour_range=day))
+    assert not any(_run(noon, [_tool(i, 3 * 86_400 + 12 * 3600 + i, "agents/bot", "customer_profile") for i in range(12)])["agent_tool_burst"])
+    young = AgentBehaviour(BURSTS)  # under a day of history: no hour is off yet
+    _run(young, _steady("agents/bot", 0.0, 10.0, hour_range=day))
+    assert not any(_run(young, [_tool(i, 22 * 3600 + i, "agents/bot", "x") for i in range(12)])["agent_tool_burst"])
