@@ -42,7 +42,8 @@ def build_shim_inspectors(settings: ShimSettings, clock: Callable[[], float] = t
     if schema is not None:
         inspector = Inspectors(inspector, schema)
     if settings.inspection.enabled and settings.inspection.prompt_injection:
-        inspector = Inspectors(inspector, PromptInspector(settings.inspection.threshold, settings.inspection.prompt_max_chars))
+        inspector = Inspectors(inspector, PromptInspector(settings.inspection.threshold, settings.inspection.prompt_max_chars,
+                                                         model_floor=settings.inspection.prompt_model_floor))
     tokens = settings.honeytokens.load()
     honeytokens = None if tokens is None else HoneytokenInspector(tokens, max_body_bytes=settings.inspection.max_body_bytes)
     if honeytokens is not None:

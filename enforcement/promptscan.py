@@ -92,11 +92,14 @@ def windows(parts: Sequence[str], size: int = WINDOW_CHARS) -> list[str]:
     pieces = [p[i : i + size] for p in parts for i in range(0, len(p), size)]
     out: list[str] = []
     current: list[str] = []
+    length = 0  # sum(len(c) + 1 for c in current), kept as it goes (a sum per piece was quadratic: 23 of 26 ms on 8 KB of short lines)
     for piece in pieces:
-        if current and sum(len(c) + 1 for c in current) + len(piece) > size:
+        if current and length + len(piece) > size:
             out.append(" ".join(current))
             current = [current[-1]] if len(current) > 1 and len(current[-1]) + len(piece) < size else []
+            length = sum(len(c) + 1 for c in current)
         current.append(piece)
+        length += len(piece) + 1
     return out + [" ".join(current)] if current else out
 
 
@@ -237,35 +240,45 @@ def json_fragments(text: str) -> list[tuple[int, int]]:
             return out
 
 
+def _parses(text: str) -> bool:
+    try:
+        json.loads(text)
+    except (ValueError, RecursionError):
+        return False
+    return True
+
+
 def _views(text: str) -> tuple[str, str]:
-    """(what the rules read, what the model reads) of a text: every JSON document or fragment in it replaced by all its
-    strings joined in order (rules) and by its prose (model); plain text the same in both."""
-    if text.lstrip()[:1] in ("{", "["):
-        strings = json_strings(text) or []
-        return " ".join(strings), prose_of(text)
-    fragments = json_fragments(text)
+    """(what the rules read, what the model reads) of a text. The rules read the text as it is and, after it, every
+    string of the JSON in it joined in order (duplicate keys, instructions split into short strings); the model reads
+    the text with each JSON document or fragment that parses (or a document cut at ``ingest.mcp.MAX_TEXT``) replaced
+    by its prose. Text that merely starts with a bracket, or an unclosed ``{"``, stays text for both (review: a
+    markdown page opening with ``[Home](/)`` hid everything after it)."""
+    from ingest.mcp import MAX_TEXT
+
+    stripped = text.strip()
+    if stripped[:1] in ("{", "[") and (_parses(stripped) or (len(text) >= MAX_TEXT and len(json_fragments(text)) == 1)):
+        return text + "\n" + " ".join(json_strings(text) or []), prose_of(text)
+    fragments = [(a, b) for a, b in json_fragments(text) if _parses(text[a:b])]
     if not fragments:
         return text, text
-    ruled, modeled, last = [], [], 0
+    strings, modeled, last = [], [], 0
     for a, b in fragments:
-        ruled.append(text[last:a])
-        modeled.append(text[last:a])
         piece = text[a:b]
-        ruled.append(" ".join(json_strings(piece) or []))
-        modeled.append(prose_of(piece))
+        strings += json_strings(piece) or []
+        modeled += [text[last:a], prose_of(piece)]
         last = b
-    ruled.append(text[last:])
     modeled.append(text[last:])
-    return " ".join(p for p in ruled if p), " ".join(p for p in modeled if p)
+    return text + "\n" + " ".join(strings), " ".join(p for p in modeled if p)
 
 
 def scan_result(text: str, *, model: WindowScorer | None = None, rules: ToolRuleSet | None = None) -> PromptScan:
-    """The scan of what a tool, resource or prompt returned, or of what an agent sends to a model: plain text as
-    ``scan_stream`` reads it; JSON (a whole document, or objects embedded in the text) with the rules over all its
-    strings joined in document order and the model over its prose (``prose_of``); the higher score, both findings."""
+    """The scan of what a tool, resource or prompt returned, or of a tool result an agent sends to a model: plain text
+    as ``scan_stream`` reads it; text with JSON in it with the rules over the text and all its JSON strings, and the
+    model over the text with its JSON replaced by prose (``_views``); the higher score, both findings."""
     ruled_text, model_text = _views(text)
     if ruled_text == model_text:
-        return scan_stream(text if ruled_text == text else ruled_text, model=model, rules=rules)
+        return scan_stream(text, model=model, rules=rules)
     ruled = scan_stream(ruled_text, rules=rules)
     if not model_text.strip() or model is None:
         return ruled

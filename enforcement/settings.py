@@ -50,8 +50,9 @@ class InspectionSettings(BaseModel):
         description="a request whose scan exceeds budget_ms: the finding 'inspection-budget' at the threshold (deny in enforce mode), or allow with what was found so far",
     )
     max_values: int = Field(default=512, ge=1, description="values (path segments, query args, headers, body leaves) inspected per request; the rest are skipped and counted")
-    prompt_injection: bool = Field(default=True, description="scan what model-API calls send (user, tool and function messages, input, prompt) for prompt injection (enforcement.promptinline)")
-    prompt_max_chars: int = Field(default=8192, ge=1, description="characters of a model call's text scanned inline, newest first (the stream scans whole tool results)")
+    prompt_injection: bool = Field(default=True, description="scan the tool results model-API calls hand the model (tool, function and ipython messages; Responses tool outputs) for prompt injection (enforcement.promptinline)")
+    prompt_model_floor: float = Field(default=0.8, ge=0.5, le=1.0, description="classifier score at which a tool result in a model call is denied inline when no rule matched (the stream's findings use 0.5)")
+    prompt_max_chars: int = Field(default=8192, ge=1, description="characters of a model call's tool results scanned inline, newest first, a long result by its head and tail (the stream scans whole tool results)")
 
 
 class ShimSettings(BaseSettings):
