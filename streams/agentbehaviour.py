@@ -20,9 +20,13 @@ are learned; afterwards, per row:
 * ``agent_tool_burst``: 1 on the tool call that takes the agent's calls in the current
   window (``window_s``) to ``burst_factor`` times its own baseline (an EWMA of past
   windows, empty ones included) and at least ``burst_floor``, once per window, after
-  learning; at an *off hour* (an hour of the day that has had under ``off_hours_share``
-  of the agent's calls, once it has ``off_hours_after_s`` of history) the factor is
-  ``off_hours_factor`` and the floor a third: a support bot scraping at 3 a.m.;
+  learning and ``burst_history`` windows with calls; at an *off hour* (an hour of the day
+  that has had under ``off_hours_share`` of the agent's calls, once it has
+  ``off_hours_after_s`` of history and ``off_hours_calls`` calls) the factor is
+  ``off_hours_factor`` and the floor a third: a support bot scraping at 3 a.m. Not
+  caught: a ramp slow enough for the baseline to follow, a burst split over a window
+  boundary; a daily batch at the same hour reads as a burst every day (no hour-of-day
+  baseline yet);
 * ``agent_lineage_external``: on a call to a model API outside the cluster, the
   sensitive values it sent (``llm.sent_sensitive``) when MCP tools, resources or
   prompts had handed the *agent* sensitive values (decayed, half-life
@@ -77,13 +81,15 @@ class AgentBehaviourConfig:
     burst_alpha: float = 0.2
     off_hours_factor: float = 3.0
     off_hours_share: float = 0.02
-    off_hours_after_s: float = 86_400.0
+    off_hours_after_s: float = 3 * 86_400.0
+    off_hours_calls: int = 200
+    burst_history: int = 5
 
     def __post_init__(self) -> None:
         if self.window_s <= 0 or not 0 < self.burst_alpha <= 1:
             raise ValueError(f"AgentBehaviourConfig: window_s must be > 0 and burst_alpha in (0, 1], got {self.window_s!r}, {self.burst_alpha!r}")
         for name in ("learn_s", "novel_s", "half_life_s", "lineage_floor", "burst_factor", "burst_floor", "off_hours_factor",
-                     "off_hours_share", "off_hours_after_s"):
+                     "off_hours_share", "off_hours_after_s", "off_hours_calls", "burst_history"):
             if getattr(self, name) < 0:
                 raise ValueError(f"AgentBehaviourConfig.{name} must be >= 0, got {getattr(self, name)!r}")
 
@@ -108,6 +114,7 @@ class _Agent:
     count: int = 0
     baseline: float = 0.0
     burst_window: int | None = None
+    windows: int = 0  # windows with tool calls closed into the baseline (state restored from before bursts: 0)
     hours: list[int] = field(default_factory=lambda: [0] * 24)  # tool calls per hour of the day (UTC)
 
 
@@ -162,6 +169,8 @@ class AgentBehaviour:
             if not key:
                 continue
             t = float(batch.time[row])
+            if not math.isfinite(t):  # a time a decoder let through must not stop the batch
+                continue
             agent = self._agent(key, t)
             if methods[j] in _RESULTS:
                 self._receive(agent, t, float(batch.sensitive[row]))
@@ -230,13 +239,16 @@ class AgentBehaviour:
         elif window > agent.window:  # close the window, and the empty ones since, into the baseline
             gap = window - agent.window
             agent.baseline = (1 - c.burst_alpha) ** (gap - 1) * ((1 - c.burst_alpha) * agent.baseline + c.burst_alpha * agent.count)
+            agent.windows += agent.count > 0
             agent.window, agent.count = window, 0
+        elif window < agent.window - 1:
+            return False  # a row from long before: not this window's
         agent.count += 1
         hour = int(t // 3600) % 24
         seen = sum(agent.hours)
-        off = t - agent.first >= c.off_hours_after_s and seen > 0 and agent.hours[hour] < c.off_hours_share * seen
+        off = t - agent.first >= c.off_hours_after_s and seen >= c.off_hours_calls and agent.hours[hour] < c.off_hours_share * seen
         agent.hours[hour] += 1
-        if learning or agent.burst_window == agent.window:
+        if learning or agent.windows < c.burst_history or agent.burst_window == agent.window:
             return False
         factor, floor = (c.off_hours_factor, c.burst_floor / 3) if off else (c.burst_factor, c.burst_floor)
         if agent.count >= max(floor, factor * agent.baseline):
@@ -249,7 +261,8 @@ class AgentBehaviour:
         return json.dumps({"evicted": self.evicted, "agents": {
             k: {"first": a.first, "last": a.last, "calls": a.calls, "tools": a.tools, "chains": sorted(a.chains), "previous": a.previous,
                 "received": a.received, "received_t": a.received_t, "injected_t": None if a.injected_t == -math.inf else a.injected_t,
-                "window": a.window, "count": a.count, "baseline": a.baseline, "burst_window": a.burst_window, "hours": a.hours}
+                "window": a.window, "count": a.count, "baseline": a.baseline, "burst_window": a.burst_window, "hours": a.hours,
+                "windows": a.windows}
             for k, a in self.agents.items()}}).encode()
 
     def restore(self, blob: bytes) -> None:
@@ -261,5 +274,5 @@ class AgentBehaviour:
                        previous=a["previous"], received=a["received"], received_t=a["received_t"],
                        injected_t=-math.inf if a.get("injected_t") is None else a["injected_t"], window=a.get("window"),
                        count=a.get("count", 0), baseline=a.get("baseline", 0.0), burst_window=a.get("burst_window"),
-                       hours=list(a.get("hours") or [0] * 24)))
+                       hours=list(a.get("hours") or [0] * 24), windows=a.get("windows", 0)))
             for k, a in data.get("agents", {}).items())

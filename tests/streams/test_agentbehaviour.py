@@ -119,14 +119,19 @@ def test_a_bad_config_names_the_key() -> None:
         AgentBehaviourConfig(novel_s=-1)
 
 
-BURSTS = AgentBehaviourConfig(learn_s=600.0, learn_calls=3, window_s=60.0, burst_factor=10.0, burst_floor=30.0, off_hours_after_s=86_400.0)
+def _at(day: int, hour: int) -> float:
+    """Seconds after T0 of ``hour`` o'clock (UTC) on day ``day`` (T0 itself is 08:00 UTC)."""
+    return day * 86_400 + hour * 3600 - T0 % 86_400
+
+
+BURSTS = AgentBehaviourConfig(learn_s=600.0, learn_calls=3, window_s=60.0, burst_factor=10.0, burst_floor=30.0)
 
 
 def _steady(agent: str, start: float, hours: float, per_window: int = 2, every: float = 60.0, hour_range: range = range(24)) -> list[dict[str, Any]]:
     """An agent's ordinary tool calls: ``per_window`` calls a window for ``hours`` hours, only at ``hour_range`` hours of the day."""
     rows, t, k = [], start, 0
     while t < start + hours * 3600:
-        if int(t // 3600) % 24 in hour_range:
+        if int((T0 + t) // 3600) % 24 in hour_range:
             rows += [_tool(k + i, t + i, agent, "get_order") for i in range(per_window)]
             k += per_window
         t += every
@@ -147,15 +152,31 @@ def test_a_burst_of_tool_calls_is_marked_once_per_window_and_only_well_above_the
 
 
 def test_at_an_hour_the_agent_is_quiet_a_smaller_burst_counts() -> None:
-    day = range(8, 20)  # an office-hours agent, three days of history
+    day = range(8, 20)  # an office-hours agent (UTC), almost four days of history
     enricher = AgentBehaviour(BURSTS)
-    _run(enricher, _steady("agents/bot", 0.0, 72.0, hour_range=day))
-    night = 3 * 86_400 + 3 * 3600  # 3 a.m. on the fourth day
+    _run(enricher, _steady("agents/bot", 0.0, 90.0, hour_range=day))
+    night = _at(4, 3)  # 3 a.m. on the fifth day
     got = _run(enricher, [_tool(i, night + i, "agents/bot", "customer_profile") for i in range(12)])
     assert sum(got["agent_tool_burst"]) == 1 and got["agent_tool_burst"].index(1.0) == 9  # a third of the floor
     noon = AgentBehaviour(BURSTS)
-    _run(noon, _steady("agents/bot", 0.0, 72.0, hour_range=day))
-    assert not any(_run(noon, [_tool(i, 3 * 86_400 + 12 * 3600 + i, "agents/bot", "customer_profile") for i in range(12)])["agent_tool_burst"])
-    young = AgentBehaviour(BURSTS)  # under a day of history: no hour is off yet
-    _run(young, _steady("agents/bot", 0.0, 10.0, hour_range=day))
-    assert not any(_run(young, [_tool(i, 22 * 3600 + i, "agents/bot", "x") for i in range(12)])["agent_tool_burst"])
+    _run(noon, _steady("agents/bot", 0.0, 90.0, hour_range=day))
+    assert not any(_run(noon, [_tool(i, _at(4, 12) + i, "agents/bot", "customer_profile") for i in range(12)])["agent_tool_burst"])
+    young = AgentBehaviour(BURSTS)  # under three days of history: no hour is off yet
+    _run(young, _steady("agents/bot", 0.0, 30.0, hour_range=day))
+    assert not any(_run(young, [_tool(i, _at(1, 22) + i, "agents/bot", "x") for i in range(12)])["agent_tool_burst"])
+
+
+def test_odd_times_and_state_from_before_bursts_raise_nothing() -> None:
+    enricher = AgentBehaviour(BURSTS)
+    rows = [_tool(0, 0, "agents/bot", "a"), _tool(1, 1, "agents/bot", "a")]
+    rows[1]["time"] = float("nan")
+    assert _run(enricher, rows)["agent_tool_burst"] == [0, 0]  # a NaN time is skipped, the batch goes on
+    old = AgentBehaviour(BURSTS)
+    _run(old, _steady("agents/bot", 0.0, 2.0, per_window=40))
+    blob = __import__("json").loads(old.export())
+    for agent in blob["agents"].values():  # a changelog written before the burst fields existed
+        for key in ("window", "count", "baseline", "burst_window", "hours", "windows"):
+            agent.pop(key)
+    restored = AgentBehaviour(BURSTS)
+    restored.restore(__import__("json").dumps(blob).encode())
+    assert not any(_run(restored, [_tool(i, 7260 + i * 0.5, "agents/bot", "get_order") for i in range(60)])["agent_tool_burst"])
