@@ -25,7 +25,7 @@ in it. The broker runs in another process and is not counted. The result also
 carries a per-stage split measured on a sample, and ``python_loop_ns`` (a plain
 loop's cost per iteration) so that figures from different machines can be compared.
 
-Run: ``.venv/bin/python -m deploy.lab.bench_collectors --seconds 10 [--bootstrap 127.0.0.1:9092]``.
+Run: ``.venv/bin/python -m deploy.lab.bench_collectors --seconds 10 [--bootstrap 127.0.0.1:9092 | --local-broker]``.
 """
 
 from __future__ import annotations
@@ -246,8 +246,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--seconds", type=float, default=10.0, help="longest measured run (default 10)")
     parser.add_argument("--bootstrap", help="publish to this broker (default: a null producer)")
+    parser.add_argument("--local-broker", action="store_true", help="start a local Kafka broker for the run and publish to it (as make bench does)")
     parser.add_argument("--identities", type=int, default=3000, help="distinct JWT subjects (default 3000)")
     args = parser.parse_args(argv)
+    if args.local_broker:
+        from deploy.runtime.stack import LocalStack
+
+        work = Path(tempfile.mkdtemp(prefix="kubeward-bench-broker-"))
+        try:
+            with LocalStack(work / "stack", with_worker=False, with_shim=False) as stack:
+                print(json.dumps(bench_collectors(args.seconds, stack.bootstrap, identities=args.identities, workdir=work), indent=2))
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        return 0
     print(json.dumps(bench_collectors(args.seconds, args.bootstrap, identities=args.identities), indent=2))
     return 0
 
