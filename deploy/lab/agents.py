@@ -38,6 +38,7 @@ import asyncio
 import json
 import random
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from dataclasses import dataclass, field
@@ -225,7 +226,7 @@ class _Env:
     orders: list[str]
     profiles: list[str]
     rng: random.Random
-    errors: Any = field(default_factory=lambda: __import__("collections").Counter())
+    errors: Counter[str] = field(default_factory=Counter)
 
 
 async def _every(env: _Env, period: float, until: float, task: Callable[[], Any], jitter: float = 0.5) -> None:
