@@ -35,7 +35,7 @@ from typing import Any
 from enforcement.decision import Inspection, RequestView
 from enforcement.promptscan import THRESHOLD, json_strings, scan_result
 from enforcement.requestparts import json_document
-from ingest.llm import operation_of
+from ingest.llm import deployment_path, names_model_call, operation_of
 
 __all__ = ["CATEGORY", "PromptInspector", "tool_results"]
 
@@ -63,11 +63,9 @@ def tool_results(document: Any, deployment: bool = False) -> list[str] | None:
     >>> tool_results({"orders": []}) is None
     True
     """
-    if not isinstance(document, dict) or ("model" not in document and not deployment):
+    if not names_model_call(document, deployment):
         return None
     messages, items = document.get("messages"), document.get("input")
-    if messages is None and items is None and "prompt" not in document:
-        return None
     parts: list[str] = []
     for message in reversed(messages) if isinstance(messages, list) else ():
         if isinstance(message, dict) and message.get("role") in _RESULT_ROLES:
@@ -114,9 +112,8 @@ class PromptInspector:
         if req.method.upper() != "POST" or not req.body or operation_of(req.path) is None:
             return None
         ok, document = json_document(req)
-        deployment = "/deployments/" in req.path
         if ok:
-            results = tool_results(document, deployment)
+            results = tool_results(document, deployment_path(req.path))
         elif req.body_truncated:  # cut by the data plane: read the strings of what arrived
             self.counts["truncated"] += 1
             results = [" ".join(json_strings(req.body.decode("utf-8", "replace")) or [])]
@@ -127,7 +124,7 @@ class PromptInspector:
         self.counts["scanned"] += 1
         for text in self._budgeted(results):
             found = scan_result(text, model=self._model)
-            if found.points >= 2 * THRESHOLD * 0.5 or (found.model_score or 0.0) >= self.model_floor:
+            if found.points >= THRESHOLD or (found.model_score or 0.0) >= self.model_floor:
                 self.counts["injected"] += 1
                 traits = tuple(dict.fromkeys(f"{CATEGORY}:{trait}" for trait, _ in found.findings)) or (f"{CATEGORY}:model",)
                 return Inspection((CATEGORY,), traits, self.threshold)

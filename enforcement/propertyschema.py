@@ -73,7 +73,7 @@ from enforcement.schemacheck import (
     path_steps,
     request_values,
 )
-from ingest.llm import operation_of
+from ingest.llm import deployment_path, names_model_call, operation_of
 from ingest.mcp import MCP_METHODS
 from ingest.openapi import DeclaredEndpoint, SpecIndex, load_spec_dir
 from ingest.templating import template_path
@@ -150,7 +150,7 @@ def _protocol_prefixes(req: RequestView) -> tuple[str, ...]:
     ok, document = json_document(req)
     if not ok:
         return ()
-    if model_path and isinstance(document, dict) and "model" in document and any(k in document for k in ("messages", "input", "prompt")):
+    if model_path and names_model_call(document, deployment_path(req.path)):
         return _MODEL_API_LEAVES
     messages = document if isinstance(document, list) else [document]
     if messages and all(isinstance(m, dict) and m.get("jsonrpc") == "2.0" and isinstance(m.get("method"), str)

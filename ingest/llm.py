@@ -86,6 +86,23 @@ def operation_of(path: str) -> str | None:
     return next((op for suffix, op in _OPERATIONS if bare.endswith(suffix)), None)
 
 
+def names_model_call(document: Any, deployment: bool = False) -> bool:
+    """Whether a JSON body is a model call in the OpenAI wire format: an object naming a ``model`` (or sent to a path
+    naming an Azure deployment: ``deployment``) with ``messages``, ``input`` or ``prompt``. The shim's inline checks
+    ask this of bodies POSTed to a model-API path (``operation_of``).
+
+    >>> names_model_call({"model": "m", "messages": []}), names_model_call({"messages": []}), names_model_call({"messages": []}, True)
+    (True, False, True)
+    """
+    return (isinstance(document, dict) and ("model" in document or deployment)
+            and any(key in document for key in ("messages", "input", "prompt")))
+
+
+def deployment_path(path: str) -> bool:
+    """Whether a path names an Azure OpenAI deployment (whose bodies name no model)."""
+    return "/deployments/" in path
+
+
 def _json(body: bytes | None) -> Any:
     if not body or len(body) > _MAX_BODY:
         return None

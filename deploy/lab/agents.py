@@ -44,6 +44,7 @@ from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any
 
+from deploy.lab.driver import loopback_for
 from deploy.runtime.demoapi import mint_jwt
 from ingest import actor_key
 from ingest.identity import IdentityConfig, principal_from_headers
@@ -80,11 +81,6 @@ class AgentPlan:
         span = max(10.0, seconds - warmup)
         return cls(start, start + warmup + 0.05 * span, start + warmup + 0.15 * span, start + warmup + 0.25 * span,
                    start + warmup + 0.35 * span, start + seconds, rug_pull_file)
-
-
-def _loopback(ip: str) -> str:
-    a, b, c, d = (int(x) for x in ip.split("."))
-    return f"127.{b}.{c}.{d}"
 
 
 @dataclass
@@ -150,7 +146,7 @@ def _http(envoy: str, workload: str, host: str, token: str | None, hook: Callabl
     if token:
         headers["authorization"] = f"Bearer {token}"
     return httpx2.AsyncClient(base_url=envoy, headers=headers, timeout=10.0, event_hooks={"response": [hook]},
-                              transport=httpx2.AsyncHTTPTransport(local_address=_loopback(AGENT_IPS[workload][0])))
+                              transport=httpx2.AsyncHTTPTransport(local_address=loopback_for(AGENT_IPS[workload][0])))
 
 
 class _Agent:

@@ -58,9 +58,6 @@ class Tally:
     #: calls the data plane could not complete, by error, and checks the shim could not parse
     errors: Counter[str] = field(default_factory=Counter)
     unparsed: int = 0
-    #: every actor that made a malicious call (an attack can span actors: an agent's tool calls carry a user's token,
-    #: its model calls its own key)
-    malicious_actors: set[str] = field(default_factory=set)
 
     def record_check(self, actor: str, malicious: bool, kind: str, attack_id: str | None, denied: bool, reason: str | None, t: float) -> None:
         """One call and the shim's answer to it."""
@@ -72,7 +69,6 @@ class Tally:
         self.actor_seconds[second, actor, denied] += 1
         if malicious:
             self.timeline.setdefault(second, [0, 0])[1 if denied else 0] += 1
-            self.malicious_actors.add(actor)
         if denied:
             self.actor_denied[actor] += 1
             self.denied_reasons[reason or "?"] += 1
@@ -116,8 +112,9 @@ class Tally:
         return next((v for v in map(self._verdict_of, [att.actor, *sorted(att.actors - {att.actor})]) if v is not None), None)
 
     def attacker_actors(self) -> set[str]:
-        """Actors that made at least one malicious call."""
-        return {a.actor for a in self.attackers.values()} | self.malicious_actors
+        """Actors that made at least one malicious call (an attack can span actors: an agent's tool calls carry a user's
+        token, its model calls its own key)."""
+        return {actor for a in self.attackers.values() for actor in a.actors}
 
     def benign_counts(self) -> tuple[int, int, int, int]:
         """(actors, actors blocked, requests, requests blocked) over actors that never attacked."""
