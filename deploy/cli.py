@@ -25,6 +25,7 @@ flags win over the environment.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 from typing import Any
 
@@ -37,6 +38,18 @@ def _overrides(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, An
     return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
 
 
+def _refuse_dev_key(component: str, variable: str, key: Any, dev: bool) -> None:
+    """Stop a worker or shim that would sign or accept verdicts with the development key, unless ``--dev`` says so."""
+    from ingest.signing import DEV_VERDICT_KEY
+
+    if key.get_secret_value() != DEV_VERDICT_KEY:
+        return
+    if not dev:
+        raise SettingsError(f"verdict_key is the development key: anyone who read the source can sign verdicts for this {component}. "
+                            f"Set {variable} (the same secret on workers and shims), or pass --dev on a test machine")
+    logging.getLogger("kubeward").warning("running with the development verdict key (--dev): verdicts anyone can sign")
+
+
 def _cmd_worker(args: argparse.Namespace) -> int:
     from faust import Worker
 
@@ -46,6 +59,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     from streams.settings import WorkerSettings
 
     settings = build_settings(WorkerSettings, **_overrides(args, ("bootstrap", "web_port", "window_s", "app_id", "learn_windows")))
+    _refuse_dev_key("worker", "KUBEWARD_WORKER_VERDICT_KEY", settings.verdict_key, args.dev)
     app = create_app(settings)
     worker = Worker(app, loglevel=args.loglevel, quiet=True)
     setup_logging(args.loglevel)
@@ -65,7 +79,10 @@ def _cmd_shim(args: argparse.Namespace) -> int:
         over["identity"] = {"trusted_hops": args.trusted_hops}
     if args.no_kafka:
         over["bootstrap"] = None
-    run(build_settings(ShimSettings, **over))
+    settings = build_settings(ShimSettings, **over)
+    if settings.bootstrap is not None:  # without Kafka no verdict is read: no key to refuse
+        _refuse_dev_key("shim", "KUBEWARD_SHIM_VERDICT_KEY", settings.verdict_key, args.dev)
+    run(settings)
     return 0
 
 
@@ -76,6 +93,7 @@ def _add_worker(sub: Any) -> None:
     p.add_argument("--window-s", type=int, help="tumbling window per actor in seconds (default 60)")
     p.add_argument("--learn-windows", type=int, help="windows before destinations count as learned (default 3)")
     p.add_argument("--app-id", help="consumer group / changelog prefix (default kubeward-worker)")
+    p.add_argument("--dev", action="store_true", help="allow the development verdict key (refused otherwise): test machines only")
     p.add_argument("--loglevel", default="info", help="log level (default info)")
     p.set_defaults(func=_cmd_worker)
 
@@ -85,12 +103,13 @@ def _add_shim(sub: Any) -> None:
     p.add_argument("--bootstrap", help="Kafka bootstrap servers (default 127.0.0.1:9092)")
     p.add_argument("--no-kafka", action="store_true", help="run without control topic and reports (inline checks only)")
     p.add_argument("--port", type=int, help="decision port (default 9191)")
-    p.add_argument("--admin-port", type=int, help="/metrics, /healthz, /stats port (default 9192)")
+    p.add_argument("--admin-port", type=int, help="/metrics, /healthz, /readyz, /stats port on 127.0.0.1 (default 9192; KUBEWARD_SHIM_ADMIN_HOST and _ADMIN_TOKEN expose it)")
     p.add_argument("--report", choices=["all", "denied", "none"], help="which decisions to publish as summaries (default all)")
     p.add_argument("--adapter", choices=["envoy", "nginx", "traefik"], help="which data plane asks (default envoy); configs under deploy/dataplanes/")
     p.add_argument("--grpc-port", type=int, help="also serve Envoy ext_authz gRPC checks on this port (Istio envoyExtAuthzGrpc, Envoy Gateway)")
     p.add_argument("--trusted-hops", type=int, help="x-forwarded-for entries appended by trusted proxies (default 1: the data plane's own)")
     p.add_argument("--failure-mode", choices=["allow", "deny"], help="answer before the verdict cache synced (default allow)")
+    p.add_argument("--dev", action="store_true", help="allow the development verdict key (refused otherwise): test machines only")
     p.add_argument("--loglevel", default="info", help="log level (default info)")
     p.set_defaults(func=_cmd_shim)
 

@@ -21,20 +21,25 @@ Kafka I/O is kafka-python; everything else is ``ingest.policyfile``.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
 
-from ingest import POLICY, Policy
+from pydantic import SecretStr
+
+from ingest import POLICY, Policy, Reason, Subject, Verdict
 from ingest.errors import SettingsError
+from ingest.signing import DEV_VERDICT_KEY, VerdictKeys, verdict_keys
 from ingest.policyfile import DEFAULT_POLICY_NAME, PolicyTracker, encode_snapshot, load_policy_file, next_snapshot, with_mode, with_tool_approved
 from ingest.schema import Mode
 
-__all__ = ["DEFAULT_BOOTSTRAP", "add_cli", "apply_file", "main", "publish_policy", "read_policy", "set_mode"]
+__all__ = ["DEFAULT_BOOTSTRAP", "add_cli", "apply_file", "approve_tool", "lift_verdict", "main", "publish_policy", "read_policy", "set_mode", "signing_keys"]
 
 DEFAULT_BOOTSTRAP = "127.0.0.1:9092"
 _CLIENT_ID = "kubeward-policy-cli"
@@ -147,20 +152,46 @@ def apply_file(bootstrap: str, path: Path, *, dry_run: bool = False, timeout_s: 
     return snapshot
 
 
+#: how long a lift keeps older verdicts of its key out (replayed records); longer than any verdict's TTL
+LIFT_STANDS_S = 7 * 86_400.0
+
+
+def signing_keys(allow_dev: bool = False) -> VerdictKeys:
+    """The keys the workers sign with, from their settings' variables (``KUBEWARD_WORKER_VERDICT_KEY``, ``..._KEY_ID``):
+    an operator's lift must verify at the shims like a worker's verdict. The development key only with ``allow_dev``."""
+    key = SecretStr(os.environ.get("KUBEWARD_WORKER_VERDICT_KEY", DEV_VERDICT_KEY))
+    keys = verdict_keys(key, os.environ.get("KUBEWARD_WORKER_VERDICT_KEY_ID", "k1"))
+    if keys.uses_dev_key and not allow_dev:
+        raise SettingsError("KUBEWARD_WORKER_VERDICT_KEY is unset (the development key): set it to the workers' key to sign the lift, "
+                            "or pass --dev on a test machine")
+    return keys
+
+
+def lift_verdict(bootstrap: str, subject: Subject, keys: VerdictKeys, *, reason: str = "lifted by an operator", timeout_s: float = 10.0) -> Verdict:
+    """Publish a signed ``lift`` for a subject's verdicts (and its edge verdicts) on the verdict topic; returns it."""
+    from ingest import VERDICTS
+
+    now = time.time()
+    lift = keys.sign(Verdict(id=str(uuid.uuid4()), subject=subject, action="lift", mode="enforce", expires_at=now + LIFT_STANDS_S,
+                             reasons=[Reason(detector="operator-lift", score=0.0, evidence=reason)], issued_at=now, evidence_time=now))
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", client_id=_CLIENT_ID, bootstrap_timeout_ms=int(timeout_s * 1000))
+    try:
+        producer.send(VERDICTS.name, key=lift.entry_key.encode(), value=lift.model_dump_json().encode()).get(timeout=timeout_s)
+    finally:
+        producer.close()
+    return lift
+
+
 def approve_tool(bootstrap: str, tool: str, digest: str, name: str = DEFAULT_POLICY_NAME, *, dry_run: bool = False,
-                 timeout_s: float = 10.0) -> Policy:
+                 timeout_s: float = 10.0, keys: VerdictKeys | None = None, allow_dev: bool = False) -> Policy:
     """Approve one MCP tool definition: publish the next snapshot with it in ``approved_tools`` (workers pin it and
-    stop flagging it), then lift the tool's verdict on the verdict topic so shims allow its calls again."""
+    stop flagging it), then a signed lift of the tool's verdict on the verdict topic so shims allow its calls again
+    (``keys``: the workers' signing keys, by default from their variables, see ``signing_keys``)."""
     snapshot = with_tool_approved(read_policy(bootstrap, name, timeout_s) or Policy(name=name), tool, digest)
     if not dry_run:
+        keys = keys or signing_keys(allow_dev)  # before publishing anything: a missing key fails the whole approval
         _publish_checked(bootstrap, snapshot, timeout_s)
-        from ingest import VERDICTS
-
-        producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", client_id=_CLIENT_ID, bootstrap_timeout_ms=int(timeout_s * 1000))
-        try:
-            producer.send(VERDICTS.name, key=f"tool:{tool}".encode(), value=None).get(timeout=timeout_s)
-        finally:
-            producer.close()
+        lift_verdict(bootstrap, Subject(kind="tool", value=tool), keys, reason=f"tool definition {digest[:12]} approved", timeout_s=timeout_s)
     return snapshot
 
 
@@ -207,7 +238,7 @@ def _cmd_apply(args: argparse.Namespace) -> int:
 
 @_kafka_errors
 def _cmd_approve_tool(args: argparse.Namespace) -> int:
-    snapshot = approve_tool(args.bootstrap, args.tool, args.hash, args.name, dry_run=args.dry_run, timeout_s=args.timeout)
+    snapshot = approve_tool(args.bootstrap, args.tool, args.hash, args.name, dry_run=args.dry_run, timeout_s=args.timeout, allow_dev=args.dev)
     _print(snapshot, f"{'would publish' if args.dry_run else 'published'} policy {snapshot.name!r} version {snapshot.version} "
                      f"(tool {args.tool} approved at {args.hash[:12]}) on {POLICY.name}{'' if args.dry_run else ' and lifted its verdict'}")
     return 0
@@ -269,8 +300,37 @@ def _add_approve_tool(sub: Any) -> None:
     p.add_argument("tool", metavar="SERVER/TOOL", help="the tool, as its verdict names it: <namespace>/<service>/<tool>, e.g. shop/mcp/send_invoice (<service>/<tool> where no namespace is known)")
     p.add_argument("hash", metavar="HASH", help="the definition hash to approve (sha256, 64 hex digits)")
     p.add_argument("--dry-run", action="store_true", help="print the snapshot that would be published; publish nothing")
+    p.add_argument("--dev", action="store_true", help="sign the lift with the development key (test machines only)")
     _common(p)
     p.set_defaults(func=_cmd_approve_tool)
+
+
+_SUBJECT_KINDS = ("actor", "workload", "principal", "ip", "endpoint", "tool")
+
+
+@_kafka_errors
+def _cmd_lift(args: argparse.Namespace) -> int:
+    kind, _, value = args.subject.partition(":")
+    if kind not in _SUBJECT_KINDS or not value:
+        raise SettingsError(f"SUBJECT={args.subject!r}: expected <kind>:<value> with kind one of {', '.join(_SUBJECT_KINDS)}, e.g. ip:10.0.0.9")
+    lift = lift_verdict(args.bootstrap, Subject(kind=kind, value=value), signing_keys(args.dev), reason=args.reason, timeout_s=args.timeout)
+    print(lift.model_dump_json(indent=2))
+    print(f"published a signed lift of {lift.entry_key} (and its edge verdicts) on the verdict topic, key id {lift.key_id}", file=sys.stderr)
+    return 0
+
+
+def _add_lift(sub: Any) -> None:
+    p = sub.add_parser("lift", help="lift the verdicts on a subject (a signed record: shims ignore bare tombstones)",
+                       formatter_class=argparse.RawDescriptionHelpFormatter,
+                       description="Publish a signed 'lift' for SUBJECT on the verdict topic: shims drop its verdicts (and edge\n"
+                                   "verdicts) issued until now, and keep replayed older ones out for 7 days. Signed with the\n"
+                                   "workers' key from KUBEWARD_WORKER_VERDICT_KEY (and _KEY_ID). A detector may block the\n"
+                                   "subject again on new evidence.")
+    p.add_argument("subject", metavar="SUBJECT", help="<kind>:<value> as the verdict names it, e.g. ip:10.0.0.9, actor:shop/web|alice, tool:shop/mcp/send_invoice")
+    p.add_argument("--reason", default="lifted by an operator", help="why, kept in the record (default: %(default)s)")
+    p.add_argument("--dev", action="store_true", help="sign with the development key (test machines only)")
+    _common(p, named=False)
+    p.set_defaults(func=_cmd_lift)
 
 
 def add_cli(subparsers: Any) -> argparse.ArgumentParser:
@@ -284,11 +344,12 @@ def add_cli(subparsers: Any) -> argparse.ArgumentParser:
         return 2
 
     policy.set_defaults(func=show_help)
-    sub = policy.add_subparsers(title="commands", metavar="{set,show,apply,approve-tool}")
+    sub = policy.add_subparsers(title="commands", metavar="{set,show,apply,approve-tool,lift}")
     _add_set(sub)
     _add_show(sub)
     _add_apply(sub)
     _add_approve_tool(sub)
+    _add_lift(sub)
     return policy
 
 

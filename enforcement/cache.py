@@ -1,8 +1,13 @@
 """The shim's local verdict cache: subject keys to compiled verdicts, optionally scoped to an edge.
 
 Lookups are dictionary gets on ``kind:value`` keys; each entry keeps only what
-the hot path needs. A verdict replaces an older one for the same entry key; a
-tombstone removes it; expired entries are ignored at lookup and purged lazily.
+the hot path needs. A verdict replaces the one of its entry key; a signed
+``lift`` record removes it (a subject's lift also its edge verdicts) and stands
+until its own expiry, so that no verdict of that key issued before the lift is
+applied again. A record issued more than ``REORDER_TOLERANCE_S`` before the one
+in place, or not after a standing lift, is stale: ignored and counted
+(``stale``), so replaying an old signed record cannot undo a newer one. Expired
+entries are ignored at lookup and purged lazily.
 
 Scopes: a verdict with ``scope.service`` only is stored under its subject key
 (one per subject, as before) and matches requests to that service. A verdict
@@ -32,6 +37,8 @@ from ingest import Verdict
 
 __all__ = ["CachedVerdict", "VerdictCache", "compile_template", "entry_key"]
 
+#: how far a record's ``issued_at`` may lag the one in place (clocks of several workers) and still replace it
+REORDER_TOLERANCE_S = 5.0
 _PARAM = re.compile(r"\{[^}/]*\}")
 _SLASHES = re.compile(r"/{2,}")
 
@@ -50,6 +57,7 @@ class CachedVerdict:
     verdict_id: str
     scope_template: str | None = None
     pattern: re.Pattern[str] | None = None
+    issued_at: float = 0.0
 
 
 def compile_template(template: str) -> re.Pattern[str]:
@@ -128,18 +136,31 @@ class VerdictCache:
         #: MCP server (``[<namespace>/]<service>``) -> entry keys of the verdicts on its tools (``tool:<server>/<tool>``):
         #: requests to a server are read for the tools they call only while it has one
         self.tools: dict[str, set[str]] = {}
+        #: entry key -> (issued_at, expires_at) of the lift standing on it
+        self.lifted: dict[str, tuple[float, float]] = {}
         self.applied = 0
         self.removed = 0
+        self.stale = 0
 
     def __len__(self) -> int:
         return len(self.entries)
 
-    def apply(self, verdict: Verdict) -> None:
-        """Add or replace the verdict of its entry key (the subject, or the subject on one edge)."""
+    def apply(self, verdict: Verdict) -> bool:
+        """Add or replace the verdict of its entry key (the subject, or the subject on one edge), or apply a lift;
+        False (counted in ``stale``) when the record is older than what stands for its key."""
+        key = entry_key(verdict)
+        lift = self.lifted.get(key) or self.lifted.get(verdict.subject.cache_key)
+        current = self.entries.get(key)
+        if (lift is not None and verdict.issued_at <= lift[0]) or (current is not None and verdict.issued_at < current.issued_at - REORDER_TOLERANCE_S):
+            self.stale += 1
+            return False
+        if verdict.action == "lift":
+            self.lifted[key] = (verdict.issued_at, verdict.expires_at)
+            self.remove(key, before=verdict.issued_at)
+            return True
         reason = verdict.reasons[0].detector if verdict.reasons else "verdict"
         scope = verdict.scope
         template = scope.path_template if scope is not None and scope.path_template else None
-        key = entry_key(verdict)
         self.entries[key] = CachedVerdict(
             action=verdict.action,
             mode=verdict.mode,
@@ -151,6 +172,7 @@ class VerdictCache:
             verdict_id=verdict.id,
             scope_template=template,
             pattern=compile_template(template) if template else None,
+            issued_at=verdict.issued_at,
         )
         if template:
             self.edges.setdefault(verdict.subject.cache_key, {})[key] = None
@@ -158,6 +180,7 @@ class VerdictCache:
         if verdict.subject.kind == "tool":
             self.tools.setdefault(verdict.subject.value.rpartition("/")[0], set()).add(key)
         self.applied += 1
+        return True
 
     def _drop(self, key: str) -> bool:
         if self.entries.pop(key, None) is None:
@@ -176,11 +199,13 @@ class VerdictCache:
                 del self.edges[subject]
         return True
 
-    def remove(self, cache_key: str) -> None:
-        """Lift a verdict (a tombstone on the compacted topic): an edge's by its entry key; a subject's lifts its edges too."""
-        dropped = self._drop(cache_key)
+    def remove(self, cache_key: str, before: float = float("inf")) -> None:
+        """Drop the verdict of an entry key and, for a subject's key, its edge verdicts too: those issued up to ``before``."""
+        hit = self.entries.get(cache_key)
+        dropped = hit is not None and hit.issued_at <= before and self._drop(cache_key)
         for key in list(self.edges.get(cache_key, ())):
-            dropped = self._drop(key) or dropped
+            if self.entries[key].issued_at <= before:
+                dropped = self._drop(key) or dropped
         if dropped:
             self.removed += 1
 
@@ -218,4 +243,6 @@ class VerdictCache:
         dead = [k for k, v in self.entries.items() if v.expires_at <= now]
         for k in dead:
             self._drop(k)
+        for k in [k for k, (_, expires) in self.lifted.items() if expires <= now]:
+            del self.lifted[k]
         return len(dead)

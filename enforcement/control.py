@@ -2,9 +2,13 @@
 
 It reads ``enforcement.verdicts.v1`` from the beginning at start (the topic is
 compacted, so this rebuilds the cache after a restart), then follows it. A
-verdict with a bad signature is counted and ignored; a tombstone lifts the
-subject's verdict. ``synced`` turns true once the offsets that existed at start
-have been read. Detection-to-enforcement latency is the time from a verdict's
+verdict whose signature does not verify under the key its ``key_id`` names is
+counted and ignored; so is a bare tombstone (no signature: lifting a verdict is
+a signed ``lift`` record, ``enforcement.cache``), and a record older than the
+one standing for its key (``stale``). ``synced`` turns true once the offsets that existed at start
+have been read. Every ``PROBE_EVERY_S`` it asks the broker for the end offsets;
+``cache_age_s`` is the time since the broker last answered (the cache was
+current then), which ``/readyz`` compares with ``stale_after_s``. Detection-to-enforcement latency is the time from a verdict's
 ``evidence_time`` to its application here, for verdicts issued after start.
 
 Given an ``on_policy`` callback it also follows ``enforcement.policy.v1`` (same
@@ -23,19 +27,22 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer
 from prometheus_client import Counter, Gauge, Histogram
 from pydantic import ValidationError
 
 from enforcement.cache import VerdictCache
-from ingest import POLICY, VERDICTS, Policy, Verdict, verify_verdict
+from ingest import POLICY, VERDICTS, Policy, Verdict
 from ingest.policyfile import PolicyTracker, PolicyUpdate
+from ingest.signing import VerdictKeys
 
 __all__ = ["ControlConsumer"]
 
 log = logging.getLogger("kubeward.shim.control")
 PURGE_EVERY_S = 10.0  # expired verdicts are ignored at lookup at once, and dropped from memory this often
+PROBE_EVERY_S = 5.0  # how often the broker is asked for end offsets (the cache's age is the time since the last answer)
 APPLIED = Counter("kubeward_shim_verdicts_applied_total", "Verdicts applied to the cache", ["result"])
 LATENCY = Histogram(
     "kubeward_shim_detect_to_enforce_seconds",
@@ -64,14 +71,16 @@ class ControlConsumer:
         self,
         bootstrap: str,
         cache: VerdictCache,
-        key: bytes,
+        key: bytes | VerdictKeys,
         topic: str = VERDICTS.name,
         synced: threading.Event | None = None,
         policy: Policy | None = None,
         on_policy: Callable[[Policy], None] | None = None,
         policy_topic: str = POLICY.name,
     ):
-        self.bootstrap, self.cache, self.key, self.topic = bootstrap, cache, key, topic
+        self.bootstrap, self.cache, self.topic = bootstrap, cache, topic
+        #: the keys verdicts are verified with (bytes: one key, id "")
+        self.keys = key if isinstance(key, VerdictKeys) else VerdictKeys("", {"": key})
         self.synced = synced or threading.Event()
         self.policy_tracker = PolicyTracker(policy or Policy())
         self.on_policy, self.policy_topic = on_policy, policy_topic
@@ -79,21 +88,27 @@ class ControlConsumer:
         if on_policy is not None:
             _show_version(self.policy_tracker.policy)
         self.started_at = time.time()
+        #: when the broker last answered an end-offsets probe (None: never since start)
+        self.confirmed_at: float | None = None
         self.latencies_ms: deque[float] = deque(maxlen=100_000)
         self.delivery_ms: deque[float] = deque(maxlen=100_000)
         self.rejected = 0
         self._stopping = False
+
+    def cache_age_s(self, now: float) -> float:
+        """Seconds since the broker last confirmed the cache current (since start when it never has)."""
+        return now - (self.confirmed_at if self.confirmed_at is not None else self.started_at)
 
     def stop(self) -> None:
         """Ask the task to finish after its current fetch."""
         self._stopping = True
 
     def apply(self, key: bytes | None, value: bytes | None, now: float) -> None:
-        """Apply one record of the verdict topic (a verdict or a tombstone)."""
+        """Apply one record of the verdict topic: a signed verdict or lift; anything else is counted and ignored."""
         if value is None:
-            if key is not None:
-                self.cache.remove(key.decode())
-            APPLIED.labels("tombstone").inc()
+            self.rejected += 1
+            APPLIED.labels("unsigned_tombstone").inc()
+            log.warning("tombstone on the verdict topic ignored: a lift must be a signed record", extra={"key": key.decode("utf-8", "replace") if key else None})
             return
         try:
             verdict = Verdict.model_validate_json(value)
@@ -102,13 +117,18 @@ class ControlConsumer:
             APPLIED.labels("invalid").inc()
             log.warning("invalid verdict ignored", extra={"error": str(exc.errors()[0]["msg"])})
             return
-        if not verify_verdict(verdict, self.key):
+        if not self.keys.verify(verdict):
             self.rejected += 1
             APPLIED.labels("bad_signature").inc()
-            log.warning("verdict with bad signature ignored", extra={"verdict_id": verdict.id})
+            log.warning("verdict with bad signature ignored", extra={"verdict_id": verdict.id, "key_id": verdict.key_id})
             return
-        self.cache.apply(verdict)
-        APPLIED.labels("applied").inc()
+        if not self.cache.apply(verdict):
+            APPLIED.labels("stale").inc()
+            log.info("verdict older than the one standing for its key ignored", extra={"verdict_id": verdict.id, "key": verdict.entry_key})
+            return
+        APPLIED.labels("lifted" if verdict.action == "lift" else "applied").inc()
+        if verdict.action == "lift":
+            return
         if verdict.issued_at >= self.started_at:
             LATENCY.observe(max(now - verdict.evidence_time, 0.0))
             self.latencies_ms.append((now - verdict.evidence_time) * 1000.0)
@@ -142,8 +162,8 @@ class ControlConsumer:
         if self.on_policy is None:
             return [self.topic]
         probe = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, client_id="kubeward-shim")
-        await probe.start()
         try:
+            await probe.start()
             names = await probe.topics()
         finally:
             await probe.stop()
@@ -159,18 +179,30 @@ class ControlConsumer:
             *await self._topics(), bootstrap_servers=self.bootstrap, enable_auto_commit=False, group_id=None,
             auto_offset_reset="earliest", fetch_max_wait_ms=100, client_id="kubeward-shim",
         )
-        await consumer.start()
+        probe: asyncio.Future[Any] | None = None
+        probe_sent = 0.0
         try:
+            await consumer.start()
             parts = sorted(consumer.assignment())
             await consumer.seek_to_beginning(*parts)
             end = await consumer.end_offsets(parts)
-            next_purge = time.time() + PURGE_EVERY_S
+            self.confirmed_at = time.time()
+            next_purge = self.confirmed_at + PURGE_EVERY_S
+            next_probe = self.confirmed_at + PROBE_EVERY_S
             while not self._stopping:
                 batches = await consumer.getmany(timeout_ms=100)
                 now = time.time()
                 if now >= next_purge:
                     self.cache.purge(now)
                     next_purge = now + PURGE_EVERY_S
+                if probe is not None and probe.done():
+                    if not probe.cancelled() and probe.exception() is None:
+                        self.confirmed_at = probe_sent
+                    probe = None
+                if probe is None and now >= next_probe:
+                    # Not awaited here: with the broker gone the answer may take the request timeout, and
+                    # records already fetched must keep flowing meanwhile.
+                    probe, probe_sent, next_probe = asyncio.ensure_future(consumer.end_offsets(parts)), now, now + PROBE_EVERY_S
                 for tp, records in batches.items():
                     for rec in records:
                         if tp.topic == self.topic:
@@ -181,4 +213,6 @@ class ControlConsumer:
                     self.synced.set()
                     log.info("verdict cache synced", extra={"entries": len(self.cache), "policy_version": self.policy_tracker.version})
         finally:
+            if probe is not None:
+                probe.cancel()
             await consumer.stop()

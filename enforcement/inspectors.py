@@ -30,6 +30,7 @@ class ShimInspectors:
     waf: Any
     schema: PropertySchemaValidator | None
     honeytokens: HoneytokenInspector | None
+    prompt: PromptInspector | None = None
 
 
 def build_shim_inspectors(settings: ShimSettings, clock: Callable[[], float] = time.monotonic) -> ShimInspectors:
@@ -41,11 +42,12 @@ def build_shim_inspectors(settings: ShimSettings, clock: Callable[[], float] = t
     schema = build_property_validator(sv.spec_dir, sv, threshold=settings.inspection.threshold, clock=clock) if sv.enabled else None
     if schema is not None:
         inspector = Inspectors(inspector, schema)
+    prompt = None
     if settings.inspection.enabled and settings.inspection.prompt_injection:
-        inspector = Inspectors(inspector, PromptInspector(settings.inspection.threshold, settings.inspection.prompt_max_chars,
-                                                         model_floor=settings.inspection.prompt_model_floor))
+        prompt = PromptInspector(settings.inspection.threshold, settings.inspection.prompt_max_chars, model_floor=settings.inspection.prompt_model_floor)
+        inspector = Inspectors(inspector, prompt)
     tokens = settings.honeytokens.load()
     honeytokens = None if tokens is None else HoneytokenInspector(tokens, max_body_bytes=settings.inspection.max_body_bytes)
     if honeytokens is not None:
         inspector = Inspectors(inspector, honeytokens)
-    return ShimInspectors(inspector, waf, schema, honeytokens)
+    return ShimInspectors(inspector, waf, schema, honeytokens, prompt)

@@ -86,8 +86,12 @@ class PromptInspector:
         self._model = model
         #: model calls scanned, found injected, and cut by the data plane's body limit (the shim's metrics)
         self.counts = {"scanned": 0, "injected": 0, "truncated": 0}
+        #: set once the classifier has loaded or failed to (at once when there is nothing to load)
+        self.loaded = threading.Event()
         if model is None and load:
             threading.Thread(target=self._load, name="prompt-model-load", daemon=True).start()
+        else:
+            self.loaded.set()
 
     def _load(self) -> None:
         try:
@@ -96,6 +100,8 @@ class PromptInspector:
             self._model = load_prompt_model()
         except Exception:  # noqa: BLE001 - a model that cannot load leaves the rules working
             log.exception("prompt-injection model not loaded: tool results in model calls are scanned with the rules alone")
+        finally:
+            self.loaded.set()
 
     def _budgeted(self, results: list[str]) -> list[str]:
         """The results within ``max_chars``, newest first; a long one by its head and its tail (padding hides nothing)."""

@@ -6,10 +6,21 @@
   ``auth_request``, Traefik ForwardAuth). Only the headers the adapter reads are
   kept. A request httptools cannot parse is answered per ``failure_mode`` with
   ``x-kubeward-decision: unparsed`` and the connection is closed.
-* **Admin port** (``admin_port``): ``/metrics`` (Prometheus), ``/healthz``
-  (200 once the verdict cache has synced, else 503) and ``/stats`` (JSON).
+* **Admin port** (``admin_host``:``admin_port``, loopback unless ``admin_token``
+  is set): ``/metrics`` (Prometheus) and ``/stats`` (JSON), both behind the
+  bearer token when one is set; ``/healthz`` (liveness: 200 while the shim
+  answers, its body the state below) and ``/readyz`` (200 once warmed up and
+  synced while the cache is fresh, else 503 naming why). Both bodies are JSON:
+  ``warm``, ``synced``, ``cache_age_s`` (since the broker last confirmed the
+  cache current), ``stale``, ``reports_queued``, ``reports_dropped``. A stale
+  cache fails readiness, not liveness: a restart would rebuild the cache from
+  a broker that is away, so the shim keeps answering from what it has.
+* **Start order**: the admin port, then ``Shim.warm_up`` (a thread: the
+  control consumer syncs meanwhile), then the check ports.
 * **Reporter**: a daemon thread that publishes the decisions the shim queued
-  as ``RequestSummary`` rows (setting ``report``), off the request path.
+  as ``RequestSummary`` rows (setting ``report``), off the request path. It
+  connects on its own, retrying every ``REPORTER_RETRY_S``: a shim starts and
+  decides with Kafka away; what cannot be queued is dropped and counted.
 
 Metrics cost almost nothing per request: counters are plain integers on
 ``Shim`` read at scrape time, and ``kubeward_authz_decision_duration_seconds{adapter}``
@@ -24,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import hmac
 import json
 import logging
 import signal
@@ -44,6 +56,7 @@ __all__ = ["DecisionTimer", "HttpConnection", "admin_handler", "run", "serve"]
 
 log = logging.getLogger("kubeward.shim")
 CACHE_SIZE = Gauge("kubeward_shim_verdict_cache_entries", "Verdicts in the local cache")
+REPORTER_RETRY_S = 5.0
 
 Handler = Callable[[str, str, dict[bytes, bytes], "str | None", "bytes | None"], bytes]
 _METHODS = {m.encode(): m for m in ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS")}
@@ -170,14 +183,20 @@ def check_connection(shim: Shim, timer: DecisionTimer | None = None) -> HttpConn
 class _ShimCollector:
     """Exposes the shim's plain-int counters (and the sampled timer) at scrape time."""
 
-    def __init__(self, shim: Shim, timer: DecisionTimer):
-        self.shim, self.timer = shim, timer
+    def __init__(self, shim: Shim, timer: DecisionTimer, control: Any = None):
+        self.shim, self.timer, self.control = shim, timer, control
 
     def collect(self) -> Iterator[Metric]:
         family = CounterMetricFamily("kubeward_shim_decisions", "Decisions taken by outcome and mode", labels=["decision"])
         for label, count in self.shim.decision_counts().items():
             family.add_metric([label], count)
         yield family
+        yield CounterMetricFamily("kubeward_shim_reports_dropped", "Decisions not reported: the report queue was full (report_queue_max) or a batch failed",
+                                  value=self.shim.reports_dropped)
+        yield GaugeMetricFamily("kubeward_shim_reports_queued", "Decisions waiting for the reporter", value=len(self.shim.pending))
+        if self.control is not None:
+            yield GaugeMetricFamily("kubeward_shim_verdict_cache_age_seconds", "Seconds since the broker last confirmed the verdict cache current",
+                                    value=self.control.cache_age_s(time.time()))
         unparsed = CounterMetricFamily("kubeward_shim_unparsed", "Check requests the shim could not read, answered per failure_mode", labels=["adapter"])
         unparsed.add_metric([self.shim.adapter.name], self.shim.unparsed)
         yield unparsed
@@ -200,17 +219,41 @@ def _ok(body: bytes, ctype: str) -> bytes:
     return f"HTTP/1.1 200 OK\r\ncontent-type: {ctype}\r\ncontent-length: {len(body)}\r\n\r\n".encode() + body
 
 
+def health(shim: Shim, control: Any, now: float | None = None) -> dict[str, Any]:
+    """The shim's state as ``/healthz`` and ``/readyz`` report it; ``ready`` is what ``/readyz`` answers."""
+    now = time.time() if now is None else now
+    age = control.cache_age_s(now) if control is not None else 0.0
+    stale = age > shim.settings.stale_after_s
+    warm, synced = shim.warm.is_set(), shim.synced.is_set()
+    why = [name for name, bad in (("warming up", not warm), ("syncing", not synced), ("stale", synced and stale)) if bad]
+    return {"ready": not why, "why": why, "warm": warm, "synced": synced, "cache_age_s": round(age, 3), "stale": stale,
+            "cache_entries": len(shim.cache), "reports_queued": len(shim.pending), "reports_dropped": shim.reports_dropped}
+
+
+def _json_response(status: str, value: object) -> bytes:
+    body = json.dumps(value).encode()
+    return f"HTTP/1.1 {status}\r\ncontent-type: application/json\r\ncontent-length: {len(body)}\r\n\r\n".encode() + body
+
+
+_UNAUTHORIZED = b"HTTP/1.1 401 Unauthorized\r\nwww-authenticate: Bearer\r\ncontent-length: 0\r\n\r\n"
+
+
 def admin_handler(shim: Shim, control: Any) -> Handler:
-    """The admin port's handler: ``/metrics``, ``/healthz``, ``/stats``; 404 otherwise."""
+    """The admin port's handler: ``/healthz``, ``/readyz`` open; ``/metrics``, ``/stats`` behind ``admin_token`` if set."""
+    token = shim.settings.admin_token
+    expected = b"Bearer " + token.get_secret_value().encode() if token is not None else None
 
     def handle(method: str, url: str, headers: dict[bytes, bytes], peer: str | None, body: bytes | None = None) -> bytes:
+        if url.startswith("/healthz"):
+            return _json_response("200 OK", health(shim, control))
+        if url.startswith("/readyz"):
+            state = health(shim, control)
+            return _json_response("200 OK" if state["ready"] else "503 Service Unavailable", state)
+        if expected is not None and not hmac.compare_digest(headers.get(b"authorization", b""), expected):
+            return _UNAUTHORIZED
         if url.startswith("/metrics"):
             CACHE_SIZE.set(len(shim.cache))
             return _ok(generate_latest(), CONTENT_TYPE_LATEST)
-        if url.startswith("/healthz"):
-            if shim.synced.is_set():
-                return _ok(b"ok\n", "text/plain")
-            return b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 8\r\ncontent-type: text/plain\r\n\r\nsyncing\n"
         if url.startswith("/stats"):
             lat = sorted(control.latencies_ms) if control is not None else []
             delivery = sorted(control.delivery_ms) if control is not None else []
@@ -218,8 +261,7 @@ def admin_handler(shim: Shim, control: Any) -> Handler:
                 "adapter": shim.adapter.name,
                 "decisions": shim.decision_counts(),
                 "unparsed": shim.unparsed,
-                "cache_entries": len(shim.cache),
-                "synced": shim.synced.is_set(),
+                **health(shim, control),
                 "latency_ms": lat,
                 "verdict_delivery_ms": delivery,
             }
@@ -229,14 +271,32 @@ def admin_handler(shim: Shim, control: Any) -> Handler:
     return handle
 
 
-def _reporter(shim: Shim, publisher: Any, stop: threading.Event) -> None:
+def _reporter(shim: Shim, connect: Callable[[], Any], stop: threading.Event) -> None:
+    """Publish what the shim queued; connect (and reconnect after a failed start) on this thread, never on the loop."""
     key = shim.settings.object_id_key.get_secret_value().encode()
+    publisher: Any = None
+    retry_at = 0.0
     while not stop.wait(0.02):
+        if publisher is None:
+            if time.monotonic() < retry_at:
+                continue
+            try:
+                publisher = connect()
+            except Exception as exc:  # noqa: BLE001 - Kafka away: decisions queue (bounded) meanwhile
+                log.warning("reporter cannot reach Kafka; retrying", extra={"error": repr(exc), "retry_s": REPORTER_RETRY_S,
+                                                                           "queued": len(shim.pending), "dropped": shim.reports_dropped})
+                retry_at = time.monotonic() + REPORTER_RETRY_S
+                continue
         pending = shim.take_pending()
-        if pending:
-            publisher.publish_rows([summary_row(t, r, d, key) for t, r, d in pending])
-        publisher.flush_due()
-    publisher.flush(timeout=10)
+        try:
+            if pending:
+                publisher.publish_rows([summary_row(t, r, d, key) for t, r, d in pending])
+            publisher.flush_due()
+        except Exception:  # noqa: BLE001 - the thread must outlive one bad batch; the rows are counted lost
+            shim.reports_dropped += len(pending)
+            log.exception("reports could not be published", extra={"rows": len(pending)})
+    if publisher is not None:
+        publisher.flush(timeout=10)
 
 
 def _start_kafka(shim: Shim, settings: ShimSettings, stop_threads: threading.Event) -> tuple[Any, asyncio.Future[None] | None]:
@@ -246,13 +306,18 @@ def _start_kafka(shim: Shim, settings: ShimSettings, stop_threads: threading.Eve
         return None, None
     from enforcement.control import ControlConsumer
     from ingest.publish import SummaryPublisher
+    from ingest.signing import verdict_keys
 
-    key = settings.verdict_key.get_secret_value().encode()
-    control = ControlConsumer(settings.bootstrap, shim.cache, key, synced=shim.synced, policy=shim.policy, on_policy=shim.set_policy)
+    keys = verdict_keys(settings.verdict_key, settings.verdict_key_id, settings.verdict_keys_accepted)
+    control = ControlConsumer(settings.bootstrap, shim.cache, keys, synced=shim.synced, policy=shim.policy, on_policy=shim.set_policy)
     task = asyncio.ensure_future(control.run())
     if settings.report != "none":
-        publisher = SummaryPublisher(settings.bootstrap, client_id="kubeward-shim", linger_ms=5.0)
-        threading.Thread(target=_reporter, args=(shim, publisher, stop_threads), daemon=True, name="kubeward-report").start()
+        bootstrap = settings.bootstrap
+
+        def connect() -> SummaryPublisher:
+            return SummaryPublisher(bootstrap, client_id="kubeward-shim", linger_ms=5.0)
+
+        threading.Thread(target=_reporter, args=(shim, connect, stop_threads), daemon=True, name="kubeward-report").start()
     return control, task
 
 
@@ -275,7 +340,7 @@ async def _start_extproc(shim: Shim, settings: ShimSettings) -> Any:
     from enforcement.adapters.envoy_extproc import ExtProcRedactionServer, RedactionCollector, cache_lookup
     from ingest.identity import IdentityResolver
 
-    report = None if settings.report == "none" else (lambda now, view, d: shim.pending.append((now, view, d)))
+    report = None if settings.report == "none" else shim.queue_report
     server = ExtProcRedactionServer(settings.redaction, IdentityResolver(identity_config(settings), shim.pods), cache_lookup(shim.cache), report)
     await server.start_async(settings.host, settings.redaction.extproc_port)
     server.collector = RedactionCollector(server.stats)
@@ -289,11 +354,13 @@ async def serve(settings: ShimSettings, ready: threading.Event | None = None, st
     stop_threads = threading.Event()
     control, control_task = _start_kafka(shim, settings, stop_threads)
     timer = DecisionTimer(settings.timing_sample)
-    collector = _ShimCollector(shim, timer)
+    collector = _ShimCollector(shim, timer, control)
     REGISTRY.register(collector)
     loop = asyncio.get_running_loop()
+    admin = await loop.create_server(lambda: HttpConnection(admin_handler(shim, control)), settings.admin_host, settings.admin_port)
+    took = await asyncio.to_thread(shim.warm_up, settings.warm_up_timeout_s)
+    log.info("shim warmed up", extra={"seconds": round(took, 3)})
     server = await loop.create_server(lambda: check_connection(shim, timer if settings.timing_sample else None), settings.host, settings.port, reuse_port=True, backlog=1024)
-    admin = await loop.create_server(lambda: HttpConnection(admin_handler(shim, control)), settings.host, settings.admin_port)
     grpc_server = await _start_grpc(shim, settings)
     extproc = await _start_extproc(shim, settings)
     log.info("shim listening", extra={"port": settings.port, "admin_port": settings.admin_port, "grpc_port": settings.grpc_port,

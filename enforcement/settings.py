@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from enforcement.propertyschema import SchemaValidationSettings
@@ -14,8 +15,19 @@ from enforcement.signatures import DEFAULT_RULES
 from ingest import Policy
 from ingest.honeytokens import HoneytokenSettings
 from ingest.identitysettings import IdentitySettings
+from ingest.signing import DEV_VERDICT_KEY, KEY_ID_PATTERN
 
 __all__ = ["InspectionSettings", "RedactionSettings", "SchemaValidationSettings", "ShimSettings"]
+
+
+def _loopback(host: str) -> bool:
+    """Whether ``host`` names only this machine (``localhost`` or a loopback address)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class InspectionSettings(BaseModel):
@@ -64,7 +76,17 @@ class ShimSettings(BaseSettings):
     host: str = Field(default="127.0.0.1", description="address of the decision endpoint")
     port: int = Field(default=9191, ge=0, le=65535, description="HTTP check port (Envoy ext_authz HTTP, nginx auth_request, Traefik ForwardAuth)")
     grpc_port: int | None = Field(default=None, ge=0, le=65535, description="Envoy ext_authz gRPC check port (envoy.service.auth.v3.Authorization/Check; Istio envoyExtAuthzGrpc, Envoy Gateway); unset = off")
-    admin_port: int = Field(default=9192, ge=0, le=65535, description="/metrics, /healthz and /stats")
+    admin_port: int = Field(default=9192, ge=0, le=65535, description="/metrics, /healthz, /readyz and /stats")
+    admin_host: str = Field(default="127.0.0.1", description="address of the admin port; an address other than loopback needs admin_token")
+    admin_token: SecretStr | None = Field(
+        default=None,
+        description="bearer token /metrics and /stats require (Authorization: Bearer <token>); /healthz and /readyz stay open for probes",
+    )
+    stale_after_s: float = Field(
+        default=60.0, gt=0,
+        description="verdict cache age (since the broker last confirmed it current) past which /readyz reports stale (503); the cache keeps answering",
+    )
+    warm_up_timeout_s: float = Field(default=30.0, ge=0, description="longest wait for the inline classifier to load before the check ports open")
     adapter: Literal["envoy", "nginx", "traefik"] = Field(default="envoy", description="which data plane asks on the HTTP check port (enforcement/adapters/)")
     bootstrap: str | None = Field(default="127.0.0.1:9092", description="Kafka; None runs without control topic or reports")
     path_prefix: str = Field(default="", description="prefix the data plane adds before the original path (Envoy path_prefix)")
@@ -76,9 +98,19 @@ class ShimSettings(BaseSettings):
                                             description="declared honeytokens: any use is denied inline and reported (KUBEWARD_SHIM_HONEYTOKENS__FILE, ...)")
     identity: IdentitySettings = Field(default_factory=lambda: IdentitySettings(trusted_hops=1),
                                        description="how identities are derived (KUBEWARD_SHIM_IDENTITY__*); trusted_hops defaults to 1: the data plane that asks")
-    verdict_key: SecretStr = Field(default=SecretStr("kubeward-dev-verdict-key"), description="HMAC key verdicts must carry")
+    verdict_key: SecretStr = Field(default=SecretStr(DEV_VERDICT_KEY),
+                                   description="HMAC key verdicts must carry (the development default is refused unless the shim runs with --dev)")
+    verdict_key_id: str = Field(default="k1", pattern=KEY_ID_PATTERN, description="the id verdicts signed with verdict_key carry (key_id)")
+    verdict_keys_accepted: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description='more keys verdicts may be signed with, by id, while keys rotate, e.g. KUBEWARD_SHIM_VERDICT_KEYS_ACCEPTED=\'{"k2": "<new key>"}\'',
+    )
     object_id_key: SecretStr = Field(default=SecretStr("kubeward-dev-object-key"), description="key for hashing object ids in reports")
     report: Literal["all", "denied", "none"] = Field(default="all", description="which decisions are published as RequestSummary (unparsed checks count as denied)")
+    report_queue_max: int = Field(
+        default=50_000, ge=1,
+        description="decisions waiting to be reported; past it (Kafka away or slow) they are dropped and counted in kubeward_shim_reports_dropped_total",
+    )
     failure_mode: Literal["allow", "deny"] = Field(default="allow", description="answer before the verdict cache has synced and for checks the shim cannot parse")
     timing_sample: int = Field(
         default=16,
@@ -93,6 +125,12 @@ class ShimSettings(BaseSettings):
     )
     redaction: RedactionSettings = Field(default_factory=RedactionSettings, description="inline redaction through Envoy ext_proc (KUBEWARD_SHIM_REDACTION__*)")
     policy: Policy = Field(default_factory=Policy)
+
+    @model_validator(mode="after")
+    def _admin_exposed_only_with_token(self) -> ShimSettings:
+        if self.admin_token is None and not _loopback(self.admin_host):
+            raise ValueError(f"admin_host={self.admin_host!r} is not a loopback address: set admin_token too, or keep admin_host=127.0.0.1")
+        return self
 
     @field_validator("timing_sample")
     @classmethod

@@ -14,7 +14,16 @@ Outage and garbage are named, never accidents: before the verdict cache has
 synced, inline inspection still runs (it needs no Kafka) and ``failure_mode``
 answers what it lets through (``allow`` or ``deny``); so does a check the
 adapter cannot read; an unreadable check is answered with
-``x-kubeward-decision: unparsed``, counted (``unparsed``) and reported.
+``x-kubeward-decision: unparsed``, counted (``unparsed``) and reported. Once
+synced, losing Kafka changes nothing on the request path: the cache keeps
+answering (its age is on ``/readyz``). Decisions waiting to be reported are
+capped at ``report_queue_max``; past it they are dropped and counted
+(``reports_dropped``), never queued without bound while Kafka is away.
+
+``Shim.warm_up`` runs a few synthetic checks through every inspector and waits
+for background model loads before the server opens the check ports: a cold
+first check (first-use imports, a classifier still loading) could otherwise
+outlast the data plane's 250 ms check timeout.
 
 Hot path, measured with ``deploy/lab/bench.py`` (in-process figure): the
 identity of a check is memoised per distinct identity headers
@@ -80,6 +89,18 @@ def build_adapter(settings: ShimSettings, pods: PodLookup | None = None) -> Http
 
 _NO_VERDICTS = VerdictCache()  # what decide() reads before the cache has synced (never written)
 
+_FORM = "application/x-www-form-urlencoded"
+#: synthetic checks run by ``Shim.warm_up``: each body kind the inspectors parse, a query, inspected headers, a model call
+_WARM_UP: tuple[tuple[str, str, dict[str, str], bytes | None], ...] = (
+    ("GET", "/kubeward-warm-up/1?q=a%20b&id=2", {"user-agent": "kubeward-warm-up", "referer": "http://x/", "cookie": "a=b"}, None),
+    ("POST", "/kubeward-warm-up", {"content-type": "application/json"}, b'{"a": {"b": [1, "two"]}, "c": "d e"}'),
+    ("POST", "/kubeward-warm-up", {"content-type": _FORM}, b"a=1&b=two+three"),
+    ("POST", "/kubeward-warm-up", {"content-type": "multipart/form-data; boundary=kw"},
+     b'--kw\r\nContent-Disposition: form-data; name="a"\r\n\r\nb\r\n--kw--\r\n'),
+    ("POST", "/v1/chat/completions", {"content-type": "application/json"},
+     b'{"model": "m", "messages": [{"role": "tool", "content": "The weather is mild today."}]}'),
+)
+
 
 class Shim:
     """Decision state shared by all connections: cache, buckets, inline inspector, policy, counters, reports."""
@@ -99,7 +120,11 @@ class Shim:
         self.policy = settings.policy
         self.counts: dict[str, int] = {}
         self.pending: list[tuple[float, RequestView, Decision]] = []
+        self.report_queue_max = settings.report_queue_max
+        self.reports_dropped = 0
         self.synced = threading.Event()
+        self.warm = threading.Event()
+        self._prompt = parts.prompt
         self.allowed = 0
         self.unparsed = 0
         deny = settings.failure_mode == "deny"
@@ -135,7 +160,10 @@ class Shim:
         if decision is ALLOW:
             self.allowed += 1
             if self._report_all:
-                self.pending.append((now, req, decision))
+                if len(self.pending) < self.report_queue_max:
+                    self.pending.append((now, req, decision))
+                else:
+                    self.reports_dropped += 1
             return decision
         self._record(now, req, decision)
         return decision
@@ -147,14 +175,38 @@ class Shim:
         decision = unparsed_decision(self.settings.failure_mode, error.part)
         view = RequestView(method or "-", url if url.startswith("/") else "/", ip=peer_ip, peer_ip=peer_ip)
         if self._report != "none":
-            self.pending.append((time.time(), view, decision))
+            self.queue_report(time.time(), view, decision)
         return self._respond(decision, view)
 
     def _record(self, now: float, req: RequestView, decision: Decision) -> None:
         label = f"{decision.would}:{'enforce' if decision.enforced else 'observe'}"
         self.counts[label] = self.counts.get(label, 0) + 1
         if self._report != "none":
+            self.queue_report(now, req, decision)
+
+    def queue_report(self, now: float, req: RequestView, decision: Decision) -> None:
+        """Queue a decision for the reporter, or count it dropped when ``report_queue_max`` are waiting."""
+        if len(self.pending) < self.report_queue_max:
             self.pending.append((now, req, decision))
+        else:
+            self.reports_dropped += 1
+
+    def warm_up(self, timeout: float = 30.0) -> float:
+        """Run the synthetic checks of ``_WARM_UP`` through every inspector (nothing is learned, reported or
+        rate-limited; the inspectors' own scan counters include them), then
+        wait up to ``timeout`` s for the prompt classifier to load; set ``warm`` and return the seconds it took."""
+        started = time.perf_counter()
+        buckets = TokenBuckets()  # not the shim's: warm-up checks leave no trace in the rate limits
+        for method, path, headers, body in _WARM_UP:
+            view = RequestView(method, path, service="kubeward-warm-up", ip="127.0.0.1", headers=headers, peer_ip="127.0.0.1", body=body)
+            try:
+                decide(view, _NO_VERDICTS, buckets, self.inspector, self.policy, time.time())
+            except Exception:  # noqa: BLE001 - a warm-up check is never worth failing the start
+                log.warning("warm-up check failed", exc_info=True, extra={"path": path})
+        if self._prompt is not None and not self._prompt.loaded.wait(timeout):
+            log.warning("prompt classifier still loading after warm-up timeout; serving with the rules alone meanwhile", extra={"timeout_s": timeout})
+        self.warm.set()
+        return time.perf_counter() - started
 
     def set_policy(self, policy: Policy) -> None:
         """Swap in a new policy snapshot (one reference assignment; the next check uses it)."""

@@ -46,6 +46,8 @@ SCHEMA_VERSION = 1
 
 SubjectKind = Literal["actor", "workload", "principal", "ip", "endpoint", "tool"]
 Action = Literal["block", "throttle", "redact", "quarantine"]
+#: what a verdict record can say: an action, or ``lift`` (the verdicts of its entry key issued up to then no longer stand)
+VerdictAction = Literal["block", "throttle", "redact", "quarantine", "lift"]
 Mode = Literal["observe", "enforce"]
 
 
@@ -230,14 +232,18 @@ class Verdict(_Record):
 
     ``evidence_time`` is the time of the newest summary that led to the
     verdict, so detection-to-enforcement latency can be measured at the shim.
-    ``signature`` is an HMAC over every other field (``ingest.signing``).
+    ``signature`` is an HMAC over every other field, ``key_id`` (the key it was
+    signed with) included (``ingest.signing``). A verdict with action ``lift``
+    ends the verdicts of its entry key issued up to its ``issued_at``: lifting
+    is a signed record like any other, never a bare tombstone; it stands (and
+    keeps a replayed older verdict out) until its ``expires_at``.
     """
 
     schema_version: int = SCHEMA_VERSION
     id: str
     subject: Subject
     scope: Scope | None = None
-    action: Action
+    action: VerdictAction
     rate_per_s: float | None = None
     burst: int | None = None
     mode: Mode = "observe"
@@ -247,6 +253,7 @@ class Verdict(_Record):
     policy_version: str = "0"
     issued_at: float
     evidence_time: float
+    key_id: str = ""
     signature: str = ""
 
     @property

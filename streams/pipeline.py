@@ -20,6 +20,7 @@ import pyarrow as pa
 from ingest import DeadLetter, EndpointRecord, Finding, Verdict
 from ingest.schema import AgentRecord, McpToolRecord
 from ingest.envelope import decode_messages, encode_table
+from ingest.signing import verdict_keys
 from models.registry import detector_factories
 from models.rules import DEFAULT_RULES
 from models.reload import ModelReloader
@@ -97,7 +98,7 @@ class Pipeline:
     def __init__(self, settings: WorkerSettings, topic: str, declared: Mapping[str, Mapping[tuple[str, str], bool]] | None = None):
         self.settings = settings
         self.topic = topic
-        self._key = settings.verdict_key.get_secret_value().encode()
+        self._keys = verdict_keys(settings.verdict_key, settings.verdict_key_id)
         self.inventory = Inventory(declared)
         self.agents = AgentInventory()
         self.exposure = ExposureTracker()
@@ -223,7 +224,7 @@ class Pipeline:
             self._last_inventory = now
             out.inventory = [*self.inventory.take_changed(), *self.agents.take_changed()]
         for det in out.detections:
-            verdict = decide(det, self.settings.policy, now, self._key)
+            verdict = decide(det, self.settings.policy, now, self._keys)
             out.verdicts.append(verdict)
             out.findings.append(to_finding(det, verdict))
         if now - self._last_flush.get(partition, 0.0) >= self.settings.state_flush_s:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import uuid
 
 from ingest import Finding, FindingInfo, Policy, Scope, Subject, Verdict, sign_verdict
+from ingest.signing import VerdictKeys
 from streams.processor import Detection
 
 __all__ = ["decide", "severity_for", "to_finding"]
@@ -28,8 +29,8 @@ def severity_for(score: float) -> int:
     return next((sev for floor, sev in _SEVERITY_STEPS if score >= floor), 1)
 
 
-def decide(detection: Detection, policy: Policy, now: float, key: bytes) -> Verdict:
-    """The signed verdict for a detection under a policy."""
+def decide(detection: Detection, policy: Policy, now: float, key: bytes | VerdictKeys) -> Verdict:
+    """The signed verdict for a detection under a policy (``key``: the keys signed with, or one key of id "")."""
     mode = "observe" if detection.mode == "observe" else policy.mode_for(detection.destination_namespace, detection.destination_service)
     action = policy.actions.get(detection.attack_class) or detection.action or "block"
     throttled = action == "throttle"
@@ -49,7 +50,7 @@ def decide(detection: Detection, policy: Policy, now: float, key: bytes) -> Verd
         issued_at=now,
         evidence_time=detection.evidence_time,
     )
-    return sign_verdict(verdict, key)
+    return key.sign(verdict) if isinstance(key, VerdictKeys) else sign_verdict(verdict, key)
 
 
 def to_finding(detection: Detection, verdict: Verdict) -> Finding:

@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ingest import Policy
 from ingest.honeytokens import HoneytokenSettings
+from ingest.signing import DEV_VERDICT_KEY, KEY_ID_PATTERN
 from models import ModelError, registry
 from models.rules import DEFAULT_RULES
 from streams.enrichers import ENRICHERS
@@ -43,7 +44,9 @@ class WorkerSettings(BaseSettings):
     dlq_raw_cap: int = Field(default=64 << 10, ge=0, description="bytes of the original message kept in a dead letter")
     state_flush_s: float = Field(default=5.0, gt=0, description="how often touched state buckets are written to the changelog")
     state_buckets: int = Field(default=32, ge=1, description="changelog entries per partition (power of two); fewer means larger, rarer writes")
-    verdict_key: SecretStr = Field(default=SecretStr("kubeward-dev-verdict-key"), description="HMAC key verdicts are signed with")
+    verdict_key: SecretStr = Field(default=SecretStr(DEV_VERDICT_KEY),
+                                   description="HMAC key verdicts are signed with (the development default is refused unless the worker runs with --dev)")
+    verdict_key_id: str = Field(default="k1", pattern=KEY_ID_PATTERN, description="the id signed verdicts carry (key_id): shims pick the key by it")
     policy: Policy = Field(default_factory=Policy, description="the policy until the policy topic says otherwise; its name is the one followed")
     follow_policy: bool = Field(default=True, description="follow enforcement.policy.v1: the newest valid snapshot named policy.name replaces policy")
     specs_dir: Path | None = Field(default=None, description="declared OpenAPI specs (<namespace>.<service>.json|yaml); deprecated endpoints count as retired-API hits, others shadow/declared in the inventory")

@@ -77,17 +77,23 @@ def _spawn(args: list[str], env: dict[str, str], log: Path, cpu: int | None) -> 
         return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True, cwd=Path(__file__).resolve().parents[2])
 
 
+def _dev(settings: dict[str, Any]) -> list[str]:
+    """``--dev`` when the settings name no verdict key: the local runs (tests, demo, benchmarks) use the development key."""
+    return [] if settings.get("verdict_key") else ["--dev"]
+
+
 def start_worker(log: Path, settings: dict[str, Any], timeout: float = 90, cpu: int | None = None) -> subprocess.Popen[bytes]:
     """Start ``kubeward worker`` and wait until Faust reports it is ready."""
-    proc = _spawn(["worker", "--loglevel", "info"], settings_env("KUBEWARD_WORKER_", settings), log, cpu)
+    proc = _spawn(["worker", "--loglevel", "info", *_dev(settings)], settings_env("KUBEWARD_WORKER_", settings), log, cpu)
     _wait_log(log, "Worker]: Ready", timeout, proc)
     return proc
 
 
-def start_shim(log: Path, settings: dict[str, Any], timeout: float = 60, cpu: int | None = None) -> subprocess.Popen[bytes]:
-    """Start ``kubeward shim`` and wait until its verdict cache has synced (/healthz 200)."""
-    proc = _spawn(["shim"], settings_env("KUBEWARD_SHIM_", settings), log, cpu)
-    wait_http(f"http://127.0.0.1:{settings.get('admin_port', 9192)}/healthz", timeout, proc, log)
+def start_shim(log: Path, settings: dict[str, Any], timeout: float = 60, cpu: int | None = None, until: str = "/readyz") -> subprocess.Popen[bytes]:
+    """Start ``kubeward shim`` and wait until ``until`` answers 200 on its admin port: ``/readyz`` (warmed up, verdict
+    cache synced) or ``/healthz`` (answering: what a shim started without a reachable broker reaches)."""
+    proc = _spawn(["shim", *_dev(settings)], settings_env("KUBEWARD_SHIM_", settings), log, cpu)
+    wait_http(f"http://127.0.0.1:{settings.get('admin_port', 9192)}{until}", timeout, proc, log)
     return proc
 
 

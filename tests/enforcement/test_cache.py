@@ -1,4 +1,4 @@
-"""enforcement.cache.VerdictCache: apply, replace, remove (tombstone), purge, find."""
+"""enforcement.cache.VerdictCache: apply, replace, lift, stale records, purge, find."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ def test_apply_compiles_what_the_hot_path_needs(verdict_factory: Any) -> None:
     verdict = verdict_factory(action="throttle", rate_per_s=2.5, burst=4, scope="orders")
     cache = VerdictCache()
     cache.apply(verdict)
-    assert cache.entries == {"actor:shop/web|alice": CachedVerdict("throttle", "enforce", T0 + 900.0, "orders", 2.5, 4, "bola_breadth", verdict.id)}
+    assert cache.entries == {"actor:shop/web|alice": CachedVerdict("throttle", "enforce", T0 + 900.0, "orders", 2.5, 4, "bola_breadth", verdict.id, issued_at=T0)}
     assert (len(cache), cache.applied, cache.removed) == (1, 1, 0)
 
 
@@ -48,6 +48,29 @@ def test_remove_lifts_a_verdict_and_counts_only_real_removals(verdict_factory: A
     cache.remove("actor:shop/web|alice")
     cache.remove("ip:never-there")
     assert (len(cache), cache.removed) == (0, 1)
+
+
+def test_a_lift_drops_the_subject_and_its_edges_issued_before_it_and_stands_until_it_expires(verdict_factory: Any) -> None:
+    cache = VerdictCache()
+    cache.apply(verdict_factory(issued_at=T0))
+    cache.apply(verdict_factory(issued_at=T0, scope=Scope(service="orders", path_template="/orders/{id}")))
+    later_edge = verdict_factory(issued_at=T0 + 20, scope=Scope(service="orders", path_template="/admin/{id}"))
+    cache.apply(later_edge)
+    assert cache.apply(verdict_factory(action="lift", issued_at=T0 + 10, expires_at=T0 + 100))
+    assert list(cache.entries) == [entry_key(later_edge)]  # issued after the lift: it stands
+    assert not cache.apply(verdict_factory(issued_at=T0 + 5))  # an older record, replayed
+    assert not cache.apply(verdict_factory(issued_at=T0 + 5, scope=Scope(service="orders", path_template="/orders/{id}")))
+    assert cache.stale == 2 and len(cache) == 1
+    cache.purge(T0 + 100)
+    assert cache.lifted == {} and cache.apply(verdict_factory(issued_at=T0 + 5, expires_at=T0 + 900))  # the lift has expired
+
+
+def test_a_record_older_than_the_one_in_place_is_stale_within_a_tolerance(verdict_factory: Any) -> None:
+    cache = VerdictCache()
+    cache.apply(verdict_factory(issued_at=T0 + 100, action="block"))
+    assert cache.apply(verdict_factory(issued_at=T0 + 97, action="throttle"))  # another worker's clock, 3 s behind
+    assert not cache.apply(verdict_factory(issued_at=T0 + 90, action="redact"))
+    assert (cache.entries["actor:shop/web|alice"].action, cache.stale) == ("throttle", 1)
 
 
 def test_purge_drops_only_expired_entries(verdict_factory: Any) -> None:

@@ -19,6 +19,7 @@ from enforcement.inspection import WafInspector
 from enforcement.settings import InspectionSettings
 from enforcement.signatures import load_signatures
 from ingest import POLICY, VERDICTS, Policy, sign_verdict
+from tests.conftest import T0
 
 KEY = b"test-key"
 
@@ -49,12 +50,49 @@ def test_garbage_is_ignored_and_counted() -> None:
     assert len(control.cache) == 0 and control.rejected == 1
 
 
-def test_a_tombstone_lifts_the_verdict(verdict_factory: Any) -> None:
+def test_a_bare_tombstone_lifts_nothing(verdict_factory: Any) -> None:
     control = _consumer()
     verdict = sign_verdict(verdict_factory(), KEY)
     control.apply(b"x", verdict.model_dump_json().encode(), time.time())
     control.apply(verdict.subject.cache_key.encode(), None, time.time())
+    assert verdict.subject.cache_key in control.cache.entries and control.rejected == 1
+
+
+def test_a_signed_lift_lifts_the_verdict_and_keeps_a_replayed_one_out(verdict_factory: Any) -> None:
+    control = _consumer()
+    block = sign_verdict(verdict_factory(issued_at=100.0), KEY)
+    lift = sign_verdict(verdict_factory(action="lift", issued_at=200.0, expires_at=T0 + 86_400), KEY)
+    control.apply(b"x", block.model_dump_json().encode(), time.time())
+    control.apply(b"x", lift.model_dump_json().encode(), time.time())
     assert len(control.cache) == 0
+    control.apply(b"x", block.model_dump_json().encode(), time.time())  # the old signed block, replayed
+    assert len(control.cache) == 0 and control.cache.stale == 1
+    newer = sign_verdict(verdict_factory(issued_at=300.0), KEY)
+    control.apply(b"x", newer.model_dump_json().encode(), time.time())
+    assert block.subject.cache_key in control.cache.entries  # a verdict issued after the lift stands
+
+
+def test_a_forged_lift_is_ignored(verdict_factory: Any) -> None:
+    control = _consumer()
+    control.apply(b"x", sign_verdict(verdict_factory(issued_at=100.0), KEY).model_dump_json().encode(), time.time())
+    forged = sign_verdict(verdict_factory(action="lift", issued_at=200.0), b"attacker")
+    control.apply(b"x", forged.model_dump_json().encode(), time.time())
+    assert len(control.cache) == 1 and control.rejected == 1
+
+
+def test_keys_rotate_by_id(verdict_factory: Any) -> None:
+    from ingest.signing import VerdictKeys
+
+    control = ControlConsumer("127.0.0.1:1", VerdictCache(), VerdictKeys("k2", {"k1": b"old", "k2": b"new"}))
+    old, new = VerdictKeys("k1", {"k1": b"old"}), VerdictKeys("k2", {"k2": b"new"})
+    control.apply(b"x", old.sign(verdict_factory(issued_at=1.0)).model_dump_json().encode(), time.time())
+    control.apply(b"y", new.sign(verdict_factory(issued_at=2.0, subject={"kind": "ip", "value": "10.0.0.1"})).model_dump_json().encode(), time.time())
+    assert len(control.cache) == 2 and control.rejected == 0
+    moved = old.sign(verdict_factory(issued_at=3.0)).model_copy(update={"key_id": "k2"})  # the id is signed too
+    control.apply(b"x", moved.model_dump_json().encode(), time.time())
+    unknown = VerdictKeys("k9", {"k9": b"old"}).sign(verdict_factory(issued_at=3.0))
+    control.apply(b"x", unknown.model_dump_json().encode(), time.time())
+    assert control.rejected == 2
 
 
 def test_replayed_old_verdicts_do_not_count_as_latency(verdict_factory: Any) -> None:

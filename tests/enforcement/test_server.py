@@ -128,16 +128,86 @@ def test_the_collector_exposes_decisions_unparsed_and_the_sampled_histogram() ->
     assert all(s.labels.get("adapter") == "nginx" for s in families["kubeward_authz_decision_duration_seconds"].samples)
 
 
-def test_admin_healthz_and_stats() -> None:
+def _answer(raw: bytes) -> tuple[int, Any]:
+    head, _, body = raw.partition(b"\r\n\r\n")
+    return int(head.split(b" ", 2)[1]), json.loads(body) if body else None
+
+
+def test_admin_healthz_readyz_and_stats() -> None:
     shim = Shim(ShimSettings(bootstrap=None, adapter="traefik"))
     handle = admin_handler(shim, None)
-    assert handle("GET", "/healthz", {}, None).startswith(b"HTTP/1.1 503 ")
+    status, state = _answer(handle("GET", "/readyz", {}, None))
+    assert (status, state["why"]) == (503, ["warming up", "syncing"])
+    assert _answer(handle("GET", "/healthz", {}, None))[0] == 200  # liveness: the shim answers
+    shim.warm_up(timeout=0)
     shim.synced.set()
-    assert handle("GET", "/healthz", {}, None).startswith(b"HTTP/1.1 200 ")
+    status, state = _answer(handle("GET", "/readyz", {}, None))
+    assert (status, state["ready"], state["stale"]) == (200, True, False)
     shim.handle("GET", "/", {}, None)
     stats = json.loads(handle("GET", "/stats", {}, None).partition(b"\r\n\r\n")[2])
     assert (stats["adapter"], stats["unparsed"], stats["decisions"]) == ("traefik", 1, {"allow": 0})
     assert handle("GET", "/nope", {}, None).startswith(b"HTTP/1.1 404 ")
+
+
+class _Control:
+    """A control consumer whose cache the broker last confirmed ``age`` seconds ago."""
+
+    latencies_ms: list[float] = []
+    delivery_ms: list[float] = []
+
+    def __init__(self, age: float) -> None:
+        self.age = age
+
+    def cache_age_s(self, now: float) -> float:
+        return self.age
+
+
+def test_a_stale_cache_fails_readiness_but_not_liveness() -> None:
+    shim = _shim(stale_after_s=30)
+    shim.warm.set()
+    fresh, stale = admin_handler(shim, _Control(29.0)), admin_handler(shim, _Control(31.0))
+    assert _answer(fresh("GET", "/readyz", {}, None))[0] == 200
+    status, state = _answer(stale("GET", "/readyz", {}, None))
+    assert (status, state["why"], state["cache_age_s"]) == (503, ["stale"], 31.0)
+    status, state = _answer(stale("GET", "/healthz", {}, None))
+    assert (status, state["stale"]) == (200, True)
+
+
+def test_metrics_and_stats_need_the_admin_token_when_one_is_set() -> None:
+    shim = _shim(admin_token="s3cret", admin_host="0.0.0.0")
+    handle = admin_handler(shim, None)
+    for path in ("/metrics", "/stats"):
+        assert handle("GET", path, {}, None).startswith(b"HTTP/1.1 401 ")
+        assert handle("GET", path, {b"authorization": b"Bearer wrong"}, None).startswith(b"HTTP/1.1 401 ")
+        assert handle("GET", path, {b"authorization": b"Bearer s3cret"}, None).startswith(b"HTTP/1.1 200 ")
+    assert _answer(handle("GET", "/healthz", {}, None))[0] == 200  # probes need no token
+
+
+def test_an_admin_port_off_loopback_needs_a_token() -> None:
+    with pytest.raises(ValueError, match="admin_host='0.0.0.0' is not a loopback address: set admin_token"):
+        ShimSettings(admin_host="0.0.0.0")
+    assert ShimSettings(admin_host="::1").admin_token is None
+
+
+def test_the_report_queue_is_bounded_and_drops_are_counted() -> None:
+    shim = _shim(report="all", report_queue_max=3)
+    for i in range(5):
+        shim.handle("GET", f"/orders/{i}", {b"host": b"orders", b"x-forwarded-for": b"10.0.0.9"}, "127.0.0.1")
+    assert (len(shim.pending), shim.reports_dropped) == (3, 2)
+    families = {f.name: f for f in _ShimCollector(shim, DecisionTimer(0)).collect()}
+    assert [s.value for s in families["kubeward_shim_reports_dropped"].samples if s.name.endswith("_total")] == [2]
+    shim.take_pending()
+    shim.handle("GET", "/orders/9", {b"host": b"orders"}, "127.0.0.1")
+    assert (len(shim.pending), shim.reports_dropped) == (1, 2)
+
+
+def test_warm_up_runs_every_inspector_without_learning_or_reporting() -> None:
+    shim = _shim(report="all", schema_validation={"enabled": True})
+    took = shim.warm_up(timeout=60)
+    assert shim.warm.is_set() and took >= 0
+    assert shim.pending == [] and shim.decision_counts() == {"allow": 0}
+    assert shim.schema is not None and shim.schema.stats()["endpoints"] == 0  # nothing learned
+    assert shim._prompt is not None and shim._prompt.loaded.is_set()
 
 
 @pytest.mark.parametrize("every", [3, 12])

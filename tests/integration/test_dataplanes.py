@@ -113,7 +113,7 @@ class ShimThread:
 
     def __enter__(self) -> ShimThread:
         self._thread.start()
-        assert self._ready.wait(10), "shim did not start"
+        assert self._ready.wait(60), "shim did not start (warm-up included)"
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -114,7 +114,7 @@ def test_a_tool_verdict_denies_that_tool_to_every_agent_through_envoy(plane: tup
     from deploy.policy import approve_tool, read_policy
 
     digest = next(t.hash for t in listed.tools if t.name == "send_invoice")
-    approve_tool(kafka_bootstrap, "shop/orders/send_invoice", digest)
+    approve_tool(kafka_bootstrap, "shop/orders/send_invoice", digest, allow_dev=True)
     assert (read_policy(kafka_bootstrap) or Policy()).approved_tools["shop/orders/send_invoice"] == digest
     deadline = time.time() + 20
     while _call(agent, "send_invoice", {"order_id": 11})[0] != 200 and time.time() < deadline:
