@@ -18,7 +18,12 @@ Contract
 * :func:`ensure_topics` creates the project's topics (``ingest.topics.ALL_TOPICS``)
   with their configs; :func:`stop` and :func:`status` work from the data dir alone,
   so another process (or the CLI) can stop a broker it did not start.
-* The command line (``kafka up|down|status``) is ``deploy.runtime.brokercli``.
+* Secured mode (``start(..., security=Secured())``, ``kafka up --secure``): SCRAM on a
+  ``SASL_PLAINTEXT`` listener (optionally mutual TLS and ``SASL_SSL`` listeners too), ACLs per
+  role with ``StandardAuthorizer`` and nothing allowed without an ACL; see
+  :mod:`deploy.runtime.brokersecurity`. :meth:`Broker.client` then hands out each
+  principal's :class:`ingest.kafkaauth.KafkaSecurity`. The PLAINTEXT default is unchanged.
+* The command line (``kafka up|down|status|credentials``) is ``deploy.runtime.brokercli``.
 """
 
 from __future__ import annotations
@@ -32,18 +37,25 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Iterable, Mapping, Sequence
 
 import kafka.errors as kafka_errors
 from kafka import KafkaAdminClient
 
+from deploy.runtime import brokersecurity
+from deploy.runtime.brokersecurity import Principal, Secured, SecurityError, SecurityState
+from ingest.kafkaauth import KafkaSecurity
 from ingest.topics import ALL_TOPICS, TopicSpec
 
 __all__ = [
     "Broker",
     "BrokerError",
+    "Principal",
+    "Secured",
+    "SecurityState",
     "ensure_topics",
     "fetch_jars",
+    "security_state",
     "start",
     "status",
     "stop",
@@ -78,11 +90,18 @@ class Broker:
     data_dir: Path
     log_path: Path
     pid: int
+    security: SecurityState | None = None  # secured mode: principals, passwords, TLS listeners
 
     @property
     def bootstrap(self) -> str:
-        """The ``bootstrap_servers`` string for clients."""
+        """The ``bootstrap_servers`` string for clients (the SASL_PLAINTEXT listener in secured mode)."""
         return f"{self.host}:{self.port}"
+
+    def client(self, name: str = brokersecurity.ADMIN, protocol: brokersecurity.ClientProtocol = "SASL_PLAINTEXT") -> KafkaSecurity:
+        """Secured mode: the ``KafkaSecurity`` of principal ``name`` (default the broker's admin)."""
+        if self.security is None:
+            raise BrokerError("this broker runs without security (PLAINTEXT); start it with security=Secured()")
+        return self.security.client(name, protocol)
 
 
 # --------------------------------------------------------------------------- jars
@@ -143,7 +162,8 @@ def fetch_jars(cache_dir: Path = DEFAULT_CACHE) -> Path:
 # ------------------------------------------------------------------- config/files
 
 
-def _server_properties(data_dir: Path, port: int, controller_port: int) -> str:
+def _server_properties(data_dir: Path, port: int, controller_port: int,
+                       overrides: Mapping[str, str] | None = None) -> str:
     """server.properties of a combined broker+controller with a standalone KRaft quorum."""
     settings = {
         "process.roles": "broker,controller",
@@ -173,6 +193,7 @@ def _server_properties(data_dir: Path, port: int, controller_port: int) -> str:
         "log.cleaner.dedupe.buffer.size": str(16 * 1024 * 1024),
         "log.cleaner.backoff.ms": "1000",
     }
+    settings.update(overrides or {})
     header = "# written by deploy/runtime/broker.py on every start; edit the code, not this file\n"
     return header + "".join(f"{key}={value}\n" for key, value in settings.items())
 
@@ -193,9 +214,10 @@ def _configured_ports(data_dir: Path) -> tuple[int, int] | None:
         return None
     listeners = _read_properties(path).get("listeners", "")
     ports = dict(re.findall(r"(\w+)://[^:,]*:(\d+)", listeners))
-    if "PLAINTEXT" not in ports or "CONTROLLER" not in ports:
+    client = ports.get("PLAINTEXT") or ports.get("SASL_PLAINTEXT")
+    if client is None or "CONTROLLER" not in ports:
         return None
-    return int(ports["PLAINTEXT"]), int(ports["CONTROLLER"])
+    return int(client), int(ports["CONTROLLER"])
 
 
 def _log_tail(log_path: Path, lines: int = 30) -> str:
@@ -210,14 +232,14 @@ def _jvm_opts(heap: str) -> list[str]:
             f"-Dlog4j2.configurationFile=file:{LOG4J_CONFIG}"]
 
 
-def _format_storage(java: str, libs: Path, props: Path, log_path: Path) -> None:
-    """``StorageTool random-uuid`` then ``format --standalone`` (once per data dir)."""
+def _format_storage(java: str, libs: Path, props: Path, log_path: Path, extra: Sequence[str] = ()) -> None:
+    """``StorageTool random-uuid`` then ``format --standalone`` (once per data dir), plus ``extra`` arguments."""
     base = [java, *_jvm_opts("256m"), "-cp", f"{libs}/*", "kafka.tools.StorageTool"]
     uuid = subprocess.run([*base, "random-uuid"], capture_output=True, text=True, check=False)
     if uuid.returncode != 0:
         raise BrokerError(f"StorageTool random-uuid failed:\n{uuid.stdout}{uuid.stderr}")
     cluster_id = uuid.stdout.strip().splitlines()[-1]
-    fmt = subprocess.run([*base, "format", "--standalone", "-t", cluster_id, "-c", str(props)],
+    fmt = subprocess.run([*base, "format", "--standalone", "-t", cluster_id, "-c", str(props), *extra],
                          capture_output=True, text=True, check=False)
     with log_path.open("a") as log:
         log.write(fmt.stdout + fmt.stderr)
@@ -268,12 +290,13 @@ def _looks_like_broker(pid: int) -> bool:
         return True
 
 
-def _reachable(bootstrap: str, timeout_s: float = 5.0) -> bool:
-    """Whether a metadata request (``list_topics``) to ``bootstrap`` succeeds."""
+def _reachable(bootstrap: str, timeout_s: float = 5.0, security: KafkaSecurity | None = None) -> bool:
+    """Whether a metadata request (``list_topics``) to ``bootstrap`` succeeds (as ``security``'s principal)."""
     ms = max(int(timeout_s * 1000), 1000)
+    auth = security.kafka_python() if security else {}
     try:
         admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="kubeward-probe",
-                                 bootstrap_timeout_ms=ms, request_timeout_ms=ms)
+                                 bootstrap_timeout_ms=ms, request_timeout_ms=ms, **auth)
     except (kafka_errors.KafkaError, OSError):
         return False
     try:
@@ -297,8 +320,8 @@ def _accepts(address: str) -> bool:
 
 
 def wait_ready(bootstrap: str, timeout: float = 60, *, pid: int | None = None,
-               log_path: Path | None = None) -> None:
-    """Poll until ``list_topics`` on ``bootstrap`` succeeds.
+               log_path: Path | None = None, security: KafkaSecurity | None = None) -> None:
+    """Poll until ``list_topics`` on ``bootstrap`` succeeds (as ``security``'s principal on a secured broker).
 
     Raises BrokerError (with the last 30 lines of ``log_path``) if ``pid`` dies first
     or on timeout.
@@ -312,17 +335,40 @@ def wait_ready(bootstrap: str, timeout: float = 60, *, pid: int | None = None,
         if pid is not None and not _alive(pid):
             raise BrokerError(f"broker process {pid} exited before becoming ready:\n{tail()}")
         # cheap TCP probe first: a refused bootstrap makes the admin client wait its full timeout
-        if _accepts(bootstrap) and _reachable(bootstrap, min(5.0, max(deadline - time.monotonic(), 1.0))):
+        if _accepts(bootstrap) and _reachable(bootstrap, min(5.0, max(deadline - time.monotonic(), 1.0)), security):
             return
         time.sleep(0.25)
     raise BrokerError(f"broker at {bootstrap} not ready after {timeout:.0f}s:\n{tail()}")
 
 
+def _check_mode(data_dir: Path, formatted: bool, security: Secured | None) -> SecurityState | None:
+    """The stored secured-mode state; refuse to switch a formatted dir between PLAINTEXT and secured mode."""
+    stored = brokersecurity.load_state(data_dir)
+    if formatted and (stored is None) != (security is None):
+        was, now = ("secured", "without security") if stored else ("PLAINTEXT", "secured")
+        raise BrokerError(f"{data_dir} was formatted {was}; it cannot start {now}: "
+                          f"start it as it was or wipe the dir (kafka up --fresh)")
+    return stored
+
+
+def _secure(data_dir: Path, security: Secured, stored: SecurityState | None, port: int,
+            controller_port: int) -> tuple[SecurityState, dict[str, str], list[str]]:
+    """Secured mode: (state, server.properties overrides, StorageTool format arguments)."""
+    try:
+        state = brokersecurity.resolve(security, stored, data_dir, HOST, port)
+    except SecurityError as exc:
+        raise BrokerError(str(exc)) from exc
+    return state, brokersecurity.listener_properties(state, controller_port), brokersecurity.format_arguments(state)
+
+
 def start(data_dir: Path, port: int = 9092, controller_port: int = 9093, heap: str = "512m",
-          *, libs: Path | None = None, timeout: float = 60) -> Broker:
+          *, libs: Path | None = None, timeout: float = 60, security: Secured | None = None) -> Broker:
     """Format ``data_dir`` if needed, launch the broker detached and wait until it is ready.
 
-    ``libs`` defaults to ``<repo>/.cache/kafka/libs`` (see :func:`fetch_jars`).
+    ``libs`` defaults to ``<repo>/.cache/kafka/libs`` (see :func:`fetch_jars`). With ``security``
+    the broker authenticates every client and authorizes by role (see
+    :mod:`deploy.runtime.brokersecurity`); the returned broker's ``client(name)`` gives each
+    principal's credentials. A data dir keeps the mode it was formatted in.
     """
     data_dir = Path(data_dir).resolve()
     libs = Path(libs) if libs else DEFAULT_CACHE / "libs"
@@ -336,16 +382,37 @@ def start(data_dir: Path, port: int = 9092, controller_port: int = 9093, heap: s
     if formatted and previous and previous[1] != controller_port:
         raise BrokerError(f"{data_dir} was formatted for controller port {previous[1]}, not "
                           f"{controller_port}; reuse that port or wipe the dir (kafka up --fresh)")
-    for p in (port, controller_port):
+    stored = _check_mode(data_dir, formatted, security)
+    extra_ports = [p for p in (security.tls_port, security.sasl_ssl_port) if p is not None] if security else []
+    for p in (port, controller_port, *extra_ports):
         if _accepts(f"{HOST}:{p}"):
             raise BrokerError(f"port {p} on {HOST} is already in use")
 
     data_dir.mkdir(parents=True, exist_ok=True)
+    state, overrides, format_args = _secure(data_dir, security, stored, port, controller_port) if security else (None, {}, [])
     props, log_path = data_dir / "server.properties", data_dir / "broker.log"
-    props.write_text(_server_properties(data_dir, port, controller_port))
+    props.write_text(_server_properties(data_dir, port, controller_port, overrides))
+    if state is not None:
+        os.chmod(props, 0o600)  # it holds the admin password (JAAS lines)
     if not formatted:
-        _format_storage(java, libs, props, log_path)
+        _format_storage(java, libs, props, log_path, format_args)
+    broker = _launch(java, libs, heap, data_dir, props, log_path, port, controller_port, state)
+    try:
+        wait_ready(broker.bootstrap, timeout=timeout, pid=broker.pid, log_path=log_path,
+                   security=state.admin if state else None)
+        if state is not None:
+            brokersecurity.apply_grants(state)
+    except (SecurityError, kafka_errors.KafkaError) as exc:
+        stop(data_dir)
+        raise BrokerError(f"could not set the principals and ACLs of {data_dir}: {exc}") from exc
+    except BaseException:
+        stop(data_dir)
+        raise
+    return broker
 
+
+def _launch(java: str, libs: Path, heap: str, data_dir: Path, props: Path, log_path: Path, port: int,
+            controller_port: int, state: SecurityState | None) -> Broker:
     cmd = [java, *_jvm_opts(heap), f"-Dkafka.logs.dir={data_dir}", "-cp", f"{libs}/*",
            "kafka.Kafka", str(props)]
     with log_path.open("ab") as log:
@@ -353,24 +420,21 @@ def start(data_dir: Path, port: int = 9092, controller_port: int = 9093, heap: s
                                 cwd=data_dir, start_new_session=True)
     _CHILDREN[proc.pid] = proc
     (data_dir / "broker.pid").write_text(f"{proc.pid}\n")
-    broker = Broker(HOST, port, controller_port, data_dir, log_path, proc.pid)
-    try:
-        wait_ready(broker.bootstrap, timeout=timeout, pid=proc.pid, log_path=log_path)
-    except BaseException:
-        stop(data_dir)
-        raise
-    return broker
+    return Broker(HOST, port, controller_port, data_dir, log_path, proc.pid, state)
 
 
 def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec] = ALL_TOPICS,
-                  partitions_override: dict[str, int] | None = None) -> list[str]:
+                  partitions_override: dict[str, int] | None = None, *,
+                  security: KafkaSecurity | None = None) -> list[str]:
     """Create the missing topics of ``specs`` with their configs; return the names created.
 
     Idempotent: existing topics are left alone (their configs are not altered).
-    Waits until every created topic has a leader.
+    Waits until every created topic has a leader. On a secured broker pass the admin's
+    ``security`` (``broker.client()``).
     """
     overrides = partitions_override or {}
-    with KafkaAdminClient(bootstrap_servers=bootstrap, client_id="kubeward-ensure-topics") as admin:
+    auth = security.kafka_python() if security else {}
+    with KafkaAdminClient(bootstrap_servers=bootstrap, client_id="kubeward-ensure-topics", **auth) as admin:
         existing = set(admin.list_topics())
         wanted = {spec.name: {"num_partitions": overrides.get(spec.name, spec.partitions),
                               "replication_factor": 1, "configs": dict(spec.config)}
@@ -427,15 +491,23 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
 
 
 def status(data_dir: Path) -> dict[str, Any]:
-    """``{"running": bool, "pid": int | None, "bootstrap": str | None}`` for ``data_dir``.
+    """``{"running": bool, "pid": int | None, "bootstrap": str | None, "protocol": str}`` for ``data_dir``.
 
-    ``bootstrap`` is set only when the process runs and answers a metadata request.
+    ``bootstrap`` is set only when the process runs and answers a metadata request (as the
+    admin principal on a secured broker); ``protocol`` is that listener's security protocol.
     """
     data_dir = Path(data_dir)
     pid = _read_pid(data_dir)
     running = pid is not None and _alive(pid)
     ports = _configured_ports(data_dir) if running else None
+    state = brokersecurity.load_state(data_dir)
     bootstrap = f"{HOST}:{ports[0]}" if ports else None
-    if bootstrap and not _reachable(bootstrap):
+    if bootstrap and not _reachable(bootstrap, security=state.admin if state else None):
         bootstrap = None
-    return {"running": running, "pid": pid if running else None, "bootstrap": bootstrap}
+    return {"running": running, "pid": pid if running else None, "bootstrap": bootstrap,
+            "protocol": "SASL_PLAINTEXT" if state else "PLAINTEXT"}
+
+
+def security_state(data_dir: Path) -> SecurityState | None:
+    """The principals and credentials of a broker data dir formatted in secured mode (None for PLAINTEXT)."""
+    return brokersecurity.load_state(Path(data_dir))

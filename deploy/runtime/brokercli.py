@@ -1,17 +1,22 @@
-"""``kubeward kafka up|down|status``: the command line of the local broker (``deploy.runtime.broker``).
+"""``kubeward kafka up|down|status|credentials``: the command line of the local broker (``deploy.runtime.broker``).
 
-``python -m deploy.runtime.brokercli kafka up`` runs it standalone.
+``python -m deploy.runtime.brokercli kafka up`` runs it standalone; ``kafka up --secure`` starts it
+with SCRAM and ACLs per role, and ``kafka credentials worker`` prints that principal's
+``KafkaSecurity`` as JSON (password included: it is a local broker).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
-from deploy.runtime.broker import DEFAULT_DATA_DIR, BrokerError, ensure_topics, fetch_jars, start, status, stop
+from deploy.runtime.broker import (DEFAULT_DATA_DIR, BrokerError, Secured, ensure_topics, fetch_jars, security_state, start,
+                                   status, stop)
+from deploy.runtime.brokersecurity import ADMIN, SecurityError, declared_roles
 
 __all__ = ["add_cli", "main"]
 
@@ -27,9 +32,18 @@ def _wipe(data_dir: Path) -> None:
     shutil.rmtree(data_dir)
 
 
+def _secured(args: argparse.Namespace) -> Secured | None:
+    if not args.secure:
+        if args.tls_port or args.sasl_ssl_port:
+            raise BrokerError("--tls-port and --sasl-ssl-port need --secure")
+        return None
+    return Secured(tls_port=args.tls_port, sasl_ssl_port=args.sasl_ssl_port)
+
+
 def _cmd_up(args: argparse.Namespace) -> int:
     data_dir = Path(args.data_dir).resolve()
     try:
+        security = _secured(args)
         libs = fetch_jars()
         if args.fresh:
             stop(data_dir)
@@ -38,15 +52,42 @@ def _cmd_up(args: argparse.Namespace) -> int:
         if current["running"] and not current["bootstrap"]:
             raise BrokerError(f"broker pid {current['pid']} runs but is not reachable; "
                               f"see {data_dir / 'broker.log'} or run `kafka down`")
+        if current["running"] and (current["protocol"] != "PLAINTEXT") != args.secure:
+            raise BrokerError(f"the broker on {data_dir} runs with {current['protocol']}; "
+                              f"`kafka down` first, or `kafka up --fresh{' --secure' if args.secure else ''}`")
         bootstrap = current["bootstrap"] or start(
-            data_dir, args.port, args.controller_port, args.heap, libs=libs).bootstrap
-        created = ensure_topics(bootstrap)
-    except BrokerError as exc:
+            data_dir, args.port, args.controller_port, args.heap, libs=libs, security=security).bootstrap
+        state = security_state(data_dir) if args.secure else None
+        created = ensure_topics(bootstrap, security=state.admin if state else None)
+    except (BrokerError, SecurityError) as exc:
         print(f"kafka up: {exc}", file=sys.stderr)
         return 1
     if created:
         print(f"created topics: {', '.join(created)}", file=sys.stderr)
     print(f"bootstrap={bootstrap}")
+    if state is not None:
+        roles = "; ".join(f"{role}: {', '.join(names)}" for role, names in declared_roles(state.principals).items())
+        print(f"protocol=SASL_PLAINTEXT mechanism={state.mechanism} principals ({roles}) "
+              f"credentials: kafka credentials NAME --data-dir {data_dir}", file=sys.stderr)
+    return 0
+
+
+def _cmd_credentials(args: argparse.Namespace) -> int:
+    data_dir = Path(args.data_dir).resolve()
+    state = security_state(data_dir)
+    if state is None:
+        print(f"kafka credentials: the broker on {data_dir} runs without security (PLAINTEXT)", file=sys.stderr)
+        return 1
+    try:
+        security = state.client(args.name, args.protocol)
+        bootstrap = state.bootstrap(args.protocol)
+    except SecurityError as exc:
+        print(f"kafka credentials: {exc}", file=sys.stderr)
+        return 1
+    fields = security.model_dump(mode="json", exclude_none=True, exclude=set() if security.uses_sasl else {"mechanism"})
+    if security.password is not None:
+        fields["password"] = security.password.get_secret_value()
+    print(json.dumps({"bootstrap": bootstrap, **fields}))
     return 0
 
 
@@ -74,7 +115,7 @@ def add_cli(subparsers: Any) -> argparse.ArgumentParser:
         return 2
 
     kafka.set_defaults(func=show_help)
-    sub = kafka.add_subparsers(title="commands", metavar="{up,down,status}")
+    sub = kafka.add_subparsers(title="commands", metavar="{up,down,status,credentials}")
 
     def data_dir_option(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR,
@@ -91,6 +132,11 @@ def add_cli(subparsers: Any) -> argparse.ArgumentParser:
     up.add_argument("--heap", default="512m", help="JVM heap, -Xms and -Xmx (default: %(default)s)")
     up.add_argument("--fresh", action="store_true",
                     help="stop the broker and wipe the data dir first (all topics and messages are lost)")
+    up.add_argument("--secure", action="store_true",
+                    help="SASL_PLAINTEXT with SCRAM-SHA-256 on --port, ACLs per role (collector, shim, worker, operator), "
+                         "nothing allowed without an ACL; a data dir keeps the mode it was formatted in")
+    up.add_argument("--tls-port", type=int, default=None, help="with --secure: also a mutual-TLS (SSL) listener")
+    up.add_argument("--sasl-ssl-port", type=int, default=None, help="with --secure: also a SASL_SSL listener")
     up.set_defaults(func=_cmd_up)
 
     down = sub.add_parser("down", help="stop the broker (SIGTERM, SIGKILL after 30 s)",
@@ -102,6 +148,15 @@ def add_cli(subparsers: Any) -> argparse.ArgumentParser:
                           description="Print running/pid/bootstrap; exit 0 only if the broker answers.")
     data_dir_option(stat)
     stat.set_defaults(func=_cmd_status)
+
+    creds = sub.add_parser("credentials", help="print a principal's client settings (secured broker)",
+                           description="Print {bootstrap, protocol, mechanism, username, password, ...} of a principal of "
+                                       "a broker started with --secure, as JSON (a KafkaSecurity plus its bootstrap).")
+    data_dir_option(creds)
+    creds.add_argument("name", help=f"principal: {ADMIN}, collector, shim, worker or operator")
+    creds.add_argument("--protocol", choices=("SASL_PLAINTEXT", "SSL", "SASL_SSL"), default="SASL_PLAINTEXT",
+                       help="listener (default: %(default)s)")
+    creds.set_defaults(func=_cmd_credentials)
     return kafka
 
 
