@@ -199,7 +199,7 @@ def _publisher(settings: Any, dry_run: bool) -> tuple[Any, Any]:
     pub = settings.publish
     publisher = SummaryPublisher(settings.bootstrap, envelope_rows=pub.envelope_rows, linger_ms=pub.linger_ms,
                                  max_buffered_rows=pub.max_buffered_rows, compression=pub.compression, client_id=pub.client_id)
-    dlq = KafkaProducer(bootstrap_servers=settings.bootstrap, client_id=f"{pub.client_id}-dlq", acks="all", linger_ms=50)
+    dlq = KafkaProducer(bootstrap_servers=settings.bootstrap, client_id=f"{pub.client_id}-dlq", acks="all", linger_ms=50, **settings.kafka.kafka_python())
     return publisher, (dlq, lambda key, value: dlq.send(DLQ.name, key=key, value=value))
 
 

@@ -21,6 +21,7 @@ Kafka I/O is kafka-python; everything else is ``ingest.policyfile``.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -35,6 +36,7 @@ from pydantic import SecretStr
 
 from ingest import POLICY, Policy, Reason, Subject, Verdict
 from ingest.errors import SettingsError
+from ingest.kafkaauth import KafkaSecurity
 from ingest.signing import DEV_VERDICT_KEY, VerdictKeys, verdict_keys
 from ingest.policyfile import DEFAULT_POLICY_NAME, PolicyTracker, encode_snapshot, load_policy_file, next_snapshot, with_mode, with_tool_approved
 from ingest.schema import Mode
@@ -87,9 +89,31 @@ overwriting someone else's change. Leave it out to publish unconditionally.
 """
 
 
+#: how this command's Kafka clients authenticate (``--kafka-credentials FILE``; PLAINTEXT by default)
+_security = KafkaSecurity()
+
+
+def use_kafka_credentials(path: Path | None) -> None:
+    """Authenticate this process's clients with the JSON in ``path`` (``kubeward kafka credentials operator`` prints one)."""
+    global _security
+    if path is None:
+        _security = KafkaSecurity()
+        return
+    try:
+        fields = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise SettingsError(f"--kafka-credentials={str(path)!r}: cannot read it as JSON: {exc}") from None
+    _security = KafkaSecurity.model_validate({k: v for k, v in fields.items() if k in KafkaSecurity.model_fields})
+
+
+def _producer(bootstrap: str, timeout_s: float) -> KafkaProducer:
+    return KafkaProducer(bootstrap_servers=bootstrap, acks="all", client_id=_CLIENT_ID, bootstrap_timeout_ms=int(timeout_s * 1000), **_security.kafka_python())
+
+
 def _consumer(bootstrap: str, timeout_s: float) -> KafkaConsumer:
     ms = int(timeout_s * 1000)
-    return KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, client_id=_CLIENT_ID, bootstrap_timeout_ms=ms)
+    return KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, client_id=_CLIENT_ID, bootstrap_timeout_ms=ms,
+                         **_security.kafka_python())
 
 
 def read_policy(bootstrap: str, name: str = DEFAULT_POLICY_NAME, timeout_s: float = 10.0) -> Policy | None:
@@ -118,7 +142,7 @@ def read_policy(bootstrap: str, name: str = DEFAULT_POLICY_NAME, timeout_s: floa
 def publish_policy(bootstrap: str, policy: Policy, timeout_s: float = 10.0) -> None:
     """Publish one snapshot (checked first) and wait for the broker's acknowledgement."""
     key, value = encode_snapshot(policy)
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", client_id=_CLIENT_ID, bootstrap_timeout_ms=int(timeout_s * 1000))
+    producer = _producer(bootstrap, timeout_s)
     try:
         producer.send(POLICY.name, key=key, value=value).get(timeout=timeout_s)
     finally:
@@ -174,7 +198,7 @@ def lift_verdict(bootstrap: str, subject: Subject, keys: VerdictKeys, *, reason:
     now = time.time()
     lift = keys.sign(Verdict(id=str(uuid.uuid4()), subject=subject, action="lift", mode="enforce", expires_at=now + LIFT_STANDS_S,
                              reasons=[Reason(detector="operator-lift", score=0.0, evidence=reason)], issued_at=now, evidence_time=now))
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", client_id=_CLIENT_ID, bootstrap_timeout_ms=int(timeout_s * 1000))
+    producer = _producer(bootstrap, timeout_s)
     try:
         producer.send(VERDICTS.name, key=lift.entry_key.encode(), value=lift.model_dump_json().encode()).get(timeout=timeout_s)
     finally:
@@ -212,6 +236,7 @@ def _print(policy: Policy, note: str) -> None:
 def _kafka_errors(run: Any) -> Any:
     def wrapped(args: argparse.Namespace) -> int:
         try:
+            use_kafka_credentials(getattr(args, "kafka_credentials", None))
             return int(run(args))
         except KafkaError as exc:
             print(f"kubeward policy: Kafka at {args.bootstrap}: {exc}", file=sys.stderr)
@@ -257,6 +282,8 @@ def _cmd_show(args: argparse.Namespace) -> int:
 def _common(parser: argparse.ArgumentParser, named: bool = True) -> None:
     parser.add_argument("--bootstrap", default=DEFAULT_BOOTSTRAP, help="Kafka bootstrap servers (default: %(default)s)")
     parser.add_argument("--timeout", type=float, default=10.0, help="seconds to wait for Kafka (default: %(default)s)")
+    parser.add_argument("--kafka-credentials", type=Path, metavar="FILE",
+                        help="JSON with protocol, username, password (and ca_file...) for a secured broker, as 'kubeward kafka credentials operator' prints")
     if named:
         parser.add_argument("--name", default=DEFAULT_POLICY_NAME, help="policy name, the key on the topic (default: %(default)s)")
 
@@ -325,7 +352,8 @@ def _add_lift(sub: Any) -> None:
                        description="Publish a signed 'lift' for SUBJECT on the verdict topic: shims drop its verdicts (and edge\n"
                                    "verdicts) issued until now, and keep replayed older ones out for 7 days. Signed with the\n"
                                    "workers' key from KUBEWARD_WORKER_VERDICT_KEY (and _KEY_ID). A detector may block the\n"
-                                   "subject again on new evidence.")
+                                   "subject again on new evidence. On a secured broker only workers write the verdict\n"
+                                   "topic: give --kafka-credentials of a worker principal.")
     p.add_argument("subject", metavar="SUBJECT", help="<kind>:<value> as the verdict names it, e.g. ip:10.0.0.9, actor:shop/web|alice, tool:shop/mcp/send_invoice")
     p.add_argument("--reason", default="lifted by an operator", help="why, kept in the record (default: %(default)s)")
     p.add_argument("--dev", action="store_true", help="sign with the development key (test machines only)")

@@ -36,6 +36,7 @@ from pydantic import ValidationError
 from enforcement.cache import VerdictCache
 from ingest import POLICY, VERDICTS, Policy, Verdict
 from ingest.policyfile import PolicyTracker, PolicyUpdate
+from ingest.kafkaauth import KafkaSecurity
 from ingest.signing import VerdictKeys
 
 __all__ = ["ControlConsumer"]
@@ -77,8 +78,10 @@ class ControlConsumer:
         policy: Policy | None = None,
         on_policy: Callable[[Policy], None] | None = None,
         policy_topic: str = POLICY.name,
+        security: KafkaSecurity | None = None,
     ):
         self.bootstrap, self.cache, self.topic = bootstrap, cache, topic
+        self._auth = (security or KafkaSecurity()).aiokafka()
         #: the keys verdicts are verified with (bytes: one key, id "")
         self.keys = key if isinstance(key, VerdictKeys) else VerdictKeys("", {"": key})
         self.synced = synced or threading.Event()
@@ -161,7 +164,7 @@ class ControlConsumer:
         """The verdict topic, plus the policy topic when following it and it exists (never auto-created here)."""
         if self.on_policy is None:
             return [self.topic]
-        probe = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, client_id="kubeward-shim")
+        probe = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, client_id="kubeward-shim", **self._auth)
         try:
             await probe.start()
             names = await probe.topics()
@@ -177,7 +180,7 @@ class ControlConsumer:
         # (and new ones as they appear), so every shim reads everything.
         consumer = AIOKafkaConsumer(
             *await self._topics(), bootstrap_servers=self.bootstrap, enable_auto_commit=False, group_id=None,
-            auto_offset_reset="earliest", fetch_max_wait_ms=100, client_id="kubeward-shim",
+            auto_offset_reset="earliest", fetch_max_wait_ms=100, client_id="kubeward-shim", **self._auth,
         )
         probe: asyncio.Future[Any] | None = None
         probe_sent = 0.0

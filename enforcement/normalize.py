@@ -46,12 +46,17 @@ def _overlong(m: re.Match[str]) -> str:
     return chr(((first & 0x1F) << 6) | (second & 0x3F))
 
 
+def _char(value: int) -> str:
+    """The character of a decoded escape; a UTF-16 surrogate (``%uD800``, ``\\udfff``) alone is no character: U+FFFD."""
+    return "\ufffd" if 0xD800 <= value <= 0xDFFF else chr(value)
+
+
 def _unescape(m: re.Match[str]) -> str:
     code = m.group(1) or m.group(2) or m.group(3)
     if code is None:
         return m.group(4) or _CONTROL[m.group(5)]
     value = int(code, 16)
-    return chr(value) if value <= 0x10FFFF else m.group(0)
+    return _char(value) if value <= 0x10FFFF else m.group(0)
 
 
 def _round(text: str, form: bool) -> str:
@@ -60,7 +65,7 @@ def _round(text: str, form: bool) -> str:
         if form:
             text = text.replace("+", " ")
         if "%u" in text or "%U" in text:
-            text = _PCT_U.sub(lambda m: chr(int(m.group(1), 16)), text)
+            text = _PCT_U.sub(lambda m: _char(int(m.group(1), 16)), text)
         text = unquote(text, errors="surrogateescape") if "%" in text else text
     elif form and "+" in text:
         text = text.replace("+", " ")

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 from bisect import bisect_right
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -64,6 +65,8 @@ __all__ = [
 Action = Literal["mask", "hash", "drop", "allow"]
 ACTIONS: tuple[Action, ...] = ("mask", "hash", "drop", "allow")
 DEFAULT_ACTIONS: Mapping[str, Action] = {t: ("allow" if t == "ip" else "mask") for t in SENSITIVE_TYPES}
+#: what a JSON body with sensitive values becomes when it is nested too deeply to be written back redacted
+_TOO_DEEP = b'"[redacted by kubeward: a body nested too deeply to rewrite]"'
 #: every value ``Redacted.skipped`` can take (bounded: they label a metric)
 SKIP_REASONS = ("too_large", "too_many_leaves", "unsupported_type", "undecodable", "encoded")
 
@@ -364,7 +367,13 @@ def _redact_json(data: bytes, policy: RedactionPolicy, limits: RedactionLimits) 
     _rewrite_json(values, policy, counts)
     if not counts:
         return Redacted(data, _UNCHANGED)
-    return Redacted(orjson.dumps(root[0]) if root else b"", counts)
+    try:
+        return Redacted(orjson.dumps(root[0]) if root else b"", counts)
+    except TypeError:  # orjson writes 254 levels of the 1,024 it reads: write it with the standard library
+        try:
+            return Redacted(json.dumps(root[0], ensure_ascii=False, separators=(",", ":")).encode("utf-8", "surrogatepass"), counts)
+        except (RecursionError, ValueError):  # deeper still: the body goes whole, never unredacted
+            return Redacted(_TOO_DEEP, counts)
 
 
 def _redact_ndjson(data: bytes, policy: RedactionPolicy, limits: RedactionLimits) -> Redacted:

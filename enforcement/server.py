@@ -100,7 +100,9 @@ class HttpConnection(asyncio.Protocol):
     request httptools rejects (default: 400); ``timer`` samples handler time.
     The request body is kept up to ``body_limit`` bytes (0: bodies are ignored
     and the handler gets None); a longer body reaches the handler cut to the
-    limit plus one byte, so it can tell a cut body from one that fits.
+    limit plus one byte, so it can tell a cut body from one that fits. A
+    handler that raises is logged and its request answered as garbage; an
+    upgrade request is answered, then the connection is closed.
     """
 
     __slots__ = ("handler", "wanted", "prefixes", "body_limit", "body", "on_garbage", "timer", "mask", "seen", "parser", "transport", "url", "headers", "peer")
@@ -130,7 +132,14 @@ class HttpConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         try:
             self.parser.feed_data(data)
-        except httptools.HttpParserError:
+        except httptools.HttpParserUpgrade:
+            # An upgrade (``Connection: upgrade``, ``CONNECT``) ends HTTP/1.1 on this connection once its request
+            # was answered; what follows is no check. Uncaught, it left the protocol (uvloop then aborts the
+            # connection, dropping answers not yet flushed).
+            self.transport.close()
+        except httptools.HttpParserError as exc:
+            if isinstance(exc, httptools.HttpParserCallbackError):  # our handler raised: a bug, answered as garbage
+                log.error("check handler failed; answered as an unparsed request", exc_info=exc.__context__ or exc)
             self.transport.write(self.on_garbage(self.peer) if self.on_garbage is not None else _BAD_REQUEST)
             self.transport.close()
 
@@ -309,7 +318,7 @@ def _start_kafka(shim: Shim, settings: ShimSettings, stop_threads: threading.Eve
     from ingest.signing import verdict_keys
 
     keys = verdict_keys(settings.verdict_key, settings.verdict_key_id, settings.verdict_keys_accepted)
-    control = ControlConsumer(settings.bootstrap, shim.cache, keys, synced=shim.synced, policy=shim.policy, on_policy=shim.set_policy)
+    control = ControlConsumer(settings.bootstrap, shim.cache, keys, synced=shim.synced, policy=shim.policy, on_policy=shim.set_policy, security=settings.kafka)
     task = asyncio.ensure_future(control.run())
     if settings.report != "none":
         bootstrap = settings.bootstrap

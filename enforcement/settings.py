@@ -15,6 +15,7 @@ from enforcement.signatures import DEFAULT_RULES
 from ingest import Policy
 from ingest.honeytokens import HoneytokenSettings
 from ingest.identitysettings import IdentitySettings
+from ingest.kafkaauth import KafkaSecurity
 from ingest.signing import DEV_VERDICT_KEY, KEY_ID_PATTERN
 
 __all__ = ["InspectionSettings", "RedactionSettings", "SchemaValidationSettings", "ShimSettings"]
@@ -89,6 +90,7 @@ class ShimSettings(BaseSettings):
     warm_up_timeout_s: float = Field(default=30.0, ge=0, description="longest wait for the inline classifier to load before the check ports open")
     adapter: Literal["envoy", "nginx", "traefik"] = Field(default="envoy", description="which data plane asks on the HTTP check port (enforcement/adapters/)")
     bootstrap: str | None = Field(default="127.0.0.1:9092", description="Kafka; None runs without control topic or reports")
+    kafka: KafkaSecurity = Field(default_factory=KafkaSecurity, description="how the shim authenticates to Kafka (KUBEWARD_SHIM_KAFKA__PROTOCOL, __USERNAME, __PASSWORD, ...)")
     path_prefix: str = Field(default="", description="prefix the data plane adds before the original path (Envoy path_prefix)")
     trust_kubeward_headers: bool = Field(
         default=True,

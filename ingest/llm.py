@@ -32,16 +32,18 @@ reads as many shapes; the volume rule covers it (``models/rules/agents.yaml``,
 model extraction).
 
 ``None`` when the path is not such an operation or the request body is not a
-JSON object. Pure, stdlib only (with ``ingest.templating``'s keyed hash).
+JSON object (bodies are read by ``ingest.mcp.load_json``: unpaired surrogates
+become U+FFFD, and a body nested past Python's recursion limit is not read).
+Pure, stdlib only (with ``ingest.templating``'s keyed hash).
 """
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from typing import Any
 
+from ingest.mcp import load_json
 from ingest.templating import hash_object_id
 
 __all__ = ["MAX_TEXT", "SHAPE_WORDS", "LlmCall", "normalise", "operation_of", "parse_llm", "prompt_hash", "shape_hash", "shape_of"]
@@ -107,8 +109,8 @@ def _json(body: bytes | None) -> Any:
     if not body or len(body) > _MAX_BODY:
         return None
     try:
-        return json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+        return load_json(body)
+    except ValueError:
         return None
 
 
@@ -120,7 +122,7 @@ def _chunks(body: bytes | None) -> list[dict[str, Any]]:
     for line in body.decode("utf-8", "replace").splitlines():
         if line.startswith("data:"):
             try:
-                value = json.loads(line[5:].strip())
+                value = load_json(line[5:].strip())
             except ValueError:
                 continue
             if isinstance(value, dict):
@@ -205,7 +207,8 @@ def shape_hash(text: str, key: bytes) -> str | None:
 
 
 def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+    """A count (a summary column is int64: a larger number would fail the envelope it travels in)."""
+    return value if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 1 << 63 else None
 
 
 def _usage(answers: list[dict[str, Any]]) -> tuple[int | None, int | None]:
@@ -246,6 +249,13 @@ def parse_llm(method: str, path: str, request_body: bytes | None, response_heade
     request = _json(request_body) if operation else None
     if not isinstance(request, dict):
         return None
+    try:
+        return _parse(operation or "", request, response_headers, response_body)
+    except RecursionError:  # a document the parser read but a walk of its messages cannot: ~1,000 levels
+        return None
+
+
+def _parse(operation: str, request: dict[str, Any], response_headers: dict[str, str] | None, response_body: bytes | None) -> LlmCall:
     content_type = ((response_headers or {}).get("content-type") or "").lower()
     streamed = content_type.startswith("text/event-stream") or (response_body or b"").lstrip().startswith(b"data:")
     answers = _chunks(response_body) if streamed else [a for a in [_json(response_body)] if isinstance(a, dict)]
@@ -253,7 +263,7 @@ def parse_llm(method: str, path: str, request_body: bytes | None, response_heade
         (a["model"] for a in answers if isinstance(a.get("model"), str)), None)
     tokens_in, tokens_out = _usage(answers)
     tools = request.get("tools")
-    return LlmCall(operation=operation or "", model=model, input_tokens=tokens_in, output_tokens=tokens_out,
+    return LlmCall(operation=operation, model=model, input_tokens=tokens_in, output_tokens=tokens_out,
                    tools_offered=len(tools) if isinstance(tools, list) else 0, tool_calls=_tool_calls(answers),
                    stream=bool(request.get("stream")) or streamed, prompt_text=_prompt_text(request),
                    prompt=_user_prompt(request))

@@ -17,8 +17,10 @@ exchange (request and, when the collector saw it, response) into an ``McpCall``:
   (``result_text``: what flows to a model, for the injection scan and the
   sensitive-data count), capped at ``MAX_TEXT`` characters.
 
-``None`` when the request body is not JSON-RPC 2.0. Bodies larger than
-``MAX_BODY`` bytes are not parsed (the call stays an HTTP call). Pure, stdlib only.
+``None`` when the request body is not JSON-RPC 2.0, or when a body is nested
+deeper than Python's recursion limit lets it be read. Bodies larger than
+``MAX_BODY`` bytes are not parsed (the call stays an HTTP call). ``load_json``
+reads a body as JSON for this module and ``ingest.llm``. Pure, stdlib only.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["MAX_BODY", "MAX_TEXT", "MAX_TOOLS", "McpCall", "ToolDefinition", "jsonrpc_messages", "parse_exchange",
+__all__ = ["MAX_BODY", "MAX_TEXT", "MAX_TOOLS", "McpCall", "ToolDefinition", "jsonrpc_messages", "load_json", "parse_exchange",
            "tool_definition_hash"]
 
 #: bodies parsed at most (a tools/list of a large server is tens of KB)
@@ -49,6 +51,9 @@ MCP_METHODS = ("initialize", "ping", "tools/", "resources/", "prompts/", "notifi
 #: methods whose answer names the server (``server/discover`` opens a session of the 2026-07-28 protocol, which has no
 #: ``initialize``)
 _HANDSHAKES = ("initialize", "server/discover")
+#: a ``\uD800``-``\uDFFF`` escape: paired it is one character once parsed, unpaired it is a lone surrogate
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -88,6 +93,25 @@ def tool_definition_hash(name: str | None, description: str | None, input_schema
     canonical = json.dumps({"name": name, "description": description, "inputSchema": input_schema}, sort_keys=True,
                            separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def load_json(data: bytes | str) -> Any:
+    """A body off the wire as JSON; ``ValueError`` when it is not JSON (or is nested too deep for the parser).
+
+    Text comes back valid: an unpaired surrogate, which ``json.loads`` reads from a ``"\\ud800"`` escape and a
+    summary cannot encode as UTF-8, becomes U+FFFD, as do bytes that are not in the body's encoding.
+
+    >>> load_json(b'{"a": "\\\\ud800x", "b": "\\\\ud83d\\\\ude00"}')
+    {'a': '\ufffdx', 'b': '😀'}
+    """
+    text = data.decode(json.detect_encoding(data), "replace") if isinstance(data, bytes) else data
+    try:
+        value = json.loads(text)
+        if "\\u" in text and _SURROGATE_ESCAPE.search(text):
+            value = json.loads(_LONE_SURROGATE.sub("\ufffd", json.dumps(value, ensure_ascii=False)))
+    except RecursionError as exc:
+        raise ValueError("JSON nested deeper than the parser reads") from exc
+    return value
 
 
 def _header(headers: Mapping[str, str], name: str) -> str | None:
@@ -136,7 +160,7 @@ def jsonrpc_messages(body: bytes | None, content_type: str | None = None) -> lis
     out: list[dict[str, Any]] = []
     for payload in payloads:
         try:
-            value = json.loads(payload)
+            value = load_json(payload)
         except ValueError:
             continue
         for item in value if isinstance(value, list) else [value]:
@@ -176,6 +200,12 @@ def _tools_of(result: Mapping[str, Any]) -> tuple[ToolDefinition, ...]:
     return tuple(tools)
 
 
+def _code(error: Mapping[str, Any] | None) -> int | None:
+    """A JSON-RPC error's code; None when absent, not an integer, or past int64 (a summary column)."""
+    code = error.get("code") if error is not None else None
+    return code if isinstance(code, int) and not isinstance(code, bool) and -(1 << 63) <= code < 1 << 63 else None
+
+
 def _string(params: Any, key: str) -> str | None:
     value = params.get(key) if isinstance(params, dict) else None
     return value if isinstance(value, str) else None
@@ -186,6 +216,14 @@ def parse_exchange(request_headers: Mapping[str, str], request_body: bytes | Non
     """The ``McpCall`` of one HTTP exchange, or ``None`` when its request is not JSON-RPC 2.0 (see the module docstring)."""
     if not request_body or b"jsonrpc" not in request_body:  # most POSTs: no second parse of their body
         return None
+    try:
+        return _parse_exchange(request_headers, request_body, response_headers, response_body)
+    except RecursionError:  # a document the parser read but a walk or a hash (json.dumps) cannot: ~1,000 levels
+        return None
+
+
+def _parse_exchange(request_headers: Mapping[str, str], request_body: bytes,
+                    response_headers: Mapping[str, str] | None, response_body: bytes | None) -> McpCall | None:
     requests = jsonrpc_messages(request_body, _header(request_headers, "content-type"))
     first = next((m for m in requests if isinstance(m.get("method"), str)), None)
     if first is None or not first["method"].startswith(MCP_METHODS):
@@ -213,7 +251,7 @@ def parse_exchange(request_headers: Mapping[str, str], request_body: bytes | Non
         resource=_string(params, "uri") if method == "resources/read" else None,
         server=_string(server, "name"),
         tools=_tools_of(result) if method == "tools/list" else (),
-        error_code=error.get("code") if error is not None and isinstance(error.get("code"), int) else None,
+        error_code=_code(error),
         tool_error=is_error if isinstance(is_error, bool) else None,
         result_text=text,
     )

@@ -75,8 +75,8 @@ def check_target(target: str) -> str:
 
 def version_of(policy: Policy) -> int:
     """The snapshot's version as a number (versions are positive decimal integers)."""
-    if not (policy.version.isascii() and policy.version.isdigit() and int(policy.version) >= 1):
-        raise SettingsError(f"version={policy.version!r}: must be a positive integer")
+    if not (policy.version.isascii() and policy.version.isdigit() and len(policy.version) <= 18 and int(policy.version) >= 1):
+        raise SettingsError(f"version={policy.version[:40]!r}: must be a positive integer of at most 18 digits")
     return int(policy.version)
 
 
@@ -159,14 +159,18 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 def load_policy_file(path: Path) -> LoadedPolicy:
     """Read a policy from a YAML file (or JSON, by the ``.json`` suffix); errors name file, line, key and value."""
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise SettingsError(f"{path}: cannot read the policy file: {exc.strerror or exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise SettingsError(f"{path}: not UTF-8 text (byte {exc.start})") from exc
     if path.suffix.lower() == ".json":
         try:
             doc = json.loads(text, object_pairs_hook=_no_duplicates)
         except (json.JSONDecodeError, SettingsError) as exc:
             raise SettingsError(f"{path}: {exc}") from exc
+        except RecursionError:
+            raise SettingsError(f"{path}: nested too deeply to be a policy") from None
         return parse_policy(doc, str(path))
     try:
         doc = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
@@ -176,6 +180,8 @@ def load_policy_file(path: Path) -> LoadedPolicy:
         raise SettingsError(f"{path}:{line}: {exc.problem}") from exc
     except yaml.YAMLError as exc:
         raise SettingsError(f"{path}: {exc}") from exc
+    except RecursionError:
+        raise SettingsError(f"{path}: nested too deeply to be a policy") from None
     return parse_policy(doc, str(path), lines)
 
 

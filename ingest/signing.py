@@ -43,7 +43,8 @@ def sign_verdict(verdict: Verdict, key: bytes, key_id: str | None = None) -> Ver
 
 def verify_verdict(verdict: Verdict, key: bytes) -> bool:
     """True when the verdict's signature matches its content under ``key``."""
-    return hmac.compare_digest(verdict.signature, _digest(verdict, key))
+    # bytes: compare_digest refuses a str with non-ASCII characters (TypeError), and a record must never raise here
+    return hmac.compare_digest(verdict.signature.encode("utf-8", "surrogatepass"), _digest(verdict, key).encode())
 
 
 @dataclass(frozen=True)

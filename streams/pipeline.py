@@ -39,8 +39,9 @@ __all__ = ["Outcome", "Pipeline", "processor_config", "state_key"]
 _FOLD_ROWS = 20_000
 #: the changelog suffix of the MCP tool pins (``streams.toolpins``)
 _TOOL_PINS = "toolpins"
-#: summaries with a time at or past this (Unix seconds, year 5138) are refused: it is a time in milliseconds
-_LATEST_TIME = 1e11
+#: summaries with a time at or past this are dead-lettered (a time in milliseconds is far past it): state keeps times as
+#: uint32 seconds (flagged_until adds a verdict TTL), so a summary stamped after ~2105 would overflow them
+_LATEST_TIME = float(2**32 - 10**7)
 
 
 

@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from ingest.collectors.base import INT64_MAX, INT64_MIN
 from ingest.observation import HttpObservation
 
 __all__ = [
@@ -261,6 +262,9 @@ def observation_from_envoy(doc: dict[str, Any], reporter: str = "access_log", li
         sent = _int(doc, "bytes_sent", 0)
     if type(duration) is not int and type(duration) is not float:
         duration = _duration(doc)
+    if not (INT64_MIN <= (status or 0) <= INT64_MAX and INT64_MIN <= (received or 0) <= INT64_MAX
+            and INT64_MIN <= (sent or 0) <= INT64_MAX):  # one row past int64 would fail its whole envelope
+        raise AccessLogError("bad_number", f"response_code={status!r}, bytes_received={received!r} or bytes_sent={sent!r} is past 64 bits")
     peer = get("downstream_peer_address") or get("downstream_remote_address")
     if peer is not None and (type(peer) is not str or peer == "-"):
         peer = _text(doc, "downstream_peer_address") or _text(doc, "downstream_remote_address")

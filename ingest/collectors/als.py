@@ -23,8 +23,9 @@ here stores or logs them.
 
 Never crashes a stream: TCP entries and intermediate (periodic) entries are
 counted and skipped; a message that does not decode, or an entry without a
-start time or path, is counted as malformed (``AlsStats``), skipped, and handed
-to ``on_reject`` (the collector's dead-letter topic), so nothing is dropped
+start time or path or with a body byte count past 64 bits (an envelope's
+int64), is counted as malformed (``AlsStats``), skipped, and handed to
+``on_reject`` (the collector's dead-letter topic), so nothing is dropped
 silently. Dead letters never carry credentials: an entry goes without its
 logged headers, and an undecodable message goes without its bytes (only their
 number), since it may hold tokens that cannot be found to strip.
@@ -41,7 +42,7 @@ import grpc
 from google.protobuf.message import DecodeError
 
 from ingest.collectors.accesslog import Rejected, RejectFn
-from ingest.collectors.base import Emit
+from ingest.collectors.base import INT64_MAX, Emit
 from ingest.observation import HttpObservation
 from ingest.proto import envoy_accesslog_pb2 as data
 from ingest.proto import envoy_als_pb2 as als
@@ -85,7 +86,10 @@ if tuple(f.name for f in fields(HttpObservation))[: len(_POSITIONAL)] != _POSITI
     raise ImportError(f"HttpObservation fields changed; update ingest.collectors.als._POSITIONAL (expected {_POSITIONAL})")
 
 
-_INTERMEDIATE, _INCOMPLETE = "intermediate", "incomplete"
+_INTERMEDIATE, _INCOMPLETE, _MALFORMED = "intermediate", "incomplete", "malformed"
+#: why an entry was refused -> the dead letter's reason and detail
+_REFUSED = {_INCOMPLETE: ("als_entry_incomplete", "HTTP access-log entry without start_time or path"),
+            _MALFORMED: ("als_entry_malformed", "HTTP access-log entry with a body byte count past 64 bits")}
 
 
 def observation_from_entry(entry: data.HTTPAccessLogEntry) -> HttpObservation | None:
@@ -100,7 +104,7 @@ def observation_from_entry(entry: data.HTTPAccessLogEntry) -> HttpObservation | 
 
 
 def _convert(entry: data.HTTPAccessLogEntry) -> HttpObservation | str:
-    """The observation, or why there is none (``_INTERMEDIATE``, ``_INCOMPLETE``); the hot path.
+    """The observation, or why there is none (``_INTERMEDIATE``, ``_INCOMPLETE``, ``_MALFORMED``); the hot path.
 
     Every field read here is a C call that builds a Python object (0.1-0.3 us
     each), so each is read once, in the order the checks need them.
@@ -128,6 +132,9 @@ def _convert(entry: data.HTTPAccessLogEntry) -> HttpObservation | str:
         duration = took.seconds * 1e3 + took.nanos * 1e-6
     peer = common.downstream_direct_remote_address.socket_address.address or common.downstream_remote_address.socket_address.address
     logged = resp.response_headers
+    received, sent = req.request_body_bytes, resp.response_body_bytes
+    if received > INT64_MAX or sent > INT64_MAX:  # uint64 on the wire, int64 in an envelope
+        return _MALFORMED
     obs = HttpObservation(
         seconds + start.nanos * 1e-9,
         _METHODS.get(req.request_method, "_OTHER"),
@@ -140,8 +147,8 @@ def _convert(entry: data.HTTPAccessLogEntry) -> HttpObservation | str:
         common.upstream_cluster or common.route_name or None,
         resp.response_code.value or None,
         duration or None,
-        req.request_body_bytes,
-        resp.response_body_bytes,
+        received,
+        sent,
         dict(logged) if logged else {},
     )
     if "traceparent" in headers:
@@ -184,7 +191,8 @@ def observations_from_message(message: als.StreamAccessLogsMessage, stats: AlsSt
         else:
             stats.malformed_entries += 1
             if reject is not None:
-                reject(Rejected("als_entry_incomplete", "HTTP access-log entry without start_time or path", _without_headers(entry), origin))
+                reason, detail = _REFUSED[obs]
+                reject(Rejected(reason, detail, _without_headers(entry), origin))
     stats.observations += len(found)
     return found
 

@@ -17,9 +17,23 @@ from typing import Protocol
 
 from ingest.observation import HttpObservation
 
-__all__ = ["Emit", "Source"]
+__all__ = ["Emit", "Source", "int64"]
 
 Emit = Callable[[Sequence[HttpObservation]], None]
+#: the range of an envelope's integer columns (Arrow int64)
+INT64_MIN, INT64_MAX = -(1 << 63), (1 << 63) - 1
+
+
+def int64(value: int | None) -> int | None:
+    """``value`` when an envelope's int64 column holds it, else None.
+
+    A malformed input's absurd number (a status or byte count of 2**64) must not reach the publisher: one row
+    that does not encode fails its whole envelope, other calls' rows with it.
+
+    >>> int64(201), int64(2**64), int64(None)
+    (201, None, None)
+    """
+    return value if value is None or INT64_MIN <= value <= INT64_MAX else None
 
 
 class Source(Protocol):

@@ -127,7 +127,7 @@ class ExchangeTap:
             request_id=request.get("x-request-id") or None,
             authority=request.get(":authority") or request.get("host") or None,
             headers={k: v for k, v in request.items() if not k.startswith(":")},
-            status=int(status) if status.isdigit() else None,
+            status=int(status) if status.isascii() and status.isdigit() and len(status) <= 3 else None,  # not "²", not 2**64
             duration_ms=(finished - self.started) * 1e3,
             request_bytes=self.request_body.seen,
             response_bytes=self.response_body.seen,

@@ -363,7 +363,8 @@ class AccessLogFileSource:
                 doc = loads(message)
                 if type(doc) is not dict:
                     raise AccessLogError("not_object", f"a JSON {type(doc).__name__}, not an object")
-                append(convert(doc, reporter, None if line_time is None or "start_time" in doc else line_time.decode()))
+                # Latin-1: any byte decodes, and a time that is not ASCII is then refused as bad_time, not raised
+                append(convert(doc, reporter, None if line_time is None or "start_time" in doc else line_time.decode("latin-1")))
             except orjson.JSONDecodeError as exc:
                 self._reject("bad_json", str(exc), message, tracked, start)
             except AccessLogError as exc:

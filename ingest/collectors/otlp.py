@@ -19,7 +19,7 @@ observation field           span attributes
 ``path``                    ``url.path`` + ``?`` + ``url.query``, ``http.target``, the path of ``url.full`` / ``http.url``, ``http.route``
 ``status``                  ``http.response.status_code``, ``http.status_code``
 ``authority``               ``server.address[:server.port]``, ``http.host``, ``net.host.name[:net.host.port]``
-``peer_ip``                 ``network.peer.address``, ``net.sock.peer.addr``, ``net.peer.ip``, ``client.address``
+``peer_ip``                 ``network.peer.address``, ``net.sock.peer.addr``, ``net.peer.ip`` (never ``client.address``)
 ``headers``                 ``http.request.header.<name>``; ``user_agent.original`` / ``http.user_agent``
 ``request_bytes``           ``http.request.body.size``, ``http.request_content_length``
 ``response_bytes``          ``http.response.body.size``, ``http.response_content_length``
@@ -28,6 +28,10 @@ observation field           span attributes
 ==========================  ===========================================================  ==================
 
 ``time`` is the span start, ``duration_ms`` its length, ``trace_id`` its trace id (hex).
+``client.address`` and ``http.client_ip`` are not read: instrumentations fill them from
+``X-Forwarded-For`` or ``Forwarded``, which the client writes; the socket peer is the
+address, and a forwarded chain counts only through the ``x-forwarded-for`` header attribute
+and the collector's ``trusted_hops``.
 ``http.route`` (a template) is used only as a last-resort path: the observation has no field for it.
 """
 
@@ -49,7 +53,7 @@ from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest, ExportTraceServiceResponse
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
-from ingest.collectors.base import Emit
+from ingest.collectors.base import Emit, int64
 from ingest.observation import HttpObservation
 from ingest.proto.google_rpc_pb2 import Status
 
@@ -85,9 +89,14 @@ def _first(attrs: Mapping[str, Any], *names: str) -> Any:
 
 def _int(value: Any) -> int | None:
     try:
-        return int(value) if value is not None else None
-    except (TypeError, ValueError):
+        return int64(int(value)) if value is not None else None
+    except (TypeError, ValueError, OverflowError):  # not a number, more than 4,300 digits, an infinity
         return None
+
+
+def _text(value: Any) -> str | None:
+    """A string attribute (an address, an id), else None: JSON and ``AnyValue`` may hold any type."""
+    return value if isinstance(value, str) and value else None
 
 
 def _path(attrs: Mapping[str, Any]) -> str | None:
@@ -155,7 +164,7 @@ def observation_from_span(kind: int, start_ns: int, end_ns: int, trace_id: str |
     return HttpObservation(
         time=start_ns / 1e9, method=str(method).upper(), path=path, reporter="otlp",
         request_id=headers.get("x-request-id"), authority=_authority(attrs), headers=headers,
-        peer_ip=_first(attrs, "network.peer.address", "net.sock.peer.addr", "net.peer.ip", "client.address", "http.client_ip"),
+        peer_ip=_text(_first(attrs, "network.peer.address", "net.sock.peer.addr", "net.peer.ip")),
         route=_destination(resource), status=_int(_first(attrs, "http.response.status_code", "http.status_code")),
         duration_ms=(end_ns - start_ns) / 1e6 if end_ns >= start_ns > 0 else None,
         request_bytes=_int(_first(attrs, "http.request.body.size", "http.request_content_length")) or 0,
@@ -230,7 +239,7 @@ def observations_from_json(doc: Any, stats: OtlpStats) -> list[HttpObservation]:
         for scope_spans in resource_spans.get("scopeSpans", []) or []:
             for span in scope_spans.get("spans", []) or []:
                 found = observation_from_span(_json_kind(span.get("kind")), _int(span.get("startTimeUnixNano")) or 0,
-                                              _int(span.get("endTimeUnixNano")) or 0, span.get("traceId"),
+                                              _int(span.get("endTimeUnixNano")) or 0, _text(span.get("traceId")),
                                               _json_attrs(span.get("attributes")), resource)
                 _collect(found, out, stats)
     return out

@@ -36,7 +36,7 @@ from urllib.parse import urlencode, urlsplit
 import orjson
 
 from ingest.collectors.accesslog import AccessLogError, Rejected, RejectFn, parse_rfc3339
-from ingest.collectors.base import Emit
+from ingest.collectors.base import Emit, int64
 from ingest.observation import HttpObservation
 
 __all__ = ["HarSource", "JsonlSource", "observation_from_dict", "observation_from_har_entry", "observation_to_dict",
@@ -79,8 +79,8 @@ def _har_body(data: Mapping[str, Any] | None) -> bytes | None:
 
 def _size(*candidates: Any) -> int | None:
     for value in candidates:
-        if isinstance(value, int) and value >= 0:
-            return value
+        if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+            return int64(value)
     return None
 
 
@@ -103,7 +103,7 @@ def observation_from_har_entry(entry: Mapping[str, Any], body_cap: int = 65536) 
         time=parse_rfc3339(str(entry.get("startedDateTime", ""))), method=str(method).upper(),
         path=(parts.path or "/") + (f"?{parts.query}" if parts.query else ""), reporter="har",
         request_id=headers.get("x-request-id"), authority=authority or headers.get("host") or parts.netloc or None,
-        headers=headers, status=int(response.get("status") or 0) or None,
+        headers=headers, status=int64(int(response.get("status") or 0)) or None,
         duration_ms=float(entry["time"]) if isinstance(entry.get("time"), (int, float)) and entry["time"] >= 0 else None,
         request_bytes=_size(request.get("bodySize"), len(request_body or b"")) or 0,
         response_bytes=_size(response.get("bodySize") if response.get("bodySize") else None, content.get("size"),
@@ -116,16 +116,26 @@ def observation_from_har_entry(entry: Mapping[str, Any], body_cap: int = 65536) 
 
 def observations_from_har(doc: Any, origin: str = "har", body_cap: int = 65536) -> list[Item]:
     """Every entry of a decoded HAR document, as an observation or a ``Rejected`` saying why not."""
-    entries = doc.get("log", {}).get("entries") if isinstance(doc, dict) else None
+    har_log = doc.get("log") if isinstance(doc, dict) else None
+    entries = har_log.get("entries") if isinstance(har_log, dict) else None
     if not isinstance(entries, list):
-        return [Rejected("bad_har", "no log.entries list", orjson.dumps(doc)[:4096] if doc is not None else b"", origin)]
+        return [Rejected("bad_har", "no log.entries list", _raw(doc) if doc is not None else b"", origin)]
     out: list[Item] = []
     for index, entry in enumerate(entries):
         try:
             out.append(observation_from_har_entry(entry, body_cap))
         except (ValueError, TypeError, AttributeError, AccessLogError) as exc:
-            out.append(Rejected("bad_har_entry", f"entries[{index}]: {exc}", orjson.dumps(entry)[:4096], origin, index))
+            out.append(Rejected("bad_har_entry", f"entries[{index}]: {exc}", _raw(entry), origin, index))
     return out
+
+
+def _raw(value: Any) -> bytes:
+    """The first 4 KiB of a rejected value as JSON, for its dead letter; empty when orjson cannot write it back
+    (it reads 1,024 levels of nesting but writes 254)."""
+    try:
+        return orjson.dumps(value)[:4096]
+    except orjson.JSONEncodeError:
+        return b""
 
 
 # ---------------------------------------------------------------------- JSONL
@@ -145,8 +155,8 @@ def _checked(doc: Mapping[str, Any]) -> dict[str, Any]:
             values[name] = doc[name]
     for name in _INTS:
         if doc.get(name) is not None:
-            if not isinstance(doc[name], int) or isinstance(doc[name], bool):
-                raise ValueError(f"{name}={doc[name]!r} is not an integer")
+            if not isinstance(doc[name], int) or isinstance(doc[name], bool) or int64(doc[name]) is None:
+                raise ValueError(f"{name}={doc[name]!r} is not a 64-bit integer")
             values[name] = doc[name]
     for name in _FLAGS:
         if name in doc:

@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ingest.collectors.join import DEFAULT_PRECEDENCE
 from ingest.identitysettings import IdentitySettings as SharedIdentity
+from ingest.kafkaauth import KafkaSecurity
 
 __all__ = ["CollectorSettings", "FileSettings", "IdentitySettings", "JoinSettings", "PublishSettings", "ReplaySettings", "ServerSettings"]
 
@@ -94,6 +95,7 @@ class CollectorSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="KUBEWARD_COLLECTOR_", env_nested_delimiter="__", frozen=True, extra="forbid")
 
     bootstrap: str = Field(default="127.0.0.1:9092", description="Kafka bootstrap servers")
+    kafka: KafkaSecurity = Field(default_factory=KafkaSecurity, description="how the collector authenticates to Kafka (KUBEWARD_COLLECTOR_KAFKA__PROTOCOL, __USERNAME, __PASSWORD, ...)")
     node_name: str | None = Field(default=None, description="this node's name, for logs")
     metrics_host: str = Field(default="0.0.0.0", description="address of the Prometheus /metrics endpoint")
     metrics_port: int | None = Field(default=9466, ge=0, le=65535, description="Prometheus port (0: any free port, None: none)")

@@ -90,6 +90,13 @@ def test_a_server_span_with_older_conventions() -> None:
     assert o.headers == {"user-agent": "curl/8"} and o.response_bytes == 99
 
 
+def test_client_address_written_from_x_forwarded_for_is_never_the_peer() -> None:
+    """``client.address``/``http.client_ip`` come from headers the client writes: a span without a socket peer has no address."""
+    attrs = {k: v for k, v in NEW_SEMCONV.items() if k != "network.peer.address"} | {"http.client_ip": "198.51.100.9"}
+    (o,) = observations_from_proto(proto_request([(Span.SPAN_KIND_SERVER, attrs)]), OtlpStats())
+    assert o.peer_ip is None
+
+
 def test_url_full_gives_path_and_authority_and_other_method_uses_the_original() -> None:
     attrs = {"http.request.method": "_OTHER", "http.request.method_original": "purge", "url.full": "https://cdn.example/a/b?c=d"}
     (o,) = observations_from_proto(proto_request([(Span.SPAN_KIND_SERVER, attrs)]), OtlpStats())
