@@ -10,7 +10,8 @@
     kubeward eval-redaction         DEV precision/recall and cost of inline redaction per type
     kubeward eval-agents            DEV recall/false positives of MCP tool poisoning, rug pulls and prompt injection
     kubeward rules lint [FILE...]   check inline signature, detection, MCP tool and prompt rule files (every error as file:line)
-    kubeward policy set|show|apply  observe or enforce per namespace/service, for shims and workers at once
+    kubeward policy set|show|apply|approve-tool|lift   observe or enforce per namespace/service; signed lifts of verdicts
+    kubeward faults [FAULT...]      zero loss across faults (broker restart and pause, worker kill -9, rebalance, spool) on a real broker
     kubeward simulate               simulated cluster traffic to Kafka, Parquet or JSONL
     kubeward demo                   everything together, with live progress and a report
     kubeward bench                  the benchmarks, written to build/bench.json
@@ -165,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_worker(sub)
     _add_shim(sub)
     _add_rules(sub)
-    for module in ("deploy.policy", "deploy.lab.simulate", "deploy.lab.demo", "deploy.lab.bench", "deploy.lab.evaluate", "deploy.lab.sensitive_eval", "deploy.lab.templating_eval", "deploy.lab.waf_eval", "deploy.lab.redaction_eval", "deploy.lab.agents_eval", "deploy.collect", "deploy.train"):
+    for module in ("deploy.policy", "deploy.lab.simulate", "deploy.lab.demo", "deploy.lab.bench", "deploy.lab.evaluate", "deploy.lab.sensitive_eval", "deploy.lab.templating_eval", "deploy.lab.waf_eval", "deploy.lab.redaction_eval", "deploy.lab.agents_eval", "deploy.lab.faults", "deploy.collect", "deploy.train"):
         try:
             __import__(module, fromlist=["add_cli"]).add_cli(sub)
         except ModuleNotFoundError as exc:

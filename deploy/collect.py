@@ -198,8 +198,12 @@ def _publisher(settings: Any, dry_run: bool) -> tuple[Any, Any]:
 
     pub = settings.publish
     publisher = SummaryPublisher(settings.bootstrap, envelope_rows=pub.envelope_rows, linger_ms=pub.linger_ms,
-                                 max_buffered_rows=pub.max_buffered_rows, compression=pub.compression, client_id=pub.client_id)
-    dlq = KafkaProducer(bootstrap_servers=settings.bootstrap, client_id=f"{pub.client_id}-dlq", acks="all", linger_ms=50, **settings.kafka.kafka_python())
+                                 max_buffered_rows=pub.max_buffered_rows, compression=pub.compression, client_id=pub.client_id,
+                                 spool_dir=pub.spool_dir, spool_max_bytes=pub.spool_max_bytes, delivery_timeout_ms=pub.delivery_timeout_ms,
+                                 security=settings.kafka)
+    # not idempotent: kafka-python's idempotent producer stops sending for good after one delivery timeout (a paused broker)
+    dlq = KafkaProducer(bootstrap_servers=settings.bootstrap, client_id=f"{pub.client_id}-dlq", acks="all", linger_ms=50,
+                        enable_idempotence=False, **settings.kafka.kafka_python())
     return publisher, (dlq, lambda key, value: dlq.send(DLQ.name, key=key, value=value))
 
 

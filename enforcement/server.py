@@ -324,7 +324,7 @@ def _start_kafka(shim: Shim, settings: ShimSettings, stop_threads: threading.Eve
         bootstrap = settings.bootstrap
 
         def connect() -> SummaryPublisher:
-            return SummaryPublisher(bootstrap, client_id="kubeward-shim", linger_ms=5.0)
+            return SummaryPublisher(bootstrap, client_id="kubeward-shim", linger_ms=5.0, security=settings.kafka)
 
         threading.Thread(target=_reporter, args=(shim, connect, stop_threads), daemon=True, name="kubeward-report").start()
     return control, task

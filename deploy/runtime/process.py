@@ -18,7 +18,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-__all__ = ["free_port", "settings_env", "start_shim", "start_worker", "stop_process", "wait_http"]
+__all__ = ["free_port", "settings_env", "spawn_worker", "start_shim", "start_worker", "stop_process", "wait_http", "wait_worker"]
 
 
 def free_port() -> int:
@@ -82,10 +82,20 @@ def _dev(settings: dict[str, Any]) -> list[str]:
     return [] if settings.get("verdict_key") else ["--dev"]
 
 
+def spawn_worker(log: Path, settings: dict[str, Any], cpu: int | None = None) -> subprocess.Popen[bytes]:
+    """Start ``kubeward worker`` without waiting (see ``wait_worker``): the caller holds the process even if it never gets ready."""
+    return _spawn(["worker", "--loglevel", "info", *_dev(settings)], settings_env("KUBEWARD_WORKER_", settings), log, cpu)
+
+
+def wait_worker(proc: subprocess.Popen[bytes], log: Path, timeout: float = 90) -> None:
+    """Wait until a worker started by ``spawn_worker`` reports it is ready (Faust's ``Worker]: Ready``)."""
+    _wait_log(log, "Worker]: Ready", timeout, proc)
+
+
 def start_worker(log: Path, settings: dict[str, Any], timeout: float = 90, cpu: int | None = None) -> subprocess.Popen[bytes]:
     """Start ``kubeward worker`` and wait until Faust reports it is ready."""
-    proc = _spawn(["worker", "--loglevel", "info", *_dev(settings)], settings_env("KUBEWARD_WORKER_", settings), log, cpu)
-    _wait_log(log, "Worker]: Ready", timeout, proc)
+    proc = spawn_worker(log, settings, cpu)
+    wait_worker(proc, log, timeout)
     return proc
 
 

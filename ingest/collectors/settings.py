@@ -87,6 +87,9 @@ class PublishSettings(BaseModel):
     max_buffered_rows: int = Field(default=200_000, ge=1)
     compression: Literal["gzip", "snappy", "lz4", "zstd"] | None = None
     client_id: str = "kubeward-collector"
+    spool_dir: Path | None = Field(default=None, description="envelopes the broker cannot take (unreachable, or past max_buffered_rows) wait here on disk and are replayed in order; unset = no spool")
+    spool_max_bytes: int = Field(default=1 << 30, ge=1 << 20, description="cap of the spool; envelopes past it are dropped and counted (kubeward_publish_spool_rows_total{result=dropped})")
+    delivery_timeout_ms: int | None = Field(default=None, ge=1000, description="how long a send may take before its envelope goes to the spool (kafka-python's default when unset)")
 
 
 class CollectorSettings(BaseSettings):

@@ -212,7 +212,8 @@ def test_stats_count_acknowledged_rows_only() -> None:
     before = REGISTRY.get_sample_value("kubeward_publish_rows_total", {"result": "sent"}) or 0.0
     pub.publish_rows([make_row(i, actor=1) for i in range(25)])
     assert pub.stats() == {"rows_sent": 0, "rows_failed": 0, "envelopes_sent": 0, "bytes_sent": 0,
-                           "rows_buffered": 5}
+                           "rows_spooled": 0, "rows_replayed": 0, "rows_dropped": 0, "rows_in_spool": 0,
+                           "spool_bytes": 0, "rows_buffered": 5}
     assert pub.rows_in_flight == 20
     pub.flush()
     stats = pub.stats()
