@@ -5,8 +5,11 @@ each message to ``streams.pipeline.Pipeline`` and publishes what comes back:
 verdicts to ``enforcement.verdicts.v1`` keyed by subject, OCSF findings to
 ``security.findings.v1``, dead letters to ``l7.summaries.dlq.v1``. Per-actor
 state lives in the columnar store of each partition and is checkpointed to the
-changelog-backed table ``actor-state`` (one entry per bucket), which Faust
-restores on restart or rebalance. ``/metrics`` serves Prometheus metrics.
+changelog of the table ``actor-state`` (one entry per bucket), which Faust
+recovers on restart or rebalance; the table is read once, when a partition's
+processor is restored, and emptied then (the store is the one copy); a partition
+assigned again to this worker keeps its processor. ``/metrics`` serves Prometheus
+metrics, the state's keys, bytes and evictions among them (``streams.metrics``).
 
 The policy (mode per destination namespace or service) follows the compacted
 ``enforcement.policy.v1`` through ``PolicyFollower``: a consumer of its own with
@@ -29,6 +32,7 @@ import time
 from typing import Any
 
 import faust
+import faust.auth
 from aiokafka import AIOKafkaConsumer
 from prometheus_client import Counter, Gauge, generate_latest
 
@@ -61,6 +65,7 @@ class PolicyFollower:
 
     def __init__(self, settings: WorkerSettings, pipeline: Pipeline):
         self.bootstrap, self.client_id = settings.bootstrap, f"{settings.app_id}-policy"
+        self.auth = settings.kafka.aiokafka()
         self.tracker = PolicyTracker(settings.policy)
         self.pipeline = pipeline
         self.synced = asyncio.Event()
@@ -103,7 +108,7 @@ class PolicyFollower:
                 await asyncio.sleep(1.0)
 
     async def _exists(self) -> bool:
-        probe = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, client_id=self.client_id)
+        probe = AIOKafkaConsumer(bootstrap_servers=self.bootstrap, group_id=None, client_id=self.client_id, **self.auth)
         await probe.start()
         try:
             return POLICY.name in await probe.topics()
@@ -120,7 +125,7 @@ class PolicyFollower:
         # they appear), so every worker reads every snapshot; the summaries' group is not involved.
         consumer = AIOKafkaConsumer(
             POLICY.name, bootstrap_servers=self.bootstrap, group_id=None, enable_auto_commit=False,
-            auto_offset_reset="earliest", fetch_max_wait_ms=200, client_id=self.client_id,
+            auto_offset_reset="earliest", fetch_max_wait_ms=200, client_id=self.client_id, **self.auth,
         )
         await consumer.start()
         try:
@@ -176,6 +181,10 @@ def _faust_app(settings: WorkerSettings) -> faust.App:
         broker_heartbeat_interval=1.0,
         broker_commit_interval=1.0,
         producer_linger=0.001,
+        # Faust's default (1,200 s) let a produce stuck across a paused broker block the flush before every commit:
+        # the fault test saw commits stop for good after a 30 s SIGSTOP.
+        producer_request_timeout=30.0,
+        broker_credentials=settings.kafka.faust_credentials(faust.auth),
         stream_wait_empty=False,
         table_standby_replicas=0,
         topic_allow_declare=True,
@@ -223,9 +232,9 @@ def create_app(settings: WorkerSettings) -> faust.App:
             await inventory.send(key=record.key.encode(), value=record.model_dump_json().encode())
 
     def checkpoint(partition: int, writes: list[tuple[bytes, bytes]]) -> None:
-        # Written with an explicit partition: a batch may end on another partition's event.
+        # Written with an explicit partition: a batch may end on another partition's event. Sent, not kept:
+        # the processor holds the state, a copy in the table would double the worker's memory (issue 9).
         for key, blob in writes:
-            state.data[key] = blob
             state.send_changelog(partition, key, blob)
 
     if settings.follow_policy:
@@ -242,26 +251,28 @@ def create_app(settings: WorkerSettings) -> faust.App:
             for partition, messages in by_partition.items():
                 stored = list(state.data.items()) if partition not in pipeline.processors else ()
                 out = pipeline.handle_many(partition, messages, time.time(), stored)
+                if stored and partition in pipeline.processors:  # restored from the recovered table: drop its copy
+                    for key in [k for k, _ in stored if k.startswith(f"{partition}:".encode())]:
+                        state.data.pop(key, None)
                 await publish(out)  # verdicts first: they must not queue behind state checkpoints
                 checkpoint(partition, out.state_writes)
                 metrics.SUMMARIES.inc(out.rows)
                 if out.newest_time is not None:
                     metrics.LAG.observe(max(time.time() - out.newest_time, 0.0))
                 if partition in pipeline.processors:
-                    metrics.ACTORS.labels(str(partition)).set(len(pipeline.processors[partition].store))
+                    metrics.observe_state(partition, pipeline.processors[partition])
             metrics.MESSAGES.inc(len(events))
             metrics.BATCH_SECONDS.observe(time.perf_counter() - started)
 
     @app.on_partitions_assigned.connect
     async def on_assigned(sender: Any, assigned: Any, **kwargs: Any) -> None:
+        mine = {tp.partition for tp in assigned if tp.topic == SUMMARIES.name}
+        # Dropped only once assigned elsewhere (its new owner restores it from the changelog): a rebalance revokes
+        # every partition first (aiokafka's eager protocol), and the table keeps no copy to restore a kept one from.
+        for partition in set(pipeline.processors) - mine:
+            pipeline.forget(partition)
         # during the rebalance, before the worker is ready: the first messages must not pay for building processors
-        pipeline.prepare(tp.partition for tp in assigned if tp.topic == SUMMARIES.name)
-
-    @app.on_partitions_revoked.connect
-    async def on_revoked(sender: Any, revoked: Any, **kwargs: Any) -> None:
-        for tp in revoked:
-            if tp.topic == SUMMARIES.name:
-                pipeline.forget(tp.partition)
+        pipeline.prepare(mine)
 
     @app.page("/metrics")
     async def metrics_page(self: Any, request: Any) -> Any:

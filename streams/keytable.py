@@ -97,6 +97,14 @@ def column_view(values: npt.NDArray[Any]) -> memoryview[Any]:
     return values.data
 
 
+def _grown(values: npt.NDArray[Any], used: int, size: int) -> npt.NDArray[Any]:
+    """``values`` in a zeroed array of ``size``: only the ``used`` part is copied, so the rest stays fresh zero pages
+    (not resident until written: the process's RSS follows the keys held, not the doubling)."""
+    out = np.zeros(size, dtype=values.dtype)
+    out[:used] = values[:used]
+    return out
+
+
 class KeyTable:
     """uint64 key -> dense slot, with typed numpy columns and ``last_seen``, at most ``budget`` keys after eviction (< 2**31).
 
@@ -159,8 +167,8 @@ class KeyTable:
         if need > size:
             while size < need:
                 size *= 2
-            self.keys = np.concatenate([self.keys, np.zeros(size - len(self.keys), dtype=np.uint64)])
-            self.cols = {k: np.concatenate([v, np.zeros(size - len(v), dtype=v.dtype)]) for k, v in self.cols.items()}
+            self.keys = _grown(self.keys, self.n, size)
+            self.cols = {k: _grown(v, self.n, size) for k, v in self.cols.items()}
         if 4 * need > len(self._index):
             self._reindex(need)
 
@@ -235,7 +243,14 @@ class KeyTable:
         keep = max(1, int(self.budget * KEEP))
         order = np.sort(np.argsort(self.cols["last_seen"][: self.n], kind="stable")[self.n - keep :])
         dropped = self.n - keep
-        self.load({"keys": self.keys[order], **{k: v[order] for k, v in self.cols.items()}})
+        # compacted in place, index rebuilt in its own array: no new arrays of the table's size (a full table of
+        # 1M keys evicted in ~0.1 s; through load() its duplicate check alone took ~2 s)
+        self.keys[:keep] = self.keys[order]
+        for col in self.cols.values():
+            col[:keep] = col[order]
+        self.n = keep
+        self._index.fill(-1)
+        self._place(self.keys[:keep], np.arange(keep, dtype=np.intp))
         self.evicted += dropped
         return dropped
 
@@ -247,8 +262,10 @@ class KeyTable:
         """Replace the content with ``arrays`` (as ``arrays()`` returns; missing columns start at zero)."""
         keys = np.asarray(arrays["keys"], dtype=np.uint64)
         n = len(keys)
-        if len(np.unique(keys)) != n:
-            raise ValueError(f"KeyTable.load: {n - len(np.unique(keys))} duplicate keys")
+        ordered = np.sort(keys)  # a sort: np.unique hashed 1M uint64 keys in ~1 s here
+        duplicates = int((ordered[1:] == ordered[:-1]).sum())
+        if duplicates:
+            raise ValueError(f"KeyTable.load: {duplicates} duplicate keys")
         self.keys = np.zeros(max(16, n), dtype=np.uint64)
         self.keys[:n] = keys
         self.cols = {}

@@ -64,6 +64,8 @@ def processor_config(settings: WorkerSettings, deprecated: Iterable[str] = (),
         retired_endpoints=frozenset(settings.policy.retired_endpoints) | frozenset(deprecated),
         declared_endpoints=endpoints,
         declared_services=services,
+        idle_ttl_s=settings.state_idle_ttl_s,
+        state_budget_bytes=settings.state_budget_bytes,
     )
 
 

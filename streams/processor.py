@@ -9,6 +9,13 @@ of the keys the batch touched, scores them with the detectors of that key and
 returns a ``Detection`` for each key whose best score reaches the threshold and
 that is not already flagged. Everything is vectorised with numpy/Arrow
 compute; no Python object is made per summary.
+
+State is bounded: after a batch, keys idle for ``idle_ttl_s`` of event time, and
+past ``state_budget_bytes`` the least recently active ones, are evicted
+(``streams.eviction``: the consequence for an evicted key is documented there);
+``state_stats`` counts them. The actor columns that are zero for nearly every
+actor live in a side table (``streams.sidetable``) that holds only the actors
+using them.
 """
 
 from __future__ import annotations
@@ -28,9 +35,11 @@ from models import Detector, feature, features_for
 from models.detectors import score_all
 from models.features import KEYS
 from streams.batch import SMALL_BATCH, BatchView, Enricher, column, hash64
+from streams.eviction import Eviction, EvictionConfig
 from streams.keyspace import Elements, KeySpace
 from streams.repeats import RepeatFilter
-from streams.state import DESTINATION_MASKS, ActorStore
+from streams.sidetable import SideTable, split
+from streams.state import DESTINATION_MASKS, ActorStore, part_of
 
 __all__ = ["BatchProcessor", "Detection", "ProcessorConfig"]
 
@@ -39,6 +48,8 @@ _F = npt.NDArray[np.float64]
 _SUBJECT_KIND = {"actor": "actor", "source": "ip"}
 #: the changelog suffix of the service -> bit assignment
 DESTINATIONS = "destinations"
+#: the changelog prefix of the side table's buckets (``rare:<bucket>``)
+SIDE_TABLE = "rare"
 
 
 @dataclass(frozen=True)
@@ -56,6 +67,10 @@ class ProcessorConfig:
     declared_endpoints: frozenset[str] = field(default_factory=frozenset)
     declared_services: frozenset[str] = field(default_factory=frozenset)
     request_id_memory: int = 200_000
+    #: evict keys idle this long (seconds of event time; 0 = never) and, per partition, the least recently active
+    #: past this many bytes of per-key tables (0 = no budget): ``streams.eviction``
+    idle_ttl_s: float = 86_400.0
+    state_budget_bytes: int = 256 << 20
 
 
 @dataclass(frozen=True)
@@ -91,8 +106,18 @@ class BatchProcessor:
         self.config = config
         self.detectors = list(detectors)
         self.enrichers = list(enrichers)
-        self.spaces: dict[str, KeySpace] = {key: KeySpace(key, features_for(key), config.window_s, config.baseline_alpha, config.buckets,
-                                     DESTINATION_MASKS if key == "actor" else None, _cohort_features(self.detectors, key)) for key in KEYS}
+        self.spaces: dict[str, KeySpace] = {}
+        for key in KEYS:
+            cohort = _cohort_features(self.detectors, key)
+            kept, rare = split(features_for(key), cohort) if key == "actor" else (features_for(key), ())
+            self.spaces[key] = KeySpace(key, kept, config.window_s, config.baseline_alpha, config.buckets,
+                                        DESTINATION_MASKS if key == "actor" else None, cohort)
+            if key == "actor":
+                age = next(f.name for f in kept if f.fold == "age")
+                self.side = SideTable(rare, age, config.window_s, config.baseline_alpha, config.buckets)
+                #: frames list the actor's features in declaration order, whichever table holds them
+                self._actor_order = [f.name for f in features_for(key)] + [f"cohort:{name}" for name in cohort]
+        self.eviction = Eviction(EvictionConfig(config.idle_ttl_s, config.state_budget_bytes, config.window_s))
         self._dest_index: dict[str, int] = {}
         self._dest_exported = 0
         # endpoints as the batch's edge hashes ("service METHOD template"), services as its service hashes
@@ -148,12 +173,14 @@ class BatchProcessor:
 
     def checkpoint(self, everything: bool = False) -> list[tuple[str, bytes]]:
         """State to write to the changelog, as (suffix, blob): touched buckets of every key (``<bucket>`` for
-        actors, ``source:<bucket>``), the destination index when it changed, and, when ``everything``,
+        actors, ``source:<bucket>``, ``rare:<bucket>``; ``.<part>`` added for the further parts of a large bucket:
+        ``streams.state.PART_BYTES``), the destination index when it changed, and, when ``everything``,
         the enrichers' state (``enricher:<name>``) and the cohort histograms (``cohorts:<key>``)."""
-        out = [(str(b), blob) for b, blob in self.store.drain_dirty()]
+        out = self.store.drain_dirty()
         for key, space in self.spaces.items():
             if key != "actor":
                 out += [(f"{key}:{b}", blob) for b, blob in space.store.drain_dirty()]
+        out += [(f"{SIDE_TABLE}:{b}", blob) for b, blob in self.side.store.drain_dirty()]
         if self.destinations_changed():
             out.append((DESTINATIONS, self.export_destinations()))
             self.mark_destinations_exported()
@@ -165,19 +192,25 @@ class BatchProcessor:
     def restore(self, stored: Iterable[tuple[str, bytes]]) -> None:
         """Load what ``checkpoint`` wrote (suffixes as there); unknown suffixes are ignored."""
         enrichers = {f"enricher:{e.name}": e for e in self.enrichers}
-        buckets: dict[str, list[bytes]] = {key: [] for key in self.spaces}
+        buckets: dict[str, list[bytes]] = {key: [] for key in (*self.spaces, SIDE_TABLE)}
+        stores = {**{key: space.store for key, space in self.spaces.items()}, SIDE_TABLE: self.side.store}
         for suffix, blob in stored:
             head, _, tail = suffix.partition(":")
+            key, part = ("actor", part_of(head)) if not tail else (head, part_of(tail))
             if suffix == DESTINATIONS:
                 self.import_destinations(blob)
             elif suffix in enrichers:
                 enrichers[suffix].restore(blob)
             elif head == "cohorts" and tail in self.spaces:
                 self.spaces[tail].cohorts.restore(blob)
-            elif head.isdigit() and not tail:
-                buckets["actor"].append(blob)
-            elif head in self.spaces and tail.isdigit():
-                buckets[head].append(blob)
+            elif key in buckets and part is not None:
+                buckets[key].append(blob)
+                stores[key].note_part(*part)
+        self.side.store.import_buckets(buckets.pop(SIDE_TABLE))
+        own = [blob for blob in buckets["actor"] if self.store.accepts(blob)]
+        self.side.migrate([blob for blob in buckets["actor"] if not self.store.accepts(blob)], self.store,
+                          features_for("actor"), DESTINATION_MASKS)
+        buckets["actor"] = own
         for key, blobs in buckets.items():
             self.spaces[key].store.import_buckets(blobs)
 
@@ -249,6 +282,7 @@ class BatchProcessor:
         if table.num_rows == 0:
             return []
         b = BatchView.decode(table, self._repeats(table))
+        self.eviction.advance(b.time)
         signals = self._signals(b)
         with_principal = np.flatnonzero(b.principal_hash != 0)
         elements: dict[str, Elements] = {"objects": (b.object_row, b.object_hash),
@@ -265,8 +299,50 @@ class BatchProcessor:
             if key == "actor":
                 signals["novel_destination"] = self._novel(b, rows)
             space.fold(rows, group, len(keys), latest, b.time, signals, elements)
-            out += self._detect(key, space, b, group, labels, rows, latest, signals)
+            side = self.side.fold(space.store, keys, rows, group, latest, b.time, signals, elements) if key == "actor" else None
+            out += self._detect(key, space, b, group, labels, rows, latest, signals, side)
+        self.evict()
         return out
+
+    def state_bytes(self) -> int:
+        """Bytes of the per-key tables (actor, side table, client address): what ``state_budget_bytes`` bounds."""
+        return sum(space.store.nbytes() for space in self.spaces.values()) + self.side.store.nbytes()
+
+    def evict(self) -> int:
+        """Evict idle keys, and the least recently active past the budget, when due (``streams.eviction``); how many."""
+        held = self.state_bytes()
+        if not self.eviction.due(held):
+            return 0
+        names = list(self.spaces)
+        tables = []
+        for name in names:
+            store = self.spaces[name].store
+            cost = np.full(len(store), store.row_bytes, dtype=np.int64)
+            if name == "actor" and len(self.side.store):
+                cost[self.side.store.find(store.cols["key"][: len(store)]) >= 0] += self.side.store.row_bytes
+            tables.append((name, store.last_seen(), cost))
+        dropped = 0
+        drops, swept = self.eviction.select(tables, held)
+        for name, rows in zip(names, drops):
+            if len(rows):
+                store = self.spaces[name].store
+                if name == "actor":
+                    self.side.forget(store.cols["key"][rows])
+                dropped += store.remove(rows)
+        if swept:
+            self.side.store.remove(self.side.empty(self.eviction.clock))
+        return dropped
+
+    def state_stats(self) -> dict[str, Any]:
+        """Keys and bytes per table, keys evicted so far (``<table>:<reason>``), the event clock of eviction."""
+        tables = {**{name: space.store for name, space in self.spaces.items()}, SIDE_TABLE: self.side.store}
+        return {"keys": {name: len(store) for name, store in tables.items()},
+                "bytes": {name: store.nbytes() for name, store in tables.items()},
+                "evicted": dict(self.eviction.evicted), "clock": self.eviction.clock}
+
+    def take_evictions(self) -> dict[str, int]:
+        """Keys evicted since the previous call, by ``<table>:<reason>`` (for Prometheus counters)."""
+        return self.eviction.take_counts()
 
     @staticmethod
     def _group(key: str, b: BatchView) -> tuple[npt.NDArray[np.uint64], _I, list[str]]:
@@ -302,14 +378,21 @@ class BatchProcessor:
 
     def frame(self, rows: _I, key: str = "actor") -> dict[str, _F]:
         """The feature frame of these rows of one key's state."""
-        return self.spaces[key].frame(rows)
+        frame = self.spaces[key].frame(rows)
+        if key != "actor":
+            return frame
+        return self._with_rare(frame, len(rows), self.side.lookup(self.store.cols["key"][rows]))
+
+    def _with_rare(self, frame: dict[str, _F], n: int, side: tuple[_I, _I]) -> dict[str, _F]:
+        self.side.extend(frame, n, *side)
+        return {name: frame[name] for name in self._actor_order}
 
     def _detect(self, key: str, space: KeySpace, b: BatchView, group: _I, labels: list[str], rows: _I, latest: _F,
-                signals: dict[str, _F]) -> list[Detection]:
+                signals: dict[str, _F], side: tuple[_I, _I] | None = None) -> list[Detection]:
         detectors = self._detectors_of(key)
         if not detectors:
             return []
-        frame = space.frame(rows)
+        frame = space.frame(rows) if side is None else self._with_rare(space.frame(rows), len(rows), side)
         scores = score_all(detectors, frame)
         best = scores.max(axis=0)
         flagged_until = space.store.cols["flagged_until"][rows]

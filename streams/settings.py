@@ -10,6 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from ingest import Policy
 from ingest.honeytokens import HoneytokenSettings
+from ingest.kafkaauth import KafkaSecurity
 from ingest.signing import DEV_VERDICT_KEY, KEY_ID_PATTERN
 from models import ModelError, registry
 from models.rules import DEFAULT_RULES
@@ -44,9 +45,12 @@ class WorkerSettings(BaseSettings):
     dlq_raw_cap: int = Field(default=64 << 10, ge=0, description="bytes of the original message kept in a dead letter")
     state_flush_s: float = Field(default=5.0, gt=0, description="how often touched state buckets are written to the changelog")
     state_buckets: int = Field(default=32, ge=1, description="changelog entries per partition (power of two); fewer means larger, rarer writes")
+    state_idle_ttl_s: float = Field(default=86_400.0, ge=0, description="evict a key (actor, client address) whose latest event is this many seconds of event time behind the worker's event clock (the median time of the newest batch; never the wall clock), checked every 1/32 of it; 0: never. An evicted key loses its baselines, learned destinations and flags and learns again if it comes back (streams.eviction)")
+    state_budget_bytes: int = Field(default=256 << 20, ge=0, description="bytes of per-key state (actor, client address and rare-column tables) one partition may hold; past it the least recently active keys are evicted down to 90% (0: no budget). A worker holds one such share per partition it is assigned; the enrichers' tables have budgets of their own")
     verdict_key: SecretStr = Field(default=SecretStr(DEV_VERDICT_KEY),
                                    description="HMAC key verdicts are signed with (the development default is refused unless the worker runs with --dev)")
     verdict_key_id: str = Field(default="k1", pattern=KEY_ID_PATTERN, description="the id signed verdicts carry (key_id): shims pick the key by it")
+    kafka: KafkaSecurity = Field(default_factory=KafkaSecurity, description="how the worker authenticates to Kafka (KUBEWARD_WORKER_KAFKA__PROTOCOL, __USERNAME, __PASSWORD, ...)")
     policy: Policy = Field(default_factory=Policy, description="the policy until the policy topic says otherwise; its name is the one followed")
     follow_policy: bool = Field(default=True, description="follow enforcement.policy.v1: the newest valid snapshot named policy.name replaces policy")
     specs_dir: Path | None = Field(default=None, description="declared OpenAPI specs (<namespace>.<service>.json|yaml); deprecated endpoints count as retired-API hits, others shadow/declared in the inventory")
@@ -88,6 +92,21 @@ class WorkerSettings(BaseSettings):
         if unknown:
             raise ValueError(f"unknown enrichers {unknown}; valid names: {', '.join(sorted(ENRICHERS))}")
         return names
+
+    @field_validator("state_idle_ttl_s")
+    @classmethod
+    def _ttl_spans_windows(cls, ttl: float, info: ValidationInfo) -> float:
+        window = info.data.get("window_s", 60)
+        if 0 < ttl < 2 * window:
+            raise ValueError(f"must be 0 (never) or at least two windows ({2 * window} s with window_s={window}), got {ttl}")
+        return ttl
+
+    @field_validator("state_budget_bytes")
+    @classmethod
+    def _budget_holds_keys(cls, budget: int) -> int:
+        if 0 < budget < 1 << 20:
+            raise ValueError(f"must be 0 (no budget) or at least 1 MiB (1048576), got {budget}")
+        return budget
 
     @field_validator("state_buckets")
     @classmethod

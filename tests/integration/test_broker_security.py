@@ -296,22 +296,6 @@ def test_aiokafka_collector_is_refused_the_verdict_topic(secured: Broker) -> Non
 
 # ------------------------------------------- the real worker with only the worker's ACLs
 
-# `kubeward worker` with the worker principal's credentials. The components do not take
-# KafkaSecurity yet (the lead wires it), so they are put in at the library seams: faust.App gets
-# broker_credentials and the policy follower's aiokafka consumer gets the same principal.
-_SECURED_WORKER = """
-import functools, os, sys
-import faust, faust.auth
-from ingest.kafkaauth import KafkaSecurity
-security = KafkaSecurity.model_validate_json(os.environ["KUBEWARD_TEST_KAFKA_SECURITY"])
-app_class = faust.App
-faust.App = lambda *args, **kwargs: app_class(*args, broker_credentials=security.faust_credentials(faust.auth), **kwargs)
-import streams.app
-streams.app.AIOKafkaConsumer = functools.partial(streams.app.AIOKafkaConsumer, **security.aiokafka())
-from deploy.cli import main
-sys.exit(main(["worker", "--dev", "--loglevel", "info"]))
-"""
-
 
 def _revealed(security: KafkaSecurity) -> str:
     fields = security.model_dump(mode="json", exclude_none=True)
@@ -361,13 +345,13 @@ def test_the_real_worker_runs_on_the_worker_acls_alone(secured: Broker, tmp_path
     """Faust's group, its changelog topic, the policy topic and every output topic work as ``worker``:
     a BOLA thief published by a collector gets a verdict that a shim principal reads."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("KUBEWARD_")}
-    env.update(PYTHONUNBUFFERED="1", KUBEWARD_TEST_KAFKA_SECURITY=_revealed(secured.client("worker")),
+    env.update(PYTHONUNBUFFERED="1", KUBEWARD_WORKER_KAFKA=_revealed(secured.client("worker")),
                KUBEWARD_WORKER_BOOTSTRAP=secured.bootstrap, KUBEWARD_WORKER_WEB_PORT=str(_free_ports(1)[0]),
                KUBEWARD_WORKER_WINDOW_S="30", KUBEWARD_WORKER_STATE_FLUSH_S="0.5", KUBEWARD_WORKER_ENRICHER_FLUSH_S="0.5",
                KUBEWARD_WORKER_POLICY=json.dumps({"default_mode": "enforce", "verdict_ttl_s": 600}))
     log = tmp_path / "worker.log"
     with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-c", _SECURED_WORKER], env=env, stdout=out, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen([sys.executable, "-m", "deploy.cli", "worker", "--dev", "--loglevel", "info"], env=env, stdout=out, stderr=subprocess.STDOUT,
                                 cwd=tmp_path, start_new_session=True)
     try:
         _wait_for_line(log, "Worker]: Ready", proc, timeout=90)

@@ -24,7 +24,7 @@ import streams.app as app_module
 from ingest import DLQ, FINDINGS, POLICY, SUMMARIES, VERDICTS, DeadLetter, Finding, Policy, Verdict, encode_envelope, verify_verdict
 from streams.app import PolicyFollower, create_app
 from streams.settings import WorkerSettings
-from streams.state import ActorStore
+from streams.replay import Replay
 from tests.conftest import stolen_objects
 
 KEY = "app-test-key"
@@ -99,14 +99,62 @@ def test_garbage_goes_to_the_dead_letter_topic(app: faust.App, sent: dict[str, A
     assert VERDICTS.name not in sent and app.kubeward_pipeline.processors == {}  # type: ignore[attr-defined]
 
 
-def test_state_buckets_are_written_to_the_table(app: faust.App, sent: dict[str, Any], summary_factory: Any) -> None:
+def _changelog(app: faust.App, monkeypatch: pytest.MonkeyPatch) -> list[tuple[int | None, bytes, bytes]]:
+    """What the app sends to the state table's changelog: (partition, key, value)."""
+    out: list[tuple[int | None, bytes, bytes]] = []
+    monkeypatch.setattr(app.tables["actor-state"], "send_changelog", lambda partition, key, value, *a, **k: out.append((partition, key, value)))
+    return out
+
+
+def test_state_buckets_are_sent_to_the_changelog_and_not_kept_in_the_table(app: faust.App, sent: dict[str, Any], summary_factory: Any,
+                                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    changelog = _changelog(app, monkeypatch)
     asyncio.run(_put_all(app, [(None, _attack(summary_factory))]))
-    table = app.tables["actor-state"]
-    items = list(table.items())
-    assert items and all(k.startswith(b"0:") for k, _ in items)
-    restored = ActorStore()
-    assert restored.import_buckets(v for k, v in items if not k.endswith(b":destinations")) == 101  # the thief and the 100 owners
-    assert dict(items)[b"0:destinations"] == b'{"orders": 0}'
+    assert changelog and all(partition == 0 and key.startswith(b"0:") for partition, key, _ in changelog)
+    assert list(app.tables["actor-state"].data.items()) == []  # one copy of the state: the processor's (issue 9)
+    written = {key: value for _, key, value in changelog}
+    restored = Replay(WorkerSettings(verdict_key=KEY), changelog=written)  # what a restarted worker recovers
+    assert len(restored.processor().store) == 101  # the thief and the 100 owners
+    assert written[b"0:destinations"] == b'{"orders": 0}'
+
+
+def test_the_recovered_table_is_emptied_once_the_partition_is_restored(app: faust.App, sent: dict[str, Any], summary_factory: Any,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    changelog = _changelog(app, monkeypatch)
+    asyncio.run(_put_all(app, [(None, _attack(summary_factory))]))
+    second = create_app(WorkerSettings(bootstrap="127.0.0.1:1", verdict_key=KEY, state_flush_s=0.001, follow_policy=False))
+    table = second.tables["actor-state"]
+    for _, key, value in changelog:  # what Faust's recovery puts in the table, plus another partition's entry
+        table.data[key] = value
+    table.data[b"1:0"] = b"another partition"
+    asyncio.run(_put_all(second, [(None, encode_envelope([summary_factory(principal="late", time=time.time())]))]))
+    (proc,) = second.kubeward_pipeline.processors.values()  # type: ignore[attr-defined]
+    assert len(proc.store) == 102
+    assert dict(table.data.items()) == {b"1:0": b"another partition"}
+
+
+def test_a_partition_keeps_its_processor_through_a_rebalance_and_drops_it_once_assigned_elsewhere(
+        app: faust.App, sent: dict[str, Any], summary_factory: Any) -> None:
+    asyncio.run(_put_all(app, [(None, _attack(summary_factory))]))
+    pipeline = app.kubeward_pipeline  # type: ignore[attr-defined]
+    proc = pipeline.processors[0]
+
+    async def rebalance(partitions: set[int]) -> None:
+        revoked = {TopicPartition(SUMMARIES.name, 0)}  # eager: everything is revoked first
+        await app.on_partitions_revoked.send(revoked)
+        await app.on_partitions_assigned.send({TopicPartition(SUMMARIES.name, p) for p in partitions})
+
+    asyncio.run(rebalance({0, 1}))
+    assert pipeline.processors[0] is proc and len(proc.store) == 101  # kept: the table holds no copy to restore from
+    asyncio.run(rebalance({1}))
+    assert 0 not in pipeline.processors  # moved away: its new owner restores it from the changelog
+
+
+def test_state_metrics_show_keys_bytes_and_evictions(app: faust.App, sent: dict[str, Any], summary_factory: Any) -> None:
+    asyncio.run(_put_all(app, [(None, _attack(summary_factory))]))
+    assert REGISTRY.get_sample_value("kubeward_worker_state_keys", {"partition": "0", "table": "actor"}) == 101
+    assert REGISTRY.get_sample_value("kubeward_worker_actors", {"partition": "0"}) == 101
+    assert (REGISTRY.get_sample_value("kubeward_worker_state_bytes", {"partition": "0"}) or 0) > 101 * 100
 
 
 def test_benign_messages_publish_nothing(app: faust.App, sent: dict[str, Any], summary_factory: Any) -> None:

@@ -18,7 +18,7 @@ def _processor() -> BatchProcessor:
 
 def _col(proc: BatchProcessor, actor: str, name: str) -> float:
     rows, _ = proc.store.rows_for(np.array([actor_hash(actor)], dtype=np.uint64))
-    return float(proc.store.cols[name][rows[0]])
+    return float(proc.frame(rows)[name][0])  # the frame: rare columns live in the side table
 
 
 def test_shim_and_access_log_records_of_one_call_count_once(summary_factory: Any, table_of: Any) -> None:
