@@ -15,7 +15,11 @@
   shim's cache, while simulated traffic flows at ``rate_eps``; probe actors
   that enumerate objects trigger one verdict each.
 * ``shim``: decisions per second and latency percentiles under ``wrk`` (64
-  connections, shim pinned to one core), with and without summary reports.
+  connections, shim pinned to one core), with and without summary reports;
+  ``shim.realistic``: the same under the realistic mix of ``deploy.lab.bench_shim``
+  (10,000 identities, 1% under a verdict, varied paths and bodies, reports on).
+* ``scale``: summaries per wall second with 1, 2 and 4 workers sharing a
+  4-partition topic (``deploy.lab.bench_scale``).
 * ``worker.bytes_per_identity``: state bytes per actor with 100k actors.
 * ``worker.process_bytes_per_identity``: the worker process's resident memory
   per additional identity (the slope of RSS against identities tracked, 100k
@@ -41,6 +45,8 @@ from pathlib import Path
 from typing import Any
 
 from deploy.lab.bench_real import bench_real_traffic, real_traffic_summary, say
+from deploy.lab.bench_scale import bench_scale
+from deploy.lab.bench_shim import bench_realistic_inprocess, bench_realistic_wrk
 from deploy.lab.bench_worker import bench_worker, bench_worker_inprocess, cpu_seconds
 from ingest import actor_key, summary_row
 
@@ -50,6 +56,9 @@ REPO = Path(__file__).resolve().parents[2]
 TARGETS = {
     "worker.records_per_cpu_second": ">= 250000",
     "worker.inprocess_records_per_cpu_second": ">= 250000 (no Kafka)",
+    "latency_ms.probes": ">= 1000",
+    "shim.realistic.decisions_per_second": ">= 100000 (one core, 64 connections, reports on)",
+    "shim.realistic.p99_ms": "<= 1.5",
     "latency_ms.p50": "<= 10 at 10000 eps",
     "latency_ms.p99": "<= 50 at 10000 eps",
     "shim.decisions_per_second": ">= 100000 on one core, 64 connections",
@@ -323,6 +332,11 @@ def run_bench(out: Path, quick: bool = False) -> dict[str, Any]:
     say("shim: CPU per request in-process (no sockets)")
     results["shim_inprocess"] = bench_shim_inprocess()
     results["shim"] = bench_shim(work, seconds=5 if quick else 10, connections=64)
+    say("shim: the realistic mix (10,000 JWT identities, 1% blocked, varied paths and bodies, reports on), wrk -c64")
+    results["shim_realistic"] = bench_realistic_wrk(work / "realistic", seconds=5 if quick else 10)
+    results["shim_realistic_inprocess"] = bench_realistic_inprocess(50_000 if quick else 200_000)
+    say("scale-out: 1, 2 and 4 workers on a 4-partition topic (deploy.lab.bench_scale)")
+    results["scale"] = bench_scale(work / "scale", rows_total=400_000 if quick else 1_500_000)
     # few singles: a one-summary message costs ~14 ms of per-batch work once the state has grown (40k took over 10 min)
     results["worker"] = bench_worker(work, envelope_rows_total=200_000 if quick else 1_000_000, single_total=2_000 if quick else 5_000)
     say("worker: in process (Pipeline.handle_many, 20k-row envelopes), shipped defaults then no detection")
@@ -342,6 +356,8 @@ def run_bench(out: Path, quick: bool = False) -> dict[str, Any]:
         "worker.inprocess_records_per_cpu_second": results["worker_inprocess"]["records_per_cpu_second"],
         "worker.inprocess_records_per_cpu_second_no_detection": results["worker_inprocess_no_detection"]["records_per_cpu_second"],
         "worker.inprocess_load_average": results["worker_inprocess"]["load_average_end"],
+        "latency_ms.probes": results["latency_ms"]["probes"],
+        "latency_ms.verdicts_measured": results["latency_ms"]["verdicts_measured"],
         "latency_ms.p50": results["latency_ms"]["p50"],
         "latency_ms.p99": results["latency_ms"]["p99"],
         "latency_ms.rate_eps": results["latency_ms"]["rate_eps_achieved"],
@@ -355,6 +371,11 @@ def run_bench(out: Path, quick: bool = False) -> dict[str, Any]:
         "shim.inprocess_us_per_decision": results["shim_inprocess"]["decision_us"],
         "shim.inprocess_us_constant_baseline": results["shim_inprocess"]["constant_200_us"],
         "shim.cpu_cores": results["shim"]["cpu_cores"],
+        "shim.realistic.decisions_per_second": round(results["shim_realistic"]["rps"]),
+        "shim.realistic.p99_ms": results["shim_realistic"]["p99_ms"],
+        "shim.realistic.cpu_cores": results["shim_realistic"]["cpu_cores"],
+        "shim.realistic.inprocess_us_per_decision": results["shim_realistic_inprocess"]["us_per_decision"],
+        "scale.records_per_second_by_workers": results["scale"]["records_per_second_by_workers"],
         "worker.bytes_per_identity": results["worker_state"]["allocated_bytes_per_identity"],
         "worker.process_bytes_per_identity": results["worker_memory"]["rss_bytes_per_identity"],
         **real_traffic_summary(results["real_traffic"]),
