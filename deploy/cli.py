@@ -39,14 +39,15 @@ def _overrides(args: argparse.Namespace, names: tuple[str, ...]) -> dict[str, An
     return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
 
 
-def _refuse_dev_key(component: str, variable: str, key: Any, dev: bool) -> None:
-    """Stop a worker or shim that would sign or accept verdicts with the development key, unless ``--dev`` says so."""
-    from ingest.signing import DEV_VERDICT_KEY
+def _refuse_dev_key(component: str, variable: str, key: Any, dev: bool, accepted: Any = None) -> None:
+    """Stop a worker or shim that would sign or accept verdicts with the development key (as its key or among the
+    keys it accepts), unless ``--dev`` says so."""
+    from ingest.signing import verdict_keys
 
-    if key.get_secret_value() != DEV_VERDICT_KEY:
+    if not verdict_keys(key, "k", accepted).uses_dev_key:
         return
     if not dev:
-        raise SettingsError(f"verdict_key is the development key: anyone who read the source can sign verdicts for this {component}. "
+        raise SettingsError(f"verdict_key (or an accepted key) is the development key: anyone who read the source can sign verdicts for this {component}. "
                             f"Set {variable} (the same secret on workers and shims), or pass --dev on a test machine")
     logging.getLogger("kubeward").warning("running with the development verdict key (--dev): verdicts anyone can sign")
 
@@ -82,7 +83,7 @@ def _cmd_shim(args: argparse.Namespace) -> int:
         over["bootstrap"] = None
     settings = build_settings(ShimSettings, **over)
     if settings.bootstrap is not None:  # without Kafka no verdict is read: no key to refuse
-        _refuse_dev_key("shim", "KUBEWARD_SHIM_VERDICT_KEY", settings.verdict_key, args.dev)
+        _refuse_dev_key("shim", "KUBEWARD_SHIM_VERDICT_KEY", settings.verdict_key, args.dev, settings.verdict_keys_accepted)
     run(settings)
     return 0
 

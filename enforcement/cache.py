@@ -4,8 +4,9 @@ Lookups are dictionary gets on ``kind:value`` keys; each entry keeps only what
 the hot path needs. A verdict replaces the one of its entry key; a signed
 ``lift`` record removes it (a subject's lift also its edge verdicts) and stands
 until its own expiry, so that no verdict of that key issued before the lift is
-applied again. A record issued more than ``REORDER_TOLERANCE_S`` before the one
-in place, or not after a standing lift, is stale: ignored and counted
+applied again. A record issued more than ``REORDER_TOLERANCE_S`` (1 s: workers'
+clocks are expected in step) before the one in place, or not after the newest
+lift standing on its key or its subject, is stale: ignored and counted
 (``stale``), so replaying an old signed record cannot undo a newer one. Expired
 entries are ignored at lookup and purged lazily.
 
@@ -38,7 +39,8 @@ from ingest import Verdict
 __all__ = ["CachedVerdict", "VerdictCache", "compile_template", "entry_key"]
 
 #: how far a record's ``issued_at`` may lag the one in place (clocks of several workers) and still replace it
-REORDER_TOLERANCE_S = 5.0
+REORDER_TOLERANCE_S = 1.0
+_NEVER = (float("-inf"), float("-inf"))
 _PARAM = re.compile(r"\{[^}/]*\}")
 _SLASHES = re.compile(r"/{2,}")
 
@@ -149,9 +151,9 @@ class VerdictCache:
         """Add or replace the verdict of its entry key (the subject, or the subject on one edge), or apply a lift;
         False (counted in ``stale``) when the record is older than what stands for its key."""
         key = entry_key(verdict)
-        lift = self.lifted.get(key) or self.lifted.get(verdict.subject.cache_key)
+        lifted_at = max(self.lifted.get(key, _NEVER)[0], self.lifted.get(verdict.subject.cache_key, _NEVER)[0])
         current = self.entries.get(key)
-        if (lift is not None and verdict.issued_at <= lift[0]) or (current is not None and verdict.issued_at < current.issued_at - REORDER_TOLERANCE_S):
+        if verdict.issued_at <= lifted_at or (current is not None and verdict.issued_at < current.issued_at - REORDER_TOLERANCE_S):
             self.stale += 1
             return False
         if verdict.action == "lift":

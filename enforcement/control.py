@@ -43,6 +43,7 @@ __all__ = ["ControlConsumer"]
 
 log = logging.getLogger("kubeward.shim.control")
 PURGE_EVERY_S = 10.0  # expired verdicts are ignored at lookup at once, and dropped from memory this often
+FUTURE_TOLERANCE_S = 60.0  # a record issued later than now + this is refused (a clock far ahead, or a forged date)
 PROBE_EVERY_S = 5.0  # how often the broker is asked for end offsets (the cache's age is the time since the last answer)
 APPLIED = Counter("kubeward_shim_verdicts_applied_total", "Verdicts applied to the cache", ["result"])
 LATENCY = Histogram(
@@ -119,6 +120,11 @@ class ControlConsumer:
             self.rejected += 1
             APPLIED.labels("invalid").inc()
             log.warning("invalid verdict ignored", extra={"error": str(exc.errors()[0]["msg"])})
+            return
+        if verdict.issued_at > now + FUTURE_TOLERANCE_S:  # signed or not: it would lock its key until then
+            self.rejected += 1
+            APPLIED.labels("future").inc()
+            log.warning("verdict issued in the future ignored", extra={"verdict_id": verdict.id, "issued_at": verdict.issued_at})
             return
         if not self.keys.verify(verdict):
             self.rejected += 1

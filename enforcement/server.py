@@ -10,11 +10,14 @@
   is set): ``/metrics`` (Prometheus) and ``/stats`` (JSON), both behind the
   bearer token when one is set; ``/healthz`` (liveness: 200 while the shim
   answers, its body the state below) and ``/readyz`` (200 once warmed up and
-  synced while the cache is fresh, else 503 naming why). Both bodies are JSON:
+  synced, else 503 naming why; with ``unready_when_stale`` also 503 while the
+  cache is stale). Both bodies are JSON:
   ``warm``, ``synced``, ``cache_age_s`` (since the broker last confirmed the
   cache current), ``stale``, ``reports_queued``, ``reports_dropped``. A stale
-  cache fails readiness, not liveness: a restart would rebuild the cache from
-  a broker that is away, so the shim keeps answering from what it has.
+  cache never fails liveness (a restart would rebuild the cache from a broker
+  that is away) and fails readiness only when asked to: every replica loses
+  the broker at once, and dropping them all would hand every request to the
+  data plane's failure mode; the cache keeps answering meanwhile.
 * **Start order**: the admin port, then ``Shim.warm_up`` (a thread: the
   control consumer syncs meanwhile), then the check ports.
 * **Reporter**: a daemon thread that publishes the decisions the shim queued
@@ -200,8 +203,10 @@ class _ShimCollector:
         for label, count in self.shim.decision_counts().items():
             family.add_metric([label], count)
         yield family
-        yield CounterMetricFamily("kubeward_shim_reports_dropped", "Decisions not reported: the report queue was full (report_queue_max) or a batch failed",
+        yield CounterMetricFamily("kubeward_shim_reports_dropped", "Decisions not reported because the report queue was full (report_queue_max)",
                                   value=self.shim.reports_dropped)
+        failed = self.shim.report_failures + (self.shim.report_publisher.stats()["rows_failed"] if self.shim.report_publisher is not None else 0)
+        yield CounterMetricFamily("kubeward_shim_reports_failed", "Reports that could not be published (a batch that failed, or the broker refused)", value=failed)
         yield GaugeMetricFamily("kubeward_shim_reports_queued", "Decisions waiting for the reporter", value=len(self.shim.pending))
         if self.control is not None:
             yield GaugeMetricFamily("kubeward_shim_verdict_cache_age_seconds", "Seconds since the broker last confirmed the verdict cache current",
@@ -234,9 +239,10 @@ def health(shim: Shim, control: Any, now: float | None = None) -> dict[str, Any]
     age = control.cache_age_s(now) if control is not None else 0.0
     stale = age > shim.settings.stale_after_s
     warm, synced = shim.warm.is_set(), shim.synced.is_set()
-    why = [name for name, bad in (("warming up", not warm), ("syncing", not synced), ("stale", synced and stale)) if bad]
+    why = [name for name, bad in (("warming up", not warm), ("syncing", not synced), ("stale", synced and stale and shim.settings.unready_when_stale)) if bad]
     return {"ready": not why, "why": why, "warm": warm, "synced": synced, "cache_age_s": round(age, 3), "stale": stale,
-            "cache_entries": len(shim.cache), "reports_queued": len(shim.pending), "reports_dropped": shim.reports_dropped}
+            "cache_entries": len(shim.cache), "reports_queued": len(shim.pending), "reports_dropped": shim.reports_dropped,
+            "reports_failed": shim.report_failures + (shim.report_publisher.stats()["rows_failed"] if shim.report_publisher is not None else 0)}
 
 
 def _json_response(status: str, value: object) -> bytes:
@@ -296,16 +302,24 @@ def _reporter(shim: Shim, connect: Callable[[], Any], stop: threading.Event) -> 
                                                                            "queued": len(shim.pending), "dropped": shim.reports_dropped})
                 retry_at = time.monotonic() + REPORTER_RETRY_S
                 continue
-        pending = shim.take_pending()
-        try:
-            if pending:
-                publisher.publish_rows([summary_row(t, r, d, key) for t, r, d in pending])
-            publisher.flush_due()
-        except Exception:  # noqa: BLE001 - the thread must outlive one bad batch; the rows are counted lost
-            shim.reports_dropped += len(pending)
-            log.exception("reports could not be published", extra={"rows": len(pending)})
+        shim.report_publisher = publisher
+        _publish_pending(shim, publisher, key)
     if publisher is not None:
+        _publish_pending(shim, publisher, key)  # what was queued until the stop
         publisher.flush(timeout=10)
+    else:
+        shim.report_failures += len(shim.take_pending())
+
+
+def _publish_pending(shim: Shim, publisher: Any, key: bytes) -> None:
+    pending = shim.take_pending()
+    try:
+        if pending:
+            publisher.publish_rows([summary_row(t, r, d, key) for t, r, d in pending])
+        publisher.flush_due()
+    except Exception:  # noqa: BLE001 - the thread must outlive one bad batch; the rows are counted lost
+        shim.report_failures += len(pending)  # this thread's own counter: reports_dropped is the loop's
+        log.exception("reports could not be published", extra={"rows": len(pending)})
 
 
 def _start_kafka(shim: Shim, settings: ShimSettings, stop_threads: threading.Event) -> tuple[Any, asyncio.Future[None] | None]:

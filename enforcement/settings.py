@@ -85,7 +85,12 @@ class ShimSettings(BaseSettings):
     )
     stale_after_s: float = Field(
         default=60.0, gt=0,
-        description="verdict cache age (since the broker last confirmed it current) past which /readyz reports stale (503); the cache keeps answering",
+        description="verdict cache age (since the broker last confirmed it current) past which /healthz and /readyz report stale; the cache keeps answering",
+    )
+    unready_when_stale: bool = Field(
+        default=False,
+        description=("a stale cache also fails /readyz (503). Off by default: every replica loses the same broker at once, and a readiness "
+                     "gate dropping them all would leave the data plane with its failure mode for every request instead of a cache that still answers"),
     )
     warm_up_timeout_s: float = Field(default=30.0, ge=0, description="longest wait for the inline classifier to load before the check ports open")
     adapter: Literal["envoy", "nginx", "traefik"] = Field(default="envoy", description="which data plane asks on the HTTP check port (enforcement/adapters/)")

@@ -38,6 +38,7 @@ import logging
 import threading
 import time
 import uuid
+from collections import deque
 from typing import Any
 
 from enforcement.adapters.envoy_http import EnvoyHttpAdapter
@@ -119,9 +120,14 @@ class Shim:
         self.inspector, self.waf, self.schema, self.honeytokens = parts.inspector, parts.waf, parts.schema, parts.honeytokens
         self.policy = settings.policy
         self.counts: dict[str, int] = {}
-        self.pending: list[tuple[float, RequestView, Decision]] = []
+        #: decisions waiting for the reporter thread: appended on the loop, taken from the left by the reporter (a deque: both
+        #: ends are safe across threads, where swapping a list could lose an append made during the swap)
+        self.pending: deque[tuple[float, RequestView, Decision]] = deque()
         self.report_queue_max = settings.report_queue_max
         self.reports_dropped = 0
+        #: reports the reporter thread could not publish (its own counter), and its publisher once connected
+        self.report_failures = 0
+        self.report_publisher: Any = None
         self.synced = threading.Event()
         self.warm = threading.Event()
         self._prompt = parts.prompt
@@ -217,9 +223,9 @@ class Shim:
         return {"allow": self.allowed, **self.counts}
 
     def take_pending(self) -> list[tuple[float, RequestView, Decision]]:
-        """Swap out the decisions waiting to be reported."""
-        pending, self.pending = self.pending, []
-        return pending
+        """Take the decisions waiting to be reported (those queued while this runs wait for the next call)."""
+        pending, take = self.pending, self.pending.popleft
+        return [take() for _ in range(len(pending))]
 
 
 def _recorded(decision: Decision) -> str:

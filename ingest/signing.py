@@ -30,7 +30,8 @@ KEY_ID_PATTERN = r"^[A-Za-z0-9._-]{1,64}$"
 
 
 def _digest(verdict: Verdict, key: bytes) -> str:
-    body = verdict.model_dump_json(exclude={"signature"}).encode()
+    # An empty key_id is left out, so verdicts signed before keys had ids still verify (a rolling upgrade mixes both).
+    body = verdict.model_dump_json(exclude={"signature", "key_id"} if not verdict.key_id else {"signature"}).encode()
     return hmac.new(key, body, hashlib.sha256).hexdigest()
 
 

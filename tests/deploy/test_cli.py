@@ -31,7 +31,14 @@ def test_every_kubeward_command_in_the_makefile_exists() -> None:
 def test_the_shim_and_worker_refuse_the_development_key_without_dev(command: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main([command]) == 2
     err = capsys.readouterr().err
-    assert "verdict_key is the development key" in err and f"KUBEWARD_{command.upper()}_VERDICT_KEY" in err and "--dev" in err
+    assert "is the development key" in err and f"KUBEWARD_{command.upper()}_VERDICT_KEY" in err and "--dev" in err
+
+
+def test_the_shim_refuses_the_development_key_among_its_accepted_keys(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KUBEWARD_SHIM_VERDICT_KEY", "a-real-secret")
+    monkeypatch.setenv("KUBEWARD_SHIM_VERDICT_KEYS_ACCEPTED", '{"k0": "kubeward-dev-verdict-key"}')
+    assert main(["shim"]) == 2
+    assert "(or an accepted key) is the development key" in capsys.readouterr().err
 
 
 def test_a_lift_is_signed_with_the_workers_key_and_refuses_the_development_key(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:

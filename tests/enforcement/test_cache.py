@@ -68,9 +68,18 @@ def test_a_lift_drops_the_subject_and_its_edges_issued_before_it_and_stands_unti
 def test_a_record_older_than_the_one_in_place_is_stale_within_a_tolerance(verdict_factory: Any) -> None:
     cache = VerdictCache()
     cache.apply(verdict_factory(issued_at=T0 + 100, action="block"))
-    assert cache.apply(verdict_factory(issued_at=T0 + 97, action="throttle"))  # another worker's clock, 3 s behind
-    assert not cache.apply(verdict_factory(issued_at=T0 + 90, action="redact"))
+    assert cache.apply(verdict_factory(issued_at=T0 + 99.5, action="throttle"))  # another worker's clock, 0.5 s behind
+    assert not cache.apply(verdict_factory(issued_at=T0 + 98, action="redact"))
     assert (cache.entries["actor:shop/web|alice"].action, cache.stale) == ("throttle", 1)
+
+
+def test_an_older_subject_lift_does_not_hide_a_newer_edge_lift_and_the_reverse(verdict_factory: Any) -> None:
+    cache = VerdictCache()
+    edge = Scope(service="orders", path_template="/orders/{id}")
+    cache.apply(verdict_factory(action="lift", issued_at=T0 + 50, scope=edge, expires_at=T0 + 1000))
+    cache.apply(verdict_factory(action="lift", issued_at=T0 + 80, expires_at=T0 + 1000))  # the subject's, newer
+    assert not cache.apply(verdict_factory(issued_at=T0 + 60, scope=edge))  # after the edge's lift, before the subject's
+    assert cache.apply(verdict_factory(issued_at=T0 + 90, scope=edge))
 
 
 def test_purge_drops_only_expired_entries(verdict_factory: Any) -> None:

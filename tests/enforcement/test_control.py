@@ -80,6 +80,26 @@ def test_a_forged_lift_is_ignored(verdict_factory: Any) -> None:
     assert len(control.cache) == 1 and control.rejected == 1
 
 
+def test_a_verdict_issued_in_the_future_is_refused(verdict_factory: Any) -> None:
+    control = _consumer()
+    now = time.time()
+    control.apply(b"x", sign_verdict(verdict_factory(issued_at=now + 3600, expires_at=now + 7200), KEY).model_dump_json().encode(), now)
+    assert len(control.cache) == 0 and control.rejected == 1
+
+
+def test_a_verdict_signed_before_key_ids_still_verifies(verdict_factory: Any) -> None:
+    import hashlib
+    import hmac
+
+    from ingest import Verdict
+    from ingest.signing import VerdictKeys
+
+    old = verdict_factory()
+    body = old.model_dump_json(exclude={"signature", "key_id"}).encode()  # what the previous release signed
+    legacy = old.model_copy(update={"signature": hmac.new(KEY, body, hashlib.sha256).hexdigest()})
+    assert VerdictKeys("k1", {"k1": KEY}).verify(Verdict.model_validate_json(legacy.model_dump_json()))
+
+
 def test_keys_rotate_by_id(verdict_factory: Any) -> None:
     from ingest.signing import VerdictKeys
 

@@ -162,13 +162,15 @@ class _Control:
         return self.age
 
 
-def test_a_stale_cache_fails_readiness_but_not_liveness() -> None:
-    shim = _shim(stale_after_s=30)
+@pytest.mark.parametrize("unready", [False, True])
+def test_a_stale_cache_is_reported_and_fails_readiness_only_when_asked(unready: bool) -> None:
+    shim = _shim(stale_after_s=30, unready_when_stale=unready)
     shim.warm.set()
     fresh, stale = admin_handler(shim, _Control(29.0)), admin_handler(shim, _Control(31.0))
     assert _answer(fresh("GET", "/readyz", {}, None))[0] == 200
     status, state = _answer(stale("GET", "/readyz", {}, None))
-    assert (status, state["why"], state["cache_age_s"]) == (503, ["stale"], 31.0)
+    assert (status, state["stale"], state["cache_age_s"]) == ((503, True, 31.0) if unready else (200, True, 31.0))
+    assert state["why"] == (["stale"] if unready else [])
     status, state = _answer(stale("GET", "/healthz", {}, None))
     assert (status, state["stale"]) == (200, True)
 
@@ -205,7 +207,7 @@ def test_warm_up_runs_every_inspector_without_learning_or_reporting() -> None:
     shim = _shim(report="all", schema_validation={"enabled": True})
     took = shim.warm_up(timeout=60)
     assert shim.warm.is_set() and took >= 0
-    assert shim.pending == [] and shim.decision_counts() == {"allow": 0}
+    assert not shim.pending and shim.decision_counts() == {"allow": 0}
     assert shim.schema is not None and shim.schema.stats()["endpoints"] == 0  # nothing learned
     assert shim._prompt is not None and shim._prompt.loaded.is_set()
 

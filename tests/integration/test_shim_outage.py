@@ -106,7 +106,7 @@ def test_a_paused_broker_leaves_cached_verdicts_working_and_readiness_reports_st
     producer.flush(10)
     producer.close()
     port, admin = free_port(), free_port()
-    settings = {"bootstrap": own_broker.bootstrap, "port": port, "admin_port": admin, "report": "denied", "stale_after_s": 8,
+    settings = {"bootstrap": own_broker.bootstrap, "port": port, "admin_port": admin, "report": "denied", "stale_after_s": 8, "unready_when_stale": True,
                 "adapter": "envoy", "identity": {"trusted_hops": 1}}  # fmt: skip
     shim = start_shim(tmp_path / "shim.log", settings)
     attacker = {"host": "orders", "x-forwarded-for": "10.9.9.9"}
