@@ -7,11 +7,18 @@
   a token that fails the check yields no principal (``auth_type`` ``jwt-invalid``),
   so a forged ``sub`` can never frame someone else.
 * **Workload**: the SPIFFE URI of the nearest hop in ``x-forwarded-client-cert``
-  (``spiffe://<td>/ns/<ns>/sa/<sa>``), else the pod directory's answer for the
+  (``spiffe://<td>/ns/<ns>/sa/<sa>``; only the element the nearest proxy wrote,
+  read with quoted values respected), else the pod directory's answer for the
   client address (``ingest.pods``), else none.
 * **Client address**: the data plane's peer, or, with ``trusted_hops = n``, the
   n-th entry from the right of ``x-forwarded-for`` (each trusted proxy appends
   one): never the leftmost entry, which any client can write.
+* **Who may forward identity**: a component asked by the data plane (the shim)
+  believes ``x-forwarded-for``, ``x-forwarded-client-cert`` and ``x-kubeward-*``
+  only from a peer in ``trusted_data_planes`` (``IdentityResolver.trusts``); from
+  any other peer those headers are dropped (``without_forwarded``) and the peer
+  itself is the client. A collector reads what the data plane itself logged, so
+  its peer is the data plane's downstream and no such gate applies.
 * **Destination**: a configured header the data plane sets, else the route or
   upstream cluster the data plane reports (``outbound|80||orders.shop.svc.cluster.local``,
   ``shop/orders``), else a Kubernetes service host name
@@ -28,6 +35,7 @@ import hashlib
 import hmac
 import ipaddress
 import json
+import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,14 +47,21 @@ __all__ = [
     "Identity",
     "IdentityConfig",
     "IdentityResolver",
+    "FORWARDED_IDENTITY",
     "client_ip",
     "destination_from",
+    "grpc_peer_address",
     "hash_principal",
     "jwt_claims",
+    "normalize_account",
+    "without_forwarded",
     "workload_from_xfcc",
 ]
 
 _MEMO_MAX = 65536
+#: headers through which a proxy tells who the client is; believed only from a trusted data plane (besides ``x-kubeward-*``)
+FORWARDED_IDENTITY: frozenset[str] = frozenset({"x-forwarded-for", "x-forwarded-client-cert", "forwarded", "x-real-ip"})
+_LOOPBACK = ("127.0.0.0/8", "::1/128")
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +98,11 @@ class IdentityConfig:
     client addresses are external. ``trusted_proxies`` are the CIDRs of gateways
     whose own ``x-forwarded-for`` entry is believed (an ingress or a BFF in front
     of end users): calls through them are attributed to the address they saw.
+    ``trusted_data_planes`` are the CIDRs of the data planes that ask the shim
+    (its TCP peers: Envoy, nginx, Traefik, the gRPC caller of ext_authz and
+    ext_proc); only from them are forwarded identity headers believed
+    (``IdentityResolver.trusts``). The default, loopback, fits a data plane on
+    the same host or in the same pod; in a cluster name the gateways' pod CIDR.
     """
 
     principal_key: bytes = b"kubeward-dev-principal-key"
@@ -95,6 +115,7 @@ class IdentityConfig:
     internal_networks: tuple[str, ...] = ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "127.0.0.0/8", "fd00::/8", "::1/128")
     cluster_domain: str = "cluster.local"
     trusted_proxies: tuple[str, ...] = ()
+    trusted_data_planes: tuple[str, ...] = _LOOPBACK
     extra: Mapping[str, str] = field(default_factory=dict)
 
 
@@ -172,7 +193,7 @@ def principal_from_headers(headers: Mapping[str, str], config: IdentityConfig) -
                 user = base64.b64decode(credential.strip()).decode("utf-8", "replace").partition(":")[0]
             except ValueError:
                 return None, "basic-invalid"
-            return hash_principal("basic", user, config.principal_key), "basic"
+            return hash_principal("basic", normalize_account(user), config.principal_key), "basic"
     for name in config.api_key_headers:
         key = headers.get(name)
         if key:
@@ -185,21 +206,86 @@ def principal_from_headers(headers: Mapping[str, str], config: IdentityConfig) -
     return None, "none"
 
 
+def normalize_account(name: str) -> str:
+    """An account name as identity providers compare it: NFKC (full-width letters are ASCII ones), case-folded.
+
+    Without it one account splits into many identities by case or width alone (``Alice``, ``ａｌｉｃｅ``),
+    each a fresh actor with counts of its own.
+
+    >>> normalize_account("Ａｌｉｃｅ") == normalize_account("alice")
+    True
+    """
+    if not name.isascii():
+        name = unicodedata.normalize("NFKC", name)
+    return name.casefold()
+
+
+def _split_unquoted(text: str, sep: str) -> list[str]:
+    """``text`` split at ``sep`` outside double quotes (a backslash escapes the next character)."""
+    if '"' not in text:
+        return text.split(sep)
+    parts, start, quoted, escaped = [], 0, False, False
+    for i, ch in enumerate(text):
+        if escaped:
+            escaped = False
+        elif ch == "\\":
+            escaped = True
+        elif ch == '"':
+            quoted = not quoted
+        elif ch == sep and not quoted:
+            parts.append(text[start:i])
+            start = i + 1
+    parts.append(text[start:])
+    return parts
+
+
 def workload_from_xfcc(xfcc: str) -> str | None:
     """``ns/serviceaccount`` from the SPIFFE URI of the nearest hop in ``x-forwarded-client-cert``.
 
-    Envoy appends one comma-separated element per proxy; the last is the peer that connected to us.
+    Envoy appends one comma-separated element per proxy; the last is the peer that connected to us,
+    and only it counts: the elements before it came from further away (with ``APPEND_FORWARD``,
+    from the client itself), so a nearest hop without a SPIFFE id has no workload. Commas and
+    semicolons inside quoted values (``Subject="CN=a,URI=spiffe://..."``) split nothing.
 
     >>> workload_from_xfcc('By=spiffe://a/ns/x/sa/y;URI=spiffe://cluster.local/ns/shop/sa/frontend')
     'shop/frontend'
+    >>> workload_from_xfcc('URI=spiffe://cluster.local/ns/kube-system/sa/admin,Hash=ab;DNS=client.example') is None
+    True
     """
-    for element in reversed(xfcc.split(",")):
-        for part in element.split(";"):
-            part = part.strip()
-            if part.startswith("URI=spiffe://"):
-                bits = part[len("URI=spiffe://") :].strip('"').split("/")
-                if len(bits) >= 5 and bits[1] == "ns" and bits[3] == "sa":
-                    return f"{bits[2]}/{bits[4]}"
+    nearest = _split_unquoted(xfcc, ",")[-1]
+    for part in _split_unquoted(nearest, ";"):
+        key, _, value = part.strip().partition("=")
+        if key.upper() == "URI" and value.strip('"').startswith("spiffe://"):
+            bits = value.strip('"')[len("spiffe://") :].split("/")
+            if len(bits) >= 5 and bits[1] == "ns" and bits[3] == "sa":
+                return f"{bits[2]}/{bits[4]}"
+    return None
+
+
+def without_forwarded(headers: Mapping[str, str]) -> dict[str, str]:
+    """``headers`` without the ones only a trusted data plane may set (``FORWARDED_IDENTITY``, ``x-kubeward-*``).
+
+    >>> without_forwarded({"x-forwarded-for": "6.6.6.6", "x-kubeward-principal": "victim", "authorization": "Bearer t"})
+    {'authorization': 'Bearer t'}
+    """
+    return {k: v for k, v in headers.items() if k not in FORWARDED_IDENTITY and not k.startswith("x-kubeward-")}
+
+
+def grpc_peer_address(peer: str | None) -> str | None:
+    """The address in a gRPC peer string (``ipv4:10.0.0.7:5000``, ``ipv6:[::1]:5000``, ``ipv6:%5B::1%5D:5000``);
+    ``None`` for a Unix socket or anything else (the caller is then on this machine or unknown).
+
+    >>> grpc_peer_address("ipv4:10.0.0.7:51234"), grpc_peer_address("ipv6:[::1]:51234"), grpc_peer_address("unix:/run/s")
+    ('10.0.0.7', '::1', None)
+    """
+    if not peer:
+        return None
+    kind, _, rest = peer.partition(":")
+    rest = rest.replace("%5B", "[").replace("%5D", "]")
+    if kind == "ipv4":
+        return rest.rsplit(":", 1)[0] or None
+    if kind == "ipv6":
+        return rest[1 : rest.find("]")] if rest.startswith("[") and "]" in rest else rest.rsplit(":", 1)[0] or None
     return None
 
 
@@ -320,7 +406,7 @@ class IdentityResolver:
     """Derives ``Identity`` and destinations from forwarded headers; memoised per distinct input.
 
     ``pods`` maps a client address to ``(workload, namespace, pod)`` (``ingest.pods.PodDirectory.lookup``
-    adapted), or None.
+    adapted), or None. ``trusts(peer)`` says whether a peer may forward identity (``trusted_data_planes``).
     """
 
     def __init__(self, config: IdentityConfig | None = None, pods: Callable[[str], tuple[str, str, str] | None] | None = None):
@@ -328,22 +414,26 @@ class IdentityResolver:
         self.pods = pods
         self._networks = tuple(ipaddress.ip_network(n) for n in self.config.internal_networks)
         self._proxies = tuple(ipaddress.ip_network(n) for n in self.config.trusted_proxies)
-        self._classes: dict[str, tuple[bool, bool]] = {}
+        self._planes = tuple(ipaddress.ip_network(n) for n in self.config.trusted_data_planes)
+        self._classes: dict[str, tuple[bool, bool, bool]] = {}
         self._destinations: dict[tuple[str | None, str | None, str | None], Target] = {}
         self._memo: dict[tuple[str | None, ...], Identity] = {}
         #: the headers an identity is derived from (the memo's key, with the peer)
         self._key_headers = ("authorization", "x-forwarded-client-cert", "x-forwarded-for", "cookie", *self.config.api_key_headers)
 
-    def _classify(self, ip: str) -> tuple[bool, bool]:
-        """(is a trusted proxy, is external) of an address, memoised (``ipaddress`` costs microseconds)."""
+    def _classify(self, ip: str) -> tuple[bool, bool, bool]:
+        """(is a trusted proxy, is external, is a trusted data plane) of an address, memoised (``ipaddress`` costs microseconds)."""
         found = self._classes.get(ip)
         if found is None:
             try:
-                addr = ipaddress.ip_address(ip)
+                addr: ipaddress.IPv4Address | ipaddress.IPv6Address = ipaddress.ip_address(ip.strip("[]"))
             except ValueError:
-                found = (False, False)
+                found = (False, False, False)
             else:
-                found = (any(addr in n for n in self._proxies), not any(addr in n for n in self._networks))
+                if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+                    addr = addr.ipv4_mapped  # a dual-stack listener reports IPv4 peers as ::ffff:a.b.c.d
+                found = (any(addr in n for n in self._proxies), not any(addr in n for n in self._networks),
+                         any(addr in n for n in self._planes))
             if len(self._classes) >= _MEMO_MAX:
                 self._classes.clear()
             self._classes[ip] = found
@@ -354,6 +444,13 @@ class IdentityResolver:
 
     def _external(self, ip: str | None) -> bool:
         return self._classify(ip)[1] if ip else False
+
+    def trusts(self, peer: str | None) -> bool:
+        """Whether ``peer`` (the TCP peer that asks) is a trusted data plane, so its forwarded identity headers count.
+
+        ``None`` (a Unix socket, or a caller that passed no peer) is trusted: only this machine reaches a Unix socket.
+        """
+        return peer is None or self._classify(peer)[2]
 
     def resolve(self, headers: Mapping[str, str], peer_ip: str | None) -> Identity:
         """The source identity of one request (header names lower case).

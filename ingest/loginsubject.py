@@ -21,9 +21,11 @@ its body carries both a subject field and a password field (``password``,
 ``basic_anywhere=True`` also takes the Basic user on other endpoints (APIs that
 authenticate every call with Basic credentials).
 
-The value is stripped and case-folded (``Alice@Example.com`` and
-``alice@example.com`` are one account for nearly every identity provider; an
-attacker must not split one target into many by changing case). Callers hash it
+The value is stripped, NFKC-normalised and case-folded (``Alice@Example.com``,
+``alice@example.com`` and the full-width ``ａｌｉｃｅ@example.com`` are one account for
+nearly every identity provider, PRECIS's username profile maps width and case;
+an attacker must not split one target into many by changing case or width),
+as ``ingest.identity.normalize_account`` does for a Basic principal. Callers hash it
 with a key before it leaves the node (``hash_object_id``); it is never logged.
 
 >>> login_subject("POST", "/login", {"content-type": "application/json"}, b'{"username": "Ada", "password": "x"}')
@@ -40,6 +42,7 @@ import re
 from collections.abc import Mapping
 
 from ingest.bodies import BodyLimits, Scalar, walk_body
+from ingest.identity import normalize_account
 
 __all__ = ["LOGIN_PATH", "SUBJECT_LIMITS", "is_login_path", "login_subject"]
 
@@ -79,7 +82,7 @@ def _clean(value: Scalar) -> str | None:
     if isinstance(value, bool) or value is None:
         return None
     text = str(value).strip()
-    return text.casefold() if 0 < len(text) <= _MAX_SUBJECT_CHARS else None
+    return normalize_account(text) if 0 < len(text) <= _MAX_SUBJECT_CHARS else None
 
 
 def _body_fields(body: bytes, content_type: str | None) -> tuple[str | None, bool]:

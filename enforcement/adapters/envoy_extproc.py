@@ -6,10 +6,12 @@ BUFFERED bodies, ``allow_mode_override``, ``failure_mode_allow``). ``ExchangeRed
 
 * **request headers**: builds the ``RequestView`` (identity and destination from
   ``ingest.identity``, as the ext_authz adapters do, so the verdict-cache keys
-  match), asks ``lookup`` for a ``redact`` verdict, and decides what this exchange
-  needs: the request body when ``:authority`` is an external LLM host
-  (``llm_hosts``), the response when ``responses`` is ``all``, or ``verdict`` and
-  the subject has a redact verdict. The answer overrides the processing mode so
+  match; forwarded identity headers count only when the stream's gRPC peer is a
+  trusted data plane, else that peer is the client, so a redact verdict cannot be
+  stepped around by writing another address or destination), asks ``lookup``
+  for a ``redact`` verdict, and decides what this exchange needs: the request
+  body when ``:authority`` is an external LLM host (``llm_hosts``), the response
+  when ``responses`` is ``all``, or ``verdict`` and the subject has a redact verdict. The answer overrides the processing mode so
   Envoy sends nothing else (no body round trips for the rest), and removes
   ``accept-encoding`` when the response will be read (upstreams answer uncompressed).
 * **response headers**: a content type ``redact_body`` does not read, a
@@ -43,10 +45,11 @@ from typing import Any
 import grpc
 from prometheus_client.core import CounterMetricFamily, Metric
 
+from enforcement.adapters.envoy_grpc import caller_of
 from enforcement.cache import VerdictCache
 from enforcement.decision import Decision, RequestView
 from enforcement.redaction import Redacted, RedactionSettings, redact_body, redactable
-from ingest.identity import IdentityResolver, destination_from
+from ingest.identity import IdentityResolver, destination_from, without_forwarded
 from ingest.proto import envoy_core_pb2 as core
 from ingest.proto import envoy_ext_proc_mode_pb2 as mode
 from ingest.proto import envoy_ext_proc_pb2 as ext_proc
@@ -156,11 +159,14 @@ class ExchangeRedactor:
 
     ``redact`` is called as ``redact(body, content_type)`` for each body read; the
     server may await it on a worker thread (``body_to_redact``/``body_answer``).
+    ``caller`` is the stream's gRPC peer address (None: not known, trusted).
     """
 
-    def __init__(self, settings: RedactionSettings, resolver: IdentityResolver, lookup: Lookup | None, stats: RedactionStats):
+    def __init__(self, settings: RedactionSettings, resolver: IdentityResolver, lookup: Lookup | None, stats: RedactionStats,
+                 caller: str | None = None):
         self.settings = settings
         self.resolver = resolver
+        self.caller = caller
         self.lookup = lookup
         self.stats = stats
         self.view: RequestView | None = None
@@ -176,9 +182,12 @@ class ExchangeRedactor:
     def view_of(self, headers: dict[str, str]) -> RequestView:
         """The ``RequestView`` of the request headers (identity as the ext_authz adapters derive it)."""
         config = self.resolver.config
-        identity = self.resolver.resolve(headers, None)
+        if self.resolver.trusts(self.caller):
+            identity, named = self.resolver.resolve(headers, None), headers.get(config.destination_header)
+        else:  # someone streaming to the shim directly: its own address is the client, its headers forward nothing
+            identity, named = self.resolver.resolve(without_forwarded(headers), self.caller), None
         authority = headers.get(":authority") or headers.get("host") or None
-        target = destination_from(None, headers.get(config.destination_header), authority, config)
+        target = destination_from(None, named, authority, config)
         return RequestView(method=headers.get(":method", ""), path=headers.get(":path", ""), source_workload=identity.workload,
                            principal=identity.principal, ip=identity.ip, service=target.service, namespace=target.namespace,
                            request_id=headers.get("x-request-id") or None, auth_type=identity.auth_type, authority=authority, headers=headers)
@@ -319,10 +328,10 @@ class ExtProcRedactionServer(HostedService):
             return await asyncio.get_running_loop().run_in_executor(self._pool, redact_body, body, content_type, self._policy, self._limits)
         return redact_body(body, content_type, self._policy, self._limits)
 
-    async def process(self, requests: AsyncIterator[ext_proc.ProcessingRequest]) -> AsyncIterator[ext_proc.ProcessingResponse]:
-        """Serve one ``Process`` stream; report the exchange when it ends."""
+    async def process(self, requests: AsyncIterator[ext_proc.ProcessingRequest], caller: str | None = None) -> AsyncIterator[ext_proc.ProcessingResponse]:
+        """Serve one ``Process`` stream from ``caller`` (the gRPC peer's address); report the exchange when it ends."""
         self.stats.streams += 1
-        exchange = ExchangeRedactor(self.settings, self.resolver, self.lookup, self.stats)
+        exchange = ExchangeRedactor(self.settings, self.resolver, self.lookup, self.stats, caller)
         try:
             async for message in requests:
                 reply = await self._answer(exchange, message)
@@ -335,7 +344,7 @@ class ExtProcRedactionServer(HostedService):
 
     def _register(self, server: Any) -> None:
         async def handle(requests: AsyncIterator[ext_proc.ProcessingRequest], context: Any) -> AsyncIterator[ext_proc.ProcessingResponse]:
-            async for reply in self.process(requests):
+            async for reply in self.process(requests, caller_of(context)):
                 yield reply
 
         method = grpc.stream_stream_rpc_method_handler(

@@ -16,6 +16,18 @@ destination from the ``context_extensions`` key ``service`` (per-route
 header, else ``:authority``; the body from ``raw_body`` (``pack_as_bytes``) or
 ``body`` when the filter sets ``with_request_body``.
 
+The client address follows the shim's ``trusted_hops`` as over HTTP, where the
+data plane's own ``x-forwarded-for`` entry is the first hop: ``source.address``
+is the address Envoy saw (its socket peer), so when ``x-forwarded-for`` does
+not already end with it (``use_remote_address: false``: Envoy appended nothing
+and the rightmost entry is the client's own writing) it is appended before the
+hops are counted. Everything in a ``CheckRequest`` is the caller's word, so
+``view(request, caller)`` believes the forwarded parts (``source.address``,
+``x-forwarded-for``, ``x-forwarded-client-cert``, ``x-kubeward-*``, the
+destination header and ``context_extensions``) only when ``caller``, the gRPC
+peer, is a trusted data plane (``identity.trusted_data_planes``); otherwise the
+caller is the client. The servicer passes the peer of every call.
+
 ``EnvoyGrpcAdapter.respond`` answers 200 with an ``OkHttpResponse`` that sets
 ``x-kubeward-decision`` (and ``x-kubeward-would``/``-reason`` in observe mode)
 on the upstream request, overwriting whatever the client sent; any other status
@@ -43,7 +55,7 @@ from typing import Any, cast
 import grpc
 
 from enforcement.decision import ALLOW, Decision, RequestView
-from ingest.identity import IdentityResolver, destination_from
+from ingest.identity import IdentityResolver, destination_from, grpc_peer_address, without_forwarded
 from ingest.proto import envoy_auth_pb2 as auth
 from ingest.proto import envoy_core_pb2 as core
 from ingest.proto import envoy_type_pb2 as http_status
@@ -51,7 +63,7 @@ from ingest.proto import google_rpc_pb2 as rpc
 from ingest.proto.headermap import header_dict
 from ingest.proto.hosting import HostedService
 
-__all__ = ["AuthorizationServicer", "EnvoyGrpcAdapter", "GrpcAuthzServer", "SERVICE_NAME"]
+__all__ = ["AuthorizationServicer", "EnvoyGrpcAdapter", "GrpcAuthzServer", "SERVICE_NAME", "caller_of"]
 
 log = logging.getLogger("kubeward.envoy_grpc")
 
@@ -89,6 +101,14 @@ def _request_headers(http: auth.AttributeContext.HttpRequest) -> dict[str, str]:
     return header_dict(http.header_map)
 
 
+def _with_peer_appended(headers: dict[str, str], peer: str | None) -> dict[str, str]:
+    """``headers`` whose ``x-forwarded-for`` ends with ``peer``, the address Envoy saw (see the module docstring)."""
+    forwarded = headers.get("x-forwarded-for")
+    if peer is None or (forwarded and forwarded.rsplit(",", 1)[-1].strip() == peer):
+        return headers
+    return {**headers, "x-forwarded-for": f"{forwarded}, {peer}" if forwarded else peer}
+
+
 def _body(http: auth.AttributeContext.HttpRequest) -> bytes | None:
     if http.raw_body:
         return http.raw_body
@@ -110,16 +130,21 @@ class EnvoyGrpcAdapter:
         self.service_key = service_key
         self._built: dict[Decision, auth.CheckResponse] = {ALLOW: _ALLOW_RESPONSE}
 
-    def view(self, request: auth.CheckRequest) -> RequestView:
-        """The decision input for one ``CheckRequest``."""
+    def view(self, request: auth.CheckRequest, caller: str | None = None) -> RequestView:
+        """The decision input for one ``CheckRequest`` asked by ``caller`` (the gRPC peer's address; None: not known)."""
         attrs = request.attributes
         http = attrs.request.http
         headers = _request_headers(http)
-        peer = attrs.source.address.socket_address.address or None
-        identity = self.resolver.resolve(headers, peer)
-        authority = http.host or headers.get(":authority") or headers.get("host") or None
         config = self.resolver.config
-        target = destination_from(attrs.context_extensions.get(self.service_key), headers.get(config.destination_header), authority, config)
+        if self.resolver.trusts(caller):
+            peer = attrs.source.address.socket_address.address or None
+            service, named = attrs.context_extensions.get(self.service_key), headers.get(config.destination_header)
+            identity = self.resolver.resolve(_with_peer_appended(headers, peer), peer)
+        else:  # someone asking the shim directly: its own address is the client, its headers forward nothing
+            peer, service, named = caller, None, None
+            identity = self.resolver.resolve(without_forwarded(headers), peer)
+        authority = http.host or headers.get(":authority") or headers.get("host") or None
+        target = destination_from(service, named, authority, config)
         return RequestView(
             method=http.method or headers.get(":method", ""),
             path=http.path or headers.get(":path", ""),
@@ -167,6 +192,12 @@ def _response(decision: Decision) -> auth.CheckResponse:
 DecideView = Callable[[RequestView], Decision]
 
 
+def caller_of(context: Any) -> str | None:
+    """The address of the gRPC peer that called (None for a Unix socket or a context that cannot tell)."""
+    peer = getattr(context, "peer", None)
+    return grpc_peer_address(peer()) if callable(peer) else None
+
+
 class AuthorizationServicer:
     """``Authorization.Check`` on grpc.aio (``view`` -> ``decide_view`` -> ``respond``); counts checks and failures."""
 
@@ -179,7 +210,7 @@ class AuthorizationServicer:
     async def Check(self, request: auth.CheckRequest, context: Any) -> auth.CheckResponse:  # noqa: N802 (gRPC method name)
         self.checks += 1
         try:
-            view = self.adapter.view(request)
+            view = self.adapter.view(request, caller_of(context))
             return self.adapter.respond(self.decide_view(view), view)
         except Exception:
             self.errors += 1

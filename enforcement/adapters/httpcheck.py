@@ -11,10 +11,17 @@ This module holds the common part:
   the forwarded headers through ``ingest.identity.IdentityResolver``. The
   adapter memoises its answer per distinct identity headers (they repeat from
   request to request; a JWT check and keyed hash cost tens of microseconds).
-  Headers named ``x-kubeward-source-workload``, ``x-kubeward-principal`` and
-  ``x-kubeward-namespace`` are obeyed only with ``trust_kubeward_headers``: the
-  shipped data-plane configurations strip every client ``x-kubeward-*`` header
-  before the check, so any such header the shim sees was set by the data plane.
+  Forwarded identity (``x-forwarded-for``, ``x-forwarded-client-cert``, every
+  ``x-kubeward-*`` header and the destination header) counts only when the
+  check's peer is a trusted data plane (``identity.trusted_data_planes``,
+  loopback by default): from any other peer, someone talking to the shim
+  directly, those headers are dropped and the peer is the client, so nobody
+  can write a victim's address, workload or principal into a report. Headers
+  named ``x-kubeward-source-workload``, ``x-kubeward-principal`` and
+  ``x-kubeward-namespace`` are obeyed only with ``trust_kubeward_headers`` as
+  well: the shipped data-plane configurations strip every client
+  ``x-kubeward-*`` header before the check, so any such header a trusted data
+  plane forwards was set by the data plane.
 * ``HttpAdapter``: the base the three adapters extend, mostly as data (which
   headers carry the original method, target and host). ``view`` raises
   ``UnparsedRequest`` for a check it cannot read; ``respond`` renders a
@@ -26,16 +33,21 @@ Pure: no sockets, no clock, no environment.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from enforcement.decision import ALLOW, Decision, RequestView
 from enforcement.errors import EnforcementError
-from ingest.identity import IdentityResolver
+from ingest.identity import IdentityResolver, without_forwarded
 
 __all__ = ["HeaderIdentity", "HttpAdapter", "HttpCheck", "PodLookup", "UnparsedRequest", "check_method", "check_target", "render", "unparsed_decision"]
 
+log = logging.getLogger("kubeward.adapters")
+
 _MEMO_MAX = 65536
+#: peers named in the log for forwarding identity without being trusted (once each, at most this many)
+_WARNED_MAX = 64
 _REASONS = {200: "OK", 400: "Bad Request", 403: "Forbidden", 429: "Too Many Requests", 503: "Service Unavailable"}
 _METHOD_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ-_")
 _KNOWN_METHODS = {m.encode(): m for m in ("GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS", "CONNECT", "TRACE")}
@@ -43,6 +55,7 @@ _FIXED = (
     b"authorization", b"x-forwarded-client-cert", b"x-forwarded-for", b"cookie", b"x-api-key", b"api-key",
     b"x-kubeward-source-workload", b"x-kubeward-principal", b"x-kubeward-namespace",
 )  # fmt: skip
+_ASSERTED = ("x-kubeward-source-workload", "x-kubeward-principal", "x-kubeward-namespace")
 _PARTIAL_BODY = b"x-envoy-auth-partial-body"  # Envoy with_request_body + allow_partial_message: the body was cut
 Ident = tuple[str | None, str | None, str | None, str | None, str | None, tuple[str, ...], str, str | None]
 PodLookup = Callable[[str], "tuple[str, str, str] | None"]
@@ -148,7 +161,9 @@ class HeaderIdentity:
     the memo; ``derive`` is the slow path it calls once per distinct input.
     ``pods`` maps a client address to ``(workload, namespace, pod)``
     (``ingest.podsource.pod_lookup``); it is asked per check, not memoised,
-    because pod addresses are reused (see ``with_pod``).
+    because pod addresses are reused (see ``with_pod``). ``untrusted`` counts
+    distinct identities derived from a peer outside ``trusted_data_planes``
+    that sent forwarded identity headers (ignored); each such peer is logged once.
     """
 
     def __init__(self, resolver: IdentityResolver, authority: str = "host", trust_kubeward_headers: bool = True, pods: PodLookup | None = None):
@@ -163,12 +178,16 @@ class HeaderIdentity:
         #: API-key header names beyond the two every check key reads
         self.extra = tuple(n.lower().encode("latin-1") for n in config.api_key_headers if n.lower() not in ("x-api-key", "api-key"))
         self.names: tuple[bytes, ...] = tuple(dict.fromkeys((*_FIXED, self.destination, self.authority, *self.extra)))
+        self.untrusted = 0
+        self._warned: set[str] = set()
 
     def derive(self, headers: Mapping[bytes, bytes], peer: str | None) -> Ident:
         """(workload, principal, ip, service, namespace, verdict-cache keys, auth type, authority) of one check."""
         text = {name.decode("latin-1"): value for name in self.names if (value := _text(headers.get(name))) is not None}
+        if not self.resolver.trusts(peer):
+            text = self._untrusted(text, peer)
         if not self.trust_kubeward_headers:
-            for name in ("x-kubeward-source-workload", "x-kubeward-principal", "x-kubeward-namespace"):
+            for name in _ASSERTED:
                 text.pop(name, None)
         who = self.resolver.resolve(text, peer)
         authority = text.get(self.authority.decode("latin-1"))
@@ -179,6 +198,17 @@ class HeaderIdentity:
         namespace = text.get("x-kubeward-namespace") or target.namespace
         keys = RequestView("", "", workload, principal, who.ip, target.service, namespace).subject_keys()
         return workload, principal, who.ip, target.service, namespace, keys, auth_type, authority
+
+    def _untrusted(self, text: dict[str, str], peer: str | None) -> dict[str, str]:
+        """``text`` without forwarded identity: the peer is no trusted data plane, so it is the client."""
+        kept = without_forwarded(text)
+        kept.pop(self.destination.decode("latin-1"), None)
+        if len(kept) != len(text):
+            self.untrusted += 1
+            if peer is not None and peer not in self._warned and len(self._warned) < _WARNED_MAX:
+                self._warned.add(peer)
+                log.warning("forwarded identity headers from %s ignored: the peer is not in identity.trusted_data_planes", peer)
+        return kept
 
     def with_pod(self, ident: Ident, pod: tuple[str, str, str]) -> Ident:
         """``ident`` with the workload of the pod behind its client address (only for idents without a workload)."""

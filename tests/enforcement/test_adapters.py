@@ -22,18 +22,21 @@ from enforcement.adapters.nginx import NginxAdapter
 from enforcement.adapters.traefik import TraefikAdapter
 from enforcement.decision import ALLOW, Decision, RequestView
 from enforcement.settings import ShimSettings
-from enforcement.shim import ADAPTERS, Shim, build_adapter
+from enforcement.shim import ADAPTERS, Shim, build_adapter, summarize
 from ingest.identity import IdentityConfig, IdentityResolver, hash_principal
 
 KEY = b"kubeward-dev-principal-key"
 SPIFFE = 'By=spiffe://cluster.local/ns/shop/sa/orders;Hash=abc;Subject="";URI=spiffe://cluster.local/ns/shop/sa/web'
 
 
-_IDENTITY_KEYS = {"jwt_hs256_secret", "principal_key", "trusted_hops", "trusted_proxies", "pods_file", "jwks_path", "destination_header"}
+_IDENTITY_KEYS = {"jwt_hs256_secret", "principal_key", "trusted_hops", "trusted_proxies", "pods_file", "jwks_path", "destination_header",
+                  "trusted_data_planes"}
+#: the data planes of these tests: every check comes from 10.0.0.9 (``_check``) unless a test says otherwise
+PLANES = ("10.0.0.0/24",)
 
 
 def _adapter(name: str = "envoy", **settings: Any) -> HttpAdapter:
-    identity = {"trusted_hops": 1, **{k: settings.pop(k) for k in list(settings) if k in _IDENTITY_KEYS}}
+    identity = {"trusted_hops": 1, "trusted_data_planes": list(PLANES), **{k: settings.pop(k) for k in list(settings) if k in _IDENTITY_KEYS}}
     return build_adapter(ShimSettings(bootstrap=None, adapter=name, identity=identity, **settings))
 
 
@@ -173,7 +176,7 @@ def test_identities_are_memoised_without_mixing_requests() -> None:
 
 def test_the_pod_behind_the_client_address_is_asked_per_check_not_memoised() -> None:
     pods = {"10.244.1.5": ("shop/web", "shop", "web-0")}
-    adapter = EnvoyHttpAdapter(HeaderIdentity(IdentityResolver(IdentityConfig(trusted_hops=1)), pods=pods.get))
+    adapter = EnvoyHttpAdapter(HeaderIdentity(IdentityResolver(IdentityConfig(trusted_hops=1, trusted_data_planes=PLANES)), pods=pods.get))
     check = _check("envoy", "GET", "/", {"x-forwarded-for": "10.244.1.5", "x-api-key": "k"})
     first = adapter.view(check)
     pods["10.244.1.5"] = ("shop/batch", "shop", "batch-7")  # the address went to another pod
@@ -185,14 +188,14 @@ def test_the_pod_behind_the_client_address_is_asked_per_check_not_memoised() -> 
 
 
 def test_a_spiffe_workload_beats_the_pod_table() -> None:
-    adapter = EnvoyHttpAdapter(HeaderIdentity(IdentityResolver(), pods=lambda ip: ("lab/other", "lab", "x")))
+    adapter = EnvoyHttpAdapter(HeaderIdentity(IdentityResolver(IdentityConfig(trusted_data_planes=PLANES)), pods=lambda ip: ("lab/other", "lab", "x")))
     assert adapter.view(_check("envoy", "GET", "/", {"x-forwarded-client-cert": SPIFFE})).source_workload == "shop/web"
 
 
 def test_the_pods_file_setting_names_workloads(tmp_path: Path) -> None:
     table = tmp_path / "pods.json"
     table.write_text(json.dumps({"203.0.113.7": "shop/web"}))
-    shim = Shim(ShimSettings(bootstrap=None, identity={"pods_file": table, "trusted_hops": 1}))
+    shim = Shim(ShimSettings(bootstrap=None, identity={"pods_file": table, "trusted_hops": 1, "trusted_data_planes": list(PLANES)}))
     assert shim.adapter.view(_check("envoy", "GET", "/", {"x-forwarded-for": "203.0.113.7"})).source_workload == "shop/web"
 
 
@@ -226,6 +229,73 @@ def test_inspection_keeps_the_inspected_headers_and_the_body(name: str) -> None:
     assert (view.body, view.body_truncated) == (b"01234567", True)
     whole = adapter.view(HttpCheck(check.method, check.url, check.headers, check.peer, b"{}"))
     assert (whole.body, whole.body_truncated) == (b"{}", False)
+
+
+# ------------------------------------------------------------------ identity nobody can forge (issue 9, item 2)
+
+VICTIM_IP = "203.0.113.7"
+#: a pod that reaches the shim's check port itself, with no data plane in between
+ATTACKER = "10.9.9.9"
+FORGERY = {"x-forwarded-for": VICTIM_IP, "x-forwarded-client-cert": SPIFFE, "x-kubeward-principal": "victim",
+           "x-kubeward-source-workload": "shop/web", "x-kubeward-namespace": "kube-system", "x-kubeward-destination": "billing/payments",
+           "host": "orders.shop.svc.cluster.local"}
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_a_caller_that_is_no_data_plane_forwards_no_identity(name: str) -> None:
+    """Address, workload, principal, namespace and destination written by a direct caller are all ignored: it is the client."""
+    view = _adapter(name).view(_check(name, "GET", "/", FORGERY, peer=ATTACKER))
+    assert (view.ip, view.source_workload, view.principal, view.auth_type) == (ATTACKER, None, None, "none")
+    assert (view.service, view.namespace) == ("orders", "shop")
+    assert view.subject_keys() == (f"actor:{ATTACKER}|-", f"ip:{ATTACKER}")
+    trusted = _adapter(name).view(_check(name, "GET", "/", FORGERY))  # the same headers from the data plane 10.0.0.9
+    assert (trusted.ip, trusted.source_workload, trusted.principal, trusted.service) == (VICTIM_IP, "shop/web", "victim", "payments")
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_rotating_the_leftmost_forwarded_entry_makes_no_new_identity(name: str) -> None:
+    """The review's evasion: a client rotating the leftmost x-forwarded-for entry behind a data plane stays one actor."""
+    adapter = _adapter(name)
+    keys = {adapter.view(_check(name, "GET", "/", {"x-forwarded-for": f"198.18.{i // 250}.{i % 250}, {VICTIM_IP}"})).subject_keys()
+            for i in range(1000)}
+    assert keys == {(f"actor:{VICTIM_IP}|-", f"ip:{VICTIM_IP}")}
+
+
+def test_a_forged_principal_and_an_injection_never_report_the_victim() -> None:
+    """The review's framing: a forged x-kubeward-principal and victim address plus one injection payload. The shim
+    denies the payload and reports the call as the caller's own; nothing in the report names the victim."""
+    shim = Shim(ShimSettings(bootstrap=None, identity={"trusted_hops": 1, "trusted_data_planes": list(PLANES)}, policy={"default_mode": "enforce"}))
+    shim.synced.set()
+    headers = {k.encode(): v.encode() for k, v in FORGERY.items()}
+    answer = shim.handle("GET", "/files/../../etc/passwd", headers, ATTACKER)
+    assert answer.startswith(b"HTTP/1.1 403 ")
+    ((_, view, decision),) = shim.take_pending()
+    victim = RequestView("GET", "/", "shop/web", "victim", VICTIM_IP, "orders", "shop").subject_keys()
+    assert decision.findings and not set(view.subject_keys()) & set(victim)
+    report = summarize(0.0, view, decision, b"k")
+    assert (report.source.ip, report.source.workload, report.principal) == (ATTACKER, None, None)
+
+
+def test_a_dual_stack_listener_reports_a_data_plane_as_a_mapped_address() -> None:
+    view = _adapter().view(_check("envoy", "GET", "/", {"x-forwarded-for": VICTIM_IP}, peer="::ffff:10.0.0.9"))
+    assert view.ip == VICTIM_IP
+
+
+def test_forwarding_from_an_untrusted_peer_is_counted_and_logged_once(caplog: pytest.LogCaptureFixture) -> None:
+    adapter = _adapter()
+    for i in range(3):
+        adapter.view(_check("envoy", "GET", "/", {"x-forwarded-for": f"198.18.0.{i}"}, peer=ATTACKER))
+    adapter.view(_check("envoy", "GET", "/", {"x-api-key": "k"}, peer=ATTACKER))  # nothing forwarded: nothing to count
+    assert adapter.identity.untrusted == 3
+    assert [r.getMessage() for r in caplog.records].count(
+        f"forwarded identity headers from {ATTACKER} ignored: the peer is not in identity.trusted_data_planes") == 1
+
+
+def test_the_shim_trusts_only_loopback_data_planes_unless_told() -> None:
+    """Shipped default: a data plane on the same host; a cluster names its gateways' CIDRs."""
+    adapter = build_adapter(ShimSettings(bootstrap=None))
+    assert adapter.view(_check("envoy", "GET", "/", {"x-forwarded-for": VICTIM_IP}, peer="127.0.0.1")).ip == VICTIM_IP
+    assert adapter.view(_check("envoy", "GET", "/", {"x-forwarded-for": VICTIM_IP}, peer="10.0.0.9")).ip == "10.0.0.9"
 
 
 # ------------------------------------------------------------------ unreadable checks

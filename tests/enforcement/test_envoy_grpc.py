@@ -78,9 +78,12 @@ def test_destination_prefers_the_route_config_then_the_header_then_the_authority
     assert (adapter.view(bare).service, adapter.view(bare).namespace) == ("orders", "shop")
 
 
-def test_trusted_hops_take_the_client_address_from_x_forwarded_for() -> None:
+def test_trusted_hops_count_from_the_address_envoy_saw() -> None:
+    """source.address is what Envoy saw; an x-forwarded-for not ending with it was written by the client (use_remote_address false)."""
     view = EnvoyGrpcAdapter(IdentityResolver(IdentityConfig(trusted_hops=1))).view(check_request())
-    assert (view.ip, view.peer_ip) == ("198.51.100.4", "10.1.2.3")
+    assert (view.ip, view.peer_ip) == ("10.1.2.3", "10.1.2.3")
+    behind_a_proxy = EnvoyGrpcAdapter(IdentityResolver(IdentityConfig(trusted_hops=2))).view(check_request())
+    assert behind_a_proxy.ip == "198.51.100.4"
 
 
 @pytest.mark.parametrize(("fields", "expected"), [({"raw_body": b'{"a":"\xc3\xa9"}'}, b'{"a":"\xc3\xa9"}'), ({"body": '{"a":"é"}'}, '{"a":"é"}'.encode()), ({}, None)])

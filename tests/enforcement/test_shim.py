@@ -108,8 +108,8 @@ def test_after_sync_verdicts_decide(verdict_factory: Any) -> None:
     shim = _shim(path_prefix="/authz")
     shim.synced.set()
     shim.cache.apply(verdict_factory(subject=Subject(kind="ip", value="203.0.113.7"), expires_at=4_102_444_800.0))
-    blocked = shim.handle("GET", "/authz/orders/1", {b"x-forwarded-for": b"203.0.113.7"}, "10.0.0.7")
-    allowed = shim.handle("GET", "/authz/orders/1", {}, "10.0.0.7")
+    blocked = shim.handle("GET", "/authz/orders/1", {b"x-forwarded-for": b"203.0.113.7"}, "127.0.0.1")
+    allowed = shim.handle("GET", "/authz/orders/1", {}, "127.0.0.1")
     assert blocked.startswith(b"HTTP/1.1 403 ") and allowed.startswith(b"HTTP/1.1 200 ")
     assert shim.decision_counts() == {"deny:enforce": 1, "allow": 1}
     pending = shim.take_pending()
@@ -138,7 +138,7 @@ def test_a_throttle_verdict_is_answered_in_each_data_planes_terms(verdict_factor
     shim.synced.set()
     shim.cache.apply(verdict_factory(subject=Subject(kind="ip", value="203.0.113.7"), action="throttle", rate_per_s=0.001, burst=1, expires_at=4_102_444_800.0))
     headers = {b"x-forwarded-for": b"203.0.113.7", b"x-original-method": b"GET", b"x-original-uri": b"/a", b"x-forwarded-method": b"GET", b"x-forwarded-uri": b"/a"}
-    first, second = (shim.handle("GET", "/a", dict(headers), "10.0.0.7") for _ in range(2))
+    first, second = (shim.handle("GET", "/a", dict(headers), "127.0.0.1") for _ in range(2))
     assert first.startswith(b"HTTP/1.1 200 ") and second.startswith(f"HTTP/1.1 {status} ".encode())
     assert b"retry-after: " in second and (action is None or action in second)
     assert shim.decision_counts() == {"allow": 1, "throttle:enforce": 1}

@@ -133,3 +133,75 @@ def test_resolver_uses_pod_directory_and_marks_external_clients() -> None:
     assert stranger.workload is None and stranger.external
     pods["10.244.1.5"] = ("shop/carts", "shop", "carts-1")  # the address is reused by another pod
     assert r.resolve({}, "10.244.1.5").workload == "shop/carts"
+
+
+# ------------------------------------------------------------------ identity nobody can forge (issue 9, item 2)
+
+
+SPIFFE_ADMIN = "URI=spiffe://cluster.local/ns/kube-system/sa/admin"
+
+
+def test_xfcc_reads_only_the_element_the_nearest_proxy_wrote() -> None:
+    """With APPEND_FORWARD the client's own XFCC precedes Envoy's element: a nearest hop without a SPIFFE id has no workload."""
+    assert workload_from_xfcc(f"{SPIFFE_ADMIN},Hash=ab12;DNS=partner.example") is None
+    assert workload_from_xfcc(f"{SPIFFE_ADMIN},Hash=ab12;URI=spiffe://cluster.local/ns/shop/sa/web") == "shop/web"
+
+
+def test_a_quoted_subject_cannot_smuggle_a_spiffe_id() -> None:
+    """A certificate subject is quoted; its commas and semicolons split nothing, so a subject naming a URI is no URI."""
+    forged = f'By=spiffe://cluster.local/ns/shop/sa/orders;Hash=ab;Subject="CN=x,{SPIFFE_ADMIN};O=\\"y\\"";URI=spiffe://cluster.local/ns/shop/sa/web'
+    assert workload_from_xfcc(forged) == "shop/web"
+    assert workload_from_xfcc(f'Hash=ab;Subject="CN=x,{SPIFFE_ADMIN}"') is None
+
+
+@pytest.mark.parametrize(
+    ("peer", "trusted"),
+    [("127.0.0.1", True), ("::1", True), ("10.0.0.9", False), ("::ffff:127.0.0.1", True), ("not-an-ip", False), (None, True)],
+    ids=["loopback", "loopback-v6", "pod", "v4-mapped-loopback", "garbage", "unix-socket"],
+)
+def test_only_loopback_data_planes_are_trusted_by_default(peer: str | None, trusted: bool) -> None:
+    assert IdentityResolver().trusts(peer) is trusted
+
+
+def test_configured_data_planes_are_trusted_and_mapped_addresses_count_as_ipv4() -> None:
+    r = IdentityResolver(IdentityConfig(trusted_data_planes=("10.244.0.0/16",)))
+    assert r.trusts("10.244.3.7") and r.trusts("::ffff:10.244.3.7") and not r.trusts("10.245.0.1") and not r.trusts("127.0.0.1")
+
+
+def test_without_forwarded_drops_what_only_a_data_plane_may_say() -> None:
+    headers = {"x-forwarded-for": "1.2.3.4", "x-forwarded-client-cert": SPIFFE_ADMIN, "forwarded": "for=1.2.3.4", "x-real-ip": "1.2.3.4",
+               "x-kubeward-principal": "victim", "x-kubeward-destination": "kube-system/api", "authorization": "Bearer t", "cookie": "a=b"}
+    from ingest.identity import without_forwarded
+
+    assert without_forwarded(headers) == {"authorization": "Bearer t", "cookie": "a=b"}
+
+
+@pytest.mark.parametrize("user", ["Alice", "ALICE", "ａｌｉｃｅ", "Ａｌｉｃｅ"])
+def test_basic_users_differing_in_case_or_width_are_one_principal(user: str) -> None:
+    """Rotating the case (or width) of a Basic user name must not make a fresh actor per request."""
+    config = IdentityConfig(principal_key=KEY)
+
+    def basic(name: str) -> str | None:
+        return principal_from_headers({"authorization": "Basic " + base64.b64encode(f"{name}:pw".encode()).decode()}, config)[0]
+
+    assert basic(user) == basic("alice") == hash_principal("basic", "alice", KEY)
+
+
+@pytest.mark.parametrize(
+    ("peer", "address"),
+    [("ipv4:10.0.0.7:51234", "10.0.0.7"), ("ipv6:[::1]:1", "::1"), ("ipv6:%5Bfd00::7%5D:1", "fd00::7"), ("unix:/run/x.sock", None), ("", None)],
+)
+def test_grpc_peer_address(peer: str, address: str | None) -> None:
+    from ingest.identity import grpc_peer_address
+
+    assert grpc_peer_address(peer) == address
+
+
+def test_identity_settings_carry_the_data_planes_and_refuse_bad_cidrs() -> None:
+    from ingest.identitysettings import IdentitySettings, identity_config
+
+    assert IdentitySettings().trusted_data_planes == ["127.0.0.0/8", "::1/128"]
+    assert identity_config(IdentitySettings(trusted_data_planes=["10.244.0.0/16"])).trusted_data_planes == ("10.244.0.0/16",)
+    for field in ("trusted_data_planes", "trusted_proxies", "internal_networks"):
+        with pytest.raises(ValueError, match="is not a CIDR"):
+            IdentitySettings(**{field: ["10.0.0.1/8"]})

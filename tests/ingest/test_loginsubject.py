@@ -70,3 +70,10 @@ def test_absent_subjects(method: str, path: str, headers: dict[str, str], body: 
 def test_login_paths() -> None:
     assert [is_login_path(p) for p in ("/login", "/api/auth/", "/oauth/token?scope=a", "/sessions", "/authors", "/tokens", "/blogin")] == [
         True, True, True, True, False, False, False]
+
+
+@pytest.mark.parametrize("name", ["Alice", "ａｌｉｃｅ", "ＡＬＩＣＥ"])
+def test_case_and_width_variants_name_one_account(name: str) -> None:
+    """An attacker must not split one target into many subjects by case or width (PRECIS maps both)."""
+    body = json.dumps({"username": name, "password": "x"}).encode()
+    assert login_subject("POST", "/login", {"content-type": "application/json"}, body) == "alice"
