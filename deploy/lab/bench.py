@@ -46,7 +46,7 @@ from typing import Any
 
 from deploy.lab.bench_real import bench_real_traffic, real_traffic_summary, say
 from deploy.lab.bench_scale import bench_scale
-from deploy.lab.bench_shim import bench_realistic_inprocess, bench_realistic_wrk
+from deploy.lab.bench_shim import NullTransport, bench_realistic_inprocess, bench_realistic_wrk
 from deploy.lab.bench_worker import bench_worker, bench_worker_inprocess, cpu_seconds
 from ingest import actor_key, summary_row
 
@@ -265,16 +265,6 @@ def bench_shim_inprocess(requests: int = 200_000) -> dict[str, Any]:
     from enforcement.shim import Shim
     from ingest import Subject, Verdict
 
-    class _Sink:
-        def write(self, data: bytes) -> None:
-            pass
-
-        def close(self) -> None:
-            pass
-
-        def get_extra_info(self, name: str) -> Any:
-            return ("127.0.0.1", 40000)
-
     request = (b"GET /orders/81231 HTTP/1.1\r\nHost: orders\r\nx-kubeward-source-workload: shop/frontend\r\n"
                b"x-kubeward-principal: user-00042\r\nx-forwarded-for: 10.1.2.3\r\n\r\n")
     shim = Shim(ShimSettings(bootstrap=None, report="none"))
@@ -285,7 +275,7 @@ def bench_shim_inprocess(requests: int = 200_000) -> dict[str, Any]:
     constant = HttpConnection(lambda m, u, h, p, b: shim.adapter.allow_response)
     decision = check_connection(shim, DecisionTimer(shim.settings.timing_sample) if shim.settings.timing_sample else None)
     for label, conn in (("constant_200_us", constant), ("decision_us", decision)):
-        conn.connection_made(_Sink())
+        conn.connection_made(NullTransport())
         started = time.process_time()
         for _ in range(requests):
             conn.data_received(request)

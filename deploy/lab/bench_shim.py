@@ -36,7 +36,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-__all__ = ["bench_realistic_inprocess", "bench_realistic_wrk", "realistic_requests", "shim_settings"]
+__all__ = ["NullTransport", "bench_realistic_inprocess", "bench_realistic_wrk", "realistic_requests", "shim_settings"]
 
 JWT_SECRET = "bench-jwt-secret"
 _TEMPLATES = (
@@ -48,6 +48,19 @@ _TEMPLATES = (
     ("users", "GET", "/users/{id}/payment-methods"), ("cart", "GET", "/cart"), ("cart", "POST", "/cart/items"),
     ("cart", "GET", "/cart/items/{id}"), ("cart", "GET", "/cart/summary?currency=EUR"), ("cart", "POST", "/cart/checkout"),
 )
+
+
+class NullTransport:
+    """A transport for the shim's HTTP protocol object that drops what it writes (in-process benchmarks)."""
+
+    def write(self, data: bytes) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def get_extra_info(self, name: str) -> Any:
+        return ("127.0.0.1", 40000)
 
 
 def _b64(data: bytes) -> str:
@@ -124,18 +137,8 @@ def bench_realistic_inprocess(requests: int = 200_000, identities: int = 10_000,
     for verdict in _verdicts(blocked_keys(mix, identities, blocked_share, settings)):
         shim.cache.apply(verdict)
 
-    class _Sink:
-        def write(self, data: bytes) -> None:
-            pass
-
-        def close(self) -> None:
-            pass
-
-        def get_extra_info(self, name: str) -> Any:
-            return ("127.0.0.1", 40000)
-
     conn = check_connection(shim, DecisionTimer(shim.settings.timing_sample) if shim.settings.timing_sample else None)
-    conn.connection_made(_Sink())
+    conn.connection_made(NullTransport())
     key = shim.settings.object_id_key.get_secret_value().encode()
     for raw in mix:  # one pass to fill the identity memo, as a running shim has
         conn.data_received(raw)
