@@ -5,7 +5,11 @@
   a keyed hash (``jwt:<16 hex>``), never the token. A JWT's signature is
   checked when a shared secret (HS256) or a JWKS (RS256/ES256) is configured;
   a token that fails the check yields no principal (``auth_type`` ``jwt-invalid``),
-  so a forged ``sub`` can never frame someone else.
+  so a forged ``sub`` can never frame someone else. A token that is no well-formed
+  JWS (``jwt_claims``: bad base64, not UTF-8 JSON objects, nested past the parser's
+  depth, or a lone UTF-16 surrogate escape such as ``"\\udfff"`` anywhere in header
+  or claims) is read as an opaque bearer token (``bearer:<16 hex>`` of the whole token),
+  never as an exception and never by patching the text.
 * **Workload**: the SPIFFE URI of the nearest hop in ``x-forwarded-client-cert``
   (``spiffe://<td>/ns/<ns>/sa/<sa>``; only the element the nearest proxy wrote,
   read with quoted values respected), else the pod directory's answer for the
@@ -35,6 +39,7 @@ import hashlib
 import hmac
 import ipaddress
 import json
+import re
 import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -62,6 +67,8 @@ _MEMO_MAX = 65536
 #: headers through which a proxy tells who the client is; believed only from a trusted data plane (besides ``x-kubeward-*``)
 FORWARDED_IDENTITY: frozenset[str] = frozenset({"x-forwarded-for", "x-forwarded-client-cert", "forwarded", "x-real-ip"})
 _LOOPBACK = ("127.0.0.0/8", "::1/128")
+#: a UTF-16 surrogate on its own: what ``json.loads`` leaves of an unpaired ``\\ud800``-``\\udfff`` escape
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,15 +139,37 @@ def _b64(segment: str) -> bytes:
     return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
 
 
+def _json_segment(segment: str) -> Any:
+    """A header or claims segment as JSON; ``ValueError`` unless it is well-formed UTF-8 JSON (RFC 7515).
+
+    ``json.loads`` reads a lone surrogate from an escape (``"\\udfff"``, or a pair in the wrong order) and,
+    given bytes, even from raw surrogate bytes; no UTF-8 encodes one, so a principal hashed from it would
+    fail downstream. Such a segment is refused like any other malformed one: replacing the surrogates with
+    U+FFFD would let distinct subjects (``a\\ud800``, ``a\\udfff``, ``a\\ufffd``) share one principal.
+    """
+    text = _b64(segment).decode("utf-8")  # strict: raw surrogate bytes are no UTF-8
+    value = json.loads(text)
+    if "\\u" in text and _LONE_SURROGATE.search(json.dumps(value, ensure_ascii=False)):
+        raise ValueError("a lone surrogate escape in a JWT segment")
+    return value
+
+
 def jwt_claims(token: str) -> tuple[dict[str, Any], dict[str, Any], bytes, bytes] | None:
-    """(header, claims, signing input, signature) of a compact JWS, or None when it is not one."""
+    """(header, claims, signing input, signature) of a compact JWS, or None when it is not a well-formed one.
+
+    Not well-formed: bad base64url, a header or claims set that is not a UTF-8 JSON object, JSON nested
+    deeper than the parser reads, a lone surrogate escape (see ``_json_segment``).
+
+    >>> jwt_claims("eyJhbGciOiJub25lIn0.eyJzdWIiOiJcdWRmZmYifQ.c2ln") is None  # {"sub": "\\udfff"}
+    True
+    """
     parts = token.split(".")
     if len(parts) != 3:
         return None
     try:
-        header, claims = json.loads(_b64(parts[0])), json.loads(_b64(parts[1]))
+        header, claims = _json_segment(parts[0]), _json_segment(parts[1])
         signature = _b64(parts[2])
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # ValueError covers binascii.Error and UnicodeDecodeError
         return None
     if not isinstance(header, dict) or not isinstance(claims, dict):
         return None

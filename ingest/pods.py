@@ -24,6 +24,12 @@ client 35, snake_case); both are read.
   pod-template-hash (the Deployment), a StatefulSet / DaemonSet / ReplicationController name, a
   Job's name or, for a CronJob's Job (``<cronjob>-<minutes>``), the CronJob's name; other pods use
   the ``app.kubernetes.io/name`` or ``app`` label, else the pod's own name.
+* Each field read must have the JSON type the API server sends, or be absent: ``metadata``,
+  ``spec``, ``status`` and ``labels`` objects; ``ownerReferences`` and ``podIPs`` lists of
+  objects; ``namespace``, ``name``, ``uid``, ``resourceVersion``, the service account, an owner's
+  ``kind`` and ``name``, ``phase`` and each ``ip`` strings; ``hostNetwork`` a boolean. Any other
+  type raises :class:`PodEventError` naming the field (the watch counts it and relists), never a
+  ``TypeError`` from deep inside. A string that is no IP address is only skipped (above).
 
 Threads: one writer (the watch thread) and any number of readers. Readers only touch the
 IP map, which the writer changes by single-key assignment or deletion, or replaces by one
@@ -32,7 +38,7 @@ attribute swap (:meth:`replace_all`); both are atomic in CPython.
 Errors::
 
     IngestError
-     └── PodEventError   a watch event has an unknown type, is an ERROR, or has no pod
+     └── PodEventError   a watch event has an unknown type, is an ERROR, has no pod, or a pod field of the wrong type
 """
 
 from __future__ import annotations
@@ -60,7 +66,7 @@ _NAME_LABELS = ("app.kubernetes.io/name", "app")
 
 
 class PodEventError(IngestError):
-    """A watch event cannot be applied: unknown or ERROR type, or no pod object."""
+    """A watch event cannot be applied: unknown or ERROR type, no pod object, or a pod field of the wrong type."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,6 +100,38 @@ def _field(obj: Mapping[str, Any] | None, *names: str) -> Any:
     return None
 
 
+def _bad(path: str, value: Any, expected: str) -> PodEventError:
+    return PodEventError(f"pod field {path}={value!r:.80} is not {expected}")
+
+
+def _mapping(obj: Mapping[str, Any], path: str, *names: str) -> Mapping[str, Any]:
+    """``_field(obj, *names)`` when it is a mapping, ``{}`` when absent; another type raises :class:`PodEventError`."""
+    value = _field(obj, *names)
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise _bad(path, value, "an object")
+    return value
+
+
+def _mappings(obj: Mapping[str, Any], path: str, *names: str) -> list[Mapping[str, Any]]:
+    """``_field(obj, *names)`` when it is a list of mappings, ``[]`` when absent; else :class:`PodEventError`."""
+    value = _field(obj, *names)
+    if value is None:
+        return []
+    if not isinstance(value, (list, tuple)) or not all(isinstance(item, Mapping) for item in value):
+        raise _bad(path, value, "a list of objects")
+    return list(value)
+
+
+def _text(obj: Mapping[str, Any], path: str, *names: str) -> str | None:
+    """``_field(obj, *names)`` when it is a string, ``None`` when absent; another type raises :class:`PodEventError`."""
+    value = _field(obj, *names)
+    if value is None or isinstance(value, str):
+        return value
+    raise _bad(path, value, "a string")
+
+
 def _timestamp(value: Any) -> float:
     """Seconds since the epoch of a ``creationTimestamp`` (RFC 3339 text or ``datetime``); 0 if absent."""
     if isinstance(value, datetime):
@@ -117,18 +155,18 @@ def _canonical_ip(value: Any) -> str | None:
         return None
 
 
-def _pod_ips(status: Mapping[str, Any] | None) -> tuple[str, ...]:
+def _pod_ips(status: Mapping[str, Any]) -> tuple[str, ...]:
     """Every distinct valid address of ``status.podIPs`` and ``status.podIP``, in order."""
-    listed = _field(status, "podIPs", "pod_ips", "pod_i_ps") or []
-    raw = [_field(entry, "ip") for entry in listed if isinstance(entry, Mapping)]
-    raw.append(_field(status, "podIP", "pod_ip"))
+    listed = _mappings(status, "status.podIPs", "podIPs", "pod_ips", "pod_i_ps")
+    raw = [_text(entry, "status.podIPs[].ip", "ip") for entry in listed]
+    raw.append(_text(status, "status.podIP", "podIP", "pod_ip"))
     canonical = (_canonical_ip(value) for value in raw)
     return tuple(dict.fromkeys(ip for ip in canonical if ip is not None))
 
 
 def _controller_owner(meta: Mapping[str, Any]) -> Mapping[str, Any] | None:
     """The owner reference with ``controller: true``, else the first one, else ``None``."""
-    owners = [ref for ref in (_field(meta, "ownerReferences", "owner_references") or []) if isinstance(ref, Mapping)]
+    owners = _mappings(meta, "metadata.ownerReferences", "ownerReferences", "owner_references")
     return next((ref for ref in owners if ref.get("controller")), owners[0] if owners else None)
 
 
@@ -139,8 +177,9 @@ def _strip(pattern: re.Pattern[str], name: str) -> str:
 
 def _owner_name(owner: Mapping[str, Any], labels: Mapping[str, Any]) -> str | None:
     """The workload name an owner reference stands for, or ``None`` for other owner kinds."""
-    kind, name = owner.get("kind"), owner.get("name")
-    if not isinstance(name, str) or not name:
+    kind = _text(owner, "metadata.ownerReferences[].kind", "kind")
+    name = _text(owner, "metadata.ownerReferences[].name", "name")
+    if not name:
         return None
     if kind == "ReplicaSet":
         template_hash = labels.get("pod-template-hash")
@@ -152,31 +191,48 @@ def _owner_name(owner: Mapping[str, Any], labels: Mapping[str, Any]) -> str | No
     return name if kind in _NAMED_OWNERS else None
 
 
-def workload_of(pod: Mapping[str, Any]) -> str:
-    """``namespace/name`` of the workload that owns ``pod`` (see the module docstring for the rules)."""
-    meta = _field(pod, "metadata") or {}
-    labels = meta.get("labels") or {}
+def _namespace_and_name(meta: Mapping[str, Any]) -> tuple[str, str]:
+    return _text(meta, "metadata.namespace", "namespace") or "default", _text(meta, "metadata.name", "name") or ""
+
+
+def _workload(meta: Mapping[str, Any]) -> str:
+    labels = _mapping(meta, "metadata.labels", "labels")
     owner = _controller_owner(meta)
     name = _owner_name(owner, labels) if owner is not None else None
     if name is None:
         name = next((labels[key] for key in _NAME_LABELS if isinstance(labels.get(key), str) and labels[key]), None)
-    namespace = meta.get("namespace") or "default"
-    return f"{namespace}/{name or meta.get('name') or ''}"
+    namespace, pod_name = _namespace_and_name(meta)
+    return f"{namespace}/{name or pod_name}"
+
+
+def workload_of(pod: Mapping[str, Any]) -> str:
+    """``namespace/name`` of the workload that owns ``pod`` (see the module docstring for the rules).
+
+    Raises :class:`PodEventError` when a field it reads has the wrong type.
+    """
+    return _workload(_mapping(pod, "metadata", "metadata"))
 
 
 def _parse(pod: Mapping[str, Any], seq: int) -> _Pod:
-    """The writer's record of one pod dict; ``seq`` orders pods seen at the same instant."""
-    meta = _field(pod, "metadata") or {}
-    spec = _field(pod, "spec") or {}
-    status = _field(pod, "status") or {}
-    namespace, name = meta.get("namespace") or "default", meta.get("name") or ""
-    account = _field(spec, "serviceAccountName", "service_account_name") or _field(spec, "serviceAccount", "service_account")
-    identity = PodIdentity(namespace, name, workload_of(pod), account or "default")
-    live = status.get("phase") not in _FINISHED_PHASES and not _field(meta, "deletionTimestamp", "deletion_timestamp")
+    """The writer's record of one pod dict; ``seq`` orders pods seen at the same instant.
+
+    Raises :class:`PodEventError` when the pod or a field it reads has the wrong type (see the module docstring).
+    """
+    if not isinstance(pod, Mapping):
+        raise PodEventError(f"pod={pod!r:.80} is not an object")
+    meta, spec, status = (_mapping(pod, part, part) for part in ("metadata", "spec", "status"))
+    namespace, name = _namespace_and_name(meta)
+    account = _text(spec, "spec.serviceAccountName", "serviceAccountName", "service_account_name") or \
+        _text(spec, "spec.serviceAccount", "serviceAccount", "service_account")
+    identity = PodIdentity(namespace, name, _workload(meta), account or "default")
+    phase = _text(status, "status.phase", "phase")
+    live = phase not in _FINISHED_PHASES and not _field(meta, "deletionTimestamp", "deletion_timestamp")
     created = _timestamp(_field(meta, "creationTimestamp", "creation_timestamp"))
-    uid = meta.get("uid") or f"{namespace}/{name}"
-    host_network = bool(_field(spec, "hostNetwork", "host_network"))
-    return _Pod(uid, identity, _pod_ips(status), host_network, (live, created, seq))
+    uid = _text(meta, "metadata.uid", "uid") or f"{namespace}/{name}"
+    host_network = _field(spec, "hostNetwork", "host_network")
+    if not isinstance(host_network, bool | None):
+        raise _bad("spec.hostNetwork", host_network, "a boolean")
+    return _Pod(uid, identity, _pod_ips(status), bool(host_network), (live, created, seq))
 
 
 class PodDirectory:
@@ -223,15 +279,16 @@ class PodDirectory:
             raise PodEventError(f"watch event type='ERROR': {pod!r}")
         if not isinstance(pod, Mapping):
             raise PodEventError(f"watch event type={kind!r} has object={pod!r}, expected a pod dict")
+        if kind not in ("ADDED", "MODIFIED", "DELETED", "BOOKMARK"):
+            raise PodEventError(f"watch event type={kind!r} is not ADDED, MODIFIED, DELETED, BOOKMARK or ERROR")
+        # read (and type-checked) before anything changes, as _parse is: a bad event leaves the directory as it was
+        version = _text(_mapping(pod, "metadata", "metadata"), "metadata.resourceVersion", "resourceVersion", "resource_version")
         if kind in ("ADDED", "MODIFIED"):
             self._upsert(_parse(pod, next(self._seq)))
         elif kind == "DELETED":
             self._remove(_parse(pod, 0).uid)
-        elif kind != "BOOKMARK":
-            raise PodEventError(f"watch event type={kind!r} is not ADDED, MODIFIED, DELETED, BOOKMARK or ERROR")
-        version = _field(_field(pod, "metadata"), "resourceVersion", "resource_version")
         if version:
-            self.resource_version = str(version)
+            self.resource_version = version
 
     def replace_all(self, pods: Iterable[Mapping[str, Any]], resource_version: str | None) -> None:
         """Replace everything with the pods of a fresh list taken at ``resource_version``."""

@@ -16,7 +16,8 @@ BUFFERED bodies, ``allow_mode_override``, ``failure_mode_allow``). ``ExchangeRed
   ``accept-encoding`` when the response will be read (upstreams answer uncompressed).
 * **response headers**: a content type ``redact_body`` does not read, a
   ``content-encoding`` other than identity, or a ``content-length`` past
-  ``max_body_bytes`` turns the response body off (skipped, counted by reason).
+  ``max_body_bytes`` (however many digits it has) turns the response body off
+  (skipped, counted by reason); a content-length that is not ASCII digits says nothing.
 * **bodies** (BUFFERED: the whole body, headers still held): ``redact_body``; when
   something changed, ``body_mutation`` carries the new body, ``content-length`` is
   set to its length (when the original had one; Envoy rejects a mismatch) and the
@@ -68,6 +69,8 @@ Report = Callable[[float, RequestView, Decision], None]
 _PM = mode.ProcessingMode
 _OVERWRITE = core.HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 _EMPTY = CONTINUE
+#: digits of a content-length (leading zeros aside) past which a body is too large whatever ``max_body_bytes`` says (1e18 B is an exabyte)
+_LENGTH_DIGITS = 18
 
 
 def host_matches(authority: str | None, hosts: tuple[str, ...]) -> bool:
@@ -229,8 +232,11 @@ class ExchangeRedactor:
         if not redactable(headers.get("content-type")):
             return "unsupported_type"
         length = headers.get("content-length", "")
-        if length.isdigit() and int(length) > self.settings.max_body_bytes:
-            return "too_large"
+        if length.isascii() and length.isdigit():  # isdigit alone also takes '²', which int() refuses
+            digits = length.lstrip("0")
+            # past _LENGTH_DIGITS it is too large whatever the limit, and int() refuses 4,300 digits and more
+            if len(digits) > _LENGTH_DIGITS or int(digits or "0") > self.settings.max_body_bytes:
+                return "too_large"
         return None
 
     def _skip(self, reason: str) -> None:

@@ -7,6 +7,8 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
+import pytest
+
 from enforcement.adapters.envoy_extproc import ExtProcRedactionServer, RedactionCollector, cache_lookup, host_matches
 from enforcement.cache import CachedVerdict, VerdictCache
 from enforcement.decision import Decision, RequestView
@@ -86,6 +88,21 @@ def test_skips_turn_the_body_off_and_are_counted() -> None:
         assert answer.mode_override.response_body_mode == PM.NONE and server.stats.skipped[reason] == 1
     *_, last = _run(server, _request(), _response(length=None), _body(BODY * 10))
     assert not last.response_body.HasField("response") and server.stats.skipped["too_large"] == 2
+
+
+@pytest.mark.parametrize(("length", "skipped"), [
+    ("9" * 5000, ["too_large"]),  # past int()'s 4,300 digits (found by the fuzz campaign: ValueError)
+    ("1" + "0" * 18, ["too_large"]),  # 19 digits
+    ("0" * 5000 + "99", []),  # leading zeros: 99 bytes
+    ("0" * 5000 + "101", ["too_large"]),
+    ("²", []),  # str.isdigit says yes, int() says no: no length at all, as for "abc"
+    ("١٠١", []),  # Arabic-Indic digits: not a content-length either
+])
+def test_a_content_length_of_any_digits_never_raises(length: str, skipped: list[str]) -> None:
+    server = _server(max_body_bytes=100)
+    _, answer = _run(server, _request(), _response(length=None, content_length=length))
+    assert dict(server.stats.skipped) == dict.fromkeys(skipped, 1) and server.stats.errors == 0
+    assert answer.HasField("mode_override") is bool(skipped)  # a skip turns the body off
 
 
 def test_request_body_to_an_llm_host_only() -> None:

@@ -32,13 +32,9 @@ TARGETS = fuzz.registry()
 PER_TARGET = 120
 ROOT = Path(__file__).resolve().parents[2]
 
-#: (exception type, file, function) of crashes open in modules not changed here; see the xfail tests below
-KNOWN = {
-    ("ValueError", "enforcement/adapters/envoy_extproc.py", "_unreadable"),  # test_a_content_length_of_thousands_of_digits_...
-    ("UnicodeEncodeError", "ingest/templating.py", "hash_object_id"),  # test_a_jwt_subject_with_a_lone_surrogate_...
-    ("RecursionError", "ingest/identity.py", "jwt_claims"),  # test_a_deeply_nested_jwt_header_...
-} | {(kind, "ingest/pods.py", function) for kind in ("AttributeError", "TypeError")  # test_a_malformed_pod_...
-     for function in ("_field", "_parse", "_owner_name", "_pod_ips", "_upsert", "_controller_owner", "<genexpr>")}
+#: (exception type, file, function) of crashes open in modules not changed here, each with a strict xfail test of its
+#: reproducer below; none is open (the last four, in identity, pods and ext_proc, are fixed and their tests pass)
+KNOWN: set[tuple[str, str, str]] = set()
 
 
 @pytest.fixture(autouse=True)
@@ -469,18 +465,16 @@ def _token(header: str, claims: str) -> bytes:
     return f"Bearer {b64(header)}.{b64(claims)}.c2ln".encode()
 
 
-@pytest.mark.xfail(strict=True, reason="ingest/identity.py jwt_claims: json.loads of a header nested ~1,000 deep raises "
-                   "RecursionError (caught: ValueError, UnicodeDecodeError); the shim answers 'unparsed' (failure_mode), an "
-                   "inspection bypass. Fix: catch RecursionError there (or refuse segments over a few KB)")
 def test_a_deeply_nested_jwt_header_does_not_bypass_inline_inspection() -> None:
+    """Found by the campaign (RecursionError in ingest.identity.jwt_claims; the shim answered 'unparsed'): such a
+    token is now unreadable, an opaque bearer token."""
     header = _token("[" * 5000 + "]" * 5000, "{}")
     assert _answer(_SQLI + b"authorization: " + header + b"\r\n\r\n").startswith(b"HTTP/1.1 403")
 
 
-@pytest.mark.xfail(strict=True, reason="ingest/identity.py _principal_from_jwt: a 'sub' with a lone surrogate escape ('\\udfff', "
-                   "valid for json.loads) reaches hash_object_id's str.encode() and raises UnicodeEncodeError; the shim answers "
-                   "'unparsed'. Fix: hash subject.encode('utf-8', 'surrogatepass') or refuse such a subject (jwt-anonymous)")
 def test_a_jwt_subject_with_a_lone_surrogate_does_not_bypass_inline_inspection() -> None:
+    """Found by the campaign (a 'sub' of '\\udfff' reached hash_object_id's str.encode(): UnicodeEncodeError, 'unparsed'):
+    ingest.identity.jwt_claims now refuses a lone surrogate escape, so the token is an opaque bearer token."""
     header = _token('{"alg": "none"}', '{"sub": "\\udfff"}')
     assert _answer(_SQLI + b"authorization: " + header + b"\r\n\r\n").startswith(b"HTTP/1.1 403")
 
@@ -558,10 +552,8 @@ def _headers(**values: str) -> Any:
     return ext_proc.HttpHeaders(headers=core.HeaderMap(headers=[core.HeaderValue(key=k.replace("_", "-"), value=v) for k, v in values.items()]))
 
 
-@pytest.mark.xfail(strict=True, reason="enforcement/adapters/envoy_extproc.py _unreadable: int() of a content-length of 4,300+ "
-                   "digits raises ValueError; ExtProcRedactionServer._answer counts it as an error and answers CONTINUE. Fix: "
-                   "treat a content-length over ~18 digits as too_large")
 def test_a_content_length_of_thousands_of_digits_is_too_large() -> None:
+    """Found by the campaign (int() of 4,300+ digits raised ValueError in ExchangeRedactor._unreadable; the body passed)."""
     exchange = _redactor()
     exchange.on_request_headers(_headers(**{":method": "GET", ":path": "/", ":authority": "orders.shop"}))
     exchange.on_response_headers(_headers(content_type="application/json", content_length="9" * 5000))
@@ -577,9 +569,6 @@ def test_a_deeply_nested_body_is_still_redacted_or_refused() -> None:
     assert b"a@example.org" not in (result.body if result.changed else body) or result.skipped
 
 
-@pytest.mark.xfail(strict=True, reason="ingest/pods.py: _parse/_field/_owner_name/_pod_ips assume the API server's shapes "
-                   "(metadata a dict, labels a dict of strings, podIPs a list of dicts); another shape raises AttributeError or "
-                   "TypeError, not PodEventError, and the watch relists in a loop. Fix: check types in _parse, raise PodEventError")
 @pytest.mark.parametrize("pod", [
     {"metadata": 1}, {"metadata": "x"}, {"metadata": {"uid": {"a": 1}}}, {"metadata": {"ownerReferences": 1}},
     {"metadata": {"ownerReferences": [{"kind": ["x"], "name": "7", "controller": True}]}},
@@ -587,6 +576,7 @@ def test_a_deeply_nested_body_is_still_redacted_or_refused() -> None:
     {"status": {"podIPs": 5}},
 ])
 def test_a_malformed_pod_is_a_pod_event_error(pod: dict[str, Any]) -> None:
+    """Found by the campaign (AttributeError/TypeError from ingest.pods, which the fuzz target does not expect)."""
     from ingest.pods import PodDirectory, PodEventError
 
     with pytest.raises(PodEventError):

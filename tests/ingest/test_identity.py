@@ -11,7 +11,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ingest.identity import IdentityConfig, IdentityResolver, client_ip, destination_from, hash_principal, principal_from_headers, workload_from_xfcc
+from ingest.identity import (IdentityConfig, IdentityResolver, client_ip, destination_from, hash_principal, jwt_claims, principal_from_headers,
+                             workload_from_xfcc)
 
 
 def _b64(data: bytes) -> str:
@@ -64,6 +65,35 @@ def test_rs256_jwt_checked_against_jwks() -> None:
     assert principal_from_headers({"authorization": f"Bearer {head}.{body}.{_b64(sig)}"}, config) == (hash_principal("jwt", "alice", KEY), "jwt")
     tampered = _b64(json.dumps({"sub": "mallory"}).encode())
     assert principal_from_headers({"authorization": f"Bearer {head}.{tampered}.{_b64(sig)}"}, config) == (None, "jwt-invalid")
+
+
+def _unsigned(header: str, claims: str) -> str:
+    """A compact JWS of these texts as written (unpaired surrogates kept as their bytes)."""
+    return ".".join(_b64(part.encode("utf-8", "surrogatepass")) for part in (header, claims, "sig"))
+
+
+@pytest.mark.parametrize(("header", "claims"), [
+    ("[" * 5000 + "]" * 5000, "{}"),  # deeper than json.loads reads (RecursionError, found by the fuzz campaign)
+    ('{"alg": "none"}', '{"sub": "\\udfff"}'),  # a lone low surrogate escape (found by the fuzz campaign)
+    ('{"alg": "none"}', '{"sub": "\\ud800"}'),  # a lone high one
+    ('{"alg": "none"}', '{"sub": "\\ude00\\ud83d"}'),  # both halves of a pair, in the wrong order
+    ('{"alg": "none"}', '{"sub": "u", "client_id": "\\ud800"}'),  # in a claim the principal does not read
+    ('{"alg": "none", "kid": "\\udfff"}', '{"sub": "u"}'),  # in the header
+    ('{"alg": "none"}', '{"sub": "\udfff"}'),  # as raw bytes (ED BF BF), which json.loads of bytes lets through too
+])
+def test_a_malformed_jwt_is_an_opaque_bearer_token_never_an_error(header: str, claims: str) -> None:
+    token = _unsigned(header, claims)
+    assert jwt_claims(token) is None
+    for config in (IdentityConfig(principal_key=KEY), IdentityConfig(principal_key=KEY, jwt_hs256_secret=b"s3cret")):
+        principal, auth = principal_from_headers({"authorization": f"Bearer {token}"}, config)
+        assert (principal, auth) == (hash_principal("bearer", token, KEY), "bearer")  # the token is ASCII: it hashes
+
+
+@pytest.mark.parametrize(("escaped", "subject"), [("\\ud83d\\ude00", "\U0001f600"), ("a\\\\udfff", "a\\udfff")])
+def test_a_surrogate_pair_or_an_escaped_backslash_is_still_a_subject(escaped: str, subject: str) -> None:
+    token = _unsigned('{"alg": "none"}', f'{{"sub": "{escaped}"}}')
+    assert principal_from_headers({"authorization": f"Bearer {token}"}, IdentityConfig(principal_key=KEY)) == \
+        (hash_principal("jwt", subject, KEY), "jwt-unverified")
 
 
 def test_api_key_and_session_cookie_are_hashed() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Callable
 from datetime import datetime, timezone
 from typing import Any
@@ -219,6 +220,42 @@ def test_events_that_cannot_be_applied_raise_a_pod_event_error_naming_the_type(b
     with pytest.raises(PodEventError, match=repr(bad["type"])) as caught:
         PodDirectory().apply(bad)
     assert isinstance(caught.value, IngestError)
+
+
+@pytest.mark.parametrize(("kind", "pod", "field"), [  # shapes the API server never sends (found by the fuzz campaign)
+    ("ADDED", {"metadata": 1}, "metadata"),
+    ("ADDED", {"metadata": "x"}, "metadata"),
+    ("ADDED", {"spec": []}, "spec"),
+    ("ADDED", {"metadata": {"uid": {"a": 1}}}, "metadata.uid"),
+    ("DELETED", {"metadata": {"namespace": ["shop"]}}, "metadata.namespace"),
+    ("ADDED", {"metadata": {"ownerReferences": 1}}, "metadata.ownerReferences"),
+    ("ADDED", {"metadata": {"ownerReferences": ["rs"]}}, "metadata.ownerReferences"),
+    ("ADDED", {"metadata": {"ownerReferences": [{"kind": ["x"], "name": "7", "controller": True}]}}, "metadata.ownerReferences[].kind"),
+    ("ADDED", {"metadata": {"labels": [{"a": "b"}], "ownerReferences": [{"kind": "ReplicaSet", "name": "o", "controller": True}]}},
+     "metadata.labels"),
+    ("ADDED", {"spec": {"serviceAccountName": 7}}, "spec.serviceAccountName"),
+    ("ADDED", {"spec": {"hostNetwork": "false"}}, "spec.hostNetwork"),
+    ("ADDED", {"status": {"podIPs": 5}}, "status.podIPs"),
+    ("ADDED", {"status": {"podIPs": [{"ip": ["10.0.0.1"]}]}}, "status.podIPs[].ip"),
+    ("ADDED", {"status": {"phase": ["Running"]}}, "status.phase"),
+    ("BOOKMARK", {"metadata": 1}, "metadata"),
+    ("MODIFIED", {"metadata": {"resourceVersion": {"v": 1}}}, "metadata.resourceVersion"),
+])
+def test_a_pod_field_of_the_wrong_type_is_a_pod_event_error_naming_it(kind: str, pod: dict[str, Any], field: str) -> None:
+    directory = PodDirectory()
+    directory.apply(event("ADDED", {"metadata": {"uid": "u", "resourceVersion": "1"}, "status": {"podIP": "10.0.0.50"}}))
+    with pytest.raises(PodEventError, match=f"pod field {re.escape(field)}="):
+        directory.apply(event(kind, pod))
+    assert (directory.resource_version, directory.pod_count, directory.lookup("10.0.0.50") is not None) == ("1", 1, True)
+
+
+def test_a_relist_with_a_malformed_pod_is_a_pod_event_error_and_changes_nothing(pod_factory: PodFactory) -> None:
+    directory = PodDirectory()
+    directory.apply(event("ADDED", pod_factory(ips=("10.0.0.51",), rv="3")))
+    for bad in ("pod", {"metadata": {"labels": "app=web"}}):
+        with pytest.raises(PodEventError):
+            directory.replace_all([pod_factory(ips=("10.0.0.52",)), bad], "9")  # type: ignore[list-item]
+    assert (set(directory.snapshot()), directory.resource_version) == ({"10.0.0.51"}, "3")
 
 
 # ------------------------------------------------------------------ resync
