@@ -225,6 +225,18 @@ class _ShimCollector:
                 (held if name in ("endpoints", "properties") else counted).add_metric([name], value)
             yield held
             yield counted
+        fast = self.shim.fast
+        if fast is not None:
+            stats = fast.stats()
+            yield GaugeMetricFamily("kubeward_shim_fast_tier_actors", "Actors the fast tier is counting", value=stats["actors_tracked"])
+            yield GaugeMetricFamily("kubeward_shim_fast_tier_local_verdicts", "Local verdicts of the fast tier standing", value=stats["local_verdicts"])
+            tripped = CounterMetricFamily("kubeward_shim_fast_tier_tripped", "Local verdicts the fast tier issued, by signal", labels=["signal"])
+            for name, value in stats.items():
+                if name.startswith("tripped_"):
+                    tripped.add_metric([name.removeprefix("tripped_")], value)
+            yield tripped
+            yield CounterMetricFamily("kubeward_shim_fast_tier_evicted", "Actor windows dropped to stay within fast_tier.max_actors", value=stats["evicted"])
+            yield CounterMetricFamily("kubeward_shim_fast_tier_lifted", "Local verdicts lifted by a signed lift before they expired", value=stats["lifted"])
         if self.timer.mask >= 0:
             yield self.timer.family(self.shim.adapter.name)
 
@@ -279,6 +291,7 @@ def admin_handler(shim: Shim, control: Any) -> Handler:
                 **health(shim, control),
                 "latency_ms": lat,
                 "verdict_delivery_ms": delivery,
+                "fast_tier": shim.fast.stats() if shim.fast is not None else None,
             }
             return _ok(json.dumps(stats).encode(), "application/json")
         return b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n"

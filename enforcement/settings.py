@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from enforcement.fasttier import FastTierConfig
 from enforcement.propertyschema import SchemaValidationSettings
 from enforcement.redaction import RedactionSettings
 from enforcement.signatures import DEFAULT_RULES
@@ -18,7 +19,7 @@ from ingest.identitysettings import IdentitySettings
 from ingest.kafkaauth import KafkaSecurity
 from ingest.signing import DEV_VERDICT_KEY, KEY_ID_PATTERN
 
-__all__ = ["InspectionSettings", "RedactionSettings", "SchemaValidationSettings", "ShimSettings"]
+__all__ = ["FastTierSettings", "InspectionSettings", "RedactionSettings", "SchemaValidationSettings", "ShimSettings"]
 
 
 def _loopback(host: str) -> bool:
@@ -66,6 +67,30 @@ class InspectionSettings(BaseModel):
     prompt_injection: bool = Field(default=True, description="scan the tool results model-API calls hand the model (tool, function and ipython messages; Responses tool outputs) for prompt injection (enforcement.promptinline)")
     prompt_model_floor: float = Field(default=0.8, ge=0.5, le=1.0, description="classifier score at which a tool result in a model call is denied inline when no rule matched (the stream's findings use 0.5)")
     prompt_max_chars: int = Field(default=8192, ge=1, description="characters of a model call's tool results scanned inline, newest first, a long result by its head and tail (the stream scans whole tool results)")
+
+
+class FastTierSettings(BaseModel):
+    """The shim's own fast signals (``KUBEWARD_SHIM_FAST_TIER__*``, ``enforcement.fasttier``): acted on in the shim on the
+    request that completes them, with the action and mode the policy gives the attack class and destination."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = Field(default=True, description="count and act on the fast signals in the shim")
+    window_s: float = Field(default=10.0, gt=0, description="length of an actor's counting window, from its first counted request")
+    max_distinct_objects: int = Field(
+        default=150, ge=0,
+        description="distinct object ids of one service an actor may read within window_s; reaching it is an enumeration (0 = off)",
+    )
+    enumeration_users_only: bool = Field(
+        default=True, description="count objects only for actors with a principal (end users); workloads fetching in bulk are left to the worker")
+    inline_hits: int = Field(default=3, ge=0, description="inline findings of an actor within window_s after which its every request is refused: a scanner's burst (0 = off)")
+    block_s: float = Field(default=300.0, gt=0, description="how long a local verdict stands (the worker's verdict, or a signed lift, usually comes first)")
+    max_actors: int = Field(default=50_000, ge=100, description="actors counted at once; past it the oldest window is dropped (counted)")
+
+    def config(self) -> FastTierConfig:
+        """The pure core's configuration."""
+        return FastTierConfig(self.window_s, self.max_distinct_objects, self.inline_hits, self.block_s, self.max_actors,
+                              self.enumeration_users_only)
 
 
 class ShimSettings(BaseSettings):
@@ -131,6 +156,8 @@ class ShimSettings(BaseSettings):
         description="request-schema validation, declared and learned: mass assignment and type violations (KUBEWARD_SHIM_SCHEMA_VALIDATION__*)",
     )
     redaction: RedactionSettings = Field(default_factory=RedactionSettings, description="inline redaction through Envoy ext_proc (KUBEWARD_SHIM_REDACTION__*)")
+    fast_tier: FastTierSettings = Field(default_factory=FastTierSettings,
+                                        description="enumeration bursts and repeated inline findings acted on in the shim at once (KUBEWARD_SHIM_FAST_TIER__*)")
     policy: Policy = Field(default_factory=Policy)
 
     @model_validator(mode="after")

@@ -47,6 +47,7 @@ from enforcement.adapters.nginx import NginxAdapter
 from enforcement.adapters.traefik import TraefikAdapter
 from enforcement.cache import VerdictCache
 from enforcement.decision import ALLOW, Decision, RequestView, decide
+from enforcement.fasttier import FastTier
 from enforcement.ratelimit import TokenBuckets
 from enforcement.settings import ShimSettings
 from enforcement.inspectors import build_shim_inspectors
@@ -119,6 +120,7 @@ class Shim:
         parts = build_shim_inspectors(settings)
         self.inspector, self.waf, self.schema, self.honeytokens = parts.inspector, parts.waf, parts.schema, parts.honeytokens
         self.policy = settings.policy
+        self.fast = FastTier(settings.fast_tier.config()) if settings.fast_tier.enabled else None
         self.counts: dict[str, int] = {}
         #: decisions waiting for the reporter thread: appended on the loop, taken from the left by the reporter (a deque: both
         #: ends are safe across threads, where swapping a list could lose an append made during the swap)
@@ -155,12 +157,16 @@ class Shim:
         now = time.time()
         if self.synced.is_set():
             decision = decide(req, self.cache, self.buckets, self.inspector, self.policy, now)
+            if self.fast is not None:
+                decision = self.fast.check(req, decision, self.policy, now, self.cache.lifted)
             if self.schema is not None and decision.status == 200 and decision.would in ("allow", "redact"):
                 self.schema.learn(req)  # learned only from requests that pass, and never before the cache synced
         else:
-            # Inline inspection needs no Kafka: it runs before the verdict cache has synced too; only what
-            # needs the cache answers per failure_mode.
+            # Inline inspection and the fast tier need no Kafka: they run before the verdict cache has synced too;
+            # only what needs the cache answers per failure_mode.
             decision = decide(req, _NO_VERDICTS, self.buckets, self.inspector, self.policy, now)
+            if self.fast is not None:
+                decision = self.fast.check(req, decision, self.policy, now)
             if decision is ALLOW:
                 decision = self._unsynced
         if decision is ALLOW:

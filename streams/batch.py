@@ -39,7 +39,9 @@ _REFUSALS = ("deny", "throttle")
 _AUTH_FAILURE = ("auth_failure",)
 #: inline findings that say nothing about the caller: a scan that overran its time budget (the shim's
 #: ``enforcement.inspection.OVER_BUDGET``; a loaded machine makes ordinary requests overrun it)
-_NOT_ATTACKS = ("inspection-budget",)
+#: inline findings that are not an attack payload: a scan cut at its budget, and the shim's fast-tier local verdicts
+#: (enforcement.fasttier: the worker draws its own conclusions from the calls they stand on)
+_NOT_ATTACKS = ("inspection-budget", "fast-tier:enumeration", "fast-tier:inline-repeat")
 
 
 

@@ -14,6 +14,10 @@
 * ``latency_ms``: from a summary's timestamp to its verdict applied in the
   shim's cache, while simulated traffic flows at ``rate_eps``; probe actors
   that enumerate objects trigger one verdict each.
+* ``latency_ms.fast_tier``: the same for the signals the shim acts on itself
+  (``enforcement.fasttier``): from sending the request that completes an
+  enumeration to the shim's refusal of it, 1,000 probes beside 2,000 benign
+  checks/s with reports on (``deploy.lab.bench_fasttier``).
 * ``shim``: decisions per second and latency percentiles under ``wrk`` (64
   connections, shim pinned to one core), with and without summary reports;
   ``shim.realistic``: the same under the realistic mix of ``deploy.lab.bench_shim``
@@ -61,6 +65,8 @@ TARGETS = {
     "shim.realistic.p99_ms": "<= 1.5",
     "latency_ms.p50": "<= 10 at 10000 eps",
     "latency_ms.p99": "<= 50 at 10000 eps",
+    "latency_ms.fast_tier.p99": "<= 50",
+    "latency_ms.fast_tier.probes": ">= 1000",
     "shim.decisions_per_second": ">= 100000 on one core, 64 connections",
     "shim.p99_ms": "<= 1.5",
     "worker.bytes_per_identity": "<= 256",
@@ -333,6 +339,9 @@ def run_bench(out: Path, quick: bool = False) -> dict[str, Any]:
     results["worker_inprocess"] = bench_worker_inprocess(100_000 if quick else 300_000)
     results["worker_inprocess_no_detection"] = bench_worker_inprocess(100_000 if quick else 300_000, detectors=[], enrichers=[])
     results["latency_ms"] = bench_latency(work, rate_eps=10_000.0, seconds=15 if quick else 40, worker_settings={"batch_within_s": 0.005}, publisher_linger_ms=2.0)
+    say("latency through the shim's fast tier: enumeration probes refused on the request that completes them (deploy.lab.bench_fasttier)")
+    from deploy.lab.bench_fasttier import bench_fast_tier
+    results["latency_ms_fast_tier"] = bench_fast_tier(work, probes=1000, seconds=30 if quick else 60)
     say("latency at 2,000 events/s, for comparison")
     results["latency_ms_2000eps"] = bench_latency(work, rate_eps=2_000.0, seconds=15 if quick else 30, worker_settings={"batch_within_s": 0.005}, publisher_linger_ms=2.0)
     results["real_traffic"] = bench_real_traffic(work, quick)
@@ -351,6 +360,10 @@ def run_bench(out: Path, quick: bool = False) -> dict[str, Any]:
         "latency_ms.p50": results["latency_ms"]["p50"],
         "latency_ms.p99": results["latency_ms"]["p99"],
         "latency_ms.rate_eps": results["latency_ms"]["rate_eps_achieved"],
+        "latency_ms.fast_tier.probes": results["latency_ms_fast_tier"]["completing_request_ms"]["n"],
+        "latency_ms.fast_tier.p50": results["latency_ms_fast_tier"]["completing_request_ms"].get("p50"),
+        "latency_ms.fast_tier.p99": results["latency_ms_fast_tier"]["completing_request_ms"].get("p99"),
+        "latency_ms.fast_tier.benign_refusals": results["latency_ms_fast_tier"]["background_fast_tier_refusals"],
         "latency_ms.p50_at_2000eps": results["latency_ms_2000eps"]["p50"],
         "latency_ms.p99_at_2000eps": results["latency_ms_2000eps"]["p99"],
         "shim.decisions_per_second": results["shim"]["decisions_per_second"],

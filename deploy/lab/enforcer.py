@@ -35,6 +35,7 @@ from typing import Any
 
 from deploy.lab.offline import OfflineDataPlane
 from enforcement.cache import VerdictCache
+from enforcement.fasttier import FastTier
 from enforcement.decision import Decision, Inspection, RequestView, decide
 from enforcement.inspectors import build_shim_inspectors
 from enforcement.ratelimit import TokenBuckets
@@ -91,6 +92,7 @@ class OfflineShim:
         parts = build_shim_inspectors(settings, clock=lambda: self.now)
         self.inspector: Any = parts.inspector
         self.schema = parts.schema
+        self.fast = FastTier(settings.fast_tier.config()) if settings.fast_tier.enabled else None
         self._pending: list[tuple[float, int, Verdict]] = []
         self._seq = 0
 
@@ -107,6 +109,8 @@ class OfflineShim:
         while pending and pending[0][0] <= now:
             self.cache.apply(heapq.heappop(pending)[2])
         decision = decide(view, self.cache, self.buckets, self.inspector, self.policy, now)
+        if self.fast is not None:
+            decision = self.fast.check(view, decision, self.policy, now, self.cache.lifted)
         if self.schema is not None and decision.status == 200 and decision.would in ("allow", "redact"):
             self.schema.learn(view)
         return decision

@@ -28,7 +28,10 @@ def envoy_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, 
     work = tmp_path_factory.mktemp("inspection")
     shim_port, admin_port = free_port(), free_port()
     settings = {"bootstrap": None, "port": shim_port, "admin_port": admin_port, "report": "none", "adapter": "envoy",
-                "policy": {"default_mode": "enforce"}}  # fmt: skip
+                "policy": {"default_mode": "enforce"},
+                # every request here comes from one client: inspection of each is what is tested, not the fast tier's
+                # refusal of a client after a burst of findings (tests/integration/test_fasttier_envoy.py)
+                "fast_tier": {"inline_hits": 0}}  # fmt: skip
     shim = start_shim(work / "shim.log", settings)
     try:
         with EchoUpstream() as echo, start_kubeward_envoy(work / "envoy", shim_port, echo.port) as envoy:
