@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -26,14 +27,19 @@ from models.rules import DEFAULT_RULES
 from models.reload import ModelReloader
 from streams.exposure import ExposureTracker
 from streams.agents import AgentInventory
+from streams.changelogparts import join as join_parts
+from streams.changelogparts import split as split_parts
 from streams.inventory import Inventory
 from streams.enrichers import EnricherContext, build_enrichers
 from streams.policy import decide, to_finding
 from streams.processor import BatchProcessor, Detection, ProcessorConfig
 from streams.settings import WorkerSettings
+from streams.state import PART_BYTES
 from streams.toolpins import ToolPinConfig, ToolPins
 
 __all__ = ["Outcome", "Pipeline", "processor_config", "state_key"]
+
+log = logging.getLogger("kubeward.worker")
 
 #: rows gathered before the inventory and exposure tracker fold them (or ``inventory_interval_s``, whichever first)
 _FOLD_ROWS = 20_000
@@ -136,7 +142,9 @@ class Pipeline:
             if proc is None:
                 proc = self._new_processor()
             prefix = f"{partition}:".encode()
-            stored = list(stored)
+            stored, broken = join_parts(kv for kv in stored if kv[0].startswith(prefix))
+            for key in broken:
+                log.warning("changelog value with a part missing; that state starts empty", extra={"key": key.decode(errors="replace")})
             proc.restore((k[len(prefix):].decode(), v) for k, v in stored if k.startswith(prefix))
             for k, v in stored:
                 if k == state_key(partition, _TOOL_PINS):
@@ -235,7 +243,8 @@ class Pipeline:
             everything = now - self._last_full_flush.get(partition, 0.0) >= self.settings.enricher_flush_s
             if everything:
                 self._last_full_flush[partition] = now
-            out.state_writes = [(state_key(partition, suffix), blob) for suffix, blob in proc.checkpoint(everything)]
+            writes = [(state_key(partition, suffix), blob) for suffix, blob in proc.checkpoint(everything)]
             if everything:
-                out.state_writes.append((state_key(partition, _TOOL_PINS), self.tools.export()))
+                writes.append((state_key(partition, _TOOL_PINS), self.tools.export()))
+            out.state_writes = split_parts(writes, PART_BYTES)  # an enricher's state may pass what Kafka takes in one record
         return out
