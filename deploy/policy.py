@@ -93,17 +93,21 @@ overwriting someone else's change. Leave it out to publish unconditionally.
 _security = KafkaSecurity()
 
 
-def use_kafka_credentials(path: Path | None) -> None:
-    """Authenticate this process's clients with the JSON in ``path`` (``kubeward kafka credentials operator`` prints one)."""
-    global _security
+def read_kafka_credentials(path: Path | None) -> KafkaSecurity:
+    """The client settings in the JSON at ``path`` (``kubeward kafka credentials NAME`` prints one); PLAINTEXT for None."""
     if path is None:
-        _security = KafkaSecurity()
-        return
+        return KafkaSecurity()
     try:
         fields = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise SettingsError(f"--kafka-credentials={str(path)!r}: cannot read it as JSON: {exc}") from None
-    _security = KafkaSecurity.model_validate({k: v for k, v in fields.items() if k in KafkaSecurity.model_fields})
+    return KafkaSecurity.model_validate({k: v for k, v in fields.items() if k in KafkaSecurity.model_fields})
+
+
+def use_kafka_credentials(path: Path | None) -> None:
+    """Authenticate this process's clients with the JSON in ``path`` (``kubeward kafka credentials operator`` prints one)."""
+    global _security
+    _security = read_kafka_credentials(path)
 
 
 def _producer(bootstrap: str, timeout_s: float) -> KafkaProducer:

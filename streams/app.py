@@ -188,6 +188,7 @@ def _faust_app(settings: WorkerSettings) -> faust.App:
         stream_wait_empty=False,
         table_standby_replicas=0,
         topic_allow_declare=True,
+        topic_replication_factor=settings.topic_replication_factor,
         topic_disable_leader=True,
     )
 

@@ -47,6 +47,7 @@ class WorkerSettings(BaseSettings):
     state_buckets: int = Field(default=32, ge=1, description="changelog entries per partition (power of two); fewer means larger, rarer writes")
     state_idle_ttl_s: float = Field(default=86_400.0, ge=0, description="evict a key (actor, client address) whose latest event is this many seconds of event time behind the worker's event clock (the median time of the newest batch; never the wall clock), checked every 1/32 of it; 0: never. An evicted key loses its baselines, learned destinations and flags and learns again if it comes back (streams.eviction)")
     state_budget_bytes: int = Field(default=256 << 20, ge=0, description="bytes of per-key state (actor, client address and rare-column tables) one partition may hold; past it the least recently active keys are evicted down to 90% (0: no budget). A worker holds one such share per partition it is assigned; the enrichers' tables have budgets of their own")
+    topic_replication_factor: int = Field(default=1, ge=1, description="replicas of the topics the worker declares itself (its state changelog); 3 on a cluster of three brokers or more, as `kubeward kafka topics` creates the others")
     verdict_key: SecretStr = Field(default=SecretStr(DEV_VERDICT_KEY),
                                    description="HMAC key verdicts are signed with (the development default is refused unless the worker runs with --dev)")
     verdict_key_id: str = Field(default="k1", pattern=KEY_ID_PATTERN, description="the id signed verdicts carry (key_id): shims pick the key by it")

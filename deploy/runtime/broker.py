@@ -425,19 +425,24 @@ def _launch(java: str, libs: Path, heap: str, data_dir: Path, props: Path, log_p
 
 def ensure_topics(bootstrap: str, specs: Iterable[TopicSpec] = ALL_TOPICS,
                   partitions_override: dict[str, int] | None = None, *,
-                  security: KafkaSecurity | None = None) -> list[str]:
+                  security: KafkaSecurity | None = None, replication_factor: int = 1) -> list[str]:
     """Create the missing topics of ``specs`` with their configs; return the names created.
 
     Idempotent: existing topics are left alone (their configs are not altered).
     Waits until every created topic has a leader. On a secured broker pass the admin's
-    ``security`` (``broker.client()``).
+    ``security`` (``broker.client()``). On a cluster, ``replication_factor`` > 1 also sets
+    ``min.insync.replicas`` to one less (every producer here sends with ``acks=all``), so a
+    write is acknowledged only once it is on two brokers at least and one broker may be lost.
     """
+    if replication_factor < 1:
+        raise BrokerError(f"replication_factor={replication_factor} must be >= 1")
     overrides = partitions_override or {}
     auth = security.kafka_python() if security else {}
+    durable = {"min.insync.replicas": str(replication_factor - 1)} if replication_factor > 2 else {}
     with KafkaAdminClient(bootstrap_servers=bootstrap, client_id="kubeward-ensure-topics", **auth) as admin:
         existing = set(admin.list_topics())
         wanted = {spec.name: {"num_partitions": overrides.get(spec.name, spec.partitions),
-                              "replication_factor": 1, "configs": dict(spec.config)}
+                              "replication_factor": replication_factor, "configs": {**durable, **spec.config}}
                   for spec in specs if spec.name not in existing}
         if not wanted:
             return []

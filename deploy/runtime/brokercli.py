@@ -91,6 +91,23 @@ def _cmd_credentials(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_topics(args: argparse.Namespace) -> int:
+    from deploy.policy import read_kafka_credentials
+    from ingest.errors import SettingsError
+
+    try:
+        security = read_kafka_credentials(args.kafka_credentials)
+        created = ensure_topics(args.bootstrap, security=security, replication_factor=args.replication_factor)
+    except (BrokerError, SettingsError) as exc:
+        print(f"kafka topics: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:  # noqa: BLE001 - the cluster refused or is away: say so, no traceback
+        print(f"kafka topics: {args.bootstrap}: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    print(f"created topics: {', '.join(created)}" if created else "every topic exists already (left as it is)")
+    return 0
+
+
 def _cmd_down(args: argparse.Namespace) -> int:
     data_dir = Path(args.data_dir).resolve()
     print("stopped" if stop(data_dir) else f"no broker running on {data_dir}")
@@ -115,7 +132,7 @@ def add_cli(subparsers: Any) -> argparse.ArgumentParser:
         return 2
 
     kafka.set_defaults(func=show_help)
-    sub = kafka.add_subparsers(title="commands", metavar="{up,down,status,credentials}")
+    sub = kafka.add_subparsers(title="commands", metavar="{up,topics,down,status,credentials}")
 
     def data_dir_option(parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--data-dir", type=Path, default=DEFAULT_DATA_DIR,
@@ -138,6 +155,17 @@ def add_cli(subparsers: Any) -> argparse.ArgumentParser:
     up.add_argument("--tls-port", type=int, default=None, help="with --secure: also a mutual-TLS (SSL) listener")
     up.add_argument("--sasl-ssl-port", type=int, default=None, help="with --secure: also a SASL_SSL listener")
     up.set_defaults(func=_cmd_up)
+
+    topics = sub.add_parser(
+        "topics", help="create the project's topics on any Kafka cluster (replicated)",
+        description="Create the topics Kubeward uses (summaries, dead letters, verdicts, policy, findings, inventory; "
+                    "compacted where they hold state) on the cluster at --bootstrap, with --replication-factor replicas "
+                    "and min.insync.replicas one less (at 3 or more). Existing topics are left as they are.")
+    topics.add_argument("--bootstrap", required=True, help="HOST:PORT[,HOST:PORT...] of the cluster")
+    topics.add_argument("--replication-factor", type=int, default=3, help="replicas per partition (default: %(default)s)")
+    topics.add_argument("--kafka-credentials", type=Path, metavar="FILE",
+                        help="JSON client settings of an admin principal (protocol, mechanism, username, password, TLS files)")
+    topics.set_defaults(func=_cmd_topics)
 
     down = sub.add_parser("down", help="stop the broker (SIGTERM, SIGKILL after 30 s)",
                           description="Stop the broker recorded in the data dir's pid file.")

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import ConfigResource, ConfigResourceType
 
-from ingest.topics import VERDICTS
+from deploy.runtime import broker
+from deploy.runtime.brokercli import main
+from ingest.topics import VERDICTS, TopicSpec
 
 
 def test_produce_then_consume_round_trip(kafka_bootstrap: str) -> None:
@@ -34,3 +37,17 @@ def test_verdicts_topic_is_compacted(kafka_bootstrap: str) -> None:
     # kafka-python 3.x: {"topic": {name: {config_name: {"value": ..., ...}}}}
     configs = described["topic"][VERDICTS.name]
     assert configs["cleanup.policy"]["value"] == "compact"
+
+
+def test_kafka_topics_leaves_existing_topics_and_a_cluster_refusal_is_named(kafka_bootstrap: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["kafka", "topics", "--bootstrap", kafka_bootstrap, "--replication-factor", "1"]) == 0
+    assert "every topic exists already" in capsys.readouterr().out
+    spec = TopicSpec(f"kw-topics-{uuid.uuid4().hex[:8]}", config={"retention.ms": "600000"})
+    # a single broker cannot hold three replicas: refused with the broker's reason, nothing created
+    with pytest.raises(broker.BrokerError, match=f"{spec.name}: InvalidReplicationFactor"):
+        broker.ensure_topics(kafka_bootstrap, [spec], replication_factor=3)
+    assert broker.ensure_topics(kafka_bootstrap, [spec]) == [spec.name]
+    with KafkaAdminClient(bootstrap_servers=kafka_bootstrap) as admin:
+        configs = admin.describe_configs([ConfigResource(ConfigResourceType.TOPIC, spec.name)])["topic"][spec.name]
+    assert configs["retention.ms"]["value"] == "600000"
+    assert "min.insync.replicas" not in configs  # not set on the topic at one replica (it would refuse every write)
