@@ -76,21 +76,24 @@ class FastTierSettings(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     enabled: bool = Field(default=True, description="count and act on the fast signals in the shim")
-    window_s: float = Field(default=10.0, gt=0, description="length of an actor's counting window, from its first counted request")
+    window_s: float = Field(default=10.0, gt=0, description="length of a counting window, from its first counted request")
     max_distinct_objects: int = Field(
         default=150, ge=0,
-        description="distinct object ids of one service an actor may read within window_s; reaching it is an enumeration (0 = off)",
+        description="distinct object ids of one service a principal may read within window_s; reaching it is an enumeration (0 = off)",
     )
-    enumeration_users_only: bool = Field(
-        default=True, description="count objects only for actors with a principal (end users); workloads fetching in bulk are left to the worker")
-    inline_hits: int = Field(default=3, ge=0, description="inline findings of an actor within window_s after which its every request is refused: a scanner's burst (0 = off)")
+    workloads: bool = Field(
+        default=False,
+        description=("also act on a workload calling without a principal (inline repeats); off by default: behind one gateway workload "
+                     "every anonymous caller is that workload. Principals count only when verified (a JWT checked with a key, "
+                     "an API key, a session, the data plane's assertion), addresses only without principal and workload"),
+    )
+    inline_hits: int = Field(default=3, ge=0, description="inline findings of a principal or client address within window_s after which its every request is refused: a scanner's burst (0 = off)")
     block_s: float = Field(default=300.0, gt=0, description="how long a local verdict stands (the worker's verdict, or a signed lift, usually comes first)")
-    max_actors: int = Field(default=50_000, ge=100, description="actors counted at once; past it the oldest window is dropped (counted)")
+    max_actors: int = Field(default=50_000, ge=100, description="windows open at once, and local verdicts standing; past it the oldest is dropped (counted)")
 
     def config(self) -> FastTierConfig:
         """The pure core's configuration."""
-        return FastTierConfig(self.window_s, self.max_distinct_objects, self.inline_hits, self.block_s, self.max_actors,
-                              self.enumeration_users_only)
+        return FastTierConfig(self.window_s, self.max_distinct_objects, self.inline_hits, self.block_s, self.max_actors, self.workloads)
 
 
 class ShimSettings(BaseSettings):

@@ -137,6 +137,7 @@ class Shim:
         self.unparsed = 0
         deny = settings.failure_mode == "deny"
         self._unsynced = Decision(403 if deny else 200, "deny" if deny else "allow", deny, "kubeward-unsynced")
+        self._deny_unsynced = deny
         self._report = settings.report
         self._report_all = settings.report == "all"
         self._view = self.adapter.view_of
@@ -167,7 +168,9 @@ class Shim:
             decision = decide(req, _NO_VERDICTS, self.buckets, self.inspector, self.policy, now)
             if self.fast is not None:
                 decision = self.fast.check(req, decision, self.policy, now)
-            if decision is ALLOW:
+            # failure_mode deny refuses whatever is not refused yet (an observe-mode finding included); allow answers
+            # "unsynced" for what nothing found
+            if decision is ALLOW or (self._deny_unsynced and decision.status == 200):
                 decision = self._unsynced
         if decision is ALLOW:
             self.allowed += 1

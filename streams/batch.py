@@ -39,9 +39,9 @@ _REFUSALS = ("deny", "throttle")
 _AUTH_FAILURE = ("auth_failure",)
 #: inline findings that say nothing about the caller: a scan that overran its time budget (the shim's
 #: ``enforcement.inspection.OVER_BUDGET``; a loaded machine makes ordinary requests overrun it)
-#: inline findings that are not an attack payload: a scan cut at its budget, and the shim's fast-tier local verdicts
-#: (enforcement.fasttier: the worker draws its own conclusions from the calls they stand on)
-_NOT_ATTACKS = ("inspection-budget", "fast-tier:enumeration", "fast-tier:inline-repeat")
+#: inline findings that are not an attack payload: a scan cut at its budget, a body refused for its size, and the shim's
+#: fast-tier local verdicts (enforcement.fasttier: the worker draws its own conclusions from the calls they stand on)
+_NOT_ATTACKS = ("inspection-budget", "oversize", "fast-tier:enumeration", "fast-tier:inline-repeat")
 
 
 

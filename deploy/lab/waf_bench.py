@@ -147,7 +147,9 @@ def start_kubeward_envoy(workdir: Path, shim_port: int, upstream_port: int, time
 @contextmanager
 def _kubeward(workdir: Path, upstream_port: int) -> Iterator[int]:
     shim_port, admin_port = free_port(), free_port()
-    settings = {"bootstrap": None, "port": shim_port, "admin_port": admin_port, "report": "none", "adapter": "envoy", "policy": {"default_mode": "enforce"}}
+    # every row comes from one client: each is judged on its own (the fast tier would refuse the client after a burst)
+    settings = {"bootstrap": None, "port": shim_port, "admin_port": admin_port, "report": "none", "adapter": "envoy", "policy": {"default_mode": "enforce"},
+                "fast_tier": {"enabled": False}}
     shim = start_shim(workdir / "shim.log", settings)
     try:
         with start_kubeward_envoy(workdir / "envoy", shim_port, upstream_port) as envoy:

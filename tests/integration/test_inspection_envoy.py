@@ -30,7 +30,7 @@ def envoy_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[int, 
     settings = {"bootstrap": None, "port": shim_port, "admin_port": admin_port, "report": "none", "adapter": "envoy",
                 "policy": {"default_mode": "enforce"},
                 # every request here comes from one client: inspection of each is what is tested, not the fast tier's
-                # refusal of a client after a burst of findings (tests/integration/test_fasttier_envoy.py)
+                # refusal of a client after a burst of findings (tests/integration/test_fasttier_dataplanes.py)
                 "fast_tier": {"inline_hits": 0}}  # fmt: skip
     shim = start_shim(work / "shim.log", settings)
     try:
