@@ -21,7 +21,8 @@ using them.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+import logging
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -97,6 +98,18 @@ class Detection:
     action: str | None = None
     mode: str | None = None
     ttl_s: float | None = None
+
+
+log = logging.getLogger("kubeward.worker")
+
+
+def _restore_or_start_empty(suffix: str, restore: Callable[[bytes], None], blob: bytes) -> None:
+    """Restore one value; one that cannot be read (a changelog written by another release, a damaged record) is
+    logged and skipped (a processor being restored holds nothing yet), rather than the worker failing on every restart."""
+    try:
+        restore(blob)
+    except Exception:  # noqa: BLE001 - whatever the blob holds, the worker must come up
+        log.exception("state value unreadable; skipped", extra={"suffix": suffix, "bytes": len(blob)})
 
 
 class BatchProcessor:
@@ -200,9 +213,9 @@ class BatchProcessor:
             if suffix == DESTINATIONS:
                 self.import_destinations(blob)
             elif suffix in enrichers:
-                enrichers[suffix].restore(blob)
+                _restore_or_start_empty(suffix, enrichers[suffix].restore, blob)
             elif head == "cohorts" and tail in self.spaces:
-                self.spaces[tail].cohorts.restore(blob)
+                _restore_or_start_empty(suffix, self.spaces[tail].cohorts.restore, blob)
             elif key in buckets and part is not None:
                 buckets[key].append(blob)
                 stores[key].note_part(*part)

@@ -49,6 +49,22 @@ def test_a_value_with_a_part_missing_is_dropped_and_named() -> None:
     assert dict(whole) == {b"j": b"ok"} and broken == [b"k"]
 
 
+def test_a_head_whose_parts_were_never_written_is_not_joined_with_an_older_writes_parts() -> None:
+    old = dict(split([(b"k", b"A" * 250)], limit=100))
+    new = dict(split([(b"k", b"B" * 260)], limit=100))
+    crashed = {**old, b"k": new[b"k"]}  # the worker died after the new head, before its parts
+    assert join(crashed.items()) == ([], [b"k"])
+    shorter = {**old, b"k": dict(split([(b"k", b"C" * 120)], limit=100))[b"k"]}  # as many parts as before, another write
+    assert join(shorter.items())[1] == [b"k"]
+
+
+def test_limits_and_keys_split_cannot_honour_are_refused() -> None:
+    with pytest.raises(ValueError, match="no room"):
+        split([(b"k", b"x" * 100)], limit=20)
+    with pytest.raises(ValueError, match="contains"):
+        split([(b"0:enricher:a#1", b"x")], limit=100)
+
+
 def test_a_pipeline_checkpoint_past_the_limit_is_cut_and_restores(summary_factory: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(streams.pipeline, "PART_BYTES", 2000)
     settings = WorkerSettings(state_flush_s=0.001)
@@ -61,3 +77,13 @@ def test_a_pipeline_checkpoint_past_the_limit_is_cut_and_restores(summary_factor
     restored = Pipeline(settings, "l7.summaries.v1").processor(0, out.state_writes)
     original = pipeline.processors[0]
     assert [e.export() for e in restored.enrichers] == [e.export() for e in original.enrichers]
+
+
+def test_an_unreadable_enricher_value_is_skipped_and_the_worker_comes_up(summary_factory: Any, caplog: pytest.LogCaptureFixture) -> None:
+    settings = WorkerSettings(state_flush_s=0.001)
+    pipeline = Pipeline(settings, "l7.summaries.v1")
+    out = pipeline.handle(0, encode_envelope([summary_factory(principal="user-1", time=T0 + 1)]), 0, now=T0 + 1)
+    damaged = [(k, b"not an npz" if b":enricher:" in k else v) for k, v in out.state_writes]
+    assert any(b":enricher:" in k for k, _ in damaged)
+    restored = Pipeline(settings, "l7.summaries.v1").processor(0, damaged)
+    assert restored.store is not None and "state value unreadable" in caplog.text
