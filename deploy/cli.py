@@ -16,6 +16,7 @@
     kubeward demo                   everything together, with live progress and a report
     kubeward bench                  the benchmarks, written to build/bench.json
     kubeward bench waf              DEV: Kubeward through Envoy beside ModSecurity + CRS PL1/PL2 (build/waf-compare.json)
+    kubeward bench soak             the whole loop for 30 min at 10,000 events/s, memory sampled (build/soak.json, soak.png)
     kubeward evaluate               detection results per scenario variant through the replay path (held-out seeds)
     kubeward train ARCHIVE... --out F   fit a per-cohort anomaly model from Parquet archives (skops artifact)
 
