@@ -170,6 +170,14 @@ _TABLE: list[Feature] = [  # one entry per feature; a name only once
             doc="EWMA of source_requests over the client address's past windows (its own usual rate)"),
     Feature("source_repeat_probers_long", "decay", "repeat_probers", half_life_s=HOUR, key="source",
             doc="principals reaching their second whole probe, from the client address, decayed (1 h): distinct probers behind it"),
+    # -- identity floods (streams.identityflood): actors never seen before, counted per source group and per service;
+    # -- the count lands on the one new identity that crossed its group's line, folded under that row's client address
+    Feature("identity_flood_source", "max", "identity_flood_source", key="source",
+            doc="new identities (actors never seen) its source group (calling workload, else the address's /24 or /64) brought "
+                "in one window when they reached max(50, 10x the group's usual number): set on the address of the row that crossed"),
+    Feature("identity_flood_service", "max", "identity_flood_service", key="source",
+            doc="new identities a destination service received in one window when they reached max(200, 10x its usual number): "
+                "set on the address of the row that crossed"),
 ]
 
 

@@ -17,6 +17,7 @@ from streams.batch import Enricher
 from streams.credentials import CredentialTables
 from streams.edges import EdgeConfig, EdgeEnricher
 from streams.honeytokens import HoneytokenEnricher
+from streams.identityflood import IdentityFlood, IdentityFloodConfig
 from streams.ownership import OwnershipEnricher
 
 __all__ = ["ENRICHERS", "EnricherContext", "build_enrichers"]
@@ -38,6 +39,7 @@ ENRICHERS: dict[str, Callable[[EnricherContext], Enricher | None]] = {
     "credentials": lambda ctx: CredentialTables(),
     "edges": lambda ctx: EdgeEnricher(EdgeConfig.from_windows(ctx.window_s, ctx.learn_windows)),
     "honeytokens": lambda ctx: None if ctx.honeytokens is None else HoneytokenEnricher(ctx.honeytokens),
+    "identityflood": lambda ctx: IdentityFlood(IdentityFloodConfig.from_windows(ctx.window_s, ctx.learn_windows)),
     "ownership": lambda ctx: OwnershipEnricher(),
 }
 

@@ -20,8 +20,12 @@ Per row (first copies only, ``BatchView.first``), once the enricher has run for
 * ``identity_flood_source`` / ``identity_flood_service``: on the new identity that
   takes its group's count in the window to ``max(floor, factor * baseline)``, that
   count, once per group and window. The baseline is an EWMA of the group's past
-  windows (quiet ones included), fed only by windows that raised no flood, so a
-  flood that lasts does not become its own normal.
+  windows (quiet ones included), fed only by windows that raised no flood and,
+  once learning is over, stayed under ``near`` (half) of their line, so a flood
+  that lasts does not become its own normal, nor does one that starts mid-window:
+  its first, partial window would otherwise lift the line above the flood (one
+  address rotating keys at 1/s from 24 s into a window: 36 new keys made the
+  line 72, over the 60 a minute that followed, and the flood was never marked).
 
 Bounded: the seen identities live in two Bloom filters of ``bits`` bits each
 (512 KiB each by default; a generation is full after ``capacity`` insertions,
@@ -83,6 +87,7 @@ class IdentityFloodConfig:
     service_floor: float = 200.0
     factor: float = 10.0
     alpha: float = 0.2
+    near: float = 0.5
     capacity: int = 1 << 18
     bits: int = 1 << 22
     hashes: int = 7
@@ -91,6 +96,8 @@ class IdentityFloodConfig:
     def __post_init__(self) -> None:
         if self.window_s <= 0 or not 0 < self.alpha <= 1:
             raise ValueError(f"IdentityFloodConfig: window_s must be > 0 and alpha in (0, 1], got {self.window_s!r}, {self.alpha!r}")
+        if not 0 < self.near <= 1:
+            raise ValueError(f"IdentityFloodConfig.near must be in (0, 1], got {self.near!r}")
         if self.bits < 64 or self.bits & (self.bits - 1):
             raise ValueError(f"IdentityFloodConfig.bits must be a power of two >= 64, got {self.bits!r}")
         for name in ("learn_s", "source_floor", "service_floor", "factor"):
@@ -258,7 +265,7 @@ class IdentityFlood:
         learned = t - (self.start or 0.0) >= c.learn_s
         for w in np.unique(windows).tolist():  # one window per batch but at a boundary
             sel = windows == w
-            self._close(np.unique(slots[sel]), w)
+            self._close(np.unique(slots[sel]), w, floor)
             cols = table.cols
             live = sel & (cols["window"][slots] == w)  # a row from a window the group has left is not counted
             s = slots[live]
@@ -274,15 +281,22 @@ class IdentityFlood:
                 self.floods += len(over)
             np.add.at(cols["count"], s, 1.0)
 
-    def _close(self, slots: _I, w: int) -> None:
-        """Close the windows of groups still in an earlier one into their baselines (empty windows since decay them)."""
-        cols, a = self.groups.cols, self.config.alpha
+    def _close(self, slots: _I, w: int, floor: float) -> None:
+        """Close the windows of groups still in an earlier one into their baselines (empty windows since decay them).
+
+        A flood window does not teach the baseline, nor, after learning, one that reached ``near`` of its line.
+        """
+        c, cols = self.config, self.groups.cols
         behind = slots[cols["window"][slots] < w]
         if not len(behind):
             return
-        gap = (w - cols["window"][behind]).astype(np.float64)
+        window = cols["window"][behind]
+        gap = (w - window).astype(np.float64)
         base, count = cols["baseline"][behind], cols["count"][behind]
-        quiet = cols["fired"][behind] != cols["window"][behind]  # a flood window does not teach the baseline
+        learning = window * c.window_s - (self.start or 0.0) < c.learn_s
+        near = count >= c.near * np.maximum(floor, c.factor * base)
+        quiet = (cols["fired"][behind] != window) & (learning | ~near)
+        a = c.alpha
         base = np.where(quiet, (1 - a) * base + a * count, base)
         cols["baseline"][behind] = base * np.power(1 - a, np.minimum(gap - 1, 1e4))
         cols["count"][behind] = 0.0
