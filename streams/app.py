@@ -173,7 +173,7 @@ def _faust_app(settings: WorkerSettings) -> faust.App:
         settings.app_id,
         broker=f"kafka://{settings.bootstrap}",
         store="memory://",
-        web_host="127.0.0.1",
+        web_host=settings.web_host,
         web_port=settings.web_port,
         topic_partitions=SUMMARIES.partitions,
         consumer_auto_offset_reset="earliest",

@@ -26,6 +26,7 @@ class WorkerSettings(BaseSettings):
 
     app_id: str = Field(default="kubeward-worker", description="Kafka consumer group and changelog prefix")
     bootstrap: str = Field(default="127.0.0.1:9092", description="Kafka bootstrap servers")
+    web_host: str = Field(default="127.0.0.1", description="address of /metrics and the Faust web views; in a pod 0.0.0.0, with a NetworkPolicy letting only the monitoring namespace in (the Faust views show table contents)")
     web_port: int = Field(default=6066, ge=1, le=65535, description="port of /metrics and the Faust web views")
     window_s: int = Field(default=60, ge=1, description="tumbling window per actor, seconds")
     learn_windows: int = Field(default=3, ge=0, description="windows before an actor's destinations are considered learned")

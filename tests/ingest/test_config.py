@@ -124,3 +124,16 @@ def test_an_unknown_detector_name_is_a_settings_error() -> None:
 def test_state_buckets_must_be_a_power_of_two() -> None:
     with pytest.raises(SettingsError, match="KUBEWARD_WORKER_STATE_BUCKETS=3"):
         build_settings(WorkerSettings, state_buckets=3)
+
+
+def test_an_unknown_variable_is_rejected_naming_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KUBEWARD_SHIM_FAILUR_MODE", "deny")  # misspelt: the default would stay in force silently
+    with pytest.raises(SettingsError, match=r"KUBEWARD_SHIM_FAILUR_MODE='deny': no such setting"):
+        build_settings(ShimSettings)
+
+
+def test_nested_and_known_variables_are_not_unknown(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("KUBEWARD_SHIM_FAST_TIER__ENABLED", "false")
+    monkeypatch.setenv("KUBEWARD_SHIM_PORT", "9999")
+    monkeypatch.setenv("KUBEWARD_WORKER_PROT", "1")  # another component's prefix
+    assert build_settings(ShimSettings).port == 9999
