@@ -5,7 +5,8 @@ the body with every detected value of an enabled type replaced, the number of
 values redacted by type, and why a body was left untouched (``skipped``). A body
 with nothing to redact comes back as the same bytes object. Detection is
 ``ingest.sensitive`` (``scan_spans`` for patterns, ``leaf_info`` for what a field
-name announces); this module only decides what to replace and how.
+name announces), and the values of a JSON or form body are gathered and scanned
+by ``enforcement.bodyvalues``; this module only decides what to replace and how.
 
 Per-type actions (``RedactionPolicy``):
 
@@ -45,8 +46,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-from bisect import bisect_right
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 from urllib.parse import quote_plus, unquote_plus
@@ -54,8 +54,9 @@ from urllib.parse import quote_plus, unquote_plus
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from enforcement.bodyvalues import BodyValues, json_slots
 from ingest.bodies import is_json_media, media_type
-from ingest.sensitive import CARD, IBAN, PHONE, SENSITIVE_TYPES, SSN, LeafInfo, Span, leaf_info, scan_spans
+from ingest.sensitive import SENSITIVE_TYPES, Span, scan_spans
 
 __all__ = [
     "ACTIONS", "DEFAULT_ACTIONS", "DEFAULT_LLM_HOSTS", "SKIP_REASONS", "Action", "Redacted", "RedactionLimits",
@@ -70,8 +71,6 @@ _TOO_DEEP = b'"[redacted by kubeward: a body nested too deeply to rewrite]"'
 #: every value ``Redacted.skipped`` can take (bounded: they label a metric)
 SKIP_REASONS = ("too_large", "too_many_leaves", "unsupported_type", "undecodable", "encoded")
 
-_NUMERIC = frozenset({CARD, PHONE, SSN, IBAN})
-_NAME_REDACTED = frozenset({"secret", "dob", SSN, CARD, IBAN, "national_id"})
 _NDJSON = frozenset({"application/x-ndjson", "application/ndjson", "application/jsonl", "application/x-jsonlines"})
 _TEXT = frozenset({"application/xml", "application/javascript", "application/graphql", "application/yaml",
                    "application/x-yaml", "application/soap+xml"})
@@ -177,169 +176,8 @@ def redact_text(text: str, policy: RedactionPolicy, counts: dict[str, int] | Non
     return "".join(out) + text[at:] if out else text
 
 
-# ------------------------------------------------------------------ structured values
-def _already_masked(value: str) -> bool:
-    return not value.strip(" *xX\u2022#.-_") or "****" in value or (value.startswith("[") and value.endswith("]"))
-
-
-def _plain(text: str) -> bool:
-    """A value that cannot hold a pattern on its own: short, one word of letters, a whole UUID or ISO date."""
-    n = len(text)
-    if n < 6 or text.isalpha():
-        return True
-    if n == 36:
-        return text[8] == text[13] == text[18] == text[23] == "-" and not text.strip("0123456789abcdefABCDEF-")
-    return (10 <= n <= 35 and text[4] == text[7] == "-" and text.count("-") <= 3
-            and not text.strip("0123456789-:T .Z+") and (n == 10 or text[10] in "T "))
-
-
-class _Values:
-    """String (and number) values keyed by a field name, scanned together as one text; spans per value.
-
-    ``hints`` memoises ``leaf_info`` per field name for one body (names repeat per record), and
-    ``hinted`` lists the values whose field name announces a type: only those and the values the
-    scan found something in need per-value work (the rest of a body costs one scan).
-    """
-
-    __slots__ = ("texts", "names", "slots", "hinted", "hints")
-
-    def __init__(self) -> None:
-        self.texts: list[str] = []
-        self.names: list[str] = []
-        self.slots: list[Any] = []
-        self.hinted: list[int] = []
-        self.hints: dict[str, LeafInfo | None] = {}
-
-    def info(self, name: str) -> LeafInfo | None:
-        """``leaf_info(name)`` (None for no name), memoised for this body."""
-        hints = self.hints
-        if name in hints:
-            return hints[name]
-        found = hints[name] = leaf_info(name) if name else None
-        return found
-
-    def add(self, name: str, value: Any, slot: Any) -> None:
-        """Queue one value (``slot`` says where it lives) unless it cannot hold anything."""
-        cls = value.__class__
-        if cls is str:
-            if len(value) < 6 or value.isalpha() or _plain(value):
-                info = self.info(name)
-                if info is None or info.hint is None:
-                    return
-            text = value
-        elif cls is not int and cls is not float:
-            if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
-                return
-            text = repr(value)  # an int or float subclass (form values are strings; orjson gives exact types)
-        else:
-            if -1_000_000 < value < 1_000_000:
-                info = self.info(name)
-                if info is None or info.hint is None:
-                    return
-            text = repr(value)
-        self._queue(name, text, slot)
-
-    def _queue(self, name: str, text: str, slot: Any) -> None:
-        info = self.info(name)
-        if info is not None and info.hint is not None:
-            self.hinted.append(len(self.texts))
-        self.texts.append(text)
-        self.names.append(name)
-        self.slots.append(slot)
-
-    def spans(self) -> Iterator[tuple[int, list[Span]]]:
-        """``(value index, spans)`` for each value with something to redact (field-name evidence included), in order.
-
-        Distinct values are scanned once, joined by newlines into one text (one
-        ``scan_spans`` call costs less than many; list responses repeat values).
-        """
-        texts = self.texts
-        if not texts:
-            return
-        unique = {t: i for i, t in enumerate(dict.fromkeys(texts))}
-        distinct = list(unique)
-        starts, at = [], 0
-        for t in distinct:
-            starts.append(at)
-            at += len(t) + 1
-        found: dict[int, list[Span]] = {}
-        for span in scan_spans("\n".join(distinct)):
-            i = bisect_right(starts, span.start) - 1
-            end = min(span.end, starts[i] + len(distinct[i]))
-            found.setdefault(i, []).append(Span(span.start - starts[i], end - starts[i], span.type))
-        if found:
-            wanted = set(self.hinted)
-            wanted.update(i for i, t in enumerate(texts) if unique[t] in found)
-            order: Iterable[int] = sorted(wanted)
-        else:
-            order = self.hinted
-        for i in order:
-            spans = self._leaf(i, texts[i], found.get(unique[texts[i]]))
-            if spans:
-                yield i, spans
-
-    def _leaf(self, i: int, text: str, spans: list[Span] | None) -> list[Span] | None:
-        info = self.info(self.names[i])
-        if info is None or info.hint is None:
-            return spans
-        if not spans and info.hint in (PHONE, SSN):  # local formats count only in a field so named
-            spans = scan_spans(text, hint=info.hint)
-        if spans and info.is_id:
-            spans = [s for s in spans if s.type not in _NUMERIC]
-        if not spans and info.hint in _NAME_REDACTED and text.strip() and not _already_masked(text):
-            return [Span(0, len(text), info.hint)]
-        return spans
-
-
-def _json_slots(doc: Any, values: _Values, limit: int) -> bool:
-    """Queue every leaf of a parsed document as ``(container, key)`` slots; False past ``limit`` leaves.
-
-    ``_Values.add`` inlined for orjson's exact types, with a per-body ``name -> announces a type``
-    dict: this loop runs once per leaf of every redacted body (measured on the 7 KB user list
-    of ``deploy.lab.redaction_eval``, loaded box: 400 -> ~200 us).
-    """
-    stack: list[tuple[Any, str]] = [(doc, "")]
-    seen = 0
-    texts, names, slots, hinted = values.texts, values.names, values.slots, values.hinted
-    named: dict[str, bool] = {}
-    key: Any  # a str in an object, an int in an array
-    while stack:
-        node, name = stack.pop()
-        is_dict = node.__class__ is dict
-        for key, value in node.items() if is_dict else enumerate(node):
-            seen += 1
-            if seen > limit:
-                return False
-            child: str = key if is_dict else name
-            cls = value.__class__
-            if cls is dict or cls is list:
-                stack.append((value, child))
-                continue
-            if cls is str:
-                text = value
-                plain = len(value) < 6 or value.isalpha() or _plain(value)
-            elif cls is int or cls is float:
-                plain = -1_000_000 < value < 1_000_000
-                text = "" if plain else repr(value)
-            else:
-                continue
-            announced = named.get(child)
-            if announced is None:
-                info = values.info(child)
-                announced = named[child] = info is not None and info.hint is not None
-            if announced:
-                if cls is not str and plain:
-                    text = repr(value)
-                hinted.append(len(texts))
-            elif plain:
-                continue
-            texts.append(text)
-            names.append(child)
-            slots.append((node, key))
-    return True
-
-
-def _rewrite_json(values: _Values, policy: RedactionPolicy, counts: dict[str, int]) -> None:
+# ------------------------------------------------------------------ formats
+def _rewrite_json(values: BodyValues, policy: RedactionPolicy, counts: dict[str, int]) -> None:
     dropped: list[tuple[Any, Any]] = []
     for i, spans in values.spans():
         container, key = values.slots[i]
@@ -360,8 +198,8 @@ def _redact_json(data: bytes, policy: RedactionPolicy, limits: RedactionLimits) 
     except orjson.JSONDecodeError:
         return None
     root = [doc]
-    values = _Values()
-    if not _json_slots(root, values, limits.max_leaves):
+    values = BodyValues()
+    if not json_slots(root, values, limits.max_leaves):
         return Redacted(data, _UNCHANGED, "too_many_leaves")
     counts: dict[str, int] = {}
     _rewrite_json(values, policy, counts)
@@ -397,7 +235,7 @@ def _redact_form(data: bytes, policy: RedactionPolicy, limits: RedactionLimits) 
         return Redacted(data, _UNCHANGED, "undecodable")
     if len(pairs) > limits.max_leaves:
         return Redacted(data, _UNCHANGED, "too_many_leaves")
-    values = _Values()
+    values = BodyValues()
     for n, pair in enumerate(pairs):
         key, _, value = pair.partition("=")
         name = unquote_plus(key)

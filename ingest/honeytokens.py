@@ -20,7 +20,7 @@ value (the declaration is dropped once hashed):
   per service (its short name: ``shop/orders`` and ``orders`` are one service),
   so they compare equal to a summary's ``object_ids``.
 - ``principals``: the principal a summary carries when the credential is used
-  (``ingest.identity.hash_principal``: ``apikey:``/``bearer:`` of the value,
+  (``ingest.principal.hash_principal``: ``apikey:``/``bearer:`` of the value,
   ``basic:`` of a password's account, ``jwt:`` of a bearer token's account).
 - ``subjects``: what a summary's ``credential_subject`` holds for an account
   (``hash_account``).
@@ -52,7 +52,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 
 from ingest.errors import SettingsError
-from ingest.identity import hash_principal
+from ingest.principal import hash_principal
 from ingest.templating import STRONG, hash_object_id, id_kind
 from ingest.yamlfile import StrictLoader
 

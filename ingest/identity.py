@@ -1,15 +1,7 @@
 """Who made a call and where it went, derived from what the data plane forwards.
 
-* **Principal**: from ``Authorization: Bearer <JWT>`` (``sub``, else
-  ``client_id``, else ``azp``), an API-key header or a session cookie; kept as
-  a keyed hash (``jwt:<16 hex>``), never the token. A JWT's signature is
-  checked when a shared secret (HS256) or a JWKS (RS256/ES256) is configured;
-  a token that fails the check yields no principal (``auth_type`` ``jwt-invalid``),
-  so a forged ``sub`` can never frame someone else. A token that is no well-formed
-  JWS (``jwt_claims``: bad base64, not UTF-8 JSON objects, nested past the parser's
-  depth, or a lone UTF-16 surrogate escape such as ``"\\udfff"`` anywhere in header
-  or claims) is read as an opaque bearer token (``bearer:<16 hex>`` of the whole token),
-  never as an exception and never by patching the text.
+* **Principal**: from the credentials the request carries (JWT, Basic, API key,
+  session cookie), as a keyed hash, never the token: ``ingest.principal``.
 * **Workload**: the SPIFFE URI of the nearest hop in ``x-forwarded-client-cert``
   (``spiffe://<td>/ns/<ns>/sa/<sa>``; only the element the nearest proxy wrote,
   read with quoted values respected), else the pod directory's answer for the
@@ -23,42 +15,31 @@
   any other peer those headers are dropped (``without_forwarded``) and the peer
   itself is the client. A collector reads what the data plane itself logged, so
   its peer is the data plane's downstream and no such gate applies.
-* **Destination**: a configured header the data plane sets, else the route or
-  upstream cluster the data plane reports (``outbound|80||orders.shop.svc.cluster.local``,
-  ``shop/orders``), else a Kubernetes service host name
-  (``orders.shop.svc.cluster.local``); an IP address is never a service name.
+* **Destination**: a configured header, the route or upstream cluster, a
+  Kubernetes service host name: ``ingest.destination``.
 
-Everything here is pure; results are memoised per distinct input because
-identities repeat from request to request.
+``IdentityResolver`` puts the three together. Everything here is pure; results
+are memoised per distinct input because identities repeat from request to
+request.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
 import ipaddress
-import json
-import re
-import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ingest.templating import hash_object_id
+from ingest.destination import Target, destination_from
+from ingest.principal import principal_from_headers
 
 __all__ = [
-    "Target",
     "Identity",
     "IdentityConfig",
     "IdentityResolver",
     "FORWARDED_IDENTITY",
     "client_ip",
-    "destination_from",
     "grpc_peer_address",
-    "hash_principal",
-    "jwt_claims",
-    "normalize_account",
     "without_forwarded",
     "workload_from_xfcc",
 ]
@@ -67,8 +48,6 @@ _MEMO_MAX = 65536
 #: headers through which a proxy tells who the client is; believed only from a trusted data plane (besides ``x-kubeward-*``)
 FORWARDED_IDENTITY: frozenset[str] = frozenset({"x-forwarded-for", "x-forwarded-client-cert", "forwarded", "x-real-ip"})
 _LOOPBACK = ("127.0.0.0/8", "::1/128")
-#: a UTF-16 surrogate on its own: what ``json.loads`` leaves of an unpaired ``\\ud800``-``\\udfff`` escape
-_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,16 +61,6 @@ class Identity:
     external: bool = False
     principal: str | None = None
     auth_type: str = "none"
-
-
-@dataclass(frozen=True, slots=True)
-class Target:
-    """Where a call went: service name, namespace, and the external host when it left the cluster."""
-
-    service: str | None
-    namespace: str | None = None
-    host: str | None = None
-    external: bool = False
 
 
 @dataclass(frozen=True)
@@ -124,129 +93,6 @@ class IdentityConfig:
     trusted_proxies: tuple[str, ...] = ()
     trusted_data_planes: tuple[str, ...] = _LOOPBACK
     extra: Mapping[str, str] = field(default_factory=dict)
-
-
-def hash_principal(kind: str, value: str, key: bytes) -> str:
-    """``<kind>:<16 hex>``, a keyed BLAKE2b of the principal's id (stable per key, not reversible).
-
-    >>> hash_principal("jwt", "user-00042", b"k") == hash_principal("jwt", "user-00042", b"k")
-    True
-    """
-    return f"{kind}:{hash_object_id(value, key)}"
-
-
-def _b64(segment: str) -> bytes:
-    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
-
-
-def _json_segment(segment: str) -> Any:
-    """A header or claims segment as JSON; ``ValueError`` unless it is well-formed UTF-8 JSON (RFC 7515).
-
-    ``json.loads`` reads a lone surrogate from an escape (``"\\udfff"``, or a pair in the wrong order) and,
-    given bytes, even from raw surrogate bytes; no UTF-8 encodes one, so a principal hashed from it would
-    fail downstream. Such a segment is refused like any other malformed one: replacing the surrogates with
-    U+FFFD would let distinct subjects (``a\\ud800``, ``a\\udfff``, ``a\\ufffd``) share one principal.
-    """
-    text = _b64(segment).decode("utf-8")  # strict: raw surrogate bytes are no UTF-8
-    value = json.loads(text)
-    if "\\u" in text and _LONE_SURROGATE.search(json.dumps(value, ensure_ascii=False)):
-        raise ValueError("a lone surrogate escape in a JWT segment")
-    return value
-
-
-def jwt_claims(token: str) -> tuple[dict[str, Any], dict[str, Any], bytes, bytes] | None:
-    """(header, claims, signing input, signature) of a compact JWS, or None when it is not a well-formed one.
-
-    Not well-formed: bad base64url, a header or claims set that is not a UTF-8 JSON object, JSON nested
-    deeper than the parser reads, a lone surrogate escape (see ``_json_segment``).
-
-    >>> jwt_claims("eyJhbGciOiJub25lIn0.eyJzdWIiOiJcdWRmZmYifQ.c2ln") is None  # {"sub": "\\udfff"}
-    True
-    """
-    parts = token.split(".")
-    if len(parts) != 3:
-        return None
-    try:
-        header, claims = _json_segment(parts[0]), _json_segment(parts[1])
-        signature = _b64(parts[2])
-    except (ValueError, RecursionError):  # ValueError covers binascii.Error and UnicodeDecodeError
-        return None
-    if not isinstance(header, dict) or not isinstance(claims, dict):
-        return None
-    return header, claims, f"{parts[0]}.{parts[1]}".encode(), signature
-
-
-def _verify(header: Mapping[str, Any], signing_input: bytes, signature: bytes, config: IdentityConfig) -> bool:
-    alg = header.get("alg")
-    if alg == "HS256" and config.jwt_hs256_secret is not None:
-        expected = hmac.new(config.jwt_hs256_secret, signing_input, hashlib.sha256).digest()
-        return hmac.compare_digest(expected, signature)
-    if alg in ("RS256", "ES256") and config.jwks is not None:
-        from ingest.jwks import verify_with_jwks
-
-        return verify_with_jwks(config.jwks, header, signing_input, signature)
-    return False
-
-
-def _principal_from_jwt(token: str, config: IdentityConfig) -> tuple[str | None, str]:
-    parsed = jwt_claims(token)
-    if parsed is None:
-        return hash_principal("bearer", token, config.principal_key), "bearer"
-    header, claims, signing_input, signature = parsed
-    checking = config.jwt_hs256_secret is not None or config.jwks is not None
-    if checking and not _verify(header, signing_input, signature, config):
-        return None, "jwt-invalid"
-    subject = claims.get("sub") or claims.get("client_id") or claims.get("azp")
-    if not isinstance(subject, str) or not subject:
-        return None, "jwt-anonymous"
-    return hash_principal("jwt", subject, config.principal_key), "jwt" if checking else "jwt-unverified"
-
-
-def _cookie(header: str, names: tuple[str, ...]) -> str | None:
-    for part in header.split(";"):
-        name, _, value = part.strip().partition("=")
-        if name.lower() in names and value:
-            return value
-    return None
-
-
-def principal_from_headers(headers: Mapping[str, str], config: IdentityConfig) -> tuple[str | None, str]:
-    """(hashed principal, auth type) from the request headers (lower-case names)."""
-    auth = headers.get("authorization")
-    if auth:
-        scheme, _, credential = auth.strip().partition(" ")
-        if scheme.lower() == "bearer" and credential:
-            return _principal_from_jwt(credential.strip(), config)
-        if scheme.lower() == "basic" and credential:
-            try:
-                user = base64.b64decode(credential.strip()).decode("utf-8", "replace").partition(":")[0]
-            except ValueError:
-                return None, "basic-invalid"
-            return hash_principal("basic", normalize_account(user), config.principal_key), "basic"
-    for name in config.api_key_headers:
-        key = headers.get(name)
-        if key:
-            return hash_principal("apikey", key, config.principal_key), "api_key"
-    cookie = headers.get("cookie")
-    if cookie:
-        session = _cookie(cookie, config.session_cookies)
-        if session:
-            return hash_principal("session", session, config.principal_key), "session"
-    return None, "none"
-
-
-def normalize_account(name: str) -> str:
-    """An account name as identity providers compare it: NFKC (full-width letters are ASCII ones), case-folded.
-
-    Without it one account splits into many identities by case or width alone (``Alice``, ``ａｌｉｃｅ``),
-    each a fresh actor with counts of its own.
-
-    >>> normalize_account("Ａｌｉｃｅ") == normalize_account("alice")
-    True
-    """
-    if not name.isascii():
-        name = unicodedata.normalize("NFKC", name)
-    return name.casefold()
 
 
 def _split_unquoted(text: str, sep: str) -> list[str]:
@@ -349,83 +195,6 @@ def client_ip(peer_ip: str | None, forwarded_for: str | None, trusted_hops: int,
         if chain[pos] != address:  # a proxy in front of us may have appended the same peer
             address = chain[pos]
     return address
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text.strip("[]"))
-    except ValueError:
-        return False
-    return True
-
-
-def _strip_port(authority: str) -> str:
-    """``host:port``, ``[v6]:port`` or a bare IPv6 address -> the host."""
-    if authority.startswith("["):
-        return authority[1 : authority.find("]")] if "]" in authority else authority
-    return authority.rsplit(":", 1)[0] if authority.count(":") == 1 else authority
-
-
-def _from_service_host(host: str, cluster_domain: str) -> Target | None:
-    """``name.ns.svc[.cluster.local]`` (or a multi-cluster ``.svc.clusterset.local``) -> service ``name`` in ``ns``."""
-    labels = host.rstrip(".").lower().split(".")
-    if len(labels) >= 3 and labels[2] == "svc" and ".".join(labels[3:]) in ("", cluster_domain.lower(), "clusterset.local"):
-        return Target(labels[0], labels[1])
-    return None
-
-
-#: Envoy/Istio cluster names that say nothing of the destination (the authority does)
-_NO_INFORMATION = ("passthroughcluster", "inboundpassthroughcluster", "blackholecluster", "allow_any")
-
-
-def destination_from(header_value: str | None, route: str | None, authority: str | None, config: IdentityConfig) -> Target:
-    """Destination of a call: configured header, route/cluster name, service host name, external host.
-
-    An Istio cluster name (``outbound|443||api.example.com``) names its host: a service
-    host is that service, any other dotted host is outside the cluster (a ServiceEntry's).
-    A plain dotted route name (``default.route``, ``orders.shop``) and Istio's passthrough
-    clusters say nothing sure, so the authority decides; there a dotted host that is no
-    service host is external.
-
-    >>> destination_from(None, "outbound|80||orders.shop.svc.cluster.local", "10.1.2.3:80", IdentityConfig())
-    Target(service='orders', namespace='shop', host=None, external=False)
-    >>> destination_from(None, None, "10.1.2.3:8080", IdentityConfig()).service is None
-    True
-    """
-    for candidate in (header_value, route):
-        if not candidate:
-            continue
-        candidate = candidate.strip()
-        if candidate.lower().startswith(_NO_INFORMATION):
-            continue
-        istio = "|" in candidate
-        if istio:  # Istio cluster names: direction|port|subset|host
-            candidate = candidate.rsplit("|", 1)[-1]
-        if "/" in candidate and not _is_ip(candidate):
-            namespace, _, name = candidate.partition("/")
-            return Target(name, namespace or None)
-        host = candidate.split(":", 1)[0]
-        found = _from_service_host(host, config.cluster_domain)
-        if found is not None:
-            return found
-        if host and not _is_ip(host):
-            if "." not in host:
-                return Target(host)  # a bare name (``orders``): a service of the mesh
-            if istio:
-                return Target(host.lower(), None, host.lower(), True)
-            if not authority:
-                return Target(host)
-            break  # a dotted route name: the authority decides
-    if authority:
-        host = _strip_port(authority)
-        if not _is_ip(host):
-            found = _from_service_host(host, config.cluster_domain)
-            if found is not None:
-                return found
-            if "." in host:
-                return Target(host, None, host, True)
-            return Target(host)
-    return Target(None)
 
 
 PodLookup = Callable[[str], "tuple[str, str, str] | None"]

@@ -25,7 +25,7 @@ The value is stripped, NFKC-normalised and case-folded (``Alice@Example.com``,
 ``alice@example.com`` and the full-width ``ａｌｉｃｅ@example.com`` are one account for
 nearly every identity provider, PRECIS's username profile maps width and case;
 an attacker must not split one target into many by changing case or width),
-as ``ingest.identity.normalize_account`` does for a Basic principal. Callers hash it
+as ``ingest.principal.normalize_account`` does for a Basic principal. Callers hash it
 with a key before it leaves the node (``hash_object_id``); it is never logged.
 
 >>> login_subject("POST", "/login", {"content-type": "application/json"}, b'{"username": "Ada", "password": "x"}')
@@ -42,7 +42,7 @@ import re
 from collections.abc import Mapping
 
 from ingest.bodies import BodyLimits, Scalar, walk_body
-from ingest.identity import normalize_account
+from ingest.principal import normalize_account
 
 __all__ = ["LOGIN_PATH", "SUBJECT_LIMITS", "is_login_path", "login_subject"]
 

@@ -42,8 +42,9 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ingest.bodies import BodyFeatures, Leaf, body_features, query_object_ids, walk_body
+from ingest.destination import Target
 from ingest.envelope import summary_row
-from ingest.identity import Identity, IdentityConfig, IdentityResolver, Target
+from ingest.identity import Identity, IdentityConfig, IdentityResolver
 from ingest.loginsubject import LOGIN_PATH, login_subject
 from ingest.llm import LlmCall, parse_llm, prompt_hash, shape_hash
 from ingest.mcp import McpCall, ToolDefinition, parse_exchange

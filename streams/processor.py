@@ -5,10 +5,11 @@ computes the per-row *signals* (base ones here, the rest from the enrichers:
 ownership, call edges, credential tables...), folds them into the state of
 every key the feature table declares (``streams.keyspace``: the actor, the
 trusted client address), rolls windows that ended, builds the feature frames
-of the keys the batch touched, scores them with the detectors of that key and
-returns a ``Detection`` for each key whose best score reaches the threshold and
-that is not already flagged. Everything is vectorised with numpy/Arrow
-compute; no Python object is made per summary.
+of the keys the batch touched and hands them, with the detectors of that key, to
+``streams.detection.Flagger``, which scores them and returns a ``Detection`` for
+each key whose best score reaches the threshold and that is not already flagged.
+Everything is vectorised with numpy/Arrow compute; no Python object is made per
+summary.
 
 State is bounded: after a batch, keys idle for ``idle_ttl_s`` of event time, and
 past ``state_budget_bytes`` the least recently active ones, are evicted
@@ -31,22 +32,21 @@ import numpy.typing as npt
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ingest import Reason
-from models import Detector, feature, features_for
-from models.detectors import score_all
+from models import Detector, features_for
 from models.features import KEYS
 from streams.batch import SMALL_BATCH, BatchView, Enricher, column, hash64
+from streams.detection import Detection, Flagger
 from streams.eviction import Eviction, EvictionConfig
 from streams.keyspace import Elements, KeySpace
 from streams.repeats import RepeatFilter
 from streams.sidetable import SideTable, split
 from streams.state import DESTINATION_MASKS, ActorStore, part_of
 
+# Detection is defined in streams.detection; it stays importable from here for the streams modules that read it here
 __all__ = ["BatchProcessor", "Detection", "ProcessorConfig"]
 
 _I = npt.NDArray[np.intp]
 _F = npt.NDArray[np.float64]
-_SUBJECT_KIND = {"actor": "actor", "source": "ip"}
 #: the changelog suffix of the service -> bit assignment
 DESTINATIONS = "destinations"
 #: the changelog prefix of the side table's buckets (``rare:<bucket>``)
@@ -72,32 +72,6 @@ class ProcessorConfig:
     #: past this many bytes of per-key tables (0 = no budget): ``streams.eviction``
     idle_ttl_s: float = 86_400.0
     state_budget_bytes: int = 256 << 20
-
-
-@dataclass(frozen=True)
-class Detection:
-    """One key (an actor, or a client address) whose window crossed at least one detector's threshold.
-
-    ``actor`` is the subject's value (the actor key, or the address when
-    ``subject_kind`` is ``ip``); ``scope`` is ``(service, path template)`` when the
-    rule that fired scopes its verdict to the edge; ``action`` and ``mode`` are the
-    rule's (``mode`` ``observe`` caps the policy's), ``None`` for models;
-    ``ttl_s`` is how long the verdict lasts when not the policy's ``verdict_ttl_s``.
-    """
-
-    actor: str
-    attack_class: str
-    score: float
-    reasons: tuple[Reason, ...]
-    evidence_time: float
-    destination_namespace: str | None
-    destination_service: str | None
-    features: dict[str, float]
-    subject_kind: str = "actor"
-    scope: tuple[str, str] | None = None
-    action: str | None = None
-    mode: str | None = None
-    ttl_s: float | None = None
 
 
 log = logging.getLogger("kubeward.worker")
@@ -142,8 +116,8 @@ class BatchProcessor:
         self._by_key: tuple[list[Detector] | None, dict[str, list[Detector]]] = (None, {})
         #: the anomaly model scored beside the rules (``use_models``), if any
         self.model: Detector | None = None
-        #: (key, subject, scope, observe-only) -> flagged until, for every detection but an enforcing actor-wide one
-        self._flags: dict[tuple[str, str, tuple[str, str] | None, bool], float] = {}
+        #: scores a key space's frames and remembers what it flagged (``streams.detection``)
+        self._flagger = Flagger(config.score_threshold, config.flag_ttl_s, config.request_id_memory)
 
     def _detectors_of(self, key: str) -> list[Detector]:
         """The detectors that score one key's frames (cached until the detector list changes)."""
@@ -406,92 +380,7 @@ class BatchProcessor:
         if not detectors:
             return []
         frame = space.frame(rows) if side is None else self._with_rare(space.frame(rows), len(rows), side)
-        scores = score_all(detectors, frame)
-        best = scores.max(axis=0)
-        flagged_until = space.store.cols["flagged_until"][rows]
-        hit = np.nonzero((best >= self.config.score_threshold) & (flagged_until <= latest))[0]
-        if not len(hit):
-            return []
-        last_row = np.full(len(rows), -1, dtype=np.intp)
-        mine = np.nonzero(group >= 0)[0]
-        last_row[group[mine]] = mine
-        out: list[Detection] = []
-        for i in hit:
-            out += self._detections(key, space, detectors, b, frame, scores[:, i], labels[i], int(last_row[i]), float(latest[i]),
-                                    group, int(i), signals, int(rows[i]))
-        return out
-
-    def _detections(self, key: str, space: KeySpace, detectors: list[Detector], b: BatchView, frame: dict[str, _F], scores: _F,
-                    label: str, last: int, t: float, group: _I, i: int, signals: dict[str, _F], row_index: int) -> list[Detection]:
-        """The detections of one key whose rules fired: one per (scope, enforcing or observe-only) group of rules.
-
-        An observe-only rule (experimental) never speaks for an enforcing one, and an edge rule never for an
-        actor-wide one: each group gives its own detection, led by its highest score. An enforcing actor-wide
-        detection makes the others redundant (the whole key is blocked). An edge rule names the edge of the
-        rows of this batch that carry its signal; without such a row it waits (never a guessed edge).
-        """
-        groups: dict[tuple[tuple[str, str] | None, bool], list[tuple[Detector, float]]] = {}
-        for d, score in zip(detectors, scores):
-            if score < self.config.score_threshold:
-                continue
-            rule = getattr(d, "rule", None)
-            observe = (rule.mode if rule is not None else getattr(d, "mode", None)) == "observe"
-            scope = self._edge_of(rule, b, group, i, signals) if rule is not None and rule.scope == "edge" else None
-            if rule is not None and rule.scope == "edge" and scope is None:
-                continue
-            groups.setdefault((scope, observe), []).append((d, float(score)))
-        whole = groups.get((None, False))
-        if whole is not None and getattr(getattr(max(whole, key=lambda f: f[1])[0], "rule", None), "action", "block") == "block":
-            groups = {(None, False): whole}  # the whole key is blocked: nothing narrower adds anything
-        else:
-            groups = {k: v for k, v in groups.items() if not (k[1] and (k[0], False) in groups)}
-        row = {name: float(col[i]) for name, col in frame.items()}
-        dest = b.table["destination"][last].as_py()
-        out = []
-        for (scope, observe), fired in groups.items():
-            until = t + self.config.flag_ttl_s
-            if scope is None and not observe:
-                space.store.cols["flagged_until"][row_index] = np.uint32(until)
-            else:
-                flag = (key, label, scope, observe)
-                if self._flags.get(flag, 0.0) > t:
-                    continue
-                self._flag(flag, until, t)
-            top, best = max(fired, key=lambda f: f[1])
-            # the scores are already known: build the reasons from them rather than re-scoring with explain()
-            reasons = tuple(Reason(detector=d.name, score=round(s, 4), evidence=d.evidence(row)) for d, s in fired)
-            rule = getattr(top, "rule", None)
-            out.append(Detection(label, top.attack_class, best, reasons, t, dest.get("namespace"), dest.get("service"), row,
-                                 subject_kind=_SUBJECT_KIND[key], scope=scope, action=getattr(rule, "action", None),
-                                 mode="observe" if observe else "inherit"))
-        return out
-
-    def _edge_of(self, rule: Any, b: BatchView, group: _I, i: int, signals: dict[str, _F]) -> tuple[str, str] | None:
-        """(service, template) of the key's last row in this batch carrying the rule's signal, or None."""
-        signal = _signal_of(rule.feature)
-        values = signals.get(signal) if signal else None
-        if values is None:
-            return None
-        rows = np.flatnonzero((group == i) & (values > 0))
-        if not len(rows):
-            return None
-        at = int(rows[-1])
-        return str(b.service[at].as_py()), str(b.template[at].as_py())
-
-    def _flag(self, flag: tuple[str, str, tuple[str, str] | None, bool], until: float, now: float) -> None:
-        """Remember a flagged (key, scope, mode) until its verdict expires; expired ones are dropped as the memory fills,
-        and past twice the cap the oldest go regardless (bounded)."""
-        flags = self._flags
-        if len(flags) >= self.config.request_id_memory // 10:
-            for stale in [e for e, u in flags.items() if u <= now]:
-                del flags[stale]
-            while len(flags) >= self.config.request_id_memory // 5:
-                del flags[next(iter(flags))]
-        flags[flag] = until
-
-
-def _signal_of(name: str) -> str | None:
-    return feature(name).signal
+        return self._flagger.detect(key, space, detectors, b, frame, group, labels, rows, latest, signals)
 
 
 def _cohort_features(detectors: Sequence[Detector], key: str) -> list[str]:

@@ -47,7 +47,8 @@ from typing import Any
 from deploy.lab.driver import loopback_for
 from deploy.runtime.demoapi import mint_jwt
 from ingest import actor_key
-from ingest.identity import IdentityConfig, principal_from_headers
+from ingest.identity import IdentityConfig
+from ingest.principal import principal_from_headers
 
 __all__ = ["AGENT_IPS", "AGENT_SERVICES", "AgentPlan", "AgentRecorder", "run_agents"]
 

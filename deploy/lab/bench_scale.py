@@ -45,7 +45,7 @@ def _prefill(bootstrap: str, rows: FreshRows, total: int, partitions: int) -> in
 
     from ingest import SUMMARIES
     from ingest.envelope import encode_rows
-    from ingest.publish import EnvelopeBuffer
+    from ingest.envelopebuffer import EnvelopeBuffer
 
     producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5, max_request_size=8 << 20)
     buffer, sent = EnvelopeBuffer(range(partitions), envelope_rows=1000, linger_ms=1e9), 0

@@ -154,7 +154,7 @@ def _prefill(producer: Any, rows: FreshRows, total: int) -> int:
     """Send ``total`` fresh rows as envelopes of up to 1,000 rows keyed by actor; return how many were sent."""
     from ingest import SUMMARIES
     from ingest.envelope import encode_rows
-    from ingest.publish import EnvelopeBuffer
+    from ingest.envelopebuffer import EnvelopeBuffer
 
     buffer = EnvelopeBuffer(range(SUMMARIES.partitions), envelope_rows=1000, linger_ms=1e9)
     sent = 0

@@ -28,7 +28,7 @@ from typing import Any
 
 from deploy.runtime.demoapi import DemoDb, mint_jwt
 from ingest import actor_key
-from ingest.identity import hash_principal
+from ingest.principal import hash_principal
 
 __all__ = ["GATEWAY", "DriveResult", "TrafficDriver", "pace", "end_user_ip", "expected_actor", "loopback_for", "pod_map", "via_gateway"]
 

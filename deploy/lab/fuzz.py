@@ -1,12 +1,13 @@
 """Fuzzing of every decoder and of the shim's HTTP handling: a registry of named targets and the runner.
 
-A **target** (``deploy.lab.fuzz_ingest``: the worker's and the control topics' decoders; ``deploy.lab.fuzz_collectors``:
-each collector's input, MCP, LLM and HTTP bodies; ``deploy.lab.fuzz_shim``: the shim) is a function taking one input as
-``bytes``, the seed corpus it starts from, and the exceptions its decoder documents for bad input (``expected``:
-``EnvelopeError``, ``ValueError``...). Anything else it raises is a **crash**, and so is a broken property the
-target checks (``Invariant``: a bad summaries-topic record without a dead-letter reason, rows neither processed nor
-dead-lettered, a shim answer that is not HTTP, a collector's rows the worker cannot decode). Crashes are grouped by
-exception type and the innermost frame of our own code; the first input of each is kept as a reproducer.
+A **target** (``deploy.lab.fuzz_ingest``: the worker's and the control topics' decoders;
+``deploy.lab.fuzz_collectors``: each collector's input, MCP, LLM and HTTP bodies; ``deploy.lab.fuzz_shim``: the shim;
+``deploy.lab.fuzz_parsers``: what the shim reads) is a function taking one input as ``bytes``, the seed corpus it
+starts from, and the exceptions its decoder documents for bad input (``expected``: ``EnvelopeError``,
+``ValueError``...). Anything else it raises is a **crash**, and so is a broken property the target checks
+(``Invariant``: a bad summaries-topic record without a dead-letter reason, rows neither processed nor dead-lettered, a
+shim answer that is not HTTP, a collector's rows the worker cannot decode). Crashes are grouped by exception type and
+the innermost frame of our own code; the first input of each is kept as a reproducer.
 
 Inputs come from ``deploy.lab.fuzz_inputs.Mutator`` (seeded; byte and JSON-tree mutations, no coverage feedback):
 input ``i`` of a target depends only on the seed, the target and ``i``, so any crash replays with
@@ -272,9 +273,9 @@ def _record(result: TargetResult, seen: dict[tuple[str, str], Crash], exc: BaseE
 
 def registry() -> dict[str, Target]:
     """Every target by name: the worker's and control topics' decoders, the collectors', then the shim's."""
-    from deploy.lab import fuzz_collectors, fuzz_ingest, fuzz_shim
+    from deploy.lab import fuzz_collectors, fuzz_ingest, fuzz_parsers, fuzz_shim
 
-    return {**fuzz_ingest.TARGETS, **fuzz_collectors.TARGETS, **fuzz_shim.TARGETS}
+    return {**fuzz_ingest.TARGETS, **fuzz_collectors.TARGETS, **fuzz_shim.TARGETS, **fuzz_parsers.TARGETS}
 
 
 def allocate(targets: Sequence[Target], total: int) -> dict[str, int]:

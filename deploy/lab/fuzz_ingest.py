@@ -72,7 +72,7 @@ def publishable(observations: Sequence[HttpObservation]) -> None:
     """Summarise and cut into envelopes by actor as a collector does; the rows are encoded in batches (``_ENVELOPES``)."""
     if not observations:
         return
-    from ingest.publish import EnvelopeBuffer
+    from ingest.envelopebuffer import EnvelopeBuffer
 
     rows = _summarizer().summarize_many(observations)
     buffer = EnvelopeBuffer(range(SUMMARIES.partitions), envelope_rows=100_000)

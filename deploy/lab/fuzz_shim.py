@@ -1,4 +1,4 @@
-"""Fuzz targets of the shim (``deploy.lab.fuzz`` runs them): its HTTP handling, its gRPC adapters, what it reads.
+"""Fuzz targets of the shim (``deploy.lab.fuzz`` runs them): its HTTP handling and its gRPC adapters.
 
 * ``shim_http_<adapter>``: raw bytes into ``enforcement.server.HttpConnection`` (as ``check_connection`` builds it
   for each adapter of ``enforcement.shim.ADAPTERS``), cut at points drawn from the input, pipelined requests
@@ -11,8 +11,8 @@
   drawn from a structured input, or raw bytes for the deserializer); ``extproc_redact``: an ext_proc stream through
   ``ExchangeRedactor`` (the dispatch of ``ExtProcRedactionServer._answer`` without its catch-all, so a failure
   shows instead of failing open silently).
-* ``request_parts``: ``enforcement.requestparts.request_parts`` and ``body_parts``; ``identity_headers``:
-  ``ingest.identity`` (XFCC/SPIFFE, JWT with and without signature checks, API keys, cookies, forwarded-for, destinations).
+* What the shim reads, through pure functions and without a shim under test (``request_parts``,
+  ``identity_headers``), is in ``deploy.lab.fuzz_parsers``; it shares this module's ``TOKENS`` and ``jwt_token``.
 
 Every target that decides also runs the reporter's path: the queued decisions become summary rows, an envelope,
 and the worker must decode it. Seeds come from the OWASP CRS regression requests in ``/work/shared/datasets``
@@ -26,7 +26,6 @@ import functools
 import hashlib
 import hmac
 import json
-import random
 import zlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,18 +33,19 @@ from typing import Any
 from google.protobuf.message import DecodeError
 
 from deploy.lab.fuzz import Batch, Invariant, Target
-from deploy.lab.fuzz_collectors import body_seeds, exchange_seeds, processing_requests
+from deploy.lab.fuzz_collectors import exchange_seeds, processing_requests
 from deploy.lab.fuzz_inputs import as_bytes, as_headers, as_text, record, valid, wire_text
 from deploy.lab.fuzz_ingest import DATASETS, chunks, dataset, encodable
 from ingest import Policy, Scope, Subject, Verdict, sign_verdict
 from ingest.proto import envoy_auth_pb2 as auth
 from ingest.proto import envoy_core_pb2 as core
 
-__all__ = ["TARGETS"]
+__all__ = ["HS256_SECRET", "TARGETS", "TOKENS", "jwt_token"]
 
 T0 = 1_700_000_000.0
 _ATTACKER = "203.0.113.66"
-_TOKENS = (
+#: the dictionary of the HTTP-shaped targets here and in ``deploy.lab.fuzz_parsers``
+TOKENS = (
     b"GET ", b"POST ", b" HTTP/1.1\r\n", b" HTTP/1.0\r\n", b"HTTP/2", b"\r\n", b"\r\n\r\n", b"host: ", b"content-length: ",
     b"transfer-encoding: chunked\r\n", b"0\r\n\r\n", b"connection: close\r\n", b"connection: upgrade\r\nupgrade: websocket\r\n",
     b"expect: 100-continue\r\n", b"x-original-method: ", b"x-original-uri: ", b"x-forwarded-method: ", b"x-forwarded-uri: ",
@@ -96,7 +96,8 @@ class _UnderTest:
 _REPORTS = Batch(encodable)
 
 
-_HS256 = "fuzz-hs256-secret"
+#: the HS256 secret of the traefik shim under test and of the seeds' signed JWTs
+HS256_SECRET = "fuzz-hs256-secret"
 
 
 @functools.cache
@@ -106,7 +107,7 @@ def _under_test(adapter: str) -> _UnderTest:
 
     identity: dict[str, Any] = {"trusted_hops": 1}
     if adapter == "traefik":
-        identity["jwt_hs256_secret"] = _HS256
+        identity["jwt_hs256_secret"] = HS256_SECRET
     settings = ShimSettings(bootstrap=None, adapter=adapter, policy=Policy(default_mode="enforce", modes={"shop": "observe"}),
                             report="all", identity=identity)
     shim = Shim(settings)
@@ -184,7 +185,7 @@ def _http(adapter: str) -> Any:
 
 def _requests() -> list[dict[str, Any]]:
     """Original requests: hand-written ones plus every 25th OWASP CRS regression request."""
-    jwt = _jwt({"alg": "HS256", "typ": "JWT"}, {"sub": "user-42", "client_id": "c"}, _HS256.encode())
+    jwt = jwt_token({"alg": "HS256", "typ": "JWT"}, {"sub": "user-42", "client_id": "c"}, HS256_SECRET.encode())
     hand = [
         {"method": "GET", "uri": "/orders/7?expand=items&user_id=3", "headers": {"Host": "orders.shop.svc.cluster.local", "Authorization": f"Bearer {jwt}",
                                                                               "X-Forwarded-For": "198.51.100.1, 203.0.113.7", "X-Request-Id": "r-1"}},
@@ -203,7 +204,9 @@ def _requests() -> list[dict[str, Any]]:
     return hand + [r for r in crs if isinstance(r["headers"], dict)]
 
 
-def _jwt(header: dict[str, Any], claims: dict[str, Any], secret: bytes | None = None) -> str:
+def jwt_token(header: dict[str, Any], claims: dict[str, Any], secret: bytes | None = None) -> str:
+    """A compact JWS of ``header`` and ``claims``: HS256-signed with ``secret``, else a signature of zero bytes."""
+
     def b64(raw: bytes) -> str:
         return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
@@ -399,123 +402,23 @@ def _redact_seeds() -> list[bytes]:
     return seeds + [json.dumps(attacker).encode()]
 
 
-# ---------------------------------------------------------------------- what the shim reads
-
-
-@functools.cache
-def _inspection(oversize: str) -> Any:
-    from enforcement.settings import InspectionSettings
-
-    return InspectionSettings(oversize=oversize)
-
-
-def _parts(data: bytes) -> None:
-    from enforcement.decision import RequestView
-    from enforcement.requestparts import body_parts, json_document, request_parts
-
-    fields = record(data) or {"body": data.decode("latin-1"), "path": "/?" + data[:200].decode("latin-1")}
-    headers = {valid(k).lower(): valid(v) for k, v in as_headers(fields.get("headers")).items()}
-    if fields.get("content_type") is not None:
-        headers["content-type"] = valid(as_text(fields["content_type"]))
-    view = RequestView(valid(as_text(fields.get("method"), "POST")), valid(as_text(fields.get("path"), "/")), headers=headers,
-                       body=as_bytes(fields.get("body")), body_truncated=bool(fields.get("truncated")))
-    settings = _inspection(("inspect_prefix", "deny", "allow")[zlib.crc32(data) % 3])
-    parts = request_parts(view, settings)
-    json_document(view)
-    if parts.body is not None:
-        body_parts(parts.body, parts.content_type, settings.max_values, view)
-
-
-def _parts_seeds() -> list[bytes]:
-    out = []
-    for seed in body_seeds():
-        fields = json.loads(seed)
-        if "body" in fields:
-            out.append(json.dumps({"method": "POST", "path": "/a/1' OR '1'='1/b?__proto__[x]=1&q=%3Cscript%3E", "body": fields["body"],
-                                   "content_type": fields.get("content_type"), "headers": {"user-agent": "sqlmap", "cookie": "a=1; $b=<x>"},
-                                   "truncated": False}).encode())
-    return out
-
-
-@functools.cache
-def _resolvers() -> tuple[Any, ...]:
-    from cryptography.hazmat.primitives.asymmetric import ec
-
-    from ingest.identity import IdentityConfig, IdentityResolver
-
-    def b64(number: int, size: int) -> str:
-        return base64.urlsafe_b64encode(number.to_bytes(size, "big")).decode().rstrip("=")
-
-    point = ec.derive_private_key(0x5EED, ec.SECP256R1()).public_key().public_numbers()
-    modulus = (1 << 2047) | random.Random(7).getrandbits(2046) << 1 | 1  # an odd 2048-bit number: verification runs, never succeeds
-    jwks = {"keys": [{"kty": "RSA", "kid": "rsa", "e": "AQAB", "n": b64(modulus, 256)},
-                     {"kty": "EC", "kid": "ec", "crv": "P-256", "x": b64(point.x, 32), "y": b64(point.y, 32)}]}
-    return (IdentityResolver(),
-            IdentityResolver(IdentityConfig(jwt_hs256_secret=_HS256.encode(), trusted_hops=1)),
-            IdentityResolver(IdentityConfig(jwks=jwks, trusted_hops=2, trusted_proxies=("10.244.0.0/16", "fd00::/8"))))
-
-
-def _identity(data: bytes) -> None:
-    from ingest.identity import client_ip, destination_from, jwt_claims, workload_from_xfcc
-
-    fields = record(data) or {"headers": {"authorization": data.decode("latin-1"), "x-forwarded-client-cert": data.decode("latin-1")}}
-    headers = {valid(k).lower(): valid(v) for k, v in as_headers(fields.get("headers")).items()}
-    jwt = fields.get("jwt")
-    if isinstance(jwt, list) and len(jwt) == 3:
-        token = ".".join(base64.urlsafe_b64encode(as_bytes(p) or b"").decode().rstrip("=") if i < 2 else valid(as_text(p))
-                         for i, p in enumerate(jwt))
-        headers["authorization"] = "Bearer " + token
-        jwt_claims(token)
-    resolver = _resolvers()[zlib.crc32(data) % 3]
-    peer = valid(as_text(fields.get("peer"))) or None
-    route, authority = fields.get("route"), fields.get("authority")
-    resolver.resolve(headers, peer)
-    resolver.destination(headers, valid(as_text(route)) if route is not None else None, valid(as_text(authority)) if authority is not None else None)
-    workload_from_xfcc(headers.get("x-forwarded-client-cert", ""))
-    client_ip(peer, headers.get("x-forwarded-for"), 3, lambda ip: ip.startswith("10."))
-    destination_from(headers.get("x-kubeward-destination"), valid(as_text(route)) or None, None, resolver.config)
-
-
-def _identity_seeds() -> list[bytes]:
-    claims = {"sub": "user-1", "azp": "app", "exp": 2_000_000_000}
-    headers = {"x-forwarded-client-cert": "By=spiffe://cluster.local/ns/shop/sa/orders;Hash=ab;URI=spiffe://cluster.local/ns/shop/sa/web,"
-                                          "By=spiffe://x/ns/a/sa/b;URI=\"spiffe://cluster.local/ns/edge/sa/gw\"",
-               "x-forwarded-for": "6.6.6.6, 198.51.100.4, 10.244.0.7", "cookie": "theme=dark; sessionid=s-9", "x-api-key": "key-1",
-               "x-kubeward-destination": "shop/orders"}
-    signed = _jwt({"alg": "HS256"}, claims, _HS256.encode()).split(".")
-    return [
-        json.dumps({"headers": headers, "peer": "10.244.0.9", "route": "outbound|8080||orders.shop.svc.cluster.local",
-                    "authority": "orders.shop.svc:8080", "jwt": [json.dumps({"alg": "HS256", "typ": "JWT"}), json.dumps(claims), signed[2]]}).encode(),
-        json.dumps({"headers": {**headers, "authorization": "Basic " + base64.b64encode(b"bob:pw").decode()}, "peer": "fd00::1",
-                    "authority": "[fd00::2]:443"}).encode(),
-        json.dumps({"headers": {"x-forwarded-for": "203.0.113.1"}, "jwt": [json.dumps({"alg": "RS256", "kid": "rsa"}), json.dumps(claims), "c2ln"],
-                    "route": "default.route", "authority": "api.example.com"}).encode(),
-        json.dumps({"jwt": [json.dumps({"alg": "ES256", "kid": "ec"}), json.dumps({"client_id": "c-1"}), "A" * 86],
-                    "route": "PassthroughCluster", "authority": "10.1.2.3:80"}).encode(),
-    ]
-
-
 # ---------------------------------------------------------------------- registry
 
 
 def _adapter_targets() -> list[Target]:
     out = []
     for adapter in ("envoy", "nginx", "traefik"):
-        out.append(Target(f"shim_http_{adapter}", _http(adapter), _http_seeds(adapter), tokens=_TOKENS, weight=1.2,
+        out.append(Target(f"shim_http_{adapter}", _http(adapter), _http_seeds(adapter), tokens=TOKENS, weight=1.2,
                           what=f"enforcement.server.HttpConnection (check_connection, {adapter} adapter): raw bytes cut at drawn points; answers, report"))
-        out.append(Target(f"shim_handle_{adapter}", _handle(adapter), _handle_seeds(adapter), tokens=_TOKENS, weight=1.0,
+        out.append(Target(f"shim_handle_{adapter}", _handle(adapter), _handle_seeds(adapter), tokens=TOKENS, weight=1.0,
                           what=f"enforcement.shim.Shim.handle ({adapter} adapter): any method, target, headers, peer, body; answer, report"))
     return out
 
 
 TARGETS: dict[str, Target] = {t.name: t for t in (
     *_adapter_targets(),
-    Target("authz_grpc", _grpc, _grpc_seeds, (DecodeError,), tokens=_TOKENS, weight=1.0,
+    Target("authz_grpc", _grpc, _grpc_seeds, (DecodeError,), tokens=TOKENS, weight=1.0,
            what="enforcement.adapters.envoy_grpc.EnvoyGrpcAdapter.view/respond + Shim.decide_view: any CheckRequest; report"),
-    Target("extproc_redact", _redact, _redact_seeds, tokens=_TOKENS, weight=1.0,
+    Target("extproc_redact", _redact, _redact_seeds, tokens=TOKENS, weight=1.0,
            what="enforcement.adapters.envoy_extproc.ExchangeRedactor: an ext_proc stream (headers, bodies), redaction, report"),
-    Target("request_parts", _parts, _parts_seeds, tokens=_TOKENS, weight=1.0,
-           what="enforcement.requestparts.request_parts, body_parts, json_document: what inline inspection reads"),
-    Target("identity_headers", _identity, _identity_seeds, tokens=_TOKENS, weight=1.0,
-           what="ingest.identity: XFCC/SPIFFE, JWT (unverified, HS256, JWKS RS256/ES256), API keys, cookies, forwarded-for, destination"),
 )}

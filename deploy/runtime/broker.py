@@ -23,6 +23,8 @@ Contract
   role with ``StandardAuthorizer`` and nothing allowed without an ACL; see
   :mod:`deploy.runtime.brokersecurity`. :meth:`Broker.client` then hands out each
   principal's :class:`ingest.kafkaauth.KafkaSecurity`. The PLAINTEXT default is unchanged.
+* The data dir's files (``server.properties``, pid, log), whether its pid is a live broker and
+  whether a bootstrap answers are ``deploy.runtime.brokerstate``.
 * The command line (``kafka up|down|status|credentials``) is ``deploy.runtime.brokercli``.
 """
 
@@ -32,18 +34,19 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Sequence
 
 import kafka.errors as kafka_errors
 from kafka import KafkaAdminClient
 
 from deploy.runtime import brokersecurity
 from deploy.runtime.brokersecurity import Principal, Secured, SecurityError, SecurityState
+from deploy.runtime.brokerstate import (CHILDREN, HOST, accepts, alive, configured_ports, log_tail, read_pid, reachable,
+                                        server_properties, signal_group)
 from ingest.kafkaauth import KafkaSecurity
 from ingest.topics import ALL_TOPICS, TopicSpec
 
@@ -70,10 +73,6 @@ DEFAULT_CACHE = REPO_ROOT / ".cache" / "kafka"
 DEFAULT_DATA_DIR = DEFAULT_CACHE / "run"
 KAFKA_VERSIONS = ("4.1.2", "4.1.1")  # the pom's default first, then the fallback
 INSTALL_HINT = "install them with: apt-get install openjdk-17-jre-headless maven"
-HOST = "127.0.0.1"
-
-# Popen objects of brokers started by this process, so they are reaped (no zombies).
-_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 
 
 class BrokerError(RuntimeError):
@@ -159,72 +158,7 @@ def fetch_jars(cache_dir: Path = DEFAULT_CACHE) -> Path:
     raise BrokerError("mvn could not collect the Kafka jars:\n" + "\n".join(errors))
 
 
-# ------------------------------------------------------------------- config/files
-
-
-def _server_properties(data_dir: Path, port: int, controller_port: int,
-                       overrides: Mapping[str, str] | None = None) -> str:
-    """server.properties of a combined broker+controller with a standalone KRaft quorum."""
-    settings = {
-        "process.roles": "broker,controller",
-        "node.id": "1",
-        "controller.quorum.bootstrap.servers": f"{HOST}:{controller_port}",
-        "listeners": f"PLAINTEXT://{HOST}:{port},CONTROLLER://{HOST}:{controller_port}",
-        "advertised.listeners": f"PLAINTEXT://{HOST}:{port},CONTROLLER://{HOST}:{controller_port}",
-        "controller.listener.names": "CONTROLLER",
-        "inter.broker.listener.name": "PLAINTEXT",
-        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
-        "log.dirs": str(data_dir / "logs"),
-        "num.partitions": "1",
-        "default.replication.factor": "1",
-        "min.insync.replicas": "1",
-        "auto.create.topics.enable": "true",
-        "offsets.topic.replication.factor": "1",
-        "offsets.topic.num.partitions": "1",
-        "transaction.state.log.replication.factor": "1",
-        "transaction.state.log.min.isr": "1",
-        "transaction.state.log.num.partitions": "1",
-        "share.coordinator.state.topic.replication.factor": "1",
-        "share.coordinator.state.topic.min.isr": "1",
-        "group.initial.rebalance.delay.ms": "0",
-        "num.network.threads": "2",
-        "num.io.threads": "2",
-        "num.recovery.threads.per.data.dir": "1",
-        "log.cleaner.dedupe.buffer.size": str(16 * 1024 * 1024),
-        "log.cleaner.backoff.ms": "1000",
-    }
-    settings.update(overrides or {})
-    header = "# written by deploy/runtime/broker.py on every start; edit the code, not this file\n"
-    return header + "".join(f"{key}={value}\n" for key, value in settings.items())
-
-
-def _read_properties(path: Path) -> dict[str, str]:
-    props = {}
-    for line in path.read_text().splitlines():
-        if line.strip() and not line.lstrip().startswith(("#", "!")) and "=" in line:
-            key, value = line.split("=", 1)
-            props[key.strip()] = value.strip()
-    return props
-
-
-def _configured_ports(data_dir: Path) -> tuple[int, int] | None:
-    """(port, controller_port) from an existing server.properties, if any."""
-    path = data_dir / "server.properties"
-    if not path.exists():
-        return None
-    listeners = _read_properties(path).get("listeners", "")
-    ports = dict(re.findall(r"(\w+)://[^:,]*:(\d+)", listeners))
-    client = ports.get("PLAINTEXT") or ports.get("SASL_PLAINTEXT")
-    if client is None or "CONTROLLER" not in ports:
-        return None
-    return int(client), int(ports["CONTROLLER"])
-
-
-def _log_tail(log_path: Path, lines: int = 30) -> str:
-    try:
-        return "\n".join(log_path.read_text(errors="replace").splitlines()[-lines:])
-    except OSError:
-        return "(no broker log)"
+# ------------------------------------------------------------------------ storage
 
 
 def _jvm_opts(heap: str) -> list[str]:
@@ -247,75 +181,6 @@ def _format_storage(java: str, libs: Path, props: Path, log_path: Path, extra: S
         raise BrokerError(f"StorageTool format failed:\n{fmt.stdout}{fmt.stderr}")
 
 
-# ------------------------------------------------------------------ process state
-
-
-def _read_pid(data_dir: Path) -> int | None:
-    try:
-        return int((data_dir / "broker.pid").read_text().strip())
-    except (OSError, ValueError):
-        return None
-
-
-def _alive(pid: int) -> bool:
-    """Whether ``pid`` is a live (non-zombie) Kafka broker process."""
-    child = _CHILDREN.get(pid)
-    if child is not None and child.poll() is not None:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return _looks_like_broker(pid)
-
-
-def _looks_like_broker(pid: int) -> bool:
-    """Guard against a stale pid file whose pid was reused (Linux /proc; True elsewhere).
-
-    /proc/<pid>/cmdline can read empty while the JVM maps its heap, so fall back to
-    the command name there.
-    """
-    proc = Path(f"/proc/{pid}")
-    try:
-        stat = (proc / "stat").read_text()
-        if stat.rsplit(")", 1)[1].split()[0] == "Z":
-            return False
-        cmdline = (proc / "cmdline").read_bytes()
-        return b"kafka.Kafka" in cmdline if cmdline else (proc / "comm").read_text().strip() == "java"
-    except FileNotFoundError:
-        return not proc.parent.joinpath("self").exists()
-    except OSError:
-        return True
-
-
-def _reachable(bootstrap: str, timeout_s: float = 5.0, security: KafkaSecurity | None = None) -> bool:
-    """Whether a metadata request (``list_topics``) to ``bootstrap`` succeeds (as ``security``'s principal)."""
-    ms = max(int(timeout_s * 1000), 1000)
-    auth = security.kafka_python() if security else {}
-    try:
-        admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="kubeward-probe",
-                                 bootstrap_timeout_ms=ms, request_timeout_ms=ms, **auth)
-    except (kafka_errors.KafkaError, OSError):
-        return False
-    try:
-        admin.list_topics()
-        return True
-    except (kafka_errors.KafkaError, OSError):
-        return False
-    finally:
-        admin.close()
-
-
-def _accepts(address: str) -> bool:
-    """Whether ``host:port`` accepts a TCP connection."""
-    host, _, port = address.rpartition(":")
-    with socket.socket() as sock:
-        sock.settimeout(0.5)
-        return sock.connect_ex((host, int(port))) == 0
-
-
 # -------------------------------------------------------------------- public API
 
 
@@ -329,13 +194,13 @@ def wait_ready(bootstrap: str, timeout: float = 60, *, pid: int | None = None,
     deadline = time.monotonic() + timeout
 
     def tail() -> str:
-        return _log_tail(log_path) if log_path else ""
+        return log_tail(log_path) if log_path else ""
 
     while time.monotonic() < deadline:
-        if pid is not None and not _alive(pid):
+        if pid is not None and not alive(pid):
             raise BrokerError(f"broker process {pid} exited before becoming ready:\n{tail()}")
         # cheap TCP probe first: a refused bootstrap makes the admin client wait its full timeout
-        if _accepts(bootstrap) and _reachable(bootstrap, min(5.0, max(deadline - time.monotonic(), 1.0)), security):
+        if accepts(bootstrap) and reachable(bootstrap, min(5.0, max(deadline - time.monotonic(), 1.0)), security):
             return
         time.sleep(0.25)
     raise BrokerError(f"broker at {bootstrap} not ready after {timeout:.0f}s:\n{tail()}")
@@ -375,23 +240,23 @@ def start(data_dir: Path, port: int = 9092, controller_port: int = 9093, heap: s
     if not _has_broker_jar(libs):
         raise BrokerError(f"no Kafka jars in {libs}; run fetch_jars() (or `kafka up`) first")
     java = _require_tools("java")["java"]
-    if (pid := _read_pid(data_dir)) and _alive(pid):
+    if (pid := read_pid(data_dir)) and alive(pid):
         raise BrokerError(f"a broker (pid {pid}) already runs on {data_dir}; stop it first")
     formatted = (data_dir / "logs" / "meta.properties").exists()
-    previous = _configured_ports(data_dir)
+    previous = configured_ports(data_dir)
     if formatted and previous and previous[1] != controller_port:
         raise BrokerError(f"{data_dir} was formatted for controller port {previous[1]}, not "
                           f"{controller_port}; reuse that port or wipe the dir (kafka up --fresh)")
     stored = _check_mode(data_dir, formatted, security)
     extra_ports = [p for p in (security.tls_port, security.sasl_ssl_port) if p is not None] if security else []
     for p in (port, controller_port, *extra_ports):
-        if _accepts(f"{HOST}:{p}"):
+        if accepts(f"{HOST}:{p}"):
             raise BrokerError(f"port {p} on {HOST} is already in use")
 
     data_dir.mkdir(parents=True, exist_ok=True)
     state, overrides, format_args = _secure(data_dir, security, stored, port, controller_port) if security else (None, {}, [])
     props, log_path = data_dir / "server.properties", data_dir / "broker.log"
-    props.write_text(_server_properties(data_dir, port, controller_port, overrides))
+    props.write_text(server_properties(data_dir, port, controller_port, overrides))
     if state is not None:
         os.chmod(props, 0o600)  # it holds the admin password (JAAS lines)
     if not formatted:
@@ -418,7 +283,7 @@ def _launch(java: str, libs: Path, heap: str, data_dir: Path, props: Path, log_p
     with log_path.open("ab") as log:
         proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 cwd=data_dir, start_new_session=True)
-    _CHILDREN[proc.pid] = proc
+    CHILDREN[proc.pid] = proc
     (data_dir / "broker.pid").write_text(f"{proc.pid}\n")
     return Broker(HOST, port, controller_port, data_dir, log_path, proc.pid, state)
 
@@ -467,32 +332,22 @@ def stop(data_dir: Path, timeout: float = 30) -> bool:
     """
     data_dir = Path(data_dir)
     pid_file = data_dir / "broker.pid"
-    pid = _read_pid(data_dir)
+    pid = read_pid(data_dir)
     stopped = False
-    if pid is not None and _alive(pid):
-        _signal_group(pid, signal.SIGTERM)
+    if pid is not None and alive(pid):
+        signal_group(pid, signal.SIGTERM)
         deadline = time.monotonic() + timeout
-        while _alive(pid) and time.monotonic() < deadline:
+        while alive(pid) and time.monotonic() < deadline:
             time.sleep(0.1)
-        if _alive(pid):
-            _signal_group(pid, signal.SIGKILL)
-            while _alive(pid) and time.monotonic() < deadline + 10:
+        if alive(pid):
+            signal_group(pid, signal.SIGKILL)
+            while alive(pid) and time.monotonic() < deadline + 10:
                 time.sleep(0.1)
         stopped = True
-    if pid is not None and not _alive(pid):
-        _CHILDREN.pop(pid, None)  # _alive() already reaped it through Popen.poll()
+    if pid is not None and not alive(pid):
+        CHILDREN.pop(pid, None)  # alive() already reaped it through Popen.poll()
     pid_file.unlink(missing_ok=True)
     return stopped
-
-
-def _signal_group(pid: int, sig: signal.Signals) -> None:
-    """Signal the broker's session (started with start_new_session, so pgid == pid)."""
-    try:
-        os.killpg(pid, sig)
-    except ProcessLookupError:
-        pass
-    except PermissionError:
-        os.kill(pid, sig)
 
 
 def status(data_dir: Path) -> dict[str, Any]:
@@ -502,12 +357,12 @@ def status(data_dir: Path) -> dict[str, Any]:
     admin principal on a secured broker); ``protocol`` is that listener's security protocol.
     """
     data_dir = Path(data_dir)
-    pid = _read_pid(data_dir)
-    running = pid is not None and _alive(pid)
-    ports = _configured_ports(data_dir) if running else None
+    pid = read_pid(data_dir)
+    running = pid is not None and alive(pid)
+    ports = configured_ports(data_dir) if running else None
     state = brokersecurity.load_state(data_dir)
     bootstrap = f"{HOST}:{ports[0]}" if ports else None
-    if bootstrap and not _reachable(bootstrap, security=state.admin if state else None):
+    if bootstrap and not reachable(bootstrap, security=state.admin if state else None):
         bootstrap = None
     return {"running": running, "pid": pid if running else None, "bootstrap": bootstrap,
             "protocol": "SASL_PLAINTEXT" if state else "PLAINTEXT"}

@@ -50,7 +50,8 @@ from enforcement.adapters.envoy_grpc import caller_of
 from enforcement.cache import VerdictCache
 from enforcement.decision import Decision, RequestView
 from enforcement.redaction import Redacted, RedactionSettings, redact_body, redactable
-from ingest.identity import IdentityResolver, destination_from, without_forwarded
+from ingest.destination import destination_from
+from ingest.identity import IdentityResolver, without_forwarded
 from ingest.proto import envoy_core_pb2 as core
 from ingest.proto import envoy_ext_proc_mode_pb2 as mode
 from ingest.proto import envoy_ext_proc_pb2 as ext_proc

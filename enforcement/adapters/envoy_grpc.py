@@ -55,7 +55,8 @@ from typing import Any, cast
 import grpc
 
 from enforcement.decision import ALLOW, Decision, RequestView
-from ingest.identity import IdentityResolver, destination_from, grpc_peer_address, without_forwarded
+from ingest.destination import destination_from
+from ingest.identity import IdentityResolver, grpc_peer_address, without_forwarded
 from ingest.proto import envoy_auth_pb2 as auth
 from ingest.proto import envoy_core_pb2 as core
 from ingest.proto import envoy_type_pb2 as http_status

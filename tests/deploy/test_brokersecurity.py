@@ -14,7 +14,7 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID
 
-from deploy.runtime import broker, brokersecurity, brokertls
+from deploy.runtime import broker, brokersecurity, brokerstate, brokertls
 from deploy.runtime.brokersecurity import Principal, Secured, SecurityError, role_grants
 from ingest.topics import ALL_TOPICS, VERDICTS
 
@@ -85,7 +85,7 @@ def test_secured_properties_have_no_plaintext_client_listener_and_deny_by_defaul
 
 
 def test_plaintext_properties_are_unchanged_by_secured_mode(tmp_path: Path) -> None:
-    text = broker._server_properties(tmp_path, 19092, 19093)
+    text = brokerstate.server_properties(tmp_path, 19092, 19093)
     assert "listeners=PLAINTEXT://127.0.0.1:19092,CONTROLLER://127.0.0.1:19093\n" in text
     assert "sasl" not in text and "authorizer" not in text and "ssl" not in text
 

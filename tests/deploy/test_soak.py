@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from deploy.lab import soak, soakstats
+from deploy.lab import soak, soaksampler, soakstats
 
 METRICS = """\
 # HELP kubeward_worker_summaries_total Request summaries processed
@@ -121,7 +121,7 @@ def test_shim_summary_and_defaults() -> None:
 
 
 def test_progress_line_and_cli_parse() -> None:
-    line = soak.progress_line({"t_s": 30.0, "sent": 300_000, "send_eps": 10_000, "worker_rss_mb": 512.3, "load1": 1.5, "driver_behind_s": 0.0})
+    line = soaksampler.progress_line({"t_s": 30.0, "sent": 300_000, "send_eps": 10_000, "worker_rss_mb": 512.3, "load1": 1.5, "driver_behind_s": 0.0})
     assert "t=    30s" in line and "worker 512.3" in line and "shim -" in line
     p = argparse.ArgumentParser()
     soak.arguments(p)

@@ -23,7 +23,8 @@ from enforcement.adapters.traefik import TraefikAdapter
 from enforcement.decision import ALLOW, Decision, RequestView
 from enforcement.settings import ShimSettings
 from enforcement.shim import ADAPTERS, Shim, build_adapter, summarize
-from ingest.identity import IdentityConfig, IdentityResolver, hash_principal
+from ingest.identity import IdentityConfig, IdentityResolver
+from ingest.principal import hash_principal
 
 KEY = b"kubeward-dev-principal-key"
 SPIFFE = 'By=spiffe://cluster.local/ns/shop/sa/orders;Hash=abc;Subject="";URI=spiffe://cluster.local/ns/shop/sa/web'

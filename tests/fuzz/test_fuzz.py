@@ -466,7 +466,7 @@ def _token(header: str, claims: str) -> bytes:
 
 
 def test_a_deeply_nested_jwt_header_does_not_bypass_inline_inspection() -> None:
-    """Found by the campaign (RecursionError in ingest.identity.jwt_claims; the shim answered 'unparsed'): such a
+    """Found by the campaign (RecursionError in ingest.principal.jwt_claims; the shim answered 'unparsed'): such a
     token is now unreadable, an opaque bearer token."""
     header = _token("[" * 5000 + "]" * 5000, "{}")
     assert _answer(_SQLI + b"authorization: " + header + b"\r\n\r\n").startswith(b"HTTP/1.1 403")
@@ -474,7 +474,7 @@ def test_a_deeply_nested_jwt_header_does_not_bypass_inline_inspection() -> None:
 
 def test_a_jwt_subject_with_a_lone_surrogate_does_not_bypass_inline_inspection() -> None:
     """Found by the campaign (a 'sub' of '\\udfff' reached hash_object_id's str.encode(): UnicodeEncodeError, 'unparsed'):
-    ingest.identity.jwt_claims now refuses a lone surrogate escape, so the token is an opaque bearer token."""
+    ingest.principal.jwt_claims now refuses a lone surrogate escape, so the token is an opaque bearer token."""
     header = _token('{"alg": "none"}', '{"sub": "\\udfff"}')
     assert _answer(_SQLI + b"authorization: " + header + b"\r\n\r\n").startswith(b"HTTP/1.1 403")
 

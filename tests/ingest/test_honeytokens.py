@@ -16,7 +16,7 @@ from ingest.honeytokens import (
     parse_honeytokens,
     short_service,
 )
-from ingest.identity import hash_principal
+from ingest.principal import hash_principal
 
 FIXTURE = Path(__file__).with_name("data") / "honeytokens.yaml"
 DEPLOYED = Path(__file__).resolve().parents[2] / "deploy" / "runtime" / "honeytokens.yaml"

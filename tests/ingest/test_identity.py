@@ -11,8 +11,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ingest.identity import (IdentityConfig, IdentityResolver, client_ip, destination_from, hash_principal, jwt_claims, principal_from_headers,
-                             workload_from_xfcc)
+from ingest.destination import destination_from
+from ingest.identity import IdentityConfig, IdentityResolver, client_ip, workload_from_xfcc
+from ingest.principal import hash_principal, jwt_claims, principal_from_headers
 
 
 def _b64(data: bytes) -> str:

@@ -1,4 +1,4 @@
-"""Unit tests of ingest.publish: the pure EnvelopeBuffer, and SummaryPublisher over a fake producer."""
+"""Unit tests of ingest.publish and ingest.envelopebuffer: the pure EnvelopeBuffer, and SummaryPublisher over a fake producer."""
 
 from __future__ import annotations
 
@@ -13,8 +13,9 @@ from kafka.partitioner import DefaultPartitioner
 from prometheus_client import REGISTRY
 
 from ingest.envelope import decode_message
+from ingest.envelopebuffer import EnvelopeBuffer, default_partition, row_actor
 from ingest.errors import PublishError
-from ingest.publish import EnvelopeBuffer, SummaryPublisher, default_partition, row_actor
+from ingest.publish import SummaryPublisher
 from ingest.schema import Destination, RequestSummary, Source
 
 PARTITIONS = (0, 1, 2, 3)

@@ -12,8 +12,9 @@ from kafka.future import Future
 from prometheus_client import REGISTRY
 
 from ingest.envelope import decode_message, encode_rows, summary_row
+from ingest.envelopebuffer import row_actor
 from ingest.errors import PublishError
-from ingest.publish import DiskSpool, SpooledEnvelope, SummaryPublisher, row_actor
+from ingest.publish import DiskSpool, SpooledEnvelope, SummaryPublisher
 
 PARTITIONS = (0, 1, 2)
 

@@ -6,7 +6,7 @@ import json
 
 from deploy.runtime.demoapi import mint_jwt
 from ingest import HttpObservation, IdentityConfig, OutcomeRule, PathTemplater, SpecIndex, Summarizer, SummarizerConfig, decode_message, encode_rows, hash_object_id, summaries_from_table
-from ingest.identity import hash_principal
+from ingest.principal import hash_principal
 
 PKEY, OKEY, SECRET = b"p", b"o", b"idp"
 

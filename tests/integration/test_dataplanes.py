@@ -40,7 +40,7 @@ from enforcement.server import serve
 from enforcement.settings import ShimSettings
 from enforcement.shim import Shim
 from ingest import VERDICTS, Scope, Subject, Verdict, sign_verdict
-from ingest.identity import hash_principal
+from ingest.principal import hash_principal
 
 pytestmark = pytest.mark.integration
 

@@ -10,7 +10,8 @@ import pytest
 from kafka import KafkaConsumer, TopicPartition
 
 from ingest.envelope import decode_message
-from ingest.publish import SummaryPublisher, default_partition, row_actor
+from ingest.envelopebuffer import default_partition, row_actor
+from ingest.publish import SummaryPublisher
 from ingest.schema import Destination, RequestSummary, Source
 from ingest.topics import SUMMARIES
 

@@ -22,8 +22,9 @@ from ingest.observation import HttpObservation
 from ingest.summarize import Summarizer
 from models import REGISTRY, build_detectors
 from models.registry import SHIPPED_RULES
+from streams.detection import Detection
 from streams.enrichers import ENRICHERS, build_enrichers
-from streams.processor import BatchProcessor, Detection, ProcessorConfig
+from streams.processor import BatchProcessor, ProcessorConfig
 
 T0 = 1_800_000_000.0  # a window boundary: windows are 60 s, aligned on the epoch
 GATEWAY = "llm-gateway.ai.svc.cluster.local"

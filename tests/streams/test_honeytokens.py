@@ -10,7 +10,8 @@ import pytest
 
 from ingest import HttpObservation, Summarizer, SummarizerConfig, decode_message, encode_rows, hash_object_id
 from ingest.honeytokens import HoneytokenKeys, Honeytokens, hash_account, load_honeytokens
-from ingest.identity import IdentityConfig, hash_principal
+from ingest.identity import IdentityConfig
+from ingest.principal import hash_principal
 from streams.batch import BatchView
 from models import RuleDetector, load_rules
 from streams.honeytokens import SIGNAL, HoneytokenEnricher

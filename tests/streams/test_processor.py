@@ -17,7 +17,8 @@ from hypothesis import strategies as st
 from ingest import RequestSummary, actor_key, decode_message, encode_envelope, encode_rows, summary_row
 from ingest.templating import hash_object_id
 from models import REGISTRY, build_detectors
-from streams.processor import BatchProcessor, Detection, ProcessorConfig
+from streams.detection import Detection
+from streams.processor import BatchProcessor, ProcessorConfig
 from streams.state import actor_hash
 from tests.conftest import T0
 

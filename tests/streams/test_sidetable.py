@@ -14,8 +14,9 @@ from ingest import decode_message, encode_rows, summary_row
 from ingest.simulator import ClusterSimulator, plan_attacks
 from models import REGISTRY, build_detectors, features_for
 from streams import sidetable
+from streams.detection import Detection
 from streams.enrichers import ENRICHERS, EnricherContext, build_enrichers
-from streams.processor import BatchProcessor, Detection, ProcessorConfig
+from streams.processor import BatchProcessor, ProcessorConfig
 from streams.sidetable import RARE, split
 
 _RULES = {"overrides": {"novel_destination": {"status": "stable"}}}
