@@ -164,6 +164,22 @@ def summary_table(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def draw_blueprint(bootstrap: str, page: Path) -> None:
+    """The blueprint of what the workers learned in the run: page, PNG (headless Chromium) and OpenAPI documents beside it."""
+    from deploy.blueprint import BlueprintError, read_topic, write_blueprint
+    from ingest import FINDINGS, INVENTORY
+
+    records, _ = read_topic(bootstrap, INVENTORY.name, "record")
+    findings, _ = read_topic(bootstrap, FINDINGS.name, "finding")
+    subtitle = f"the demo's traffic through Envoy: {len(records)} inventory records, {len(findings)} findings"
+    try:
+        bp = write_blueprint(records, findings, page, page.with_suffix(".png"), page.with_name("openapi"), subtitle)
+    except BlueprintError as exc:  # no Chromium: the page and the documents are there, the PNG is not
+        bp = write_blueprint(records, findings, page, None, page.with_name("openapi"), subtitle)
+        print(f"blueprint: no screenshot ({exc})", flush=True)
+    print(f"blueprint written to {page} ({bp.summary()['endpoints']} endpoints, {bp.summary()['agents']} agents)", flush=True)
+
+
 def run_demo(seconds: float, rate: float, seed: int, workdir: Path, report_path: Path, users: int = 3000) -> dict[str, Any]:
     """Run the whole demo and return the report (also written to ``report_path``)."""
     warmup = min(40.0, max(25.0, 0.3 * seconds))
@@ -218,6 +234,7 @@ def run_demo(seconds: float, rate: float, seed: int, workdir: Path, report_path:
             time.sleep(2.0)
             stats = _fetch_json(f"http://127.0.0.1:{stack.ports['shim_admin']}/stats")
             watcher.stop_event.set()
+            draw_blueprint(stack.bootstrap, report_path.with_name("blueprint.html"))
         finally:
             plane.stop()
         with lock:

@@ -10,12 +10,16 @@ Contract
   ``kube-apiserver`` once into ``~/.cache/kubeward/kube/<versions>/bin`` and returns that dir.
 * :class:`LocalKube` is a context manager: it starts etcd and kube-apiserver on free ports in a
   temporary dir (service-account key pair from ``cryptography``, a static token file,
-  ``AlwaysAllow``), waits for ``/readyz``, writes a kubeconfig (:attr:`LocalKube.kubeconfig`: admin
+  ``AlwaysAllow`` unless ``authorization_mode="RBAC"`` is asked for), waits for ``/readyz``, writes a kubeconfig (:attr:`LocalKube.kubeconfig`: admin
   token, trusting the CA the server made for itself) and stops both process groups on exit,
   whatever happened (an ``atexit`` hook covers a missed exit). :meth:`LocalKube.ensure_namespace`
   creates a namespace and its ``default`` ServiceAccount (nothing else would: no controllers).
   :meth:`LocalKube.stop_apiserver`, :meth:`LocalKube.start_apiserver` and
   :meth:`LocalKube.restart_apiserver` cycle the API server on the same port and etcd.
+* With ``authorization_mode="RBAC"`` the server enforces RBAC (its bootstrap ClusterRoles included);
+  the admin token's user is in ``system:masters`` and keeps every right, and may impersonate:
+  :meth:`LocalKube.request` with ``impersonate="system:serviceaccount:<ns>:<name>"`` makes the call
+  as that ServiceAccount, :meth:`LocalKube.can` asks a SubjectAccessReview.
 
 Errors: :class:`KubeError` (cannot build or run), :class:`KubeApiError` (an API call's HTTP error).
 """
@@ -120,11 +124,16 @@ class LocalKube:
         Where data, certificates, logs and the kubeconfig go; default a fresh temporary dir, removed on exit.
     ready_timeout:
         Seconds to wait for etcd and then for the API server's ``/readyz``.
+    authorization_mode:
+        kube-apiserver's ``--authorization-mode``: ``AlwaysAllow`` (default) or ``RBAC``.
     """
 
     def __init__(self, namespaces: tuple[str, ...] = (), bin_dir: Path | None = None, workdir: Path | None = None,
-                 ready_timeout: float = 120.0) -> None:
+                 ready_timeout: float = 120.0, authorization_mode: str = "AlwaysAllow") -> None:
+        if authorization_mode not in ("AlwaysAllow", "RBAC"):
+            raise ValueError(f"authorization_mode must be AlwaysAllow or RBAC, not {authorization_mode!r}")
         self.namespaces = namespaces
+        self.authorization_mode = authorization_mode
         self.ready_timeout = ready_timeout
         self._bin_dir = bin_dir
         self._given_workdir = workdir
@@ -225,7 +234,7 @@ class LocalKube:
         cmd = [str(self._apiserver_bin), f"--etcd-servers={self.etcd_url}", f"--bind-address={HOST}",
                f"--advertise-address={HOST}", "--endpoint-reconciler-type=none", f"--secure-port={self.port}",
                f"--cert-dir={self.workdir / 'certs'}",
-               f"--token-auth-file={self.workdir / 'tokens.csv'}", "--authorization-mode=AlwaysAllow",
+               f"--token-auth-file={self.workdir / 'tokens.csv'}", f"--authorization-mode={self.authorization_mode}",
                "--service-account-issuer=https://kubernetes.default.svc",
                f"--service-account-key-file={self.workdir / 'sa.pub'}",
                f"--service-account-signing-key-file={self.workdir / 'sa.key'}",
@@ -267,11 +276,16 @@ class LocalKube:
     # ---------------------------------------------------------------- API calls
 
     def request(self, method: str, path: str, body: Any = None,
-                content_type: str = "application/json") -> dict[str, Any]:
-        """One API call with the admin token; returns the decoded JSON, raises :class:`KubeApiError` on an HTTP error."""
+                content_type: str = "application/json", impersonate: str | None = None) -> dict[str, Any]:
+        """One API call with the admin token; returns the decoded JSON, raises :class:`KubeApiError` on an HTTP error.
+
+        ``impersonate`` (a user name such as ``system:serviceaccount:<ns>:<name>``) makes the call as that user.
+        """
         data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.server + path, data=data, method=method, headers={
-            "Authorization": f"Bearer {TOKEN}", "Content-Type": content_type, "Accept": "application/json"})
+        headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": content_type, "Accept": "application/json"}
+        if impersonate is not None:
+            headers["Impersonate-User"] = impersonate
+        req = urllib.request.Request(self.server + path, data=data, method=method, headers=headers)
         try:
             with urllib.request.urlopen(req, timeout=30, context=self._tls) as resp:
                 result: dict[str, Any] = json.loads(resp.read() or b"{}")
@@ -279,6 +293,22 @@ class LocalKube:
         except urllib.error.HTTPError as exc:
             detail = exc.read().decode(errors="replace")[:500]
             raise KubeApiError(f"{method} {path} answered {exc.code}: {detail}", exc.code) from exc
+
+    def can(self, user: str, verb: str, resource: str, namespace: str = "", group: str = "",
+            groups: tuple[str, ...] = ()) -> bool:
+        """Whether ``user`` (in ``groups``) may ``verb`` ``resource`` in ``namespace`` ("" = every namespace), per a SubjectAccessReview.
+
+        A ServiceAccount user also gets its groups (``system:serviceaccounts``, ``...:<ns>``, ``system:authenticated``)
+        as the token authenticator would give them.
+        """
+        if user.startswith("system:serviceaccount:") and not groups:
+            sa_namespace = user.split(":")[2]
+            groups = ("system:serviceaccounts", f"system:serviceaccounts:{sa_namespace}", "system:authenticated")
+        attributes = {"verb": verb, "resource": resource, "group": group, "namespace": namespace}
+        review = {"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+                  "spec": {"user": user, "groups": list(groups), "resourceAttributes": attributes}}
+        answer = self.request("POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews", review)
+        return bool(answer.get("status", {}).get("allowed"))
 
     def _create(self, path: str, body: dict[str, Any]) -> None:
         try:

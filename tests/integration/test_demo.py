@@ -4,7 +4,10 @@ the shop's attackers and for the AI agents' (MCP servers built with the official
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
+
+from openapi_spec_validator import validate
 
 from deploy.lab.demo import run_demo, summary_table
 
@@ -36,3 +39,17 @@ def test_short_demo_detects_and_blocks_attackers_without_hurting_benign_users(tm
     assert by_attack["poisoned-tool"]["detected_as"] == "mcp-tool-poisoning" and by_attack["rug-pull"]["detected_as"] == "mcp-tool-rug-pull"
     assert agents["attackers"]["detected"] >= 4, by_attack  # lineage and extraction need a few windows of a loaded machine
     assert agents["benign"]["actors"] >= 50 and agents["benign"]["actors_blocked"] == 0, agents["denied_by_reason"]
+
+    # the blueprint of what the workers learned from the run's traffic through Envoy (make test keeps its screenshot)
+    page = tmp_path / "blueprint.html"
+    data = json.loads(page.read_text().split('id="blueprint-data">')[1].split("</script>")[0])
+    marks = data["summary"]["marks"]
+    assert data["summary"]["endpoints"] >= 10 and data["summary"]["agents"] >= 1, data["summary"]
+    assert marks.get("shadow", 0) >= 1 and marks.get("zombie", 0) >= 1 and marks.get("sensitive", 0) >= 1, marks
+    documents = sorted((tmp_path / "openapi").glob("*.openapi.json"))
+    assert len(documents) >= 3
+    for document in documents:
+        validate(json.loads(document.read_text()))
+    build = Path(__file__).resolve().parents[2] / "build"
+    build.mkdir(exist_ok=True)
+    shutil.copy(tmp_path / "blueprint.png", build / "blueprint.png")

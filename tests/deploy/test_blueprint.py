@@ -1,0 +1,133 @@
+"""The blueprint's model, page and OpenAPI export, on inventory records of the shape the workers publish."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from openapi_spec_validator import validate
+
+from deploy.blueprint import read_jsonl, write_blueprint
+from deploy.blueprinthtml import MARK_COLORS, render_page
+from deploy.blueprintmodel import build_blueprint, caller_of
+from ingest.openapiexport import openapi_documents
+from ingest.schema import AgentRecord, EndpointRecord, Finding, FindingInfo, McpToolRecord
+
+T0 = 1.8e9
+
+
+def endpoint(service: str, method: str, template: str, **kw: Any) -> EndpointRecord:
+    base: dict[str, Any] = {"namespace": "shop", "calls": 100, "callers": 3, "top_callers": ["shop/frontend|user-1", "shop/frontend|user-2"],
+                            "auth_types": ["jwt"], "statuses": {"200": 95, "404": 5}, "first_seen": T0, "last_seen": T0 + 60}
+    return EndpointRecord(service=service, method=method, path_template=template, **{**base, **kw})
+
+
+RECORDS: list[Any] = [
+    endpoint("orders", "GET", "/orders/{id}", spec_status="declared", data_types=["email"]),
+    endpoint("orders", "GET", "/internal/debug/vars", spec_status="shadow", auth_types=["none"], top_callers=["198.51.100.7|-"]),
+    endpoint("orders", "GET", "/v1/orders/{id}", spec_status="deprecated"),
+    endpoint("orders", "POST", "/orders", spec_status="declared", statuses={"201": 40}),
+    endpoint("api.psp.example.com", "POST", "/v1/charges", namespace=None, auth_types=["mtls"], top_callers=["payments/checkout|-"]),
+    AgentRecord(agent="agents/support-bot", namespace="agents", mcp_servers=["mcp-shop"], tools_called={"mcp-shop/lookup_order": 12},
+                models={"gpt-4o-mini": 5}, sent_sensitive=2, first_seen=T0, last_seen=T0 + 30),
+    McpToolRecord(server="mcp-shop", name="lookup_order", definition_hash="ab" * 32, definitions_seen=2, calls=12, callers=1,
+                  first_seen=T0, last_seen=T0 + 30),
+]
+
+
+def finding(unmapped: dict[str, str], severity: int = 4) -> Finding:
+    return Finding(time=int(T0 * 1000), severity_id=severity, confidence_score=80, message="m",
+                   finding_info=FindingInfo(uid=str(unmapped), title="t"), unmapped=unmapped)
+
+
+def test_marks_and_risk_follow_the_records() -> None:
+    bp = build_blueprint(RECORDS, [finding({"service": "orders", "method": "GET", "path_template": "/internal/debug/vars"}),
+                                   finding({"actor": "198.51.100.7|-"})])
+    eps = {e.key: e for e in bp.endpoints}
+    assert eps["orders GET /internal/debug/vars"].marks == ("shadow", "unauthenticated")
+    assert eps["orders GET /v1/orders/{id}"].marks == ("zombie",)
+    assert eps["orders GET /orders/{id}"].marks == ("sensitive",)
+    assert eps["api.psp.example.com POST /v1/charges"].marks == ("undeclared", "external")
+    assert eps["orders GET /internal/debug/vars"].findings == 1 and eps["orders GET /internal/debug/vars"].risk == 25 + 20 + 15
+    assert eps["orders POST /orders"].risk == 0
+    assert bp.callers["198.51.100.7"].findings == 1 and bp.callers["shop/frontend"].principals == {"user-1", "user-2"}
+    assert bp.tools["mcp-shop/lookup_order"].marks == ("changed",)
+    assert bp.agent_tools == [("agents/support-bot", "mcp-shop/lookup_order", 12)]
+    assert bp.summary()["marks"] == {"external": 1, "sensitive": 1, "shadow": 1, "unauthenticated": 1, "undeclared": 1, "zombie": 1}
+
+
+def test_the_newest_record_of_a_key_wins() -> None:
+    old = endpoint("orders", "GET", "/orders/{id}", spec_status="declared", last_seen=T0 + 1)
+    new = endpoint("orders", "GET", "/orders/{id}", spec_status="dormant", last_seen=T0 + 99)
+    assert [e.marks for e in build_blueprint([new, old]).endpoints] == [("zombie",)]
+
+
+def test_caller_of_splits_actor_keys() -> None:
+    assert caller_of("shop/frontend|user-7") == ("shop/frontend", "user-7")
+    assert caller_of("10.0.0.9|-") == ("10.0.0.9", None)
+    assert caller_of("-|user-9") == ("(no workload)", "user-9")
+
+
+def test_one_anonymous_call_among_authenticated_ones_is_not_unauthenticated() -> None:
+    mixed = endpoint("orders", "GET", "/orders", spec_status="declared", auth_types=["jwt", "none"])
+    assert build_blueprint([mixed]).endpoints[0].marks == ()
+
+
+def test_the_page_is_self_contained_and_carries_every_endpoint() -> None:
+    page = render_page(build_blueprint(RECORDS), subtitle="test <run>")
+    assert "<script src" not in page and "http://" not in page.replace("http://www.w3.org/2000/svg", "")
+    assert "test &lt;run&gt;" in page
+    data = json.loads(page.split('id="blueprint-data">')[1].split("</script>")[0])
+    assert len(data["endpoints"]) == 5 and data["summary"]["agents"] == 1
+    for mark in ("shadow", "zombie", "sensitive", "external", "changed"):
+        assert MARK_COLORS[mark] in page
+
+
+def test_a_path_with_markup_cannot_break_out_of_the_page() -> None:
+    evil = endpoint("orders", "GET", "/x/</script><script>alert(1)</script>")
+    page = render_page(build_blueprint([evil]))
+    assert "<script>alert(1)" not in page
+
+
+def test_openapi_documents_are_valid_openapi_3_1() -> None:
+    docs = openapi_documents(r for r in RECORDS if isinstance(r, EndpointRecord))
+    assert sorted(docs) == ["api.psp.example.com", "orders"]
+    for doc in docs.values():
+        validate(doc)  # raises on an invalid document
+    orders = docs["orders"]
+    assert orders["openapi"] == "3.1.0"
+    assert orders["paths"]["/v1/orders/{id}"]["get"]["deprecated"] is True
+    assert orders["paths"]["/orders/{id}"]["parameters"][0]["name"] == "id"
+    assert set(orders["paths"]["/orders"]["post"]["responses"]) == {"201"}
+    assert orders["components"]["securitySchemes"]["bearerJwt"]["bearerFormat"] == "JWT"
+    assert orders["paths"]["/internal/debug/vars"]["get"]["x-kubeward"]["spec_status"] == "shadow"
+
+
+def test_repeated_placeholders_get_distinct_names() -> None:
+    doc = openapi_documents([endpoint("docs", "GET", "/a/{id}/b/{id}")])["docs"]
+    validate(doc)
+    assert list(doc["paths"]) == ["/a/{id}/b/{id2}"]
+
+
+def test_jsonl_files_skip_and_count_unreadable_lines(tmp_path: Path) -> None:
+    path = tmp_path / "inventory.jsonl"
+    path.write_text("\n".join([RECORDS[0].model_dump_json(), "{not json", '{"kind": "endpoint"}', RECORDS[5].model_dump_json()]))
+    records, bad = read_jsonl(path, "record")
+    assert [type(r).__name__ for r in records] == ["EndpointRecord", "AgentRecord"] and bad == 2
+
+
+def test_write_blueprint_writes_the_page_and_documents(tmp_path: Path) -> None:
+    bp = write_blueprint(RECORDS, [], tmp_path / "b.html", None, tmp_path / "openapi")
+    assert (tmp_path / "b.html").read_text().startswith("<!DOCTYPE html>")
+    assert sorted(p.name for p in (tmp_path / "openapi").iterdir()) == ["api.psp.example.com.openapi.json", "orders.openapi.json"]
+    assert bp.summary()["endpoints"] == 5
+
+
+@pytest.mark.parametrize("flag", ["--inventory"])
+def test_cli_names_a_missing_file(flag: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from deploy.cli import main
+
+    assert main(["blueprint", flag, str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "b.html")]) == 2
+    assert "missing.jsonl" in capsys.readouterr().err
