@@ -3,7 +3,9 @@
 One agent reads ``l7.summaries.v1`` (envelopes or single JSON summaries), hands
 each message to ``streams.pipeline.Pipeline`` and publishes what comes back:
 verdicts to ``enforcement.verdicts.v1`` keyed by subject, OCSF findings to
-``security.findings.v1``, dead letters to ``l7.summaries.dlq.v1``. Per-actor
+``security.findings.v1`` (one per actor and attack: repeats are published as
+counted Updates, also from a timer, ``streams.findingdedup``), dead letters to
+``l7.summaries.dlq.v1``. Per-actor
 state lives in the columnar store of each partition and is checkpointed to the
 changelog of the table ``actor-state`` (one entry per bucket), which Faust
 recovers on restart or rebalance; the table is read once, when a partition's
@@ -36,7 +38,7 @@ import faust.auth
 from aiokafka import AIOKafkaConsumer
 from prometheus_client import Counter, Gauge, generate_latest
 
-from ingest import DLQ, FINDINGS, INVENTORY, POLICY, SUMMARIES, VERDICTS, Policy
+from ingest import DLQ, FINDINGS, INVENTORY, POLICY, SUMMARIES, VERDICTS, Finding, Policy
 from ingest.policyfile import PolicyTracker, PolicyUpdate
 from streams import metrics
 from streams.pipeline import Outcome, Pipeline
@@ -215,20 +217,29 @@ def create_app(settings: WorkerSettings) -> faust.App:
     pipeline = Pipeline(settings, SUMMARIES.name, declared_specs(settings))
     follower = PolicyFollower(settings, pipeline)
 
+    async def send_findings(records: list[Finding]) -> None:
+        for finding in records:
+            await findings.send(key=finding.finding_info.uid.encode(), value=finding.to_wire())
+
+    @app.timer(interval=min(max(settings.findings_update_s, 1.0), 10.0))
+    async def publish_due_findings() -> None:
+        # the counted Updates of findings whose attack went quiet (no detection left to carry them)
+        await send_findings(pipeline.due_findings(time.time()))
+
     async def publish(out: Outcome) -> None:
         for key, letter in out.dead_letters:
             metrics.DEAD_LETTERS.inc()
             log.warning("dead letter", extra={"error": letter.error, "partition": letter.partition, "offset": letter.offset})
             await dead.send(key=key, value=letter.model_dump_json().encode())
-        for verdict, finding, det in zip(out.verdicts, out.findings, out.detections):
+        for verdict, det in zip(out.verdicts, out.detections):
             metrics.DETECTIONS.labels(det.attack_class).inc()
             metrics.VERDICTS.labels(verdict.action, verdict.mode).inc()
             log.info("verdict", extra={"actor": det.actor, "attack_class": det.attack_class, "score": round(det.score, 3), "mode": verdict.mode})
             await verdicts.send(key=verdict.entry_key.encode(), value=verdict.model_dump_json().encode())
-            await findings.send(key=finding.finding_info.uid.encode(), value=finding.model_dump_json().encode())
+        await send_findings(out.published)
         for finding in out.exposures:
             log.info("excessive data exposure", extra={"finding": finding.finding_info.title})
-            await findings.send(key=finding.finding_info.uid.encode(), value=finding.model_dump_json().encode())
+        await send_findings(out.exposures)
         for record in out.inventory:
             await inventory.send(key=record.key.encode(), value=record.model_dump_json().encode())
 

@@ -17,7 +17,9 @@ names, would otherwise report forever); what did not fit is counted in
 ``counts``. The finding uid is derived from endpoint and property, so workers
 that each see part of the traffic (summaries are keyed by actor) report the
 same finding under the same uid. No verdict is issued: the endpoint, not an
-actor, is at fault. Pure.
+actor, is at fault. The finding names the service and endpoint as OCSF
+``resources`` and is mapped like every other (``models.taxonomy``: API3:2023).
+Pure.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ingest import Finding, FindingInfo
+from ingest.schema import FindingApi, FindingEntity, FindingEvidence, FindingResource
+from models.taxonomy import finding_attacks, finding_tags, mapping_for
 
 __all__ = ["CATEGORY", "ExposureTracker", "exposure_finding", "is_sensitive_name"]
 
@@ -128,8 +132,11 @@ def exposure_finding(service: str, method: str, template: str, prop: str, time: 
     endpoint = f"{service} {method} {template}"
     desc = f"{endpoint} returned the property {prop!r}, never seen in its responses before" + (" (a sensitive name)" if sensitive else "")
     unmapped: dict[str, Any] = {"service": service, "method": method, "path_template": template, "property": prop, "sensitive": str(sensitive).lower()}
+    mapping, seen = mapping_for(CATEGORY), int(time * 1000)
     return Finding(
-        time=int(time * 1000),
+        time=seen,
+        start_time=seen,
+        end_time=seen,
         severity_id=_HIGH if sensitive else _MEDIUM,
         confidence_score=80 if sensitive else 50,
         message=f"{CATEGORY}: {desc}",
@@ -139,6 +146,13 @@ def exposure_finding(service: str, method: str, template: str, prop: str, time: 
             desc=desc,
             types=[CATEGORY],
             analytic={"name": "exposure", "type_id": 1, "type": "Rule"},
+            attacks=finding_attacks(mapping),
+            tags=finding_tags(mapping),
+            first_seen_time=seen,
+            last_seen_time=seen,
         ),
+        resources=[FindingResource(type="kubernetes.service", name=service, uid=service),
+                   FindingResource(type="api.endpoint", name=endpoint)],
+        evidences=[FindingEvidence(api=FindingApi(operation=f"{method} {template}", service=FindingEntity(uid=service, name=service)))],
         unmapped=unmapped,
     )

@@ -1,8 +1,9 @@
 """What the worker does with one message, without Kafka: decode, score, decide.
 
 ``Pipeline.handle`` takes a summaries-topic message (partition, key, value)
-and returns an ``Outcome``: verdicts and findings to publish (plus endpoint
-findings such as excessive data exposure, ``streams.exposure``), a dead letter if
+and returns an ``Outcome``: verdicts and findings (plus endpoint findings such
+as excessive data exposure, ``streams.exposure``), the findings to publish once
+deduplicated per actor and attack (``streams.findingdedup``), a dead letter if
 the message was unusable, and changelog writes of the state buckets that are
 due. The Faust app (``streams.app``) only moves these to and from Kafka.
 """
@@ -26,6 +27,7 @@ from models.registry import detector_factories
 from models.rules import DEFAULT_RULES
 from models.reload import ModelReloader
 from streams.exposure import ExposureTracker
+from streams.findingdedup import FindingDedup, finding_key
 from streams.agents import AgentInventory
 from streams.changelogparts import join as join_parts
 from streams.changelogparts import split as split_parts
@@ -94,6 +96,9 @@ class Outcome:
     inventory: list[EndpointRecord | AgentRecord | McpToolRecord] = field(default_factory=list)
     #: findings about endpoints, not actors (no verdict): ``streams.exposure``; kept apart so findings[i] stays verdicts[i]'s
     exposures: list[Finding] = field(default_factory=list)
+    #: what goes to security.findings.v1 for ``findings``: one record per actor and attack, repeats folded into counted
+    #: Updates (``streams.findingdedup``)
+    published: list[Finding] = field(default_factory=list)
 
     @property
     def dead_letter(self) -> DeadLetter | None:
@@ -123,6 +128,7 @@ class Pipeline:
         self._detector_factories = detector_factories(settings.detectors, settings.rules_dir or DEFAULT_RULES, settings.rule_overrides)
         self._blanks: dict[int, BatchProcessor] = {}  # built ahead of a partition's first message (``prepare``)
         self.tools = ToolPins(ToolPinConfig(learn_s=settings.mcp_learn_s))
+        self.findings = FindingDedup(update_s=settings.findings_update_s)
 
     def prepare(self, partitions: Iterable[int]) -> None:
         """Build the processors of newly assigned partitions now (their detectors and preallocated tables cost
@@ -169,6 +175,10 @@ class Pipeline:
         self.inventory.update(table)
         self.agents.update(table)
         return self.exposure.update(table)
+
+    def due_findings(self, now: float) -> list[Finding]:
+        """Counted Updates of open findings whose interval has passed (the worker asks on a timer)."""
+        return self.findings.due(now)
 
     def forget(self, partition: int) -> None:
         """Drop a revoked partition's state (its new owner restores it from the changelog)."""
@@ -235,9 +245,11 @@ class Pipeline:
             self._last_inventory = now
             out.inventory = [*self.inventory.take_changed(), *self.agents.take_changed()]
         for det in out.detections:
-            verdict = decide(det, self.settings.policy, now, self._keys)
+            opened = finding_key(det.subject_kind, det.actor, det.attack_class)
+            verdict = decide(det, self.settings.policy, now, self._keys, self.findings.uid(opened, now))
             out.verdicts.append(verdict)
             out.findings.append(to_finding(det, verdict))
+            out.published += self.findings.offer(opened, out.findings[-1], now)
         if now - self._last_flush.get(partition, 0.0) >= self.settings.state_flush_s:
             self._last_flush[partition] = now
             everything = now - self._last_full_flush.get(partition, 0.0) >= self.settings.enricher_flush_s

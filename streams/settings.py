@@ -57,6 +57,7 @@ class WorkerSettings(BaseSettings):
     follow_policy: bool = Field(default=True, description="follow enforcement.policy.v1: the newest valid snapshot named policy.name replaces policy")
     specs_dir: Path | None = Field(default=None, description="declared OpenAPI specs (<namespace>.<service>.json|yaml); deprecated endpoints count as retired-API hits, others shadow/declared in the inventory")
     inventory_interval_s: float = Field(default=10.0, gt=0, description="how often changed endpoint records go to api.inventory.v1")
+    findings_update_s: float = Field(default=300.0, ge=0, description="findings are deduplicated per actor and attack: the first detection is published (OCSF activity Create), later ones are folded into a count published as an Update at most this often per finding (0: every repeat at once); a finding closes after an hour without detections (streams.findingdedup)")
     mcp_learn_s: float = Field(default=300.0, ge=0, description="an MCP server's tools seen within this many seconds of its first tools/list are pinned as they are (trust on first use); later changes are rug-pulls, later tools new (streams.toolpins)")
     policy_sync_timeout_s: float = Field(default=10.0, ge=0, description="how long verdicts wait at start for the policy topic to be read (then the policy in force decides)")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from ingest import Policy, Reason, verify_verdict
+from streams.detection import Detection
 from streams.policy import decide, to_finding
-from streams.processor import Detection
 
 KEY = b"test-key"
 
