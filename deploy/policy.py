@@ -366,7 +366,7 @@ def _add_lift(sub: Any) -> None:
 
 
 def add_cli(subparsers: Any) -> argparse.ArgumentParser:
-    """Register ``policy set|show|apply`` on an ``ArgumentParser.add_subparsers()`` object."""
+    """Register ``policy set|show|apply|approve-tool|lift|suggest`` on an ``ArgumentParser.add_subparsers()`` object."""
     policy: argparse.ArgumentParser = subparsers.add_parser(
         "policy", help="observe or enforce, per namespace or service, for shims and workers at once",
         description=_DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -376,12 +376,15 @@ def add_cli(subparsers: Any) -> argparse.ArgumentParser:
         return 2
 
     policy.set_defaults(func=show_help)
-    sub = policy.add_subparsers(title="commands", metavar="{set,show,apply,approve-tool,lift}")
+    sub = policy.add_subparsers(title="commands", metavar="{set,show,apply,approve-tool,lift,suggest}")
     _add_set(sub)
     _add_show(sub)
     _add_apply(sub)
     _add_approve_tool(sub)
     _add_lift(sub)
+    from deploy.policysuggestcli import add_suggest  # here: the suggestion imports pyarrow and the worker's decoding
+
+    add_suggest(sub)
     return policy
 
 
