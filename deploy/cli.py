@@ -10,7 +10,8 @@
     kubeward eval-redaction         DEV precision/recall and cost of inline redaction per type
     kubeward eval-agents            DEV recall/false positives of MCP tool poisoning, rug pulls and prompt injection
     kubeward rules lint [FILE...]   check inline signature, detection, MCP tool and prompt rule files (every error as file:line)
-    kubeward policy set|show|apply|approve-tool|lift   observe or enforce per namespace/service; signed lifts of verdicts
+    kubeward policy set|show|apply|approve-tool|lift|suggest   observe or enforce per namespace/service; signed lifts; least-privilege policy from traffic
+    kubeward findings tail          the OCSF findings, filtered (severity, class/OWASP, namespace, actor), as a table or JSON
     kubeward faults [FAULT...]      zero loss across faults (broker restart and pause, worker kill -9, rebalance, spool) on a real broker
     kubeward simulate               simulated cluster traffic to Kafka, Parquet or JSONL
     kubeward demo                   everything together, with live progress and a report
@@ -19,6 +20,8 @@
     kubeward bench soak             the whole loop for 30 min at 10,000 events/s, memory sampled (build/soak.json, soak.png)
     kubeward evaluate               detection results per scenario variant through the replay path (held-out seeds)
     kubeward train ARCHIVE... --out F   fit a per-cohort anomaly model from Parquet archives (skops artifact)
+    kubeward whatif                 what a candidate rule, model or policy (e.g. --enforce NS) would have refused in recorded traffic
+    kubeward blueprint              the API and agent inventory as an HTML page, a PNG and OpenAPI 3.1 documents
 
 Settings also come from the environment (``KUBEWARD_WORKER_*``, ``KUBEWARD_SHIM_*``);
 flags win over the environment.
@@ -168,7 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_worker(sub)
     _add_shim(sub)
     _add_rules(sub)
-    for module in ("deploy.policy", "deploy.lab.simulate", "deploy.lab.demo", "deploy.lab.bench", "deploy.lab.evaluate", "deploy.lab.sensitive_eval", "deploy.lab.templating_eval", "deploy.lab.waf_eval", "deploy.lab.redaction_eval", "deploy.lab.agents_eval", "deploy.lab.faults", "deploy.collect", "deploy.train"):
+    for module in ("deploy.policy", "deploy.findings", "deploy.lab.simulate", "deploy.lab.demo", "deploy.lab.bench", "deploy.lab.evaluate", "deploy.lab.sensitive_eval", "deploy.lab.templating_eval", "deploy.lab.waf_eval", "deploy.lab.redaction_eval", "deploy.lab.agents_eval", "deploy.lab.faults", "deploy.collect", "deploy.train", "deploy.blueprint", "deploy.whatif"):
         try:
             __import__(module, fromlist=["add_cli"]).add_cli(sub)
         except ModuleNotFoundError as exc:
