@@ -150,9 +150,17 @@ def test_only_podwatch_imports_the_kubernetes_client() -> None:
     assert importers == ["ingest/podwatch.py"]
 
 
-def test_ingest_schema_imports_only_stdlib_and_pydantic() -> None:
+#: the wire contract: ingest/schema.py and the record modules it is made of (findings, the record base)
+CONTRACT = ("schema.py", "finding.py", "record.py")
+
+
+@pytest.mark.parametrize("name", CONTRACT)
+def test_the_wire_contract_imports_only_stdlib_pydantic_and_itself(name: str) -> None:
     allowed = {"__future__", "typing", "pydantic"}
-    tops = {m.split(".")[0] for m in _imported_modules(ROOT / "ingest" / "schema.py")}
+    imported = _imported_modules(ROOT / "ingest" / name)
+    inside = {m for m in imported if m.startswith("ingest.")}
+    assert inside <= {f"ingest.{n.removesuffix('.py')}" for n in CONTRACT}
+    tops = {m.split(".")[0] for m in imported - inside}
     assert tops <= allowed | set(sys.stdlib_module_names)
     assert "pydantic" in tops
 
