@@ -22,7 +22,7 @@ at ~670 rows/s, of 500 rows at ~12,700 rows/s); timing the verdict from its
 evidence rather than from the batch's end keeps that choice from delaying
 enforcement; it only moves a detection to the batch's last request of the actor.
 
-**What the shim sees of a recorded request.** ``RequestView`` is built from
+**What the shim sees of a recorded request** (``deploy.recordedcalls``). ``RequestView`` is built from
 the summary: source workload, principal and address (the subject keys),
 destination service and namespace (scope and policy mode), method, and as the
 path the raw path when the collector kept it, else the path template (a
@@ -65,35 +65,27 @@ here; ``deploy.whatif`` is the command-line edge. The recorded ground truth
 from __future__ import annotations
 
 import heapq
-import json
 from collections import Counter, defaultdict, deque
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Union
-
-import pyarrow as pa
-import pyarrow.compute as pc
+from typing import Any
 
 from enforcement.cache import VerdictCache
 from enforcement.decision import Decision, Inspection, RequestView, decide
 from enforcement.ratelimit import TokenBuckets
-from ingest import RequestSummary, Verdict, actor_key, summary_to_row
-from ingest.envelope import SUMMARY_SCHEMA, encode_table
+from deploy.recordedcalls import Endpoint, RecordedCall, Source, conformed_tables, cut, recorded_calls
+from ingest import Verdict
+from ingest.envelope import encode_table
 from streams.replay import Replay
 from streams.settings import WorkerSettings
 
 __all__ = ["WhatIfOptions", "whatif"]
 
-Row = Union[dict[str, Any], RequestSummary]
-Chunk = Union[pa.Table, pa.RecordBatch, Row]
-Source = Union[pa.Table, pa.RecordBatch, Iterable[Chunk]]
 Progress = Callable[[int], None]
 
 #: recorded ``decision`` values of requests the shim refused when they were recorded
 RECORDED_REFUSALS = ("deny", "throttle")
-_ROWS_PER_CHUNK = 1000
 _PURGE_EVERY = 10_000
-Endpoint = tuple[str, str, str]
 
 
 @dataclass(frozen=True)
@@ -122,113 +114,6 @@ class WhatIfOptions:
             raise ValueError(f"pattern_share={self.pattern_share!r} must be in (0, 1]")
 
 
-# --- the source: Arrow tables in the summary schema, ground truth nulled, cut by event time ---------------------------
-
-
-def _conformed(table: pa.Table) -> pa.Table:
-    """The table with every summary column in schema order (absent ones null) and ``ground_truth`` nulled."""
-    n, names = table.num_rows, set(table.column_names)
-    columns = []
-    for f in SUMMARY_SCHEMA:
-        if f.name in names and f.name != "ground_truth":
-            column = table[f.name]
-            columns.append(column if column.type.equals(f.type) else column.cast(f.type))
-        else:
-            columns.append(pa.nulls(n, f.type))
-    return pa.Table.from_arrays(columns, schema=SUMMARY_SCHEMA)
-
-
-def _from_rows(rows: list[dict[str, Any]]) -> pa.Table:
-    return _conformed(pa.Table.from_pylist(rows, schema=SUMMARY_SCHEMA))
-
-
-def _tables(source: Source) -> Iterator[pa.Table]:
-    """The source as conformed tables: Arrow items as they come, rows gathered by the thousand."""
-    items: Iterable[Chunk] = [source] if isinstance(source, (pa.Table, pa.RecordBatch)) else source
-    rows: list[dict[str, Any]] = []
-    for item in items:
-        if isinstance(item, (pa.Table, pa.RecordBatch)):
-            if rows:
-                yield _from_rows(rows)
-                rows = []
-            yield _conformed(pa.Table.from_batches([item]) if isinstance(item, pa.RecordBatch) else item)
-            continue
-        rows.append(item if isinstance(item, dict) else summary_to_row(item))
-        if len(rows) >= _ROWS_PER_CHUNK:
-            yield _from_rows(rows)
-            rows = []
-    if rows:
-        yield _from_rows(rows)
-
-
-def _cut(tables: Iterable[pa.Table], batch_s: float, batch_rows: int) -> Iterator[pa.Table]:
-    """Batches holding the rows of ``batch_s`` event seconds from their first row (at most ``batch_rows``), in order."""
-    pending: list[pa.Table] = []
-    start, n = 0.0, 0
-    for table in tables:
-        begin = 0
-        for i, t in enumerate(table.column("time").to_pylist()):
-            if n and (t >= start + batch_s or n >= batch_rows):
-                pending.append(table.slice(begin, i - begin))
-                yield pa.concat_tables(pending) if len(pending) > 1 else pending[0]
-                pending, begin, n = [], i, 0
-            if n == 0:
-                start = t
-            n += 1
-        if begin < table.num_rows:
-            pending.append(table.slice(begin))
-    if n:
-        yield pa.concat_tables(pending) if len(pending) > 1 else pending[0]
-
-
-# --- one recorded request as the shim sees it ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class _Call:
-    """One recorded request: its id, time, actor, address, the shim's view of it, endpoint, recorded decision and findings."""
-
-    id: str
-    time: float
-    actor: str
-    ip: str | None
-    view: RequestView
-    endpoint: Endpoint
-    namespace: str
-    recorded: str | None
-    findings: tuple[str, ...]
-
-
-def _field(column: pa.ChunkedArray, name: str) -> list[Any]:
-    return pc.struct_field(column, name).to_pylist()  # type: ignore[no-any-return]
-
-
-def _tool_body(jsonrpc: str | None, tool: str | None) -> bytes | None:
-    """The smallest JSON-RPC body naming the tool a recorded ``tools/call`` called (the shim's ``called_tools`` reads it)."""
-    if jsonrpc != "tools/call" or not tool:
-        return None
-    return json.dumps({"jsonrpc": "2.0", "method": "tools/call", "params": {"name": tool}}).encode()
-
-
-def _calls(table: pa.Table) -> list[_Call]:
-    """The requests of a batch, in recorded order."""
-    cols = {name: table[name].to_pylist() for name in ("id", "time", "principal", "auth_type", "method", "path_template", "raw_path",
-                                                        "decision", "inline_findings")}
-    src, dst, mcp = table["source"], table["destination"], table["mcp"]
-    workload, ip = _field(src, "workload"), _field(src, "ip")
-    service, namespace = _field(dst, "service"), _field(dst, "namespace")
-    jsonrpc, tool = _field(mcp, "jsonrpc_method"), _field(mcp, "tool_name")
-    out = []
-    for i, rid in enumerate(cols["id"]):
-        method, template = cols["method"][i], cols["path_template"][i]
-        body = _tool_body(jsonrpc[i], tool[i]) if method == "POST" else None
-        view = RequestView(method, cols["raw_path"][i] or template, workload[i], cols["principal"][i], ip[i], service[i], namespace[i],
-                           request_id=rid, auth_type=cols["auth_type"][i], body=body)
-        out.append(_Call(rid, cols["time"][i], actor_key(workload[i] or ip[i], cols["principal"][i]), ip[i], view,
-                         (service[i], method, template), namespace[i] or "-", cols["decision"][i], tuple(cols["inline_findings"][i] or ())))
-    return out
-
-
 class _Recorded:
     """The shim's inline inspection, replayed: what it found in the request being decided, as recorded."""
 
@@ -247,7 +132,7 @@ class _History:
         self.window_s = window_s
         self.seen: dict[str, deque[tuple[float, Endpoint]]] = defaultdict(deque)
 
-    def add(self, call: _Call) -> None:
+    def add(self, call: RecordedCall) -> None:
         """Remember one request under its actor and its address."""
         for key in (f"actor:{call.actor}", f"ip:{call.ip}" if call.ip else None):
             if key is None:
@@ -319,14 +204,14 @@ class _Run:
             self.issued[verdict.id] = _Issued(detection.attack_class, rule, verdict.action, verdict.mode, pattern)
             heapq.heappush(self.pending, (verdict.evidence_time + self.options.latency_s, len(self.issued), verdict))
 
-    def decide(self, call: _Call) -> Decision:
+    def decide(self, call: RecordedCall) -> Decision:
         """The shim's decision on one recorded request at its time (verdicts due by then applied first)."""
         while self.pending and self.pending[0][0] <= call.time:
             self.cache.apply(heapq.heappop(self.pending)[2])
         self.inspector.findings = call.findings
         return decide(call.view, self.cache, self.buckets, self.inspector, self.settings.policy, call.time)
 
-    def count(self, call: _Call, decision: Decision) -> None:
+    def count(self, call: RecordedCall, decision: Decision) -> None:
         """Tally one decision (requests already refused when recorded are the caller's to count)."""
         if decision.would == "redact":
             self.redacted += 1
@@ -382,7 +267,7 @@ class _Archive:
     labelled_actors: set[str] = field(default_factory=set)
     labelled: Counter[bool] = field(default_factory=Counter)
 
-    def see(self, call: _Call, labels: Mapping[str, bool] | None) -> None:
+    def see(self, call: RecordedCall, labels: Mapping[str, bool] | None) -> None:
         self.rows += 1
         self.first = call.time if self.first is None else min(self.first, call.time)
         self.last = call.time if self.last is None else max(self.last, call.time)
@@ -494,8 +379,8 @@ def whatif(source: Source, baseline: WorkerSettings, candidate: WorkerSettings, 
     runs = {"baseline": _Run(baseline, options, declared), "candidate": _Run(candidate, options, declared)}
     history = _History(max(baseline.window_s, candidate.window_s))
     archive, clock, since_purge = _Archive(), 0.0, 0
-    for batch in _cut(_tables(source), options.batch_s, options.batch_rows):
-        calls = _calls(batch)
+    for batch in cut(conformed_tables(source), options.batch_s, options.batch_rows):
+        calls = recorded_calls(batch)
         for call in calls:
             history.add(call)
         clock = max(clock, max(c.time for c in calls))

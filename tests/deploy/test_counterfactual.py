@@ -8,7 +8,8 @@ from typing import Any
 import pyarrow as pa
 import pytest
 
-from deploy.counterfactual import WhatIfOptions, _calls, _Recorded, whatif
+from deploy.counterfactual import WhatIfOptions, _Recorded, whatif
+from deploy.recordedcalls import recorded_calls
 from enforcement.cache import VerdictCache
 from enforcement.decision import decide
 from enforcement.ratelimit import TokenBuckets
@@ -159,11 +160,11 @@ def test_a_tool_call_is_seen_with_its_tool_so_a_tool_verdict_applies(verdict_fac
     row = summary_row(id="t1", time=T0, source={"workload": "agents/bot", "namespace": "agents"}, principal=None,
                       destination={"service": "mcp-files", "namespace": "agents"}, method="POST", path_template="/mcp", status=200,
                       mcp={"jsonrpc_method": "tools/call", "tool_name": "delete_all"})
-    (call,) = _calls(pa.Table.from_pylist([row], schema=SUMMARY_SCHEMA))
+    (call,) = recorded_calls(pa.Table.from_pylist([row], schema=SUMMARY_SCHEMA))
     cache = VerdictCache()
     cache.apply(verdict_factory(subject=Subject(kind="tool", value="agents/mcp-files/delete_all"), issued_at=T0 - 1, expires_at=T0 + 60))
     assert decide(call.view, cache, TokenBuckets(), _Recorded(), Policy(), T0).status == 403
-    other = _calls(pa.Table.from_pylist([{**row, "mcp": {"jsonrpc_method": "tools/call", "tool_name": "read_file"}}], schema=SUMMARY_SCHEMA))[0]
+    other = recorded_calls(pa.Table.from_pylist([{**row, "mcp": {"jsonrpc_method": "tools/call", "tool_name": "read_file"}}], schema=SUMMARY_SCHEMA))[0]
     assert decide(other.view, cache, TokenBuckets(), _Recorded(), Policy(), T0).status == 200
 
 
