@@ -17,17 +17,17 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from kafka import KafkaConsumer, TopicPartition
+from kafka import KafkaConsumer
 from pydantic import TypeAdapter, ValidationError
 
 from deploy.blueprinthtml import render_page
 from deploy.blueprintmodel import Blueprint, build_blueprint
 from deploy.policy import read_kafka_credentials
+from deploy.topicreader import records_to_end
 from ingest import FINDINGS, INVENTORY, Finding
 from ingest.errors import SettingsError
 from ingest.openapiexport import openapi_documents
@@ -68,27 +68,16 @@ def read_topic(bootstrap: str, topic: str, what: str, credentials: Path | None =
     security = read_kafka_credentials(credentials)
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, client_id="kubeward-blueprint",
                              bootstrap_timeout_ms=int(timeout_s * 1000), **security.kafka_python())
+    records, bad = [], 0
     try:
-        partitions = consumer.partitions_for_topic(topic)
-        if not partitions:
-            raise BlueprintError(f"topic {topic!r} does not exist on {bootstrap}")
-        parts = [TopicPartition(topic, p) for p in sorted(partitions)]
-        consumer.assign(parts)
-        consumer.seek_to_beginning(*parts)
-        end = consumer.end_offsets(parts)
-        records, bad, deadline = [], 0, time.monotonic() + timeout_s
-        while any(consumer.position(tp) < end[tp] for tp in parts):
-            if time.monotonic() > deadline:
-                raise BlueprintError(f"reading {topic!r} took longer than {timeout_s:.0f} s")
-            for batch in consumer.poll(timeout_ms=500).values():
-                for message in batch:
-                    if message.value is None:
-                        continue  # a compacted key's tombstone
-                    parsed = _parse(message.value, what)
-                    if parsed is None:
-                        bad += 1
-                    else:
-                        records.append(parsed)
+        for message in records_to_end(consumer, topic, timeout_s=timeout_s):
+            if message.value is None:
+                continue  # a compacted key's tombstone
+            parsed = _parse(message.value, what)
+            if parsed is None:
+                bad += 1
+            else:
+                records.append(parsed)
         return records, bad
     finally:
         consumer.close()

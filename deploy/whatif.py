@@ -105,9 +105,10 @@ def kafka_table(bootstrap: str, security: Any, since: float | None = None, max_r
     A fresh consumer with no group: it is assigned every partition, seeks by timestamp (or to the beginning),
     commits nothing and leaves no trace the workers could see. ``max_rows`` stops early (the first rows read).
     """
-    from kafka import KafkaConsumer, TopicPartition
+    from kafka import KafkaConsumer
     from kafka.errors import KafkaError
 
+    from deploy.topicreader import records_to_end
     from ingest import SUMMARIES, EnvelopeError, decode_message
 
     topic = topic or SUMMARIES.name
@@ -117,33 +118,20 @@ def kafka_table(bootstrap: str, security: Any, since: float | None = None, max_r
                                  **security.kafka_python())
     except KafkaError as exc:
         raise SettingsError(f"--bootstrap={bootstrap!r}: cannot connect: {exc!r}") from None
+    tables, bad, rows = [], 0, 0
     try:
-        ids = consumer.partitions_for_topic(topic)
-        if not ids:
-            raise SettingsError(f"--bootstrap={bootstrap!r}: no topic {topic!r} there (kubeward kafka up creates it)")
-        parts = [TopicPartition(topic, p) for p in sorted(ids)]
-        consumer.assign(parts)
-        end = consumer.end_offsets(parts)
-        _seek(consumer, parts, since)
-        tables, bad, rows = [], 0, 0
-        deadline = time.monotonic() + timeout_s
-        while any(consumer.position(tp) < end[tp] for tp in parts) and (max_rows is None or rows < max_rows):
-            polled = consumer.poll(timeout_ms=500, max_records=2000)
-            if polled:
-                deadline = time.monotonic() + timeout_s
-            elif time.monotonic() > deadline:
-                raise SettingsError(f"--bootstrap={bootstrap!r}: no progress reading {topic} for {timeout_s:g} s")
-            for records in polled.values():
-                for rec in records:
-                    if rec.offset >= end[TopicPartition(rec.topic, rec.partition)]:
-                        continue
-                    try:
-                        table = _after(decode_message(rec.value, max_message_bytes), since)
-                    except EnvelopeError:
-                        bad += 1
-                        continue
-                    tables.append(table)
-                    rows += table.num_rows
+        for rec in records_to_end(consumer, topic, since, timeout_s):
+            if max_rows is not None and rows >= max_rows:
+                break
+            try:
+                table = _after(decode_message(rec.value, max_message_bytes), since)
+            except EnvelopeError:
+                bad += 1
+                continue
+            tables.append(table)
+            rows += table.num_rows
+    except SettingsError as exc:
+        raise SettingsError(f"--bootstrap={bootstrap!r}: {exc}") from None
     finally:
         consumer.close(autocommit=False)
     from ingest.envelope import SUMMARY_SCHEMA
@@ -151,16 +139,6 @@ def kafka_table(bootstrap: str, security: Any, since: float | None = None, max_r
     table = pa.concat_tables(tables) if tables else SUMMARY_SCHEMA.empty_table()
     table = table.sort_by([("time", "ascending"), ("id", "ascending")])
     return (table if max_rows is None else table.slice(0, max_rows)), bad
-
-
-def _seek(consumer: Any, parts: list[Any], since: float | None) -> None:
-    if since is None:
-        consumer.seek_to_beginning(*parts)
-        return
-    found = consumer.offsets_for_times({tp: int(since * 1000) for tp in parts})
-    ends = consumer.end_offsets(parts)
-    for tp in parts:
-        consumer.seek(tp, found[tp].offset if found.get(tp) is not None else ends[tp])
 
 
 def read_labels(path: Path) -> dict[str, bool]:
