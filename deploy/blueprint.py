@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -33,7 +34,7 @@ from ingest.errors import SettingsError
 from ingest.openapiexport import openapi_documents
 from ingest.schema import AgentRecord, EndpointRecord, McpToolRecord
 
-__all__ = ["BlueprintError", "add_cli", "chromium", "read_jsonl", "read_topic", "screenshot", "write_blueprint"]
+__all__ = ["BlueprintError", "add_cli", "chromium", "openapi_file_name", "read_jsonl", "read_topic", "screenshot", "write_blueprint"]
 
 InventoryRecord = EndpointRecord | AgentRecord | McpToolRecord
 _RECORD: TypeAdapter[InventoryRecord] = TypeAdapter(InventoryRecord)
@@ -114,6 +115,16 @@ def rendered_dom(page: Path, timeout_s: float = 60.0) -> str:
     return done.stdout
 
 
+def openapi_file_name(service: str) -> str:
+    """``<service>.openapi.json`` with the name from traffic made safe: no separators, no leading dot, bounded.
+
+    >>> openapi_file_name("orders"), openapi_file_name("../../etc/x"), openapi_file_name(".hidden")
+    ('orders.openapi.json', '_._.._etc_x.openapi.json', '_hidden.openapi.json')
+    """
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", service)[:200]
+    return ("_" + safe[1:] if safe.startswith(".") else safe) + ".openapi.json"
+
+
 def write_blueprint(records: Iterable[InventoryRecord], findings: Iterable[Finding], out: Path, png: Path | None = None,
                     openapi_dir: Path | None = None, subtitle: str = "") -> Blueprint:
     """Build, write the page (and the PNG, and the OpenAPI documents); return the blueprint."""
@@ -127,7 +138,7 @@ def write_blueprint(records: Iterable[InventoryRecord], findings: Iterable[Findi
     if openapi_dir is not None:
         openapi_dir.mkdir(parents=True, exist_ok=True)
         for service, doc in openapi_documents(r for r in records if isinstance(r, EndpointRecord)).items():
-            (openapi_dir / f"{service}.openapi.json").write_text(json.dumps(doc, indent=1) + "\n")
+            (openapi_dir / openapi_file_name(service)).write_text(json.dumps(doc, indent=1) + "\n")
     return bp
 
 

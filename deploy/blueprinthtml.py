@@ -57,7 +57,7 @@ def _pills(marks: tuple[str, ...], x: float, y: float) -> tuple[list[str], float
 def _endpoint_row(e: Endpoint, y: float) -> list[str]:
     label = f"{e.method} {e.template}"
     parts = [f'<g class="endpoint" data-key="{_e(e.key)}"><title>{_e(e.key)}: {e.calls} calls, {e.callers} callers, '
-             f'risk {e.risk}{", data: " + ", ".join(e.data_types) if e.data_types else ""}</title>',
+             f'risk {e.risk}{_e(", data: " + ", ".join(e.data_types)) if e.data_types else ""}</title>',
              f'<rect x="{X_SERVICE + 8}" y="{y - 11}" width="26" height="14" rx="3" fill="{risk_color(e.risk)}"/>'
              f'<text x="{X_SERVICE + 21}" y="{y}" class="pill" text-anchor="middle">{e.risk}</text>',
              f'<text x="{X_SERVICE + 42}" y="{y}" class="ep">{_e(label[:60])}</text>']

@@ -131,3 +131,10 @@ def test_cli_names_a_missing_file(flag: str, tmp_path: Path, capsys: pytest.Capt
 
     assert main(["blueprint", flag, str(tmp_path / "missing.jsonl"), "--out", str(tmp_path / "b.html")]) == 2
     assert "missing.jsonl" in capsys.readouterr().err
+
+
+def test_a_service_name_from_traffic_cannot_leave_the_openapi_dir(tmp_path: Path) -> None:
+    out = tmp_path / "openapi"
+    write_blueprint([endpoint("../../escaped", "GET", "/x")], [], tmp_path / "b.html", None, out)
+    assert [p.parent for p in tmp_path.rglob("*.openapi.json")] == [out]
+    assert not (tmp_path.parent / "escaped.openapi.json").exists()
