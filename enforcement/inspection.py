@@ -124,7 +124,8 @@ class WafInspector:
         if found.oversize:
             return Inspection((OVERSIZE,), (OVERSIZE,), self._threshold)
         before = self.over_budget
-        hits = self.hits(found.parts, found.body, found.content_type, req, time.perf_counter() + self._budget_s)
+        hits = self.hits(found.parts, found.body, found.content_type, req, time.perf_counter() + self._budget_s,
+                         time.thread_time() + self._budget_s)
         result = score(hits.values(), self._threshold)
         if self.over_budget == before or not self._deny_over_budget:
             return result
@@ -132,11 +133,12 @@ class WafInspector:
                           max(self._threshold, result.score if result else 0))  # fmt: skip
 
     def hits(self, parts: list[Part], body: str | None = None, content_type: str | None = None,
-             req: RequestView | None = None, deadline: float = math.inf) -> dict[str, Signature]:
+             req: RequestView | None = None, deadline: float = math.inf, cpu_deadline: float = -math.inf) -> dict[str, Signature]:
         """Every rule that fires on at least one value (``parts`` and the body's), by id (no threshold).
 
         ``req``, the request ``body`` came from, shares its parsed JSON body
-        with other inspectors. ``deadline`` (``time.perf_counter()``) bounds
+        with other inspectors. ``deadline`` (``time.perf_counter()``) and ``cpu_deadline``
+        (``time.thread_time()``: the scan is cut only once both passed) bound
         the RE2 scan: past it, what was confirmed so far is returned and
         ``self.over_budget`` counts one more request.
         """
@@ -151,7 +153,7 @@ class WafInspector:
             else:
                 normalized.extend(self._body(body, content_type, req))
         texts = [v for _, forms in normalized for v in forms]
-        scan = _Scan(self.rules, deadline)
+        scan = _Scan(self.rules, deadline, cpu_deadline)
         candidates = scan.candidates(SEPARATOR.join(texts + list(blob))) if self._has_re2 else []
         if blob and (any(_BODY_TARGETS & self._patterned[i].targets for i in candidates) or self._guarded(blob[0])):
             normalized.extend(self._body(body or "", content_type, req))
@@ -245,17 +247,17 @@ class WafInspector:
 class _Scan:
     """The set scans of one request against its deadline; ``over`` once the deadline passed (later scans find nothing)."""
 
-    __slots__ = ("rules", "deadline", "over", "cut")  # cut: a value was cut inside (see ``candidates_within``)
+    __slots__ = ("rules", "deadline", "cpu_deadline", "over", "cut")  # cut: a value was cut inside (see ``candidates_within``)
 
-    def __init__(self, rules: SignatureSet, deadline: float):
-        self.rules, self.deadline, self.over, self.cut = rules, deadline, False, False
+    def __init__(self, rules: SignatureSet, deadline: float, cpu_deadline: float = -math.inf):
+        self.rules, self.deadline, self.cpu_deadline, self.over, self.cut = rules, deadline, cpu_deadline, False, False
 
     def candidates(self, text: str) -> list[int]:
         if self.over:
             return []
         if self.deadline == math.inf:
             return self.rules.candidates(text)
-        found, cut = self.rules.candidates_within(text, self.deadline)
+        found, cut = self.rules.candidates_within(text, self.deadline, self.cpu_deadline)
         self.cut = self.cut or cut
         if found is None:
             self.over = True

@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import time
+
 import pytest
 import yaml
 
@@ -193,3 +195,13 @@ def test_values_remembered_clean_never_hide_an_attack_in_a_later_request(shipped
     poisoned = {**headers, "referer": "https://shop.example/${jndi:ldap://evil/a}"}
     found = inspector.inspect(RequestView("GET", "/search?q=shoes&page=2", headers=poisoned))
     assert found is not None and "jndi" in found.categories
+
+
+def test_a_pause_that_spends_no_cpu_does_not_cut_an_ordinary_scan(shipped: SignatureSet) -> None:
+    """A garbage collection or another thread holding the interpreter moves the wall clock, not this thread's CPU time."""
+    text = SEPARATOR.join(["Leave it at the door, please."] * 4000)
+    stalled_wall = time.perf_counter() - 1.0  # the wall-clock budget is long gone, as after a 1 s stall
+    found, _ = shipped.candidates_within(text, stalled_wall, time.thread_time() + 5.0)
+    assert found is not None
+    found, _ = shipped.candidates_within(text, stalled_wall, time.thread_time() - 1.0)  # ... but spent CPU is cut
+    assert found is None
