@@ -26,7 +26,7 @@ replace go.etcd.io/etcd/api/v3 => ../api
 
 def test_cache_dir_follows_xdg_cache_home_and_names_both_versions(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    assert kube.cache_dir() == tmp_path / "kubeward" / "kube" / f"v{kube.KUBE_VERSION}-etcd{kube.ETCD_VERSION}"
+    assert kube.cache_dir() == tmp_path / "kubeward" / "kube" / f"v{kube.KUBE_VERSION}-etcd{kube.ETCD_VERSION}-b{kubebuild._BUILD}"
     monkeypatch.delenv("XDG_CACHE_HOME")
     assert kube.cache_dir().parent == Path.home() / ".cache" / "kubeward" / "kube"
 
@@ -51,3 +51,9 @@ def test_a_missing_go_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path
     monkeypatch.setenv("PATH", str(tmp_path / "empty"))
     with pytest.raises(kube.KubeError, match="`go` not found on PATH.*install Go"):
         kube.ensure_binaries(tmp_path)
+
+
+def test_kube_apiserver_is_linked_with_its_release_version() -> None:
+    ldflags = kubebuild._TARGETS["kube-apiserver"][4]
+    assert f"-X k8s.io/component-base/version.gitVersion=v{kube.KUBE_VERSION}" in ldflags
+    assert f"version.gitMinor={kube.KUBE_VERSION.split('.')[1]} " in ldflags + " " and kubebuild._TARGETS["etcd"][4] == ""

@@ -193,3 +193,10 @@ def test_a_namespace_watcher_sees_only_its_namespace(
     set_ips(kube, "billing", "tax-0", "10.0.4.2")
     eventually(lambda: workload_at(directory, "10.0.4.2") == "billing/tax", "10.0.4.2 -> billing/tax")
     assert directory.lookup("10.0.4.1") is None and watcher.errors == 0
+
+
+def test_the_local_api_server_reports_its_release_version(kube: LocalKube) -> None:
+    """kube-apiserver is built with its version stamped (kubebuild), so a chart's ``kubeVersion`` constraint holds."""
+    from deploy.runtime.kubebuild import KUBE_VERSION
+
+    assert kube.request("GET", "/version")["gitVersion"] == f"v{KUBE_VERSION}"
