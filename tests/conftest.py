@@ -7,6 +7,8 @@ everything else gets a sensible default.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import itertools
 import os
 from collections.abc import Callable, Sequence
@@ -140,3 +142,13 @@ def table_of() -> TableOf:
         return decode_message(encode_envelope(list(summaries)), max_bytes=1 << 30)
 
     return make
+
+
+def run_cli(*argv: str) -> tuple[int, str, str]:
+    """``kubeward ARGV...`` in process: (exit code, stdout, stderr)."""
+    from deploy.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(argv))
+    return code, out.getvalue(), err.getvalue()

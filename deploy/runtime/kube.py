@@ -326,3 +326,13 @@ class LocalKube:
         """Create ServiceAccount ``namespace/name`` unless it exists (pods naming it are rejected otherwise)."""
         self._create(f"/api/v1/namespaces/{namespace}/serviceaccounts",
                      {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": name, "namespace": namespace}})
+
+    def wait_established(self, crd: str, timeout: float = 60.0) -> None:
+        """Wait until CustomResourceDefinition ``crd`` is Established (its resources can be created); KubeError after ``timeout`` s."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            status = self.request("GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{crd}").get("status", {})
+            if any(c["type"] == "Established" and c["status"] == "True" for c in status.get("conditions") or []):
+                return
+            time.sleep(0.2)
+        raise KubeError(f"CRD {crd} not established within {timeout} s")

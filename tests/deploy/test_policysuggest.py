@@ -4,8 +4,6 @@ applied checks are in tests/integration/test_policysuggest_kube.py."""
 
 from __future__ import annotations
 
-import contextlib
-import io
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +33,7 @@ from deploy.policysuggest import (
 from deploy.policysuggestcli import directory_objects, write_out
 from deploy.runtime.manifestcheck import KUBERNETES_VERSIONS, CoreSchemas, validate_objects
 from ingest.errors import SettingsError
-from tests.conftest import T0, SummaryFactory, TableOf
+from tests.conftest import T0, SummaryFactory, TableOf, run_cli
 
 ORDERS = ("shop", "orders")
 
@@ -307,13 +305,6 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("suggest") / "sim.parquet"
     assert main(["simulate", "--seconds", "30", "--rate", "60", "--users", "300", "--warmup", "10", "--seed", "3", "--out", str(out)]) == 0
     return out
-
-
-def run_cli(*argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(list(argv))
-    return code, out.getvalue(), err.getvalue()
 
 
 def test_cli_writes_one_file_per_object_and_diffs_clean_against_them(archive: Path, tmp_path: Path) -> None:

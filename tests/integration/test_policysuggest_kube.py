@@ -11,8 +11,6 @@
 
 from __future__ import annotations
 
-import contextlib
-import io
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +24,7 @@ from deploy.policyedges import EdgeFold
 from deploy.policysuggest import judge, mapping_from_dict, namespaces_seen, render, validate
 from deploy.runtime import helmtools
 from deploy.runtime.kube import LocalKube, ensure_binaries
+from tests.conftest import run_cli
 from tests.deploy.test_policysuggest import SHOP, edge
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -50,13 +49,6 @@ def archive(tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("suggest-kube") / "sim.parquet"
     assert main(["simulate", "--seconds", "40", "--rate", "60", "--users", "300", "--warmup", "15", "--seed", "11", "--out", str(out)]) == 0
     return out
-
-
-def run_cli(*argv: str) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(list(argv))
-    return code, out.getvalue(), err.getvalue()
 
 
 def archive_objects(archive: Path, **thresholds: int) -> list[dict[str, Any]]:
@@ -104,16 +96,6 @@ def test_the_validation_bites_on_each_kind(crd_objects: list[dict[str, Any]]) ->
 # -------------------------------------------------------------------------- applied to a real API server
 
 
-def _wait_established(kube: LocalKube, name: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status = kube.request("GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}").get("status", {})
-        if any(c["type"] == "Established" and c["status"] == "True" for c in status.get("conditions") or []):
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"CRD {name} not established within {timeout} s")
-
-
 @pytest.fixture(scope="module")
 def kube(pytestconfig: pytest.Config, crd_objects: list[dict[str, Any]]) -> Iterator[LocalKube]:
     capture = pytestconfig.pluginmanager.getplugin("capturemanager")
@@ -123,7 +105,7 @@ def kube(pytestconfig: pytest.Config, crd_objects: list[dict[str, Any]]) -> Iter
         for crd in crd_objects:
             running.request("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", {k: v for k, v in crd.items() if k != "status"})
         for crd in crd_objects:
-            _wait_established(running, crd["metadata"]["name"])
+            running.wait_established(crd["metadata"]["name"])
         yield running
 
 
