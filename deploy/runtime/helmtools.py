@@ -13,7 +13,8 @@ Contract
   versions (:data:`CRD_SOURCES`; ``go mod download``, no other download), writes one YAML file per CRD
   plus ``sources.json`` (module, version, path, sha256) under ``$XDG_CACHE_HOME/kubeward/crds/<pins>``
   and returns that dir. :func:`load_crds` reads it back.
-* :func:`validate_chart` runs ``helm lint --strict`` and ``helm template`` per values file and
+* :func:`validate_chart` runs ``helm lint --strict`` and ``helm template`` per values file (the chart's
+  ``ci/*.yaml``, as chart-testing does: the defaults alone leave out a value the chart requires) and
   Kubernetes version, validates every rendered object with :mod:`deploy.runtime.manifestcheck`
   (strict core schemas from ``kubernetes-validate``, strict CRD schemas for custom resources),
   collects every error and writes the report (``build/helm-validate.json`` by default).
@@ -263,8 +264,14 @@ def helm_version(helm: Path) -> str:
 
 
 def default_values_files(chart: Path) -> list[str]:
-    """The default values plus every ``ci/*.yaml`` of the chart, as paths relative to it."""
-    return [DEFAULT_VALUES, *sorted(str(p.relative_to(chart)) for p in (chart / "ci").glob("*.yaml"))]
+    """Every ``ci/*.yaml`` of the chart as paths relative to it; the defaults alone when there is none.
+
+    As chart-testing does: a chart whose defaults leave out a required value (Kubeward's
+    ``identity.trustedDataPlanes``) is checked through ci files that give it (``ci/defaults.yaml``: the
+    defaults plus that value), and its tests check that the bare defaults fail naming it.
+    """
+    found = sorted(str(p.relative_to(chart)) for p in (chart / "ci").glob("*.yaml"))
+    return found or [DEFAULT_VALUES]
 
 
 def _check(helm: Path, chart: Path, values: str, version: str, schemas: CoreSchemas, crds: CrdSchemas,

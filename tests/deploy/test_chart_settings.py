@@ -2,11 +2,16 @@
 
 The components reject a variable with their prefix that names no setting (``ingest.config.build_settings``),
 so a template typo would stop the pod at start in a cluster; here it fails the test instead. Rendered with the
-real helm (``deploy.runtime.helmtools.ensure_helm``) for the default values and every file in ``ci/``.
+real helm (``deploy.runtime.helmtools.ensure_helm``) for every file in ``ci/`` (``ci/defaults.yaml``: the defaults
+plus the one value they leave out). Then what the review asked of the chart, each rendered offline: fail-closed data
+planes are named, the NetworkPolicies' DNS and host-network peers, the required data-plane CIDRs, the keys
+checksum, the Pod Security note.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +26,8 @@ from ingest.config import build_settings
 from streams.settings import WorkerSettings
 
 CHART = Path(__file__).resolve().parents[2] / "deploy" / "helm" / "kubeward"
-VALUES = [None, *sorted((CHART / "ci").glob("*.yaml"))]
+VALUES = sorted((CHART / "ci").glob("*.yaml"))
+DEFAULTS = CHART / "ci" / "defaults.yaml"
 SETTINGS: dict[str, Any] = {"collector": CollectorSettings, "worker": WorkerSettings, "shim": ShimSettings}
 
 
@@ -31,10 +37,36 @@ def _helm() -> str:
     return str(ensure_helm())
 
 
-def render(values: Path | None) -> list[dict[str, Any]]:
-    cmd = [_helm(), "template", "kw", str(CHART), "--namespace", "kubeward"] + (["-f", str(values)] if values else [])
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
-    return [doc for doc in yaml.safe_load_all(out) if doc]
+def helm(*args: str, values: Path | None = DEFAULTS, sets: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+    """``helm <args> kw CHART -n kubeward [-f values] [--set ...]`` without a cluster."""
+    cmd = [_helm(), *args, "kw", str(CHART), "--namespace", "kubeward"] + (["-f", str(values)] if values else [])
+    for assignment in sets:
+        cmd += ["--set", assignment]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+
+def render(values: Path | None, *sets: str) -> list[dict[str, Any]]:
+    done = helm("template", values=values, sets=sets)
+    assert done.returncode == 0, done.stderr
+    return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+
+
+def refused(values: Path | None, *sets: str) -> str:
+    """helm's error for a render that must fail."""
+    done = helm("template", values=values, sets=sets)
+    assert done.returncode != 0, "rendered, expected a refusal"
+    return done.stderr
+
+
+def notes(values: Path | None, *sets: str) -> str:
+    """NOTES.txt as ``helm install --dry-run=client`` prints it (no cluster)."""
+    done = helm("install", "--dry-run=client", values=values, sets=sets)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.split("\nNOTES:\n", 1)[1]
+
+
+def find(docs: list[dict[str, Any]], kind: str, name: str | None = None) -> list[dict[str, Any]]:
+    return [d for d in docs if d["kind"] == kind and (name is None or d["metadata"]["name"] == name)]
 
 
 def containers(docs: list[dict[str, Any]]) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -64,7 +96,7 @@ def environment(container: dict[str, Any], mounts: Path) -> dict[str, str]:
     return env
 
 
-@pytest.mark.parametrize("values", VALUES, ids=lambda v: v.stem if v else "default")
+@pytest.mark.parametrize("values", VALUES, ids=lambda v: v.stem)
 def test_every_rendered_variable_is_a_setting_the_component_accepts(values: Path | None, monkeypatch: pytest.MonkeyPatch,
                                                                       tmp_path: Path) -> None:
     seen = set()
@@ -91,3 +123,125 @@ def test_a_sasl_cluster_gives_each_component_its_own_principal(monkeypatch: pyte
         refs = {v["name"]: v["valueFrom"]["secretKeyRef"]["name"] for v in container["env"] if "secretKeyRef" in v.get("valueFrom", {})}
         users[component] = next(secret for name, secret in refs.items() if name.endswith("KAFKA__USERNAME"))
     assert users == {"collector": "kubeward-kafka-collector", "worker": "kubeward-kafka-worker", "shim": "kubeward-kafka-shim"}
+
+
+# -------------------------------------------------------------------------- fail-closed data planes
+
+
+def test_ingress_nginx_and_traefik_say_that_failure_mode_allow_is_not_theirs() -> None:
+    nginx = notes(CHART / "ci" / "ingress-nginx.yaml")  # authTimeout 1s
+    assert "WARNING: policy.failureMode=allow is not honoured by ingress-nginx" in nginx
+    assert "times out after 1s" in nginx
+    bare = notes(DEFAULTS, "shim.adapter=nginx", "integrations.ingressNginx.enabled=true")
+    assert "60 s to connect, 60 s to read" in bare and "integrations.ingressNginx.authTimeout" in bare
+    traefik = notes(DEFAULTS, "shim.adapter=traefik", "integrations.traefik.enabled=true", "integrations.traefik.namespaces={shop}")
+    assert "WARNING: policy.failureMode=allow is not honoured by Traefik" in traefik and "30 s" in traefik
+    for text in (notes(DEFAULTS), notes(CHART / "ci" / "ingress-nginx.yaml", "policy.failureMode=deny"),
+                 notes(CHART / "ci" / "integrations.yaml", "integrations.traefik.enabled=false", "shim.adapter=envoy")):
+        assert "WARNING" not in text  # Istio and Envoy Gateway fail open themselves (failOpen)
+    assert "failOpen: true" in notes(CHART / "ci" / "integrations.yaml")
+
+
+def test_ingress_nginx_auth_timeout_is_an_auth_snippet_only_when_asked() -> None:
+    ingress = find(render(CHART / "ci" / "ingress-nginx.yaml"), "Ingress", "orders")[0]
+    snippet = ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/auth-snippet"]
+    assert snippet.split("\n")[:3] == ["proxy_connect_timeout 1s;", "proxy_send_timeout 1s;", "proxy_read_timeout 1s;"]
+    plain = find(render(CHART / "ci" / "ingress-nginx.yaml", "integrations.ingressNginx.authTimeout="), "Ingress", "orders")[0]
+    assert "nginx.ingress.kubernetes.io/auth-snippet" not in plain["metadata"]["annotations"]
+    assert "authTimeout" in refused(CHART / "ci" / "ingress-nginx.yaml", "integrations.ingressNginx.authTimeout=1 s")
+
+
+# -------------------------------------------------------------------------- NetworkPolicies
+
+
+def _policy(docs: list[dict[str, Any]], component: str) -> dict[str, Any]:
+    spec: dict[str, Any] = find(docs, "NetworkPolicy", f"kw-kubeward-{component}")[0]["spec"]
+    return spec
+
+
+def _peers_on(spec: dict[str, Any], port: int) -> list[dict[str, Any]]:
+    return [peer for rule in spec["ingress"] if any(p["port"] == port for p in rule["ports"]) for peer in rule["from"]]
+
+
+def test_dns_egress_defaults_to_kube_dns_and_follows_the_values() -> None:
+    default = _policy(render(DEFAULTS), "shim")["egress"][0]
+    assert default["to"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kube-system"}},
+                              "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}]
+    assert {p["port"] for p in default["ports"]} == {53}
+    docs = render(DEFAULTS, "networkPolicy.dns.namespaceLabels.kubernetes\\.io/metadata\\.name=dns",
+                  "networkPolicy.dns.podLabels.k8s-app=null", "networkPolicy.dns.podLabels.app=coredns",
+                  "networkPolicy.dns.cidrs={169.254.20.10/32}")
+    for component in ("collector", "worker", "shim"):
+        assert _policy(docs, component)["egress"][0]["to"] == [
+            {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "dns"}}, "podSelector": {"matchLabels": {"app": "coredns"}}},
+            {"ipBlock": {"cidr": "169.254.20.10/32"}}]
+
+
+def test_host_network_data_planes_reach_the_shim_and_collector_ports_by_cidr() -> None:
+    docs = render(CHART / "ci" / "integrations.yaml")  # dataPlaneCidrs: the nodes
+    node = {"ipBlock": {"cidr": "192.168.10.0/24"}}
+    shim, collector = _policy(docs, "shim"), _policy(docs, "collector")
+    for port in (9191, 9193):
+        assert node in _peers_on(shim, port)
+    for port in (9301, 9302, 4318):
+        assert node in _peers_on(collector, port)
+    assert node not in _peers_on(shim, 9192) and node not in _peers_on(collector, 9466)  # metrics: monitoring only
+    assert all("ipBlock" not in peer for rule in _policy(docs, "worker")["ingress"] for peer in rule["from"])
+    assert all("ipBlock" not in peer for peer in _peers_on(_policy(render(DEFAULTS), "shim"), 9191))
+
+
+# -------------------------------------------------------------------------- trusted data planes
+
+
+def _env(docs: list[dict[str, Any]], component: str) -> dict[str, Any]:
+    return {v["name"]: v.get("value") for c, container in containers(docs) if c == component for v in container["env"]}
+
+
+def test_trusted_data_planes_have_no_default_and_the_shim_refuses_to_render_without() -> None:
+    error = refused(None)
+    assert "identity.trustedDataPlanes is required with the shim" in error
+    assert "pattern" in refused(None, "identity.trustedDataPlanes={10.0.0.0}")  # the schema wants CIDRs
+    env = _env(render(DEFAULTS), "shim")
+    assert json.loads(env["KUBEWARD_SHIM_IDENTITY__TRUSTED_DATA_PLANES"]) == ["10.244.0.0/16"]
+    without_shim = render(None, "shim.enabled=false")  # the collector ignores the setting: nothing to require
+    assert "KUBEWARD_COLLECTOR_IDENTITY__TRUSTED_DATA_PLANES" not in _env(without_shim, "collector")
+    assert not find(without_shim, "Deployment", "kw-kubeward-shim")
+
+
+# -------------------------------------------------------------------------- keys
+
+
+def _checksums(docs: list[dict[str, Any]]) -> dict[str, str | None]:
+    return {d["metadata"]["labels"]["app.kubernetes.io/component"]: (d["spec"]["template"]["metadata"].get("annotations") or {}).get("checksum/keys")
+            for d in docs if d["kind"] in ("Deployment", "DaemonSet")}
+
+
+def _keys_digest(secret: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(dict(sorted(secret["data"].items())), separators=(",", ":")).encode()).hexdigest()
+
+
+def test_pods_carry_the_checksum_of_the_generated_keys_they_read() -> None:
+    docs = render(DEFAULTS)
+    secret = find(docs, "Secret", "kw-kubeward-keys")[0]
+    assert sorted(secret["data"]) == ["admin-token", "object-id-key", "principal-key", "verdict-key"]
+    assert _checksums(docs) == dict.fromkeys(("collector", "worker", "shim"), _keys_digest(secret))
+    # Without a cluster every render draws new keys (the GitOps hazard NOTES.txt names): the pods roll with them.
+    again = render(DEFAULTS)
+    assert find(again, "Secret", "kw-kubeward-keys")[0]["data"] != secret["data"]
+    assert set(_checksums(again).values()) == {_keys_digest(find(again, "Secret", "kw-kubeward-keys")[0])}
+
+
+def test_an_existing_secret_unread_gives_no_checksum_and_the_notes_name_the_gitops_path() -> None:
+    docs = render(CHART / "ci" / "kafka-sasl.yaml")  # keys.existingSecret; helm cannot read it offline
+    assert not find(docs, "Secret") and _checksums(docs) == dict.fromkeys(("collector", "worker", "shim"))
+    assert "for GitOps create\nthe Secret yourself and set keys.existingSecret" in notes(DEFAULTS)
+    assert "rollout restart" in notes(CHART / "ci" / "kafka-sasl.yaml")
+
+
+# -------------------------------------------------------------------------- Pod Security
+
+
+def test_the_notes_say_the_collector_needs_a_privileged_namespace() -> None:
+    text = notes(DEFAULTS)
+    assert "kubectl label namespace kubeward pod-security.kubernetes.io/enforce=privileged" in text
+    assert "pod-security" not in notes(DEFAULTS, "collector.enabled=false")

@@ -255,6 +255,18 @@ def test_extract_picks_the_named_crds_and_names_what_is_missing() -> None:
         helmtools._extract(helmtools.CrdSource("example.com/m", "v1.0.0", "crds.yaml", ("gadgets.example.com",)), text)
 
 
+def test_the_chart_is_checked_through_its_ci_values_and_the_defaults_only_without_any(tmp_path: Path) -> None:
+    """As chart-testing does: Kubeward's defaults leave out a required value, so ``ci/defaults.yaml`` gives it."""
+    (tmp_path / "ci").mkdir()
+    assert helmtools.default_values_files(tmp_path) == [helmtools.DEFAULT_VALUES]
+    for name in ("b.yaml", "a.yaml", "notes.txt"):
+        (tmp_path / "ci" / name).write_text("{}\n")
+    assert helmtools.default_values_files(tmp_path) == ["ci/a.yaml", "ci/b.yaml"]
+    chart = Path(__file__).resolve().parents[2] / "deploy" / "helm" / "kubeward"
+    assert "ci/defaults.yaml" in helmtools.default_values_files(chart)
+    assert yaml.safe_load((chart / "ci" / "defaults.yaml").read_text()) == {"identity": {"trustedDataPlanes": ["10.244.0.0/16"]}}
+
+
 def test_api_versions_are_what_capabilities_sees_for_served_versions() -> None:
     assert helmtools.api_versions([yaml.safe_load(WIDGET_CRD)]) == ["example.com/v1", "example.com/v1/Widget"]
 

@@ -1,7 +1,8 @@
 """The Helm chart (deploy/helm/kubeward) checked for real: offline, then installed into a real API server.
 
 1. :func:`deploy.runtime.helmtools.validate_chart` runs ``helm lint --strict`` and ``helm template`` (helm v4
-   built from the Go module proxy) for the default values and every ``ci/*.yaml``, validates every
+   built from the Go module proxy) for every ``ci/*.yaml`` (``ci/defaults.yaml``: the defaults plus the data-plane
+   CIDRs they leave out on purpose), validates every
    rendered object strictly for Kubernetes 1.35, 1.36 and 1.37 (custom resources against their projects'
    CRDs) and writes ``build/helm-validate.json``; zero errors expected. A second test proves the check
    bites: an unknown field added to any rendered object is caught.
@@ -9,16 +10,21 @@
    the CRDs installed first: every object helm applied is stored, and the collector's ServiceAccount
    (found by its ``app.kubernetes.io/component: collector`` label) may list and watch pods where the
    chart binds it, and may not read secrets or write pods. ``helm uninstall`` removes everything.
+3. What needs a cluster to read: the generated keys survive ``helm upgrade`` and the pods' ``checksum/keys`` is
+   the live Secret's (an ``existingSecret`` too, and it changes when that Secret does); a release namespace that
+   enforces Pod Security baseline or restricted is refused (the collector needs privileged).
 
 Nothing runs the pods (no kubelet or controllers): these tests are about objects and permissions.
 """
 
 from __future__ import annotations
 
+import base64
 import copy
+import hashlib
 import json
 import re
-import shutil
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +34,7 @@ import pytest
 
 from deploy.runtime import helmtools
 from deploy.runtime.kube import KubeApiError, LocalKube, ensure_binaries
+from deploy.runtime.kubebuild import KUBE_VERSION
 from deploy.runtime.manifestcheck import KUBERNETES_VERSIONS, CoreSchemas, CrdSchemas, load_documents, validate_objects
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -36,6 +43,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "deploy" / "helm" / "kubeward"
 REPORT = ROOT / "build" / "helm-validate.json"
 COMPONENT = "app.kubernetes.io/component"
+DEFAULTS = "ci/defaults.yaml"  # the defaults plus identity.trustedDataPlanes, which has no default
 VALUES = helmtools.default_values_files(CHART) if CHART.is_dir() else [helmtools.DEFAULT_VALUES]
 
 
@@ -58,7 +66,7 @@ def test_chart_validates_for_every_values_file_and_kubernetes_version(tools: tup
     assert json.loads(REPORT.read_text()) == result
     assert result["helm"].startswith(f"v{helmtools.HELM_VERSION}")
     assert result["kubernetes_versions"] == list(KUBERNETES_VERSIONS)
-    assert len(VALUES) >= 2, f"expected the default values and ci/*.yaml files, found {VALUES}"
+    assert len(VALUES) >= 2 and DEFAULTS in VALUES, f"expected ci/defaults.yaml and more ci/*.yaml files, found {VALUES}"
     assert sorted((c["values"], c["version"]) for c in result["checks"]) == sorted(
         (v, k) for v in VALUES for k in KUBERNETES_VERSIONS)
     assert all(check["objects"] > 0 for check in result["checks"]), result["checks"]
@@ -103,37 +111,16 @@ def kube(pytestconfig: pytest.Config, crd_objects: list[dict[str, Any]]) -> Iter
             body = {key: value for key, value in crd.items() if key != "status"}
             running.request("POST", "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", body)
         for crd in crd_objects:
-            _wait_established(running, crd["metadata"]["name"])
+            running.wait_established(crd["metadata"]["name"])
         yield running
 
 
 @pytest.fixture(scope="module")
-def installable_chart(kube: LocalKube, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The chart, or a copy without its ``kubeVersion`` constraint when the server reports no version.
-
-    A kube-apiserver built without ``-ldflags -X k8s.io/component-base/version.gitVersion=...`` says it is
-    ``v0.0.0-master``, which no ``kubeVersion: >=1.x`` admits; helm has no flag to override what it
-    discovers. The constraint itself is checked offline (``helm template --kube-version``) either way.
-    """
-    reported = str(kube.request("GET", "/version").get("gitVersion", ""))
-    if not reported.startswith("v0.0.0"):
-        return CHART
-    copy_dir = tmp_path_factory.mktemp("chart") / CHART.name
-    shutil.copytree(CHART, copy_dir)
-    chart_yaml = copy_dir / "Chart.yaml"
-    chart_yaml.write_text(re.sub(r"^kubeVersion:.*\n", "", chart_yaml.read_text(), flags=re.MULTILINE))
-    print(f"\nkube-apiserver reports {reported}: installing a copy of the chart without kubeVersion")
-    return copy_dir
-
-
-def _wait_established(kube: LocalKube, name: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        status = kube.request("GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{name}").get("status", {})
-        if any(c["type"] == "Established" and c["status"] == "True" for c in status.get("conditions") or []):
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"CRD {name} not established within {timeout} s")
+def installable_chart(kube: LocalKube) -> Path:
+    """The chart itself: the local kube-apiserver reports its release version (``kubebuild`` stamps it), so helm
+    checks the chart's ``kubeVersion`` constraint against a real server."""
+    assert kube.request("GET", "/version").get("gitVersion") == f"v{KUBE_VERSION}"
+    return CHART
 
 
 class Resources:
@@ -208,7 +195,7 @@ def _check_collector_rbac(kube: LocalKube, applied: list[dict[str, Any]], namesp
     accounts = [o for o in applied if o["kind"] == "ServiceAccount"
                 and o["metadata"].get("labels", {}).get(COMPONENT) == "collector"]
     if not accounts:
-        assert values != helmtools.DEFAULT_VALUES, "the default values must deploy the collector"
+        assert values != DEFAULTS, "the default values must deploy the collector"
         return
     assert len(accounts) == 1, accounts
     name = accounts[0]["metadata"]["name"]
@@ -222,7 +209,7 @@ def _check_collector_rbac(kube: LocalKube, applied: list[dict[str, Any]], namesp
     cluster_wide = any(o["kind"] == "ClusterRoleBinding" and binds(o) for o in applied)
     scopes = [""] if cluster_wide else sorted({o["metadata"].get("namespace", namespace)
                                                for o in applied if o["kind"] == "RoleBinding" and binds(o)})
-    if values == helmtools.DEFAULT_VALUES:
+    if values == DEFAULTS:
         assert scopes, "the default values must let the collector watch pods"
     for scope in scopes:
         for verb in ("list", "watch"):
@@ -236,3 +223,89 @@ def _check_collector_rbac(kube: LocalKube, applied: list[dict[str, Any]], namesp
     with pytest.raises(KubeApiError) as refused:
         kube.request("GET", f"/api/v1/namespaces/{namespace}/secrets", impersonate=user)
     assert refused.value.status == 403
+
+
+# -------------------------------------------------------------------------- what the chart reads from the cluster
+
+
+def _install(tools: tuple[Path, Path], kube: LocalKube, chart: Path, verb: str, release: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return helmtools.run_helm(tools[0], [verb, release, str(chart), "--namespace", release, "-f", str(CHART / DEFAULTS),
+                                         "--kubeconfig", str(kube.kubeconfig), "--timeout", "120s", *args], timeout=300)
+
+
+def _uninstall(tools: tuple[Path, Path], kube: LocalKube, release: str) -> None:
+    helmtools.run_helm(tools[0], ["uninstall", release, "--namespace", release, "--kubeconfig", str(kube.kubeconfig)], timeout=300)
+
+
+def _pod_checksums(kube: LocalKube, namespace: str) -> dict[str, str | None]:
+    found = {}
+    for kind in ("deployments", "daemonsets"):
+        for obj in kube.request("GET", f"/apis/apps/v1/namespaces/{namespace}/{kind}")["items"]:
+            annotations = obj["spec"]["template"]["metadata"].get("annotations") or {}
+            found[obj["metadata"]["labels"][COMPONENT]] = annotations.get("checksum/keys")
+    return found
+
+
+def _digest(data: dict[str, str]) -> str:
+    keys = ("admin-token", "object-id-key", "principal-key", "verdict-key")
+    return hashlib.sha256(json.dumps({k: data.get(k, "") for k in keys}, separators=(",", ":")).encode()).hexdigest()
+
+
+def test_generated_keys_survive_upgrades_and_the_pods_carry_their_checksum(tools: tuple[Path, Path], kube: LocalKube,
+                                                                           installable_chart: Path) -> None:
+    release = "kw-keys"
+    done = _install(tools, kube, installable_chart, "install", release, "--create-namespace")
+    assert done.returncode == 0, done.stderr
+    try:
+        secret = kube.request("GET", f"/api/v1/namespaces/{release}/secrets/{release}-kubeward-keys")["data"]
+        assert _pod_checksums(kube, release) == dict.fromkeys(("collector", "worker", "shim"), _digest(secret))
+        done = _install(tools, kube, installable_chart, "upgrade", release, "--set", "worker.replicas=2")
+        assert done.returncode == 0, done.stderr
+        assert kube.request("GET", f"/api/v1/namespaces/{release}/secrets/{release}-kubeward-keys")["data"] == secret
+        assert set(_pod_checksums(kube, release).values()) == {_digest(secret)}  # same keys: no roll
+    finally:
+        _uninstall(tools, kube, release)
+
+
+def test_an_existing_secret_is_checksummed_when_helm_can_read_it(tools: tuple[Path, Path], kube: LocalKube,
+                                                                 installable_chart: Path) -> None:
+    release = "kw-own-keys"
+    kube.ensure_namespace(release)
+    data = {k: base64.b64encode(f"{k}-0123456789abcdef0123456789abcdef".encode()).decode()
+            for k in ("verdict-key", "principal-key", "object-id-key", "admin-token")}
+    path = f"/api/v1/namespaces/{release}/secrets"
+    kube.request("POST", path, {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "mine"}, "data": data})
+    done = _install(tools, kube, installable_chart, "install", release, "--set", "keys.existingSecret=mine")
+    assert done.returncode == 0, done.stderr
+    try:
+        assert set(_pod_checksums(kube, release).values()) == {_digest(data)}
+        rotated = {**data, "verdict-key": base64.b64encode(b"rotated-0123456789abcdef0123456789abcdef").decode()}
+        kube.request("PUT", f"{path}/mine", {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "mine"}, "data": rotated})
+        done = _install(tools, kube, installable_chart, "upgrade", release, "--set", "keys.existingSecret=mine")
+        assert done.returncode == 0, done.stderr
+        assert set(_pod_checksums(kube, release).values()) == {_digest(rotated)} != {_digest(data)}
+    finally:
+        _uninstall(tools, kube, release)
+
+
+@pytest.mark.parametrize("level", ["restricted", "baseline", "privileged"])
+def test_a_namespace_whose_pod_security_rejects_the_collector_is_refused(tools: tuple[Path, Path], kube: LocalKube,
+                                                                         installable_chart: Path, level: str) -> None:
+    release = f"kw-psa-{level}"
+    kube.request("POST", "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {
+        "name": release, "labels": {"pod-security.kubernetes.io/enforce": level}}})
+    kube.ensure_service_account(release, "default")
+    done = _install(tools, kube, installable_chart, "install", release)
+    try:
+        if level == "privileged":
+            assert done.returncode == 0, done.stderr
+        else:
+            assert done.returncode != 0
+            assert f'namespace {release} enforces Pod Security level "{level}"' in done.stderr
+            assert "pod-security.kubernetes.io/enforce=privileged" in done.stderr
+            unchecked = _install(tools, kube, installable_chart, "install", release, "--set", "collector.podSecurityCheck=false")
+            assert unchecked.returncode == 0, unchecked.stderr
+            without = _install(tools, kube, installable_chart, "upgrade", release, "--set", "collector.enabled=false")
+            assert without.returncode == 0, without.stderr  # no collector, nothing to refuse
+    finally:
+        _uninstall(tools, kube, release)

@@ -114,8 +114,10 @@ helm.sh/chart: {{ printf "%s-%s" $root.Chart.Name $root.Chart.Version }}
   valueFrom: {secretKeyRef: {name: {{ include "kubeward.keysSecret" $root | quote }}, key: principal-key}}
 - name: {{ $p }}TRUSTED_HOPS
   value: {{ $i.trustedHops | quote }}
+{{- with $i.trustedDataPlanes }}
 - name: {{ $p }}TRUSTED_DATA_PLANES
-  value: {{ $i.trustedDataPlanes | toJson | quote }}
+  value: {{ toJson . | quote }}
+{{- end }}
 - name: {{ $p }}INTERNAL_NETWORKS
   value: {{ $i.internalNetworks | toJson | quote }}
 - name: {{ $p }}POD_WATCH
@@ -138,4 +140,37 @@ seccompProfile: {type: RuntimeDefault}
 allowPrivilegeEscalation: false
 readOnlyRootFilesystem: true
 capabilities: {drop: [ALL]}
+{{- end -}}
+
+{{/* The keys of the generated Secret as JSON (key -> base64 value), drawn once per render so that the Secret and
+     the pods' checksum agree: the live Secret's keys when helm can read it (upgrade), else new random keys (the
+     first install, and every render without a cluster: helm template, Argo CD). */}}
+{{- define "kubeward.generatedKeys" -}}
+{{- $memo := "kubewardGeneratedKeys" -}}
+{{- if not (hasKey .Values $memo) -}}
+{{- $old := lookup "v1" "Secret" .Release.Namespace (include "kubeward.component" (list . "keys")) -}}
+{{- $data := dict -}}
+{{- range $key := list "verdict-key" "principal-key" "object-id-key" "admin-token" -}}
+{{- $_ := set $data $key (index ($old.data | default dict) $key | default (randAlphaNum 48 | b64enc)) -}}
+{{- end -}}
+{{- $_ := set .Values $memo (toJson $data) -}}
+{{- end -}}
+{{- index .Values $memo -}}
+{{- end -}}
+
+{{/* checksum/keys for the pod templates: pods roll when the keys change. The generated Secret's keys are known
+     at render time; an existingSecret's only when helm can read it (install/upgrade), else nothing is rendered. */}}
+{{- define "kubeward.keysChecksum" -}}
+{{- if .Values.keys.existingSecret -}}
+{{- $live := lookup "v1" "Secret" .Release.Namespace .Values.keys.existingSecret -}}
+{{- if $live -}}
+{{- $data := dict -}}
+{{- range $key := list "verdict-key" "principal-key" "object-id-key" "admin-token" -}}
+{{- $_ := set $data $key (index ($live.data | default dict) $key | default "") -}}
+{{- end -}}
+{{- toJson $data | sha256sum -}}
+{{- end -}}
+{{- else -}}
+{{- include "kubeward.generatedKeys" . | sha256sum -}}
+{{- end -}}
 {{- end -}}
