@@ -1,11 +1,14 @@
 """``kubeward blueprint``: the live API and agent inventory as an HTML page, a PNG and OpenAPI 3.1 documents.
 
 The edge of the blueprint: it reads the compacted inventory topic (``api.inventory.v1``, from its beginning
-to the offsets it had when the command started) and, optionally, the findings topic, or the same records
-from JSON-lines files (``--inventory``, ``--findings``); builds the graph (``deploy.blueprintmodel``), writes
-the page (``deploy.blueprinthtml``), takes its screenshot with headless Chromium (``--png``: Debian's
-``chromium``, started with no network, no profile and no sandbox-breaking flags beyond ``--no-sandbox`` as
-root), and writes one OpenAPI 3.1 document per service (``--openapi-dir``, ``ingest.openapiexport``).
+to the offsets it had when the command started) and, optionally, the findings topic (not compacted: only
+what was published in the last ``--findings-since``, 24 hours by default, found with the broker's
+time index), or the same records from JSON-lines files (``--inventory``, ``--findings``, read whole);
+builds the graph (``deploy.blueprintmodel``), writes the page (``deploy.blueprinthtml``), takes its
+screenshot with headless Chromium (``--png``: Debian's ``chromium``, started with no network, no profile and
+no sandbox-breaking flags beyond ``--no-sandbox`` as root), and writes one OpenAPI 3.1 document per
+(namespace, service) (``--openapi-dir``, ``ingest.openapiexport``): ``<namespace>_<service>.openapi.json``,
+or ``<host>.openapi.json`` for an external host.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -34,7 +38,8 @@ from ingest.errors import SettingsError
 from ingest.openapiexport import openapi_documents
 from ingest.schema import AgentRecord, EndpointRecord, McpToolRecord
 
-__all__ = ["BlueprintError", "add_cli", "chromium", "openapi_file_name", "read_jsonl", "read_topic", "screenshot", "write_blueprint"]
+__all__ = ["BlueprintError", "add_cli", "chromium", "duration_s", "openapi_file_name", "read_jsonl", "read_topic", "screenshot",
+           "write_blueprint"]
 
 InventoryRecord = EndpointRecord | AgentRecord | McpToolRecord
 _RECORD: TypeAdapter[InventoryRecord] = TypeAdapter(InventoryRecord)
@@ -64,14 +69,16 @@ def read_jsonl(path: Path, what: str) -> tuple[list[Any], int]:
     return [p for p in parsed if p is not None], sum(1 for p in parsed if p is None)
 
 
-def read_topic(bootstrap: str, topic: str, what: str, credentials: Path | None = None, timeout_s: float = 30.0) -> tuple[list[Any], int]:
-    """(records, unreadable messages) of a topic from its beginning to its end offsets at the start."""
+def read_topic(bootstrap: str, topic: str, what: str, credentials: Path | None = None, timeout_s: float = 30.0,
+               since: float | None = None) -> tuple[list[Any], int]:
+    """(records, unreadable messages) of a topic from its beginning (or the first record at or after ``since``, epoch
+    seconds) to its end offsets at the start."""
     security = read_kafka_credentials(credentials)
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, client_id="kubeward-blueprint",
                              bootstrap_timeout_ms=int(timeout_s * 1000), **security.kafka_python())
     records, bad = [], 0
     try:
-        for message in records_to_end(consumer, topic, timeout_s=timeout_s):
+        for message in records_to_end(consumer, topic, since=since, timeout_s=timeout_s):
             if message.value is None:
                 continue  # a compacted key's tombstone
             parsed = _parse(message.value, what)
@@ -115,14 +122,42 @@ def rendered_dom(page: Path, timeout_s: float = 60.0) -> str:
     return done.stdout
 
 
-def openapi_file_name(service: str) -> str:
-    """``<service>.openapi.json`` with the name from traffic made safe: no separators, no leading dot, bounded.
+def openapi_file_name(service: str, namespace: str | None = None) -> str:
+    """``<namespace>_<service>.openapi.json`` (``<service>.openapi.json`` with no namespace) with the names from traffic
+    made safe: no separators, no leading dot, bounded. Kubernetes names hold no ``_``, so the first one splits them.
 
-    >>> openapi_file_name("orders"), openapi_file_name("../../etc/x"), openapi_file_name(".hidden")
-    ('orders.openapi.json', '_._.._etc_x.openapi.json', '_hidden.openapi.json')
+    >>> openapi_file_name("orders", "shop"), openapi_file_name("api.psp.example.com")
+    ('shop_orders.openapi.json', 'api.psp.example.com.openapi.json')
+    >>> openapi_file_name("../../etc/x"), openapi_file_name(".hidden")
+    ('_._.._etc_x.openapi.json', '_hidden.openapi.json')
     """
-    safe = re.sub(r"[^A-Za-z0-9._-]", "_", service)[:200]
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", f"{namespace}/{service}" if namespace else service)[:200]
     return ("_" + safe[1:] if safe.startswith(".") else safe) + ".openapi.json"
+
+
+def _unique_name(name: str, taken: set[str]) -> str:
+    """``name``, or ``<stem>-2.openapi.json``, ``-3``, ... when two services' safe names meet (``a/b`` and ``a_b``)."""
+    stem, n, out = name.removesuffix(".openapi.json"), 1, name
+    while out in taken:
+        n += 1
+        out = f"{stem}-{n}.openapi.json"
+    taken.add(out)
+    return out
+
+
+def duration_s(text: str) -> float | None:
+    """Seconds of a duration such as ``24h``, ``90m``, ``7d``, ``1h30m``, ``45s`` or plain seconds; ``all``: no bound (None).
+
+    >>> duration_s("24h"), duration_s("1h30m"), duration_s("90"), duration_s("all")
+    (86400.0, 5400.0, 90.0, None)
+    """
+    text = text.strip().lower()
+    if text == "all":
+        return None
+    parts = re.findall(r"(\d+(?:\.\d+)?)([smhd]?)", text)
+    if not parts or "".join(n + u for n, u in parts) != text or (len(parts) > 1 and not all(u for _, u in parts)):
+        raise argparse.ArgumentTypeError(f"not a duration: {text!r} (e.g. 24h, 90m, 7d, 1h30m, or all)")
+    return sum(float(n) * {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}[u] for n, u in parts)
 
 
 def write_blueprint(records: Iterable[InventoryRecord], findings: Iterable[Finding], out: Path, png: Path | None = None,
@@ -137,8 +172,9 @@ def write_blueprint(records: Iterable[InventoryRecord], findings: Iterable[Findi
         screenshot(out, png)
     if openapi_dir is not None:
         openapi_dir.mkdir(parents=True, exist_ok=True)
-        for service, doc in openapi_documents(r for r in records if isinstance(r, EndpointRecord)).items():
-            (openapi_dir / openapi_file_name(service)).write_text(json.dumps(doc, indent=1) + "\n")
+        taken: set[str] = set()
+        for (namespace, service), doc in openapi_documents(r for r in records if isinstance(r, EndpointRecord)).items():
+            (openapi_dir / _unique_name(openapi_file_name(service, namespace), taken)).write_text(json.dumps(doc, indent=1) + "\n")
     return bp
 
 
@@ -150,7 +186,14 @@ def _sources(args: argparse.Namespace) -> Iterator[tuple[list[Any], int, str]]:
     if args.findings:
         yield (*read_jsonl(args.findings, "finding"), "findings")
     elif not args.inventory and not args.no_findings:
-        yield (*read_topic(args.bootstrap, FINDINGS.name, "finding", args.kafka_credentials), "findings")
+        since = None if args.findings_since is None else time.time() - args.findings_since
+        yield (*read_topic(args.bootstrap, FINDINGS.name, "finding", args.kafka_credentials, since=since), "findings")
+
+
+def _window(args: argparse.Namespace) -> str:
+    """`` of the last 24 h`` when the findings came from the topic with a bound, else nothing."""
+    from_topic = not args.findings and not args.inventory and not args.no_findings
+    return f" of the last {args.findings_since / 3600:g} h" if from_topic and args.findings_since is not None else ""
 
 
 def _cmd(args: argparse.Namespace) -> int:
@@ -160,7 +203,7 @@ def _cmd(args: argparse.Namespace) -> int:
         findings, bad_findings = got.get("findings", ([], 0))
         where = f"file {args.inventory}" if args.inventory else f"{INVENTORY.name} on {args.bootstrap}"
         bp = write_blueprint(records, findings, args.out, args.png, args.openapi_dir,
-                             subtitle=f"{len(records)} inventory records from {where}, {len(findings)} findings")
+                             subtitle=f"{len(records)} inventory records from {where}, {len(findings)} findings{_window(args)}")
     except (BlueprintError, SettingsError, OSError, subprocess.TimeoutExpired) as exc:
         print(f"kubeward blueprint: {exc}", file=sys.stderr)
         return 2
@@ -181,15 +224,21 @@ def add_cli(sub: Any) -> None:
                     "  kubeward blueprint --bootstrap kafka:9092 --out build/blueprint.html --png build/blueprint.png \\\n"
                     "                     --openapi-dir build/openapi\n"
                     "  kubeward blueprint --inventory inventory.jsonl --findings findings.jsonl --out blueprint.html\n\n"
-                    "Reads api.inventory.v1 (compacted: the newest record per endpoint, agent and tool) and\n"
-                    "security.findings.v1 from their beginning to their end at the start, or JSON-lines dumps of them.\n"
+                    "Reads api.inventory.v1 (compacted: the newest record per endpoint, agent and tool) from its\n"
+                    "beginning and security.findings.v1 from --findings-since ago (default 24h), each to its end at\n"
+                    "the start, or JSON-lines dumps of them (read whole). One OpenAPI document per namespace and\n"
+                    "service: <namespace>_<service>.openapi.json, <host>.openapi.json for an external host.\n"
                     "The PNG is headless Chromium's screenshot of the page (apt-get install chromium).")
     p.add_argument("--bootstrap", default="127.0.0.1:9092", help="Kafka bootstrap servers (default 127.0.0.1:9092)")
     p.add_argument("--kafka-credentials", type=Path, default=None, help="JSON client settings (kubeward kafka credentials NAME)")
     p.add_argument("--inventory", type=Path, default=None, help="read inventory records from this JSON-lines file instead of Kafka")
     p.add_argument("--findings", type=Path, default=None, help="read findings from this JSON-lines file")
     p.add_argument("--no-findings", action="store_true", help="do not read the findings topic")
+    p.add_argument("--findings-since", type=duration_s, default=duration_s("24h"), metavar="DURATION",
+                   help="read the findings topic from this long ago (the broker's time index), e.g. 24h, 90m, 7d, 1h30m; "
+                        "'all' reads it from its beginning (default 24h; --findings files are read whole)")
     p.add_argument("--out", type=Path, default=Path("build/blueprint.html"), help="the page (default build/blueprint.html)")
     p.add_argument("--png", type=Path, default=None, help="also write a screenshot of the page (headless Chromium)")
-    p.add_argument("--openapi-dir", type=Path, default=None, help="also write <service>.openapi.json (OpenAPI 3.1) per service here")
+    p.add_argument("--openapi-dir", type=Path, default=None,
+                   help="also write one OpenAPI 3.1 document per namespace and service here (<namespace>_<service>.openapi.json)")
     p.set_defaults(func=_cmd)

@@ -150,7 +150,7 @@ def _legend(width: int) -> str:
 
 def _data(bp: Blueprint) -> dict[str, Any]:
     return {"summary": bp.summary(), "endpoints": [
-        {"service": e.service, "method": e.method, "template": e.template, "calls": e.calls, "callers": e.callers,
+        {"service": e.service, "namespace": e.namespace, "method": e.method, "template": e.template, "calls": e.calls, "callers": e.callers,
          "marks": list(e.marks), "data": list(e.data_types), "auth": list(e.auth_types), "risk": e.risk, "findings": e.findings}
         for e in sorted(bp.endpoints, key=lambda e: (-e.risk, e.key))]}
 
@@ -177,7 +177,7 @@ document.getElementById('counts').innerHTML = ['services','endpoints','callers',
 const body = document.getElementById('rows');
 function draw(filter) {
   body.innerHTML = data.endpoints.filter(e => !filter || JSON.stringify(e).toLowerCase().includes(filter))
-    .map(e => `<tr><td>${esc(e.risk)}</td><td>${esc(e.service)}</td><td>${esc(e.method)} ${esc(e.template)}</td><td>${esc(e.calls)}</td>`+
+    .map(e => `<tr><td>${esc(e.risk)}</td><td>${esc(e.namespace ? e.namespace + '/' + e.service : e.service)}</td><td>${esc(e.method)} ${esc(e.template)}</td><td>${esc(e.calls)}</td>`+
       `<td>${esc(e.callers)}</td><td>${esc(e.marks.join(', '))}</td><td>${esc(e.data.join(', '))}</td><td>${esc(e.auth.join(', '))}</td>`+
       `<td>${esc(e.findings)}</td></tr>`).join('');
 }

@@ -4,13 +4,16 @@
 agent and MCP-tool records, the newest per key) and, optionally, findings from ``security.findings.v1`` into
 
 * **nodes**: callers (a workload, or an address; the principals behind it counted, never named in full),
-  services (in-cluster ``namespace/service`` or an external host), endpoints (``METHOD /template``),
+  services (in-cluster ``namespace/service`` or an external host: ``api`` in ``shop`` and ``api`` in
+  ``billing`` are two services), endpoints (``METHOD /template``),
   agents, MCP servers and their tools, models;
 * **edges**: caller -> endpoint (from each endpoint's top callers), agent -> MCP tool, agent -> model;
 * **marks** per endpoint and service: ``shadow`` (absent from a declared spec of its service), ``zombie``
   (declared deprecated, or dormant and called again), ``undeclared`` (no spec at all), ``external``,
   ``sensitive`` (the sensitive-data types its answers carried), ``unauthenticated`` (calls without
-  credentials), and a **risk** score from 0 to 100 adding those up with the findings that name it;
+  credentials), and a **risk** score from 0 to 100 adding those up with the findings that name it (a finding
+  that names a service but no namespace, as the workers' findings do today, counts for that service name in
+  every namespace; one with ``namespace`` in its ``unmapped`` only there);
   per tool: ``changed`` (more than one definition seen: a rug-pull candidate).
 
 Pure: no Kafka, no files. ``deploy.blueprint`` reads the topics; ``deploy.blueprinthtml`` draws this.
@@ -50,10 +53,12 @@ class Endpoint:
     marks: tuple[str, ...]
     findings: int = 0
     risk: int = 0
+    namespace: str | None = None
 
     @property
     def key(self) -> str:
-        return f"{self.service} {self.method} {self.template}"
+        """As ``EndpointRecord.key``: ``namespace/service METHOD /template`` (no ``namespace/`` without one)."""
+        return EndpointRecord.key_of(self.namespace, self.service, self.method, self.template)
 
 
 @dataclass
@@ -64,6 +69,11 @@ class Service:
     namespace: str | None
     external: bool
     endpoints: list[Endpoint] = field(default_factory=list)
+
+    @property
+    def key(self) -> str:
+        """``namespace/service``, or the name alone with no namespace (an external host)."""
+        return f"{self.namespace}/{self.name}" if self.namespace else self.name
 
     @property
     def marks(self) -> tuple[str, ...]:
@@ -112,7 +122,7 @@ class Tool:
 class Blueprint:
     """The graph: services with endpoints, callers, agents, tools and the edges between them."""
 
-    services: dict[str, Service]
+    services: dict[str, Service]  # by Service.key
     callers: dict[str, Caller]
     agents: dict[str, AgentRecord]
     tools: dict[str, Tool]
@@ -166,10 +176,14 @@ def risk_of(marks: Iterable[str], finding_severities: Iterable[int] = ()) -> int
     return min(100, score)
 
 
-def _finding_targets(findings: Iterable[Finding]) -> tuple[dict[str, list[int]], Counter[str]]:
-    """(endpoint key ``service METHOD /template`` or service -> severities of the findings naming it,
-    caller -> findings about its actors)."""
-    named: dict[str, list[int]] = defaultdict(list)
+#: what a finding names: (namespace or None, service, method or None, template or None)
+_Target = tuple[str | None, str, str | None, str | None]
+
+
+def _finding_targets(findings: Iterable[Finding]) -> tuple[dict[_Target, list[int]], Counter[str]]:
+    """(the endpoint or service a finding names -> severities of the findings naming it, caller -> findings about its
+    actors). Method and template are None for a finding about a whole service, the namespace when it names none."""
+    named: dict[_Target, list[int]] = defaultdict(list)
     by_caller: Counter[str] = Counter()
     for f in findings:
         u = f.unmapped
@@ -178,19 +192,26 @@ def _finding_targets(findings: Iterable[Finding]) -> tuple[dict[str, list[int]],
         service = u.get("service") or u.get("destination_service")
         if not service:
             continue
-        template = u.get("path_template") or u.get("template")
-        method = u.get("method")
-        named[f"{service} {method} {template}" if template and method else service].append(f.severity_id)
+        namespace = u.get("namespace") or u.get("destination_namespace") or None
+        template, method = u.get("path_template") or u.get("template"), u.get("method")
+        named[(namespace, service, method, template) if template and method else (namespace, service, None, None)].append(f.severity_id)
     return named, by_caller
 
 
-def _endpoint(record: EndpointRecord, named: Mapping[str, list[int]]) -> Endpoint:
+def _severities(named: Mapping[_Target, list[int]], namespace: str | None, service: str, method: str | None = None,
+                template: str | None = None) -> list[int]:
+    """The findings naming this endpoint (or service): in its namespace, and those naming no namespace."""
+    namespace = namespace or None
+    here = named.get((namespace, service, method, template), [])
+    return [*here, *named.get((None, service, method, template), [])] if namespace else list(here)
+
+
+def _endpoint(record: EndpointRecord, named: Mapping[_Target, list[int]]) -> Endpoint:
     marks = _marks(record)
-    key = f"{record.service} {record.method} {record.path_template}"
-    severities = named.get(key, [])
+    severities = _severities(named, record.namespace, record.service, record.method, record.path_template)
     return Endpoint(record.service, record.method, record.path_template, record.calls, record.callers,
                     tuple(sorted(record.data_types)), tuple(sorted(record.auth_types)), dict(record.statuses),
-                    record.spec_status, marks, len(severities), risk_of(marks, severities))
+                    record.spec_status, marks, len(severities), risk_of(marks, severities), record.namespace or None)
 
 
 def build_blueprint(records: Iterable[EndpointRecord | AgentRecord | McpToolRecord], findings: Iterable[Finding] = ()) -> Blueprint:
@@ -207,8 +228,9 @@ def build_blueprint(records: Iterable[EndpointRecord | AgentRecord | McpToolReco
     tools: dict[str, Tool] = {}
     for record in newest.values():
         if isinstance(record, EndpointRecord):
-            service = services.setdefault(record.service, Service(record.service, record.namespace, record.namespace is None))
             endpoint = _endpoint(record, named)
+            fresh = Service(record.service, record.namespace or None, record.namespace is None)
+            service = services.setdefault(fresh.key, fresh)
             service.endpoints.append(endpoint)
             for actor in record.top_callers:
                 name, principal = caller_of(actor)
@@ -223,12 +245,13 @@ def build_blueprint(records: Iterable[EndpointRecord | AgentRecord | McpToolReco
             tools[tool.key] = tool
     for service in services.values():
         service.endpoints.sort(key=lambda e: (e.template, e.method))
-    for name, service in services.items():
-        extra = named.get(name, [])
+    for service in services.values():
+        extra = _severities(named, service.namespace, service.name)
         for endpoint in service.endpoints:
             if extra:
                 endpoint.findings += len(extra)
-                endpoint.risk = risk_of(endpoint.marks, [*named.get(endpoint.key, []), *extra])
+                own = _severities(named, endpoint.namespace, endpoint.service, endpoint.method, endpoint.template)
+                endpoint.risk = risk_of(endpoint.marks, [*own, *extra])
     for name, count in by_caller.items():
         if name in callers:
             callers[name].findings = count

@@ -355,8 +355,21 @@ class EndpointRecord(_Record):
 
     @property
     def key(self) -> str:
-        """The compacted topic's key: ``service METHOD /template``."""
-        return f"{self.service} {self.method} {self.path_template}"
+        """The compacted topic's key: ``namespace/service METHOD /template``, or ``service METHOD /template`` without a
+        namespace (an external host; and the form every record had before namespaces were part of the key, so those
+        still read). Two services of one name in two namespaces are two endpoints.
+
+        >>> EndpointRecord(service="api", namespace="shop", method="GET", path_template="/x", first_seen=0, last_seen=0).key
+        'shop/api GET /x'
+        >>> EndpointRecord(service="api.psp.example.com", method="GET", path_template="/x", first_seen=0, last_seen=0).key
+        'api.psp.example.com GET /x'
+        """
+        return self.key_of(self.namespace, self.service, self.method, self.path_template)
+
+    @staticmethod
+    def key_of(namespace: str | None, service: str, method: str, template: str) -> str:
+        """The key of an endpoint from its parts (what ``key`` returns; the inventory and the blueprint use it too)."""
+        return f"{namespace}/{service} {method} {template}" if namespace else f"{service} {method} {template}"
 
 
 class AgentRecord(_Record):

@@ -1,4 +1,4 @@
-"""The API inventory: every (service, method, template) traffic revealed, compared with declared specs.
+"""The API inventory: every (namespace, service, method, template) traffic revealed, compared with declared specs.
 
 ``Inventory.update(table)`` folds a batch of summaries into per-endpoint
 records (calls, distinct callers, auth types, sensitive-data types, statuses,
@@ -8,7 +8,8 @@ deprecated}): ``declared``, ``shadow`` (the service has a spec, this endpoint
 is in none), ``undeclared`` (no spec for the service), ``deprecated`` (declared
 deprecated and called: a zombie) or ``dormant`` (not called for
 ``dormant_after_s``, then called again: a zombie too). ``take_changed`` returns
-the records to publish on ``api.inventory.v1``; ``zombie_keys`` the
+the records to publish on ``api.inventory.v1``, one per (namespace, service,
+method, template), keyed as ``EndpointRecord.key``; ``zombie_keys`` the
 ``service METHOD /template`` keys whose calls count as retired-API hits.
 Pure; nothing here is read from the simulator: only summaries and specs.
 
@@ -278,20 +279,28 @@ class Inventory:
         return _Fold(table, local, eps)
 
     def _endpoint_of_rows(self, table: pa.Table) -> tuple[_I, _I, Callable[[int], tuple[str, str | None, str, str]]]:
-        """(each row's endpoint in the batch, their numbers in the inventory, the (service, namespace, method, template) of a row)."""
+        """(each row's endpoint in the batch, their numbers in the inventory, the (service, namespace, method, template) of a row).
+
+        An endpoint is (namespace, service, method, template), keyed as ``EndpointRecord.key``: ``api`` in ``shop`` and
+        ``api`` in ``billing`` are two. (namespace, service) pairs are ranked first, so the combined code stays below
+        the product of three batch-sized counts, as it was before the namespace took part."""
         dest, method, template = column(table, "destination"), column(table, "method"), column(table, "path_template")
         for name, values in (("method", method), ("path_template", template)):
             if values.null_count:
                 raise ValueError(f"Inventory.update: required column {name!r} has {values.null_count} nulls")
         s, s_names = _encode(dest.field("service"))
+        n, n_names = _encode(dest.field("namespace"))
         m, methods = _encode(method)
         t, templates = _encode(template)
-        services = [v or "-" for v in s_names] + ["-"]
+        services, namespaces = [v or "-" for v in s_names] + ["-"], [v or None for v in n_names] + [None]
+        pairs, d = _codes(n * len(services) + s, len(namespaces) * len(services))
         nm, nt = len(methods), len(templates)
-        combos, local = _codes((s * nm + m) * nt + t, len(services) * nm * nt)
-        keys = [f"{services[c // (nm * nt)]} {methods[c // nt % nm]} {templates[c % nt]}" for c in combos.tolist()]
+        combos, local = _codes((d * nm + m) * nt + t, len(pairs) * nm * nt)
+        dests = [(namespaces[p // len(services)], services[p % len(services)]) for p in pairs.tolist()]
+        keys = [EndpointRecord.key_of(dests[c // (nm * nt)][0], dests[c // (nm * nt)][1], methods[c // nt % nm], templates[c % nt])
+                for c in combos.tolist()]
         found = np.array([self._index_of(key) for key in keys], dtype=np.intp)
-        if len(np.unique(found)) < len(found):  # two combinations name one endpoint (service "" and null)
+        if len(np.unique(found)) < len(found):  # two combinations name one endpoint (service or namespace "" and null)
             found, local = _codes(found[local], len(self._keys))
 
         def names(row: int) -> tuple[str, str | None, str, str]:
@@ -418,7 +427,10 @@ class Inventory:
         return [self.record(k) for k in sorted(changed)]
 
     def zombie_keys(self) -> frozenset[str]:
-        """``service METHOD /template`` of endpoints whose calls are retired-API hits (deprecated or dormant)."""
+        """``service METHOD /template`` of endpoints whose calls are retired-API hits (deprecated or dormant).
+
+        Without the namespace, unlike the endpoint keys: the processor matches these against each call's
+        ``service METHOD /template`` (``retired_endpoints``)."""
         out = {f"{svc.rpartition('/')[2]} {m} {t}" for svc, spec in self.declared.items() for (m, t), dep in spec.items() if dep}
-        out.update(k for k, ep in self.endpoints.items() if ep.woke_from_dormancy)
+        out.update(f"{ep.service} {ep.method} {ep.template}" for ep in self.endpoints.values() if ep.woke_from_dormancy)
         return frozenset(out)

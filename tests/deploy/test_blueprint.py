@@ -46,12 +46,12 @@ def test_marks_and_risk_follow_the_records() -> None:
     bp = build_blueprint(RECORDS, [finding({"service": "orders", "method": "GET", "path_template": "/internal/debug/vars"}),
                                    finding({"actor": "198.51.100.7|-"})])
     eps = {e.key: e for e in bp.endpoints}
-    assert eps["orders GET /internal/debug/vars"].marks == ("shadow", "unauthenticated")
-    assert eps["orders GET /v1/orders/{id}"].marks == ("zombie",)
-    assert eps["orders GET /orders/{id}"].marks == ("sensitive",)
+    assert eps["shop/orders GET /internal/debug/vars"].marks == ("shadow", "unauthenticated")
+    assert eps["shop/orders GET /v1/orders/{id}"].marks == ("zombie",)
+    assert eps["shop/orders GET /orders/{id}"].marks == ("sensitive",)
     assert eps["api.psp.example.com POST /v1/charges"].marks == ("undeclared", "external")
-    assert eps["orders GET /internal/debug/vars"].findings == 1 and eps["orders GET /internal/debug/vars"].risk == 25 + 20 + 15
-    assert eps["orders POST /orders"].risk == 0
+    assert eps["shop/orders GET /internal/debug/vars"].findings == 1 and eps["shop/orders GET /internal/debug/vars"].risk == 25 + 20 + 15
+    assert eps["shop/orders POST /orders"].risk == 0
     assert bp.callers["198.51.100.7"].findings == 1 and bp.callers["shop/frontend"].principals == {"user-1", "user-2"}
     assert bp.tools["mcp-shop/lookup_order"].marks == ("changed",)
     assert bp.agent_tools == [("agents/support-bot", "mcp-shop/lookup_order", 12)]
@@ -93,10 +93,10 @@ def test_a_path_with_markup_cannot_break_out_of_the_page() -> None:
 
 def test_openapi_documents_are_valid_openapi_3_1() -> None:
     docs = openapi_documents(r for r in RECORDS if isinstance(r, EndpointRecord))
-    assert sorted(docs) == ["api.psp.example.com", "orders"]
+    assert list(docs) == [(None, "api.psp.example.com"), ("shop", "orders")]
     for doc in docs.values():
         validate(doc)  # raises on an invalid document
-    orders = docs["orders"]
+    orders = docs[("shop", "orders")]
     assert orders["openapi"] == "3.1.0"
     assert orders["paths"]["/v1/orders/{id}"]["get"]["deprecated"] is True
     assert orders["paths"]["/orders/{id}"]["parameters"][0]["name"] == "id"
@@ -106,7 +106,7 @@ def test_openapi_documents_are_valid_openapi_3_1() -> None:
 
 
 def test_repeated_placeholders_get_distinct_names() -> None:
-    doc = openapi_documents([endpoint("docs", "GET", "/a/{id}/b/{id}")])["docs"]
+    doc = openapi_documents([endpoint("docs", "GET", "/a/{id}/b/{id}")])[("shop", "docs")]
     validate(doc)
     assert list(doc["paths"]) == ["/a/{id}/b/{id2}"]
 
@@ -121,7 +121,7 @@ def test_jsonl_files_skip_and_count_unreadable_lines(tmp_path: Path) -> None:
 def test_write_blueprint_writes_the_page_and_documents(tmp_path: Path) -> None:
     bp = write_blueprint(RECORDS, [], tmp_path / "b.html", None, tmp_path / "openapi")
     assert (tmp_path / "b.html").read_text().startswith("<!DOCTYPE html>")
-    assert sorted(p.name for p in (tmp_path / "openapi").iterdir()) == ["api.psp.example.com.openapi.json", "orders.openapi.json"]
+    assert sorted(p.name for p in (tmp_path / "openapi").iterdir()) == ["api.psp.example.com.openapi.json", "shop_orders.openapi.json"]
     assert bp.summary()["endpoints"] == 5
 
 
@@ -138,3 +138,123 @@ def test_a_service_name_from_traffic_cannot_leave_the_openapi_dir(tmp_path: Path
     write_blueprint([endpoint("../../escaped", "GET", "/x")], [], tmp_path / "b.html", None, out)
     assert [p.parent for p in tmp_path.rglob("*.openapi.json")] == [out]
     assert not (tmp_path.parent / "escaped.openapi.json").exists()
+
+
+# --- one service name in two namespaces ---------------------------------------------------------------------------
+
+TWO_NAMESPACES: list[Any] = [
+    endpoint("api", "GET", "/x", namespace="shop", top_callers=["shop/web|u1"], spec_status="declared", calls=10),
+    endpoint("api", "GET", "/x", namespace="billing", top_callers=["billing/job|-"], spec_status="shadow", calls=3),
+    endpoint("api", "POST", "/charge", namespace="billing", spec_status="shadow"),
+]
+
+
+def test_one_service_name_in_two_namespaces_is_two_services() -> None:
+    bp = build_blueprint(TWO_NAMESPACES)
+    assert list(bp.services) == ["billing/api", "shop/api"]
+    assert [(e.key, e.calls, e.marks) for e in bp.services["shop/api"].endpoints] == [("shop/api GET /x", 10, ())]
+    assert [e.key for e in bp.services["billing/api"].endpoints] == ["billing/api POST /charge", "billing/api GET /x"]
+    assert bp.callers["shop/web"].endpoints == {"shop/api GET /x"} and bp.callers["billing/job"].endpoints == {"billing/api GET /x"}
+    assert bp.summary()["services"] == 2 and bp.summary()["endpoints"] == 3
+
+
+def test_a_finding_counts_in_its_namespace_or_in_every_one_when_it_names_none() -> None:
+    named = finding({"service": "api", "namespace": "billing", "method": "GET", "path_template": "/x"})
+    bare = finding({"service": "api", "method": "GET", "path_template": "/x"}, severity=2)
+    whole = finding({"service": "api", "namespace": "shop"}, severity=1)
+    eps = {e.key: e for e in build_blueprint(TWO_NAMESPACES, [named, bare, whole]).endpoints}
+    assert eps["billing/api GET /x"].findings == 2 and eps["shop/api GET /x"].findings == 2  # named + bare; bare + whole
+    assert eps["billing/api POST /charge"].findings == 0
+
+
+def test_an_old_record_without_namespace_keeps_the_old_key() -> None:
+    old = endpoint("api.psp.example.com", "POST", "/v1/charges", namespace=None)
+    assert old.key == "api.psp.example.com POST /v1/charges"
+    assert [e.key for e in build_blueprint([old]).endpoints] == [old.key]
+
+
+def test_the_page_and_documents_keep_the_two_apart(tmp_path: Path) -> None:
+    page = render_page(build_blueprint(TWO_NAMESPACES))
+    data = json.loads(page.split('id="blueprint-data">')[1].split("</script>")[0])
+    assert sorted((e["namespace"], e["service"], e["method"]) for e in data["endpoints"]) == [
+        ("billing", "api", "GET"), ("billing", "api", "POST"), ("shop", "api", "GET")]
+    write_blueprint(TWO_NAMESPACES, [], tmp_path / "b.html", None, tmp_path / "openapi")
+    files = {p.name: json.loads(p.read_text()) for p in (tmp_path / "openapi").iterdir()}
+    assert sorted(files) == ["billing_api.openapi.json", "shop_api.openapi.json"]
+    assert files["shop_api.openapi.json"]["servers"] == [{"url": "http://api.shop.svc.cluster.local"}]
+    assert files["billing_api.openapi.json"]["servers"] == [{"url": "http://api.billing.svc.cluster.local"}]
+    assert sorted(files["billing_api.openapi.json"]["paths"]) == ["/charge", "/x"] and list(files["shop_api.openapi.json"]["paths"]) == ["/x"]
+    for doc in files.values():
+        validate(doc)
+
+
+def test_two_services_whose_safe_file_names_meet_get_two_files(tmp_path: Path) -> None:
+    write_blueprint([endpoint("a", "GET", "/x", namespace="ns"), endpoint("ns_a", "GET", "/y", namespace=None)], [], tmp_path / "b.html",
+                    None, tmp_path / "openapi")
+    assert sorted(p.name for p in (tmp_path / "openapi").iterdir()) == ["ns_a-2.openapi.json", "ns_a.openapi.json"]
+
+
+# --- --findings-since -----------------------------------------------------------------------------------------------
+
+def test_duration_s_reads_durations_and_rejects_others() -> None:
+    import argparse
+
+    from deploy.blueprint import duration_s
+
+    assert [duration_s(t) for t in ("24h", "90m", "7d", "1h30m", "45s", "90", "0.5h", "all")] == [86400, 5400, 604800, 5400, 45, 90, 1800, None]
+    for bad in ("", "h", "1x", "1h30", "-1h", "24 h"):
+        with pytest.raises(argparse.ArgumentTypeError, match="not a duration"):
+            duration_s(bad)
+
+
+def _topic_reads(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, *argv: str) -> dict[str, float | None]:
+    """Run ``kubeward blueprint`` with the topic reader replaced: topic -> the ``since`` it was read from."""
+    import deploy.blueprint as blueprint
+    from deploy.cli import main
+
+    reads: dict[str, float | None] = {}
+
+    def fake_read_topic(bootstrap: str, topic: str, what: str, credentials: Path | None = None, timeout_s: float = 30.0,
+                        since: float | None = None) -> tuple[list[Any], int]:
+        reads[topic] = since
+        return [], 0
+
+    monkeypatch.setattr(blueprint, "read_topic", fake_read_topic)
+    assert main(["blueprint", "--out", str(tmp_path / "b.html"), *argv]) == 0
+    return reads
+
+
+def test_the_findings_topic_is_read_from_24_hours_ago_by_default(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import time
+
+    before = time.time()
+    reads = _topic_reads(monkeypatch, tmp_path)
+    assert reads["api.inventory.v1"] is None  # compacted: always whole
+    assert before - 86400 - 1 <= (reads["security.findings.v1"] or 0) <= time.time() - 86400
+    assert "of the last 24 h" in (tmp_path / "b.html").read_text()
+
+
+def test_findings_since_bounds_the_findings_topic(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    import time
+
+    reads = _topic_reads(monkeypatch, tmp_path, "--findings-since", "2h")
+    assert abs((reads["security.findings.v1"] or 0) - (time.time() - 7200)) < 5
+    assert _topic_reads(monkeypatch, tmp_path, "--findings-since", "all")["security.findings.v1"] is None
+
+
+def test_findings_since_leaves_jsonl_findings_whole(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    old = finding({"service": "orders"}).model_copy(update={"time": 1000})
+    (tmp_path / "f.jsonl").write_text(old.model_dump_json() + "\n")
+    reads = _topic_reads(monkeypatch, tmp_path, "--findings", str(tmp_path / "f.jsonl"), "--findings-since", "1h")
+    assert "security.findings.v1" not in reads and "1 findings" in (tmp_path / "b.html").read_text()
+
+
+def test_findings_since_is_in_the_help_and_a_bad_value_is_refused(capsys: pytest.CaptureFixture[str]) -> None:
+    from deploy.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["blueprint", "--help"])
+    assert "--findings-since DURATION" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exited:
+        main(["blueprint", "--findings-since", "soon"])
+    assert exited.value.code == 2 and "not a duration" in capsys.readouterr().err

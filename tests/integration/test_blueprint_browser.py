@@ -66,3 +66,13 @@ def test_the_screenshot_shows_the_map_with_its_marks(drawn: Path) -> None:
     assert len(image.getcolors(maxcolors=1 << 24) or []) > 50  # drawn, not a blank page
     for mark in ("shadow", "zombie", "sensitive", "unauthenticated", "external", "changed"):
         assert _pixels_near(image, MARK_COLORS[mark]) > 80, mark
+
+
+def test_one_service_name_in_two_namespaces_is_two_rows_and_two_boxes(tmp_path: Path) -> None:
+    records = [_endpoint("/x", "declared", service="api", namespace="shop"), _endpoint("/x", "shadow", service="api", namespace="billing")]
+    write_blueprint(records, [], tmp_path / "blueprint.html")
+    dom = rendered_dom(tmp_path / "blueprint.html")
+    assert re.search(r'id="count-services">2 services<', dom) and re.search(r'id="count-endpoints">2 endpoints<', dom)
+    rows = dom.split('<tbody id="rows">')[1].split("</tbody>")[0]
+    assert rows.count("<tr>") == 2 and "<td>shop/api</td>" in rows and "<td>billing/api</td>" in rows
+    assert dom.count('class="svcname">api<') == 2

@@ -25,13 +25,27 @@ def test_status_from_specs_and_traffic() -> None:
                       (3.0, "orders", "GET", "/v1/orders/{id}", "a", {}), (4.0, "orders", "GET", "/internal/debug", None, {}),
                       (5.0, "carts", "GET", "/carts/{id}", "a", {})))
     records = {r.key: r for r in inv.take_changed()}
-    assert records["orders GET /orders/{id}"].spec_status == "declared"
-    assert records["orders GET /orders/{id}"].callers == 2 and records["orders GET /orders/{id}"].data_types == ["email"]
-    assert records["orders GET /v1/orders/{id}"].spec_status == "deprecated"
-    assert records["orders GET /internal/debug"].spec_status == "shadow"
-    assert records["carts GET /carts/{id}"].spec_status == "undeclared"
+    assert records["shop/orders GET /orders/{id}"].spec_status == "declared"
+    assert records["shop/orders GET /orders/{id}"].callers == 2 and records["shop/orders GET /orders/{id}"].data_types == ["email"]
+    assert records["shop/orders GET /v1/orders/{id}"].spec_status == "deprecated"
+    assert records["shop/orders GET /internal/debug"].spec_status == "shadow"
+    assert records["shop/carts GET /carts/{id}"].spec_status == "undeclared"
     assert inv.take_changed() == []
     assert "orders GET /v1/orders/{id}" in inv.zombie_keys()
+
+
+def test_one_service_name_in_two_namespaces_is_two_endpoints() -> None:
+    """``api`` in ``shop`` and ``api`` in ``billing``: two records, each with its own namespace, calls and callers."""
+    rows = [summary_to_row(RequestSummary(id=str(i), time=float(i), source=Source(workload=who), principal="p",
+                                          destination=Destination(service="api", namespace=ns), method="GET", path_template="/x",
+                                          status=200))
+            for i, (ns, who) in enumerate([("shop", "shop/web"), ("billing", "billing/job"), ("shop", "shop/web"), (None, "ext")])]
+    inv = Inventory()
+    inv.update(pa.Table.from_pylist(rows, schema=arrow_schema(RequestSummary)))
+    records = {r.key: r for r in inv.take_changed()}
+    assert sorted(records) == ["api GET /x", "billing/api GET /x", "shop/api GET /x"]
+    assert (records["shop/api GET /x"].namespace, records["shop/api GET /x"].calls) == ("shop", 2)
+    assert records["billing/api GET /x"].top_callers == ["billing/job|p"] and records["api GET /x"].namespace is None
 
 
 def test_dormant_endpoint_called_again_is_a_zombie() -> None:
@@ -108,7 +122,7 @@ def _oracle(batches: list[list[dict[str, Any]]], dormant_after_s: float, cap: in
         for row in rows:
             dest, src = row["destination"] or {}, row["source"] or {}
             service = dest.get("service") or "-"
-            key, t = f"{service} {row['method']} {row['path_template']}", float(row["time"])
+            key, t = EndpointRecord.key_of(dest.get("namespace") or None, service, row["method"], row["path_template"]), float(row["time"])
             ep = eps.get(key)
             if ep is None:
                 ep = eps[key] = {"service": service, "namespace": dest.get("namespace"), "method": row["method"], "template": row["path_template"],
@@ -160,7 +174,8 @@ def test_update_equals_the_per_row_algorithm(narrow: bool, data: st.DataObject, 
         assert inv.take_changed() == []
     expected = _oracle([rows for rows, _, _ in batches], dormant_after_s, cap)
     assert published == {k: _oracle_record(ep, top) for k, ep in expected.items()}
-    assert inv.zombie_keys() == {k for k, ep in expected.items() if ep["woke_from_dormancy"]} | {"orders GET /v1/orders/{id}"}
+    woke = {f"{ep['service']} {ep['method']} {ep['template']}" for ep in expected.values() if ep["woke_from_dormancy"]}
+    assert inv.zombie_keys() == woke | {"orders GET /v1/orders/{id}"}  # without the namespace: matched against calls
 
 
 def test_statuses_are_published_in_text_order() -> None:
