@@ -10,6 +10,7 @@ checksum, the Pod Security note.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import subprocess
@@ -245,3 +246,36 @@ def test_the_notes_say_the_collector_needs_a_privileged_namespace() -> None:
     text = notes(DEFAULTS)
     assert "kubectl label namespace kubeward pod-security.kubernetes.io/enforce=privileged" in text
     assert "pod-security" not in notes(DEFAULTS, "collector.enabled=false")
+
+
+def test_traefik_chains_name_the_destination_and_drop_the_clients() -> None:
+    docs = render(CHART / "ci" / "integrations.yaml")
+    middlewares = {(m["metadata"]["namespace"], m["metadata"]["name"]): m["spec"] for m in find(docs, "Middleware")}
+    prepare = middlewares[("billing", "kubeward-prepare-invoices")]["headers"]["customRequestHeaders"]
+    assert prepare == {"X-Kubeward-Destination": "billing/invoices", "X-Request-Id": ""}
+    assert middlewares[("billing", "kubeward-invoices")]["chain"]["middlewares"] == [{"name": "kubeward-prepare-invoices"}, {"name": "kubeward-auth"}]
+    # a namespace-wide chain removes a client's destination before the ForwardAuth that forwards the header
+    assert middlewares[("edge", "kubeward")]["chain"]["middlewares"] == [{"name": "kubeward-strip"}, {"name": "kubeward-auth"}]
+    assert middlewares[("edge", "kubeward-strip")]["headers"]["customRequestHeaders"]["X-Kubeward-Destination"] == ""
+    assert "X-Kubeward-Destination" in middlewares[("shop", "kubeward-auth")]["forwardAuth"]["authRequestHeaders"]
+    assert {ns for ns, name in middlewares if name == "kubeward-auth"} == {"shop", "edge", "billing"}
+
+
+def test_envoy_gateway_sends_the_routes_backend_as_the_destination() -> None:
+    policies = {p["metadata"]["name"]: p["spec"]["extAuth"] for p in find(render(CHART / "ci" / "integrations.yaml"), "SecurityPolicy")}
+    assert policies["kubeward-orders"]["contextExtensions"] == [{"name": "service", "type": "Value", "value": "shop/orders"}]
+    assert "contextExtensions" not in policies["kubeward-public"]  # a Gateway-wide policy names no one backend
+    assert "service" in refused(CHART / "ci" / "integrations.yaml", "integrations.envoyGateway.targets[0].service=Not_A_Name")
+
+
+def test_the_charts_traefik_middlewares_are_the_shipped_ones_run_against_real_traefik() -> None:
+    """tests/integration/test_dataplanes.py runs deploy/dataplanes/traefik/middleware.yaml in a real Traefik; the
+    chart's objects must say the same (but the address, and the destination each target names)."""
+    shipped = yaml.safe_load((CHART.parents[1] / "dataplanes" / "traefik" / "middleware.yaml").read_text())["http"]["middlewares"]
+    middlewares = {(m["metadata"]["namespace"], m["metadata"]["name"]): m["spec"] for m in find(render(CHART / "ci" / "integrations.yaml"), "Middleware")}
+    auth = dict(middlewares[("shop", "kubeward-auth")]["forwardAuth"])
+    assert auth.pop("address").startswith("http://kw-kubeward-shim.kubeward.svc.cluster.local:")
+    assert auth == {k: v for k, v in shipped["kubeward"]["forwardAuth"].items() if k != "address"}
+    expected = copy.deepcopy(shipped["kubeward-prepare"])
+    expected["headers"]["customRequestHeaders"]["X-Kubeward-Destination"] = "shop/orders"
+    assert middlewares[("shop", "kubeward-prepare-orders")] == expected
