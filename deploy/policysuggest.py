@@ -21,7 +21,7 @@ object per destination workload:
   destination's ports.
 * the shim's allow-list (``KubewardAllowList``, data): destination, method,
   template and callers, as the shim names them (``ns/name``, ``cidr:...``).
-  The shim does not enforce it yet.
+  The shim enforces it per destination (``KUBEWARD_SHIM_ALLOW_LIST__FILE``, ``enforcement.allowlist``).
 
 An edge is allowed when it had at least ``min_calls`` successful calls and,
 when no call was the caller workload's own (a cohort: end users behind a
@@ -411,7 +411,7 @@ def network_policies(s: Suggestion, mapping: PolicyMapping | None = None) -> lis
 
 
 def shim_allowlist(s: Suggestion) -> dict[str, Any]:
-    """The shim's allow-list as data: one entry per endpoint with its allowed callers (not enforced by the shim yet)."""
+    """The shim's allow-list as data: one entry per endpoint with its allowed callers (the shim enforces it: ``enforcement.allowlist``)."""
     callers: dict[Endpoint, list[str]] = defaultdict(list)
     for edge in s.allowed:
         callers[edge.endpoint].append(str(edge.peer))

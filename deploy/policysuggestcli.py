@@ -38,7 +38,8 @@ destination workload:
   istio          AuthorizationPolicy (ALLOW, L7: principals, methods, path templates as /orders/{*})
   cilium         CiliumNetworkPolicy (fromEndpoints/fromCIDR, toPorts with HTTP method + path regex)
   networkpolicy  NetworkPolicy (L4: pod and namespace selectors of the callers, the ports)
-  shim           the shim's allow-list as data (allowlist.yaml; the shim does not enforce it yet)
+  shim           the shim's allow-list (allowlist.yaml), which the shim enforces
+                 with KUBEWARD_SHIM_ALLOW_LIST__FILE=allowlist.yaml
 
 An edge is allowed when it had at least --min-calls successful calls and, for a
 cohort (end users behind a workload, addresses behind an external CIDR), at

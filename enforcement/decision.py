@@ -5,7 +5,11 @@ workload, principal or ip denies (403); a throttle verdict runs the subject's
 token bucket (429 with ``Retry-After``); a redact verdict allows and says
 ``redact`` (the ext_proc adapter masks that subject's bodies); inline inspection
 (any ``Inspector``: the rule engines, request-schema validation) denies in
-enforce mode; otherwise allow. An observe-mode verdict never hides an enforced signature hit. Observe mode never denies: the decision says what would have
+enforce mode; the learned allow-list (``enforcement.allowlist``, when given)
+refuses a call its destination's list does not name, with the reason
+``allowlist:<why>``, in the mode the policy gives that destination; otherwise
+allow. An observe-mode verdict never hides an enforced signature hit or
+allow-list refusal. Observe mode never denies: the decision says what would have
 happened (``would``) and the status stays 200. No model runs here.
 """
 
@@ -20,7 +24,7 @@ from enforcement.cache import CachedVerdict, VerdictCache
 from enforcement.ratelimit import TokenBuckets
 from ingest import Policy, actor_key
 
-__all__ = ["ALLOW", "Decision", "Inspection", "Inspector", "RequestView", "decide"]
+__all__ = ["ALLOW", "ALLOWLIST", "CallGate", "Decision", "Inspection", "Inspector", "RequestView", "decide"]
 
 
 @dataclass(slots=True)
@@ -98,7 +102,17 @@ class Inspector(Protocol):
         ...
 
 
+class CallGate(Protocol):
+    """Which calls may pass at all (``enforcement.allowlist.AllowList``): None, or why a call may not."""
+
+    def refusal(self, req: RequestView) -> str | None:
+        """None when the call may pass (or is not governed); else a short, bounded reason; pure and cheap."""
+        ...
+
+
 ALLOW = Decision(200, "allow", False)
+#: prefix of the reason of a decision the allow-list took (``allowlist:unknown-caller``)
+ALLOWLIST = "allowlist:"
 
 
 def _from_verdict(key: str, hit: CachedVerdict, buckets: TokenBuckets, now: float) -> Decision | None:
@@ -173,7 +187,8 @@ def lookup_keys(req: RequestView, cache: VerdictCache) -> tuple[str, ...]:
     return keys
 
 
-def decide(req: RequestView, cache: VerdictCache, buckets: TokenBuckets, inspector: Inspector, policy: Policy, now: float) -> Decision:
+def decide(req: RequestView, cache: VerdictCache, buckets: TokenBuckets, inspector: Inspector, policy: Policy, now: float,
+           allowlist: CallGate | None = None) -> Decision:
     """Decide one request. Pure apart from the token buckets it updates."""
     observed: Decision | None = None
     if cache.entries:
@@ -189,8 +204,27 @@ def decide(req: RequestView, cache: VerdictCache, buckets: TokenBuckets, inspect
         enforce = policy.mode_for(req.namespace, req.service) == "enforce"
         inline = Decision(403 if enforce else 200, "deny", enforce, f"inline:{inspected.categories[0]}", None, inspected.categories)
         # An observe-mode verdict must not shield a request from a signature the policy enforces.
-        if enforce or observed is None:
+        if enforce:
             return inline
-        # The verdict's answer stands (observe-mode deny, or redact), but what inspection found is still reported.
-        return Decision(observed.status, observed.would, observed.enforced, observed.reason, observed.retry_after, inline.findings, observed.verdict_id)
-    return observed or ALLOW
+        if observed is not None:
+            # The verdict's answer stands (observe-mode deny, or redact), but what inspection found is still reported.
+            inline = Decision(observed.status, observed.would, observed.enforced, observed.reason, observed.retry_after, inline.findings,
+                              observed.verdict_id)
+        return inline if allowlist is None else _gated(req, inline, allowlist, policy)
+    if allowlist is None:
+        return observed or ALLOW
+    return _gated(req, observed or ALLOW, allowlist, policy)
+
+
+def _gated(req: RequestView, decided: Decision, allowlist: CallGate, policy: Policy) -> Decision:
+    """``decided`` (nothing enforced refused the request) after the allow-list: an enforced refusal in the destination's
+    enforce mode; in observe mode what would have happened, unless something else already answers for the request (an
+    observe-mode verdict or finding; a redact verdict, which must still redact)."""
+    if decided.enforced and decided.status != 200:
+        return decided
+    why = allowlist.refusal(req)
+    if why is None:
+        return decided
+    if policy.mode_for(req.namespace, req.service) == "enforce":
+        return Decision(403, "deny", True, ALLOWLIST + why, None, decided.findings)
+    return Decision(200, "deny", False, ALLOWLIST + why) if decided is ALLOW else decided

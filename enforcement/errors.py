@@ -2,6 +2,7 @@
 
     EnforcementError
      ├── RuleLoadError      an inline signature file is invalid (names file, rule and key)
+     ├── AllowListError     an allow-list file is invalid (names file, line, key and value; enforcement.allowlist)
      └── UnparsedRequest    a data plane's check request cannot be read (enforcement.adapters.httpcheck)
 
 A verdict whose HMAC does not match is not an error: the shim counts and ignores it.

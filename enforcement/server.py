@@ -20,6 +20,9 @@
   data plane's failure mode; the cache keeps answering meanwhile.
 * **Start order**: the admin port, then ``Shim.warm_up`` (a thread: the
   control consumer syncs meanwhile), then the check ports.
+* **Allow-list reload**: with ``allow_list.file`` set, a daemon thread calls
+  ``Shim.reload_allowlist`` every ``allow_list.reload_s`` (a changed file is
+  read and swapped in off the request path).
 * **Reporter**: a daemon thread that publishes the decisions the shim queued
   as ``RequestSummary`` rows (setting ``report``), off the request path. It
   connects on its own, retrying every ``REPORTER_RETRY_S``: a shim starts and
@@ -237,6 +240,16 @@ class _ShimCollector:
             yield tripped
             yield CounterMetricFamily("kubeward_shim_fast_tier_evicted", "Actor windows dropped to stay within fast_tier.max_actors", value=stats["evicted"])
             yield CounterMetricFamily("kubeward_shim_fast_tier_lifted", "Local verdicts lifted by a signed lift before they expired", value=stats["lifted"])
+        if self.shim.allowlist is not None:
+            refused = CounterMetricFamily("kubeward_shim_allowlist_refusals",
+                                          "Calls the learned allow-list refused (enforce) or would have refused (observe), by reason and mode",
+                                          labels=["reason", "mode"])
+            for (reason, mode), count in sorted(self.shim.allowlist_refusals.items()):
+                refused.add_metric([reason, mode], count)
+            yield refused
+            yield GaugeMetricFamily("kubeward_shim_allowlist_endpoints", "Endpoints in the allow-list in force", value=len(self.shim.allowlist))
+            yield CounterMetricFamily("kubeward_shim_allowlist_reload_errors", "Changed allow-list files that did not load (the list in force stayed)",
+                                      value=self.shim.allowlist_reload_errors)
         if self.timer.mask >= 0:
             yield self.timer.family(self.shim.adapter.name)
 
@@ -292,6 +305,10 @@ def admin_handler(shim: Shim, control: Any) -> Handler:
                 "latency_ms": lat,
                 "verdict_delivery_ms": delivery,
                 "fast_tier": shim.fast.stats() if shim.fast is not None else None,
+                "allowlist": None if shim.allowlist is None else {
+                    "endpoints": len(shim.allowlist), "destinations": len(shim.allowlist.destinations), "reloads": shim.allowlist_reloads,
+                    "reload_errors": shim.allowlist_reload_errors,
+                    "refusals": {f"{reason}:{mode}": n for (reason, mode), n in sorted(shim.allowlist_refusals.items())}},
             }
             return _ok(json.dumps(stats).encode(), "application/json")
         return b"HTTP/1.1 404 Not Found\r\ncontent-length: 0\r\n\r\n"
@@ -357,6 +374,15 @@ def _start_kafka(shim: Shim, settings: ShimSettings, stop_threads: threading.Eve
     return control, task
 
 
+def _reload_allowlist(shim: Shim, every_s: float, stop: threading.Event) -> None:
+    """Re-read a changed allow-list file every ``every_s`` seconds, off the request path, until ``stop`` is set."""
+    while not stop.wait(every_s):
+        try:
+            shim.reload_allowlist()
+        except Exception:  # noqa: BLE001 - a reload must never stop reloading; the list in force stays
+            log.exception("allow-list reload failed")
+
+
 async def _start_grpc(shim: Shim, settings: ShimSettings) -> Any:
     """The Envoy ext_authz gRPC check service on ``grpc_port``, on this loop (same state, no locks), or None."""
     if settings.grpc_port is None:
@@ -389,6 +415,9 @@ async def serve(settings: ShimSettings, ready: threading.Event | None = None, st
     shim = shim or Shim(settings)
     stop_threads = threading.Event()
     control, control_task = _start_kafka(shim, settings, stop_threads)
+    if settings.allow_list.file is not None and settings.allow_list.reload_s > 0:
+        threading.Thread(target=_reload_allowlist, args=(shim, settings.allow_list.reload_s, stop_threads), daemon=True,
+                         name="kubeward-allowlist").start()
     timer = DecisionTimer(settings.timing_sample)
     collector = _ShimCollector(shim, timer, control)
     REGISTRY.register(collector)

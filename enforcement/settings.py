@@ -9,17 +9,20 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from enforcement.allowlist import AllowList, AllowListError
+from enforcement.allowlistfile import load_allowlist
 from enforcement.fasttier import FastTierConfig
 from enforcement.propertyschema import SchemaValidationSettings
 from enforcement.redaction import RedactionSettings
 from enforcement.signatures import DEFAULT_RULES
 from ingest import Policy
+from ingest.errors import SettingsError
 from ingest.honeytokens import HoneytokenSettings
 from ingest.identitysettings import IdentitySettings
 from ingest.kafkaauth import KafkaSecurity
 from ingest.signing import DEV_VERDICT_KEY, KEY_ID_PATTERN
 
-__all__ = ["FastTierSettings", "InspectionSettings", "RedactionSettings", "SchemaValidationSettings", "ShimSettings"]
+__all__ = ["AllowListSettings", "FastTierSettings", "InspectionSettings", "RedactionSettings", "SchemaValidationSettings", "ShimSettings"]
 
 
 def _loopback(host: str) -> bool:
@@ -96,6 +99,32 @@ class FastTierSettings(BaseModel):
         return FastTierConfig(self.window_s, self.max_distinct_objects, self.inline_hits, self.block_s, self.max_actors, self.workloads)
 
 
+class AllowListSettings(BaseModel):
+    """The learned L7 allow-list the shim enforces (``KUBEWARD_SHIM_ALLOW_LIST__*``, ``enforcement.allowlist``): the
+    ``allowlist.yaml`` that ``kubeward policy suggest --format shim`` writes. Calls to a destination it names are refused
+    unless it lists their method, path template and caller, in the mode the policy gives the destination."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    file: Path | None = Field(default=None, description="KubewardAllowList file (YAML or JSON); unset or empty: off")
+    reload_s: float = Field(default=10.0, ge=0, description=("seconds between checks of the file for a change (its modification time and size); "
+                                                            "a changed file that does not load is logged and counted, and the list in force stays; 0 = read once at start"))
+
+    @field_validator("file", mode="before")
+    @classmethod
+    def _empty_is_off(cls, value: object) -> object:
+        return None if value is None or (isinstance(value, str) and not value.strip()) else value
+
+    def load(self) -> AllowList | None:
+        """The allow-list, or None when no file is configured; ``SettingsError`` names the setting, and the bad key or value."""
+        if self.file is None:
+            return None
+        try:
+            return load_allowlist(self.file)
+        except AllowListError as exc:
+            raise SettingsError(f"KUBEWARD_SHIM_ALLOW_LIST__FILE={str(self.file)!r}: {exc}") from None
+
+
 class ShimSettings(BaseSettings):
     """Everything one shim needs; nested ``policy`` reads ``KUBEWARD_SHIM_POLICY__<FIELD>``."""
 
@@ -161,6 +190,8 @@ class ShimSettings(BaseSettings):
     redaction: RedactionSettings = Field(default_factory=RedactionSettings, description="inline redaction through Envoy ext_proc (KUBEWARD_SHIM_REDACTION__*)")
     fast_tier: FastTierSettings = Field(default_factory=FastTierSettings,
                                         description="enumeration bursts and repeated inline findings acted on in the shim at once (KUBEWARD_SHIM_FAST_TIER__*)")
+    allow_list: AllowListSettings = Field(default_factory=AllowListSettings,
+                                          description="the learned L7 allow-list enforced per destination (KUBEWARD_SHIM_ALLOW_LIST__FILE, ...)")
     policy: Policy = Field(default_factory=Policy)
 
     @model_validator(mode="after")

@@ -20,6 +20,17 @@ answering (its age is on ``/readyz``). Decisions waiting to be reported are
 capped at ``report_queue_max``; past it they are dropped and counted
 (``reports_dropped``), never queued without bound while Kafka is away.
 
+The learned allow-list (setting ``allow_list``, ``enforcement.allowlist``), when
+a file is configured, is read at start (a bad file stops the start, naming the
+key and value) and given to ``decide``; it needs no Kafka, so it applies before
+the cache has synced too. ``Shim.reload_allowlist`` reads the file again when
+its modification time or size changed and swaps the new list in (one reference
+assignment); a file that no longer loads is logged and counted while the list
+in force stays. The server calls it from a thread every ``allow_list.reload_s``,
+never on the request path: parsing costs about 0.2 ms per endpoint (1 s for
+5,000, measured on a loaded machine). Refusals are counted by reason and mode
+(``allowlist_refusals``).
+
 ``Shim.warm_up`` runs a few synthetic checks through every inspector and waits
 for background model loads before the server opens the check ports: a cold
 first check (first-use imports, a classifier still loading) could otherwise
@@ -35,6 +46,7 @@ touches no counter but one integer.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 import uuid
@@ -45,8 +57,10 @@ from enforcement.adapters.envoy_http import EnvoyHttpAdapter
 from enforcement.adapters.httpcheck import HeaderIdentity, HttpAdapter, PodLookup, UnparsedRequest, unparsed_decision
 from enforcement.adapters.nginx import NginxAdapter
 from enforcement.adapters.traefik import TraefikAdapter
+from enforcement.allowlist import AllowList, AllowListError
+from enforcement.allowlistfile import load_allowlist
 from enforcement.cache import VerdictCache
-from enforcement.decision import ALLOW, Decision, RequestView, decide
+from enforcement.decision import ALLOW, ALLOWLIST, Decision, RequestView, decide
 from enforcement.fasttier import FastTier
 from enforcement.ratelimit import TokenBuckets
 from enforcement.settings import ShimSettings
@@ -135,6 +149,13 @@ class Shim:
         self._prompt = parts.prompt
         self.allowed = 0
         self.unparsed = 0
+        self._allowlist_file = settings.allow_list.file
+        self._allowlist_stamp = _stamp(self._allowlist_file)  # before reading: a change made meanwhile is read again
+        self.allowlist: AllowList | None = settings.allow_list.load()
+        #: allow-list refusals by (reason, mode); reloads of the file, and changed files that did not load
+        self.allowlist_refusals: dict[tuple[str, str], int] = {}
+        self.allowlist_reloads = 0
+        self.allowlist_reload_errors = 0
         deny = settings.failure_mode == "deny"
         self._unsynced = Decision(403 if deny else 200, "deny" if deny else "allow", deny, "kubeward-unsynced")
         self._deny_unsynced = deny
@@ -157,7 +178,7 @@ class Shim:
         """Decide a request an adapter has already read; counted and reported like ``handle``."""
         now = time.time()
         if self.synced.is_set():
-            decision = decide(req, self.cache, self.buckets, self.inspector, self.policy, now)
+            decision = decide(req, self.cache, self.buckets, self.inspector, self.policy, now, self.allowlist)
             if self.fast is not None:
                 decision = self.fast.check(req, decision, self.policy, now, self.cache.lifted)
             if self.schema is not None and decision.status == 200 and decision.would in ("allow", "redact"):
@@ -165,7 +186,7 @@ class Shim:
         else:
             # Inline inspection and the fast tier need no Kafka: they run before the verdict cache has synced too;
             # only what needs the cache answers per failure_mode.
-            decision = decide(req, _NO_VERDICTS, self.buckets, self.inspector, self.policy, now)
+            decision = decide(req, _NO_VERDICTS, self.buckets, self.inspector, self.policy, now, self.allowlist)
             if self.fast is not None:
                 decision = self.fast.check(req, decision, self.policy, now)
             # failure_mode deny refuses whatever is not refused yet (an observe-mode finding included); allow answers
@@ -194,8 +215,13 @@ class Shim:
         return self._respond(decision, view)
 
     def _record(self, now: float, req: RequestView, decision: Decision) -> None:
-        label = f"{decision.would}:{'enforce' if decision.enforced else 'observe'}"
+        mode = "enforce" if decision.enforced else "observe"
+        label = f"{decision.would}:{mode}"
         self.counts[label] = self.counts.get(label, 0) + 1
+        reason = decision.reason
+        if reason is not None and reason.startswith(ALLOWLIST):
+            key = (reason[len(ALLOWLIST) :], mode)
+            self.allowlist_refusals[key] = self.allowlist_refusals.get(key, 0) + 1
         if self._report != "none":
             self.queue_report(now, req, decision)
 
@@ -223,6 +249,28 @@ class Shim:
         self.warm.set()
         return time.perf_counter() - started
 
+    def reload_allowlist(self) -> bool:
+        """Read the allow-list file again if it changed since it was last read; True when a new list was swapped in.
+        A file that is gone or does not load is logged and counted (once per change); the list in force stays.
+        One caller at a time (the server's reload thread); checks keep using whichever list they read."""
+        path = self._allowlist_file
+        stamp = _stamp(path)
+        if path is None or stamp == self._allowlist_stamp:
+            return False
+        self._allowlist_stamp = stamp
+        try:
+            if stamp is None:
+                raise AllowListError(f"{path}: the file is gone")
+            found = load_allowlist(path)
+        except AllowListError as exc:
+            self.allowlist_reload_errors += 1
+            log.error("allow-list not reloaded; the list in force stays: %s", exc)
+            return False
+        self.allowlist = found
+        self.allowlist_reloads += 1
+        log.info("allow-list reloaded: %d endpoints of %d destinations from %s", len(found), len(found.destinations), path)
+        return True
+
     def set_policy(self, policy: Policy) -> None:
         """Swap in a new policy snapshot (one reference assignment; the next check uses it)."""
         self.policy = policy
@@ -235,6 +283,17 @@ class Shim:
         """Take the decisions waiting to be reported (those queued while this runs wait for the next call)."""
         pending, take = self.pending, self.pending.popleft
         return [take() for _ in range(len(pending))]
+
+
+def _stamp(path: os.PathLike[str] | None) -> tuple[int, int] | None:
+    """(modification time in ns, size) of a file; None when there is none."""
+    if path is None:
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_mtime_ns, st.st_size
 
 
 def _recorded(decision: Decision) -> str:
