@@ -279,3 +279,16 @@ def test_the_charts_traefik_middlewares_are_the_shipped_ones_run_against_real_tr
     expected = copy.deepcopy(shipped["kubeward-prepare"])
     expected["headers"]["customRequestHeaders"]["X-Kubeward-Destination"] = "shop/orders"
     assert middlewares[("shop", "kubeward-prepare-orders")] == expected
+
+
+def test_the_allow_list_is_mounted_from_its_config_map_only_when_named(tmp_path: Path) -> None:
+    docs = render(CHART / "ci" / "integrations.yaml")
+    shim = find(docs, "DaemonSet", "kw-kubeward-shim")[0]["spec"]["template"]["spec"]
+    env = {v["name"]: v.get("value") for v in shim["containers"][0]["env"]}
+    assert env["KUBEWARD_SHIM_ALLOW_LIST__FILE"] == "/etc/kubeward/allowlist/allowlist.yaml" and env["KUBEWARD_SHIM_ALLOW_LIST__RELOAD_S"] == "30"
+    assert {"name": "allowlist", "configMap": {"name": "kubeward-allowlist"}} in shim["volumes"]
+    assert {"name": "allowlist", "mountPath": "/etc/kubeward/allowlist", "readOnly": True} in shim["containers"][0]["volumeMounts"]
+    plain = find(render(DEFAULTS), "Deployment", "kw-kubeward-shim")[0]["spec"]["template"]["spec"]
+    assert not any(v["name"].startswith("KUBEWARD_SHIM_ALLOW_LIST") for v in plain["containers"][0]["env"])
+    assert all(v["name"] != "allowlist" for v in plain["volumes"])
+    assert "allowList" in refused(DEFAULTS, "shim.allowList.configMapp=x")
