@@ -37,7 +37,8 @@ from typing import Any, Literal
 
 import pyarrow as pa
 
-from deploy.policysuggest import CILIUM_NAMESPACE_LABEL, PolicyMapping
+from deploy.policymapping import PolicyMapping
+from deploy.policysuggest import CILIUM_NAMESPACE_LABEL
 
 __all__ = ["Call", "CiliumCheck", "IstioCheck", "NetworkPolicyCheck", "Outcome", "calls_of", "evaluate", "main", "sample_path"]
 

@@ -24,8 +24,8 @@ import yaml
 
 from deploy.policydiff import FORMAT_KINDS, ObjectDiff, diff_objects, policy_objects
 from deploy.policyedges import EdgeFold
-from deploy.policysuggest import (FORMATS, PolicyMapping, Suggestion, Thresholds, judge, mapping_from_dict, namespaces_seen, render, review_document,
-                                  shim_allowlist, validate)
+from deploy.policymapping import PolicyMapping, mapping_from_dict
+from deploy.policysuggest import FORMATS, Suggestion, Thresholds, judge, namespaces_seen, render, review_document, shim_allowlist, validate
 from ingest.errors import SettingsError
 
 __all__ = ["add_suggest", "cluster_objects", "directory_objects", "read_mapping", "run", "write_out"]

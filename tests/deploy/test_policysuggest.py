@@ -14,8 +14,8 @@ from deploy.cli import main
 from deploy.policydiff import diff_objects
 from deploy.policyedges import Edge, EdgeFold, EdgeStats, Endpoint, Peer, peer_of
 from deploy.policymatch import Call, CiliumCheck, IstioCheck, NetworkPolicyCheck, calls_of, evaluate, sample_path
+from deploy.policymapping import PolicyMapping, mapping_from_dict
 from deploy.policysuggest import (
-    PolicyMapping,
     Thresholds,
     default_deny,
     namespaces_seen,
@@ -24,7 +24,6 @@ from deploy.policysuggest import (
     istio_path,
     istio_policies,
     judge,
-    mapping_from_dict,
     network_policies,
     render,
     review_document,

@@ -21,7 +21,8 @@ import yaml
 
 from deploy.cli import main
 from deploy.policyedges import EdgeFold
-from deploy.policysuggest import judge, mapping_from_dict, namespaces_seen, render, validate
+from deploy.policymapping import mapping_from_dict
+from deploy.policysuggest import judge, namespaces_seen, render, validate
 from deploy.runtime import helmtools
 from deploy.runtime.kube import LocalKube, ensure_binaries
 from tests.conftest import run_cli
