@@ -161,8 +161,22 @@ def _add_rules(sub: Any) -> None:
     lint.set_defaults(func=_cmd_rules_lint)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The full argument parser (every subcommand has --help)."""
+#: the subcommand each module's ``add_cli`` registers; a module is imported only to run its command or to list every
+#: command (``kubeward --help``), so ``kubeward collect`` or ``kubeward shim`` never loads detection code (scikit-learn,
+#: the worker's pipeline: ~127 MiB of a collector's resident memory)
+_COMMANDS = {
+    "policy": "deploy.policy", "findings": "deploy.findings", "simulate": "deploy.lab.simulate", "demo": "deploy.lab.demo",
+    "bench": "deploy.lab.bench", "evaluate": "deploy.lab.evaluate", "eval-sensitive": "deploy.lab.sensitive_eval",
+    "eval-templates": "deploy.lab.templating_eval", "eval-waf": "deploy.lab.waf_eval", "eval-redaction": "deploy.lab.redaction_eval",
+    "eval-agents": "deploy.lab.agents_eval", "faults": "deploy.lab.faults", "collect": "deploy.collect", "train": "deploy.train",
+    "blueprint": "deploy.blueprint", "whatif": "deploy.whatif",
+}
+
+_BUILT_IN = frozenset({"kafka", "worker", "shim", "rules"})
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser: every subcommand (each has --help), or with ``command`` only the built-in ones and that one."""
     from deploy.runtime import brokercli
 
     parser = argparse.ArgumentParser(prog="kubeward", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -171,7 +185,11 @@ def build_parser() -> argparse.ArgumentParser:
     _add_worker(sub)
     _add_shim(sub)
     _add_rules(sub)
-    for module in ("deploy.policy", "deploy.findings", "deploy.lab.simulate", "deploy.lab.demo", "deploy.lab.bench", "deploy.lab.evaluate", "deploy.lab.sensitive_eval", "deploy.lab.templating_eval", "deploy.lab.waf_eval", "deploy.lab.redaction_eval", "deploy.lab.agents_eval", "deploy.lab.faults", "deploy.collect", "deploy.train", "deploy.blueprint", "deploy.whatif"):
+    if command in _BUILT_IN:
+        modules = []
+    else:  # no command, --help or a misspelt one: every command, so that the usage lists them all
+        modules = [_COMMANDS[command]] if command in _COMMANDS else list(dict.fromkeys(_COMMANDS.values()))
+    for module in modules:
         try:
             __import__(module, fromlist=["add_cli"]).add_cli(sub)
         except ModuleNotFoundError as exc:
@@ -182,7 +200,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``kubeward`` command."""
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(argv[0] if argv else None)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()

@@ -197,7 +197,7 @@ class Summarizer:
         self._key = self.config.object_id_key
         self._hasher = keyed_hasher(self._key)
         self._row = summary_row(id=None, time=None, source=None, destination=None, method=None, path_template=None)
-        self._sources: dict[int, tuple[Identity, dict[str, Any]]] = {}
+        self._sources: dict[tuple[str | None, str | None, str | None, str | None, bool], dict[str, Any]] = {}
         self._destinations: dict[int, tuple[Target, dict[str, Any]]] = {}
         self._queries: dict[str, tuple[str, ...]] = {}
 
@@ -307,15 +307,16 @@ class Summarizer:
         return h.hexdigest()
 
     def _source_row(self, who: Identity) -> dict[str, Any]:
-        """The row's ``source`` of an identity: built once per ``Identity`` object (the resolver memoises them)."""
-        found = self._sources.get(id(who))
-        if found is None or found[0] is not who:  # the id of an identity no longer held may be reused
+        """The row's ``source`` of an identity, built once per distinct source: keyed by value, since an identity
+        matched to a pod by its address is a new object per call (a memo by object missed every such call)."""
+        key = (who.workload, who.namespace, who.pod, who.ip, who.external)
+        found = self._sources.get(key)
+        if found is None:
             if len(self._sources) >= _ROW_MEMO_MAX:
                 self._sources.clear()
-            found = self._sources[id(who)] = (who, summary_row(source={
-                "workload": who.workload, "namespace": who.namespace, "pod": who.pod, "ip": who.ip,
-                "external": who.external})["source"])
-        return found[1].copy()
+            found = self._sources[key] = summary_row(source={
+                "workload": who.workload, "namespace": who.namespace, "pod": who.pod, "ip": who.ip, "external": who.external})["source"]
+        return found.copy()
 
     def _destination_row(self, where: Target, service: str) -> dict[str, Any]:
         """The row's ``destination`` of a target (``service`` is its name or ``-``), built once per ``Target`` object."""

@@ -91,3 +91,12 @@ def test_response_properties_survive_the_envelope_round_trip() -> None:
     row = _summarizer().summarize(_obs(response_body=b'{"a": {"b": 1}}'))
     table = decode_message(encode_rows([row]), 1 << 20)
     assert summaries_from_table(table)[0].response_properties == ["a.b"]
+
+
+def test_calls_from_one_pod_share_one_source_row() -> None:
+    """An identity matched to a pod by address is a new object per call; the source row is still built once."""
+    s = _summarizer()
+    rows = [s.summarize(_obs(request_id=f"r{i}")) for i in range(500)]
+    assert {r["source"]["pod"] for r in rows} == {"frontend-abc"} and len(s._sources) == 1
+    rows[0]["source"]["pod"] = "changed"  # each row gets its own copy
+    assert s.summarize(_obs(request_id="r-last"))["source"]["pod"] == "frontend-abc"
