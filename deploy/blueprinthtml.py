@@ -3,7 +3,8 @@
 ``render_page(blueprint, title)`` returns the page: no external scripts, fonts or styles, so it opens from a
 file, in a mail attachment or an air-gapped SOC. Left to right: callers (workloads or addresses, with how
 many principals were seen behind them) -> services and their endpoints, each endpoint with its marks
-(``MARK_COLORS``) and a risk bar; below, agents -> MCP tools and models. A table of every endpoint follows,
+(``MARK_COLORS``) and a risk bar (probed paths, which are no endpoints of the API, last, greyed, and
+counted on their service's header); below, agents -> MCP tools and models. A table of every endpoint follows,
 filtered as you type; the header's counts are filled by the page's own script from the embedded data, so a
 browser that ran it shows them (``deploy.blueprint`` screenshots it in headless Chromium).
 
@@ -22,7 +23,7 @@ __all__ = ["MARK_COLORS", "render_page", "risk_color"]
 
 MARK_COLORS: dict[str, str] = {
     "shadow": "#8e44ad", "zombie": "#d35400", "sensitive": "#c0392b", "unauthenticated": "#f39c12",
-    "external": "#2471a3", "undeclared": "#7f8c8d", "changed": "#e74c3c",
+    "external": "#2471a3", "undeclared": "#7f8c8d", "changed": "#e74c3c", "probed": "#99a3a4",
 }
 ROW, HEAD, GAP = 18, 24, 10
 X_CALLER, W_CALLER, X_SERVICE, W_SERVICE = 20, 250, 470, 520
@@ -56,7 +57,8 @@ def _pills(marks: tuple[str, ...], x: float, y: float) -> tuple[list[str], float
 
 def _endpoint_row(e: Endpoint, y: float) -> list[str]:
     label = f"{e.method} {e.template}"
-    parts = [f'<g class="endpoint" data-key="{_e(e.key)}"><title>{_e(e.key)}: {e.calls} calls, {e.callers} callers, '
+    probed = ' opacity="0.55"' if "probed" in e.marks else ""
+    parts = [f'<g class="endpoint" data-key="{_e(e.key)}"{probed}><title>{_e(e.key)}: {e.calls} calls, {e.callers} callers, '
              f'risk {e.risk}{_e(", data: " + ", ".join(e.data_types)) if e.data_types else ""}</title>',
              f'<rect x="{X_SERVICE + 8}" y="{y - 11}" width="26" height="14" rx="3" fill="{risk_color(e.risk)}"/>'
              f'<text x="{X_SERVICE + 21}" y="{y}" class="pill" text-anchor="middle">{e.risk}</text>',
@@ -76,8 +78,11 @@ def _api_map(bp: Blueprint) -> tuple[list[str], float]:
     for service in bp.services.values():
         height = HEAD + ROW * len(service.endpoints) + 6
         kind = "external" if service.external else (service.namespace or "")
-        if service.endpoints and all("undeclared" in e.marks for e in service.endpoints):
+        real = [e for e in service.endpoints if "probed" not in e.marks]
+        if real and all("undeclared" in e.marks for e in real):
             kind += " · no spec"
+        if len(real) < len(service.endpoints):
+            kind += f" · {len(service.endpoints) - len(real)} probed"
         out.append(f'<rect x="{X_SERVICE}" y="{y}" width="{W_SERVICE}" height="{height}" rx="6" class="svc" '
                    f'stroke="{risk_color(service.risk)}"/>'
                    f'<text x="{X_SERVICE + 8}" y="{y + 16}" class="svcname">{_e(service.name)}</text>'

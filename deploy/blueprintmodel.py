@@ -9,11 +9,16 @@ agent and MCP-tool records, the newest per key) and, optionally, findings from `
   agents, MCP servers and their tools, models;
 * **edges**: caller -> endpoint (from each endpoint's top callers), agent -> MCP tool, agent -> model;
 * **marks** per endpoint and service: ``shadow`` (absent from a declared spec of its service), ``zombie``
-  (declared deprecated, or dormant and called again), ``undeclared`` (no spec at all), ``external``,
+  (declared deprecated, or dormant and called again), ``undeclared`` (no spec at all), ``probed`` (in no spec
+  and no endpoint of the API: a traversal probe or a path never answered but with errors, ``EndpointRecord.probed``;
+  it carries none of shadow, undeclared, zombie and adds nothing to the risk), ``external``,
   ``sensitive`` (the sensitive-data types its answers carried), ``unauthenticated`` (calls without
-  credentials), and a **risk** score from 0 to 100 adding those up with the findings that name it (a finding
-  that names a service but no namespace, as the workers' findings do today, counts for that service name in
-  every namespace; one with ``namespace`` in its ``unmapped`` only there);
+  credentials), and a **risk** score from 0 to 100 adding those up with the findings that name it. A finding
+  names an endpoint by ``service``, ``method`` and ``path_template`` in its ``unmapped`` (the exposure
+  findings do), or a whole service by ``service`` alone; its namespace is the one of its OCSF
+  ``resources`` naming that service (``kubernetes.service`` or ``api.endpoint``), else ``namespace`` in
+  ``unmapped`` (older findings, hand-made ones); one with no namespace counts for that service name in
+  every namespace. The workers' verdict findings name actors, counted per caller;
   per tool: ``changed`` (more than one definition seen: a rug-pull candidate).
 
 Pure: no Kafka, no files. ``deploy.blueprint`` reads the topics; ``deploy.blueprinthtml`` draws this.
@@ -31,7 +36,8 @@ from ingest.schema import AgentRecord, EndpointRecord, Finding, McpToolRecord
 __all__ = ["Blueprint", "Caller", "Endpoint", "Service", "Tool", "build_blueprint", "caller_of", "risk_of"]
 
 #: what each mark adds to an endpoint's risk (capped at 100 with the findings)
-RISK_WEIGHTS: Mapping[str, int] = {"shadow": 25, "zombie": 30, "unauthenticated": 20, "sensitive": 20, "external": 10, "undeclared": 5}
+RISK_WEIGHTS: Mapping[str, int] = {"shadow": 25, "zombie": 30, "unauthenticated": 20, "sensitive": 20, "external": 10, "undeclared": 5,
+                                   "probed": 0}
 #: what each finding naming an endpoint adds, by OCSF severity_id (0-6)
 FINDING_WEIGHT = (0, 2, 4, 8, 15, 25, 25)
 ANONYMOUS_AUTH = {"none", "-", ""}
@@ -136,9 +142,9 @@ class Blueprint:
         return [e for s in self.services.values() for e in s.endpoints]
 
     def summary(self) -> dict[str, Any]:
-        """Counts a page header or a test reads."""
+        """Counts a page header or a test reads: ``endpoints`` leaves the probed paths out (``marks`` counts them)."""
         marks = Counter(m for e in self.endpoints for m in e.marks)
-        return {"services": len(self.services), "endpoints": len(self.endpoints), "callers": len(self.callers),
+        return {"services": len(self.services), "endpoints": len(self.endpoints) - marks["probed"], "callers": len(self.callers),
                 "agents": len(self.agents), "tools": len(self.tools), "marks": dict(sorted(marks.items())),
                 "high_risk": sum(1 for e in self.endpoints if e.risk >= 50)}
 
@@ -151,11 +157,13 @@ def caller_of(actor: str) -> tuple[str, str | None]:
 
 def _marks(record: EndpointRecord) -> tuple[str, ...]:
     marks = []
-    if record.spec_status == "shadow":
+    if record.probed:
+        marks.append("probed")  # no endpoint of the API: not shadow, undeclared or zombie whatever the specs say
+    elif record.spec_status == "shadow":
         marks.append("shadow")
-    if record.spec_status in ("deprecated", "dormant"):
+    elif record.spec_status in ("deprecated", "dormant"):
         marks.append("zombie")
-    if record.spec_status == "undeclared":
+    elif record.spec_status == "undeclared":
         marks.append("undeclared")
     if record.namespace is None:
         marks.append("external")
@@ -192,10 +200,20 @@ def _finding_targets(findings: Iterable[Finding]) -> tuple[dict[_Target, list[in
         service = u.get("service") or u.get("destination_service")
         if not service:
             continue
-        namespace = u.get("namespace") or u.get("destination_namespace") or None
+        namespace = _namespace_of(f, service) or u.get("namespace") or u.get("destination_namespace") or None
         template, method = u.get("path_template") or u.get("template"), u.get("method")
         named[(namespace, service, method, template) if template and method else (namespace, service, None, None)].append(f.severity_id)
     return named, by_caller
+
+
+def _namespace_of(finding: Finding, service: str) -> str | None:
+    """The namespace the finding's OCSF resources give ``service`` (the ``kubernetes.service`` of that name, or an
+    ``api.endpoint`` of it), if any."""
+    for resource in finding.resources:
+        if resource.namespace and (resource.type == "kubernetes.service" and resource.name == service
+                                   or resource.type == "api.endpoint" and resource.name.split(" ", 1)[0] == service):
+            return resource.namespace
+    return None
 
 
 def _severities(named: Mapping[_Target, list[int]], namespace: str | None, service: str, method: str | None = None,
@@ -244,7 +262,7 @@ def build_blueprint(records: Iterable[EndpointRecord | AgentRecord | McpToolReco
             tool = Tool(record.server, record.name, record.definition_hash, record.definitions_seen, record.calls, record.callers)
             tools[tool.key] = tool
     for service in services.values():
-        service.endpoints.sort(key=lambda e: (e.template, e.method))
+        service.endpoints.sort(key=lambda e: ("probed" in e.marks, e.template, e.method))  # probes after the endpoints
     for service in services.values():
         extra = _severities(named, service.namespace, service.name)
         for endpoint in service.endpoints:

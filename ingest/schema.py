@@ -335,6 +335,10 @@ class EndpointRecord(_Record):
     (unseen for the dormancy period, then called again: a zombie too).
     ``data_types`` are the sensitive-data types seen in its responses;
     ``callers`` counts distinct actors, ``top_callers`` names a few.
+    ``probed`` marks a path in no spec that traffic reached but that is no endpoint of the API: a path traversal
+    probe (``/documents/..%2F..%2Fetc%2Fpasswd``) or a path no call got a non-error answer from (scanners' 404s);
+    its ``spec_status`` is still what the specs say, and readers keep it out of shadow counts and OpenAPI exports
+    (``streams.inventory`` says why). Absent (false) in records written before it existed.
     """
 
     schema_version: int = SCHEMA_VERSION
@@ -352,6 +356,7 @@ class EndpointRecord(_Record):
     first_seen: float
     last_seen: float
     spec_status: Literal["declared", "shadow", "undeclared", "deprecated", "dormant"] = "undeclared"
+    probed: bool = False
 
     @property
     def key(self) -> str:

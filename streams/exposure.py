@@ -2,8 +2,9 @@
 
 Contract: ``ExposureTracker.update(table)`` folds a batch of summaries (their
 ``response_properties``: property paths of the response body, names never
-values, from ``ingest.summarize``) into one property set per (service,
-method, template). An endpoint learns from its first ``learn_responses``
+values, from ``ingest.summarize``) into one property set per (namespace,
+service, method, template): ``api`` in ``shop`` and ``api`` in ``billing`` are
+two endpoints, as in the inventory (``EndpointRecord.key``). An endpoint learns from its first ``learn_responses``
 successful responses (2xx, or no status) or for ``learn_seconds`` of summary
 time after its first one. After that, a property it never returned yields one
 OCSF Detection Finding ``excessive-data-exposure``, once per (endpoint,
@@ -16,10 +17,12 @@ Bounded: ``max_endpoints`` endpoints, ``max_properties`` per endpoint and
 names, would otherwise report forever); what did not fit is counted in
 ``counts``. The finding uid is derived from endpoint and property, so workers
 that each see part of the traffic (summaries are keyed by actor) report the
-same finding under the same uid. No verdict is issued: the endpoint, not an
-actor, is at fault. The finding names the service and endpoint as OCSF
-``resources`` and is mapped like every other (``models.taxonomy``: API3:2023).
-Pure.
+same finding under the same uid (without a namespace, the uid is the one it
+always was). No verdict is issued: the endpoint, not an actor, is at fault. The
+finding names the service and endpoint as OCSF ``resources``, each with the
+destination's ``namespace`` when the summary has one (``uid`` of the service
+``namespace/service``, as ``streams.policy`` does), and is mapped like every
+other (``models.taxonomy``: API3:2023). Pure.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from ingest import Finding, FindingInfo
+from ingest import EndpointRecord, Finding, FindingInfo
 from ingest.schema import FindingApi, FindingEntity, FindingEvidence, FindingResource
 from models.taxonomy import finding_attacks, finding_tags, mapping_for
 
@@ -72,7 +75,7 @@ class ExposureTracker:
                  max_properties: int = 512, max_findings: int = 16):
         self.learn_responses, self.learn_seconds = learn_responses, learn_seconds
         self.max_endpoints, self.max_properties, self.max_findings = max_endpoints, max_properties, max_findings
-        self.endpoints: dict[tuple[str, str, str], _Endpoint] = {}
+        self.endpoints: dict[tuple[str | None, str, str, str], _Endpoint] = {}  # (namespace, service, method, template)
         self.counts = {"endpoints_dropped": 0, "properties_dropped": 0, "findings_dropped": 0}
 
     def update(self, table: pa.Table) -> list[Finding]:
@@ -86,15 +89,18 @@ class ExposureTracker:
         out: list[Finding] = []
         for row in rows:
             if row["response_properties"]:
-                service = (row["destination"] or {}).get("service") or "-"
-                out += self.observe(service, row["method"], row["path_template"], float(row["time"]), row["status"], row["response_properties"])
+                dest = row["destination"] or {}
+                out += self.observe(dest.get("service") or "-", row["method"], row["path_template"], float(row["time"]), row["status"],
+                                    row["response_properties"], namespace=dest.get("namespace") or None)
         return out
 
-    def observe(self, service: str, method: str, template: str, time: float, status: int | None, properties: list[str]) -> list[Finding]:
+    def observe(self, service: str, method: str, template: str, time: float, status: int | None, properties: list[str],
+                namespace: str | None = None) -> list[Finding]:
         """One response's property paths: learned while the endpoint learns, else new ones become findings."""
         if status is not None and not 200 <= status < 300:
             return []
-        ep = self._endpoint((service, method, template), time)
+        namespace = namespace or None
+        ep = self._endpoint((namespace, service, method, template), time)
         if ep is None:
             return []
         if not ep.done and (ep.responses >= self.learn_responses or time - ep.first_seen >= self.learn_seconds):
@@ -107,9 +113,11 @@ class ExposureTracker:
         self.counts["properties_dropped"] += max(0, len(new) - room)
         new = new[: max(0, room)]
         ep.properties.update(new)
-        return [] if not ep.done else [f for f in (self._finding(service, method, template, time, ep, p) for p in new) if f is not None]
+        if not ep.done:
+            return []
+        return [f for f in (self._finding(namespace, service, method, template, time, ep, p) for p in new) if f is not None]
 
-    def _endpoint(self, key: tuple[str, str, str], time: float) -> _Endpoint | None:
+    def _endpoint(self, key: tuple[str | None, str, str, str], time: float) -> _Endpoint | None:
         ep = self.endpoints.get(key)
         if ep is None:
             if len(self.endpoints) >= self.max_endpoints:
@@ -118,19 +126,23 @@ class ExposureTracker:
             ep = self.endpoints[key] = _Endpoint(time)
         return ep
 
-    def _finding(self, service: str, method: str, template: str, time: float, ep: _Endpoint, prop: str) -> Finding | None:
+    def _finding(self, namespace: str | None, service: str, method: str, template: str, time: float, ep: _Endpoint,
+                 prop: str) -> Finding | None:
         if ep.findings >= self.max_findings:
             self.counts["findings_dropped"] += 1
             return None
         ep.findings += 1
-        return exposure_finding(service, method, template, prop, time)
+        return exposure_finding(service, method, template, prop, time, namespace=namespace)
 
 
-def exposure_finding(service: str, method: str, template: str, prop: str, time: float) -> Finding:
-    """The OCSF Detection Finding for an endpoint that started returning ``prop``."""
+def exposure_finding(service: str, method: str, template: str, prop: str, time: float, *, namespace: str | None = None) -> Finding:
+    """The OCSF Detection Finding for an endpoint (of ``service`` in ``namespace``) that started returning ``prop``."""
     sensitive = is_sensitive_name(prop)
+    namespace = namespace or None
     endpoint = f"{service} {method} {template}"
-    desc = f"{endpoint} returned the property {prop!r}, never seen in its responses before" + (" (a sensitive name)" if sensitive else "")
+    qualified = EndpointRecord.key_of(namespace, service, method, template)  # the inventory's key: endpoint alone without a namespace
+    service_uid = f"{namespace}/{service}" if namespace else service
+    desc = f"{qualified} returned the property {prop!r}, never seen in its responses before" + (" (a sensitive name)" if sensitive else "")
     unmapped: dict[str, Any] = {"service": service, "method": method, "path_template": template, "property": prop, "sensitive": str(sensitive).lower()}
     mapping, seen = mapping_for(CATEGORY), int(time * 1000)
     return Finding(
@@ -141,7 +153,7 @@ def exposure_finding(service: str, method: str, template: str, prop: str, time: 
         confidence_score=80 if sensitive else 50,
         message=f"{CATEGORY}: {desc}",
         finding_info=FindingInfo(
-            uid=str(uuid.uuid5(uuid.NAMESPACE_URL, f"kubeward:exposure:{endpoint}:{prop}")),
+            uid=str(uuid.uuid5(uuid.NAMESPACE_URL, f"kubeward:exposure:{qualified}:{prop}")),
             title="excessive data exposure detected",
             desc=desc,
             types=[CATEGORY],
@@ -151,8 +163,8 @@ def exposure_finding(service: str, method: str, template: str, prop: str, time: 
             first_seen_time=seen,
             last_seen_time=seen,
         ),
-        resources=[FindingResource(type="kubernetes.service", name=service, uid=service),
-                   FindingResource(type="api.endpoint", name=endpoint)],
-        evidences=[FindingEvidence(api=FindingApi(operation=f"{method} {template}", service=FindingEntity(uid=service, name=service)))],
+        resources=[FindingResource(type="kubernetes.service", name=service, namespace=namespace, uid=service_uid),
+                   FindingResource(type="api.endpoint", name=endpoint, namespace=namespace)],
+        evidences=[FindingEvidence(api=FindingApi(operation=f"{method} {template}", service=FindingEntity(uid=service_uid, name=service)))],
         unmapped=unmapped,
     )

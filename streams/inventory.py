@@ -23,13 +23,43 @@ callers entering its top) once. The (endpoint, caller) counts live in a
 ``KeyTable`` keyed by ``pair_key(endpoint number, caller hash)``; a caller's
 name is kept only while it is in its endpoint's top callers. Statuses are
 published in ascending order of their text.
+
+**Probed paths are not endpoints.** A shadow API is an undocumented endpoint
+that serves; traffic also reaches paths that are nothing of the kind: path
+traversal probes the templater could not fold (``/documents/..%2F..%2Fetc%2Fshadow``,
+``/documents/....//....//etc/hosts``) and scanners' guesses (``/etc/passwd``
+once a client or proxy resolved the dots, ``/.env``, ``/wp-login.php``). An
+endpoint in no spec (``shadow`` or ``undeclared``) is published with
+``probed=True`` when either
+
+* its template holds a traversal sequence: a segment of two or more dots
+  once percent-decoding (twice, for double encoding) has turned ``%2e`` into
+  ``.`` and ``%2f``/``%5c`` into separators. Never an API's own path; even a
+  200 there says a traversal worked against the handler the templater failed
+  to fold it into, which is a finding, not an endpoint. An encoded slash alone
+  is not enough (``/projects/group%2Fname`` is a real API's id); or
+* no call to it was *answered*: an answer shows the endpoint exists when its
+  status is 1xx-3xx, or 401/403 (the API routed the call and asked for
+  credentials or refused them), or unknown (a reporter that saw no response,
+  such as a shim: given the benefit of the doubt, as before). 400, 404, 405,
+  other 4xx and every 5xx are what a server answers for a path it does not
+  serve or a request it could not route; a 403 or 429 that Kubeward's own shim
+  gave (``decision`` ``deny`` or ``throttle``) never reached the API and says
+  nothing. Answered once, an endpoint stays answered.
+
+A probed endpoint keeps its ``spec_status`` (what the specs say); the blueprint
+marks it ``probed`` instead of shadow, undeclared or zombie, the OpenAPI export
+leaves it out, and its calls are never retired-API hits (``zombie_keys``).
+Declared endpoints are never probed: the spec says they exist.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import unquote
 
 import numpy as np
 import numpy.typing as npt
@@ -40,14 +70,29 @@ from ingest import EndpointRecord
 from streams.batch import column, hash64
 from streams.keytable import KeyTable, pair_key
 
-__all__ = ["Inventory"]
+__all__ = ["Inventory", "is_traversal"]
 
 _TOP_CALLERS = 5
 _CALLER_CAP = 10_000
 
+#: Kubeward's own refusals (the shim's recorded decision): the call never reached the API
+_KUBEWARD_REFUSALS = ("deny", "throttle")
+_DOTS = re.compile(r"(?:^|[/\\])\.{2,}(?:;[^/\\]*)?(?:$|[/\\])")  # a dot-dot segment (Tomcat's "..;" too)
+
 _I = npt.NDArray[np.intp]
 _F = npt.NDArray[np.float64]
 _U = npt.NDArray[np.uint64]
+
+
+def is_traversal(template: str) -> bool:
+    """Whether a path holds a traversal sequence: a segment of two or more dots, percent-decoded twice (see above).
+
+    >>> [is_traversal(p) for p in ("/documents/..%2F..%2Fetc%2Fshadow", "/d/%252e%252e%252fx", "/d/....//....//etc/hosts", "/..;/admin")]
+    [True, True, True, True]
+    >>> [is_traversal(p) for p in ("/etc/passwd", "/projects/group%2Fname", "/files/{id}.tar.gz", "/v1..2/x")]
+    [False, False, False, False]
+    """
+    return bool(_DOTS.search(unquote(unquote(template))))
 
 
 def _validity(values: pa.Array) -> npt.NDArray[np.bool_] | None:
@@ -137,6 +182,7 @@ class _Endpoint:
     data_types: set[str] = field(default_factory=set)
     statuses: dict[str, int] = field(default_factory=dict)
     woke_from_dormancy: bool = False
+    answered: bool = False  # a call got an answer that shows the endpoint exists (module docstring)
 
 
 @dataclass
@@ -227,16 +273,21 @@ class Inventory:
 
     def status(self, ep: _Endpoint) -> str:
         """The endpoint's spec status (see module docstring)."""
+        status = self._spec_status(ep)
+        return "dormant" if ep.woke_from_dormancy and status != "deprecated" else status
+
+    def _spec_status(self, ep: _Endpoint) -> str:
+        """What the specs say of the endpoint: declared, deprecated, shadow or undeclared."""
         spec = self.declared.get(ep.service) or self.declared.get(f"{ep.namespace}/{ep.service}")
         if spec is None:
-            status = "undeclared"
-        elif (ep.method, ep.template) not in spec:
-            status = "shadow"
-        elif spec[(ep.method, ep.template)]:
-            status = "deprecated"
-        else:
-            status = "declared"
-        return "dormant" if ep.woke_from_dormancy and status != "deprecated" else status
+            return "undeclared"
+        if (ep.method, ep.template) not in spec:
+            return "shadow"
+        return "deprecated" if spec[(ep.method, ep.template)] else "declared"
+
+    def probed(self, ep: _Endpoint) -> bool:
+        """Whether the endpoint is in no spec and only a probe (a traversal path, or never answered: module docstring)."""
+        return self._spec_status(ep) in ("shadow", "undeclared") and (not ep.answered or is_traversal(ep.template))
 
     def update(self, table: pa.Table) -> None:
         """Fold one batch of summaries (Arrow table with the ``RequestSummary`` schema) in.
@@ -250,6 +301,7 @@ class Inventory:
         fold = self._endpoints(table)
         self._callers(fold)
         self._statuses(fold)
+        self._answers(fold)
         self._auth_types(fold)
         self._data_types(fold)
         self._arrived += table.num_rows
@@ -391,6 +443,19 @@ class Inventory:
             statuses = fold.endpoints[j].statuses
             statuses[labels[v]] = statuses.get(labels[v], 0) + n
 
+    def _answers(self, fold: _Fold) -> None:
+        """Which endpoints got an answer showing they exist (status unknown, 1xx-3xx, 401, 403; not Kubeward's own)."""
+        status = column(fold.table, "status")
+        code, valid = _ints(status, 0), _validity(status)
+        answered = ((code >= 100) & (code < 400)) | (code == 401) | (code == 403)
+        if valid is not None:
+            answered |= ~valid
+        if "decision" in fold.table.column_names:
+            decision = column(fold.table, "decision")
+            answered &= ~np.asarray(pc.fill_null(pc.is_in(decision, pa.array(_KUBEWARD_REFUSALS)), False).to_numpy(zero_copy_only=False), dtype=bool)
+        for j in np.flatnonzero(np.bincount(fold.local[answered], minlength=len(fold.endpoints))).tolist():
+            fold.endpoints[j].answered = True
+
     def _auth_types(self, fold: _Fold) -> None:
         """The auth types each endpoint was called with (empty ones are none)."""
         values, names = _encode(column(fold.table, "auth_type"))
@@ -419,7 +484,7 @@ class Inventory:
         return EndpointRecord(service=ep.service, namespace=ep.namespace, method=ep.method, path_template=ep.template,
                               calls=ep.calls, callers=ep.callers, top_callers=[caller for _, caller in ep.top],
                               auth_types=sorted(ep.auth_types), data_types=sorted(ep.data_types), statuses=dict(sorted(ep.statuses.items())),
-                              first_seen=ep.first_seen, last_seen=ep.last_seen, spec_status=self.status(ep))
+                              first_seen=ep.first_seen, last_seen=ep.last_seen, spec_status=self.status(ep), probed=self.probed(ep))
 
     def take_changed(self) -> list[EndpointRecord]:
         """Records of the endpoints changed since the last call."""
@@ -427,10 +492,10 @@ class Inventory:
         return [self.record(k) for k in sorted(changed)]
 
     def zombie_keys(self) -> frozenset[str]:
-        """``service METHOD /template`` of endpoints whose calls are retired-API hits (deprecated or dormant).
+        """``service METHOD /template`` of endpoints whose calls are retired-API hits (deprecated, or dormant and not probed).
 
         Without the namespace, unlike the endpoint keys: the processor matches these against each call's
         ``service METHOD /template`` (``retired_endpoints``)."""
         out = {f"{svc.rpartition('/')[2]} {m} {t}" for svc, spec in self.declared.items() for (m, t), dep in spec.items() if dep}
-        out.update(f"{ep.service} {ep.method} {ep.template}" for ep in self.endpoints.values() if ep.woke_from_dormancy)
+        out.update(f"{ep.service} {ep.method} {ep.template}" for ep in self.endpoints.values() if ep.woke_from_dormancy and not self.probed(ep))
         return frozenset(out)

@@ -167,6 +167,38 @@ def test_a_finding_counts_in_its_namespace_or_in_every_one_when_it_names_none() 
     assert eps["billing/api POST /charge"].findings == 0
 
 
+def test_an_exposure_finding_counts_in_the_namespace_its_resources_name() -> None:
+    """The workers' exposure findings name the namespace in their OCSF resources (not in ``unmapped``): the blueprint
+    reads it there, so billing's leak raises billing's endpoint only."""
+    from streams.exposure import exposure_finding
+
+    leak = exposure_finding("api", "GET", "/x", "user.ssn", T0, namespace="billing")
+    assert "namespace" not in leak.unmapped
+    eps = {e.key: e for e in build_blueprint(TWO_NAMESPACES, [leak]).endpoints}
+    assert eps["billing/api GET /x"].findings == 1 and eps["shop/api GET /x"].findings == 0
+
+
+def test_probed_paths_are_marked_apart_and_a_real_undocumented_endpoint_stays_shadow() -> None:
+    """The demo's traversal probes and a 404'd guess are ``probed``: no shadow, zombie or undeclared mark, no risk of
+    their own, last in their service, left out of the endpoint count; the shadow endpoint that answers 200 stays shadow."""
+    probes = [endpoint("documents", "GET", "/documents/..%2F..%2F..%2Fetc%2Fshadow", spec_status="shadow", statuses={"400": 4}, probed=True),
+              endpoint("documents", "GET", "/etc/passwd", spec_status="dormant", statuses={"404": 2}, probed=True),
+              endpoint("ghost", "GET", "/wp-login.php", spec_status="undeclared", statuses={"404": 1}, probed=True),
+              endpoint("documents", "GET", "/documents/{id}", spec_status="declared"),
+              endpoint("documents", "GET", "/internal/export", spec_status="shadow")]
+    bp = build_blueprint(probes)
+    eps = {e.key: e for e in bp.endpoints}
+    assert eps["shop/documents GET /internal/export"].marks == ("shadow",) and eps["shop/documents GET /internal/export"].risk == 25
+    for key in ("shop/documents GET /documents/..%2F..%2F..%2Fetc%2Fshadow", "shop/documents GET /etc/passwd", "shop/ghost GET /wp-login.php"):
+        assert eps[key].marks == ("probed",) and eps[key].risk == 0
+    assert [e.template for e in bp.services["shop/documents"].endpoints][-2:] == ["/documents/..%2F..%2F..%2Fetc%2Fshadow", "/etc/passwd"]
+    assert bp.summary()["marks"] == {"probed": 3, "shadow": 1} and bp.summary()["endpoints"] == 2
+    page = render_page(bp)
+    assert "2 probed" in page and "1 probed" in page and "#99a3a4" in page
+    old = endpoint("documents", "GET", "/etc/passwd", spec_status="shadow").model_dump(exclude={"probed"})
+    assert build_blueprint([EndpointRecord.model_validate(old)]).endpoints[0].marks == ("shadow",)  # a record from before the flag
+
+
 def test_an_old_record_without_namespace_keeps_the_old_key() -> None:
     old = endpoint("api.psp.example.com", "POST", "/v1/charges", namespace=None)
     assert old.key == "api.psp.example.com POST /v1/charges"

@@ -132,3 +132,18 @@ def test_every_document_is_valid_and_keeps_every_record(rows: list[tuple[str, st
         ids = [op["operationId"] for op in ops]
         assert len(ids) == len(set(ids))
         assert sum(op["x-kubeward"]["calls"] for op in ops) == 10 * doc["x-kubeward"]["endpoints"]  # no record dropped
+
+
+def test_probed_paths_are_left_out_and_counted() -> None:
+    """Traversal probes and never-answered paths (``probed``) are no endpoints of the service: not in its document; a
+    service with nothing else gets none. A real undocumented endpoint (shadow, answered 200) stays in."""
+    records = [ep("/documents/{id}"), ep("/internal/debug", spec_status="shadow"),
+               ep("/documents/..%2F..%2Fetc%2Fshadow", spec_status="shadow", statuses={"400": 3}, probed=True),
+               ep("/etc/passwd", spec_status="shadow", statuses={"404": 2}, probed=True),
+               ep("/wp-login.php", service="ghost", spec_status="undeclared", statuses={"404": 1}, probed=True)]
+    docs = openapi_documents(records)
+    assert list(docs) == [("shop", "api")]
+    doc = docs[("shop", "api")]
+    validate(doc)
+    assert list(doc["paths"]) == ["/documents/{id}", "/internal/debug"]
+    assert doc["x-kubeward"]["endpoints"] == 2 and doc["x-kubeward"]["probed_left_out"] == 2

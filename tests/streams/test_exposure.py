@@ -8,8 +8,9 @@ from pydantic import SecretStr
 
 from ingest import Finding, encode_envelope
 from streams import Pipeline, WorkerSettings
-from streams.exposure import CATEGORY, ExposureTracker, is_sensitive_name
+from streams.exposure import CATEGORY, ExposureTracker, exposure_finding, is_sensitive_name
 from tests.conftest import T0
+from tests.ocsfcheck import validate
 
 PROFILE = ["id", "email", "name"]
 
@@ -55,7 +56,7 @@ def test_memory_and_finding_bounds_hold() -> None:
         tracker.observe("s", "GET", f"/e{i}", T0, 200, ["a"])
     assert len(tracker.endpoints) == 3 and tracker.counts["endpoints_dropped"] == 7
     found = tracker.observe("s", "GET", "/e0", T0 + 1, 200, [f"k{i}" for i in range(50)])
-    assert len(found) == 4 and len(tracker.endpoints[("s", "GET", "/e0")].properties) == 10
+    assert len(found) == 4 and len(tracker.endpoints[(None, "s", "GET", "/e0")].properties) == 10
     assert tracker.counts["properties_dropped"] == 41 and tracker.counts["findings_dropped"] == 5
 
 
@@ -73,3 +74,41 @@ def test_the_pipeline_reports_exposure_findings_apart_from_verdict_findings(summ
     leak = summary_factory(time=T0 + 6, method="GET", path_template="/users/{id}", status=200, response_properties=[*PROFILE, "token"])
     out = pipeline.handle(0, encode_envelope([leak]), 2, now=T0 + 7)
     assert [f.unmapped["property"] for f in out.exposures] == ["token"] and len(out.findings) == len(out.verdicts)
+
+
+def test_one_service_name_in_two_namespaces_is_two_endpoints_and_the_finding_names_its_namespace() -> None:
+    """``api`` in ``shop`` learned a property that ``api`` in ``billing`` never returned: only billing's is a finding,
+    and it names ``billing`` in its OCSF resources (the blueprint reads it there), still a valid OCSF 1.5.0 finding."""
+    tracker = ExposureTracker(learn_responses=3)
+    for i in range(3):
+        tracker.observe("api", "GET", "/users/{id}", T0 + i, 200, [*PROFILE, "ssn"], namespace="shop")
+        tracker.observe("api", "GET", "/users/{id}", T0 + i, 200, PROFILE, namespace="billing")
+    assert sorted(k[0] or "" for k in tracker.endpoints) == ["billing", "shop"]
+    assert tracker.observe("api", "GET", "/users/{id}", T0 + 5, 200, [*PROFILE, "ssn"], namespace="shop") == []
+    found = tracker.observe("api", "GET", "/users/{id}", T0 + 5, 200, [*PROFILE, "ssn"], namespace="billing")
+    assert len(found) == 1
+    finding = found[0]
+    assert [(r.type, r.namespace, r.uid) for r in finding.resources] == [("kubernetes.service", "billing", "billing/api"),
+                                                                       ("api.endpoint", "billing", None)]
+    assert "namespace" not in finding.unmapped and "billing/api GET /users/{id}" in finding.message
+    validate(finding)
+    shop = exposure_finding("api", "GET", "/users/{id}", "ssn", T0, namespace="shop")
+    assert shop.finding_info.uid != finding.finding_info.uid  # two endpoints, two findings
+
+
+def test_the_pipeline_keys_exposure_by_the_destination_namespace(summary_factory: Any) -> None:
+    pipeline = Pipeline(WorkerSettings(verdict_key=SecretStr("k"), inventory_interval_s=1.0), "l7.summaries.v1")
+    pipeline.exposure = ExposureTracker(learn_responses=3)
+    rows = [summary_factory(time=T0 + i, method="GET", path_template="/users/{id}", status=200, response_properties=PROFILE) for i in range(4)]
+    pipeline.handle(0, encode_envelope(rows), 1, now=T0 + 5)
+    namespace = rows[0].destination.namespace
+    assert namespace and [k[0] for k in pipeline.exposure.endpoints] == [namespace]
+    leak = summary_factory(time=T0 + 6, method="GET", path_template="/users/{id}", status=200, response_properties=[*PROFILE, "token"])
+    out = pipeline.handle(0, encode_envelope([leak]), 2, now=T0 + 7)
+    assert [r.namespace for r in out.exposures[0].resources] == [namespace, namespace]
+
+
+def test_without_a_namespace_the_finding_uid_is_the_one_it_always_was() -> None:
+    """An external host (no namespace): the same uid as before namespaces took part, so deduplication holds across versions."""
+    finding = exposure_finding("api.psp.example.com", "GET", "/v1/charges", "card_number", T0)
+    assert finding.finding_info.uid == "82c4824d-4547-58bb-a529-6de21a09418f" and finding.resources[0].namespace is None

@@ -48,6 +48,44 @@ def test_one_service_name_in_two_namespaces_is_two_endpoints() -> None:
     assert records["billing/api GET /x"].top_callers == ["billing/job|p"] and records["api GET /x"].namespace is None
 
 
+def _calls(*calls: tuple[float, str, int | None, str | None]) -> pa.Table:
+    """Calls to ``shop/orders`` GET: (time, template, status, the shim's recorded decision)."""
+    rows = [summary_to_row(RequestSummary(id=str(i), time=t, source=Source(workload="shop/frontend"), principal="p",
+                                          destination=Destination(service="orders", namespace="shop"), method="GET", path_template=tpl,
+                                          status=status, decision=decision))
+            for i, (t, tpl, status, decision) in enumerate(calls)]
+    return pa.Table.from_pylist(rows, schema=arrow_schema(RequestSummary))
+
+
+def test_probes_are_recorded_as_probed_and_a_real_undocumented_endpoint_stays_shadow() -> None:
+    """The demo's traversal probes (400/404, or refused by the shim) and a scanner's 404s are probed; an undocumented
+    endpoint that answers 200, or asks for credentials, is a shadow endpoint; a declared one is never probed."""
+    inv = Inventory(DECLARED, dormant_after_s=100.0)
+    inv.update(_calls((1.0, "/documents/..%2F..%2F..%2Fetc%2Fshadow", 400, None), (2.0, "/etc/passwd", 404, None),
+                      (3.0, "/etc/passwd", 405, None), (4.0, "/documents/....//....//etc/hosts", 403, "deny"),
+                      (5.0, "/documents/..%2F..%2Fproc%2Fself%2Fenviron", 200, None),  # a traversal that worked: still no endpoint
+                      (6.0, "/internal/debug", 200, None), (7.0, "/internal/debug", 500, None),
+                      (8.0, "/admin/users", 401, None), (9.0, "/admin/flags", 403, "observe:deny"), (10.0, "/admin/flags", 404, None),
+                      (11.0, "/backup.zip", 500, None), (12.0, "/orders/{id}", 404, None), (13.0, "/from-a-shim", None, None)))
+    records = {r.path_template: r for r in inv.take_changed()}
+    probed = {t for t, r in records.items() if r.probed}
+    assert probed == {"/documents/..%2F..%2F..%2Fetc%2Fshadow", "/etc/passwd", "/documents/....//....//etc/hosts",
+                      "/documents/..%2F..%2Fproc%2Fself%2Fenviron", "/backup.zip"}
+    assert records["/internal/debug"].spec_status == "shadow" and not records["/internal/debug"].probed
+    assert not records["/admin/users"].probed and not records["/admin/flags"].probed and not records["/from-a-shim"].probed
+    assert records["/etc/passwd"].spec_status == "shadow"  # what the specs say stays; probed says it is no endpoint
+    assert records["/orders/{id}"].spec_status == "declared" and not records["/orders/{id}"].probed
+    inv.update(_calls((14.0, "/backup.zip", 200, None)))  # answered once: an endpoint from now on
+    assert [(r.path_template, r.probed) for r in inv.take_changed()] == [("/backup.zip", False)]
+
+
+def test_a_probed_path_called_again_after_the_dormancy_period_is_no_zombie() -> None:
+    inv = Inventory(DECLARED, dormant_after_s=100.0)
+    inv.update(_calls((1.0, "/etc/passwd", 404, None), (1.0, "/internal/debug", 200, None)))
+    inv.update(_calls((500.0, "/etc/passwd", 404, None), (500.0, "/internal/debug", 200, None)))
+    assert "orders GET /internal/debug" in inv.zombie_keys() and "orders GET /etc/passwd" not in inv.zombie_keys()
+
+
 def test_dormant_endpoint_called_again_is_a_zombie() -> None:
     inv = Inventory(DECLARED, dormant_after_s=100.0)
     inv.update(_table((1.0, "orders", "GET", "/orders/{id}", "a", {})))
@@ -94,8 +132,9 @@ def _rows(narrow: bool) -> st.SearchStrategy[dict[str, Any]]:
         "principal": st.sampled_from(["p", "q", "r", "y|-", "-", None]) if narrow else _NAMES,
         "destination": st.fixed_dictionaries({"service": st.sampled_from(services), "namespace": st.sampled_from([None, "", "shop", "ops"])}),
         "method": st.sampled_from(["GET"] if narrow else ["GET", "POST", "b GET"]),
-        "path_template": st.sampled_from(["/a"] if narrow else ["/a", "/b c", "/{id}"]),
-        "status": st.sampled_from([None, 200, 404, 500, 70_000, -3]),
+        "path_template": st.sampled_from(["/a"] if narrow else ["/a", "/b c", "/{id}", "/d/..%2Fetc"]),
+        "status": st.sampled_from([None, 200, 302, 401, 403, 404, 500, 70_000, -3]),
+        "decision": st.sampled_from([None, "allow", "deny", "throttle", "observe:deny"]),
         "auth_type": st.sampled_from([None, "", "jwt", "mtls"]),
         "sensitive": st.one_of(st.none(), st.lists(st.tuples(st.sampled_from(["email", "card", "ssn"]), st.sampled_from([None, 0, 1, 3])), max_size=3)),
     })
@@ -127,7 +166,7 @@ def _oracle(batches: list[list[dict[str, Any]]], dormant_after_s: float, cap: in
             if ep is None:
                 ep = eps[key] = {"service": service, "namespace": dest.get("namespace"), "method": row["method"], "template": row["path_template"],
                                  "first_seen": t, "last_seen": t, "calls": 0, "callers": {}, "auth_types": set(), "data_types": set(),
-                                 "statuses": {}, "woke_from_dormancy": False}
+                                 "statuses": {}, "woke_from_dormancy": False, "answered": False}
             elif t - ep["last_seen"] >= dormant_after_s:
                 ep["woke_from_dormancy"] = True
             ep["calls"] += 1
@@ -140,6 +179,8 @@ def _oracle(batches: list[list[dict[str, Any]]], dormant_after_s: float, cap: in
             ep["data_types"].update(k for k, v in (row["sensitive"] or []) if v)
             status = str(row["status"]) if row["status"] is not None else "none"
             ep["statuses"][status] = ep["statuses"].get(status, 0) + 1
+            code, kubeward = row["status"], row["decision"] in ("deny", "throttle")
+            ep["answered"] |= not kubeward and (code is None or 100 <= code < 400 or code in (401, 403))
     return eps
 
 
@@ -147,13 +188,14 @@ def _oracle_record(ep: dict[str, Any], top: int) -> EndpointRecord:
     """The published record: the ``top`` callers with the most calls, the earlier arrival first among equals."""
     spec = DECLARED.get(ep["service"]) or DECLARED.get(f"{ep['namespace']}/{ep['service']}")
     status = "undeclared" if spec is None else "shadow" if (ep["method"], ep["template"]) not in spec else "deprecated" if spec[(ep["method"], ep["template"])] else "declared"
+    probed = status in ("shadow", "undeclared") and (not ep["answered"] or ".." in ep["template"])
     if ep["woke_from_dormancy"] and status != "deprecated":
         status = "dormant"
     ranked = sorted(ep["callers"].items(), key=lambda kv: -kv[1])  # stable: arrival order among equals
     return EndpointRecord(service=ep["service"], namespace=ep["namespace"], method=ep["method"], path_template=ep["template"], calls=ep["calls"],
                           callers=len(ep["callers"]), top_callers=[a for a, _ in ranked[:top]], auth_types=sorted(ep["auth_types"]),
                           data_types=sorted(ep["data_types"]), statuses=ep["statuses"], first_seen=ep["first_seen"], last_seen=ep["last_seen"],
-                          spec_status=status)
+                          spec_status=status, probed=probed)
 
 
 @pytest.mark.parametrize("narrow", [False, True], ids=["many-endpoints", "one-endpoint"])
@@ -174,7 +216,7 @@ def test_update_equals_the_per_row_algorithm(narrow: bool, data: st.DataObject, 
         assert inv.take_changed() == []
     expected = _oracle([rows for rows, _, _ in batches], dormant_after_s, cap)
     assert published == {k: _oracle_record(ep, top) for k, ep in expected.items()}
-    woke = {f"{ep['service']} {ep['method']} {ep['template']}" for ep in expected.values() if ep["woke_from_dormancy"]}
+    woke = {f"{ep['service']} {ep['method']} {ep['template']}" for k, ep in expected.items() if ep["woke_from_dormancy"] and not published[k].probed}
     assert inv.zombie_keys() == woke | {"orders GET /v1/orders/{id}"}  # without the namespace: matched against calls
 
 
