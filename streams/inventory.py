@@ -56,9 +56,8 @@ Declared endpoints are never probed: the spec says they exist.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
 from urllib.parse import unquote
 
 import numpy as np
@@ -67,7 +66,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from ingest import EndpointRecord
-from streams.batch import column, hash64
+from streams import inventorycolumns as cols
+from streams.batch import column
 from streams.keytable import KeyTable, pair_key
 
 __all__ = ["Inventory", "is_traversal"]
@@ -81,7 +81,6 @@ _DOTS = re.compile(r"(?:^|[/\\])\.{2,}(?:;[^/\\]*)?(?:$|[/\\])")  # a dot-dot se
 
 _I = npt.NDArray[np.intp]
 _F = npt.NDArray[np.float64]
-_U = npt.NDArray[np.uint64]
 
 
 def is_traversal(template: str) -> bool:
@@ -93,66 +92,6 @@ def is_traversal(template: str) -> bool:
     [False, False, False, False]
     """
     return bool(_DOTS.search(unquote(unquote(template))))
-
-
-def _validity(values: pa.Array) -> npt.NDArray[np.bool_] | None:
-    """Which rows are not null (``None``: all of them), read from the validity bitmap."""
-    if not values.null_count:
-        return None
-    bits = np.unpackbits(np.frombuffer(values.buffers()[0], dtype=np.uint8), bitorder="little")
-    return bits[values.offset : values.offset + len(values)].astype(bool)
-
-
-def _ints(values: pa.Array, null: int) -> _I:
-    """An integer Arrow array as numpy, nulls as ``null`` (read from its buffers: cheaper than an Arrow call)."""
-    out = np.frombuffer(values.buffers()[1], dtype=values.type.to_pandas_dtype())[values.offset : values.offset + len(values)].astype(np.intp)
-    valid = _validity(values)
-    if valid is not None:
-        out[~valid] = null
-    return out
-
-
-def _encode(values: pa.Array) -> tuple[_I, list[Any]]:
-    """(each row's index into the distinct values, the distinct values in order of first row); null rows get ``len(distinct)``."""
-    encoded = pc.dictionary_encode(values)
-    names = encoded.dictionary.to_pylist()
-    return _ints(encoded.indices, len(names)), names
-
-
-def _codes(codes: _I, space: int) -> tuple[_I, _I]:
-    """(the distinct codes ascending, each row's rank among them) of integer codes in ``[0, space)``."""
-    if space <= 16 * len(codes) + 65536:  # dense: a mark and a running count, no sort
-        seen = np.zeros(space, dtype=bool)
-        seen[codes] = True
-        uniq = np.flatnonzero(seen)
-        rank = np.empty(space, dtype=np.intp)
-        rank[uniq] = np.arange(len(uniq))
-        return uniq, rank[codes]
-    uniq, inverse = np.unique(codes, return_inverse=True)
-    return uniq, inverse.reshape(-1)
-
-
-def _first_rows(groups: _I, k: int) -> _I:
-    """The first row of each of ``k`` groups (every group has a row)."""
-    first = np.full(k, len(groups), dtype=np.intp)
-    np.minimum.at(first, groups, np.arange(len(groups), dtype=np.intp))
-    return first
-
-
-def _present_pairs(rows: _I, values: _I, k: int, width: int) -> Iterable[tuple[int, int, int]]:
-    """(group, value, rows) of each (group, value) that occurs, over ``k`` groups and values in ``[0, width)``."""
-    found, of_row = _codes(rows * width + values, k * width)
-    return zip((found // width).tolist(), (found % width).tolist(), np.bincount(of_row, minlength=len(found)).tolist())
-
-
-def _rank_in_group(groups: _I) -> _I:
-    """Each element's rank among the earlier elements of its group."""
-    order = np.argsort(groups, kind="stable")
-    ranked = groups[order]
-    starts = np.flatnonzero(np.r_[True, ranked[1:] != ranked[:-1]])
-    rank = np.empty(len(groups), dtype=np.intp)
-    rank[order] = np.arange(len(groups)) - np.repeat(starts, np.diff(np.r_[starts, len(groups)]))
-    return rank
 
 
 def _wakes(times: _F, last_seen: float | None, dormant_after_s: float) -> bool:
@@ -183,70 +122,6 @@ class _Endpoint:
     statuses: dict[str, int] = field(default_factory=dict)
     woke_from_dormancy: bool = False
     answered: bool = False  # a call got an answer that shows the endpoint exists (module docstring)
-
-
-@dataclass
-class _Actors:
-    """The distinct callers of a batch: each row's caller, each caller's hash, and their texts (``who|principal``)."""
-
-    of_row: _I
-    hashes: _U
-    whos: list[str]
-    principals: pa.Array
-    who_of: _I
-    principal_of: _I
-
-    def labels(self, actors: _I) -> list[str]:
-        """``workload or ip | principal`` of each caller (as ``ingest.actor_key``)."""
-        principals = self.principals.take(pa.array(self.principal_of[actors])).to_pylist()
-        return [f"{self.whos[w]}|{p}" for w, p in zip(self.who_of[actors].tolist(), principals)]
-
-
-def _whos(source: pa.Array) -> tuple[_I, list[str]]:
-    """Each row's source (workload, else ip, else ``-``; empty counts as absent) as an index into distinct texts."""
-    of_row, names = _encode(source.field("workload"))
-    who = [x or None for x in names] + [None]
-    absent = np.flatnonzero(np.array([x is None for x in who], dtype=bool)[of_row])
-    if len(absent):
-        ips, ip_names = _encode(source.field("ip").take(pa.array(absent)))
-        of_row = of_row.copy()
-        of_row[absent] = len(who) + ips
-        who += [x or None for x in ip_names] + [None]
-    texts = [x or "-" for x in who]
-    first: dict[str, int] = {}
-    canonical = np.array([first.setdefault(x, i) for i, x in enumerate(texts)], dtype=np.intp)
-    return canonical[of_row], texts
-
-
-def _principals(values: pa.Array) -> tuple[_I, pa.Array]:
-    """Each row's principal (empty or null: ``-``) as an index into distinct texts (the last one is ``-``)."""
-    encoded = pc.dictionary_encode(values)
-    texts = pa.concat_arrays([encoded.dictionary, pa.array(["-"], encoded.dictionary.type)])
-    dash = len(texts) - 1
-    of_row = _ints(encoded.indices, dash)
-    same = [i for i in (pc.index(encoded.dictionary, "").as_py(), pc.index(encoded.dictionary, "-").as_py()) if i >= 0]
-    if same:  # "", null and "-" are one principal
-        remap = np.arange(len(texts), dtype=np.intp)
-        remap[same] = dash
-        of_row = remap[of_row]
-    return of_row, texts
-
-
-def _actors(table: pa.Table) -> _Actors:
-    """The batch's callers; a caller's hash is that of its text split at the first ``|`` (the text identifies it)."""
-    who_of_row, whos = _whos(column(table, "source"))
-    p_of_row, principals = _principals(column(table, "principal"))
-    width = len(principals)
-    combos, of_row = _codes(who_of_row * width + p_of_row, len(whos) * width)
-    actors = _Actors(of_row, np.zeros(0, np.uint64), whos, principals, combos // width, combos % width)
-    actors.hashes = pair_key(hash64(pa.array(whos, pa.string()))[actors.who_of], hash64(principals)[actors.principal_of])
-    split = np.flatnonzero(np.array(["|" in x for x in whos], dtype=bool)[actors.who_of])
-    if len(split):  # "a|b" + "c" and "a" + "b|c" are the same text "a|b|c": one caller
-        left, _, right = zip(*(text.partition("|") for text in actors.labels(split)))
-        actors.hashes[split] = pair_key(hash64(pa.array(left, pa.string())), hash64(pa.array(right, pa.string())))
-        actors.hashes, first, inverse = np.unique(actors.hashes, return_index=True, return_inverse=True)
-        actors.of_row, actors.who_of, actors.principal_of = inverse.reshape(-1)[of_row], actors.who_of[first], actors.principal_of[first]
-    return actors
 
 
 @dataclass
@@ -319,7 +194,7 @@ class Inventory:
         for j, (key, lo, hi, calls) in enumerate(zip(keys, low.tolist(), high.tolist(), counts)):
             ep = self.endpoints.get(key)
             if ep is None:
-                first = _first_rows(local, k) if first is None else first
+                first = cols.first_rows(local, k) if first is None else first
                 ep = self.endpoints[key] = _Endpoint(*names(int(first[j])), first_seen=lo, last_seen=hi, index=int(found[j]))
                 ep.woke_from_dormancy = hi - lo >= self.dormant_after_s and _wakes(times[local == j], None, self.dormant_after_s)
             elif not ep.woke_from_dormancy and hi - ep.last_seen >= self.dormant_after_s:
@@ -340,20 +215,20 @@ class Inventory:
         for name, values in (("method", method), ("path_template", template)):
             if values.null_count:
                 raise ValueError(f"Inventory.update: required column {name!r} has {values.null_count} nulls")
-        s, s_names = _encode(dest.field("service"))
-        n, n_names = _encode(dest.field("namespace"))
-        m, methods = _encode(method)
-        t, templates = _encode(template)
+        s, s_names = cols.encode(dest.field("service"))
+        n, n_names = cols.encode(dest.field("namespace"))
+        m, methods = cols.encode(method)
+        t, templates = cols.encode(template)
         services, namespaces = [v or "-" for v in s_names] + ["-"], [v or None for v in n_names] + [None]
-        pairs, d = _codes(n * len(services) + s, len(namespaces) * len(services))
+        pairs, d = cols.codes(n * len(services) + s, len(namespaces) * len(services))
         nm, nt = len(methods), len(templates)
-        combos, local = _codes((d * nm + m) * nt + t, len(pairs) * nm * nt)
+        combos, local = cols.codes((d * nm + m) * nt + t, len(pairs) * nm * nt)
         dests = [(namespaces[p // len(services)], services[p % len(services)]) for p in pairs.tolist()]
         keys = [EndpointRecord.key_of(dests[c // (nm * nt)][0], dests[c // (nm * nt)][1], methods[c // nt % nm], templates[c % nt])
                 for c in combos.tolist()]
         found = np.array([self._index_of(key) for key in keys], dtype=np.intp)
         if len(np.unique(found)) < len(found):  # two combinations name one endpoint (service or namespace "" and null)
-            found, local = _codes(found[local], len(self._keys))
+            found, local = cols.codes(found[local], len(self._keys))
 
         def names(row: int) -> tuple[str, str | None, str, str]:
             return services[s[row]], dest.field("namespace")[row].as_py(), methods[m[row]], templates[t[row]]
@@ -370,21 +245,21 @@ class Inventory:
     def _callers(self, fold: _Fold) -> None:
         """Calls per (endpoint, caller): known pairs counted, new ones admitted up to the cap in order of arrival."""
         eps = fold.endpoints
-        actors = _actors(fold.table)
+        actors = cols.actors(fold.table)
         width = len(actors.hashes)
-        pairs, pair_of_row = _codes(fold.local * width + actors.of_row, len(eps) * width)
+        pairs, pair_of_row = cols.codes(fold.local * width + actors.of_row, len(eps) * width)
         calls = np.bincount(pair_of_row, minlength=len(pairs))
-        arrival = self._arrived + _first_rows(pair_of_row, len(pairs))
+        arrival = self._arrived + cols.first_rows(pair_of_row, len(pairs))
         group, actor = pairs // width, pairs % width
         numbers = np.array([ep.index for ep in eps], dtype=np.uint64)
         keys = pair_key(numbers[group], actors.hashes[actor])
         slots = self._pairs.find(keys)
         admitted = self._admit(slots < 0, group, arrival, eps)
         slots[admitted] = self._pairs.upsert(keys[admitted])[0]
-        cols = self._pairs.cols  # read after the upsert: growing reallocates
-        cols["arrival"][slots[admitted]] = arrival[admitted]
+        table = self._pairs.cols  # read after the upsert: growing reallocates
+        table["arrival"][slots[admitted]] = arrival[admitted]
         touched = slots >= 0
-        cols["calls"][slots[touched]] += calls[touched]
+        table["calls"][slots[touched]] += calls[touched]
         for ep, n in zip(eps, np.bincount(group[admitted], minlength=len(eps)).tolist()):
             ep.callers += n
         self._top(eps, slots[touched], group[touched], actor[touched], actors)
@@ -398,10 +273,10 @@ class Inventory:
         order = np.flatnonzero(new)
         order = order[np.argsort(arrival[order], kind="stable")]
         admitted = np.zeros(len(new), dtype=bool)
-        admitted[order[_rank_in_group(group[order]) < room[group[order]]]] = True
+        admitted[order[cols.rank_in_group(group[order]) < room[group[order]]]] = True
         return admitted
 
-    def _top(self, eps: list[_Endpoint], slots: _I, group: _I, actor: _I, actors: _Actors) -> None:
+    def _top(self, eps: list[_Endpoint], slots: _I, group: _I, actor: _I, actors: cols.Actors) -> None:
         """Each endpoint's top callers again, from its old top and the pairs this batch counted (calls only grow)."""
         calls, arrival = self._pairs.cols["calls"], self._pairs.cols["arrival"]
         held = [(slot, j, label) for j, ep in enumerate(eps) for slot, label in ep.top]
@@ -417,7 +292,7 @@ class Inventory:
         kept_held = np.flatnonzero(~counted[held_slots])  # a held caller counted now is a candidate already
         cand_slots, cand_group = np.concatenate([slots, held_slots[kept_held]]), np.concatenate([group, held_group[kept_held]])
         order = np.lexsort((arrival[cand_slots], -calls[cand_slots], cand_group))  # best first: most calls, then earliest arrival
-        winners = order[_rank_in_group(cand_group[order]) < _TOP_CALLERS]
+        winners = order[cols.rank_in_group(cand_group[order]) < _TOP_CALLERS]
         fresh = winners[winners < len(slots)]
         labels = dict(zip(fresh.tolist(), actors.labels(actor[fresh])))
         tops: dict[int, list[tuple[int, str]]] = {}
@@ -429,7 +304,7 @@ class Inventory:
     def _statuses(self, fold: _Fold) -> None:
         """Calls per (endpoint, status); a missing status is ``none``."""
         status = column(fold.table, "status")
-        values, valid = _ints(status, 0), _validity(status)
+        values, valid = cols.ints(status, 0), cols.validity(status)
         seen = values if valid is None else values[valid]
         low, high = (int(seen.min()), int(seen.max())) if len(seen) else (0, 0)
         if high - low < 4096:  # HTTP statuses: each value is its own code, 0 is none
@@ -437,16 +312,16 @@ class Inventory:
             if valid is not None:
                 codes[~valid] = 0
         else:
-            codes, names = _encode(status)
+            codes, names = cols.encode(status)
             labels = [str(v) for v in names] + ["none"]
-        for j, v, n in _present_pairs(fold.local, codes, len(fold.endpoints), len(labels)):
+        for j, v, n in cols.present_pairs(fold.local, codes, len(fold.endpoints), len(labels)):
             statuses = fold.endpoints[j].statuses
             statuses[labels[v]] = statuses.get(labels[v], 0) + n
 
     def _answers(self, fold: _Fold) -> None:
         """Which endpoints got an answer showing they exist (status unknown, 1xx-3xx, 401, 403; not Kubeward's own)."""
         status = column(fold.table, "status")
-        code, valid = _ints(status, 0), _validity(status)
+        code, valid = cols.ints(status, 0), cols.validity(status)
         answered = ((code >= 100) & (code < 400)) | (code == 401) | (code == 403)
         if valid is not None:
             answered |= ~valid
@@ -458,8 +333,8 @@ class Inventory:
 
     def _auth_types(self, fold: _Fold) -> None:
         """The auth types each endpoint was called with (empty ones are none)."""
-        values, names = _encode(column(fold.table, "auth_type"))
-        for j, v, _ in _present_pairs(fold.local, values, len(fold.endpoints), len(names) + 1):
+        values, names = cols.encode(column(fold.table, "auth_type"))
+        for j, v, _ in cols.present_pairs(fold.local, values, len(fold.endpoints), len(names) + 1):
             if v < len(names) and names[v]:
                 fold.endpoints[j].auth_types.add(names[v])
 
@@ -468,14 +343,14 @@ class Inventory:
         sensitive = column(fold.table, "sensitive")
         if sensitive.null_count == len(sensitive):
             return
-        offsets = _ints(sensitive.offsets, 0)
+        offsets = cols.ints(sensitive.offsets, 0)
         start, size = int(offsets[0]), int(offsets[-1] - offsets[0])  # the entries of a slice: absolute offsets into the children
-        positive = _ints(sensitive.items.slice(start, size), 0) > 0
+        positive = cols.ints(sensitive.items.slice(start, size), 0) > 0
         if not positive.any():
             return
-        types, names = _encode(sensitive.keys.slice(start, size))
+        types, names = cols.encode(sensitive.keys.slice(start, size))
         rows = np.repeat(fold.local, np.diff(offsets))
-        for j, v, _ in _present_pairs(rows[positive], types[positive], len(fold.endpoints), len(names) + 1):
+        for j, v, _ in cols.present_pairs(rows[positive], types[positive], len(fold.endpoints), len(names) + 1):
             fold.endpoints[j].data_types.add(names[v])
 
     def record(self, key: str) -> EndpointRecord:
