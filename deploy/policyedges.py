@@ -99,8 +99,14 @@ class Edge:
 def peer_of(workload: str | None, ip: str | None, external: bool, prefix_v4: int = 24, prefix_v6: int = 64) -> Peer | None:
     """The peer of a call's source: its workload, else its address (external: the CIDR around it), else None.
 
+    An external address is read as the shim's allow-list matcher reads it (``enforcement.allowlist``): brackets
+    stripped, an IPv4-mapped IPv6 address (``::ffff:a.b.c.d``, a dual-stack listener's peer) as the IPv4 address, so
+    the listed network contains the callers it was learned from (not ``::/64``, which holds every mapped address).
+
     >>> peer_of(None, "198.51.100.7", True)
     Peer(kind='cidr', name='198.51.100.0/24')
+    >>> str(peer_of(None, "::ffff:198.51.100.7", True))
+    'cidr:198.51.100.0/24'
     >>> str(peer_of("shop/web", "10.0.0.3", False))
     'shop/web'
     """
@@ -111,9 +117,11 @@ def peer_of(workload: str | None, ip: str | None, external: bool, prefix_v4: int
     if not external:
         return Peer("address", ip)
     try:
-        addr = ipaddress.ip_address(ip)
+        addr = ipaddress.ip_address(ip.strip("[]"))
     except ValueError:
         return None
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        addr = addr.ipv4_mapped
     prefix = prefix_v4 if addr.version == 4 else prefix_v6
     return Peer("cidr", str(ipaddress.ip_network(f"{addr}/{prefix}", strict=False)))
 

@@ -35,9 +35,16 @@ with ``deploy.policyedges`` by construction:
   (``namespace/name``: XFCC, the pod directory, the data plane's
   ``x-kubeward-source-workload``), else its address: an external one as the
   ``cidr:`` around it, an in-cluster one as ``address:<ip>`` (never allowed by
-  ``policy suggest``). The shim does the same: a request with a workload
-  matches only a listed workload; one without matches a listed
-  ``cidr:<network>`` that contains its address or a listed ``address:<ip>``.
+  ``policy suggest``). External is the identity resolver's word
+  (``identity.internal_networks``), which collectors and the shim's own
+  reports (``RequestView.external`` -> ``source.external``) both carry, so a
+  client only the shim saw is learned as its network too. The shim does the
+  same: a request with a workload matches only a listed workload; one without
+  matches a listed ``cidr:<network>`` that contains its address (a new address
+  in a learned network passes) or a listed ``address:<ip>``. Containment alone
+  decides, not the request's ``external`` bit: suggest lists only external
+  networks, and a network an operator writes by hand means what it says.
+  IPv4-mapped IPv6 addresses (``::ffff:a.b.c.d``) count as the IPv4 address.
   Principals are not peers: policyedges counts them as actors *behind* a
   workload or CIDR, so the list names none and the principal plays no part.
 * **template**: ``path_template`` as the summaries carry it (``template_path``
@@ -190,18 +197,30 @@ def _plain(addr: Address) -> Address:
     return addr
 
 
-def caller_of(req: RequestView) -> str | None:
-    """The request's caller as policyedges would name it, for messages and tests: the workload, else ``address:<ip>``
-    (whether an address falls in a listed ``cidr:`` is the matcher's question), else None.
+def caller_of(req: RequestView, prefix_v4: int = 24, prefix_v6: int = 64) -> str | None:
+    """The request's caller as ``deploy.policyedges.peer_of`` names it (same default prefixes), for messages and tests:
+    the workload; else, for an external address (``req.external``), the ``cidr:`` network around it; else
+    ``address:<ip>``; else None. Which listed ``cidr:`` contains an address is the matcher's question.
 
     >>> caller_of(RequestView("GET", "/", source_workload="shop/web", ip="10.0.0.3"))
     'shop/web'
-    >>> caller_of(RequestView("GET", "/", ip="198.51.100.7"))
-    'address:198.51.100.7'
+    >>> caller_of(RequestView("GET", "/", ip="198.51.100.7", external=True))
+    'cidr:198.51.100.0/24'
+    >>> caller_of(RequestView("GET", "/", ip="10.0.0.99"))
+    'address:10.0.0.99'
     """
     if req.source_workload:
         return req.source_workload
-    return f"address:{req.ip}" if req.ip else None
+    if not req.ip:
+        return None
+    if req.external:
+        try:
+            addr = _plain(ipaddress.ip_address(req.ip.strip("[]")))
+        except ValueError:
+            return None  # peer_of names no peer for an address it cannot read
+        prefix = prefix_v4 if addr.version == 4 else prefix_v6
+        return f"cidr:{ipaddress.ip_network(f'{addr}/{prefix}', strict=False)}"
+    return f"address:{req.ip}"
 
 
 #: characters after which a path segment needs the normaliser (percent and other escapes, non-ASCII)

@@ -308,14 +308,20 @@ def summarize(now: float, req: RequestView, decision: Decision, object_key: byte
 
 
 def summary_row(now: float, req: RequestView, decision: Decision, object_key: bytes) -> dict[str, Any]:
-    """The same record as an envelope row (the reporter thread's path); the data plane's request id is the record id."""
+    """The same record as an envelope row (the reporter thread's path); the data plane's request id is the record id.
+
+    ``source.external`` is the adapter's ``RequestView.external`` (the identity resolver's, from
+    ``identity.internal_networks``), as a collector sets it: ``policy suggest`` names an external caller by the
+    ``cidr:`` around its address, an in-cluster one without a workload as ``address:<ip>`` (never allowed).
+    """
     template, ids = template_path(req.path)
     workload = req.source_workload
     return envelope_row(
         id=req.request_id or uuid.uuid4().hex,
         time=now,
         reporter="shim",
-        source={"workload": workload, "namespace": workload.split("/", 1)[0] if workload else None, "ip": req.ip},
+        source={"workload": workload, "namespace": workload.split("/", 1)[0] if workload else None, "ip": req.ip,
+                "external": req.external and not workload},
         principal=req.principal,
         auth_type=req.auth_type,
         destination={"service": req.service or "-", "namespace": req.namespace},

@@ -184,7 +184,8 @@ class ExchangeRedactor:
         self.reason = "redaction:policy"
 
     def view_of(self, headers: dict[str, str]) -> RequestView:
-        """The ``RequestView`` of the request headers (identity as the ext_authz adapters derive it)."""
+        """The ``RequestView`` of the request headers (identity, ``external`` included, as the ext_authz adapters derive it:
+        the exchange's report names the caller as theirs do)."""
         config = self.resolver.config
         if self.resolver.trusts(self.caller):
             identity, named = self.resolver.resolve(headers, None), headers.get(config.destination_header)
@@ -194,7 +195,8 @@ class ExchangeRedactor:
         target = destination_from(None, named, authority, config)
         return RequestView(method=headers.get(":method", ""), path=headers.get(":path", ""), source_workload=identity.workload,
                            principal=identity.principal, ip=identity.ip, service=target.service, namespace=target.namespace,
-                           request_id=headers.get("x-request-id") or None, auth_type=identity.auth_type, authority=authority, headers=headers)
+                           request_id=headers.get("x-request-id") or None, auth_type=identity.auth_type, authority=authority, headers=headers,
+                           external=identity.external)
 
     def on_request_headers(self, message: ext_proc.HttpHeaders) -> ext_proc.ProcessingResponse:
         """Decide which bodies of this exchange are read; tell Envoy through a mode override."""

@@ -10,7 +10,8 @@ from the ``x-request-id`` header (the id observations are joined by; Envoy 1.40
 fills ``attributes.request.http.id`` with its internal stream id, a different
 number, used only when the header is missing); headers lower-case (from ``headers``, or
 ``header_map`` when the filter sets ``encode_raw_headers``); the peer from
-``attributes.source.address``; identity from ``ingest.identity``; the
+``attributes.source.address``; identity from ``ingest.identity`` (with ``external``, so the
+shim's report names an outside client as ``policy suggest`` must); the
 destination from the ``context_extensions`` key ``service`` (per-route
 ``check_settings``, set by the operator, so it wins) else the destination
 header, else ``:authority``; the body from ``raw_body`` (``pack_as_bytes``) or
@@ -160,6 +161,7 @@ class EnvoyGrpcAdapter:
             headers=headers,
             peer_ip=peer,
             body=_body(http),
+            external=identity.external,
         )
 
     def respond(self, decision: Decision, view: RequestView) -> auth.CheckResponse:

@@ -7,8 +7,10 @@ This module holds the common part:
 
 * ``HttpCheck``: one check request as the server parsed it (method, target,
   lower-case header names to raw values, the peer's address).
-* ``HeaderIdentity``: principal, workload, client address and destination from
-  the forwarded headers through ``ingest.identity.IdentityResolver``. The
+* ``HeaderIdentity``: principal, workload, client address (and whether it is
+  external: ``Identity.external``, false once a workload is known) and
+  destination from the forwarded headers through
+  ``ingest.identity.IdentityResolver``. The
   adapter memoises its answer per distinct identity headers (they repeat from
   request to request; a JWT check and keyed hash cost tens of microseconds).
   Forwarded identity (``x-forwarded-for``, ``x-forwarded-client-cert``, every
@@ -57,7 +59,7 @@ _FIXED = (
 )  # fmt: skip
 _ASSERTED = ("x-kubeward-source-workload", "x-kubeward-principal", "x-kubeward-namespace")
 _PARTIAL_BODY = b"x-envoy-auth-partial-body"  # Envoy with_request_body + allow_partial_message: the body was cut
-Ident = tuple[str | None, str | None, str | None, str | None, str | None, tuple[str, ...], str, str | None]
+Ident = tuple[str | None, str | None, str | None, str | None, str | None, tuple[str, ...], str, str | None, bool]
 PodLookup = Callable[[str], "tuple[str, str, str] | None"]
 
 
@@ -182,7 +184,11 @@ class HeaderIdentity:
         self._warned: set[str] = set()
 
     def derive(self, headers: Mapping[bytes, bytes], peer: str | None) -> Ident:
-        """(workload, principal, ip, service, namespace, verdict-cache keys, auth type, authority) of one check."""
+        """(workload, principal, ip, service, namespace, verdict-cache keys, auth type, authority, external) of one check.
+
+        ``external`` is the resolver's (no workload, an address outside ``internal_networks``); a workload the data plane
+        asserts (``x-kubeward-source-workload``) makes the caller that workload, so not external.
+        """
         text = {name.decode("latin-1"): value for name in self.names if (value := _text(headers.get(name))) is not None}
         if not self.resolver.trusts(peer):
             text = self._untrusted(text, peer)
@@ -197,7 +203,7 @@ class HeaderIdentity:
         principal, auth_type = (asserted, "data_plane") if asserted else (who.principal, who.auth_type)
         namespace = text.get("x-kubeward-namespace") or target.namespace
         keys = RequestView("", "", workload, principal, who.ip, target.service, namespace).subject_keys()
-        return workload, principal, who.ip, target.service, namespace, keys, auth_type, authority
+        return workload, principal, who.ip, target.service, namespace, keys, auth_type, authority, who.external and not workload
 
     def _untrusted(self, text: dict[str, str], peer: str | None) -> dict[str, str]:
         """``text`` without forwarded identity: the peer is no trusted data plane, so it is the client."""
@@ -211,10 +217,11 @@ class HeaderIdentity:
         return kept
 
     def with_pod(self, ident: Ident, pod: tuple[str, str, str]) -> Ident:
-        """``ident`` with the workload of the pod behind its client address (only for idents without a workload)."""
-        _, principal, ip, service, namespace, _, auth_type, authority = ident
+        """``ident`` with the workload of the pod behind its client address (only for idents without a workload): a pod
+        is in the cluster, so the caller is not external."""
+        _, principal, ip, service, namespace, _, auth_type, authority, _ = ident
         keys = RequestView("", "", pod[0], principal, ip, service, namespace).subject_keys()
-        return pod[0], principal, ip, service, namespace, keys, auth_type, authority
+        return pod[0], principal, ip, service, namespace, keys, auth_type, authority, False
 
 
 class HttpAdapter:
@@ -285,10 +292,12 @@ class HttpAdapter:
             ident = self._memo[key] = self.identity.derive(headers, peer)
         if self._pods is not None and ident[0] is None and ident[2]:
             ident = self._pod_identity(ident, ident[2])
-        workload, principal, ip, service, namespace, keys, auth_type, authority = ident
+        workload, principal, ip, service, namespace, keys, auth_type, authority, external = ident
         rid = get(b"x-request-id")
         request_id = rid.decode("latin-1") if rid else None
-        view = RequestView(method, url, workload, principal, ip, service, namespace, keys, request_id, auth_type, authority, None, peer)
+        # All positional: ``external=`` as a keyword cost 0.1 us more per view, the three extra positionals 0.02 us.
+        view = RequestView(method, url, workload, principal, ip, service, namespace, keys, request_id, auth_type, authority, None, peer,
+                           None, False, external)
         if self._keep_headers:
             view.headers = {k.decode("latin-1"): _header_text(v) for k, v in headers.items()}
         if body:

@@ -31,6 +31,8 @@ from deploy.policysuggest import (
 )
 from deploy.policysuggestcli import directory_objects, write_out
 from deploy.runtime.manifestcheck import KUBERNETES_VERSIONS, CoreSchemas, validate_objects
+from enforcement.decision import ALLOW, RequestView
+from enforcement.shim import summarize
 from ingest.errors import SettingsError
 from tests.conftest import T0, SummaryFactory, TableOf, run_cli
 
@@ -370,3 +372,23 @@ def test_help_has_an_example(capsys: pytest.CaptureFixture[str]) -> None:
         main(["policy", "suggest", "--help"])
     text = capsys.readouterr().out
     assert "example:" in text and "kubeward policy suggest --parquet" in text and "--deployed" in text
+
+
+def test_an_external_address_is_read_as_the_shims_matcher_reads_it() -> None:
+    """A dual-stack listener's ``::ffff:a.b.c.d`` is the IPv4 client (not ``cidr:::/64``, which holds every mapped
+    address and ``::1``); a bracketed address is an address."""
+    assert peer_of(None, "::ffff:198.51.100.7", True) == Peer("cidr", "198.51.100.0/24") == peer_of(None, "198.51.100.7", True)
+    assert peer_of(None, "[2001:db8::7]", True) == Peer("cidr", "2001:db8::/64")
+    assert peer_of(None, "::ffff:10.0.0.3", False) == Peer("address", "::ffff:10.0.0.3")  # in-cluster: named as reported
+
+
+def test_the_shims_own_reports_of_external_clients_fold_into_their_network(summary_factory: SummaryFactory, table_of: TableOf) -> None:
+    """Rows as ``enforcement.shim.summary_row`` writes them (reporter ``shim``, ``source.external`` from the adapter) fold
+    like a collector's; the upstream's status is stamped on (the shim answers before the upstream does)."""
+    views = [RequestView("GET", f"/orders/{i}", None, f"user-{i % 2}", f"198.51.100.{i}", "orders", "shop", request_id=f"r{i}", external=True)
+             for i in range(6)]
+    fold = EdgeFold()
+    fold.update(table_of([summarize(T0 + i, v, ALLOW, b"k").model_copy(update={"status": 200}) for i, v in enumerate(views)]))
+    ((edge,),) = [fold.edges()]
+    assert (str(edge.peer), edge.endpoint.destination, edge.stats.ok_calls, edge.stats.actors) == ("cidr:198.51.100.0/24", "shop/orders", 6, 2)
+    assert judge([edge], Thresholds(min_calls=5, min_callers=2)).allowed == [edge]

@@ -413,3 +413,46 @@ def test_header_values_cannot_break_the_response() -> None:
 @pytest.mark.parametrize("cls", [EnvoyHttpAdapter, NginxAdapter, TraefikAdapter])
 def test_every_adapter_is_registered_under_its_name(cls: type[HttpAdapter]) -> None:
     assert ADAPTERS[cls.name] is cls and isinstance(_adapter(cls.name), cls)
+
+
+# ------------------------------------------------------------------ external callers
+
+
+@pytest.mark.parametrize("name", sorted(ADAPTERS))
+@pytest.mark.parametrize(
+    ("headers", "external"),
+    [
+        ({"x-forwarded-for": "203.0.113.7"}, True),
+        ({"x-forwarded-for": "10.1.2.3"}, False),
+        ({"x-forwarded-for": "::ffff:203.0.113.7"}, True),
+        ({"x-forwarded-for": "203.0.113.7", "x-forwarded-client-cert": SPIFFE}, False),
+        ({"x-forwarded-for": "203.0.113.7", "x-kubeward-source-workload": "lab/tool"}, False),
+    ],
+    ids=["outside", "inside", "mapped-outside", "spiffe-workload", "asserted-workload"],
+)
+def test_a_client_outside_the_internal_networks_is_external_unless_a_workload_is_known(name: str, headers: dict[str, str], external: bool) -> None:
+    view = _adapter(name).view(_check(name, "GET", "/", headers))
+    assert view.external is external
+    assert summarize(0.0, view, ALLOW, b"k").source.external is external  # and the shim's report says so
+
+
+def test_the_internal_networks_setting_decides_and_an_untrusted_peer_is_judged_as_the_client() -> None:
+    identity = {"trusted_hops": 1, "trusted_data_planes": list(PLANES), "internal_networks": ["10.0.0.0/8", "203.0.113.0/24"]}
+    adapter = build_adapter(ShimSettings(bootstrap=None, identity=identity))
+    assert adapter.view(_check("envoy", "GET", "/", {"x-forwarded-for": "203.0.113.7"})).external is False
+    assert adapter.view(_check("envoy", "GET", "/", {"x-forwarded-for": "198.51.100.7"})).external is True
+    # someone talking to the shim directly: its own address is the client, and it is outside
+    direct = _adapter().view(_check("envoy", "GET", "/", {"x-forwarded-for": "10.1.2.3"}, peer="198.51.100.9"))
+    assert (direct.ip, direct.external) == ("198.51.100.9", True)
+
+
+def test_a_pod_behind_the_address_is_never_external_and_the_memo_keeps_the_bit_per_check() -> None:
+    pods: dict[str, tuple[str, str, str]] = {}
+    adapter = EnvoyHttpAdapter(HeaderIdentity(IdentityResolver(IdentityConfig(trusted_hops=1, trusted_data_planes=PLANES)), pods=pods.get))
+    check = _check("envoy", "GET", "/", {"x-forwarded-for": "203.0.113.7"})
+    before = adapter.view(check)
+    pods["203.0.113.7"] = ("shop/web", "shop", "web-0")  # an address plan where pods sit outside internal_networks
+    during = adapter.view(check)
+    del pods["203.0.113.7"]
+    after = adapter.view(check)
+    assert [(v.source_workload, v.external) for v in (before, during, after)] == [(None, True), ("shop/web", False), (None, True)]

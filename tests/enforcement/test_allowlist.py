@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
 import pytest
 import yaml
 
@@ -18,8 +19,8 @@ from enforcement.cache import VerdictCache
 from enforcement.decision import ALLOW, Decision, Inspection, RequestView, decide
 from enforcement.ratelimit import TokenBuckets
 from enforcement.settings import AllowListSettings, ShimSettings
-from enforcement.shim import Shim, summarize
-from ingest import Policy
+from enforcement.shim import Shim, summarize, summary_row
+from ingest import Policy, decode_message, encode_rows
 from ingest.config import build_settings
 from ingest.errors import SettingsError
 from tests.conftest import T0
@@ -346,3 +347,87 @@ def test_before_the_cache_syncs_the_allow_list_applies_too(tmp_path: Path) -> No
                              policy={"default_mode": "enforce"}))
     assert shim.decide_view(_req(workload="ops/intruder")).reason == "allowlist:unknown-caller"
     assert shim.decide_view(_req()).reason == "kubeward-unsynced"
+
+
+# ------------------------------------------------------------------ external callers the shim alone saw
+
+
+def test_caller_of_names_an_external_address_by_its_network_like_policyedges() -> None:
+    outside = RequestView("GET", "/", ip="198.51.100.7", external=True)
+    assert caller_of(outside) == str(peer_of(None, "198.51.100.7", True)) == "cidr:198.51.100.0/24"
+    assert caller_of(RequestView("GET", "/", ip="2001:db8::7", external=True)) == str(peer_of(None, "2001:db8::7", True))
+    mapped = RequestView("GET", "/", ip="::ffff:198.51.100.7", external=True)  # a dual-stack listener's peer
+    assert caller_of(mapped) == str(peer_of(None, "::ffff:198.51.100.7", True)) == "cidr:198.51.100.0/24"
+    assert caller_of(RequestView("GET", "/", ip="198.51.100.7", external=True), prefix_v4=16) == "cidr:198.51.0.0/16"
+    assert caller_of(RequestView("GET", "/", ip="not-an-ip", external=True)) is None is peer_of(None, "not-an-ip", True)
+    assert caller_of(RequestView("GET", "/", "shop/web", ip="198.51.100.7", external=True)) == "shop/web"
+
+
+def test_a_listed_network_allows_a_new_external_address_in_it_in_either_spelling() -> None:
+    allow = _list()  # callers: shop/web, cidr:198.51.100.0/24
+    for ip in ("198.51.100.200", "::ffff:198.51.100.200", "[::ffff:198.51.100.200]"):
+        assert allow.refusal(RequestView("GET", "/orders/9", None, None, ip, "orders", "shop", external=True)) is None
+    assert allow.refusal(RequestView("GET", "/orders/9", None, None, "192.0.2.5", "orders", "shop", external=True)) == UNKNOWN_CALLER
+    assert allow.refusal(RequestView("GET", "/orders/9", None, None, "10.0.0.99", "orders", "shop")) == UNKNOWN_CALLER
+
+
+def _shim_reports(shim: Shim, clients: list[tuple[str, str, str]], rounds: int) -> Any:
+    """Checks of ``clients`` (x-forwarded-for, method, path) through the shim's own adapter, as Envoy (on loopback, one trusted
+    hop) sends them; the shim's reports as the worker reads them off the topic (envelope encoded and decoded)."""
+    for r in range(rounds):
+        for n, (xff, method, path) in enumerate(clients):
+            headers = {b"host": b"orders", b"x-kubeward-destination": b"shop/orders", b"x-forwarded-for": xff.encode(),
+                       b"x-request-id": f"rid-{r}-{n}".encode()}
+            shim.handle(method, path.format(n=r * 100 + n), headers, "127.0.0.1")
+    rows = [summary_row(t, view, decision, b"k") for t, view, decision in shim.take_pending()]
+    # The shim reports no upstream status (it answers before the upstream does); the data plane's answer, 200 here, is
+    # stamped on as the worker would learn it, so only the caller's name is under test.
+    return decode_message(encode_rows([{**row, "status": 200} for row in rows]), 1 << 24)
+
+
+def test_external_clients_only_the_shim_saw_are_learned_as_their_network_and_a_new_address_in_it_passes(tmp_path: Path) -> None:
+    """End to end in process: the shim's reports of external clients (``source.external`` from the identity resolver)
+    -> EdgeFold -> judge -> shim_allowlist -> a shim enforcing that list: the clients' network is listed, a new address in
+    it is allowed by the matcher, an address elsewhere and an unresolved in-cluster address are refused."""
+    clients = [("198.51.100.7", "GET", "/orders/{n}"), ("198.51.100.8", "GET", "/orders/{n}"), ("203.0.113.4", "GET", "/orders/{n}"),
+               ("10.0.0.99", "GET", "/orders/{n}")]
+    learner = Shim(ShimSettings(bootstrap=None, report="all", identity={"trusted_hops": 1}))
+    learner.synced.set()
+    table = _shim_reports(learner, clients, rounds=6)
+    assert table.column("source").combine_chunks().field("external").to_pylist()[:4] == [True, True, True, False]
+    fold = EdgeFold()
+    fold.update(table)
+    suggestion = judge(fold.edges(), Thresholds(min_calls=5, min_callers=2))
+    assert [str(e.peer) for e in suggestion.allowed] == ["cidr:198.51.100.0/24"]
+    assert sorted(str(j.edge.peer) for j in suggestion.review) == ["address:10.0.0.99", "cidr:203.0.113.0/24"]  # one actor only
+    path = tmp_path / "allowlist.yaml"
+    path.write_text(yaml.safe_dump(shim_allowlist(suggestion), sort_keys=False))
+    assert [e.callers for e in load_allowlist(path).endpoints] == [("cidr:198.51.100.0/24",)]
+
+    enforcer = Shim(ShimSettings(bootstrap=None, report="none", identity={"trusted_hops": 1}, allow_list={"file": path},
+                                 policy={"default_mode": "enforce"}))
+    enforcer.synced.set()
+    headers = {b"host": b"orders", b"x-kubeward-destination": b"shop/orders"}
+    newcomer = enforcer.adapter.view_of("GET", "/orders/424242", {**headers, b"x-forwarded-for": b"198.51.100.200"}, "127.0.0.1")
+    assert (newcomer.external, caller_of(newcomer)) == (True, "cidr:198.51.100.0/24")
+    assert enforcer.decide_view(newcomer) is ALLOW
+    for xff in (b"203.0.113.4", b"10.0.0.99"):
+        view = enforcer.adapter.view_of("GET", "/orders/1", {**headers, b"x-forwarded-for": xff}, "127.0.0.1")
+        assert enforcer.decide_view(view).reason == "allowlist:unknown-caller"
+
+
+def test_without_the_external_bit_the_same_reports_would_be_held_for_review() -> None:
+    """What the bit fixes: the same shim reports with ``source.external`` off name each client ``address:<ip>``, never
+    allowed."""
+    learner = Shim(ShimSettings(bootstrap=None, report="all", identity={"trusted_hops": 1}))
+    learner.synced.set()
+    table = _shim_reports(learner, [("198.51.100.7", "GET", "/orders/{n}"), ("198.51.100.8", "GET", "/orders/{n}")], rounds=6)
+    source = table.column("source").combine_chunks()
+    fields = [source.field(i) for i in range(source.type.num_fields)]
+    names = [source.type.field(i).name for i in range(source.type.num_fields)]
+    fields[names.index("external")] = pa.array([False] * len(source))
+    blind = table.set_column(table.schema.get_field_index("source"), "source", pa.StructArray.from_arrays(fields, names=names))
+    fold = EdgeFold()
+    fold.update(blind)
+    suggestion = judge(fold.edges(), Thresholds(min_calls=5, min_callers=2))
+    assert not suggestion.allowed and sorted(str(j.edge.peer) for j in suggestion.review) == ["address:198.51.100.7", "address:198.51.100.8"]

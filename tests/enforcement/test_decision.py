@@ -200,3 +200,12 @@ def test_a_verdict_answer_that_stands_still_carries_what_observe_mode_inspection
     got = _decide(_req(path=INJECTION), cache, signatures, policy=Policy(default_mode="observe"))
     assert (got.status, got.would, got.findings) == (status, would, ("sqli",))
     assert got.verdict_id is not None
+
+
+def test_the_external_bit_defaults_off_and_leaves_positional_construction_as_it_was() -> None:
+    """``external`` is last with a default: every positional caller builds the same view as before, not external."""
+    view = RequestView("GET", "/", "shop/web", "alice", "10.0.0.7", "orders", "shop", None, "rid", "jwt", "orders", None, "10.0.0.9")
+    assert (view.peer_ip, view.body, view.body_truncated, view.external) == ("10.0.0.9", None, False, False)
+    assert RequestView("GET", "/", ip="198.51.100.7", external=True).external is True
+    # the bit names the caller for reports and policy suggest only: the verdict-cache keys are the same either way
+    assert RequestView("GET", "/", ip="198.51.100.7", external=True).subject_keys() == RequestView("GET", "/", ip="198.51.100.7").subject_keys()

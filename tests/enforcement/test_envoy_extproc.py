@@ -13,6 +13,7 @@ from enforcement.adapters.envoy_extproc import ExtProcRedactionServer, Redaction
 from enforcement.cache import CachedVerdict, VerdictCache
 from enforcement.decision import Decision, RequestView
 from enforcement.redaction import RedactionSettings
+from ingest.identity import IdentityConfig, IdentityResolver
 from ingest.proto import envoy_core_pb2 as core
 from ingest.proto import envoy_ext_proc_mode_pb2 as mode
 from ingest.proto import envoy_ext_proc_pb2 as ext_proc
@@ -157,3 +158,13 @@ def test_observability_mode_gets_no_answers() -> None:
     message = _request()
     message.observability_mode = True
     assert _run(_server(), message) == []
+
+
+def test_the_reported_view_says_whether_the_client_is_external() -> None:
+    """The exchange's report (the shim's queue) carries the bit as the ext_authz adapters derive it (ext_proc gets no
+    source address: the client is Envoy's ``x-forwarded-for`` entry, ``trusted_hops=1``)."""
+    reports: list[tuple[float, RequestView, Decision]] = []
+    server = ExtProcRedactionServer(RedactionSettings(), IdentityResolver(IdentityConfig(trusted_hops=1)), report=lambda *r: reports.append(r))
+    _run(server, _request(x_forwarded_for="203.0.113.7"), _response(), _body())
+    _run(server, _request(x_forwarded_for="10.1.2.3"), _response(), _body())
+    assert [(view.ip, view.external) for _, view, _ in reports] == [("203.0.113.7", True), ("10.1.2.3", False)]

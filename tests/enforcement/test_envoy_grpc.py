@@ -171,3 +171,18 @@ def test_a_decision_that_raises_becomes_internal_so_envoy_applies_its_failure_mo
         asyncio.run(servicer.Check(check_request(), context))
     assert context.aborted is not None and context.aborted[0] == grpc.StatusCode.INTERNAL
     assert servicer.errors == 1
+
+
+def test_the_view_says_whether_the_client_is_outside_the_internal_networks() -> None:
+    assert EnvoyGrpcAdapter().view(check_request()).external is False  # source.address 10.1.2.3: in the cluster
+    outside = check_request()
+    outside.attributes.source.address.socket_address.address = "198.51.100.4"  # the client reached Envoy directly
+    assert (EnvoyGrpcAdapter().view(outside).ip, EnvoyGrpcAdapter().view(outside).external) == ("198.51.100.4", True)
+    # through one more trusted hop the forwarded client counts, with its own bit
+    two_hops = EnvoyGrpcAdapter(IdentityResolver(IdentityConfig(trusted_hops=2))).view(check_request())
+    assert (two_hops.ip, two_hops.external) == ("198.51.100.4", True)
+    # a caller that is no data plane is the client itself
+    direct = EnvoyGrpcAdapter().view(check_request(), "203.0.113.9")
+    assert (direct.ip, direct.external) == ("203.0.113.9", True)
+    inside = EnvoyGrpcAdapter(IdentityResolver(IdentityConfig(internal_networks=("10.0.0.0/8", "198.51.100.0/24")))).view(outside)
+    assert inside.external is False

@@ -203,3 +203,12 @@ def test_inline_inspection_denies_before_the_verdict_cache_has_synced_and_nothin
     benign = shim.decide_view(RequestView("POST", "/api/users/signup", headers={"content-type": "application/json"}, body=b'{"email": "a@b.c"}'))
     assert benign.reason == "kubeward-unsynced" and benign.status == 200
     assert shim.schema is not None and shim.schema.stats()["learned"] == 0
+
+
+def test_the_report_carries_the_external_bit_the_adapter_derived() -> None:
+    """``source.external`` as a collector sets it, so ``policy suggest`` names a client only the shim saw by its network."""
+    outside = RequestView("GET", "/x", None, None, "198.51.100.7", "orders", "shop", external=True)
+    assert summarize(T0, outside, ALLOW, KEY).source.external is True
+    assert summarize(T0, _view("/x"), ALLOW, KEY).source.external is False
+    # a workload is never external, whatever a view says (the report names the workload, as peer_of does)
+    assert summarize(T0, RequestView("GET", "/x", "shop/web", None, "198.51.100.7", external=True), ALLOW, KEY).source.external is False
