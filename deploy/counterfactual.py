@@ -32,10 +32,30 @@ the shim's own ``lookup_keys``. Inline inspection is replayed from the record:
 a request whose ``inline_findings`` are not empty is what the shim's inspector
 found then, denied where the run's policy enforces its destination.
 
+**The learned allow-list** (``kubeward policy suggest --format shim``). Each
+run's shim may enforce one (``enforcement.allowlist.AllowList``), passed to
+``decide`` as the shim passes it: after verdicts and inline inspection, in the
+mode the run's policy gives the destination. The caller it checks is the
+recorded one, as the shim derives it: the source workload, else the client
+address (a listed ``cidr:`` or ``address:``); principals play no part. Its
+refusals are counted with the action ``allowlist`` and the class and rule
+``allowlist:<reason>`` (``unknown-caller``, ``unknown-endpoint``,
+``unnamed-caller``, ``ambiguous-path``), never as collateral (the request
+itself is what the list does not name); in observe mode they are *observed*.
+The shim's first answer hides a refusal the list would also make (a blocked
+actor's calls are counted ``block``), so each run with a list also reports
+``allowlist``: what the list refuses on its own where the policy enforces the
+destination, whatever else refused it (``python -m deploy.policymatch``
+counts the same edges in the Istio and Cilium renderings, every namespace
+enforced).
+Without a recorded ``raw_path`` the path checked is the template, which
+matches its own entry: an ``ambiguous-path`` refusal needs the raw path.
+
 **Counts.** A request is *refused* when the run's shim answers 403 or 429
-(enforced); *observed* when an observe-mode verdict or finding says it would
-have refused it; the action is ``block``/``quarantine``/``throttle`` (a
-verdict) or ``inline``. Requests the recording already shows refused
+(enforced); *observed* when an observe-mode verdict, finding or allow-list
+refusal says it would have refused it; the action is
+``block``/``quarantine``/``throttle`` (a verdict), ``inline`` or
+``allowlist``. Requests the recording already shows refused
 (``decision`` ``deny`` or ``throttle``) are counted apart (``already_refused``)
 and in no run's refusals: they were not the candidate's cost. A refused request
 is *collateral* when it is not the pattern that got its actor flagged: the
@@ -58,7 +78,8 @@ actors and those of attackers (their cover traffic).
 candidate would refuse is still fed to its worker as answered, and the actor
 does not react to refusals. ``kubeward evaluate`` closes the loop on simulated
 traffic; this counts what a recording says. No Kafka, no files, no wall clock
-here; ``deploy.whatif`` is the command-line edge. The recorded ground truth
+here; ``deploy.whatif`` is the command-line edge, ``deploy.whatifreport``
+builds the report. The recorded ground truth
 (``ground_truth``) is nulled before anything reads the rows.
 """
 
@@ -66,14 +87,16 @@ from __future__ import annotations
 
 import heapq
 from collections import Counter, defaultdict, deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from enforcement.allowlist import AllowList
 from enforcement.cache import VerdictCache
-from enforcement.decision import Decision, Inspection, RequestView, decide
+from enforcement.decision import ALLOWLIST, Decision, Inspection, RequestView, decide
 from enforcement.ratelimit import TokenBuckets
 from deploy.recordedcalls import Endpoint, RecordedCall, Source, conformed_tables, cut, recorded_calls
+from deploy.whatifreport import Archive, report
 from ingest import Verdict
 from ingest.envelope import encode_table
 from streams.replay import Replay
@@ -85,6 +108,8 @@ Progress = Callable[[int], None]
 
 #: recorded ``decision`` values of requests the shim refused when they were recorded
 RECORDED_REFUSALS = ("deny", "throttle")
+#: the action a refusal no verdict made is counted under, by its reason's prefix (``allowlist:unknown-caller``)
+_REFUSER = {ALLOWLIST: "allowlist"}
 _PURGE_EVERY = 10_000
 
 
@@ -171,11 +196,22 @@ class _ActorTally:
     classes: Counter[str] = field(default_factory=Counter)
 
 
-class _Run:
-    """One settings' worker pipeline and shim over the recorded requests, and what it refused."""
+@dataclass
+class _ListTally:
+    """What the run's allow-list refuses on its own (where the policy enforces), and would refuse elsewhere."""
 
-    def __init__(self, settings: WorkerSettings, options: WhatIfOptions, declared: Mapping[str, Mapping[tuple[str, str], bool]] | None) -> None:
-        self.settings, self.options = settings, options
+    refused: dict[str, str] = field(default_factory=dict)  # request id -> actor
+    by_reason: Counter[str] = field(default_factory=Counter)
+    by_service: Counter[str] = field(default_factory=Counter)
+    observed: int = 0
+
+
+class Run:
+    """One settings' worker pipeline and shim (with its allow-list, if any) over the recorded requests, and what it refused."""
+
+    def __init__(self, settings: WorkerSettings, options: WhatIfOptions, declared: Mapping[str, Mapping[tuple[str, str], bool]] | None,
+                 allowlist: AllowList | None = None) -> None:
+        self.settings, self.options, self.allowlist = settings, options, allowlist
         self.replay = Replay(settings, declared=declared)
         self.cache, self.buckets, self.inspector = VerdictCache(), TokenBuckets(), _Recorded()
         self.pending: list[tuple[float, int, Verdict]] = []
@@ -190,6 +226,7 @@ class _Run:
         self.collateral_by_class: Counter[str] = Counter()
         self.collateral_elsewhere = 0  # collateral requests to a service none of the pattern's endpoints is on
         self.redacted = 0
+        self.listed = _ListTally()
 
     def feed(self, envelope: bytes, now: float, history: _History) -> None:
         """One batch through the pipeline; its verdicts wait for their delivery time."""
@@ -209,7 +246,7 @@ class _Run:
         while self.pending and self.pending[0][0] <= call.time:
             self.cache.apply(heapq.heappop(self.pending)[2])
         self.inspector.findings = call.findings
-        return decide(call.view, self.cache, self.buckets, self.inspector, self.settings.policy, call.time)
+        return decide(call.view, self.cache, self.buckets, self.inspector, self.settings.policy, call.time, self.allowlist)
 
     def count(self, call: RecordedCall, decision: Decision) -> None:
         """Tally one decision (requests already refused when recorded are the caller's to count)."""
@@ -222,7 +259,7 @@ class _Run:
             return
         issued = self.issued.get(decision.verdict_id or "")
         klass = self._class_of(decision)
-        action = issued.action if issued is not None else "inline"
+        action = issued.action if issued is not None else _REFUSER.get((decision.reason or "").partition(":")[0] + ":", "inline")
         collateral = issued is not None and issued.pattern is not None and call.endpoint not in issued.pattern
         self.refused[call.id] = call.actor
         tally = self.actors[call.actor]
@@ -243,124 +280,21 @@ class _Run:
         issued = self.issued.get(decision.verdict_id or "")
         return issued.attack_class if issued is not None else decision.reason or "inline"
 
+    def check_list(self, call: RecordedCall) -> None:
+        """The allow-list on its own: would it refuse this request, whichever check of the shim answers first."""
+        why = self.allowlist.refusal(call.view) if self.allowlist is not None else None
+        if why is None:
+            return
+        if self.settings.policy.mode_for(call.view.namespace, call.view.service) != "enforce":
+            self.listed.observed += 1
+            return
+        self.listed.refused[call.id] = call.actor
+        self.listed.by_reason[ALLOWLIST + why] += 1
+        self.listed.by_service[f"{call.namespace}/{call.endpoint[0]}"] += 1
+
     def purge(self, now: float) -> None:
         """Drop expired verdicts from the shim's cache (memory only: lookups ignore them already)."""
         self.cache.purge(now)
-
-
-# --- the report ---------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class _Archive:
-    """What is counted once over the recorded requests: sizes, actors, recorded refusals, labels."""
-
-    rows: int = 0
-    batches: int = 0
-    first: float | None = None
-    last: float | None = None
-    requests: Counter[str] = field(default_factory=Counter)  # actor -> requests
-    already: Counter[str] = field(default_factory=Counter)  # recorded decision -> requests
-    already_actors: set[str] = field(default_factory=set)
-    already_by_namespace: Counter[str] = field(default_factory=Counter)
-    attackers: set[str] = field(default_factory=set)
-    labelled_actors: set[str] = field(default_factory=set)
-    labelled: Counter[bool] = field(default_factory=Counter)
-
-    def see(self, call: RecordedCall, labels: Mapping[str, bool] | None) -> None:
-        self.rows += 1
-        self.first = call.time if self.first is None else min(self.first, call.time)
-        self.last = call.time if self.last is None else max(self.last, call.time)
-        self.requests[call.actor] += 1
-        if labels is not None and call.id in labels:
-            bad = bool(labels[call.id])
-            self.labelled[bad] += 1
-            self.labelled_actors.add(call.actor)
-            if bad:
-                self.attackers.add(call.actor)
-
-
-def _top(counter: Counter[str], n: int | None = None) -> dict[str, int]:
-    return dict(counter.most_common(n))
-
-
-def _label_figures(run: _Run, archive: _Archive, labels: Mapping[str, bool]) -> dict[str, Any]:
-    refused_actors = set(run.actors)
-    benign_actors = archive.labelled_actors - archive.attackers
-    bad = sum(1 for rid in run.refused if labels.get(rid) is True)
-    benign = [(rid, actor) for rid, actor in run.refused.items() if labels.get(rid) is False]
-    return {
-        "attackers": len(archive.attackers), "attackers_caught": len(archive.attackers & refused_actors),
-        "benign_actors": len(benign_actors), "benign_actors_refused": len(benign_actors & refused_actors),
-        "malicious_requests": archive.labelled[True], "malicious_requests_refused": bad,
-        "benign_requests": archive.labelled[False], "benign_requests_refused": len(benign),
-        "benign_requests_refused_of_benign_actors": sum(1 for _, a in benign if a not in archive.attackers),
-        "benign_requests_refused_of_attackers": sum(1 for _, a in benign if a in archive.attackers),
-        "unlabelled_requests_refused": sum(1 for rid in run.refused if rid not in labels),
-    }
-
-
-def _actor_rows(run: _Run, archive: _Archive, actors: Iterable[str], labels: Mapping[str, bool] | None) -> list[dict[str, Any]]:
-    rows = []
-    for actor in actors:
-        tally = run.actors[actor]
-        row: dict[str, Any] = {"actor": actor, "requests": archive.requests[actor], "refused": tally.refused, "collateral": tally.collateral,
-                               "first_refused": tally.first_refused, "classes": dict(tally.classes.most_common())}
-        if labels is not None:
-            row["label"] = "attacker" if actor in archive.attackers else "benign" if actor in archive.labelled_actors else "unlabelled"
-        rows.append(row)
-    return rows
-
-
-def _ranked(run: _Run, actors: Iterable[str]) -> list[str]:
-    return sorted(actors, key=lambda a: (-run.actors[a].refused, a))
-
-
-def _run_report(run: _Run, archive: _Archive, labels: Mapping[str, bool] | None, top: int) -> dict[str, Any]:
-    issued = run.issued.values()
-    collateral_actors = sum(1 for t in run.actors.values() if t.collateral)
-    report: dict[str, Any] = {
-        "verdicts": {"total": len(run.issued), "by_class": _top(Counter(i.attack_class for i in issued)),
-                     "by_action": _top(Counter(i.action for i in issued)), "by_mode": _top(Counter(i.mode for i in issued))},
-        "refused": {"requests": len(run.refused), "actors": len(run.actors),
-                    "by_namespace": {ns: {"requests": n, "actors": len(run.actors_by_namespace[ns])} for ns, n in run.by["namespace"].most_common()},
-                    "by_service": _top(run.by["service"]), "by_class": _top(run.by["class"]), "by_action": _top(run.by["action"]),
-                    "by_rule": _top(run.by["rule"])},
-        "collateral": {"requests": sum(t.collateral for t in run.actors.values()), "actors": collateral_actors,
-                       "other_services": run.collateral_elsewhere, "by_class": _top(run.collateral_by_class)},
-        "observed": {"requests": sum(run.observed.values()), "actors": len(run.observed_actors), "by_class": _top(run.observed)},
-        "redacted": {"requests": run.redacted},
-        "dead_letters": run.dead_letters,
-        "top_actors": _actor_rows(run, archive, _ranked(run, run.actors)[:top], labels),
-    }
-    if labels is not None:
-        report["labels"] = _label_figures(run, archive, labels)
-    return report
-
-
-def _difference(base: _Run, cand: _Run, archive: _Archive, labels: Mapping[str, bool] | None, top: int) -> dict[str, Any]:
-    new_actors = set(cand.actors) - set(base.actors)
-    out: dict[str, Any] = {
-        "requests_newly_refused": len(cand.refused.keys() - base.refused.keys()),
-        "requests_no_longer_refused": len(base.refused.keys() - cand.refused.keys()),
-        "actors_newly_refused": len(new_actors), "actors_no_longer_refused": len(set(base.actors) - set(cand.actors)),
-        "top_newly_refused": _actor_rows(cand, archive, _ranked(cand, new_actors)[:top], labels),
-    }
-    if labels is not None:
-        benign_actors = archive.labelled_actors - archive.attackers
-        out["benign_requests_newly_refused"] = sum(1 for rid in cand.refused.keys() - base.refused.keys() if labels.get(rid) is False)
-        out["benign_actors_newly_refused"] = len(new_actors & benign_actors)
-        out["attackers_newly_caught"] = len(new_actors & archive.attackers)
-    return out
-
-
-def _settings_summary(settings: WorkerSettings) -> dict[str, Any]:
-    policy = settings.policy
-    return {"rules_dir": str(settings.rules_dir) if settings.rules_dir else None, "rule_overrides": settings.rule_overrides,
-            "detectors": settings.detector_names(), "model_path": str(settings.model_path) if settings.model_path else None,
-            "model_mode": settings.model_mode, "window_s": settings.window_s,
-            "policy": {"name": policy.name, "version": policy.version, "default_mode": policy.default_mode, "modes": dict(policy.modes),
-                       "actions": dict(policy.actions), "verdict_ttl_s": policy.verdict_ttl_s}}
 
 
 # --- the loop -----------------------------------------------------------------------------------------------------
@@ -368,17 +302,18 @@ def _settings_summary(settings: WorkerSettings) -> dict[str, Any]:
 
 def whatif(source: Source, baseline: WorkerSettings, candidate: WorkerSettings, labels: Mapping[str, bool] | None = None,
            options: WhatIfOptions = WhatIfOptions(), declared: Mapping[str, Mapping[tuple[str, str], bool]] | None = None,
-           progress: Progress | None = None) -> dict[str, Any]:
+           progress: Progress | None = None, allowlist: AllowList | None = None, baseline_allowlist: AllowList | None = None) -> dict[str, Any]:
     """Replay ``source`` against ``baseline`` and ``candidate``; the report (see the module docstring).
 
     ``source``: an Arrow table or batch, or an iterable of rows (``summary_row`` shape or ``RequestSummary``) and
     Arrow tables, in time order. ``labels``: request id -> malicious, for the labelled figures (never read by the
     replay). ``declared``: the declared endpoints of the specs, as the worker reads them. ``progress`` is called with
-    the number of rows replayed after every batch.
+    the number of rows replayed after every batch. ``allowlist`` / ``baseline_allowlist``: the learned allow-list each
+    run's shim enforces (None: none; the candidate does not inherit the baseline's).
     """
-    runs = {"baseline": _Run(baseline, options, declared), "candidate": _Run(candidate, options, declared)}
+    runs = {"baseline": Run(baseline, options, declared, baseline_allowlist), "candidate": Run(candidate, options, declared, allowlist)}
     history = _History(max(baseline.window_s, candidate.window_s))
-    archive, clock, since_purge = _Archive(), 0.0, 0
+    archive, clock, since_purge = Archive(), 0.0, 0
     for batch in cut(conformed_tables(source), options.batch_s, options.batch_rows):
         calls = recorded_calls(batch)
         for call in calls:
@@ -398,6 +333,7 @@ def whatif(source: Source, baseline: WorkerSettings, candidate: WorkerSettings, 
                 decision = run.decide(call)
                 if not recorded_refusal:
                     run.count(call, decision)
+                    run.check_list(call)
         archive.batches += 1
         since_purge += len(calls)
         if since_purge >= _PURGE_EVERY:
@@ -406,22 +342,4 @@ def whatif(source: Source, baseline: WorkerSettings, candidate: WorkerSettings, 
                 run.purge(clock)
         if progress is not None:
             progress(archive.rows)
-    return _report(runs["baseline"], runs["candidate"], archive, labels, options)
-
-
-def _report(base: _Run, cand: _Run, archive: _Archive, labels: Mapping[str, bool] | None, options: WhatIfOptions) -> dict[str, Any]:
-    return {
-        "rows": archive.rows, "batches": archive.batches, "actors": len(archive.requests), "first_time": archive.first, "last_time": archive.last,
-        "already_refused": {"requests": sum(archive.already.values()), "actors": len(archive.already_actors),
-                            "by_decision": _top(archive.already), "by_namespace": _top(archive.already_by_namespace)},
-        "labels": None if labels is None else {"labelled_requests": archive.labelled[True] + archive.labelled[False],
-                                               "malicious_requests": archive.labelled[True], "attackers": len(archive.attackers),
-                                               "benign_actors": len(archive.labelled_actors - archive.attackers)},
-        "baseline": _run_report(base, archive, labels, options.top),
-        "candidate": _run_report(cand, archive, labels, options.top),
-        "difference": _difference(base, cand, archive, labels, options.top),
-        "settings": {"latency_s": options.latency_s, "batch_s": options.batch_s, "batch_rows": options.batch_rows,
-                     "pattern_share": options.pattern_share, "baseline": _settings_summary(base.settings),
-                     "candidate": _settings_summary(cand.settings),
-                     "note": "open loop: recorded requests replayed as they happened; refused requests are still fed to the worker as answered"},
-    }
+    return report(runs["baseline"], runs["candidate"], archive, labels, options)

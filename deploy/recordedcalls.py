@@ -6,6 +6,12 @@ schema order, ``ground_truth`` nulled before anything reads it), cut into replay
 seconds, and each batch's rows become ``RecordedCall``s: the ``RequestView`` the shim's ``decide`` takes (path =
 the raw path when the collector kept it, else the template; an MCP ``tools/call`` carries its tool name in a
 minimal JSON-RPC body), the actor, the endpoint, the recorded decision and inline findings. Pure.
+
+The view's caller is the recorded source as the shim resolves it (``ingest.identity``: the workload, else the client
+address, with ``external`` as recorded; an empty workload counts as none), which is what the learned allow-list checks
+(``AllowList.refusal``; ``caller_of`` names it as ``policy suggest`` did);
+its destination namespace stays None when the recording has none (a bare ``Host``: governed by the service in any
+namespace, as in the shim), while ``RecordedCall.namespace`` says ``-`` for the report.
 """
 
 from __future__ import annotations
@@ -124,7 +130,7 @@ def recorded_calls(table: pa.Table) -> list[RecordedCall]:
     cols = {name: table[name].to_pylist() for name in ("id", "time", "principal", "auth_type", "method", "path_template", "raw_path",
                                                         "decision", "inline_findings")}
     src, dst, mcp = table["source"], table["destination"], table["mcp"]
-    workload, ip = _field(src, "workload"), _field(src, "ip")
+    workload, ip, external = _field(src, "workload"), _field(src, "ip"), _field(src, "external")
     service, namespace = _field(dst, "service"), _field(dst, "namespace")
     jsonrpc, tool = _field(mcp, "jsonrpc_method"), _field(mcp, "tool_name")
     out = []
@@ -132,7 +138,7 @@ def recorded_calls(table: pa.Table) -> list[RecordedCall]:
         method, template = cols["method"][i], cols["path_template"][i]
         body = _tool_body(jsonrpc[i], tool[i]) if method == "POST" else None
         view = RequestView(method, cols["raw_path"][i] or template, workload[i], cols["principal"][i], ip[i], service[i], namespace[i],
-                           request_id=rid, auth_type=cols["auth_type"][i], body=body)
+                           request_id=rid, auth_type=cols["auth_type"][i], body=body, external=bool(external[i]))
         out.append(RecordedCall(rid, cols["time"][i], actor_key(workload[i] or ip[i], cols["principal"][i]), ip[i], view,
                          (service[i], method, template), namespace[i] or "-", cols["decision"][i], tuple(cols["inline_findings"][i] or ())))
     return out

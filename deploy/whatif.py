@@ -21,10 +21,21 @@ simulated archive, with its labels::
 The baseline is the worker's settings as the environment gives them
 (``KUBEWARD_WORKER_*``; ``--baseline-policy FILE`` replaces its policy); the
 candidate is the baseline changed by ``--rules-dir``, ``--rule-override``,
-``--model``, ``--policy`` and ``--enforce``. The core and its definitions are in
-``deploy.counterfactual``. Recorded traffic is replayed open loop (refused
-requests are still fed to the worker as answered): ``kubeward evaluate`` closes
-the loop on simulated traffic.
+``--model``, ``--policy`` and ``--enforce``.
+
+``--allowlist FILE``: a learned allow-list (``policy suggest --format shim``)
+for the candidate's shim, enforced where its policy enforces the destination;
+``--baseline-allowlist``: the deployed one (default none; kept by the
+candidate unless --allowlist names another). Its refusals count as action
+``allowlist``, class and rule ``allowlist:<reason>``; ``allowlist`` in each run
+says what it refuses on its own, whatever answered first::
+
+    kubeward policy suggest --parquet build/learn.parquet --format shim --out build/allow
+    kubeward whatif --parquet build/sim.parquet --labels build/sim.labels.jsonl --allowlist build/allow/allowlist.yaml --enforce shop
+
+The core and its definitions are in ``deploy.counterfactual``. Recorded
+traffic is replayed open loop (refused requests are still fed to the worker as
+answered): ``kubeward evaluate`` closes the loop on simulated traffic.
 """
 
 from __future__ import annotations
@@ -49,7 +60,7 @@ __all__ = ["add_cli", "kafka_table", "parquet_tables", "read_labels"]
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
 _UNIT_S = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_CANDIDATE_OPTIONS = "--enforce, --policy, --rules-dir, --rule-override or --model"
+_CANDIDATE_OPTIONS = "--enforce, --policy, --rules-dir, --rule-override, --model or --allowlist"
 
 
 # --- reading the inputs -------------------------------------------------------------------------------------------
@@ -216,6 +227,8 @@ def build_candidate(args: argparse.Namespace) -> tuple[Any, Any]:
     baseline = _built({}, **base_over)
     given = {o: v for o, v in (("--rules-dir", args.rules_dir), ("--rule-override", args.rule_override), ("--model", args.model),
                                ("--model-mode", args.model_mode), ("--policy", args.policy), ("--enforce", args.enforce)) if v}
+    if args.allowlist is not None:
+        given["--allowlist"] = args.allowlist
     if not set(given) - {"--model-mode"}:
         raise SettingsError(f"nothing to compare: give what the candidate changes ({_CANDIDATE_OPTIONS})")
     over: dict[str, Any] = {**base_over}
@@ -238,6 +251,36 @@ def build_candidate(args: argparse.Namespace) -> tuple[Any, Any]:
             raise SettingsError(f"--enforce={target!r}: {exc}") from None
     over["policy"] = policy
     return baseline, _built(given, **over)
+
+
+def build_allowlists(args: argparse.Namespace) -> tuple[Any, Any]:
+    """(baseline, candidate) allow-lists (``enforcement.allowlist.AllowList`` or None): the candidate keeps the baseline's
+    unless ``--allowlist`` names one; ``SettingsError`` names the option, the file and every problem."""
+    baseline = _allowlist_file("--baseline-allowlist", args.baseline_allowlist) if args.baseline_allowlist else None
+    return baseline, _allowlist_file("--allowlist", args.allowlist) if args.allowlist else baseline
+
+
+def _allowlist_file(option: str, path: Path) -> Any:
+    from enforcement.allowlist import AllowListError
+    from enforcement.allowlistfile import load_allowlist
+
+    if path.is_dir():
+        raise SettingsError(f"{option}={str(path)!r}: a directory; give the file in it ({str(path / 'allowlist.yaml')!r} as policy suggest writes it)")
+    if not path.is_file():
+        raise SettingsError(f"{option}={str(path)!r}: no such file (kubeward policy suggest --format shim --out DIR writes DIR/allowlist.yaml)")
+    try:
+        return load_allowlist(path)
+    except AllowListError as exc:
+        raise SettingsError(f"{option}={str(path)!r}: {exc}") from None
+
+
+def _unenforced(allowlist: Any, policy: Any) -> list[str]:
+    """The destinations an allow-list governs whose mode in ``policy`` is not enforce (its refusals there only observed)."""
+    def mode(destination: str) -> str:
+        namespace, _, service = destination.rpartition("/")
+        return str(policy.mode_for(namespace or None, service))
+
+    return [d for d in allowlist.destinations if mode(d) != "enforce"]
 
 
 def _check_model(path: Path) -> None:
@@ -305,6 +348,13 @@ def _cmd(args: argparse.Namespace) -> int:
         raise SettingsError("give the recorded traffic: --parquet FILE... or --kafka (with --bootstrap HOST:PORT)")
     options = _check_numbers(args)
     baseline, candidate = build_candidate(args)
+    base_list, cand_list = build_allowlists(args)
+    if cand_list is not None and not args.quiet:
+        left = _unenforced(cand_list, candidate.policy)
+        if left:
+            print(f"note: the candidate's policy does not enforce {len(left)} of the {len(cand_list.destinations)} destinations the allow-list "
+                  f"governs ({', '.join(left[:5])}{', ...' if len(left) > 5 else ''}): its refusals there count as observed (--enforce NS)",
+                  file=sys.stderr)
     labels = read_labels(args.labels) if args.labels else None
     declared = None
     if candidate.specs_dir is not None:
@@ -312,7 +362,7 @@ def _cmd(args: argparse.Namespace) -> int:
 
         declared = declared_endpoints(load_spec_dir(candidate.specs_dir))
     progress = _Progress(quiet=args.quiet)
-    report = whatif(_source(args, baseline), baseline, candidate, labels, options, declared, progress)
+    report = whatif(_source(args, baseline), baseline, candidate, labels, options, declared, progress, cand_list, base_list)
     report["seconds"] = round(time.monotonic() - progress.started, 1)
     report["rows_per_s"] = round(progress.rate())
     report["cpu_seconds"] = round(time.process_time() - progress.cpu, 1)
@@ -347,7 +397,11 @@ def add_cli(sub: Any) -> None:
     cand.add_argument("--rule-override", action="append", metavar="JSON", help="""rule tuning, e.g. '{"scraping-rate": {"floor": 300}}' (repeatable)""")
     cand.add_argument("--model", type=Path, metavar="FILE", help="a per-cohort anomaly model (kubeward train)")
     cand.add_argument("--model-mode", choices=["observe", "inherit"], help="observe: the model never enforces (the worker's default); inherit: the policy's mode")
+    cand.add_argument("--allowlist", type=Path, metavar="FILE", help="a learned allow-list for the candidate's shim (kubeward policy suggest --format shim); "
+                      "enforced where the policy enforces the destination")
     p.add_argument("--baseline-policy", type=Path, metavar="FILE", help="the deployed policy (default: the worker's settings, KUBEWARD_WORKER_POLICY__*)")
+    p.add_argument("--baseline-allowlist", type=Path, metavar="FILE", help="the allow-list the deployed shim enforces (default: none); "
+                   "the candidate keeps it unless --allowlist names another")
     p.add_argument("--labels", type=Path, metavar="FILE", help='JSON lines {"id": ..., "malicious": true|false} (kubeward simulate --labels): benign collateral, attackers caught')
     p.add_argument("--latency-s", type=float, default=0.1, help="detect->enforce latency, evidence to shim (default 0.1)")
     p.add_argument("--batch-s", type=float, default=0.25, help="event seconds per replay batch (default 0.25; verdicts are timed from their evidence)")

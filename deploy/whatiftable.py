@@ -1,4 +1,4 @@
-"""The ``kubeward whatif`` report (``deploy.counterfactual.compare``'s dictionary) as a table for a terminal."""
+"""The ``kubeward whatif`` report (``deploy.whatifreport.report``'s dictionary) as a table for a terminal."""
 
 from __future__ import annotations
 
@@ -47,7 +47,15 @@ def _changes(report: dict[str, Any]) -> str:
             parts.append(f"{key} {cand[key]}")
     if cand["rule_overrides"] != base["rule_overrides"]:
         parts.append("rule overrides " + json.dumps(cand["rule_overrides"], sort_keys=True))
+    if cand.get("allowlist") != base.get("allowlist"):
+        parts.append(_allowlist(cand.get("allowlist")))
     return "; ".join(parts) or "the same settings as the baseline"
+
+
+def _allowlist(summary: dict[str, Any] | None) -> str:
+    if summary is None:
+        return "no allow-list"
+    return f"allow-list {summary['source']} ({summary['endpoints']} endpoints, {summary['destinations']} destinations)"
 
 
 def render(report: dict[str, Any]) -> str:
@@ -58,6 +66,7 @@ def render(report: dict[str, Any]) -> str:
     lines = [f"what-if on {report['rows']} recorded requests of {report['actors']} actors, {_when(report['first_time'])} + {span:.0f} s; "
              f"verdicts reach the shim {s['latency_s']:g} s after their evidence",
              f"candidate: {_changes(report)}",
+             *([f"baseline: {_allowlist(s['baseline']['allowlist'])}"] if s["baseline"].get("allowlist") else []),
              f"already refused when recorded (not counted below): {report['already_refused']['requests']} requests of "
              f"{report['already_refused']['actors']} actors", "",
              _row("", "baseline", "candidate", "difference")]
@@ -78,13 +87,35 @@ def render(report: dict[str, Any]) -> str:
                  ("benign requests refused (benign collateral)", _of(bl, "benign_requests_refused", "benign_requests"), _of(cl, "benign_requests_refused", "benign_requests"), _signed(d["benign_requests_newly_refused"])),
                  ("  of benign actors", bl["benign_requests_refused_of_benign_actors"], cl["benign_requests_refused_of_benign_actors"], ""),
                  ("  of attackers (their cover traffic)", bl["benign_requests_refused_of_attackers"], cl["benign_requests_refused_of_attackers"], "")]
+    rows += _list_rows(b.get("allowlist"), c.get("allowlist"))
     lines += [_row(*r) for r in rows]
     lines += ["", "candidate refusals:"]
     lines += _pairs("by namespace", c["refused"]["by_namespace"]) + _pairs("by service", c["refused"]["by_service"])
     lines += _pairs("by class", c["refused"]["by_class"]) + _pairs("by rule", c["refused"]["by_rule"])
+    if c.get("allowlist"):
+        lines += _pairs("allow-list alone, by reason", c["allowlist"]["by_reason"]) + _pairs("allow-list alone, by service", c["allowlist"]["by_service"])
     lines += _actors("top actors refused by the candidate", c["top_actors"])
     lines += _actors("newly refused (not by the baseline)", d["top_newly_refused"])
     return "\n".join(lines)
+
+
+def _list_rows(base: dict[str, Any] | None, cand: dict[str, Any] | None) -> list[tuple[str, Any, Any, str]]:
+    """The allow-list on its own (whatever else refused the same requests), for the runs that have one."""
+    if base is None and cand is None:
+        return []
+
+    def get(run: dict[str, Any] | None, *keys: str) -> str:
+        return "-" if run is None or keys[0] not in run else "/".join(str(run[k]) for k in keys)
+
+    rows = [("allow-list alone refuses (requests, enforced)", get(base, "requests"), get(cand, "requests"), ""),
+            ("  answered first (the refusals by allowlist)", get(base, "answered_first"), get(cand, "answered_first"), ""),
+            ("  actors", get(base, "actors"), get(cand, "actors"), ""),
+            ("  would refuse where the policy observes", get(base, "observed_requests"), get(cand, "observed_requests"), "")]
+    if "attackers" in (cand or base or {}):
+        rows += [("  malicious/benign requests (labels)", get(base, "malicious_requests", "benign_requests"),
+                  get(cand, "malicious_requests", "benign_requests"), ""),
+                 ("  attackers/benign actors (labels)", get(base, "attackers", "benign_actors"), get(cand, "attackers", "benign_actors"), "")]
+    return rows
 
 
 def _actors(title: str, actors: list[dict[str, Any]]) -> list[str]:

@@ -10,6 +10,8 @@ import pytest
 
 from deploy.counterfactual import WhatIfOptions, _Recorded, whatif
 from deploy.recordedcalls import recorded_calls
+from enforcement.allowlist import AllowList, caller_of
+from enforcement.allowlistfile import allowlist_from_dict
 from enforcement.cache import VerdictCache
 from enforcement.decision import decide
 from enforcement.ratelimit import TokenBuckets
@@ -172,3 +174,88 @@ def test_a_tool_call_is_seen_with_its_tool_so_a_tool_verdict_applies(verdict_fac
 def test_options_out_of_range_are_refused_naming_them(bad: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match=next(iter(bad))):
         WhatIfOptions(**bad)
+
+
+# --- the learned allow-list ------------------------------------------------------------------------------------------
+
+
+def _allowlist(*entries: tuple[str, str, str, list[str]]) -> AllowList:
+    return allowlist_from_dict({"kind": "KubewardAllowList", "version": 1, "endpoints": [
+        {"destination": d, "method": m, "path_template": t, "callers": c} for d, m, t, c in entries]})
+
+
+#: alice's catalog reads are listed for her workload; the order ids mallory walks are listed for another caller only
+SHOP_LIST = (("shop/catalog", "GET", "/products", ["shop/web"]), ("shop/orders", "GET", "/orders/{id}", ["shop/checkout"]))
+
+
+@cache
+def _listed() -> dict[str, Any]:
+    return whatif(_traffic(), WorkerSettings(), _enforcing("shop"), _labels(), allowlist=_allowlist(*SHOP_LIST))
+
+
+def test_an_allowlist_refuses_a_caller_it_does_not_name_from_the_first_request_and_names_the_reason() -> None:
+    cand, without = _listed()["candidate"], _report()["candidate"]
+    walks = [r for r in _traffic() if r["id"].startswith("m")]
+    (top,) = cand["top_actors"]
+    assert top["actor"] == MALLORY and top["first_refused"] == T0
+    # before her verdict reaches the shim the list refuses her walk; after it, the verdict answers first (as in the shim)
+    before = sum(1 for r in walks if r["time"] < without["top_actors"][0]["first_refused"])
+    assert cand["refused"]["by_action"] == {"allowlist": before, "block": without["refused"]["by_action"]["block"]}
+    assert cand["refused"]["by_class"]["allowlist:unknown-caller"] == cand["refused"]["by_rule"]["allowlist:unknown-caller"] == before
+    assert cand["refused"]["requests"] == len(walks) + 6 and cand["top_actors"][0]["classes"]["allowlist:unknown-caller"] == before
+    # the list refuses the request itself: never collateral; alice's listed reads pass
+    assert cand["collateral"] == without["collateral"] and "shop/catalog" not in cand["refused"]["by_service"]
+    assert cand["labels"]["malicious_requests_refused"] == len(walks) and cand["labels"]["benign_actors_refused"] == 0
+    assert _listed()["settings"]["candidate"]["allowlist"] == {"source": "<allow-list>", "endpoints": 2, "destinations": 2}
+    assert _listed()["settings"]["baseline"]["allowlist"] is None and _report()["settings"]["candidate"]["allowlist"] is None
+
+
+def test_what_the_allowlist_refuses_on_its_own_is_reported_apart_from_what_answered_first() -> None:
+    report = _listed()
+    alone, walks = report["candidate"]["allowlist"], sum(1 for r in _traffic() if r["id"].startswith("m"))
+    assert alone["requests"] == walks and alone["by_reason"] == {"allowlist:unknown-caller": walks} and alone["by_service"] == {"shop/orders": walks}
+    assert alone["answered_first"] == report["candidate"]["refused"]["by_action"]["allowlist"] < walks
+    assert (alone["actors"], alone["attackers"], alone["benign_actors"], alone["malicious_requests"], alone["benign_requests"]) == (1, 1, 0, walks, 0)
+    assert alone["observed_requests"] == 0 and report["baseline"]["allowlist"] is None and _report()["candidate"]["allowlist"] is None
+
+
+def test_an_allowlist_refuses_an_unlisted_endpoint_and_leaves_unlisted_destinations_alone() -> None:
+    listed = _allowlist(("shop/orders", "GET", "/orders/{id}", ["shop/web"]), ("shop/orders", "GET", "/orders", ["shop/web"]))
+    probe = summary_row(id="p1", time=T0, source={**SHOP, "ip": "10.0.0.7"}, principal="alice", destination={"service": "orders", "namespace": "shop"},
+                        method="DELETE", path_template="/orders/{id}", status=200)
+    report = whatif([probe, _alice(0)], WorkerSettings(), _enforcing("shop"), allowlist=listed)
+    assert report["candidate"]["refused"]["by_rule"] == {"allowlist:unknown-endpoint": 1}  # alice's catalog read: catalog is not governed
+
+
+def test_in_observe_mode_an_allowlist_only_says_what_it_would_refuse() -> None:
+    report = whatif(_traffic(), WorkerSettings(), WorkerSettings(), _labels(), allowlist=_allowlist(*SHOP_LIST))
+    cand = report["candidate"]
+    assert cand["refused"]["requests"] == 0 and cand["observed"]["by_class"]["allowlist:unknown-caller"] > 0
+    assert cand["allowlist"]["requests"] == 0 and cand["allowlist"]["observed_requests"] == 90
+    assert report["baseline"]["observed"].get("by_class", {}).get("allowlist:unknown-caller") is None
+
+
+def test_a_deployed_allowlist_is_in_both_runs_and_no_difference() -> None:
+    listed = _allowlist(*SHOP_LIST)
+    report = whatif(_traffic(), _enforcing("shop"), _enforcing("shop"), _labels(), allowlist=listed, baseline_allowlist=listed)
+    assert report["baseline"]["refused"] == report["candidate"]["refused"] and report["baseline"]["refused"]["by_action"]["allowlist"] > 0
+    assert report["difference"]["requests_newly_refused"] == report["difference"]["requests_no_longer_refused"] == 0
+
+
+def test_the_caller_the_allowlist_checks_is_the_recorded_workload_else_the_address() -> None:
+    listed = _allowlist(("shop/orders", "GET", "/orders", ["cidr:198.51.100.0/24", "shop/web"]))
+    outside = {"ip": "198.51.100.7", "external": True}
+    rows = [summary_row(id=i, time=T0, source=src, principal=p, destination={"service": "orders", "namespace": "shop"}, method="GET",
+                        path_template="/orders", status=200)
+            for i, src, p in (("ext", outside, "bob"), ("far", {"ip": "203.0.113.9", "external": True}, None),
+                              ("pod", {"workload": "shop/cart", "namespace": "shop", "ip": "198.51.100.8"}, None),
+                              ("web", {**SHOP, "ip": "10.0.0.7"}, "alice"), ("anon", {}, None))]
+    calls = {c.id: c for c in recorded_calls(pa.Table.from_pylist(rows, schema=SUMMARY_SCHEMA))}
+    # a workload is checked as the workload even when its address is in a listed CIDR; without one, the address
+    assert {i: listed.refusal(c.view) for i, c in calls.items()} == {
+        "ext": None, "far": "unknown-caller", "pod": "unknown-caller", "web": None, "anon": "unnamed-caller"}
+    # and named as policy suggest named the peers it learned (an external address as its network)
+    assert {i: caller_of(c.view) for i, c in calls.items()} == {
+        "ext": "cidr:198.51.100.0/24", "far": "cidr:203.0.113.0/24", "pod": "shop/cart", "web": "shop/web", "anon": None}
+    report = whatif(rows, WorkerSettings(), _enforcing("shop"), allowlist=listed)["candidate"]["refused"]
+    assert report["by_rule"] == {"allowlist:unknown-caller": 2, "allowlist:unnamed-caller": 1}

@@ -13,6 +13,7 @@ import pytest
 from deploy.cli import main
 from deploy.counterfactual import whatif
 from deploy.whatif import read_labels
+from enforcement.allowlist import REASONS
 from ingest import Policy
 from streams.settings import WorkerSettings
 
@@ -130,3 +131,80 @@ def test_bad_sources_and_labels_are_named(archive: tuple[Path, Path], tmp_path: 
     bad.write_text('{"id": "sim-0000000000", "malicious": false}\n{"id": 7}\n')
     assert main(["whatif", "--parquet", str(archive[0]), "--enforce", "shop", "--labels", str(bad), "--quiet"]) == 2
     assert f"{bad}:2" in capsys.readouterr().err
+
+
+# --- --allowlist / --baseline-allowlist ----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def allowlist(archive: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shim allow-list ``kubeward policy suggest --format shim`` learns from the archive."""
+    out = tmp_path_factory.mktemp("allow")
+    assert main(["policy", "suggest", "--parquet", str(archive[0]), "--format", "shim", "--out", str(out)]) == 0
+    return out / "allowlist.yaml"
+
+
+def test_an_allowlist_alone_is_a_candidate_and_the_command_reports_what_the_core_computes(
+        archive: tuple[Path, Path], allowlist: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from enforcement.allowlistfile import load_allowlist
+
+    parquet, labels = archive
+    out = tmp_path / "r.json"
+    assert main(["whatif", "--parquet", str(parquet), "--labels", str(labels), "--allowlist", str(allowlist), "--out", str(out)]) == 0
+    text, err = capsys.readouterr()
+    doc = json.loads(out.read_text())
+    listed = load_allowlist(allowlist)
+    assert doc["settings"]["candidate"]["allowlist"] == {"source": str(allowlist), "endpoints": len(listed), "destinations": len(listed.destinations)}
+    assert doc["settings"]["baseline"]["allowlist"] is None and doc["baseline"]["allowlist"] is None
+    # nothing enforces: the list's refusals are only what it would refuse, and the command says so
+    assert doc["candidate"]["refused"]["requests"] == 0 and doc["candidate"]["allowlist"]["observed_requests"] > 0
+    assert "does not enforce" in err and "--enforce NS" in err
+    assert f"candidate: allow-list {allowlist}" in text and "allow-list alone refuses" in text
+    core = whatif(pq.read_table(parquet), WorkerSettings(), WorkerSettings(), read_labels(labels), allowlist=listed)
+    assert doc["candidate"] == core["candidate"] and doc["baseline"] == core["baseline"]
+
+
+def test_an_enforced_allowlist_refusal_is_counted_with_its_reason(archive: tuple[Path, Path], allowlist: Path, tmp_path: Path) -> None:
+    out = tmp_path / "r.json"
+    assert main(["whatif", "--parquet", str(archive[0]), "--labels", str(archive[1]), "--allowlist", str(allowlist), "--enforce", "shop",
+                 "--enforce", "identity", "--enforce", "payments", "--enforce", "data", "--quiet", "--out", str(out)]) == 0
+    cand = json.loads(out.read_text())["candidate"]
+    alone = cand["allowlist"]
+    assert alone["requests"] > 0 and set(alone["by_reason"]) <= {f"allowlist:{r}" for r in REASONS}
+    assert cand["refused"]["by_action"].get("allowlist", 0) == alone["answered_first"] == sum(
+        n for rule, n in cand["refused"]["by_rule"].items() if rule.startswith("allowlist:"))
+    assert alone["malicious_requests"] + alone["benign_requests"] == alone["requests"]
+
+
+def test_a_deployed_allowlist_is_kept_by_the_candidate(archive: tuple[Path, Path], allowlist: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["whatif", "--parquet", str(archive[0]), "--baseline-allowlist", str(allowlist), "--quiet"]) == 2
+    assert "nothing to compare" in capsys.readouterr().err
+    out = tmp_path / "r.json"
+    assert main(["whatif", "--parquet", str(archive[0]), "--baseline-allowlist", str(allowlist), "--enforce", "shop", "--quiet", "--out", str(out)]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["settings"]["baseline"]["allowlist"] == doc["settings"]["candidate"]["allowlist"] is not None
+    assert doc["baseline"]["allowlist"]["requests"] == 0 < doc["baseline"]["allowlist"]["observed_requests"]
+    assert "baseline: allow-list" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("option", ["--allowlist", "--baseline-allowlist"])
+@pytest.mark.parametrize(("content", "problem"), [
+    (None, "no such file"),
+    ("<a directory>", "a directory"),
+    ("kind: KubewardAllowList\nversion: 2\nendpoints: []\n", "version=2"),
+    ("kind: NetworkPolicy\nversion: 1\nendpoints: []\n", "kind='NetworkPolicy'"),
+    ("kind: KubewardAllowList\nversion: 1\nendpoints:\n- {destination: shop/orders, method: GET, path_template: orders, callers: [shop/web]}\n",
+     "path_template"),
+    ("kind: KubewardAllowList\nversion: 1\nendpoints: [\n", "allowlist.yaml:"),
+])
+def test_a_bad_allowlist_file_is_refused_naming_the_option_and_the_problem(archive: tuple[Path, Path], tmp_path: Path, option: str,
+                                                                           content: str | None, problem: str, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "allowlist.yaml"
+    if content == "<a directory>":
+        path.mkdir()
+    elif content is not None:
+        path.write_text(content)
+    assert main(["whatif", "--parquet", str(archive[0]), "--enforce", "shop", option, str(path), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"{option}={str(path)!r}" in err and problem in err
