@@ -253,7 +253,7 @@ def test_traefik_chains_name_the_destination_and_drop_the_clients() -> None:
     middlewares = {(m["metadata"]["namespace"], m["metadata"]["name"]): m["spec"] for m in find(docs, "Middleware")}
     prepare = middlewares[("billing", "kubeward-prepare-invoices")]["headers"]["customRequestHeaders"]
     assert prepare == {"X-Kubeward-Destination": "billing/invoices", "X-Request-Id": ""}
-    assert middlewares[("billing", "kubeward-invoices")]["chain"]["middlewares"] == [{"name": "kubeward-prepare-invoices"}, {"name": "kubeward-auth"}]
+    assert middlewares[("billing", "kubeward-svc-invoices")]["chain"]["middlewares"] == [{"name": "kubeward-prepare-invoices"}, {"name": "kubeward-auth"}]
     # a namespace-wide chain removes a client's destination before the ForwardAuth that forwards the header
     assert middlewares[("edge", "kubeward")]["chain"]["middlewares"] == [{"name": "kubeward-strip"}, {"name": "kubeward-auth"}]
     assert middlewares[("edge", "kubeward-strip")]["headers"]["customRequestHeaders"]["X-Kubeward-Destination"] == ""
@@ -292,3 +292,21 @@ def test_the_allow_list_is_mounted_from_its_config_map_only_when_named(tmp_path:
     assert not any(v["name"].startswith("KUBEWARD_SHIM_ALLOW_LIST") for v in plain["containers"][0]["env"])
     assert all(v["name"] != "allowlist" for v in plain["volumes"])
     assert "allowList" in refused(DEFAULTS, "shim.allowList.configMapp=x")
+
+
+def test_istio_targets_with_a_service_name_the_destination_after_stripping_the_clients() -> None:
+    filters = {f["metadata"]["name"]: f for f in find(render(CHART / "ci" / "integrations.yaml"), "EnvoyFilter")}
+    named = filters["kubeward-strip-headers-0"]["spec"]["configPatches"][0]["patch"]["value"]["typed_config"]["mutations"]["request_mutations"]
+    assert named[0] == {"remove_on_match": {"key_matcher": {"prefix": "x-kubeward-"}}}
+    assert named[1]["append"]["header"] == {"key": "x-kubeward-destination", "value": "shop/orders"}
+    assert named[1]["append"]["append_action"] == "OVERWRITE_IF_EXISTS_OR_ADD"
+    unnamed = filters["kubeward-strip-headers-1"]["spec"]["configPatches"][0]["patch"]["value"]["typed_config"]["mutations"]["request_mutations"]
+    assert len(unnamed) == 1  # a namespace-wide target names no one service
+    assert "selector" in refused(CHART / "ci" / "integrations.yaml", "integrations.istio.targets[1].service=payments")
+
+
+def test_target_names_cannot_clash_or_stretch_one_service_over_a_gateway() -> None:
+    docs = render(CHART / "ci" / "integrations.yaml", "integrations.traefik.targets[0].service=auth")
+    names = [(m["metadata"]["namespace"], m["metadata"]["name"]) for m in find(docs, "Middleware")]
+    assert len(names) == len(set(names)) and ("shop", "kubeward-svc-auth") in names
+    assert refused(CHART / "ci" / "integrations.yaml", "integrations.envoyGateway.targets[1].service=public")
