@@ -310,3 +310,11 @@ def test_target_names_cannot_clash_or_stretch_one_service_over_a_gateway() -> No
     names = [(m["metadata"]["namespace"], m["metadata"]["name"]) for m in find(docs, "Middleware")]
     assert len(names) == len(set(names)) and ("shop", "kubeward-svc-auth") in names
     assert refused(CHART / "ci" / "integrations.yaml", "integrations.envoyGateway.targets[1].service=public")
+
+
+def test_the_charts_istio_filter_is_the_shipped_one() -> None:
+    """The chart's per-target EnvoyFilter makes the same patches as deploy/dataplanes/istio/envoyfilter-strip.yaml
+    (strip, destination, the sidecar appending its peer to x-forwarded-for), but its names and selector."""
+    shipped = yaml.safe_load((CHART.parents[1] / "dataplanes" / "istio" / "envoyfilter-strip.yaml").read_text())["spec"]
+    [chart] = [f["spec"] for f in find(render(CHART / "ci" / "integrations.yaml"), "EnvoyFilter") if f["metadata"]["name"] == "kubeward-strip-headers-0"]
+    assert chart == shipped  # both select app: orders in shop and name shop/orders

@@ -342,6 +342,9 @@ def test_the_istio_manifests_name_one_provider_and_strip_before_ext_authz() -> N
     assert "timeout" in http and "failOpen" in http and "x-kubeward-reason" not in http["headersToDownstreamOnDeny"]
     patch = strip["spec"]["configPatches"][0]
     assert (patch["patch"]["operation"], patch["match"]["listener"]["filterChain"]["filter"]["subFilter"]["name"]) == ("INSERT_BEFORE", "envoy.filters.http.ext_authz")
+    mutations = patch["patch"]["value"]["typed_config"]["mutations"]["request_mutations"]
+    assert mutations[0] == {"remove_on_match": {"key_matcher": {"prefix": "x-kubeward-"}}}  # the client's first, then ours
+    assert mutations[1]["append"]["header"]["key"] == "x-kubeward-destination" and "x-kubeward-destination" in http["includeRequestHeadersInCheck"]
 
 
 def test_the_traefik_crd_matches_the_file_provider_middlewares() -> None:
