@@ -12,6 +12,12 @@ merged with ``merge`` before summarising.
 
 Header names are lower case. Bodies are the first bytes the source captured
 (sources cap them); ``*_body_truncated`` says whether more existed.
+
+``logged_decision`` reads the shim's decision back out of what a data plane's
+access log recorded of its ``x-kubeward-decision`` header (the shipped
+configurations log it: ``deploy/dataplanes/``), so a call the shim refused is
+published as Kubeward's refusal (``decision`` ``deny``/``throttle``), not as the
+API's own 403/429.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
-__all__ = ["HttpObservation", "merge"]
+__all__ = ["FORWARDED_DECISIONS", "REFUSAL_DECISIONS", "HttpObservation", "logged_decision", "merge"]
 
 
 @dataclass(slots=True)
@@ -50,6 +56,49 @@ class HttpObservation:
 
 
 _EMPTY: tuple[object, ...] = (None, 0, "", (), {}, False)
+
+#: what the shim answers when it refuses a call itself (the data plane returns that status and header to the client)
+REFUSAL_DECISIONS = frozenset({"deny", "throttle"})
+#: what the shim puts on a request it lets through to the upstream (observe mode: ``allow`` and ``x-kubeward-would``)
+FORWARDED_DECISIONS = frozenset({"allow", "redact", "unparsed"})
+_WOULD = frozenset({"deny", "throttle", "redact"})
+
+
+def logged_decision(status: int | None, answered: str | None, forwarded: str | None = None, would: str | None = None) -> str | None:
+    """The shim's decision as the summary's ``decision`` (the shim's own report vocabulary), from an access-log entry.
+
+    ``answered`` is the ``x-kubeward-decision`` the data plane answered with (Envoy ``%RESP()%``, the local reply of a
+    refusal; nginx ``$kubeward_decision``, the shim's answer to the ``auth_request`` itself; Traefik
+    ``downstream_X-Kubeward-Decision``); ``forwarded`` the one the shim set on the request it let through (Envoy
+    ``%REQ()%``, Traefik ``request_X-Kubeward-Decision``); ``would`` that request's ``x-kubeward-would`` (observe mode).
+
+    Neither header is taken at its word, since a client can send one on its request and an upstream can answer
+    one: a refusal counts only from the answer and only with a refusing status (4xx/5xx), so neither a client's
+    ``x-kubeward-decision: deny`` nor a header the upstream wrote on a success can mark a call the API answered;
+    what the request carried counts only as a value the shim sets on requests it forwards (never ``deny`` or
+    ``throttle``). The shipped configurations strip client ``x-kubeward-*`` headers as well. Anything else: None.
+
+    >>> logged_decision(403, "deny"), logged_decision(429, "throttle", "allow"), logged_decision(200, None, "allow", "deny")
+    ('deny', 'throttle', 'observe:deny')
+    >>> logged_decision(200, None, "deny"), logged_decision(200, "deny"), logged_decision(200, "allow"), logged_decision(None, None)
+    (None, None, 'allow', None)
+    >>> logged_decision(200, "deny", "allow")  # the upstream answered the header on a call the shim allowed
+    'allow'
+    """
+    if answered:
+        answered = answered.strip().lower()
+        if answered in REFUSAL_DECISIONS:
+            if status is not None and status >= 400:
+                return answered
+            answered = None  # a success that says "deny": not the shim's answer
+    value = forwarded.strip().lower() if forwarded else answered
+    if value not in FORWARDED_DECISIONS:
+        return None
+    if value == "allow" and would:
+        would = would.strip().lower()
+        if would in _WOULD:
+            return f"observe:{would}"
+    return value
 
 
 def merge(first: HttpObservation, second: HttpObservation) -> HttpObservation:

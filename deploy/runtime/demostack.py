@@ -103,7 +103,10 @@ def envoy_demo_config(listen_port: int, admin_port: int, api_port: int, shim_por
             "@type": "type.googleapis.com/envoy.extensions.access_loggers.grpc.v3.HttpGrpcAccessLogConfig",
             "common_config": {"log_name": "kubeward", "transport_api_version": "V3", "grpc_service": {"envoy_grpc": {"cluster_name": "kubeward_als"}},
                               "buffer_flush_interval": "0.1s", "buffer_size_bytes": 16384},
-            "additional_request_headers_to_log": ["authorization", "x-forwarded-client-cert", "cookie", "x-api-key", "content-type", "traceparent", "x-forwarded-for"],
+            # x-kubeward-decision as a request header is the shim's on a call it let through (ext_authz overwrites a
+            # client's); x-kubeward-would is not logged: this route keeps a client's (no strip before ext_authz).
+            "additional_request_headers_to_log": ["authorization", "x-forwarded-client-cert", "cookie", "x-api-key", "content-type", "traceparent",
+                                                  "x-forwarded-for", "x-kubeward-decision"],
             "additional_response_headers_to_log": ["content-type", "x-kubeward-reason", "x-kubeward-decision"],
         },
     }

@@ -282,7 +282,8 @@ def _replace_once(text: str, old: str, new: str, where: str) -> str:
 
 
 def render_nginx(workdir: Path, shim_port: int, upstream_port: int, port: int, failure_mode: FailureMode = "allow", destination: str = "shop/orders") -> str:
-    """A whole ``nginx.conf`` for ``workdir`` that includes the three shipped snippets (copied there, shim port and failure mode set)."""
+    """A whole ``nginx.conf`` for ``workdir`` that includes the three shipped snippets (copied there, shim port and failure mode set),
+    logging in the shipped ``kubeward`` JSON format to ``workdir/logs/access.log``."""
     src = DATAPLANES / "nginx"
     http = _replace_once((src / "kubeward-http.conf").read_text(), "server 127.0.0.1:9191;", f"server 127.0.0.1:{shim_port};", "kubeward-http.conf")
     http = _replace_once(http, "    default 0;\n", f"    default {1 if failure_mode == 'deny' else 0};\n", "kubeward-http.conf")
@@ -299,9 +300,9 @@ pid {workdir}/nginx.pid;
 error_log {workdir}/logs/error.log info;
 events {{ worker_connections 512; }}
 http {{
-    access_log {workdir}/logs/access.log;
 {temp}
     include {workdir}/kubeward-http.conf;
+    access_log {workdir}/logs/access.log kubeward;
     server {{
         listen 127.0.0.1:{port};
         include {workdir}/kubeward-server.conf;
@@ -328,6 +329,8 @@ def start_nginx(workdir: Path, shim_port: int, upstream_port: int, failure_mode:
     if plain:
         text = _replace_once(text, f"            include {workdir}/kubeward.conf;\n", "", "nginx.conf")
         text = _replace_once(text, f"        include {workdir}/kubeward-server.conf;\n", "", "nginx.conf")
+        # the kubeward format reads variables kubeward.conf defines: the plain proxy logs nginx's default format
+        text = _replace_once(text, f"access_log {workdir}/logs/access.log kubeward;", f"access_log {workdir}/logs/access.log;", "nginx.conf")
     conf.write_text(text)
     binary = str(nginx_binary())
     base = [binary, "-p", str(workdir), "-c", str(conf), "-e", str(workdir / "logs" / "error.log")]
@@ -359,7 +362,7 @@ def render_traefik(workdir: Path, shim_port: int, upstream_port: int, port: int,
         entry.setdefault("transport", {})["lifeCycle"] = {"requestAcceptGraceTimeout": "0s", "graceTimeOut": "1s"}
     static["providers"] = {"file": {"directory": str(workdir / "dynamic"), "watch": False}}
     static["log"] = {"level": "INFO", "filePath": str(workdir / "traefik.log"), "noColor": True}
-    static["accessLog"] = {"filePath": str(workdir / "access.log")}
+    static.setdefault("accessLog", {})["filePath"] = str(workdir / "access.log")  # the shipped format and fields, written here
     dynamic: dict[str, Any] = yaml.safe_load((DATAPLANES / "traefik" / "middleware.yaml").read_text())
     http = dynamic["http"]
     http["middlewares"]["kubeward"]["forwardAuth"]["address"] = f"http://127.0.0.1:{authz_port}/"

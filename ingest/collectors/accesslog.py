@@ -21,8 +21,21 @@ key                          Envoy command operator                      HttpObs
 ``downstream_remote_address``  ``%DOWNSTREAM_REMOTE_ADDRESS%``           ``peer_ip`` (if no peer)
 ``trace_id``                 ``%TRACE_ID%``                              ``trace_id``
 ``response_content_type``    ``%RESP(CONTENT-TYPE)%``                    ``response_headers``
+``kubeward_decision``        ``%RESP(X-KUBEWARD-DECISION)%``             ``decision`` (see below)
+``kubeward_forwarded_decision``  ``%REQ(X-KUBEWARD-DECISION)%``          ``decision``
+``kubeward_would``           ``%REQ(X-KUBEWARD-WOULD)%``                 ``decision`` (observe mode)
 header keys (below)          ``%REQ(<HEADER>)%``                         ``headers``
 ===========================  ==========================================  ==========================
+
+The three ``kubeward_*`` keys carry the shim's decision: on a call the shim refused, Envoy's
+ext_authz answers locally with the shim's status and ``x-kubeward-decision`` (a response header);
+on a call it let through, the shim's ``x-kubeward-decision`` (and in observe mode
+``x-kubeward-would``) are on the request Envoy forwards. ``ingest.observation.logged_decision``
+turns them into ``decision`` (``deny``, ``throttle``, ``allow``, ``observe:deny``...), taking a
+refusal only from the answer with a refusing status and never ``deny``/``throttle`` from the
+request, so a client's own ``x-kubeward-decision`` cannot mark a call. The nginx format shipped in
+``deploy/dataplanes/nginx/kubeward-http.conf`` writes the same keys (its ``kubeward_decision`` is
+the shim's answer to the ``auth_request`` for every call).
 
 Header keys: ``authorization``, ``cookie``, ``x_api_key``, ``user_agent``,
 ``x_forwarded_for``, ``x_forwarded_client_cert``, ``content_type``,
@@ -32,6 +45,15 @@ default keys (``:authority``, ``x-envoy-origin-path``, ``x-request-id``,
 may be absent, ``null``, ``""`` or ``"-"``. Numbers may be JSON numbers or
 strings. Without ``start_time`` the time is the CRI line's time minus the
 duration, else the time the line was read.
+
+Traefik's JSON access log (``accessLog.format: json``, shipped in
+``deploy/dataplanes/traefik/static.yaml``) is read too: an entry without ``method``
+but with ``RequestMethod`` is translated key by key (``StartUTC``, ``RequestPath``,
+``RequestHost``, ``DownstreamStatus``, ``RequestContentSize``,
+``DownstreamContentSize``, ``Duration`` in ns, ``ClientHost``, ``ServiceName``, kept
+request headers as ``request_<Canonical-Name>``); the decision comes from
+``downstream_X-Kubeward-Decision`` (answered) and ``request_X-Kubeward-Decision`` /
+``request_X-Kubeward-Would`` (forwarded).
 
 A CRI line is ``<RFC 3339 time> <stdout|stderr> <F|P> <message>``; ``P``
 marks a partial line continued by the next line of the same stream.
@@ -47,13 +69,14 @@ from datetime import datetime
 from typing import Any
 
 from ingest.collectors.base import INT64_MAX, INT64_MIN
-from ingest.observation import HttpObservation
+from ingest.observation import HttpObservation, logged_decision
 
 __all__ = [
     "AccessLogError",
     "HEADER_KEYS",
     "RejectFn",
     "Rejected",
+    "from_traefik",
     "observation_from_envoy",
     "parse_rfc3339",
     "split_address",
@@ -197,6 +220,39 @@ def _text(doc: dict[str, Any], key: str, alias: str | None = None) -> str | None
     return value
 
 
+def _canonical(name: str) -> str:
+    """Go's canonical header name, as Traefik logs it: ``x-api-key`` -> ``X-Api-Key``."""
+    return "-".join(part.capitalize() for part in name.split("-"))
+
+
+#: Traefik JSON access-log key -> the key of the Envoy format read here
+_TRAEFIK_KEYS: tuple[tuple[str, str], ...] = (
+    ("StartUTC", "start_time"), ("RequestMethod", "method"), ("RequestPath", "path"), ("RequestHost", "authority"),
+    ("DownstreamStatus", "response_code"), ("RequestContentSize", "bytes_received"), ("DownstreamContentSize", "bytes_sent"),
+    ("ClientHost", "downstream_peer_address"), ("ServiceName", "upstream_cluster"),
+    ("downstream_X-Kubeward-Decision", "kubeward_decision"), ("request_X-Kubeward-Decision", "kubeward_forwarded_decision"),
+    ("request_X-Kubeward-Would", "kubeward_would"), ("request_X-Request-Id", "request_id"),
+    *((f"request_{_canonical(name)}", key) for key, name in HEADER_KEYS),
+)
+
+
+def from_traefik(doc: dict[str, Any]) -> dict[str, Any]:
+    """A Traefik JSON access-log entry as an entry of the Envoy format (``Duration`` ns -> ``duration`` ms).
+
+    >>> from_traefik({"RequestMethod": "GET", "RequestPath": "/a", "DownstreamStatus": 403, "Duration": 1500000,
+    ...               "downstream_X-Kubeward-Decision": "deny", "request_User-Agent": "curl/8"})
+    {'method': 'GET', 'path': '/a', 'response_code': 403, 'kubeward_decision': 'deny', 'user_agent': 'curl/8', 'duration': 1.5}
+    """
+    out = {key: doc[name] for name, key in _TRAEFIK_KEYS if name in doc}
+    service = out.get("upstream_cluster")
+    if type(service) is str and "@" in service:
+        out["upstream_cluster"] = service.partition("@")[0]  # orders@file: the provider is not part of the name
+    took = doc.get("Duration")
+    if type(took) is int or type(took) is float:
+        out["duration"] = took / 1e6
+    return out
+
+
 def _required(doc: dict[str, Any]) -> tuple[str, str]:
     method, path = _text(doc, "method"), _text(doc, "path", "x-envoy-origin-path")
     if method is None:
@@ -249,6 +305,8 @@ def observation_from_envoy(doc: dict[str, Any], reporter: str = "access_log", li
     get = doc.get
     method, path = get("method"), get("path")
     if type(method) is not str or type(path) is not str or method in _MISSING or path in _MISSING:
+        if method is None and "RequestMethod" in doc:  # Traefik's format
+            return observation_from_envoy(from_traefik(doc), reporter, line_time, now)
         method, path = _required(doc)
     start = get("start_time")
     when = parse_rfc3339(start) if type(start) is str and start != "-" and start != "" else _start_time(doc, line_time, now)
@@ -275,6 +333,11 @@ def observation_from_envoy(doc: dict[str, Any], reporter: str = "access_log", li
         authority = _text(doc, "authority", ":authority")
     if route is not None and (type(route) is not str or route == "-"):
         route = _text(doc, "upstream_cluster")
+    answered, forwarded = get("kubeward_decision"), get("kubeward_forwarded_decision")
+    if answered is None and forwarded == "allow" and get("kubeward_would") is None:
+        decision: str | None = "allow"  # most calls: what logged_decision answers, without the call
+    else:
+        decision = _decision(doc, status, answered, forwarded) if answered or forwarded else None
     content_type, trace_id = get("response_content_type"), get("trace_id")
     if type(trace_id) is str:
         trace_id = trace_id if trace_id and trace_id != "-" else None
@@ -285,5 +348,12 @@ def observation_from_envoy(doc: dict[str, Any], reporter: str = "access_log", li
         split_address(peer) if peer else None, route or None, status or None,
         float(duration) if duration is not None else None, received or 0, sent or 0,
         {"content-type": content_type} if content_type and content_type != "-" else {},
-        None, None, False, False, None, (), trace_id,
+        None, None, False, False, decision, (), trace_id,
     )
+
+
+def _decision(doc: dict[str, Any], status: int | None, answered: Any, forwarded: Any) -> str | None:
+    """``decision`` of an entry that logged the shim's header (a value that is not a string counts as absent)."""
+    would = doc.get("kubeward_would")
+    return logged_decision(status, answered if type(answered) is str else None, forwarded if type(forwarded) is str else None,
+                           would if type(would) is str else None)

@@ -21,6 +21,14 @@ name) as ``route``; response code, body bytes both ways, and the logged response
 headers. Credentials stay in memory: the summariser hashes them and nothing
 here stores or logs them.
 
+The shim's decision (``decision``): the shipped config logs ``x-kubeward-decision``
+both as a response header (the local reply of a call the shim refused) and as a
+request header (set by the shim on a call it let through; ``x-kubeward-would`` too,
+observe mode); ``ingest.observation.logged_decision`` reads them (a refusal only from
+the response with a refusing status, never ``deny``/``throttle`` from the request,
+so a client-sent header cannot mark a call). Both request headers are taken out of
+``headers``.
+
 Never crashes a stream: TCP entries and intermediate (periodic) entries are
 counted and skipped; a message that does not decode, or an entry without a
 start time or path or with a body byte count past 64 bits (an envelope's
@@ -43,7 +51,7 @@ from google.protobuf.message import DecodeError
 
 from ingest.collectors.accesslog import Rejected, RejectFn
 from ingest.collectors.base import INT64_MAX, Emit
-from ingest.observation import HttpObservation
+from ingest.observation import HttpObservation, logged_decision
 from ingest.proto import envoy_accesslog_pb2 as data
 from ingest.proto import envoy_als_pb2 as als
 from ingest.proto import envoy_core_pb2 as core
@@ -86,6 +94,7 @@ if tuple(f.name for f in fields(HttpObservation))[: len(_POSITIONAL)] != _POSITI
     raise ImportError(f"HttpObservation fields changed; update ingest.collectors.als._POSITIONAL (expected {_POSITIONAL})")
 
 
+_DECISION, _WOULD = "x-kubeward-decision", "x-kubeward-would"
 _INTERMEDIATE, _INCOMPLETE, _MALFORMED = "intermediate", "incomplete", "malformed"
 #: why an entry was refused -> the dead letter's reason and detail
 _REFUSED = {_INCOMPLETE: ("als_entry_incomplete", "HTTP access-log entry without start_time or path"),
@@ -153,6 +162,9 @@ def _convert(entry: data.HTTPAccessLogEntry) -> HttpObservation | str:
     )
     if "traceparent" in headers:
         obs.trace_id = _trace_id(headers["traceparent"])
+    if _DECISION in headers or (logged and _DECISION in logged):
+        would = headers.pop(_WOULD, None)
+        obs.decision = logged_decision(obs.status, logged.get(_DECISION) if logged else None, headers.pop(_DECISION, None), would)
     return obs
 
 
