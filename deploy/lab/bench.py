@@ -400,12 +400,14 @@ def add_cli(sub: Any) -> None:
     p.add_argument("--quick", action="store_true", help="shorter runs (noisier figures)")
     p.add_argument("--real-traffic-only", action="store_true", help="only the real-traffic figures (proxies vs plain, collector, templating, sensitive data)")
     p.set_defaults(func=_cmd)
+    from deploy.lab.footprint import add_cli as add_footprint_cli
     from deploy.lab.soak import add_cli as add_soak_cli
     from deploy.lab.waf_bench import add_cli as add_waf_cli
 
     suites = p.add_subparsers(dest="suite", metavar="SUITE", title="suites")
     add_waf_cli(suites)
     add_soak_cli(suites)
+    add_footprint_cli(suites)  # about 5 minutes per path: not part of the default run
 
 
 def _cmd(args: argparse.Namespace) -> int:
