@@ -4,9 +4,10 @@
 file, in a mail attachment or an air-gapped SOC. Left to right: callers (workloads or addresses, with how
 many principals were seen behind them) -> services and their endpoints, each endpoint with its marks
 (``MARK_COLORS``) and a risk bar (probed paths, which are no endpoints of the API, last, greyed, and
-counted on their service's header); below, agents -> MCP tools and models. A table of every endpoint follows,
-filtered as you type; the header's counts are filled by the page's own script from the embedded data, so a
-browser that ran it shows them (``deploy.blueprint`` screenshots it in headless Chromium).
+counted on their service's header; answered traversals, no endpoints either but traversals that worked, in their
+own colour with a high risk, and counted on the header too); below, agents -> MCP tools and models. A table
+of every endpoint follows, filtered as you type; the header's counts are filled by the page's own script from
+the embedded data, so a browser that ran it shows them (``deploy.blueprint`` screenshots it in headless Chromium).
 
 Pure: a string in, a string out.
 """
@@ -17,13 +18,14 @@ import html
 import json
 from typing import Any
 
-from deploy.blueprintmodel import Blueprint, Endpoint
+from deploy.blueprintmodel import NOT_ENDPOINTS, Blueprint, Endpoint
 
 __all__ = ["MARK_COLORS", "render_page", "risk_color"]
 
 MARK_COLORS: dict[str, str] = {
     "shadow": "#8e44ad", "zombie": "#d35400", "sensitive": "#c0392b", "unauthenticated": "#f39c12",
     "external": "#2471a3", "undeclared": "#7f8c8d", "changed": "#e74c3c", "probed": "#99a3a4",
+    "traversal-answered": "#a3157a",
 }
 ROW, HEAD, GAP = 18, 24, 10
 X_CALLER, W_CALLER, X_SERVICE, W_SERVICE = 20, 250, 470, 520
@@ -78,11 +80,12 @@ def _api_map(bp: Blueprint) -> tuple[list[str], float]:
     for service in bp.services.values():
         height = HEAD + ROW * len(service.endpoints) + 6
         kind = "external" if service.external else (service.namespace or "")
-        real = [e for e in service.endpoints if "probed" not in e.marks]
+        real = [e for e in service.endpoints if not set(NOT_ENDPOINTS) & set(e.marks)]
         if real and all("undeclared" in e.marks for e in real):
             kind += " · no spec"
-        if len(real) < len(service.endpoints):
-            kind += f" · {len(service.endpoints) - len(real)} probed"
+        for mark in NOT_ENDPOINTS:
+            if count := sum(mark in e.marks for e in service.endpoints):
+                kind += f" · {count} {mark.replace('-', ' ')}"
         out.append(f'<rect x="{X_SERVICE}" y="{y}" width="{W_SERVICE}" height="{height}" rx="6" class="svc" '
                    f'stroke="{risk_color(service.risk)}"/>'
                    f'<text x="{X_SERVICE + 8}" y="{y + 16}" class="svcname">{_e(service.name)}</text>'

@@ -10,8 +10,11 @@ agent and MCP-tool records, the newest per key) and, optionally, findings from `
 * **edges**: caller -> endpoint (from each endpoint's top callers), agent -> MCP tool, agent -> model;
 * **marks** per endpoint and service: ``shadow`` (absent from a declared spec of its service), ``zombie``
   (declared deprecated, or dormant and called again), ``undeclared`` (no spec at all), ``probed`` (in no spec
-  and no endpoint of the API: a traversal probe or a path never answered but with errors, ``EndpointRecord.probed``;
-  it carries none of shadow, undeclared, zombie and adds nothing to the risk), ``external``,
+  and no endpoint of the API: a traversal probe or a path never answered but with "no such endpoint",
+  ``EndpointRecord.probed``; it carries none of shadow, undeclared, zombie, adds nothing to the risk, takes none
+  of its service's findings and is never high-risk), ``traversal-answered`` (a traversal path that got a success
+  answer, ``EndpointRecord.traversal_answered``: no endpoint either, but a traversal that worked, high-risk on
+  its own), ``external``,
   ``sensitive`` (the sensitive-data types its answers carried), ``unauthenticated`` (calls without
   credentials), and a **risk** score from 0 to 100 adding those up with the findings that name it. A finding
   names an endpoint by ``service``, ``method`` and ``path_template`` in its ``unmapped`` (the exposure
@@ -33,11 +36,13 @@ from typing import Any
 
 from ingest.schema import AgentRecord, EndpointRecord, Finding, McpToolRecord
 
-__all__ = ["Blueprint", "Caller", "Endpoint", "Service", "Tool", "build_blueprint", "caller_of", "risk_of"]
+__all__ = ["Blueprint", "Caller", "Endpoint", "NOT_ENDPOINTS", "Service", "Tool", "build_blueprint", "caller_of", "risk_of"]
 
 #: what each mark adds to an endpoint's risk (capped at 100 with the findings)
 RISK_WEIGHTS: Mapping[str, int] = {"shadow": 25, "zombie": 30, "unauthenticated": 20, "sensitive": 20, "external": 10, "undeclared": 5,
-                                   "probed": 0}
+                                   "probed": 0, "traversal-answered": 70}
+#: the marks of paths that are no endpoints of the API (left out of the endpoint count and the OpenAPI export)
+NOT_ENDPOINTS = ("probed", "traversal-answered")
 #: what each finding naming an endpoint adds, by OCSF severity_id (0-6)
 FINDING_WEIGHT = (0, 2, 4, 8, 15, 25, 25)
 ANONYMOUS_AUTH = {"none", "-", ""}
@@ -87,7 +92,8 @@ class Service:
 
     @property
     def risk(self) -> int:
-        return max((e.risk for e in self.endpoints), default=0)
+        """The highest risk of its endpoints, probed paths left out."""
+        return max((e.risk for e in self.endpoints if "probed" not in e.marks), default=0)
 
     @property
     def calls(self) -> int:
@@ -142,11 +148,12 @@ class Blueprint:
         return [e for s in self.services.values() for e in s.endpoints]
 
     def summary(self) -> dict[str, Any]:
-        """Counts a page header or a test reads: ``endpoints`` leaves the probed paths out (``marks`` counts them)."""
+        """Counts a page header or a test reads: ``endpoints`` leaves the probed paths and answered traversals out
+        (``marks`` counts them); ``high_risk`` (risk 50 or more) counts answered traversals, never probed paths."""
         marks = Counter(m for e in self.endpoints for m in e.marks)
-        return {"services": len(self.services), "endpoints": len(self.endpoints) - marks["probed"], "callers": len(self.callers),
-                "agents": len(self.agents), "tools": len(self.tools), "marks": dict(sorted(marks.items())),
-                "high_risk": sum(1 for e in self.endpoints if e.risk >= 50)}
+        return {"services": len(self.services), "endpoints": len(self.endpoints) - sum(marks[m] for m in NOT_ENDPOINTS),
+                "callers": len(self.callers), "agents": len(self.agents), "tools": len(self.tools), "marks": dict(sorted(marks.items())),
+                "high_risk": sum(1 for e in self.endpoints if e.risk >= 50 and "probed" not in e.marks)}
 
 
 def caller_of(actor: str) -> tuple[str, str | None]:
@@ -159,6 +166,8 @@ def _marks(record: EndpointRecord) -> tuple[str, ...]:
     marks = []
     if record.probed:
         marks.append("probed")  # no endpoint of the API: not shadow, undeclared or zombie whatever the specs say
+    elif record.traversal_answered:
+        marks.append("traversal-answered")  # no endpoint either: a traversal that worked
     elif record.spec_status == "shadow":
         marks.append("shadow")
     elif record.spec_status in ("deprecated", "dormant"):
@@ -266,7 +275,7 @@ def build_blueprint(records: Iterable[EndpointRecord | AgentRecord | McpToolReco
     for service in services.values():
         extra = _severities(named, service.namespace, service.name)
         for endpoint in service.endpoints:
-            if extra:
+            if extra and "probed" not in endpoint.marks:  # a finding about the service says nothing of a probe
                 endpoint.findings += len(extra)
                 own = _severities(named, endpoint.namespace, endpoint.service, endpoint.method, endpoint.template)
                 endpoint.risk = risk_of(endpoint.marks, [*own, *extra])

@@ -8,9 +8,11 @@ basic, API key, session cookie, mutual TLS), and what the spec cannot say native
 calls, distinct callers, the sensitive-data types seen in answers, first and last seen, and the endpoint's
 standing against the declared specs (``shadow``, ``deprecated``, ``dormant``: marked ``deprecated: true`` for
 the last two). Request and response bodies are not described: the inventory does not carry their schemas.
-Probed paths (``EndpointRecord.probed``: traversal probes and paths that never got a non-error answer) are
-no endpoints of the service and are left out, counted in the document's ``x-kubeward.probed_left_out``; a
-service with nothing but probed paths gets no document.
+Probed paths (``EndpointRecord.probed``: traversal probes and paths that never got an answer showing they exist)
+and answered traversals (``EndpointRecord.traversal_answered``: a traversal that worked is an attack, not an
+operation) are no endpoints of the service and are left out, counted in the document's
+``x-kubeward.probed_left_out`` and ``x-kubeward.traversals_left_out``; a service with nothing else gets no
+document.
 
 A service is a (namespace, service) pair: ``api`` in ``shop`` and ``api`` in ``billing`` are two documents,
 each with its own ``servers`` (``http://<service>.<namespace>.svc.cluster.local``; ``https://<host>`` for a
@@ -67,6 +69,11 @@ _REASONS = {"200": "OK", "201": "Created", "202": "Accepted", "204": "No Content
             "502": "Bad Gateway", "503": "Service Unavailable", "504": "Gateway Timeout"}
 #: worst first: the standing a merged operation shows
 _STANDING = ("dormant", "deprecated", "shadow", "undeclared", "declared")
+
+
+def _is_endpoint(record: EndpointRecord) -> bool:
+    """Neither a probed path nor an answered traversal (see the module docstring)."""
+    return not record.probed and not record.traversal_answered
 
 
 def _parameters(path: str) -> list[dict[str, Any]]:
@@ -172,7 +179,7 @@ def openapi_for(service: str, records: Iterable[EndpointRecord], *, namespace: s
     (``None``: the records with no namespace, an external host)."""
     namespace = namespace or None
     theirs = [r for r in records if isinstance(r, EndpointRecord) and r.service == service and (r.namespace or None) == namespace]
-    mine = sorted((r for r in theirs if not r.probed), key=lambda r: (r.path_template, r.method))
+    mine = sorted((r for r in theirs if _is_endpoint(r)), key=lambda r: (r.path_template, r.method))
     shapes: dict[str, list[EndpointRecord]] = defaultdict(list)
     for record in mine:
         shapes[_shape(_path(record.path_template))].append(record)
@@ -186,7 +193,8 @@ def openapi_for(service: str, records: Iterable[EndpointRecord], *, namespace: s
                  "description": f"Endpoints of {name} as Kubeward observed them in traffic (not a declared specification)."},
         "servers": [{"url": f"http://{service}.{namespace}.svc.cluster.local" if namespace else f"https://{service}"}],
         "paths": paths,
-        "x-kubeward": {"namespace": namespace, "service": service, "endpoints": len(mine), "probed_left_out": len(theirs) - len(mine),
+        "x-kubeward": {"namespace": namespace, "service": service, "endpoints": len(mine), "probed_left_out": sum(r.probed for r in theirs),
+                       "traversals_left_out": sum(r.traversal_answered and not r.probed for r in theirs),
                        "nonstandard_methods": sum(1 for r in mine if r.method.lower() not in _METHODS),
                        "merged_templates": sum(len({_path(t) for t in item["x-kubeward"]["merged_templates"]}) - 1
                                                for item in paths.values() if "x-kubeward" in item)},
@@ -203,8 +211,8 @@ def _operations_of(item: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def openapi_documents(records: Iterable[EndpointRecord]) -> dict[tuple[str | None, str], dict[str, Any]]:
-    """(namespace, service) -> its OpenAPI 3.1 document, for every service in the records with an endpoint that is not
-    probed (namespace ``None``: an external host); the external ones first, then by namespace and service."""
+    """(namespace, service) -> its OpenAPI 3.1 document, for every service in the records with an endpoint that is neither
+    probed nor an answered traversal (namespace ``None``: an external host); the external ones first, then by namespace and service."""
     endpoints = [r for r in records if isinstance(r, EndpointRecord)]
-    keys = sorted({(r.namespace or None, r.service) for r in endpoints if not r.probed}, key=lambda k: (k[0] is not None, k[0] or "", k[1]))
+    keys = sorted({(r.namespace or None, r.service) for r in endpoints if _is_endpoint(r)}, key=lambda k: (k[0] is not None, k[0] or "", k[1]))
     return {(ns, service): openapi_for(service, endpoints, namespace=ns) for ns, service in keys}

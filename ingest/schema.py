@@ -336,9 +336,13 @@ class EndpointRecord(_Record):
     ``data_types`` are the sensitive-data types seen in its responses;
     ``callers`` counts distinct actors, ``top_callers`` names a few.
     ``probed`` marks a path in no spec that traffic reached but that is no endpoint of the API: a path traversal
-    probe (``/documents/..%2F..%2Fetc%2Fpasswd``) or a path no call got a non-error answer from (scanners' 404s);
-    its ``spec_status`` is still what the specs say, and readers keep it out of shadow counts and OpenAPI exports
-    (``streams.inventory`` says why). Absent (false) in records written before it existed.
+    probe no call got a success answer from (``/documents/..%2F..%2Fetc%2Fpasswd``), or a path no call got an answer
+    from that shows it exists (only 404, 405, 410, 501 or Kubeward's own refusals: scanners' guesses).
+    ``traversal_answered`` marks a traversal path in no spec that got a success (2xx) answer: no endpoint either,
+    but a traversal that worked, evidence of a successful attack (``probed`` is then false, so a reader that
+    predates the flag still shows it, as shadow or undeclared). Either way ``spec_status`` is still what the specs
+    say, and readers keep the path out of shadow counts and OpenAPI exports (``streams.inventory`` says why). Both
+    are absent (false) in records written before they existed.
     """
 
     schema_version: int = SCHEMA_VERSION
@@ -357,6 +361,7 @@ class EndpointRecord(_Record):
     last_seen: float
     spec_status: Literal["declared", "shadow", "undeclared", "deprecated", "dormant"] = "undeclared"
     probed: bool = False
+    traversal_answered: bool = False
 
     @property
     def key(self) -> str:

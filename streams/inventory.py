@@ -32,25 +32,39 @@ once a client or proxy resolved the dots, ``/.env``, ``/wp-login.php``). An
 endpoint in no spec (``shadow`` or ``undeclared``) is published with
 ``probed=True`` when either
 
-* its template holds a traversal sequence: a segment of two or more dots
-  once percent-decoding (twice, for double encoding) has turned ``%2e`` into
-  ``.`` and ``%2f``/``%5c`` into separators. Never an API's own path; even a
-  200 there says a traversal worked against the handler the templater failed
-  to fold it into, which is a finding, not an endpoint. An encoded slash alone
-  is not enough (``/projects/group%2Fname`` is a real API's id); or
-* no call to it was *answered*: an answer shows the endpoint exists when its
-  status is 1xx-3xx, or 401/403 (the API routed the call and asked for
-  credentials or refused them), or unknown (a reporter that saw no response,
-  such as a shim: given the benefit of the doubt, as before). 400, 404, 405,
-  other 4xx and every 5xx are what a server answers for a path it does not
-  serve or a request it could not route; a 403 or 429 that Kubeward's own shim
-  gave (``decision`` ``deny`` or ``throttle``) never reached the API and says
-  nothing. Answered once, an endpoint stays answered.
+* its template holds a traversal sequence (a segment of two or more dots
+  once percent-decoding, twice for double encoding, has turned ``%2e`` into
+  ``.`` and ``%2f``/``%5c`` into separators) and no call to it got a success
+  (2xx) answer. Never an API's own path. An encoded slash alone is not enough
+  (``/projects/group%2Fname`` is a real API's id); or
+* no call to it was *answered*. Only a status that says "no such endpoint" is
+  no answer: 404, 405, 410 and 501 (what a server or proxy answers for a path
+  or method it does not route), and a refusal by Kubeward itself (the shim's
+  recorded ``decision`` ``deny`` or ``throttle``, its 403 or 429: the call never
+  reached the API). Any other status shows the endpoint exists, because the
+  server routed the call to a handler that answered it: 1xx-3xx; 400, 409 and
+  422 (the handler parsed the request and rejected it); 401 and 403 from the
+  API (it asked for credentials or refused them); 429; every 5xx but 501 (the
+  handler, or the upstream the proxy routed to, failed). An undocumented
+  ``POST /internal/exec`` that answers only 400, 422 or 500 is a shadow
+  endpoint: exactly what an attacker calling it wants to reach. An unknown
+  status (a reporter that saw no response, such as a shim) gets the benefit
+  of the doubt; a status outside 100-599 (``0``: no response) is no answer.
+  Answered once, an endpoint stays answered.
 
-A probed endpoint keeps its ``spec_status`` (what the specs say); the blueprint
-marks it ``probed`` instead of shadow, undeclared or zombie, the OpenAPI export
-leaves it out, and its calls are never retired-API hits (``zombie_keys``).
-Declared endpoints are never probed: the spec says they exist.
+A traversal path that got a success answer is no endpoint either, but no mere
+probe: the traversal worked against the handler the templater failed to fold
+it into (``/documents/..%2F..%2Fproc%2Fself%2Fenviron`` answered 200). It is
+published with ``traversal_answered=True`` (and ``probed=False``): evidence of a
+successful attack, which the blueprint marks high-risk.
+
+A probed or answered-traversal path keeps its ``spec_status`` (what the specs
+say); the blueprint marks it ``probed`` or ``traversal-answered`` instead of
+shadow, undeclared or zombie, the OpenAPI export leaves it out, and its calls
+are never retired-API hits (``zombie_keys``). Declared endpoints are neither:
+the spec says they exist. The inventory is not restored after a restart (no
+state is read back from ``api.inventory.v1``): a restarted worker counts every
+endpoint afresh, ``answered`` included.
 """
 
 from __future__ import annotations
@@ -63,7 +77,6 @@ from urllib.parse import unquote
 import numpy as np
 import numpy.typing as npt
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from ingest import EndpointRecord
 from streams import inventorycolumns as cols
@@ -75,8 +88,6 @@ __all__ = ["Inventory", "is_traversal"]
 _TOP_CALLERS = 5
 _CALLER_CAP = 10_000
 
-#: Kubeward's own refusals (the shim's recorded decision): the call never reached the API
-_KUBEWARD_REFUSALS = ("deny", "throttle")
 _DOTS = re.compile(r"(?:^|[/\\])\.{2,}(?:;[^/\\]*)?(?:$|[/\\])")  # a dot-dot segment (Tomcat's "..;" too)
 
 _I = npt.NDArray[np.intp]
@@ -122,6 +133,7 @@ class _Endpoint:
     statuses: dict[str, int] = field(default_factory=dict)
     woke_from_dormancy: bool = False
     answered: bool = False  # a call got an answer that shows the endpoint exists (module docstring)
+    succeeded: bool = False  # a call got a 2xx answer (on a traversal path: the traversal worked)
 
 
 @dataclass
@@ -161,8 +173,20 @@ class Inventory:
         return "deprecated" if spec[(ep.method, ep.template)] else "declared"
 
     def probed(self, ep: _Endpoint) -> bool:
-        """Whether the endpoint is in no spec and only a probe (a traversal path, or never answered: module docstring)."""
-        return self._spec_status(ep) in ("shadow", "undeclared") and (not ep.answered or is_traversal(ep.template))
+        """Whether the endpoint is in no spec and only a probe (an unanswered traversal path, or never answered: module docstring)."""
+        return self._path_kind(ep) == "probed"
+
+    def traversal_answered(self, ep: _Endpoint) -> bool:
+        """Whether the endpoint is in no spec and a traversal path that got a success answer: a traversal that worked."""
+        return self._path_kind(ep) == "traversal-answered"
+
+    def _path_kind(self, ep: _Endpoint) -> str:
+        """``endpoint``, ``probed`` or ``traversal-answered`` (module docstring)."""
+        if self._spec_status(ep) not in ("shadow", "undeclared"):
+            return "endpoint"
+        if is_traversal(ep.template):
+            return "traversal-answered" if ep.succeeded else "probed"
+        return "endpoint" if ep.answered else "probed"
 
     def update(self, table: pa.Table) -> None:
         """Fold one batch of summaries (Arrow table with the ``RequestSummary`` schema) in.
@@ -319,17 +343,11 @@ class Inventory:
             statuses[labels[v]] = statuses.get(labels[v], 0) + n
 
     def _answers(self, fold: _Fold) -> None:
-        """Which endpoints got an answer showing they exist (status unknown, 1xx-3xx, 401, 403; not Kubeward's own)."""
-        status = column(fold.table, "status")
-        code, valid = cols.ints(status, 0), cols.validity(status)
-        answered = ((code >= 100) & (code < 400)) | (code == 401) | (code == 403)
-        if valid is not None:
-            answered |= ~valid
-        if "decision" in fold.table.column_names:
-            decision = column(fold.table, "decision")
-            answered &= ~np.asarray(pc.fill_null(pc.is_in(decision, pa.array(_KUBEWARD_REFUSALS)), False).to_numpy(zero_copy_only=False), dtype=bool)
-        for j in np.flatnonzero(np.bincount(fold.local[answered], minlength=len(fold.endpoints))).tolist():
-            fold.endpoints[j].answered = True
+        """Which endpoints got an answer showing they exist, and which a success (2xx): ``inventorycolumns.answers``."""
+        k = len(fold.endpoints)
+        for mask, flag in zip(cols.answers(fold.table), ("answered", "succeeded")):
+            for j in np.flatnonzero(np.bincount(fold.local[mask], minlength=k)).tolist():
+                setattr(fold.endpoints[j], flag, True)
 
     def _auth_types(self, fold: _Fold) -> None:
         """The auth types each endpoint was called with (empty ones are none)."""
@@ -359,7 +377,8 @@ class Inventory:
         return EndpointRecord(service=ep.service, namespace=ep.namespace, method=ep.method, path_template=ep.template,
                               calls=ep.calls, callers=ep.callers, top_callers=[caller for _, caller in ep.top],
                               auth_types=sorted(ep.auth_types), data_types=sorted(ep.data_types), statuses=dict(sorted(ep.statuses.items())),
-                              first_seen=ep.first_seen, last_seen=ep.last_seen, spec_status=self.status(ep), probed=self.probed(ep))
+                              first_seen=ep.first_seen, last_seen=ep.last_seen, spec_status=self.status(ep), probed=self.probed(ep),
+                              traversal_answered=self.traversal_answered(ep))
 
     def take_changed(self) -> list[EndpointRecord]:
         """Records of the endpoints changed since the last call."""
@@ -367,10 +386,11 @@ class Inventory:
         return [self.record(k) for k in sorted(changed)]
 
     def zombie_keys(self) -> frozenset[str]:
-        """``service METHOD /template`` of endpoints whose calls are retired-API hits (deprecated, or dormant and not probed).
+        """``service METHOD /template`` of endpoints whose calls are retired-API hits (deprecated, or dormant and an endpoint:
+        neither probed nor an answered traversal).
 
         Without the namespace, unlike the endpoint keys: the processor matches these against each call's
         ``service METHOD /template`` (``retired_endpoints``)."""
         out = {f"{svc.rpartition('/')[2]} {m} {t}" for svc, spec in self.declared.items() for (m, t), dep in spec.items() if dep}
-        out.update(f"{ep.service} {ep.method} {ep.template}" for ep in self.endpoints.values() if ep.woke_from_dormancy and not self.probed(ep))
+        out.update(f"{ep.service} {ep.method} {ep.template}" for ep in self.endpoints.values() if ep.woke_from_dormancy and self._path_kind(ep) == "endpoint")
         return frozenset(out)

@@ -2,8 +2,9 @@
 
 Pure numpy/pyarrow over one batch: ``encode`` gives each row an index into the distinct values, ``codes``
 renumbers combined codes densely, ``first_rows``/``present_pairs``/``rank_in_group`` answer per-group questions
-without a Python loop, and ``actors`` names each row's caller (``workload or ip | principal``, as
-``ingest.actor_key``) with a 64-bit hash that identifies its text.
+without a Python loop, ``actors`` names each row's caller (``workload or ip | principal``, as
+``ingest.actor_key``) with a 64-bit hash that identifies its text, and ``answers`` tells which rows' statuses show
+their endpoint exists (``streams.inventory`` says which and why).
 """
 
 from __future__ import annotations
@@ -20,10 +21,16 @@ import pyarrow.compute as pc
 from streams.batch import column, hash64
 from streams.keytable import pair_key
 
-__all__ = ["Actors", "actors", "codes", "encode", "first_rows", "ints", "present_pairs", "rank_in_group", "validity"]
+__all__ = ["Actors", "actors", "answers", "codes", "encode", "first_rows", "ints", "present_pairs", "rank_in_group", "validity"]
 
 _I = npt.NDArray[np.intp]
 _U = npt.NDArray[np.uint64]
+_B = npt.NDArray[np.bool_]
+
+#: Kubeward's own refusals (the shim's recorded decision): the call never reached the API
+KUBEWARD_REFUSALS = ("deny", "throttle")
+#: statuses that say "no such endpoint" (or method): no evidence that it exists
+NOT_ROUTED = (404, 405, 410, 501)
 
 
 def validity(values: pa.Array) -> npt.NDArray[np.bool_] | None:
@@ -148,3 +155,22 @@ def actors(table: pa.Table) -> Actors:
         actors.hashes, first, inverse = np.unique(actors.hashes, return_index=True, return_inverse=True)
         actors.of_row, actors.who_of, actors.principal_of = inverse.reshape(-1)[of_row], actors.who_of[first], actors.principal_of[first]
     return actors
+
+
+def answers(table: pa.Table) -> tuple[_B, _B]:
+    """(which rows got an answer showing their endpoint exists, which a success answer (2xx)), by status and decision.
+
+    Answered: a status in 100-599 but ``NOT_ROUTED``, or none (unknown: the benefit of the doubt); never a call
+    Kubeward refused itself (``decision`` in ``KUBEWARD_REFUSALS``), whatever its status."""
+    status = column(table, "status")
+    code, valid = ints(status, 0), validity(status)
+    answered = (code >= 100) & (code < 600) & ~np.isin(code, NOT_ROUTED)
+    succeeded = (code >= 200) & (code < 300)
+    if valid is not None:
+        answered |= ~valid  # a null reads as 0: no success
+    if "decision" in table.column_names:
+        refused = pc.fill_null(pc.is_in(column(table, "decision"), pa.array(KUBEWARD_REFUSALS)), False)
+        ours = np.asarray(refused.to_numpy(zero_copy_only=False), dtype=bool)
+        answered &= ~ours
+        succeeded &= ~ours
+    return answered, succeeded

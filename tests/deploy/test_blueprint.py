@@ -199,6 +199,39 @@ def test_probed_paths_are_marked_apart_and_a_real_undocumented_endpoint_stays_sh
     assert build_blueprint([EndpointRecord.model_validate(old)]).endpoints[0].marks == ("shadow",)  # a record from before the flag
 
 
+def test_an_answered_traversal_is_high_risk_in_its_own_colour() -> None:
+    """A traversal path that got a 200 is no endpoint (left out of the endpoint count and the OpenAPI documents) but
+    a traversal that worked: its own mark, a high risk; probed paths take no risk from a finding about their service
+    and never count as high-risk; a 422-answering shadow endpoint stays shadow."""
+    records = [endpoint("documents", "GET", "/documents/..%2F..%2Fproc%2Fself%2Fenviron", spec_status="shadow", statuses={"200": 1},
+                        traversal_answered=True),
+               endpoint("documents", "GET", "/etc/passwd", spec_status="shadow", statuses={"404": 2}, auth_types=["none"], probed=True),
+               endpoint("documents", "POST", "/internal/exec", spec_status="shadow", statuses={"422": 3, "500": 1}),
+               endpoint("documents", "GET", "/documents/{id}", spec_status="declared")]
+    service_wide = [finding({"service": "documents", "namespace": "shop"}, severity=5) for _ in range(2)]
+    bp = build_blueprint(records, service_wide)
+    eps = {e.key: e for e in bp.endpoints}
+    worked, probe = eps["shop/documents GET /documents/..%2F..%2Fproc%2Fself%2Fenviron"], eps["shop/documents GET /etc/passwd"]
+    assert worked.marks == ("traversal-answered",) and worked.risk == 100  # 70 + the service's findings
+    alone = {e.key: e for e in build_blueprint(records).endpoints}[worked.key]
+    assert alone.risk == 70 and alone.findings == 0  # on its own: high-risk
+    assert probe.marks == ("probed", "unauthenticated") and probe.risk == 20 and probe.findings == 0
+    assert eps["shop/documents POST /internal/exec"].marks == ("shadow",) and eps["shop/documents POST /internal/exec"].risk == 75
+    summary = bp.summary()
+    assert summary["endpoints"] == 2 and summary["marks"]["traversal-answered"] == 1 and summary["marks"]["probed"] == 1
+    assert summary["high_risk"] == 3  # the answered traversal, the shadow endpoint, the declared one with the findings
+    risky_probe = endpoint("ghost", "GET", "/.env", spec_status="undeclared", statuses={"404": 1}, probed=True, auth_types=["none"],
+                           namespace=None, data_types=["secret"])
+    assert build_blueprint([risky_probe]).endpoints[0].risk == 50 and build_blueprint([risky_probe]).summary()["high_risk"] == 0
+    assert build_blueprint([risky_probe]).services["ghost"].risk == 0  # a service's risk leaves its probed paths out
+    page = render_page(bp)
+    assert MARK_COLORS["traversal-answered"] in page and "1 traversal answered" in page and "1 probed" in page
+    assert list(openapi_documents(records)) == [("shop", "documents")]
+    assert list(openapi_documents(records)[("shop", "documents")]["paths"]) == ["/documents/{id}", "/internal/exec"]
+    old = records[0].model_dump(exclude={"traversal_answered"})
+    assert build_blueprint([EndpointRecord.model_validate(old)]).endpoints[0].marks == ("shadow",)  # a record from before the flag
+
+
 def test_an_old_record_without_namespace_keeps_the_old_key() -> None:
     old = endpoint("api.psp.example.com", "POST", "/v1/charges", namespace=None)
     assert old.key == "api.psp.example.com POST /v1/charges"

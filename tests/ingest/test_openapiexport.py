@@ -135,15 +135,20 @@ def test_every_document_is_valid_and_keeps_every_record(rows: list[tuple[str, st
 
 
 def test_probed_paths_are_left_out_and_counted() -> None:
-    """Traversal probes and never-answered paths (``probed``) are no endpoints of the service: not in its document; a
-    service with nothing else gets none. A real undocumented endpoint (shadow, answered 200) stays in."""
+    """Traversal probes and never-answered paths (``probed``) and answered traversals are no endpoints of the service:
+    not in its document; a service with nothing else gets none. Real undocumented endpoints (shadow, answered 200 or
+    422) stay in."""
     records = [ep("/documents/{id}"), ep("/internal/debug", spec_status="shadow"),
+               ep("/internal/exec", spec_status="shadow", statuses={"422": 3, "500": 1}),
                ep("/documents/..%2F..%2Fetc%2Fshadow", spec_status="shadow", statuses={"400": 3}, probed=True),
+               ep("/documents/..%2F..%2Fproc%2Fself%2Fenviron", spec_status="shadow", statuses={"200": 1}, traversal_answered=True),
                ep("/etc/passwd", spec_status="shadow", statuses={"404": 2}, probed=True),
-               ep("/wp-login.php", service="ghost", spec_status="undeclared", statuses={"404": 1}, probed=True)]
+               ep("/wp-login.php", service="ghost", spec_status="undeclared", statuses={"404": 1}, probed=True),
+               ep("/x/..%2F..%2Fetc%2Fhosts", service="files", spec_status="undeclared", statuses={"200": 1}, traversal_answered=True)]
     docs = openapi_documents(records)
     assert list(docs) == [("shop", "api")]
     doc = docs[("shop", "api")]
     validate(doc)
-    assert list(doc["paths"]) == ["/documents/{id}", "/internal/debug"]
-    assert doc["x-kubeward"]["endpoints"] == 2 and doc["x-kubeward"]["probed_left_out"] == 2
+    assert list(doc["paths"]) == ["/documents/{id}", "/internal/debug", "/internal/exec"]
+    assert doc["x-kubeward"]["endpoints"] == 3 and doc["x-kubeward"]["probed_left_out"] == 2
+    assert doc["x-kubeward"]["traversals_left_out"] == 1

@@ -58,32 +58,53 @@ def _calls(*calls: tuple[float, str, int | None, str | None]) -> pa.Table:
 
 
 def test_probes_are_recorded_as_probed_and_a_real_undocumented_endpoint_stays_shadow() -> None:
-    """The demo's traversal probes (400/404, or refused by the shim) and a scanner's 404s are probed; an undocumented
-    endpoint that answers 200, or asks for credentials, is a shadow endpoint; a declared one is never probed."""
+    """Only "no such endpoint" (404, 405, 410, 501) and Kubeward's own refusals leave a path probed; an undocumented
+    endpoint that answers 200, asks for credentials, rejects the request (400, 409, 422) or fails (500, 503) exists:
+    shadow. A traversal path stays probed unless a call got a success answer; a declared endpoint is never probed."""
     inv = Inventory(DECLARED, dormant_after_s=100.0)
     inv.update(_calls((1.0, "/documents/..%2F..%2F..%2Fetc%2Fshadow", 400, None), (2.0, "/etc/passwd", 404, None),
                       (3.0, "/etc/passwd", 405, None), (4.0, "/documents/....//....//etc/hosts", 403, "deny"),
-                      (5.0, "/documents/..%2F..%2Fproc%2Fself%2Fenviron", 200, None),  # a traversal that worked: still no endpoint
+                      (4.5, "/documents/..%2F..%2Fetc%2Fhosts", 302, None), (4.6, "/documents/..%2F..%2Fetc%2Fhosts", 500, None),
+                      (5.0, "/documents/..%2F..%2Fproc%2Fself%2Fenviron", 200, None),  # a traversal that worked
                       (6.0, "/internal/debug", 200, None), (7.0, "/internal/debug", 500, None),
+                      (7.1, "/internal/exec", 422, None), (7.2, "/internal/exec", 400, None), (7.3, "/internal/jobs", 500, None),
+                      (7.4, "/internal/lock", 409, None), (7.5, "/internal/busy", 503, None), (7.6, "/gone", 410, None),
+                      (7.7, "/nope", 501, None), (7.8, "/limited", 429, "throttle"), (7.9, "/api-limited", 429, None),
+                      (7.95, "/reset", 0, None),
                       (8.0, "/admin/users", 401, None), (9.0, "/admin/flags", 403, "observe:deny"), (10.0, "/admin/flags", 404, None),
-                      (11.0, "/backup.zip", 500, None), (12.0, "/orders/{id}", 404, None), (13.0, "/from-a-shim", None, None)))
+                      (11.0, "/backup.zip", 404, None), (12.0, "/orders/{id}", 404, None), (13.0, "/from-a-shim", None, None)))
     records = {r.path_template: r for r in inv.take_changed()}
     probed = {t for t, r in records.items() if r.probed}
-    assert probed == {"/documents/..%2F..%2F..%2Fetc%2Fshadow", "/etc/passwd", "/documents/....//....//etc/hosts",
-                      "/documents/..%2F..%2Fproc%2Fself%2Fenviron", "/backup.zip"}
-    assert records["/internal/debug"].spec_status == "shadow" and not records["/internal/debug"].probed
-    assert not records["/admin/users"].probed and not records["/admin/flags"].probed and not records["/from-a-shim"].probed
+    assert probed == {"/documents/..%2F..%2F..%2Fetc%2Fshadow", "/etc/passwd", "/documents/....//....//etc/hosts", "/backup.zip",
+                      "/documents/..%2F..%2Fetc%2Fhosts", "/gone", "/nope", "/limited", "/reset"}
+    assert {t for t, r in records.items() if r.traversal_answered} == {"/documents/..%2F..%2Fproc%2Fself%2Fenviron"}
+    assert not records["/documents/..%2F..%2Fproc%2Fself%2Fenviron"].probed  # no probe: evidence of an attack that worked
+    for shadow in ("/internal/debug", "/internal/exec", "/internal/jobs", "/internal/lock", "/internal/busy", "/api-limited",
+                   "/admin/users", "/admin/flags", "/from-a-shim"):
+        assert records[shadow].spec_status == "shadow" and not records[shadow].probed and not records[shadow].traversal_answered, shadow
     assert records["/etc/passwd"].spec_status == "shadow"  # what the specs say stays; probed says it is no endpoint
     assert records["/orders/{id}"].spec_status == "declared" and not records["/orders/{id}"].probed
-    inv.update(_calls((14.0, "/backup.zip", 200, None)))  # answered once: an endpoint from now on
+    inv.update(_calls((14.0, "/backup.zip", 422, None), (15.0, "/documents/..%2F..%2Fetc%2Fhosts", 204, None)))
+    assert [(r.path_template, r.probed, r.traversal_answered) for r in inv.take_changed()] == [
+        ("/backup.zip", False, False), ("/documents/..%2F..%2Fetc%2Fhosts", False, True)]  # answered once: for good
+    inv.update(_calls((16.0, "/backup.zip", 404, None)))
     assert [(r.path_template, r.probed) for r in inv.take_changed()] == [("/backup.zip", False)]
+
+
+def test_a_success_refused_by_kubeward_is_no_answer() -> None:
+    """A row the shim refused never reached the API, whatever status it carries: no answer, no success."""
+    inv = Inventory(DECLARED)
+    inv.update(_calls((1.0, "/documents/..%2Fx", 200, "deny"), (2.0, "/internal/x", 200, "throttle")))
+    assert [(r.path_template, r.probed, r.traversal_answered) for r in inv.take_changed()] == [
+        ("/documents/..%2Fx", True, False), ("/internal/x", True, False)]
 
 
 def test_a_probed_path_called_again_after_the_dormancy_period_is_no_zombie() -> None:
     inv = Inventory(DECLARED, dormant_after_s=100.0)
-    inv.update(_calls((1.0, "/etc/passwd", 404, None), (1.0, "/internal/debug", 200, None)))
-    inv.update(_calls((500.0, "/etc/passwd", 404, None), (500.0, "/internal/debug", 200, None)))
+    inv.update(_calls((1.0, "/etc/passwd", 404, None), (1.0, "/internal/debug", 200, None), (1.0, "/d/..%2Fx", 200, None)))
+    inv.update(_calls((500.0, "/etc/passwd", 404, None), (500.0, "/internal/debug", 200, None), (500.0, "/d/..%2Fx", 200, None)))
     assert "orders GET /internal/debug" in inv.zombie_keys() and "orders GET /etc/passwd" not in inv.zombie_keys()
+    assert "orders GET /d/..%2Fx" not in inv.zombie_keys()  # an answered traversal is no endpoint either
 
 
 def test_dormant_endpoint_called_again_is_a_zombie() -> None:
@@ -133,7 +154,7 @@ def _rows(narrow: bool) -> st.SearchStrategy[dict[str, Any]]:
         "destination": st.fixed_dictionaries({"service": st.sampled_from(services), "namespace": st.sampled_from([None, "", "shop", "ops"])}),
         "method": st.sampled_from(["GET"] if narrow else ["GET", "POST", "b GET"]),
         "path_template": st.sampled_from(["/a"] if narrow else ["/a", "/b c", "/{id}", "/d/..%2Fetc"]),
-        "status": st.sampled_from([None, 200, 302, 401, 403, 404, 500, 70_000, -3]),
+        "status": st.sampled_from([None, 0, 200, 204, 302, 400, 401, 403, 404, 405, 410, 422, 429, 500, 501, 503, 70_000, -3]),
         "decision": st.sampled_from([None, "allow", "deny", "throttle", "observe:deny"]),
         "auth_type": st.sampled_from([None, "", "jwt", "mtls"]),
         "sensitive": st.one_of(st.none(), st.lists(st.tuples(st.sampled_from(["email", "card", "ssn"]), st.sampled_from([None, 0, 1, 3])), max_size=3)),
@@ -166,7 +187,7 @@ def _oracle(batches: list[list[dict[str, Any]]], dormant_after_s: float, cap: in
             if ep is None:
                 ep = eps[key] = {"service": service, "namespace": dest.get("namespace"), "method": row["method"], "template": row["path_template"],
                                  "first_seen": t, "last_seen": t, "calls": 0, "callers": {}, "auth_types": set(), "data_types": set(),
-                                 "statuses": {}, "woke_from_dormancy": False, "answered": False}
+                                 "statuses": {}, "woke_from_dormancy": False, "answered": False, "succeeded": False}
             elif t - ep["last_seen"] >= dormant_after_s:
                 ep["woke_from_dormancy"] = True
             ep["calls"] += 1
@@ -180,7 +201,8 @@ def _oracle(batches: list[list[dict[str, Any]]], dormant_after_s: float, cap: in
             status = str(row["status"]) if row["status"] is not None else "none"
             ep["statuses"][status] = ep["statuses"].get(status, 0) + 1
             code, kubeward = row["status"], row["decision"] in ("deny", "throttle")
-            ep["answered"] |= not kubeward and (code is None or 100 <= code < 400 or code in (401, 403))
+            ep["answered"] |= not kubeward and (code is None or 100 <= code < 600 and code not in (404, 405, 410, 501))
+            ep["succeeded"] |= not kubeward and code is not None and 200 <= code < 300
     return eps
 
 
@@ -188,14 +210,16 @@ def _oracle_record(ep: dict[str, Any], top: int) -> EndpointRecord:
     """The published record: the ``top`` callers with the most calls, the earlier arrival first among equals."""
     spec = DECLARED.get(ep["service"]) or DECLARED.get(f"{ep['namespace']}/{ep['service']}")
     status = "undeclared" if spec is None else "shadow" if (ep["method"], ep["template"]) not in spec else "deprecated" if spec[(ep["method"], ep["template"])] else "declared"
-    probed = status in ("shadow", "undeclared") and (not ep["answered"] or ".." in ep["template"])
+    traversal, no_spec = ".." in ep["template"], status in ("shadow", "undeclared")
+    probed = no_spec and (not ep["succeeded"] if traversal else not ep["answered"])
+    traversal_answered = no_spec and traversal and ep["succeeded"]
     if ep["woke_from_dormancy"] and status != "deprecated":
         status = "dormant"
     ranked = sorted(ep["callers"].items(), key=lambda kv: -kv[1])  # stable: arrival order among equals
     return EndpointRecord(service=ep["service"], namespace=ep["namespace"], method=ep["method"], path_template=ep["template"], calls=ep["calls"],
                           callers=len(ep["callers"]), top_callers=[a for a, _ in ranked[:top]], auth_types=sorted(ep["auth_types"]),
                           data_types=sorted(ep["data_types"]), statuses=ep["statuses"], first_seen=ep["first_seen"], last_seen=ep["last_seen"],
-                          spec_status=status, probed=probed)
+                          spec_status=status, probed=probed, traversal_answered=traversal_answered)
 
 
 @pytest.mark.parametrize("narrow", [False, True], ids=["many-endpoints", "one-endpoint"])
@@ -216,7 +240,8 @@ def test_update_equals_the_per_row_algorithm(narrow: bool, data: st.DataObject, 
         assert inv.take_changed() == []
     expected = _oracle([rows for rows, _, _ in batches], dormant_after_s, cap)
     assert published == {k: _oracle_record(ep, top) for k, ep in expected.items()}
-    woke = {f"{ep['service']} {ep['method']} {ep['template']}" for k, ep in expected.items() if ep["woke_from_dormancy"] and not published[k].probed}
+    woke = {f"{ep['service']} {ep['method']} {ep['template']}" for k, ep in expected.items() if ep["woke_from_dormancy"]
+            and not published[k].probed and not published[k].traversal_answered}
     assert inv.zombie_keys() == woke | {"orders GET /v1/orders/{id}"}  # without the namespace: matched against calls
 
 

@@ -22,7 +22,7 @@ from ingest import EndpointRecord, RequestSummary, arrow_schema
 from ingest.simulator import ClusterSimulator
 from streams import inventory as inventory_module
 from streams.batch import present
-from streams.inventory import Inventory
+from streams.inventory import Inventory, is_traversal
 
 # --- the previous implementation, the reference ---------------------------------------------------------------------
 
@@ -200,13 +200,16 @@ def test_simulated_traffic_publishes_the_same_records(monkeypatch: pytest.Monkey
     assert any(r.spec_status == "dormant" for rs in new for r in rs)  # the replay 4,000 s later wakes every endpoint
     assert _without_probed(new) == old
     for record in (r for rs in new for r in rs):  # the reference has no probed flag: the statuses say it (no shim decisions here)
-        answered = any(s == "none" or 100 <= int(s) < 400 or s in ("401", "403") for s in record.statuses)
+        answered = any(s == "none" or 100 <= int(s) < 600 and int(s) not in (404, 405, 410, 501) for s in record.statuses)
+        succeeded = any(s != "none" and 200 <= int(s) < 300 for s in record.statuses)
         in_spec = (record.method, record.path_template) in DECLARED.get(f"{record.namespace}/{record.service}", DECLARED.get(record.service, {}))
-        assert record.probed == (not in_spec and not answered), record
+        traversal = is_traversal(record.path_template)
+        assert record.probed == (not in_spec and (not succeeded if traversal else not answered)), record
+        assert record.traversal_answered == (not in_spec and traversal and succeeded), record
 
 
 def _without_probed(published: list[list[EndpointRecord]]) -> list[list[EndpointRecord]]:
-    return [[r.model_copy(update={"probed": False}) for r in rs] for rs in published]
+    return [[r.model_copy(update={"probed": False, "traversal_answered": False}) for r in rs] for rs in published]
 
 
 def _one_endpoint(principals: list[str], start: float) -> pa.Table:
