@@ -22,6 +22,10 @@ object per destination workload:
 * the shim's allow-list (``KubewardAllowList``, data): destination, method,
   template and callers, as the shim names them (``ns/name``, ``cidr:...``).
   The shim enforces it per destination (``KUBEWARD_SHIM_ALLOW_LIST__FILE``, ``enforcement.allowlist``).
+  An allowed edge the shim's loader would refuse (a template with whitespace or
+  an unbalanced brace, a method outside its pattern) is left out of it and
+  listed in the review document's ``shim_left_out`` with the loader's reason:
+  one such entry would make the shim refuse the whole file.
 
 An edge is allowed when it had at least ``min_calls`` successful calls and,
 when no call was the caller workload's own (a cohort: end users behind a
@@ -52,6 +56,7 @@ from typing import Any
 from deploy.policyedges import Edge, Endpoint, Peer
 from deploy.policymapping import PolicyMapping, Port
 from deploy.runtime.manifestcheck import KUBERNETES_VERSIONS, CoreSchemas, CrdSchemas, ManifestError, validate_objects
+from enforcement.allowlistfile import endpoint_problems
 from ingest.errors import SettingsError
 
 __all__ = [
@@ -310,11 +315,20 @@ def network_policies(s: Suggestion, mapping: PolicyMapping | None = None) -> lis
     return out
 
 
+def _shim_problems(edge: Edge) -> list[str]:
+    """Why the shim's loader would refuse this edge's entry (``enforcement.allowlistfile.endpoint_problems``); empty: it loads."""
+    end = edge.endpoint
+    return endpoint_problems({"destination": end.destination, "method": end.method, "path_template": end.template, "callers": [str(edge.peer)]})
+
+
 def shim_allowlist(s: Suggestion) -> dict[str, Any]:
-    """The shim's allow-list as data: one entry per endpoint with its allowed callers (the shim enforces it: ``enforcement.allowlist``)."""
+    """The shim's allow-list as data: one entry per endpoint with its allowed callers (the shim enforces it: ``enforcement.allowlist``).
+
+    An edge the shim's loader would refuse is left out (``review_document`` lists it under ``shim_left_out``)."""
     callers: dict[Endpoint, list[str]] = defaultdict(list)
     for edge in s.allowed:
-        callers[edge.endpoint].append(str(edge.peer))
+        if not _shim_problems(edge):
+            callers[edge.endpoint].append(str(edge.peer))
     entries = [{"destination": end.destination, "method": end.method, "path_template": end.template, "callers": sorted(names)}
                for end, names in sorted(callers.items(), key=lambda kv: (kv[0].destination, kv[0].template, kv[0].method))]
     return {"kind": "KubewardAllowList", "version": 1,
@@ -322,14 +336,20 @@ def shim_allowlist(s: Suggestion) -> dict[str, Any]:
             "endpoints": entries}
 
 
+def _review_item(edge: Edge, reasons: Iterable[str]) -> dict[str, Any]:
+    return {"caller": str(edge.peer), "destination": edge.endpoint.destination, "method": edge.endpoint.method,
+            "path_template": edge.endpoint.template, "calls": edge.stats.calls, "successful_calls": edge.stats.ok_calls,
+            "actors": edge.stats.actors, "reasons": list(reasons)}
+
+
 def review_document(s: Suggestion) -> dict[str, Any]:
-    """The edges held back, with their counts and reasons, and the Istio paths broadened; for a human to read."""
-    review = [{"caller": str(j.edge.peer), "destination": j.edge.endpoint.destination, "method": j.edge.endpoint.method,
-               "path_template": j.edge.endpoint.template, "calls": j.edge.stats.calls, "successful_calls": j.edge.stats.ok_calls,
-               "actors": j.edge.stats.actors, "reasons": list(j.reasons)} for j in s.review]
+    """The edges held back, with their counts and reasons, the Istio paths broadened, and the allowed edges the shim's
+    allow-list leaves out (``shim_left_out``: its loader would refuse them, the reasons say why); for a human to read."""
+    review = [_review_item(j.edge, j.reasons) for j in s.review]
     broadened = sorted({e.endpoint.template for e in s.allowed if istio_path(e.endpoint.template)[1]})
+    left_out = [_review_item(e, (f"not in the shim's allow-list: {p}" for p in problems)) for e in s.allowed if (problems := _shim_problems(e))]
     return {"kind": "KubewardPolicyReview", "version": 1, "allowed_edges": len(s.allowed), "review": review,
-            "istio_paths_broadened": broadened}
+            "istio_paths_broadened": broadened, "shim_left_out": left_out}
 
 
 _RENDERERS = {"istio": istio_policies, "cilium": cilium_policies, "networkpolicy": network_policies}

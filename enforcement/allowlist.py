@@ -24,10 +24,14 @@ them the list is complete: a method and path no entry matches is refused
 with ``deploy.policyedges`` by construction:
 
 * **destination**: ``namespace/service`` as ``Endpoint.destination`` (the
-  service alone when the namespace is unknown). A request whose namespace the
-  shim could not tell (a bare ``Host: orders``) is governed by every listed
-  ``<any namespace>/orders`` and passes if any of them allows it; a listed
-  destination without a namespace governs that service in every namespace.
+  service alone when the namespace is unknown). A listed destination without
+  a namespace governs that service in every namespace. A request whose
+  namespace the shim could not tell (a bare ``Host: orders``) could be bound
+  for any of them, so it is governed by every listed ``<namespace>/orders``
+  and passes only if *each* of them allows it (the strictest: ``dev/orders``
+  allowing a caller opens nothing in ``shop/orders``); with a listed bare
+  ``orders`` it must pass those entries alone, which govern it in namespaces
+  the list does not name.
   A request the shim names no service for at all (an IP address as host and
   no destination header) is not governed: the data plane's route must name
   the destination (the shipped configurations set ``x-kubeward-destination``).
@@ -56,7 +60,12 @@ with ``deploy.policyedges`` by construction:
   (``enforcement.normalize.decode``: repeated percent-decoding, overlong
   UTF-8, NFKC) turns into a ``.``/``..`` segment or a segment with ``/`` or
   ``\\`` is refused on a governed destination (``ambiguous-path``): the
-  upstream may resolve it to an endpoint other than the one it matched.
+  upstream may resolve it to an endpoint other than the one it matched. So is
+  a segment that is ``.``, ``..`` or empty once its path parameters are
+  dropped (``..;``, ``..;x=1``, ``;x``): Tomcat and Jetty drop ``;`` and what
+  follows from each segment before they resolve dot segments, so
+  ``/users/..;/orders/5`` is ``/orders/5`` to them. Otherwise a segment with
+  parameters is matched as sent (``/orders/5;v=1`` is ``{id}`` = ``5;v=1``).
 * **method**: exact, upper case (``HEAD`` is not ``GET``, as in Istio).
 
 An entry with method or template ``-`` (a summary without one) matches no
@@ -227,23 +236,42 @@ def caller_of(req: RequestView, prefix_v4: int = 24, prefix_v6: int = 64) -> str
 _ESCAPES = re.compile(r"[%&\\]|[^\x00-\x7f]")
 
 
+def _dotted(segment: str) -> bool:
+    """Whether a decoded segment is ``.``/``..``, or becomes one (or empty) once its ``;`` path parameters are dropped,
+    as Tomcat and Jetty drop them before resolving dot segments (``..;`` is ``..`` to them)."""
+    if ";" in segment:
+        segment = segment.split(";", 1)[0]
+        if not segment:
+            return True
+    return segment in (".", "..")
+
+
 def _path_segments(path: str) -> tuple[str, ...] | None:
     """The path's segments decoded once (as the upstream reads them); None when the shim's normaliser finds a segment
-    that could name another path (``.``, ``..``, an encoded ``/`` or ``\\``)."""
+    that could name another path (``.``, ``..``, the same behind ``;`` path parameters, an encoded ``/`` or ``\\``)."""
     path = path.split("?", 1)[0].split("#", 1)[0]
     segments = path.split("/")
     if "." in segments or ".." in segments:
         return None
-    if _ESCAPES.search(path) is None:
-        return tuple(segments)  # nothing to decode (most paths): 1 regex scan
+    if _ESCAPES.search(path) is None:  # nothing to decode (most paths): 1 regex scan
+        if ";" in path:
+            for seg in segments:
+                if ";" in seg and _dotted(seg):
+                    return None
+        return tuple(segments)
     out = []
     for raw in segments:
         seg = unquote(raw) if "%" in raw else raw
         full = decode(raw) if _ESCAPES.search(raw) else raw
-        if full in (".", "..") or seg in (".", "..") or "/" in full or "\\" in full:
+        if _dotted(full) or _dotted(seg) or "/" in full or "\\" in full:
             return None
         out.append(seg)
     return tuple(out)
+
+
+#: the governing entries of one destination by (method, segment count): a check compares only templates of its own
+#: method and length
+_Group = dict[tuple[str, int], list[AllowedEndpoint]]
 
 
 class AllowList:
@@ -257,9 +285,9 @@ class AllowList:
         for entry in self.endpoints:
             self._by_destination.setdefault(entry.destination, []).append(entry)
             self._by_service.setdefault(entry.destination.rpartition("/")[2], []).append(entry)
-        #: per destination key (``ns/service``, or ``service`` alone for a request without namespace): the governing
-        #: entries by (method, segment count), so a check compares only templates of its own method and length
-        self._index: dict[tuple[str | None, str], dict[tuple[str, int], list[AllowedEndpoint]]] = {}
+        #: per governed (namespace, service) of a request: one group per destination it may be bound for (one, unless
+        #: the namespace is unknown); only governed keys, so names a request makes up (the Host header) cost no memory
+        self._index: dict[tuple[str | None, str], tuple[_Group, ...]] = {}
         self._addresses: dict[str, Address | None] = {}
 
     def __len__(self) -> int:
@@ -271,22 +299,41 @@ class AllowList:
         return sorted(self._by_destination)
 
     def governing(self, namespace: str | None, service: str | None) -> list[AllowedEndpoint]:
-        """The entries that govern a destination (empty: not governed)."""
+        """The entries that govern a destination (empty: not governed); without a namespace, those of every candidate
+        (``candidates`` keeps them apart: a request without namespace must pass each)."""
+        return [entry for group in self.candidates(namespace, service) for entry in group]
+
+    def candidates(self, namespace: str | None, service: str | None) -> list[list[AllowedEndpoint]]:
+        """Per destination the request may be bound for, the entries that govern it there; the request passes only if
+        some entry of every group allows it (empty: not governed). One group when the namespace is known."""
         if not service:
             return []
+        bare = self._by_destination.get(service, [])
         if namespace:
-            return self._by_destination.get(f"{namespace}/{service}", []) + self._by_destination.get(service, [])
-        return self._by_service.get(service, [])
+            found = self._by_destination.get(f"{namespace}/{service}", []) + bare
+            return [found] if found else []
+        if bare:
+            return [bare]  # they alone govern the namespaces the list does not name: the strictest candidate
+        named = sorted({e.destination for e in self._by_service.get(service, ())})
+        return [self._by_destination[d] for d in named]
 
-    def _governing_index(self, namespace: str | None, service: str) -> dict[tuple[str, int], list[AllowedEndpoint]]:
+    def _governing_index(self, namespace: str | None, service: str) -> tuple[_Group, ...]:
         key = (namespace, service)
         found = self._index.get(key)
-        if found is None:
-            found = {}
-            for entry in self.governing(namespace, service):
+        if found is not None:
+            return found
+        if service not in self._by_service:
+            return ()  # no entry names the service (most ungoverned requests): one look-up, no memory
+        groups = []
+        for entries in self.candidates(namespace, service):
+            group: _Group = {}
+            for entry in entries:
                 size = len(entry._template.literals) if entry._template is not None else -1
-                found.setdefault((entry.method, size), []).append(entry)
-            if len(self._index) >= _MEMO_MAX:
+                group.setdefault((entry.method, size), []).append(entry)
+            groups.append(group)
+        found = tuple(groups)
+        if found:  # governed only: an ungoverned name costs two dictionary look-ups each time, and no memory
+            if len(self._index) >= _MEMO_MAX:  # still bounded: a bare listed service is governed in any namespace
                 self._index.clear()
             self._index[key] = found
         return found
@@ -295,15 +342,23 @@ class AllowList:
         """None when the request may pass (allowed, or its destination is not governed); else the reason it may not."""
         if not req.service:
             return None
-        index = self._governing_index(req.namespace, req.service)
-        if not index:
+        groups = self._governing_index(req.namespace, req.service)
+        if not groups:
             return None
         segments = _path_segments(req.path)
         if segments is None:
             return AMBIGUOUS_PATH
         address = None if req.source_workload else self._address(req.ip)
+        for group in groups:  # every candidate destination must allow it (one, unless the namespace is unknown)
+            why = self._group_refusal(group, req, segments, address)
+            if why is not None:
+                return why
+        return None
+
+    @staticmethod
+    def _group_refusal(group: _Group, req: RequestView, segments: tuple[str, ...], address: Address | None) -> str | None:
         matched = False
-        for entry in index.get((req.method, len(segments)), ()):
+        for entry in group.get((req.method, len(segments)), ()):
             if entry.matches(req.method, segments):
                 if entry.allows(req.source_workload, address):
                     return None

@@ -6,6 +6,8 @@ checks a parsed document. Both collect every problem and raise
 file says): an unknown key (with the nearest valid one), a wrong ``kind`` or
 ``version``, a template that does not start with ``/``, carries a query or
 unbalanced braces, a caller that is no peer name, the same endpoint twice.
+``endpoint_problems(item)`` runs the per-entry checks on one entry, so a writer
+(``deploy.policysuggest.shim_allowlist``) can leave out what the shim would refuse.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import yaml
 from enforcement.allowlist import _NAME, _PLACEHOLDER, KIND, VERSION, AllowedEndpoint, AllowList, AllowListError, _caller
 from ingest.yamlfile import StrictLoader
 
-__all__ = ["allowlist_from_dict", "load_allowlist"]
+__all__ = ["allowlist_from_dict", "endpoint_problems", "load_allowlist"]
 
 _TOP_KEYS = ("kind", "version", "thresholds", "endpoints")
 _ENDPOINT_KEYS = ("destination", "method", "path_template", "callers")
@@ -44,42 +46,60 @@ def _template_problem(template: str) -> str | None:
     return None
 
 
+def _at(where: str, problem: str) -> str:
+    return f"{where}: {problem}" if where else problem
+
+
 def _unknown(keys: Iterable[Any], valid: tuple[str, ...], where: str) -> list[str]:
     out = []
     for key in keys:
         if key not in valid:
             near = difflib.get_close_matches(str(key), valid, n=1)
             hint = f" (did you mean {near[0]!r}?)" if near else f" (valid: {', '.join(valid)})"
-            out.append(f"{where}: unknown key {key!r}{hint}")
+            out.append(_at(where, f"unknown key {key!r}{hint}"))
+    return out
+
+
+def _caller_problems(callers: Any) -> list[str]:
+    if not isinstance(callers, list):
+        return [f"callers={callers!r}: expected a list of caller names"]
+    out = []
+    for name in callers:
+        try:
+            if not isinstance(name, str):
+                raise ValueError("expected a string")
+            _caller(name)
+        except ValueError as exc:
+            out.append(f"callers: {name!r}: {exc}")
     return out
 
 
 def _endpoint_problems(item: Any, where: str) -> list[str]:
     if not isinstance(item, Mapping):
-        return [f"{where}: expected a mapping with {', '.join(_ENDPOINT_KEYS)}, got {item!r}"]
+        return [_at(where, f"expected a mapping with {', '.join(_ENDPOINT_KEYS)}, got {item!r}")]
     errors = _unknown(item, _ENDPOINT_KEYS, where)
-    errors += [f"{where}: missing key {k!r}" for k in _ENDPOINT_KEYS if k not in item]
+    errors += [_at(where, f"missing key {k!r}") for k in _ENDPOINT_KEYS if k not in item]
     dest, method, template, callers = (item.get(k) for k in _ENDPOINT_KEYS)
     if "destination" in item and not (isinstance(dest, str) and dest.count("/") <= 1 and all(_NAME.fullmatch(p) for p in dest.split("/"))):
-        errors.append(f"{where}: destination={dest!r}: expected 'namespace/service' (or 'service')")
+        errors.append(_at(where, f"destination={dest!r}: expected 'namespace/service' (or 'service')"))
     if "method" in item and not (isinstance(method, str) and _METHOD.fullmatch(method)):
-        errors.append(f"{where}: method={method!r}: expected an upper-case HTTP method (GET, POST...)")
+        errors.append(_at(where, f"method={method!r}: expected an upper-case HTTP method (GET, POST...)"))
     if "path_template" in item:
         problem = _template_problem(template) if isinstance(template, str) else "expected a string"
         if problem:
-            errors.append(f"{where}: path_template={template!r}: {problem}")
+            errors.append(_at(where, f"path_template={template!r}: {problem}"))
     if "callers" in item:
-        if not isinstance(callers, list):
-            errors.append(f"{where}: callers={callers!r}: expected a list of caller names")
-        else:
-            for name in callers:
-                try:
-                    if not isinstance(name, str):
-                        raise ValueError("expected a string")
-                    _caller(name)
-                except ValueError as exc:
-                    errors.append(f"{where}: callers: {name!r}: {exc}")
+        errors += [_at(where, p) for p in _caller_problems(callers)]
     return errors
+
+
+def endpoint_problems(item: Any) -> list[str]:
+    """What the loader would refuse in one ``endpoints`` item (``key=value: why`` each); empty when it loads.
+
+    >>> endpoint_problems({"destination": "shop/orders", "method": "GET", "path_template": "/orders/{id", "callers": ["shop/web"]})
+    ["path_template='/orders/{id': has a brace that opens or closes no placeholder ('{name}' within one segment)"]
+    """
+    return _endpoint_problems(item, "")
 
 
 def _top_problems(doc: Mapping[str, Any], where: str) -> list[str]:

@@ -193,14 +193,66 @@ def test_any_matching_entry_may_allow() -> None:
 
 
 def test_a_destination_without_namespace_on_either_side() -> None:
-    allow = _list(ORDERS, {**ORDERS, "destination": "billing/orders", "callers": ["billing/app"]}, {**ORDERS, "destination": "catalog", "callers": ["ops/x"]})
-    # the shim could not tell the namespace: every listed */orders governs it, and any of them may allow it
+    allow = _list(ORDERS, {**ORDERS, "destination": "billing/orders", "callers": ["billing/app", "shop/web"]},
+                  {**ORDERS, "destination": "catalog", "callers": ["ops/x"]})
+    # the shim could not tell the namespace: every listed */orders governs it, and each of them must allow it
     assert allow.refusal(_req(namespace=None)) is None
-    assert allow.refusal(_req(namespace=None, workload="billing/app")) is None
+    assert allow.refusal(_req(namespace=None, workload="billing/app")) == UNKNOWN_CALLER  # shop/orders does not list it
     assert allow.refusal(_req(namespace=None, workload="ops/intruder")) == UNKNOWN_CALLER
     # a listed service without namespace governs it in every namespace
     assert allow.refusal(_req(service="catalog", namespace="shop", workload="ops/x")) is None
     assert allow.refusal(_req(service="catalog", namespace="shop")) == UNKNOWN_CALLER
+
+
+def test_without_a_namespace_one_listed_namespace_opens_no_other() -> None:
+    """Review 1b: ``dev/orders`` allowing DELETE from shop/web must not open ``shop/orders`` to a request whose namespace
+    the shim could not tell (a bare ``Host: orders``): it passes only if every candidate destination allows it."""
+    dev = {"destination": "dev/orders", "method": "DELETE", "path_template": "/orders/{id}", "callers": ["shop/web"]}
+    allow = _list(ORDERS, dev)
+    assert allow.refusal(_req(method="DELETE", namespace=None)) == UNKNOWN_ENDPOINT  # shop/orders lists no DELETE
+    assert allow.refusal(_req(method="DELETE", namespace="dev")) is None
+    assert allow.refusal(_req(method="DELETE", namespace="shop")) == UNKNOWN_ENDPOINT
+    assert allow.refusal(_req(namespace=None)) == UNKNOWN_ENDPOINT  # and dev/orders lists no GET
+    both = _list(ORDERS, {**dev, "method": "GET"})
+    assert both.refusal(_req(namespace=None)) is None  # allowed in each: passes
+    assert both.refusal(_req(namespace=None, workload=None, ip="198.51.100.7")) == UNKNOWN_CALLER  # dev/orders lists no network
+    assert sorted(e.destination for e in both.governing(None, "orders")) == ["dev/orders", "shop/orders"]
+
+
+def test_without_a_namespace_a_bare_listed_service_alone_decides() -> None:
+    """A bare ``orders`` governs it in namespaces the list does not name, where no ``<ns>/orders`` entry helps."""
+    allow = _list(ORDERS, {**ORDERS, "destination": "orders", "callers": ["ops/x"]})
+    assert allow.refusal(_req(namespace=None)) == UNKNOWN_CALLER  # shop/web: only shop/orders lists it
+    assert allow.refusal(_req(namespace=None, workload="ops/x")) is None
+    assert allow.refusal(_req(namespace="shop")) is None and allow.refusal(_req(namespace="shop", workload="ops/x")) is None
+
+
+def test_only_governed_destinations_are_memoised() -> None:
+    """Review 1e: the service comes from the Host header; names no entry governs must cost no memory."""
+    allow = _list()
+    for i in range(500):
+        assert allow.refusal(_req(service=f"made-up-{i}")) is None
+        assert allow.refusal(_req(namespace=f"ns-{i}")) is None
+        assert allow.refusal(_req(namespace=None, service=f"x{i}")) is None
+    assert allow.refusal(_req()) is None and allow.refusal(_req(namespace=None)) is None
+    assert set(allow._index) == {("shop", "orders"), (None, "orders")}
+
+
+@pytest.mark.parametrize("path", ["/users/..;/orders/5", "/users/..;x=1/orders/5", "/users/.;/5/orders/5", "/users/..%3B/orders/5",
+                                  "/users/%2e%2e;jsessionid=1/orders/5", "/users/;x/orders/5", "/users/..%253b/orders/5"])
+def test_dot_segments_behind_path_parameters_are_refused(path: str) -> None:
+    """Review 1c: Tomcat and Jetty drop ``;...`` from each segment, then resolve ``..``: ``/users/..;/orders/5`` is
+    ``/orders/5`` to them, though it has the shape of ``/users/{id}/orders/{oid}``."""
+    allow = _list({**ORDERS, "path_template": "/users/{id}/orders/{oid}"})
+    assert allow.refusal(_req(path=path)) == AMBIGUOUS_PATH
+    assert allow.refusal(_req(path=path, service="payments")) is None  # ungoverned
+
+
+def test_path_parameters_that_resolve_nowhere_else_still_match() -> None:
+    allow = _list({**ORDERS, "path_template": "/users/{id}/orders/{oid}"})
+    assert allow.refusal(_req(path="/users/7/orders/5;jsessionid=abc")) is None
+    assert allow.refusal(_req(path="/users/7;v=1/orders/5")) is None
+    assert allow.refusal(_req(path="/users/..a;/orders/5")) is None  # '..a' is a name, not a dot segment
 
 
 def test_caller_of_names_like_policyedges() -> None:
