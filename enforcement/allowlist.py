@@ -303,6 +303,12 @@ class AllowList:
         (``candidates`` keeps them apart: a request without namespace must pass each)."""
         return [entry for group in self.candidates(namespace, service) for entry in group]
 
+    def namespaces(self, service: str | None) -> tuple[str, ...]:
+        """The namespaces of the listed destinations named ``<namespace>/<service>`` (``CallGate``)."""
+        if not service:
+            return ()
+        return tuple(sorted({e.destination.partition("/")[0] for e in self._by_service.get(service, ()) if "/" in e.destination}))
+
     def candidates(self, namespace: str | None, service: str | None) -> list[list[AllowedEndpoint]]:
         """Per destination the request may be bound for, the entries that govern it there; the request passes only if
         some entry of every group allows it (empty: not governed). One group when the namespace is known."""

@@ -116,6 +116,10 @@ class CallGate(Protocol):
         """None when the call may pass (or is not governed); else a short, bounded reason; pure and cheap."""
         ...
 
+    def namespaces(self, service: str | None) -> tuple[str, ...]:
+        """The namespaces whose ``service`` the gate governs by name (for a request whose namespace is unknown)."""
+        ...
+
 
 ALLOW = Decision(200, "allow", False)
 #: prefix of the reason of a decision the allow-list took (``allowlist:unknown-caller``)
@@ -232,6 +236,14 @@ def _gated(req: RequestView, decided: Decision, allowlist: CallGate, policy: Pol
     why = allowlist.refusal(req)
     if why is None:
         return decided
-    if policy.mode_for(req.namespace, req.service) == "enforce":
+    if _enforced(req, allowlist, policy):
         return Decision(403, "deny", True, ALLOWLIST + why, None, decided.findings)
     return Decision(200, "deny", False, ALLOWLIST + why) if decided is ALLOW else decided
+
+
+def _enforced(req: RequestView, allowlist: CallGate, policy: Policy) -> bool:
+    """Whether the destination is in enforce mode; with its namespace unknown, the strictest of the namespaces the
+    list names for the service (else a bare Host would turn an enforced service's refusals into observed ones)."""
+    if policy.mode_for(req.namespace, req.service) == "enforce":
+        return True
+    return req.namespace is None and any(policy.mode_for(ns, req.service) == "enforce" for ns in allowlist.namespaces(req.service))

@@ -341,6 +341,14 @@ def test_decide_refuses_in_enforce_mode_and_only_reports_in_observe_mode() -> No
     assert decide(_req(workload="ops/intruder"), VerdictCache(), TokenBuckets(), _Finds(), Policy(default_mode="enforce"), T0) is ALLOW
 
 
+def test_a_request_whose_namespace_is_unknown_is_refused_in_the_strictest_listed_mode() -> None:
+    """A bare Host (namespace unknown) must not turn an enforced service's refusals into observed ones."""
+    bare = _req(workload="ops/intruder", namespace=None)
+    assert _decide(bare, "observe", modes={"shop": "enforce"}).status == 403
+    assert _decide(bare, "observe", modes={"dev": "enforce"}).status == 200  # no listed namespace enforces orders
+    assert _list().namespaces("orders") == ("shop",) and _list().namespaces("carts") == ()
+
+
 def test_decide_keeps_inline_findings_and_lets_enforced_ones_answer() -> None:
     found = Inspection(("sqli",), ("r1",), 5)
     enforced = _decide(_req(workload="ops/intruder"), found=found)
