@@ -163,7 +163,10 @@ class Shim:
         self._report_all = settings.report == "all"
         self._view = self.adapter.view_of
         self._respond = self.adapter.respond
-        self._allow = self.adapter.allow_response
+        self._allow: bytes | None = self.adapter.allow_response
+        if isinstance(self.adapter, TraefikAdapter):  # its answers name each call's request id: rendered per call
+            self.adapter.own_request_ids = True
+            self._allow = None
 
     def handle(self, method: str, url: str, headers: dict[bytes, bytes], peer_ip: str | None, body: bytes | None = None) -> bytes:
         """Decide one check request (with the request body the data plane forwarded, if any) and return the full HTTP response bytes."""
@@ -172,7 +175,10 @@ class Shim:
         except UnparsedRequest as exc:
             return self.handle_unparsed(method, url, peer_ip, exc)
         decision = self.decide_view(req)
-        return self._allow if decision is ALLOW else self._respond(decision, req)
+        answer = self._allow
+        if decision is ALLOW and answer is not None:
+            return answer
+        return self._respond(decision, req)
 
     def decide_view(self, req: RequestView) -> Decision:
         """Decide a request an adapter has already read; counted and reported like ``handle``."""

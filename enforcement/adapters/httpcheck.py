@@ -239,6 +239,9 @@ class HttpAdapter:
     uri_header: bytes | None = None
     #: True when the check repeats the original method (Envoy): a HEAD check then gets no body.
     check_uses_original_method = False
+    #: The answer header naming the request id the shim reports the call under (Traefik: ``x-kubeward-request-id``);
+    #: such an adapter's answers differ per call, so the precomputed ``allow_response`` is no answer of a real check.
+    request_id_header: str | None = None
 
     def __init__(self, identity: HeaderIdentity, path_prefix: str = "", *, inspected_headers: tuple[str, ...] = (), body_limit: int = 0):
         self.identity = identity

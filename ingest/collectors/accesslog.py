@@ -53,7 +53,10 @@ but with ``RequestMethod`` is translated key by key (``StartUTC``, ``RequestPath
 ``DownstreamContentSize``, ``Duration`` in ns, ``ClientHost``, ``ServiceName``, kept
 request headers as ``request_<Canonical-Name>``); the decision comes from
 ``downstream_X-Kubeward-Decision`` (answered) and ``request_X-Kubeward-Decision`` /
-``request_X-Kubeward-Would`` (forwarded).
+``request_X-Kubeward-Would`` (forwarded). Traefik makes no request id: without
+``request_X-Request-Id`` the id is the one the shim answered,
+``X-Kubeward-Request-Id`` (``downstream_`` on a call the shim refused, ``request_``
+on one it let through), the id of the shim's own report of the call.
 
 A CRI line is ``<RFC 3339 time> <stdout|stderr> <F|P> <message>``; ``P``
 marks a partial line continued by the next line of the same stream.
@@ -69,7 +72,7 @@ from datetime import datetime
 from typing import Any
 
 from ingest.collectors.base import INT64_MAX, INT64_MIN
-from ingest.observation import HttpObservation, logged_decision
+from ingest.observation import REFUSAL_DECISIONS, HttpObservation, logged_decision
 
 __all__ = [
     "AccessLogError",
@@ -97,6 +100,8 @@ HEADER_KEYS: tuple[tuple[str, str], ...] = (
 )
 _HEADER_ALIASES: tuple[tuple[str, str], ...] = (("user-agent", "user-agent"), ("x-forwarded-for", "x-forwarded-for"))
 _MISSING = (None, "", "-")
+#: the shim's ``x-kubeward-decision`` on an answer it had Traefik return to the client (``unparsed``: failure_mode deny)
+_REFUSED = REFUSAL_DECISIONS | {"unparsed"}
 _SECOND_CACHE_MAX = 4096
 _SCALE = tuple(10.0 ** n for n in range(13))
 _MILLIS = {f"{n:03d}": n / 1000 for n in range(1000)}  # a dict lookup costs a seventh of int() on this path
@@ -250,7 +255,32 @@ def from_traefik(doc: dict[str, Any]) -> dict[str, Any]:
     took = doc.get("Duration")
     if type(took) is int or type(took) is float:
         out["duration"] = took / 1e6
+    if out.get("request_id") in _MISSING:
+        shims = _traefik_request_id(doc)
+        if shims is not None:
+            out["request_id"] = shims
     return out
+
+
+def _traefik_request_id(doc: dict[str, Any]) -> str | None:
+    """The id the shim reported a Traefik call under (``X-Kubeward-Request-Id``, answered by the shim).
+
+    On a call the shim refused (its ``downstream_X-Kubeward-Decision`` with a 4xx/5xx status) ForwardAuth returned the
+    shim's answer to the client, so the id is the answer's; the request side is then the client's own and never read.
+    On a call let through ForwardAuth replaced the client's ``X-Kubeward-*`` with the shim's on the forwarded request
+    (an upstream's own error answer, whatever headers it echoes, is no refusal).
+
+    >>> _traefik_request_id({"DownstreamStatus": 403, "downstream_X-Kubeward-Decision": "deny",
+    ...                      "downstream_X-Kubeward-Request-Id": "a1", "request_X-Kubeward-Request-Id": "forged"})
+    'a1'
+    >>> _traefik_request_id({"DownstreamStatus": 403, "downstream_X-Kubeward-Decision": "deny", "request_X-Kubeward-Request-Id": "forged"})
+    >>> _traefik_request_id({"DownstreamStatus": 200, "request_X-Kubeward-Request-Id": "b2"})
+    'b2'
+    """
+    status, answered = doc.get("DownstreamStatus"), doc.get("downstream_X-Kubeward-Decision")
+    refused = type(answered) is str and answered.strip().lower() in _REFUSED and type(status) is int and status >= 400
+    value = doc.get("downstream_X-Kubeward-Request-Id" if refused else "request_X-Kubeward-Request-Id")
+    return value if type(value) is str and value not in _MISSING else None
 
 
 def _required(doc: dict[str, Any]) -> tuple[str, str]:

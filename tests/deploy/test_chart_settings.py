@@ -252,7 +252,7 @@ def test_traefik_chains_name_the_destination_and_drop_the_clients() -> None:
     docs = render(CHART / "ci" / "integrations.yaml")
     middlewares = {(m["metadata"]["namespace"], m["metadata"]["name"]): m["spec"] for m in find(docs, "Middleware")}
     prepare = middlewares[("billing", "kubeward-prepare-invoices")]["headers"]["customRequestHeaders"]
-    assert prepare == {"X-Kubeward-Destination": "billing/invoices", "X-Request-Id": ""}
+    assert prepare == {"X-Kubeward-Destination": "billing/invoices", "X-Request-Id": "", "X-Kubeward-Request-Id": ""}
     assert middlewares[("billing", "kubeward-svc-invoices")]["chain"]["middlewares"] == [{"name": "kubeward-prepare-invoices"}, {"name": "kubeward-auth"}]
     # a namespace-wide chain removes a client's destination before the ForwardAuth that forwards the header
     assert middlewares[("edge", "kubeward")]["chain"]["middlewares"] == [{"name": "kubeward-strip"}, {"name": "kubeward-auth"}]

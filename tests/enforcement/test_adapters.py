@@ -456,3 +456,54 @@ def test_a_pod_behind_the_address_is_never_external_and_the_memo_keeps_the_bit_p
     del pods["203.0.113.7"]
     after = adapter.view(check)
     assert [(v.source_workload, v.external) for v in (before, during, after)] == [(None, True), ("shop/web", False), (None, True)]
+
+
+# ------------------------------------------------------------------ Traefik: the answer names the request id
+
+
+def _traefik_with_ids() -> TraefikAdapter:
+    adapter = _adapter("traefik")
+    assert isinstance(adapter, TraefikAdapter)
+    adapter.own_request_ids = True
+    return adapter
+
+
+def test_traefik_makes_a_distinct_id_per_check_and_answers_it() -> None:
+    adapter = _traefik_with_ids()
+    check = _check("traefik", "GET", "/a", {"authorization": "Bearer " + _jwt({"sub": "alice"})})
+    first, second = adapter.view(check), adapter.view(check)
+    assert first.request_id and second.request_id and first.request_id != second.request_id
+    assert len(first.request_id) == 32 and int(first.request_id, 16) >= 0
+    for decision in (ALLOW, DENY, THROTTLE):
+        status, headers, _ = _parse(adapter.respond(decision, first))
+        assert (status, headers["x-kubeward-request-id"]) == (decision.status, first.request_id)
+    assert summarize(0.0, first, ALLOW, KEY).id == first.request_id  # the id the shim reports the call under
+
+
+def test_traefik_answers_the_checks_own_request_id_cleaned() -> None:
+    adapter = _traefik_with_ids()
+    view = adapter.view(_check("traefik", "GET", "/a", {"x-request-id": "r-1"}))
+    assert view.request_id == "r-1" and _parse(adapter.respond(DENY, view))[1]["x-kubeward-request-id"] == "r-1"
+    view.request_id = "r-2\r\nset-cookie: x=1"
+    status, headers, _ = _parse(adapter.respond(DENY, view))
+    assert status == 403 and "set-cookie" not in headers and headers["x-kubeward-request-id"].startswith("r-2")
+
+
+def test_traefik_per_call_answers_leave_the_shared_ones_alone() -> None:
+    adapter = _traefik_with_ids()
+    view = adapter.view(_check("traefik", "GET", "/a", {}))
+    adapter.respond(DENY, view)
+    assert b"x-kubeward-request-id" not in adapter.respond(DENY, RequestView("GET", "/"))
+    assert b"x-kubeward-request-id" not in adapter.allow_response and adapter.request_id_header == "x-kubeward-request-id"
+
+
+def test_traefik_makes_no_id_unless_turned_on() -> None:
+    adapter = _adapter("traefik")
+    view = adapter.view(_check("traefik", "GET", "/a", {}))
+    assert view.request_id is None and adapter.respond(ALLOW, view) is adapter.allow_response
+
+
+def test_traefik_ids_differ_between_adapters() -> None:
+    one, two = _traefik_with_ids(), _traefik_with_ids()
+    check = _check("traefik", "GET", "/a", {})
+    assert one.view(check).request_id != two.view(check).request_id

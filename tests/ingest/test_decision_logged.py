@@ -129,3 +129,39 @@ def test_als_entries_carry_the_decision() -> None:
     for obs in (throttled, allowed, observed, forged):
         assert obs is not None and not {"x-kubeward-decision", "x-kubeward-would"} & set(obs.headers)
         assert obs.headers["authorization"] == "Bearer a.b.c"
+
+
+# ------------------------------------------------------------------ Traefik: the shim's request id
+
+
+def test_traefik_allowed_call_takes_the_id_the_shim_put_on_the_request() -> None:
+    obs = observation_from_envoy({**TRAEFIK, "DownstreamStatus": 200, "request_X-Kubeward-Decision": "allow", "request_X-Kubeward-Request-Id": "s1"})
+    assert (obs.request_id, obs.decision) == ("s1", "allow")
+    assert "x-kubeward-request-id" not in obs.headers
+
+
+def test_traefik_refused_call_takes_the_id_the_shim_answered_never_the_clients() -> None:
+    refused = {**TRAEFIK, "DownstreamStatus": 403, "downstream_X-Kubeward-Decision": "deny"}
+    assert observation_from_envoy({**refused, "downstream_X-Kubeward-Request-Id": "s2", "request_X-Kubeward-Request-Id": "mine"}).request_id == "s2"
+    assert observation_from_envoy({**refused, "request_X-Kubeward-Request-Id": "mine"}).request_id is None
+    throttled = {**TRAEFIK, "DownstreamStatus": 429, "downstream_X-Kubeward-Decision": "throttle", "downstream_X-Kubeward-Request-Id": "s3"}
+    assert observation_from_envoy(throttled).request_id == "s3"
+
+
+def test_traefik_success_ignores_an_id_the_upstream_answered() -> None:
+    doc = {**TRAEFIK, "DownstreamStatus": 200, "request_X-Kubeward-Request-Id": "s4", "downstream_X-Kubeward-Request-Id": "upstream"}
+    assert observation_from_envoy(doc).request_id == "s4"
+    # an upstream's own 404 with a decision header it echoed is no refusal by the shim either
+    echoed = {**doc, "DownstreamStatus": 404, "downstream_X-Kubeward-Decision": "allow"}
+    assert observation_from_envoy(echoed).request_id == "s4"
+
+
+def test_traefik_x_request_id_wins_over_the_shims() -> None:
+    doc = {**TRAEFIK, "DownstreamStatus": 200, "request_X-Request-Id": "r9", "request_X-Kubeward-Request-Id": "s5"}
+    assert observation_from_envoy(doc).request_id == "r9"
+    assert observation_from_envoy({**doc, "request_X-Request-Id": "-"}).request_id == "s5"
+
+
+@pytest.mark.parametrize("value", ["", "-", None, 7])
+def test_traefik_missing_or_odd_ids_are_no_id(value: Any) -> None:
+    assert observation_from_envoy({**TRAEFIK, "DownstreamStatus": 200, "request_X-Kubeward-Request-Id": value}).request_id is None
