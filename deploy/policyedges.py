@@ -7,7 +7,9 @@ policy needs. ``EdgeFold`` folds the summaries themselves (Parquet archives or
 ``l7.summaries.v1``) through the worker's own decoding (``streams.batch.
 BatchView``: identity, the edge ``service + method + template``, a shim's own
 refusal not counted as the upstream's answer) and its repeat filter (a second
-reporter's copy of a call is counted once), keeping names.
+reporter's copy of a call is counted once, and its answer once: from the first
+copy that carried one, so a call the shim reported before the upstream answered
+gets the access log's status), keeping names.
 
 Peers are what a network policy can name, so they are coarser than the
 worker's callers: a workload (``namespace/name``, from the pod watch or XFCC)
@@ -26,11 +28,9 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Literal
 
-import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from streams.batch import BatchView, column, hash64
+from streams.batch import BatchView, column
 from streams.repeats import RepeatFilter
 
 __all__ = ["Edge", "EdgeFold", "EdgeStats", "Endpoint", "Peer", "peer_of"]
@@ -159,34 +159,38 @@ class EdgeFold:
         """Fold one table of summaries (``RequestSummary`` columns; rows in time order across calls)."""
         if not table.num_rows:
             return
-        reporters = column(table, "reporter") if "reporter" in table.column_names else pa.nulls(table.num_rows, pa.string())
-        repeats = self._repeats.repeats(hash64(pc.cast(column(table, "id"), pa.string()), memo=False), hash64(pc.cast(reporters, pa.string())))
-        view = BatchView.decode(table, repeats)
-        keep = np.flatnonzero(view.first)
-        self.rows += len(keep)
+        view = BatchView.decode(table, ids=self._repeats)
+        self.rows += int(view.first.sum())
         rows = zip(view.source_workload.to_pylist(), view.source_ip.to_pylist(), view.external.tolist(), view.principal.to_pylist(),
                    _struct_field(table, "destination", "namespace"), view.service.to_pylist(), view.method.to_pylist(),
                    view.template.to_pylist(), view.dest_external.tolist(), _struct_field(table, "destination", "port"),
                    view.status.tolist(), view.time.tolist())
-        first = view.first.tolist()
-        for i, row in enumerate(rows):
-            if first[i]:
-                self._fold(*row)
+        counted = zip(view.first.tolist(), view.answer.tolist())
+        for (first, answer), row in zip(counted, rows):
+            if first or answer:
+                self._fold(first, answer, *row)
 
-    def _fold(self, workload: str | None, ip: str | None, external: bool, principal: str | None, namespace: object, service: str,
-              method: str | None, template: str | None, dest_external: bool, port: object, status: int, t: float) -> None:
+    def _fold(self, first: bool, answer: bool, workload: str | None, ip: str | None, external: bool, principal: str | None,
+              namespace: object, service: str, method: str | None, template: str | None, dest_external: bool, port: object,
+              status: int, t: float) -> None:
+        """Fold one row: the call when it is the call's ``first`` copy, its status when it carries the call's ``answer``
+        (a shim's copy of an allowed call comes before the access log's, which alone has the status); the edge is the
+        one the row names."""
         peer = peer_of(workload, ip, external, self.prefix_v4, self.prefix_v6)
         if peer is None:
-            self.skipped += 1
+            self.skipped += first
             return
         endpoint = Endpoint(str(namespace) if namespace else None, service, (method or "-").upper(), template or "-", dest_external)
         stats = self._edges.get((peer, endpoint))
         if stats is None:
             stats = self._edges[(peer, endpoint)] = EdgeStats()
-        stats.calls += 1
-        stats.first_seen, stats.last_seen = min(stats.first_seen, t), max(stats.last_seen, t)
         if isinstance(port, int) and port > 0:
-            stats.ports.add(port)
+            stats.ports.add(port)  # the access log's copy knows the port, the shim's may not
+        if first:
+            stats.calls += 1
+            stats.first_seen, stats.last_seen = min(stats.first_seen, t), max(stats.last_seen, t)
+        if not answer:
+            return
         if status in (401, 403):
             stats.denied += 1
         if not 200 <= status < 400:

@@ -3,7 +3,10 @@
 ``BatchView.decode(table, repeats)`` turns an Arrow batch of ``RequestSummary``
 rows into numpy arrays once: the actor of each row (``workload or ip | principal``,
 as ``ingest.actor_key``), times, statuses, identities as 64-bit hashes, the
-destination edge, object ids and created ids as (row, hash) pairs. Analysers
+destination edge, object ids and created ids as (row, hash) pairs; with the
+worker's ``RepeatFilter`` (``ids``) it also marks, per row, the copy of a call
+to count (``first``) and the copy whose answer to count (``answer``: the first
+that carried a status, a derived outcome or the shim's refusal). Analysers
 (``Enricher``: ownership, call edges, credential tables, ...) read it and return
 *signals*: one float per row (``Signals``), which the feature table
 (``models.features``) folds into per-key state. No analyser decodes the table again.
@@ -24,6 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from streams.keytable import GOLD, mix, mix1
+from streams.repeats import RepeatFilter
 
 __all__ = ["SMALL_BATCH", "BatchView", "Enricher", "Signals", "column", "hash64", "list_parts", "present"]
 
@@ -248,6 +252,32 @@ def _identities(workload: pa.Array, ip: pa.Array, principal: pa.Array, service: 
     return encoded.dictionary.to_pylist(), encoded.dictionary, np.asarray(encoded.indices, dtype=np.intp), hash64(edge)
 
 
+def _has(values: pa.Array) -> _B:
+    """Per row: a value is there (null: False)."""
+    if not values.null_count:
+        return np.ones(len(values), dtype=bool)
+    if values.null_count == len(values):
+        return np.zeros(len(values), dtype=bool)
+    return np.asarray(values.is_valid(), dtype=bool)
+
+
+def _has_rows(rows: _I, n: int) -> _B:
+    out = np.zeros(n, dtype=bool)
+    out[rows] = True
+    return out
+
+
+def _counted(table: pa.Table, n: int, repeats: _B | None, ids: RepeatFilter | None, answered: _B) -> tuple[_B, _B]:
+    """(``first``, ``answer``) of a batch (see ``BatchView``); ``answered``: the row carries its call's answer."""
+    if ids is not None:
+        reporters = column(table, "reporter") if "reporter" in table.column_names else pa.nulls(n, pa.string())
+        again, answer_again = ids.judge(hash64(pc.cast(column(table, "id"), pa.string()), memo=False),
+                                        hash64(pc.cast(reporters, pa.string())), answered)
+        return ~again, answered & (~again | ~answer_again)  # a row that counts a call counts the answer it carries
+    first = np.ones(n, dtype=bool) if repeats is None else ~repeats
+    return first, first
+
+
 @dataclass
 class BatchView:
     """Per-row arrays of one decoded batch (see the module docstring). Read-only by convention.
@@ -260,7 +290,10 @@ class BatchView:
     outside the cluster). Call: ``time``, ``status`` (0 = unknown), ``method``,
     ``template``, ``service`` (destination), ``service_hash``, ``edge_hash``
     (service + method + template), ``dest_external``, ``dest_host``, ``first``
-    (not a second reporter's copy of a call already counted), ``auth_failed``
+    (not a second reporter's copy of a call already counted: count requests with it), ``answer`` (the copy of the call
+    whose answer counts: the first that carried a status, a derived outcome or the shim's own refusal; a shim reports
+    an allowed call before the upstream answers, so its copy counts the request and the access log's the answer:
+    count status-derived signals with it; ``first`` when the batch was decoded without the filter), ``auth_failed``
     (401 or a derived ``auth_failure`` outcome), ``response_bytes``,
     ``request_bytes``, ``sensitive`` (values returned, all types), ``inline``
     (inline findings on the call, but for an inspection that overran its time budget), ``records`` (object ids the answer carried),
@@ -278,6 +311,7 @@ class BatchView:
     time: _F
     status: npt.NDArray[np.int64]
     first: _B
+    answer: _B
     principal: pa.Array
     principal_hash: _U
     is_service: _B
@@ -305,8 +339,12 @@ class BatchView:
     created_hash: _U
 
     @classmethod
-    def decode(cls, table: pa.Table, repeats: _B | None = None) -> BatchView:
-        """Decode an Arrow batch with the ``RequestSummary`` columns (optional ones may be missing)."""
+    def decode(cls, table: pa.Table, repeats: _B | None = None, ids: RepeatFilter | None = None) -> BatchView:
+        """Decode an Arrow batch with the ``RequestSummary`` columns (optional ones may be missing).
+
+        ``ids``: judge the rows' request ids with this filter (``first`` and ``answer``; it learns the batch);
+        else ``repeats`` (rows already counted) gives ``first`` and ``answer`` alike; neither: every row counts.
+        """
         n = table.num_rows
         source, destination = column(table, "source"), column(table, "destination")
         workload, ip = _field(source, "workload", n), _field(source, "ip", n)
@@ -320,8 +358,11 @@ class BatchView:
         inline_row, inline_values = list_parts(column(table, "inline_findings"))
         inline_row = inline_row[~_is_in(inline_values, _NOT_ATTACKS)] if len(inline_row) else inline_row
         status = _numbers(column(table, "status"), np.int64)
-        status = np.where(_is_in(_optional(table, "decision", n), _REFUSALS), 0, status)  # a shim's own refusal is not the upstream's answer
-        failed = _is_in(_optional(table, "outcome", n), _AUTH_FAILURE)
+        refused = _is_in(_optional(table, "decision", n), _REFUSALS)
+        outcome = _optional(table, "outcome", n)
+        failed = _is_in(outcome, _AUTH_FAILURE)
+        first, answer = _counted(table, n, repeats, ids, (status != 0) | refused | _has(outcome) | _has_rows(made_row, n))
+        status = np.where(refused, 0, status)  # a shim's own refusal is not the upstream's answer
         external = np.asarray(_numbers(source.field("external"), bool), dtype=bool) if "external" in {f.name for f in source.type} else np.zeros(n, bool)
         dest_external = np.asarray(_numbers(destination.field("external"), bool), dtype=bool) if "external" in {f.name for f in destination.type} else np.zeros(n, bool)
         return cls(
@@ -332,7 +373,8 @@ class BatchView:
             actor_of_row=actor_of_row,
             time=_numbers(column(table, "time"), np.float64),
             status=status,
-            first=np.ones(n, dtype=bool) if repeats is None else ~repeats,
+            first=first,
+            answer=answer,
             principal=principal,
             principal_hash=hash64(principal),
             is_service=np.asarray(principal.is_null(), dtype=bool),

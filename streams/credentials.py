@@ -210,10 +210,11 @@ class CredentialTables:
         return alive
 
     def _login_rows(self, batch: BatchView) -> list[int] | _I:
-        """Rows that are login attempts and not a second report of a call (a list for a small batch)."""
+        """Rows that are login attempts, each call's copy that carried its answer (``BatchView.answer``: the access log's 401,
+        not the shim's earlier report of the same call without a status); a list for a small batch."""
         if batch.n <= self.config.small_batch:
             known, is_login = self._login_edges, self._is_login_edge
-            rows = zip(batch.credential_subject_hash.tolist(), batch.auth_failed.tolist(), batch.first.tolist(),
+            rows = zip(batch.credential_subject_hash.tolist(), batch.auth_failed.tolist(), batch.answer.tolist(),
                        batch.edge_hash.tolist())
             return [i for i, (s, f, first, e) in enumerate(rows)
                     if first and (s or f or (known[e] if e in known else is_login(batch, e, i)))]
@@ -221,7 +222,7 @@ class CredentialTables:
         starts = groups.order[groups.starts].tolist()
         flags = np.array([self._is_login_edge(batch, e, i) for e, i in zip(groups.keys.tolist(), starts)], dtype=bool)
         login = (batch.credential_subject_hash != 0) | batch.auth_failed | flags[groups.inverse]
-        return np.flatnonzero(login & batch.first)
+        return np.flatnonzero(login & batch.answer)
 
     def enrich(self, batch: BatchView) -> Signals:
         """Per-row signals of this batch (``SIGNALS``; 0 on rows that are no login attempt)."""

@@ -34,7 +34,7 @@ import pyarrow.compute as pc
 
 from models import Detector, features_for
 from models.features import KEYS
-from streams.batch import SMALL_BATCH, BatchView, Enricher, column, hash64
+from streams.batch import SMALL_BATCH, BatchView, Enricher, hash64
 from streams.detection import Detection, Flagger
 from streams.eviction import Eviction, EvictionConfig
 from streams.keyspace import Elements, KeySpace
@@ -135,12 +135,6 @@ class BatchProcessor:
         """The actor state."""
         return self.spaces["actor"].store
 
-    def _repeats(self, table: pa.Table) -> npt.NDArray[np.bool_]:
-        """Rows that are another reporter's record of a call already counted (``streams.repeats``)."""
-        n = table.num_rows
-        reporters = column(table, "reporter") if "reporter" in table.column_names else pa.nulls(n, pa.string())
-        return self._ids.repeats(hash64(pc.cast(column(table, "id"), pa.string()), memo=False), hash64(pc.cast(reporters, pa.string())))
-
     def export_destinations(self) -> bytes:
         """The service -> bit assignment (part of the state: masks mean nothing without it)."""
         return json.dumps(self._dest_index, sort_keys=True).encode()
@@ -223,12 +217,13 @@ class BatchProcessor:
         return (specced & ~np.isin(b.edge_hash, self._declared_set)).astype(np.float64)
 
     def _signals(self, b: BatchView) -> dict[str, _F]:
-        """The base per-row signals, then every enricher's."""
-        first = b.first.astype(np.float64)
+        """The base per-row signals, then every enricher's. A call counts once (``first``), its answer once
+        (``answer``: a shim's copy of an allowed call has no status; the access log's copy brings it)."""
+        first, answer = b.first.astype(np.float64), b.answer.astype(np.float64)
         out = {
             "request": first,
-            "denied": ((b.status == 403) | (b.status == 404)) * first,
-            "auth_failure": b.auth_failed * first,
+            "denied": ((b.status == 403) | (b.status == 404)) * answer,
+            "auth_failure": b.auth_failed * answer,
             "sensitive": b.sensitive,
             "response_bytes": b.response_bytes,
             "records": b.records,
@@ -236,7 +231,7 @@ class BatchProcessor:
             "retired": self._retired(b),
             "service": b.is_service.astype(np.float64),
             "request_bytes": b.request_bytes,
-            "creates": np.bincount(b.created_row, minlength=b.n).clip(0, 1) * first,
+            "creates": np.bincount(b.created_row, minlength=b.n).clip(0, 1) * answer,
             "shadow": self._shadow(b) * first,
         }
         for enricher in self.enrichers:
@@ -268,7 +263,7 @@ class BatchProcessor:
         """Fold one batch into the state; return detections for newly flagged keys."""
         if table.num_rows == 0:
             return []
-        b = BatchView.decode(table, self._repeats(table))
+        b = BatchView.decode(table, ids=self._ids)  # second reporters' copies: streams.repeats
         self.eviction.advance(b.time)
         signals = self._signals(b)
         with_principal = np.flatnonzero(b.principal_hash != 0)

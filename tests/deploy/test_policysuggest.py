@@ -392,3 +392,44 @@ def test_the_shims_own_reports_of_external_clients_fold_into_their_network(summa
     ((edge,),) = [fold.edges()]
     assert (str(edge.peer), edge.endpoint.destination, edge.stats.ok_calls, edge.stats.actors) == ("cidr:198.51.100.0/24", "shop/orders", 6, 2)
     assert judge([edge], Thresholds(min_calls=5, min_callers=2)).allowed == [edge]
+
+
+def test_an_edge_the_shim_reported_first_gets_the_access_logs_answers(table_of: TableOf) -> None:
+    """Both reporters of each call, the shim's first (``summary_row``: no status on a call it let through, no port), then
+    the access log's (the upstream's status, the port): each call counted once, its answer once, from the access log."""
+    views = [RequestView("GET", f"/orders/{i}", None, f"user-{i % 2}", f"198.51.100.{i}", "orders", "shop", request_id=f"r{i}", external=True)
+             for i in range(6)]
+    shim = [summarize(T0 + i, v, ALLOW, b"k") for i, v in enumerate(views)]
+    log = [s.model_copy(update={"reporter": "access_log", "status": 403 if i == 5 else 200, "decision": None,
+                                "destination": s.destination.model_copy(update={"port": 8080})}) for i, s in enumerate(shim)]
+    fold = EdgeFold()
+    fold.update(table_of(shim[:3]))
+    fold.update(table_of([*log[:3], *shim[3:]]))
+    fold.update(table_of(log[3:]))
+    ((edge,),) = [fold.edges()]
+    s = edge.stats
+    assert (s.calls, s.ok_calls, s.denied, s.actors, s.ports, fold.rows) == (6, 5, 1, 2, {8080}, 6)
+    assert judge([edge], Thresholds(min_calls=5, min_callers=2)).allowed == [edge]
+
+
+@pytest.mark.parametrize(("bad", "reason"), [
+    (edge("shop/web", template="/orders/{id}/a b"), "path_template='/orders/{id}/a b': must not contain whitespace"),
+    (edge("shop/web", template="/orders/{id"), "path_template='/orders/{id': has a brace that opens or closes no placeholder"),
+    (edge("shop/web", method="M-SEARCH!"), "method='M-SEARCH!': expected an upper-case HTTP method"),
+    (edge("shop/web", method="get"), "method='get': expected an upper-case HTTP method"),
+])  # fmt: skip
+def test_an_edge_the_shims_loader_would_refuse_goes_to_review_not_into_the_list(bad: Edge, reason: str) -> None:
+    """Review 1h: one learned entry the shim's loader refuses would make it refuse the whole file (the shim fails to start,
+    a reload keeps the old list); suggest leaves it out of the allow-list and lists it for review with the loader's reason."""
+    from enforcement.allowlistfile import allowlist_from_dict
+
+    s = judge([*SHOP, bad])
+    assert bad in s.allowed  # the edge itself passed the thresholds: the other formats still render it
+    allow = shim_allowlist(s)
+    assert len(allowlist_from_dict(yaml.safe_load(yaml.safe_dump(allow)))) == len(shim_allowlist(judge(SHOP))["endpoints"])
+    assert not any(e["method"] == bad.endpoint.method and e["path_template"] == bad.endpoint.template for e in allow["endpoints"])
+    review = review_document(s)
+    ((left_out,),) = [review["shim_left_out"]]
+    assert (left_out["caller"], left_out["method"], left_out["path_template"]) == ("shop/web", bad.endpoint.method, bad.endpoint.template)
+    assert [reason in r and r.startswith("not in the shim's allow-list: ") for r in left_out["reasons"]] == [True]
+    assert review_document(judge(SHOP))["shim_left_out"] == []
