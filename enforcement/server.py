@@ -423,9 +423,13 @@ async def serve(settings: ShimSettings, ready: threading.Event | None = None, st
     REGISTRY.register(collector)
     loop = asyncio.get_running_loop()
     admin = await loop.create_server(lambda: HttpConnection(admin_handler(shim, control)), settings.admin_host, settings.admin_port)
+    # Bound and listening before warm-up ends, served after it: /readyz says ready once warm, and a check sent then
+    # must find the port open (it waits in the backlog until serving starts), not be refused.
+    server = await loop.create_server(lambda: check_connection(shim, timer if settings.timing_sample else None), settings.host, settings.port,
+                                      reuse_port=True, backlog=1024, start_serving=False)
     took = await asyncio.to_thread(shim.warm_up, settings.warm_up_timeout_s)
     log.info("shim warmed up", extra={"seconds": round(took, 3)})
-    server = await loop.create_server(lambda: check_connection(shim, timer if settings.timing_sample else None), settings.host, settings.port, reuse_port=True, backlog=1024)
+    await server.start_serving()
     grpc_server = await _start_grpc(shim, settings)
     extproc = await _start_extproc(shim, settings)
     log.info("shim listening", extra={"port": settings.port, "admin_port": settings.admin_port, "grpc_port": settings.grpc_port,
