@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import numpy as np
 import pyarrow as pa
-import pytest
 
 import streams.batch as batch
 from ingest.envelope import SUMMARY_SCHEMA, summary_row
 from streams.batch import BatchView
 from streams.repeats import RepeatFilter
 from tests.conftest import T0
-
-
-@pytest.fixture
-def vectorised_only() -> Iterator[None]:
-    old = batch.SMALL_BATCH
-    batch.SMALL_BATCH = 0
-    try:
-        yield
-    finally:
-        batch.SMALL_BATCH = old
+from tests.streams.test_batch import vectorised_only  # noqa: F401  (the fixture)
 
 
 def _table(rows: list[dict[str, object]]) -> pa.Table:
