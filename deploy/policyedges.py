@@ -24,12 +24,12 @@ calls. Pure: tables in, edges out.
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass, field
 from typing import Literal
 
 import pyarrow as pa
 
+from ingest.peername import source_peer
 from streams.batch import BatchView, column
 from streams.repeats import RepeatFilter
 
@@ -99,9 +99,8 @@ class Edge:
 def peer_of(workload: str | None, ip: str | None, external: bool, prefix_v4: int = 24, prefix_v6: int = 64) -> Peer | None:
     """The peer of a call's source: its workload, else its address (external: the CIDR around it), else None.
 
-    An external address is read as the shim's allow-list matcher reads it (``enforcement.allowlist``): brackets
-    stripped, an IPv4-mapped IPv6 address (``::ffff:a.b.c.d``, a dual-stack listener's peer) as the IPv4 address, so
-    the listed network contains the callers it was learned from (not ``::/64``, which holds every mapped address).
+    The rule is ``ingest.peername.source_peer``, which the shim's allow-list (``enforcement.allowlist``) names callers
+    by too (an IPv4-mapped IPv6 address is read as IPv4, so the listed network holds the callers it was learned from).
 
     >>> peer_of(None, "198.51.100.7", True)
     Peer(kind='cidr', name='198.51.100.0/24')
@@ -110,20 +109,8 @@ def peer_of(workload: str | None, ip: str | None, external: bool, prefix_v4: int
     >>> str(peer_of("shop/web", "10.0.0.3", False))
     'shop/web'
     """
-    if workload:
-        return Peer("workload", workload)
-    if not ip:
-        return None
-    if not external:
-        return Peer("address", ip)
-    try:
-        addr = ipaddress.ip_address(ip.strip("[]"))
-    except ValueError:
-        return None
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        addr = addr.ipv4_mapped
-    prefix = prefix_v4 if addr.version == 4 else prefix_v6
-    return Peer("cidr", str(ipaddress.ip_network(f"{addr}/{prefix}", strict=False)))
+    found = source_peer(workload, ip, external, prefix_v4, prefix_v6)
+    return None if found is None else Peer(found[0], found[1])  # type: ignore[arg-type]  # kind is a PeerKind
 
 
 def _struct_field(table: pa.Table, struct: str, name: str) -> list[object]:

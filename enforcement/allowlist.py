@@ -84,6 +84,7 @@ from urllib.parse import unquote
 from enforcement.decision import RequestView
 from enforcement.errors import EnforcementError
 from enforcement.normalize import decode
+from ingest.peername import plain_address, source_peer
 
 __all__ = [
     "AMBIGUOUS_PATH", "KIND", "REASONS", "UNKNOWN_CALLER", "UNKNOWN_ENDPOINT", "UNNAMED_CALLER", "VERSION",
@@ -199,13 +200,6 @@ class AllowedEndpoint:
         return address in self._addresses or any(address in net for net in self._networks if net.version == address.version)
 
 
-def _plain(addr: Address) -> Address:
-    """An IPv4-mapped IPv6 address (a dual-stack listener's ``::ffff:a.b.c.d``) as the IPv4 address it is."""
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        return addr.ipv4_mapped
-    return addr
-
-
 def caller_of(req: RequestView, prefix_v4: int = 24, prefix_v6: int = 64) -> str | None:
     """The request's caller as ``deploy.policyedges.peer_of`` names it (same default prefixes), for messages and tests:
     the workload; else, for an external address (``req.external``), the ``cidr:`` network around it; else
@@ -218,18 +212,11 @@ def caller_of(req: RequestView, prefix_v4: int = 24, prefix_v6: int = 64) -> str
     >>> caller_of(RequestView("GET", "/", ip="10.0.0.99"))
     'address:10.0.0.99'
     """
-    if req.source_workload:
-        return req.source_workload
-    if not req.ip:
+    found = source_peer(req.source_workload, req.ip, req.external, prefix_v4, prefix_v6)
+    if found is None:
         return None
-    if req.external:
-        try:
-            addr = _plain(ipaddress.ip_address(req.ip.strip("[]")))
-        except ValueError:
-            return None  # peer_of names no peer for an address it cannot read
-        prefix = prefix_v4 if addr.version == 4 else prefix_v6
-        return f"cidr:{ipaddress.ip_network(f'{addr}/{prefix}', strict=False)}"
-    return f"address:{req.ip}"
+    kind, name = found
+    return name if kind == "workload" else f"{kind}:{name}"
 
 
 #: characters after which a path segment needs the normaliser (percent and other escapes, non-ASCII)
@@ -379,7 +366,7 @@ class AllowList:
         if ip in self._addresses:
             return self._addresses[ip]
         try:
-            found: Address | None = _plain(ipaddress.ip_address(ip.strip("[]")))
+            found: Address | None = plain_address(ipaddress.ip_address(ip.strip("[]")))
         except ValueError:
             found = None
         if len(self._addresses) >= _MEMO_MAX:
@@ -398,7 +385,7 @@ def _caller(name: str) -> str | Address | Network:
     if name.startswith("cidr:"):
         return ipaddress.ip_network(name[5:], strict=False)
     if name.startswith("address:"):
-        return _plain(ipaddress.ip_address(name[8:]))
+        return plain_address(ipaddress.ip_address(name[8:]))
     namespace, slash, workload = name.partition("/")
     if not slash or not _NAME.fullmatch(namespace) or not _NAME.fullmatch(workload):
         raise ValueError("expected a workload 'namespace/name', 'cidr:<network>' or 'address:<ip>'")
