@@ -164,7 +164,7 @@ class Shim:
         self._view = self.adapter.view_of
         self._respond = self.adapter.respond
         self._allow: bytes | None = self.adapter.allow_response
-        if isinstance(self.adapter, TraefikAdapter):  # its answers name each call's request id: rendered per call
+        if isinstance(self.adapter, HttpAdapter) and self.adapter.request_id_header:  # answers name each call's id: per call
             self.adapter.own_request_ids = True
             self._allow = None
 

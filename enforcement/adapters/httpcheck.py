@@ -242,6 +242,9 @@ class HttpAdapter:
     #: The answer header naming the request id the shim reports the call under (Traefik: ``x-kubeward-request-id``);
     #: such an adapter's answers differ per call, so the precomputed ``allow_response`` is no answer of a real check.
     request_id_header: str | None = None
+    #: Make an id for a check that names none (an adapter with ``request_id_header``); the shim turns it on once it
+    #: answers every check of such an adapter through ``respond``.
+    own_request_ids = False
 
     def __init__(self, identity: HeaderIdentity, path_prefix: str = "", *, inspected_headers: tuple[str, ...] = (), body_limit: int = 0):
         self.identity = identity

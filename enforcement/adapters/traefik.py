@@ -62,9 +62,6 @@ class TraefikAdapter(HttpAdapter):
     method_header = b"x-forwarded-method"
     uri_header = b"x-forwarded-uri"
     request_id_header = REQUEST_ID_HEADER
-    #: Make an id for a check without ``x-request-id``. Off until the server answers every check through ``respond``
-    #: (the shim's precomputed allow answer carries no id); ``enforcement.shim.Shim`` turns it on.
-    own_request_ids = False
 
     def view_of(self, method: str, url: str, headers: Mapping[bytes, bytes], peer: str | None, body: bytes | None = None) -> RequestView:
         """``HttpAdapter.view_of``, with an id of the shim's own when the check carries none."""
